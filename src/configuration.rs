@@ -1,0 +1,519 @@
+//! Typed settings, loaded once from defaults, `config/` files and the environment (DESIGN.md §3).
+//!
+//! Layers, later wins: built-in defaults → `config/default.toml` → `config/{APP_ENV}.toml` →
+//! `WABOT_<SECTION>__<KEY>` → the well-known flat variables (`PORT`, `REDIS_URL`, ...).
+//! The environment is passed in as a map so tests can load settings without touching the
+//! process environment (which every test thread shares).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize, Serializer};
+
+/// Everything the process needs to run, validated.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub whatsapp: WhatsAppSettings,
+    pub redis: RedisSettings,
+    pub conversation: ConversationSettings,
+    pub rate_limit: RateLimitSettings,
+    pub responder: ResponderSettings,
+    pub worker: WorkerSettings,
+    pub admin: AdminSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct ServerSettings {
+    pub host: String,
+    pub port: u16,
+    /// Meta documents payloads of up to 3 MB; anything larger is refused with 413.
+    pub max_body_bytes: usize,
+    /// HTTP worker threads; the webhook handler is I/O bound, two are plenty on small machines.
+    pub http_workers: usize,
+    /// How long SIGTERM waits for in-flight requests and conversations before giving up.
+    pub shutdown_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct WhatsAppSettings {
+    /// One secret, or several separated by commas while an app secret is being rotated.
+    #[serde(serialize_with = "redact")]
+    pub app_secret: SecretString,
+    #[serde(serialize_with = "redact")]
+    pub verify_token: SecretString,
+    #[serde(serialize_with = "redact")]
+    pub access_token: SecretString,
+    #[serde(default, deserialize_with = "empty_as_none")]
+    pub phone_number_id: Option<String>,
+    pub api_base_url: String,
+    pub api_version: String,
+    pub mark_as_read: bool,
+    pub typing_indicator: bool,
+    pub request_timeout_ms: u64,
+}
+
+impl WhatsAppSettings {
+    /// The configured app secrets, in order; empty entries are ignored.
+    pub fn app_secrets(&self) -> Vec<SecretString> {
+        self.app_secret
+            .expose_secret()
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(SecretString::from)
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct RedisSettings {
+    /// Anything fred's `Config::from_url` takes: redis://, rediss://, redis-cluster://, redis-sentinel://.
+    #[serde(serialize_with = "redact_url")]
+    pub url: String,
+    #[serde(serialize_with = "redact")]
+    pub password: SecretString,
+    /// Every key starts with this, so several deployments (or test runs) can share one Redis.
+    pub key_prefix: String,
+    pub command_timeout_ms: u64,
+    pub connect_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct ConversationSettings {
+    /// Sliding TTL of a conversation: it expires after this long without activity.
+    pub session_expire_secs: u64,
+    pub max_history: usize,
+    /// 0 disables burst merging.
+    pub merge_window_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct RateLimitSettings {
+    pub messages: u32,
+    pub window_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ResponderKind {
+    Rules,
+    Echo,
+    Openai,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct ResponderSettings {
+    pub kind: ResponderKind,
+    pub openai: OpenAiSettings,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct OpenAiSettings {
+    #[serde(default)]
+    pub base_url: String,
+    #[serde(default)]
+    pub model: String,
+    #[serde(serialize_with = "redact")]
+    pub api_key: SecretString,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct WorkerSettings {
+    /// Number of inbox partitions. Changing it re-routes conversations: drain the inbox first.
+    pub partitions: u32,
+    /// Conversations processed at the same time by one replica.
+    pub concurrency: usize,
+    /// A replica that stops renewing its lease loses its partitions after this long.
+    pub lease_ttl_ms: u64,
+    /// Attempts before a message goes to the dead-letter stream.
+    pub max_attempts: u32,
+    pub retry_base_ms: u64,
+    pub retry_max_ms: u64,
+    /// Whether `wabot serve` also runs the workers (`wabot worker` always does).
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct AdminSettings {
+    /// The admin API is off while this is empty.
+    #[serde(serialize_with = "redact")]
+    pub token: SecretString,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct LogSettings {
+    pub format: LogFormat,
+}
+
+/// Why settings could not be loaded; the message always names the setting.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration could not be read: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("setting `{setting}` is required ({hint})")]
+    Missing {
+        setting: &'static str,
+        hint: &'static str,
+    },
+    #[error("setting `{setting}` is invalid: {reason}")]
+    Invalid {
+        setting: &'static str,
+        reason: String,
+    },
+}
+
+/// Built-in defaults, so the binary runs even without a `config/` directory next to it.
+const DEFAULTS: &[(&str, &str)] = &[
+    ("server.host", "0.0.0.0"),
+    ("server.port", "8000"),
+    ("server.max_body_bytes", "3145728"),
+    ("server.shutdown_timeout_secs", "25"),
+    ("server.http_workers", "2"),
+    ("whatsapp.app_secret", ""),
+    ("whatsapp.verify_token", ""),
+    ("whatsapp.access_token", ""),
+    ("whatsapp.api_base_url", "https://graph.facebook.com"),
+    ("whatsapp.api_version", "v24.0"),
+    ("whatsapp.mark_as_read", "true"),
+    ("whatsapp.typing_indicator", "true"),
+    ("whatsapp.request_timeout_ms", "10000"),
+    ("redis.url", "redis://127.0.0.1:6379/0"),
+    ("redis.password", ""),
+    ("redis.key_prefix", "wabot"),
+    ("redis.command_timeout_ms", "2000"),
+    ("redis.connect_timeout_ms", "2000"),
+    ("conversation.session_expire_secs", "3600"),
+    ("conversation.max_history", "40"),
+    ("conversation.merge_window_ms", "0"),
+    ("rate_limit.messages", "20"),
+    ("rate_limit.window_secs", "60"),
+    ("responder.kind", "rules"),
+    ("responder.openai.base_url", ""),
+    ("responder.openai.model", ""),
+    ("responder.openai.api_key", ""),
+    ("worker.partitions", "64"),
+    ("worker.concurrency", "256"),
+    ("worker.lease_ttl_ms", "15000"),
+    ("worker.max_attempts", "5"),
+    ("worker.retry_base_ms", "500"),
+    ("worker.retry_max_ms", "30000"),
+    ("worker.enabled", "true"),
+    ("admin.token", ""),
+    ("log.format", "pretty"),
+];
+
+/// The well-known flat variables and the setting each one sets.
+const FLAT_ENV: &[(&str, &str)] = &[
+    ("PORT", "server.port"),
+    ("WHATSAPP_APP_SECRET", "whatsapp.app_secret"),
+    ("WHATSAPP_VERIFY_TOKEN", "whatsapp.verify_token"),
+    ("WHATSAPP_ACCESS_TOKEN", "whatsapp.access_token"),
+    ("WHATSAPP_PHONE_NUMBER_ID", "whatsapp.phone_number_id"),
+    ("WHATSAPP_API_BASE_URL", "whatsapp.api_base_url"),
+    ("WHATSAPP_API_VERSION", "whatsapp.api_version"),
+    ("REDIS_URL", "redis.url"),
+    ("REDIS_PASSWORD", "redis.password"),
+    ("SESSION_EXPIRE_TIME", "conversation.session_expire_secs"),
+    ("RESPONDER", "responder.kind"),
+    ("OPENAI_BASE_URL", "responder.openai.base_url"),
+    ("OPENAI_MODEL", "responder.openai.model"),
+    ("OPENAI_API_KEY", "responder.openai.api_key"),
+    ("ADMIN_TOKEN", "admin.token"),
+    ("LOG_FORMAT", "log.format"),
+];
+
+impl Settings {
+    /// Loads settings the way the binary does: `APP_CONFIG_DIR` (default `./config`) and the process
+    /// environment.
+    pub fn load() -> Result<Settings, ConfigError> {
+        let env: HashMap<String, String> = std::env::vars().collect();
+        let dir = env
+            .get("APP_CONFIG_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("config"));
+        Settings::load_from(&dir, &env)
+    }
+
+    /// Loads settings from `config_dir` and the given environment map, then validates them.
+    pub fn load_from(
+        config_dir: &Path,
+        env: &HashMap<String, String>,
+    ) -> Result<Settings, ConfigError> {
+        let app_env = env
+            .get("APP_ENV")
+            .map(String::as_str)
+            .unwrap_or("development");
+        let mut builder = config::Config::builder();
+        for (key, value) in DEFAULTS {
+            builder = builder.set_default(*key, *value)?;
+        }
+        builder = builder
+            .add_source(config::File::from(config_dir.join("default.toml")).required(false))
+            .add_source(
+                config::File::from(config_dir.join(format!("{app_env}.toml"))).required(false),
+            )
+            .add_source(
+                config::Environment::with_prefix("WABOT")
+                    .prefix_separator("_")
+                    .separator("__")
+                    .source(Some(env.clone().into_iter().collect())),
+            );
+        for (var, key) in FLAT_ENV {
+            builder = builder.set_override_option(*key, env.get(*var).cloned())?;
+        }
+        let settings: Settings = builder.build()?.try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks what serde cannot: required secrets, ranges, URLs.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.whatsapp.app_secrets().is_empty() {
+            return Err(ConfigError::Missing {
+                setting: "whatsapp.app_secret",
+                hint: "set WHATSAPP_APP_SECRET to the App Secret from App settings > Basic",
+            });
+        }
+        if self.whatsapp.verify_token.expose_secret().is_empty() {
+            return Err(ConfigError::Missing {
+                setting: "whatsapp.verify_token",
+                hint:
+                    "set WHATSAPP_VERIFY_TOKEN to the string typed into the webhook configuration",
+            });
+        }
+        if self.whatsapp.access_token.expose_secret().is_empty() {
+            return Err(ConfigError::Missing {
+                setting: "whatsapp.access_token",
+                hint: "set WHATSAPP_ACCESS_TOKEN to a system user access token",
+            });
+        }
+        let base = &self.whatsapp.api_base_url;
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(ConfigError::Invalid {
+                setting: "whatsapp.api_base_url",
+                reason: "must start with http:// or https://".into(),
+            });
+        }
+        if !self.redis.url.starts_with("redis")
+            || fred::types::config::Config::from_url(&self.redis.url).is_err()
+        {
+            return Err(ConfigError::Invalid {
+                setting: "redis.url",
+                reason: "not a Redis URL fred understands (redis://, rediss://, redis-cluster://, redis-sentinel://)".into(),
+            });
+        }
+        if self.redis.key_prefix.is_empty() || self.redis.key_prefix.contains(['{', '}', ':', ' '])
+        {
+            return Err(ConfigError::Invalid {
+                setting: "redis.key_prefix",
+                reason: "must be non-empty without `{`, `}`, `:` or spaces".into(),
+            });
+        }
+        let positive: [(&'static str, u64); 7] = [
+            (
+                "conversation.session_expire_secs",
+                self.conversation.session_expire_secs,
+            ),
+            (
+                "conversation.max_history",
+                self.conversation.max_history as u64,
+            ),
+            ("rate_limit.messages", u64::from(self.rate_limit.messages)),
+            ("rate_limit.window_secs", self.rate_limit.window_secs),
+            ("worker.partitions", u64::from(self.worker.partitions)),
+            ("worker.concurrency", self.worker.concurrency as u64),
+            ("worker.max_attempts", u64::from(self.worker.max_attempts)),
+        ];
+        for (setting, value) in positive {
+            if value == 0 {
+                return Err(ConfigError::Invalid {
+                    setting,
+                    reason: "must be greater than 0".into(),
+                });
+            }
+        }
+        if self.worker.lease_ttl_ms < 1000 {
+            return Err(ConfigError::Invalid {
+                setting: "worker.lease_ttl_ms",
+                reason: "must be at least 1000".into(),
+            });
+        }
+        if self.responder.kind == ResponderKind::Openai
+            && (self.responder.openai.base_url.is_empty() || self.responder.openai.model.is_empty())
+        {
+            return Err(ConfigError::Missing {
+                setting: "responder.openai.base_url",
+                hint: "the openai responder needs OPENAI_BASE_URL and OPENAI_MODEL",
+            });
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, every secret replaced by `[redacted]`.
+    pub fn redacted_toml(&self) -> String {
+        toml::to_string_pretty(self)
+            .unwrap_or_else(|e| format!("# could not render the configuration: {e}\n"))
+    }
+
+    /// Whether the admin API is enabled.
+    pub fn admin_enabled(&self) -> bool {
+        !self.admin.token.expose_secret().is_empty()
+    }
+}
+
+fn redact<S: Serializer>(secret: &SecretString, s: S) -> Result<S::Ok, S::Error> {
+    if secret.expose_secret().is_empty() {
+        s.serialize_str("")
+    } else {
+        s.serialize_str("[redacted]")
+    }
+}
+
+/// Keeps the scheme, host and options of a Redis URL, hides user info (passwords live there).
+fn redact_url<S: Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&redact_url_userinfo(url))
+}
+
+pub fn redact_url_userinfo(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            format!("{}[redacted]{}", &url[..scheme_end + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+fn empty_as_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let value = Option::<String>::deserialize(d)?;
+    Ok(value.filter(|v| !v.trim().is_empty()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn required() -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("WHATSAPP_APP_SECRET", "s1"),
+            ("WHATSAPP_VERIFY_TOKEN", "vt"),
+            ("WHATSAPP_ACCESS_TOKEN", "at"),
+        ]
+    }
+
+    fn no_dir() -> PathBuf {
+        PathBuf::from("/nonexistent-wabot-config")
+    }
+
+    #[test]
+    fn defaults_apply_without_files() {
+        let s = Settings::load_from(&no_dir(), &env(&required())).expect("loads");
+        assert_eq!(s.server.port, 8000);
+        assert_eq!(s.conversation.session_expire_secs, 3600);
+        assert_eq!(s.redis.url, "redis://127.0.0.1:6379/0");
+        assert_eq!(s.responder.kind, ResponderKind::Rules);
+        assert_eq!(s.rate_limit.messages, 20);
+        assert!(s.whatsapp.phone_number_id.is_none());
+    }
+
+    #[test]
+    fn flat_env_beats_prefixed_env() {
+        let mut pairs = required();
+        pairs.push(("WABOT_SERVER__PORT", "9000"));
+        pairs.push(("WABOT_CONVERSATION__MAX_HISTORY", "7"));
+        let s = Settings::load_from(&no_dir(), &env(&pairs)).expect("loads");
+        assert_eq!(s.server.port, 9000);
+        assert_eq!(s.conversation.max_history, 7);
+        pairs.push(("PORT", "9100"));
+        pairs.push(("SESSION_EXPIRE_TIME", "120"));
+        pairs.push(("RESPONDER", "echo"));
+        let s = Settings::load_from(&no_dir(), &env(&pairs)).expect("loads");
+        assert_eq!(s.server.port, 9100);
+        assert_eq!(s.conversation.session_expire_secs, 120);
+        assert_eq!(s.responder.kind, ResponderKind::Echo);
+    }
+
+    #[test]
+    fn files_are_layered_by_app_env() {
+        let dir = std::env::temp_dir().join(format!("wabot-cfg-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("tmp dir");
+        std::fs::write(
+            dir.join("default.toml"),
+            "[server]\nport = 7000\n[rate_limit]\nmessages = 5\n",
+        )
+        .expect("write");
+        std::fs::write(dir.join("production.toml"), "[server]\nport = 7001\n").expect("write");
+        let mut pairs = required();
+        let s = Settings::load_from(&dir, &env(&pairs)).expect("loads");
+        assert_eq!((s.server.port, s.rate_limit.messages), (7000, 5));
+        pairs.push(("APP_ENV", "production"));
+        let s = Settings::load_from(&dir, &env(&pairs)).expect("loads");
+        assert_eq!((s.server.port, s.rate_limit.messages), (7001, 5));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn missing_secret_names_the_setting() {
+        let err = Settings::load_from(
+            &no_dir(),
+            &env(&[
+                ("WHATSAPP_VERIFY_TOKEN", "v"),
+                ("WHATSAPP_ACCESS_TOKEN", "a"),
+            ]),
+        )
+        .expect_err("must fail");
+        assert!(err.to_string().contains("whatsapp.app_secret"), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_name_the_setting() {
+        let mut pairs = required();
+        pairs.push(("PORT", "not-a-port"));
+        let err = Settings::load_from(&no_dir(), &env(&pairs)).expect_err("must fail");
+        assert!(err.to_string().contains("port"), "{err}");
+        let mut pairs = required();
+        pairs.push(("REDIS_URL", "http://nope"));
+        let err = Settings::load_from(&no_dir(), &env(&pairs)).expect_err("must fail");
+        assert!(err.to_string().contains("redis.url"), "{err}");
+        let mut pairs = required();
+        pairs.push(("RESPONDER", "magic"));
+        assert!(Settings::load_from(&no_dir(), &env(&pairs)).is_err());
+    }
+
+    #[test]
+    fn rotation_list_and_redaction() {
+        let mut pairs = required();
+        pairs[0] = ("WHATSAPP_APP_SECRET", "old-secret, new-secret");
+        pairs.push(("REDIS_URL", "redis://user:hunter2@redis.example:6380/1"));
+        let s = Settings::load_from(&no_dir(), &env(&pairs)).expect("loads");
+        let secrets: Vec<String> = s
+            .whatsapp
+            .app_secrets()
+            .iter()
+            .map(|s| s.expose_secret().to_string())
+            .collect();
+        assert_eq!(secrets, ["old-secret", "new-secret"]);
+        let printed = s.redacted_toml();
+        for secret in ["old-secret", "new-secret", "hunter2", "\"vt\"", "\"at\""] {
+            assert!(!printed.contains(secret), "{secret} leaked:\n{printed}");
+        }
+        assert!(printed.contains("redis.example:6380"));
+        assert!(printed.contains("[redacted]"));
+    }
+}

@@ -1,0 +1,12 @@
+//! wabot: a WhatsApp Cloud API bot worker. See `docs/ARCHITECTURE.md` for the module map.
+
+pub mod cli;
+pub mod configuration;
+pub mod domain;
+pub mod error;
+pub mod routes;
+pub mod sink;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
+pub mod webhook;

@@ -1,0 +1,134 @@
+//! `GET /webhook` (Meta's verification handshake) and `POST /webhook` (signed deliveries):
+//! read the raw bytes, verify, parse, hand the messages to the sink, then answer 200.
+
+use std::collections::HashMap;
+
+use actix_web::http::header::{self, ContentType};
+use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use secrecy::ExposeSecret;
+use subtle::ConstantTimeEq;
+
+use super::AppState;
+use crate::domain::{mask_user, DeliveryStatus, WebhookBatch};
+use crate::error::ApiError;
+use crate::webhook::{self as wh, SIGNATURE_HEADER};
+
+/// Answers the handshake: the challenge byte for byte when the mode is `subscribe` and the
+/// token matches; 403 otherwise (also for a malformed query).
+pub async fn verify(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let query = web::Query::<HashMap<String, String>>::from_query(request.query_string())
+        .map_err(|_| ApiError::VerificationFailed)?;
+    let mode = query.get("hub.mode").map(String::as_str);
+    let token = query
+        .get("hub.verify_token")
+        .map(String::as_str)
+        .unwrap_or("");
+    let expected = state.verify_token.expose_secret().as_bytes();
+    let token_ok: bool = token.as_bytes().ct_eq(expected).into();
+    match (mode, query.get("hub.challenge")) {
+        (Some("subscribe"), Some(challenge)) if token_ok => {
+            tracing::info!("webhook verification handshake accepted");
+            Ok(HttpResponse::Ok()
+                .content_type(ContentType::plaintext())
+                .body(challenge.clone()))
+        }
+        _ => Err(ApiError::VerificationFailed),
+    }
+}
+
+/// Receives one delivery. 200 means every message in it is stored.
+pub async fn receive(
+    request: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let body = read_body(&request, payload, state.max_body_bytes).await?;
+    let signature = request
+        .headers()
+        .get(SIGNATURE_HEADER)
+        .map(|v| v.as_bytes());
+    let verified = state.verifier.verify(signature, body)?;
+    let batch = wh::parse(&verified)?;
+    report(&batch);
+    if !batch.messages.is_empty() {
+        let accepted = state.sink.accept(&batch.messages).await?;
+        tracing::info!(
+            accepted = accepted.new,
+            duplicates = accepted.duplicates,
+            "webhook messages stored"
+        );
+    }
+    Ok(HttpResponse::Ok().finish())
+}
+
+/// Reads the raw body, refusing more than `limit` bytes without buffering them.
+async fn read_body(
+    request: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(ApiError::TooLarge { limit });
+    }
+    let mut body = BytesMut::with_capacity(declared.unwrap_or(8 * 1024).min(limit));
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(ApiError::BodyRead)?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::TooLarge { limit });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// Logs what the delivery carried besides messages: statuses (failed ones with their code) and
+/// value-level errors. Nothing here is queued.
+fn report(batch: &WebhookBatch) {
+    for status in &batch.statuses {
+        let recipient = status
+            .recipient
+            .as_deref()
+            .map(mask_user)
+            .unwrap_or_default();
+        if status.status == DeliveryStatus::Failed {
+            let code = status.errors.first().map(|e| e.code).unwrap_or(0);
+            let title = status
+                .errors
+                .first()
+                .and_then(|e| e.title.clone())
+                .unwrap_or_default();
+            tracing::warn!(wamid = %status.message_id, %recipient, code, title, "outbound message failed");
+        } else {
+            tracing::debug!(wamid = %status.message_id, %recipient, status = status.status.as_str(), "status update");
+        }
+    }
+    for error in &batch.errors {
+        tracing::warn!(
+            code = error.code,
+            title = error.title.as_deref().unwrap_or(""),
+            "webhook reported an error"
+        );
+    }
+    if batch.dropped_messages > 0 {
+        tracing::warn!(
+            count = batch.dropped_messages,
+            "message entries without id or sender ignored"
+        );
+    }
+    if batch.ignored_changes > 0 {
+        tracing::debug!(
+            count = batch.ignored_changes,
+            "non-message webhook changes ignored"
+        );
+    }
+}

@@ -1,0 +1,163 @@
+//! Builds the running service from settings: Redis client, HTTP server (bound, port 0 in tests),
+//! and owns its graceful shutdown.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::{web, App, HttpServer};
+use tokio_util::sync::CancellationToken;
+use tracing_actix_web::TracingLogger;
+
+use crate::configuration::Settings;
+use crate::routes::{self, AppState};
+use crate::sink::EventSink;
+use crate::store::{self, Keys, RedisInbox};
+use crate::telemetry::RequestSpan;
+use crate::webhook::SignatureVerifier;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Redis(#[from] store::RedisError),
+    #[error("could not listen on {address}")]
+    Bind {
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A built, bound, not yet running service.
+pub struct Application {
+    port: u16,
+    server: Server,
+    shutdown: CancellationToken,
+    redis: store::Client,
+}
+
+impl Application {
+    /// The production wiring: messages go to the Redis inbox.
+    pub async fn build(settings: Settings) -> Result<Application, StartupError> {
+        let redis = store::connect(&settings.redis)?;
+        let keys = Keys::new(&settings.redis.key_prefix, settings.worker.partitions);
+        let sink = Arc::new(RedisInbox::new(redis.clone(), keys));
+        Application::build_with(settings, redis, sink)
+    }
+
+    /// Wiring with a caller-chosen sink (tests of the receiver on its own).
+    pub async fn build_with_sink(
+        settings: Settings,
+        sink: Arc<dyn EventSink>,
+    ) -> Result<Application, StartupError> {
+        let redis = store::connect(&settings.redis)?;
+        Application::build_with(settings, redis, sink)
+    }
+
+    fn build_with(
+        settings: Settings,
+        redis: store::Client,
+        sink: Arc<dyn EventSink>,
+    ) -> Result<Application, StartupError> {
+        let address = format!("{}:{}", settings.server.host, settings.server.port);
+        let listener = TcpListener::bind(&address).map_err(|source| StartupError::Bind {
+            address: address.clone(),
+            source,
+        })?;
+        let port = listener
+            .local_addr()
+            .map_err(|source| StartupError::Bind {
+                address: address.clone(),
+                source,
+            })?
+            .port();
+        let state = AppState {
+            verifier: SignatureVerifier::new(settings.whatsapp.app_secrets()),
+            verify_token: settings.whatsapp.verify_token.clone(),
+            sink,
+            redis: redis.clone(),
+            max_body_bytes: settings.server.max_body_bytes,
+        };
+        let state = web::Data::new(state);
+        let server = HttpServer::new(move || {
+            App::new()
+                .wrap(TracingLogger::<RequestSpan>::new())
+                .app_data(state.clone())
+                .route("/webhook", web::get().to(routes::webhook::verify))
+                .route("/webhook", web::post().to(routes::webhook::receive))
+                .route("/health", web::get().to(routes::health::health))
+                .route("/ready", web::get().to(routes::health::ready))
+        })
+        .listen(listener)
+        .map_err(|source| StartupError::Bind { address, source })?
+        .disable_signals()
+        .workers(settings.server.http_workers.max(1))
+        .shutdown_timeout(settings.server.shutdown_timeout_secs)
+        .run();
+        Ok(Application {
+            port,
+            server,
+            shutdown: CancellationToken::new(),
+            redis,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Cancelling this token stops the service gracefully (what SIGTERM does).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Runs until the shutdown token is cancelled, then stops taking requests, lets in-flight
+    /// ones finish and closes Redis.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let handle = self.server.handle();
+        let token = self.shutdown.clone();
+        let stopper = tokio::spawn(async move {
+            token.cancelled().await;
+            tracing::info!("shutting down: no new requests, finishing in-flight ones");
+            handle.stop(true).await;
+        });
+        let result = self.server.await;
+        stopper.abort();
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            fred::prelude::ClientLike::quit(&self.redis),
+        )
+        .await;
+        tracing::info!("stopped");
+        result
+    }
+}
+
+/// Cancels `token` on SIGTERM or Ctrl-C.
+pub fn cancel_on_signals(token: CancellationToken) {
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term = match tokio::signal::unix::signal(
+                tokio::signal::unix::SignalKind::terminate(),
+            ) {
+                Ok(term) => term,
+                Err(error) => {
+                    tracing::error!(%error, "cannot listen for SIGTERM; only Ctrl-C stops gracefully");
+                    let _ = ctrl_c.await;
+                    token.cancel();
+                    return;
+                }
+            };
+            tokio::select! {
+                _ = ctrl_c => {},
+                _ = term.recv() => {},
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        token.cancel();
+    });
+}

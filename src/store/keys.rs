@@ -1,0 +1,131 @@
+//! Key formats and partitioning. Every key carries a `{prefix:p}` hash tag so that all keys one
+//! script touches live in one Redis Cluster slot.
+
+use crate::domain::{PhoneNumberId, UserId};
+
+/// Dedup markers are kept for Meta's retry horizon (7 days) plus a day of margin.
+pub const SEEN_TTL_SECS: u64 = 8 * 24 * 3600;
+
+/// Key builder for one deployment (one prefix, one partition count).
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+    partitions: u32,
+}
+
+impl Keys {
+    pub fn new(prefix: &str, partitions: u32) -> Keys {
+        Keys {
+            prefix: prefix.to_string(),
+            partitions: partitions.max(1),
+        }
+    }
+
+    pub fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The partition of a conversation: FNV-1a, stable across Rust versions and processes.
+    pub fn partition(&self, phone_number_id: &PhoneNumberId, user: &UserId) -> u32 {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in phone_number_id
+            .as_str()
+            .bytes()
+            .chain(std::iter::once(b':'))
+            .chain(user.as_str().bytes())
+        {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        (hash % u64::from(self.partitions)) as u32
+    }
+
+    fn tag(&self, partition: u32) -> String {
+        format!("{{{}:{}}}", self.prefix, partition)
+    }
+
+    /// Durable inbox stream of a partition (consumer group [`GROUP`]).
+    pub fn inbox(&self, partition: u32) -> String {
+        format!("{}:in", self.tag(partition))
+    }
+
+    /// Which replica owns a partition.
+    pub fn lease(&self, partition: u32) -> String {
+        format!("{}:lease", self.tag(partition))
+    }
+
+    pub fn seen(&self, partition: u32, wamid: &str) -> String {
+        format!("{}:seen:{wamid}", self.tag(partition))
+    }
+
+    pub fn conversation(
+        &self,
+        partition: u32,
+        phone_number_id: &PhoneNumberId,
+        user: &UserId,
+    ) -> String {
+        format!(
+            "{}:conv:{phone_number_id}:{}",
+            self.tag(partition),
+            user.as_str()
+        )
+    }
+
+    pub fn rate_limit(
+        &self,
+        partition: u32,
+        phone_number_id: &PhoneNumberId,
+        user: &UserId,
+    ) -> String {
+        format!(
+            "{}:rl:{phone_number_id}:{}",
+            self.tag(partition),
+            user.as_str()
+        )
+    }
+
+    pub fn dead_letters(&self, partition: u32) -> String {
+        format!("{}:dead", self.tag(partition))
+    }
+
+    /// Attempt counters of a partition's messages (hash: stream id → attempts).
+    pub fn attempts(&self, partition: u32) -> String {
+        format!("{}:attempts", self.tag(partition))
+    }
+
+    /// Replica heartbeats (sorted set: replica id → expiry in ms). Not partitioned: it is only
+    /// read and written by single-key commands.
+    pub fn replicas(&self) -> String {
+        format!("{}:replicas", self.prefix)
+    }
+}
+
+/// The consumer group every inbox is read through.
+pub const GROUP: &str = "workers";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_is_stable_and_in_range() {
+        let keys = Keys::new("wabot", 64);
+        let pnid = PhoneNumberId::parse("113948572261094").expect("valid");
+        let user = UserId::parse("4915123456789").expect("valid");
+        let p = keys.partition(&pnid, &user);
+        assert!(p < 64);
+        // Pinned: a change here re-routes every live conversation.
+        assert_eq!(p, keys.partition(&pnid, &user));
+        assert_eq!(Keys::new("x", 64).partition(&pnid, &user), p);
+        assert_eq!(p, 41);
+        assert_eq!(keys.inbox(p), "{wabot:41}:in");
+        assert_eq!(
+            keys.conversation(p, &pnid, &user),
+            "{wabot:41}:conv:113948572261094:4915123456789"
+        );
+    }
+}

@@ -1,0 +1,326 @@
+//! Test harness: a private `redis-server` per test on a free port, a wiremock Graph API, and the
+//! real application spawned on port 0.
+// Some helpers serve only some test modules.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
+use wabot::configuration::Settings;
+use wabot::domain::InboundMessage;
+use wabot::sink::{Accepted, EventSink, SinkError};
+use wabot::startup::Application;
+use wiremock::MockServer;
+
+pub const APP_SECRET: &str = "test_app_secret_0123456789abcdef";
+pub const OLD_APP_SECRET: &str = "previous_app_secret";
+pub const VERIFY_TOKEN: &str = "verify-me-please";
+pub const ACCESS_TOKEN: &str = "EAAG-test-access-token";
+
+static TRACING: std::sync::Once = std::sync::Once::new();
+
+/// Logs for a failing test: `TEST_LOG=1 cargo test`.
+fn init_tracing() {
+    TRACING.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            wabot::telemetry::init(wabot::configuration::LogFormat::Pretty);
+        }
+    });
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free local port")
+}
+
+/// A `redis-server` child process on a free port, killed when dropped.
+pub struct RedisServer {
+    pub port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+    appendonly: bool,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        RedisServer::start_with(false)
+    }
+
+    /// With `appendonly yes`, so a restart keeps what was acknowledged.
+    pub fn start_durable() -> RedisServer {
+        RedisServer::start_with(true)
+    }
+
+    fn start_with(appendonly: bool) -> RedisServer {
+        let dir = std::env::temp_dir().join(format!("wabot-test-redis-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("temp dir for redis");
+        let mut server = RedisServer {
+            port: free_port(),
+            dir,
+            child: None,
+            appendonly,
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                if self.appendonly { "yes" } else { "no" },
+                "--appendfsync",
+                "always",
+                "--dir",
+                self.dir.to_str().expect("utf-8 temp dir"),
+                "--maxmemory-policy",
+                "noeviction",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "could not start `redis-server` ({e}). The tests need it on PATH: \
+                     `apt-get install redis-server` (Debian/Ubuntu) or `brew install redis`."
+                )
+            });
+        self.child = Some(child);
+        wait_until_listening(self.port);
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Kills the server (SIGKILL: no clean shutdown, like a crash).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port and directory (the AOF is replayed when durable).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Runs a command with `redis-cli` and returns its raw output.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let output = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli runs");
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn wait_until_listening(port: u16) {
+    for _ in 0..500 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("redis-server did not listen on port {port} within 5 s");
+}
+
+/// The environment a test app is configured with (the same variables an operator sets).
+pub fn test_env(redis_url: &str, graph_url: &str) -> HashMap<String, String> {
+    [
+        ("PORT", "0"),
+        ("WABOT_SERVER__HOST", "127.0.0.1"),
+        ("WABOT_SERVER__HTTP_WORKERS", "1"),
+        ("WABOT_SERVER__SHUTDOWN_TIMEOUT_SECS", "5"),
+        (
+            "WHATSAPP_APP_SECRET",
+            &format!("{OLD_APP_SECRET},{APP_SECRET}"),
+        ),
+        ("WHATSAPP_VERIFY_TOKEN", VERIFY_TOKEN),
+        ("WHATSAPP_ACCESS_TOKEN", ACCESS_TOKEN),
+        ("WHATSAPP_API_BASE_URL", graph_url),
+        ("WHATSAPP_API_VERSION", "v24.0"),
+        ("REDIS_URL", redis_url),
+        (
+            "WABOT_REDIS__KEY_PREFIX",
+            &format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
+        ),
+        ("WABOT_REDIS__COMMAND_TIMEOUT_MS", "1000"),
+        ("WABOT_REDIS__CONNECT_TIMEOUT_MS", "500"),
+        ("RESPONDER", "echo"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+pub fn settings_from(env: &HashMap<String, String>) -> Settings {
+    Settings::load_from(Path::new("/nonexistent-wabot-test-config"), env).expect("test settings")
+}
+
+/// A running app and everything it talks to.
+pub struct TestApp {
+    pub address: String,
+    pub http: reqwest::Client,
+    pub graph: MockServer,
+    pub redis: Option<RedisServer>,
+    pub settings: Settings,
+    shutdown: CancellationToken,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+/// A sink that records what the receiver handed over (tests of the receiver alone).
+#[derive(Default)]
+pub struct RecordingSink {
+    pub messages: Mutex<Vec<InboundMessage>>,
+}
+
+#[async_trait]
+impl EventSink for RecordingSink {
+    async fn accept(&self, messages: &[InboundMessage]) -> Result<Accepted, SinkError> {
+        let mut stored = self.messages.lock().expect("not poisoned");
+        stored.extend_from_slice(messages);
+        Ok(Accepted {
+            new: messages.len(),
+            duplicates: 0,
+        })
+    }
+}
+
+impl TestApp {
+    /// POSTs `body` to `/webhook`, signed with `secret`.
+    pub async fn post_signed(&self, body: &[u8], secret: &str) -> reqwest::Response {
+        self.post_webhook(body, Some(wabot::webhook::sign(secret, body)))
+            .await
+    }
+
+    pub async fn post_webhook(&self, body: &[u8], signature: Option<String>) -> reqwest::Response {
+        let mut request = self
+            .http
+            .post(format!("{}/webhook", self.address))
+            .header("Content-Type", "application/json")
+            .body(body.to_vec());
+        if let Some(signature) = signature {
+            request = request.header("X-Hub-Signature-256", signature);
+        }
+        request.send().await.expect("request sent")
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// Graceful stop (what SIGTERM does).
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+async fn launch(
+    settings: Settings,
+    app: Application,
+    graph: MockServer,
+    redis: Option<RedisServer>,
+) -> TestApp {
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let shutdown = app.shutdown_token();
+    let task = tokio::spawn(app.run_until_stopped());
+    TestApp {
+        address,
+        http: reqwest::Client::new(),
+        graph,
+        redis,
+        settings,
+        shutdown,
+        task: Some(task),
+    }
+}
+
+/// The receiver alone, handing messages to `sink`.
+pub async fn spawn_app_with_sink(sink: Arc<dyn EventSink>) -> TestApp {
+    init_tracing();
+    let redis = RedisServer::start();
+    let graph = MockServer::start().await;
+    let settings = settings_from(&test_env(&redis.url(), &graph.uri()));
+    let app = Application::build_with_sink(settings.clone(), sink)
+        .await
+        .expect("app builds");
+    launch(settings, app, graph, Some(redis)).await
+}
+
+/// An app whose Redis URL points at a port where nothing listens.
+pub async fn spawn_app_without_redis() -> TestApp {
+    init_tracing();
+    let graph = MockServer::start().await;
+    let url = format!("redis://127.0.0.1:{}/0", free_port());
+    let settings = settings_from(&test_env(&url, &graph.uri()));
+    let app = Application::build(settings.clone())
+        .await
+        .expect("app builds without Redis");
+    launch(settings, app, graph, None).await
+}
+
+/// Reads a fixture copied from `../shared/fixtures`.
+pub fn fixture(name: &str) -> Vec<u8> {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, for at most `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return Some(value);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

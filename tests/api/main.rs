@@ -1,0 +1,6 @@
+//! One integration test binary (faster to link than one per file).
+
+mod health;
+mod helpers;
+mod webhook_receive;
+mod webhook_verification;
