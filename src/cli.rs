@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand};
 
 use crate::configuration::Settings;
-use crate::startup::{cancel_on_signals, Application};
+use crate::startup::{cancel_on_signals, spawn_workers, Application};
 use crate::telemetry;
 
 #[derive(Debug, Parser)]
@@ -17,6 +17,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the webhook receiver (and the workers).
     Serve,
+    /// Run only the workers (no HTTP): scale processing apart from intake.
+    Worker,
     /// Load and validate the configuration, print it with secrets redacted.
     CheckConfig,
 }
@@ -41,6 +43,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             cancel_on_signals(app.shutdown_token());
             app.run_until_stopped().await?;
+            Ok(())
+        }
+        Command::Worker => {
+            let settings = Settings::load()?;
+            telemetry::init(settings.log.format);
+            let redis = crate::store::connect(&settings.redis)?;
+            let workers = spawn_workers(&settings, &redis)?;
+            tracing::info!(replica = workers.replica(), "wabot worker running");
+            let stop = tokio_util::sync::CancellationToken::new();
+            cancel_on_signals(stop.clone());
+            stop.cancelled().await;
+            workers.shutdown().await;
             Ok(())
         }
     }

@@ -1,6 +1,7 @@
 //! wabot: a WhatsApp Cloud API bot worker. See `docs/ARCHITECTURE.md` for the module map.
 
 pub mod cli;
+pub mod cloud_api;
 pub mod configuration;
 pub mod domain;
 pub mod error;
@@ -10,3 +11,4 @@ pub mod startup;
 pub mod store;
 pub mod telemetry;
 pub mod webhook;
+pub mod worker;

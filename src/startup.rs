@@ -5,22 +5,27 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::dev::Server;
+use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, App, HttpServer};
 use tokio_util::sync::CancellationToken;
 use tracing_actix_web::TracingLogger;
 
+use crate::cloud_api::{CloudApi, CloudApiError};
 use crate::configuration::Settings;
 use crate::routes::{self, AppState};
 use crate::sink::EventSink;
+use crate::store::queue::Queue;
 use crate::store::{self, Keys, RedisInbox};
 use crate::telemetry::RequestSpan;
 use crate::webhook::SignatureVerifier;
+use crate::worker::{EchoHandler, Handler, Workers};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     #[error(transparent)]
     Redis(#[from] store::RedisError),
+    #[error(transparent)]
+    CloudApi(#[from] CloudApiError),
     #[error("could not listen on {address}")]
     Bind {
         address: String,
@@ -35,15 +40,51 @@ pub struct Application {
     server: Server,
     shutdown: CancellationToken,
     redis: store::Client,
+    workers: Option<Workers>,
+}
+
+/// Stops an application abruptly, like `kill -9`: no graceful HTTP stop, no lease release.
+#[derive(Clone)]
+pub struct KillSwitch {
+    server: ServerHandle,
+    workers: Option<tokio::task::AbortHandle>,
+}
+
+impl KillSwitch {
+    pub fn kill(&self) {
+        if let Some(workers) = &self.workers {
+            workers.abort();
+        }
+        // The command is sent when `stop` is called; awaiting only waits for completion.
+        drop(self.server.stop(false));
+    }
+}
+
+/// Builds the worker side: the queue over Redis and the handler the settings ask for.
+pub fn spawn_workers(settings: &Settings, redis: &store::Client) -> Result<Workers, StartupError> {
+    let keys = Keys::new(&settings.redis.key_prefix, settings.worker.partitions);
+    let queue = Queue::new(redis.clone(), keys, settings.worker.lease_ttl_ms);
+    let handler: Arc<dyn Handler> = Arc::new(EchoHandler::new(CloudApi::new(&settings.whatsapp)?));
+    Ok(Workers::spawn(
+        queue,
+        handler,
+        settings.worker.clone(),
+        Duration::from_secs(settings.server.shutdown_timeout_secs),
+    ))
 }
 
 impl Application {
-    /// The production wiring: messages go to the Redis inbox.
+    /// The production wiring: messages go to the Redis inbox, and (when `worker.enabled`) this
+    /// process also runs workers.
     pub async fn build(settings: Settings) -> Result<Application, StartupError> {
         let redis = store::connect(&settings.redis)?;
         let keys = Keys::new(&settings.redis.key_prefix, settings.worker.partitions);
         let sink = Arc::new(RedisInbox::new(redis.clone(), keys));
-        Application::build_with(settings, redis, sink)
+        let mut app = Application::build_with(settings.clone(), redis.clone(), sink)?;
+        if settings.worker.enabled {
+            app.workers = Some(spawn_workers(&settings, &redis)?);
+        }
+        Ok(app)
     }
 
     /// Wiring with a caller-chosen sink (tests of the receiver on its own).
@@ -100,6 +141,7 @@ impl Application {
             server,
             shutdown: CancellationToken::new(),
             redis,
+            workers: None,
         })
     }
 
@@ -112,8 +154,15 @@ impl Application {
         self.shutdown.clone()
     }
 
+    pub fn kill_switch(&self) -> KillSwitch {
+        KillSwitch {
+            server: self.server.handle(),
+            workers: self.workers.as_ref().map(Workers::abort_handle),
+        }
+    }
+
     /// Runs until the shutdown token is cancelled, then stops taking requests, lets in-flight
-    /// ones finish and closes Redis.
+    /// requests and conversations finish, releases leases and closes Redis.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let handle = self.server.handle();
         let token = self.shutdown.clone();
@@ -124,6 +173,9 @@ impl Application {
         });
         let result = self.server.await;
         stopper.abort();
+        if let Some(workers) = self.workers {
+            workers.shutdown().await;
+        }
         let _ = tokio::time::timeout(
             Duration::from_secs(2),
             fred::prelude::ClientLike::quit(&self.redis),

@@ -4,6 +4,7 @@
 pub mod connection;
 pub mod inbox;
 pub mod keys;
+pub mod queue;
 
 pub use connection::{connect, Client, RedisError};
 pub use inbox::RedisInbox;

@@ -15,7 +15,9 @@ use tokio_util::sync::CancellationToken;
 use wabot::configuration::Settings;
 use wabot::domain::InboundMessage;
 use wabot::sink::{Accepted, EventSink, SinkError};
-use wabot::startup::Application;
+use wabot::startup::{Application, KillSwitch};
+use wabot::store::queue::Queue;
+use wabot::store::Keys;
 use wiremock::MockServer;
 
 pub const APP_SECRET: &str = "test_app_secret_0123456789abcdef";
@@ -190,10 +192,12 @@ pub fn settings_from(env: &HashMap<String, String>) -> Settings {
 pub struct TestApp {
     pub address: String,
     pub http: reqwest::Client,
-    pub graph: MockServer,
+    /// Shared with other apps of the same test (same fake Graph API).
+    pub graph: Arc<MockServer>,
     pub redis: Option<RedisServer>,
     pub settings: Settings,
     shutdown: CancellationToken,
+    kill: Option<KillSwitch>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
@@ -242,6 +246,29 @@ impl TestApp {
             .expect("request sent")
     }
 
+    /// Like `kill -9`: no graceful stop, leases stay until they expire.
+    pub fn kill(&self) {
+        if let Some(kill) = &self.kill {
+            kill.kill();
+        }
+    }
+
+    /// A queue over the app's Redis, for inspection (depth, dead letters).
+    pub async fn queue(&self) -> Queue {
+        let client = wabot::store::connect(&self.settings.redis).expect("redis client");
+        fred::prelude::ClientLike::wait_for_connect(&client)
+            .await
+            .expect("redis connects");
+        Queue::new(client, self.keys(), self.settings.worker.lease_ttl_ms)
+    }
+
+    pub fn keys(&self) -> Keys {
+        Keys::new(
+            &self.settings.redis.key_prefix,
+            self.settings.worker.partitions,
+        )
+    }
+
     /// Graceful stop (what SIGTERM does).
     pub async fn stop(mut self) {
         self.shutdown.cancel();
@@ -260,11 +287,12 @@ impl Drop for TestApp {
 async fn launch(
     settings: Settings,
     app: Application,
-    graph: MockServer,
+    graph: Arc<MockServer>,
     redis: Option<RedisServer>,
 ) -> TestApp {
     let address = format!("http://127.0.0.1:{}", app.port());
     let shutdown = app.shutdown_token();
+    let kill = Some(app.kill_switch());
     let task = tokio::spawn(app.run_until_stopped());
     TestApp {
         address,
@@ -273,6 +301,7 @@ async fn launch(
         redis,
         settings,
         shutdown,
+        kill,
         task: Some(task),
     }
 }
@@ -281,7 +310,7 @@ async fn launch(
 pub async fn spawn_app_with_sink(sink: Arc<dyn EventSink>) -> TestApp {
     init_tracing();
     let redis = RedisServer::start();
-    let graph = MockServer::start().await;
+    let graph = Arc::new(MockServer::start().await);
     let settings = settings_from(&test_env(&redis.url(), &graph.uri()));
     let app = Application::build_with_sink(settings.clone(), sink)
         .await
@@ -292,13 +321,174 @@ pub async fn spawn_app_with_sink(sink: Arc<dyn EventSink>) -> TestApp {
 /// An app whose Redis URL points at a port where nothing listens.
 pub async fn spawn_app_without_redis() -> TestApp {
     init_tracing();
-    let graph = MockServer::start().await;
+    let graph = Arc::new(MockServer::start().await);
     let url = format!("redis://127.0.0.1:{}/0", free_port());
     let settings = settings_from(&test_env(&url, &graph.uri()));
     let app = Application::build(settings.clone())
         .await
         .expect("app builds without Redis");
     launch(settings, app, graph, None).await
+}
+
+/// Knobs for a full app (HTTP + workers) in tests; short timings so take-overs are quick.
+#[derive(Clone)]
+pub struct AppOptions {
+    pub workers: bool,
+    pub partitions: u32,
+    pub lease_ttl_ms: u64,
+    pub max_attempts: u32,
+    pub extra_env: Vec<(String, String)>,
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        AppOptions {
+            workers: true,
+            partitions: 8,
+            lease_ttl_ms: 2000,
+            max_attempts: 4,
+            extra_env: Vec::new(),
+        }
+    }
+}
+
+/// The whole service (receiver, Redis inbox, workers) with its own Redis and fake Graph API that
+/// answers every send with a fresh wamid.
+pub async fn spawn_app() -> TestApp {
+    let redis = RedisServer::start();
+    let graph = Arc::new(MockServer::start().await);
+    mount_graph_ok(&graph).await;
+    spawn_app_on(
+        &redis.url(),
+        graph,
+        AppOptions::default(),
+        Some(redis),
+        None,
+    )
+    .await
+}
+
+/// A full app on a given Redis and Graph API. `prefix` lets several apps share one deployment.
+pub async fn spawn_app_on(
+    redis_url: &str,
+    graph: Arc<MockServer>,
+    options: AppOptions,
+    redis: Option<RedisServer>,
+    prefix: Option<&str>,
+) -> TestApp {
+    init_tracing();
+    let mut env = test_env(redis_url, &graph.uri());
+    env.insert("WABOT_WORKER__ENABLED".into(), options.workers.to_string());
+    env.insert(
+        "WABOT_WORKER__PARTITIONS".into(),
+        options.partitions.to_string(),
+    );
+    env.insert(
+        "WABOT_WORKER__LEASE_TTL_MS".into(),
+        options.lease_ttl_ms.to_string(),
+    );
+    env.insert(
+        "WABOT_WORKER__MAX_ATTEMPTS".into(),
+        options.max_attempts.to_string(),
+    );
+    env.insert("WABOT_WORKER__RETRY_BASE_MS".into(), "20".into());
+    env.insert("WABOT_WORKER__RETRY_MAX_MS".into(), "200".into());
+    if let Some(prefix) = prefix {
+        env.insert("WABOT_REDIS__KEY_PREFIX".into(), prefix.to_string());
+    }
+    env.extend(options.extra_env);
+    let settings = settings_from(&env);
+    let app = Application::build(settings.clone())
+        .await
+        .expect("app builds");
+    launch(settings, app, graph, redis).await
+}
+
+/// Every send succeeds with a unique wamid.
+pub async fn mount_graph_ok(graph: &MockServer) {
+    use wiremock::matchers::{method, path_regex};
+    wiremock::Mock::given(method("POST"))
+        .and(path_regex(r"^/v24\.0/[0-9]+/messages$"))
+        .respond_with(|_: &wiremock::Request| {
+            wiremock::ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "messaging_product": "whatsapp",
+                "contacts": [{"input": "+1", "wa_id": "1"}],
+                "messages": [{"id": format!("wamid.out.{}", uuid::Uuid::new_v4().simple())}]
+            }))
+        })
+        .mount(graph)
+        .await;
+}
+
+/// A text reply the fake Graph API received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub from_phone_number_id: String,
+    pub to: String,
+    pub text: String,
+}
+
+/// Text messages sent to the fake Graph API so far, in arrival order.
+pub async fn replies(graph: &MockServer) -> Vec<Reply> {
+    graph
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|r| {
+            let body: serde_json::Value = serde_json::from_slice(&r.body).ok()?;
+            let text = body.pointer("/text/body")?.as_str()?.to_string();
+            let to = body
+                .get("to")
+                .or_else(|| body.get("recipient"))?
+                .as_str()?
+                .to_string();
+            let from = r.url.path().split('/').nth(2)?.to_string();
+            Some(Reply {
+                from_phone_number_id: from,
+                to,
+                text,
+            })
+        })
+        .collect()
+}
+
+/// Waits until the fake Graph API has at least `n` replies.
+pub async fn wait_for_replies(graph: &MockServer, n: usize, timeout: Duration) -> Vec<Reply> {
+    eventually(timeout, || async {
+        let got = replies(graph).await;
+        (got.len() >= n).then_some(got)
+    })
+    .await
+    .unwrap_or_else(|| panic!("expected {n} replies within {timeout:?}"))
+}
+
+/// A signed delivery with one text message.
+pub fn text_delivery(phone_number_id: &str, from: &str, wamid: &str, body: &str) -> Vec<u8> {
+    serde_json::json!({
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "1", "changes": [{"field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550000000", "phone_number_id": phone_number_id},
+            "contacts": [{"profile": {"name": "Tester"}, "wa_id": from}],
+            "messages": [{"from": from, "id": wamid, "timestamp": "1793452187", "type": "text", "text": {"body": body}}]
+        }}]}]
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// Waits until every inbox stream is empty (everything acknowledged or dead-lettered).
+pub async fn wait_until_drained(queue: &Queue, timeout: Duration) {
+    let drained = eventually(timeout, || async {
+        let mut total = 0;
+        for p in 0..queue.keys().partitions() {
+            total += queue.depth(p).await.ok()?;
+        }
+        (total == 0).then_some(())
+    })
+    .await;
+    assert!(drained.is_some(), "inbox not drained within {timeout:?}");
 }
 
 /// Reads a fixture copied from `../shared/fixtures`.

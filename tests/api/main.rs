@@ -2,5 +2,6 @@
 
 mod health;
 mod helpers;
+mod pipeline;
 mod webhook_receive;
 mod webhook_verification;

@@ -1,0 +1,66 @@
+//! Request and response bodies of the Cloud API `/messages` endpoint, exactly as Meta documents them.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Serialize)]
+pub struct TextMessageRequest<'a> {
+    pub messaging_product: &'static str,
+    pub recipient_type: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<&'a str>,
+    /// Business-scoped user id, for users without a phone number.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recipient: Option<&'a str>,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub text: TextBody<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context: Option<ReplyContext<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TextBody<'a> {
+    pub preview_url: bool,
+    pub body: &'a str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ReplyContext<'a> {
+    pub message_id: &'a str,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SendResponse {
+    #[serde(default)]
+    pub messages: Vec<SentId>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SentId {
+    pub id: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ErrorEnvelope {
+    pub error: ErrorBody,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ErrorBody {
+    #[serde(default)]
+    pub message: String,
+    #[serde(default)]
+    pub code: i64,
+    #[serde(default)]
+    pub error_subcode: Option<i64>,
+    #[serde(default)]
+    pub error_data: Option<ErrorData>,
+    #[serde(default)]
+    pub fbtrace_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ErrorData {
+    #[serde(default)]
+    pub details: Option<String>,
+}

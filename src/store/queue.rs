@@ -1,0 +1,330 @@
+//! The worker side of the inbox: partition leases, replica heartbeats, reading a partition's
+//! stream through the consumer group, and lease-checked acknowledgement and dead-lettering.
+
+use std::collections::HashMap;
+
+use fred::prelude::{
+    Client, Expiration, KeysInterface, SetOptions, SortedSetsInterface, StreamsInterface,
+};
+use fred::types::scripts::Script;
+use fred::types::streams::XReadResponse;
+
+use super::keys::{Keys, GROUP};
+use crate::domain::InboundMessage;
+
+pub type Result<T> = std::result::Result<T, fred::error::Error>;
+
+/// KEYS: lease. ARGV: token, ttl ms. Renews only our own lease.
+const RENEW_LUA: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"#;
+
+/// KEYS: lease. ARGV: token. Releases only our own lease.
+const RELEASE_LUA: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"#;
+
+/// KEYS: lease, inbox. ARGV: token, group, entry id, lease ttl ms. Acknowledges and deletes the
+/// entry while we own the partition, so the stream only holds work that is not done. A lease that
+/// vanished (Redis restarted after it expired) is taken back: nobody else can be processing.
+const ACK_LUA: &str = r#"
+local owner = redis.call('GET', KEYS[1])
+if owner and owner ~= ARGV[1] then
+  return 0
+end
+if not owner then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[4])
+end
+redis.call('XACK', KEYS[2], ARGV[2], ARGV[3])
+redis.call('XDEL', KEYS[2], ARGV[3])
+return 1
+"#;
+
+/// KEYS: lease, inbox, dead. ARGV: token, group, entry id, message JSON, error, attempts, time ms,
+/// lease ttl ms. Same lease rule as the acknowledgement.
+const DEAD_LETTER_LUA: &str = r#"
+local owner = redis.call('GET', KEYS[1])
+if owner and owner ~= ARGV[1] then
+  return 0
+end
+if not owner then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[8])
+end
+redis.call('XADD', KEYS[3], '*', 'm', ARGV[4], 'error', ARGV[5], 'attempts', ARGV[6], 'failed_at', ARGV[7], 'source', ARGV[3])
+redis.call('XACK', KEYS[2], ARGV[2], ARGV[3])
+redis.call('XDEL', KEYS[2], ARGV[3])
+return 1
+"#;
+
+/// One stored message read from a partition.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Stream id, e.g. `1717000000000-0`.
+    pub id: String,
+    /// `None` when the stored JSON no longer decodes (a format change): it is dead-lettered.
+    pub message: Option<InboundMessage>,
+    pub raw: String,
+}
+
+/// A dead letter, for operators.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub partition: u32,
+    pub id: String,
+    pub message_json: String,
+    pub error: String,
+    pub attempts: u32,
+    pub failed_at_ms: i64,
+}
+
+/// Redis operations of the workers.
+#[derive(Clone)]
+pub struct Queue {
+    client: Client,
+    keys: Keys,
+    lease_ttl_ms: u64,
+    renew: Script,
+    release: Script,
+    ack: Script,
+    dead_letter: Script,
+}
+
+impl Queue {
+    /// `lease_ttl_ms`: how long a lease lives without renewal (`worker.lease_ttl_ms`).
+    pub fn new(client: Client, keys: Keys, lease_ttl_ms: u64) -> Queue {
+        Queue {
+            client,
+            keys,
+            lease_ttl_ms,
+            renew: Script::from_lua(RENEW_LUA),
+            release: Script::from_lua(RELEASE_LUA),
+            ack: Script::from_lua(ACK_LUA),
+            dead_letter: Script::from_lua(DEAD_LETTER_LUA),
+        }
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// Announces this replica as alive until `now + ttl`, drops replicas that stopped doing so,
+    /// and returns how many are alive (at least 1: us).
+    pub async fn heartbeat(&self, replica: &str, now_ms: i64) -> Result<u32> {
+        let ttl_ms = self.lease_ttl_ms;
+        let key = self.keys.replicas();
+        let pipeline = self.client.pipeline();
+        let _: () = pipeline
+            .zadd(
+                &key,
+                None,
+                None,
+                false,
+                false,
+                ((now_ms + ttl_ms as i64) as f64, replica),
+            )
+            .await?;
+        let _: () = pipeline
+            .zremrangebyscore(&key, f64::NEG_INFINITY, now_ms as f64)
+            .await?;
+        let _: () = pipeline.zcard(&key).await?;
+        let _: () = pipeline.pexpire(&key, (ttl_ms * 4) as i64, None).await?;
+        let results: (i64, i64, i64, i64) = pipeline.all().await?;
+        Ok(u32::try_from(results.2).unwrap_or(1).max(1))
+    }
+
+    /// Removes this replica from the live set (graceful shutdown).
+    pub async fn deregister(&self, replica: &str) -> Result<()> {
+        let _: i64 = self.client.zrem(self.keys.replicas(), replica).await?;
+        Ok(())
+    }
+
+    /// Takes the lease of a free partition.
+    pub async fn acquire(&self, partition: u32, token: &str) -> Result<bool> {
+        let ttl_ms = self.lease_ttl_ms;
+        let set: Option<String> = self
+            .client
+            .set(
+                self.keys.lease(partition),
+                token,
+                Some(Expiration::PX(ttl_ms as i64)),
+                Some(SetOptions::NX),
+                false,
+            )
+            .await?;
+        Ok(set.is_some())
+    }
+
+    /// Extends our lease; `false` when it is no longer ours (expired, taken over).
+    pub async fn renew(&self, partition: u32, token: &str) -> Result<bool> {
+        let ttl_ms = self.lease_ttl_ms;
+        let renewed: i64 = self
+            .renew
+            .evalsha_with_reload(
+                &self.client,
+                vec![self.keys.lease(partition)],
+                vec![token.to_string(), ttl_ms.to_string()],
+            )
+            .await?;
+        Ok(renewed == 1)
+    }
+
+    pub async fn release(&self, partition: u32, token: &str) -> Result<()> {
+        let _: i64 = self
+            .release
+            .evalsha_with_reload(
+                &self.client,
+                vec![self.keys.lease(partition)],
+                vec![token.to_string()],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Creates the consumer group of a partition if it does not exist yet.
+    pub async fn ensure_group(&self, partition: u32) -> Result<()> {
+        let result: Result<String> = self
+            .client
+            .xgroup_create(self.keys.inbox(partition), GROUP, "0", true)
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if e.details().starts_with("BUSYGROUP") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reads up to `count` entries of a partition: `after = None` for new ones (`>`),
+    /// `Some(id)` for our pending ones after `id` (replay after a take-over or restart).
+    pub async fn read(
+        &self,
+        partition: u32,
+        after: Option<&str>,
+        count: u64,
+    ) -> Result<Vec<Entry>> {
+        let key = self.keys.inbox(partition);
+        let consumer = format!("p{partition}");
+        let id = after.unwrap_or(">").to_string();
+        let response: std::result::Result<XReadResponse<String, String, String, String>, _> = self
+            .client
+            .xreadgroup_map(GROUP, consumer, Some(count), None, false, key.clone(), id)
+            .await;
+        let response = match response {
+            Err(e) if e.details().starts_with("NOGROUP") => {
+                // Redis lost the group (restarted without persistence): recreate, read next time.
+                self.ensure_group(partition).await?;
+                return Ok(Vec::new());
+            }
+            other => other?,
+        };
+        Ok(response
+            .into_values()
+            .flatten()
+            .map(|(id, mut fields)| {
+                let raw = fields.remove("m").unwrap_or_default();
+                Entry {
+                    id,
+                    message: serde_json::from_str(&raw).ok(),
+                    raw,
+                }
+            })
+            .collect())
+    }
+
+    /// Acknowledges a processed entry; `false` when the lease was lost (someone else replays it).
+    pub async fn ack(&self, partition: u32, token: &str, entry_id: &str) -> Result<bool> {
+        let done: i64 = self
+            .ack
+            .evalsha_with_reload(
+                &self.client,
+                vec![self.keys.lease(partition), self.keys.inbox(partition)],
+                vec![
+                    token.to_string(),
+                    GROUP.to_string(),
+                    entry_id.to_string(),
+                    self.lease_ttl_ms.to_string(),
+                ],
+            )
+            .await?;
+        Ok(done == 1)
+    }
+
+    /// Moves an entry that keeps failing to the partition's dead-letter stream.
+    pub async fn dead_letter(
+        &self,
+        partition: u32,
+        token: &str,
+        entry: &Entry,
+        error: &str,
+        attempts: u32,
+    ) -> Result<bool> {
+        let done: i64 = self
+            .dead_letter
+            .evalsha_with_reload(
+                &self.client,
+                vec![
+                    self.keys.lease(partition),
+                    self.keys.inbox(partition),
+                    self.keys.dead_letters(partition),
+                ],
+                vec![
+                    token.to_string(),
+                    GROUP.to_string(),
+                    entry.id.clone(),
+                    entry.raw.clone(),
+                    error.to_string(),
+                    attempts.to_string(),
+                    now_ms().to_string(),
+                    self.lease_ttl_ms.to_string(),
+                ],
+            )
+            .await?;
+        Ok(done == 1)
+    }
+
+    /// Dead letters of every partition, oldest first per partition, at most `limit` in all.
+    pub async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>> {
+        let mut out = Vec::new();
+        for partition in 0..self.keys.partitions() {
+            if out.len() >= limit {
+                break;
+            }
+            let entries: Vec<(String, HashMap<String, String>)> = self
+                .client
+                .xrange(
+                    self.keys.dead_letters(partition),
+                    "-",
+                    "+",
+                    Some((limit - out.len()) as u64),
+                )
+                .await?;
+            out.extend(entries.into_iter().map(|(id, mut f)| DeadLetter {
+                partition,
+                id,
+                message_json: f.remove("m").unwrap_or_default(),
+                error: f.remove("error").unwrap_or_default(),
+                attempts: f.get("attempts").and_then(|a| a.parse().ok()).unwrap_or(0),
+                failed_at_ms: f.get("failed_at").and_then(|a| a.parse().ok()).unwrap_or(0),
+            }));
+        }
+        Ok(out)
+    }
+
+    /// Entries waiting in a partition (not yet acknowledged).
+    pub async fn depth(&self, partition: u32) -> Result<u64> {
+        self.client.xlen(self.keys.inbox(partition)).await
+    }
+}
+
+/// Wall-clock milliseconds since the Unix epoch (heartbeats, dead-letter times).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,240 @@
+//! The workers of one replica: a coordinator that heartbeats, leases its share of the partitions
+//! (`ceil(P / live replicas)`), renews them while working, gives extras back, takes over the
+//! partitions of replicas that died, and runs one partition runner per lease.
+
+pub mod handler;
+mod partition;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio::task::{AbortHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
+
+use crate::configuration::WorkerSettings;
+use crate::store::queue::now_ms;
+use crate::store::queue::Queue;
+pub use handler::{EchoHandler, HandleError, Handler};
+use partition::PartitionContext;
+
+/// A running set of workers.
+pub struct Workers {
+    replica: String,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+struct Runner {
+    stop: CancellationToken,
+    abort: AbortHandle,
+}
+
+impl Workers {
+    /// Starts the coordinator. `replica` must be unique per process (it is the lease token).
+    pub fn spawn(
+        queue: Queue,
+        handler: Arc<dyn Handler>,
+        settings: WorkerSettings,
+        shutdown_timeout: Duration,
+    ) -> Workers {
+        let replica = uuid::Uuid::new_v4().to_string();
+        let stop = CancellationToken::new();
+        let coordinator = Coordinator {
+            queue,
+            handler,
+            permits: Arc::new(Semaphore::new(settings.concurrency)),
+            settings,
+            replica: replica.clone(),
+            shutdown_timeout,
+        };
+        let task = tokio::spawn(coordinator.run(stop.clone()));
+        Workers {
+            replica,
+            stop,
+            task,
+        }
+    }
+
+    pub fn replica(&self) -> &str {
+        &self.replica
+    }
+
+    /// Graceful stop: no new reads, in-flight messages finish (bounded by the shutdown timeout),
+    /// leases are released so other replicas take over at once.
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+
+    /// Crash-like stop: everything is aborted, nothing is released or acknowledged.
+    pub fn kill(&self) {
+        self.task.abort();
+    }
+
+    pub fn abort_handle(&self) -> tokio::task::AbortHandle {
+        self.task.abort_handle()
+    }
+}
+
+struct Coordinator {
+    queue: Queue,
+    handler: Arc<dyn Handler>,
+    permits: Arc<Semaphore>,
+    settings: WorkerSettings,
+    replica: String,
+    shutdown_timeout: Duration,
+}
+
+impl Coordinator {
+    async fn run(self, stop: CancellationToken) {
+        let partitions = self.queue.keys().partitions();
+        let ttl = self.settings.lease_ttl_ms;
+        let tick = Duration::from_millis((ttl / 4).max(100));
+        // Dropping this JoinSet (a killed coordinator) aborts every runner and their tasks.
+        let mut runners: JoinSet<u32> = JoinSet::new();
+        let mut owned: HashMap<u32, Runner> = HashMap::new();
+        // Partitions being handed back: their runner finishes before the lease is released.
+        let mut releasing: HashMap<u32, CancellationToken> = HashMap::new();
+        let offset = stable_offset(&self.replica, partitions);
+        let mut interval = tokio::time::interval(tick);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tracing::info!(replica = %self.replica, partitions, "workers started");
+
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                Some(joined) = runners.join_next(), if !runners.is_empty() => {
+                    if let Ok(partition) = joined {
+                        if releasing.remove(&partition).is_some() {
+                            self.release(partition).await;
+                        } else if owned.remove(&partition).is_some() {
+                            // Ended on its own (lease lost): it may be re-acquired on the next tick.
+                            tracing::info!(partition, "partition runner ended");
+                        }
+                    }
+                    continue;
+                }
+                _ = interval.tick() => {}
+            }
+
+            let live = match self.queue.heartbeat(&self.replica, now_ms()).await {
+                Ok(count) => count,
+                Err(error) => {
+                    tracing::warn!(error = %error, "heartbeat failed; keeping current partitions");
+                    continue;
+                }
+            };
+            let target = partitions.div_ceil(live) as usize;
+
+            // Renew what we own; a lease that is no longer ours stops its runner at once.
+            let owned_now: Vec<u32> = owned.keys().copied().collect();
+            let renewals = futures_util::future::join_all(
+                owned_now
+                    .iter()
+                    .map(|p| self.queue.renew(*p, &self.replica)),
+            )
+            .await;
+            for (partition, renewed) in owned_now.into_iter().zip(renewals) {
+                if let Ok(false) = renewed {
+                    tracing::warn!(partition, "lease taken over by another replica");
+                    if let Some(runner) = owned.remove(&partition) {
+                        runner.abort.abort();
+                    }
+                }
+            }
+
+            // Give extras back, highest partitions first, after their runner finished.
+            while owned.len() > target {
+                let Some(partition) = owned.keys().copied().max() else {
+                    break;
+                };
+                if let Some(runner) = owned.remove(&partition) {
+                    runner.stop.cancel();
+                    releasing.insert(partition, runner.stop);
+                }
+            }
+
+            // Take free partitions up to our share.
+            if owned.len() < target {
+                for i in 0..partitions {
+                    if owned.len() >= target {
+                        break;
+                    }
+                    let partition = (offset + i) % partitions;
+                    if owned.contains_key(&partition) || releasing.contains_key(&partition) {
+                        continue;
+                    }
+                    match self.queue.acquire(partition, &self.replica).await {
+                        Ok(true) => {
+                            let runner = self.start(&mut runners, partition);
+                            owned.insert(partition, runner);
+                        }
+                        Ok(false) => {}
+                        Err(error) => {
+                            tracing::warn!(partition, error = %error, "lease acquisition failed");
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+
+        // Graceful stop: finish in-flight work, then hand everything back.
+        tracing::info!(replica = %self.replica, "workers stopping");
+        for runner in owned.values() {
+            runner.stop.cancel();
+        }
+        let drained = tokio::time::timeout(self.shutdown_timeout, async {
+            while runners.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                "shutdown timeout reached; unfinished messages will be replayed by another replica"
+            );
+            runners.shutdown().await;
+        }
+        for partition in owned.keys().chain(releasing.keys()) {
+            self.release(*partition).await;
+        }
+        if let Err(error) = self.queue.deregister(&self.replica).await {
+            tracing::warn!(error = %error, "could not deregister the replica");
+        }
+        tracing::info!(replica = %self.replica, "workers stopped");
+    }
+
+    fn start(&self, runners: &mut JoinSet<u32>, partition: u32) -> Runner {
+        let stop = CancellationToken::new();
+        let ctx = Arc::new(PartitionContext {
+            queue: self.queue.clone(),
+            handler: self.handler.clone(),
+            partition,
+            token: self.replica.clone(),
+            permits: self.permits.clone(),
+            settings: self.settings.clone(),
+        });
+        let runner_stop = stop.clone();
+        let abort = runners.spawn(async move {
+            partition::run(ctx, runner_stop).await;
+            partition
+        });
+        Runner { stop, abort }
+    }
+
+    async fn release(&self, partition: u32) {
+        if let Err(error) = self.queue.release(partition, &self.replica).await {
+            tracing::warn!(partition, error = %error, "could not release the lease; it expires by itself");
+        }
+    }
+}
+
+/// Where a replica starts looking for free partitions, so replicas starting together do not all
+/// race for partition 0.
+fn stable_offset(replica: &str, partitions: u32) -> u32 {
+    let hash = replica.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    (hash % u64::from(partitions.max(1))) as u32
+}

@@ -1,0 +1,270 @@
+//! Runs one leased partition: replays our pending entries in id order, then reads new ones, and
+//! processes them strictly in order per conversation while different conversations run
+//! concurrently (bounded by a semaphore shared by all partitions of the replica).
+
+use std::collections::{HashMap, VecDeque};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use rand::Rng;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::handler::{HandleError, Handler};
+use crate::configuration::WorkerSettings;
+use crate::error::error_chain;
+use crate::store::queue::{Entry, Queue};
+
+/// Entries read but not finished, per partition; reading pauses above this.
+const MAX_IN_FLIGHT: usize = 1024;
+const READ_BATCH: u64 = 256;
+const IDLE_POLL_MAX: Duration = Duration::from_millis(50);
+
+/// What the partition runner needs; shared by all its tasks.
+pub(crate) struct PartitionContext {
+    pub queue: Queue,
+    pub handler: Arc<dyn Handler>,
+    pub partition: u32,
+    pub token: String,
+    pub permits: Arc<Semaphore>,
+    pub settings: WorkerSettings,
+}
+
+/// How processing one entry ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Done,
+    DeadLettered,
+    /// Stopped before finishing (shutdown); the entry stays pending and is replayed later.
+    Abandoned,
+    /// Another replica owns the partition now: stop everything here.
+    LeaseLost,
+}
+
+/// Runs until `stop` is cancelled (finishing in-flight entries first) or the lease is lost.
+pub(crate) async fn run(ctx: Arc<PartitionContext>, stop: CancellationToken) {
+    let partition = ctx.partition;
+    tracing::info!(partition, "partition started");
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        match ctx.queue.ensure_group(partition).await {
+            Ok(()) => break,
+            Err(error) => {
+                tracing::warn!(partition, error = %error, "cannot create the consumer group; retrying");
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+
+    // conversation key → its entries; the front one is being processed.
+    let mut conversations: HashMap<String, VecDeque<Entry>> = HashMap::new();
+    let mut tasks: JoinSet<(String, Outcome)> = JoinSet::new();
+    let mut in_flight = 0usize;
+    // Replay our pending entries first (a take-over, a restart), then new ones.
+    let mut replay_cursor: Option<String> = Some("0".to_string());
+    let mut poll_delay = Duration::ZERO;
+    let mut stopping = false;
+
+    loop {
+        if stopping && tasks.is_empty() {
+            break;
+        }
+        let can_read = !stopping && in_flight < MAX_IN_FLIGHT;
+        tokio::select! {
+            biased;
+            Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
+                let (key, outcome) = match joined {
+                    Ok(done) => done,
+                    Err(error) => {
+                        // Only cancellation gets here (panics are caught in `process`).
+                        tracing::error!(partition, %error, "a processing task ended abnormally");
+                        stopping = true;
+                        continue;
+                    }
+                };
+                in_flight = in_flight.saturating_sub(1);
+                if matches!(outcome, Outcome::LeaseLost) {
+                    tracing::warn!(partition, "lease lost; stopping this partition");
+                    stopping = true;
+                }
+                if matches!(outcome, Outcome::Abandoned | Outcome::LeaseLost) {
+                    stopping = true;
+                }
+                let next = conversations.get_mut(&key).and_then(|queue| {
+                    queue.pop_front();
+                    queue.front().cloned()
+                });
+                match next {
+                    Some(entry) if !stopping => spawn(&mut tasks, &ctx, &stop, key, entry),
+                    Some(_) => {}
+                    None => {
+                        conversations.remove(&key);
+                    }
+                }
+            }
+            _ = stop.cancelled(), if !stopping => {
+                stopping = true;
+            }
+            _ = tokio::time::sleep(poll_delay), if can_read => {
+                let entries = match ctx.queue.read(partition, replay_cursor.as_deref(), READ_BATCH).await {
+                    Ok(entries) => entries,
+                    Err(error) => {
+                        tracing::warn!(partition, error = %error, "reading the inbox failed; retrying");
+                        poll_delay = Duration::from_millis(500);
+                        continue;
+                    }
+                };
+                if let Some(cursor) = replay_cursor.as_mut() {
+                    match entries.last() {
+                        Some(last) => *cursor = last.id.clone(),
+                        None => replay_cursor = None,
+                    }
+                }
+                poll_delay = if entries.is_empty() {
+                    (poll_delay * 2).clamp(Duration::from_millis(2), IDLE_POLL_MAX)
+                } else {
+                    Duration::ZERO
+                };
+                for entry in entries {
+                    in_flight += 1;
+                    let key = conversation_key(&entry);
+                    let queue = conversations.entry(key.clone()).or_default();
+                    queue.push_back(entry.clone());
+                    if queue.len() == 1 {
+                        spawn(&mut tasks, &ctx, &stop, key, entry);
+                    }
+                }
+            }
+        }
+    }
+    tracing::info!(partition, "partition stopped");
+}
+
+/// Entries that do not decode get a key of their own: they are dead-lettered independently.
+fn conversation_key(entry: &Entry) -> String {
+    match &entry.message {
+        Some(m) => format!("{}:{}", m.phone_number_id, m.user.as_str()),
+        None => format!("undecodable:{}", entry.id),
+    }
+}
+
+fn spawn(
+    tasks: &mut JoinSet<(String, Outcome)>,
+    ctx: &Arc<PartitionContext>,
+    stop: &CancellationToken,
+    key: String,
+    entry: Entry,
+) {
+    let ctx = ctx.clone();
+    let stop = stop.clone();
+    tasks.spawn(async move {
+        let outcome = process(&ctx, &stop, &entry).await;
+        (key, outcome)
+    });
+}
+
+/// Handles one entry with retries, then acknowledges or dead-letters it.
+async fn process(ctx: &PartitionContext, stop: &CancellationToken, entry: &Entry) -> Outcome {
+    let Ok(_permit) = ctx.permits.acquire().await else {
+        return Outcome::Abandoned;
+    };
+    let Some(message) = entry.message.as_ref() else {
+        return finish(
+            ctx,
+            stop,
+            entry,
+            Err(("stored message does not decode".into(), 1)),
+        )
+        .await;
+    };
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let result = AssertUnwindSafe(ctx.handler.handle(message))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| Err(HandleError::Retryable("the handler panicked".into())));
+        match result {
+            Ok(()) => return finish(ctx, stop, entry, Ok(())).await,
+            Err(error) if error.is_retryable() && attempt < ctx.settings.max_attempts => {
+                let delay = backoff(&ctx.settings, attempt);
+                tracing::warn!(
+                    partition = ctx.partition,
+                    wamid = %message.id,
+                    user = %message.user,
+                    attempt,
+                    retry_in_ms = delay.as_millis() as u64,
+                    error = %error,
+                    "handling failed; will retry"
+                );
+                tokio::select! {
+                    _ = stop.cancelled() => return Outcome::Abandoned,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+            Err(error) => {
+                tracing::error!(
+                    partition = ctx.partition,
+                    wamid = %message.id,
+                    user = %message.user,
+                    attempt,
+                    error = %error,
+                    "handling failed for good; moving the message to the dead-letter stream"
+                );
+                return finish(ctx, stop, entry, Err((error.to_string(), attempt))).await;
+            }
+        }
+    }
+}
+
+/// Acknowledges (`Ok`) or dead-letters (`Err((error, attempts))`) an entry, retrying while Redis
+/// is unavailable: the work is done, only the bookkeeping is missing.
+async fn finish(
+    ctx: &PartitionContext,
+    stop: &CancellationToken,
+    entry: &Entry,
+    result: Result<(), (String, u32)>,
+) -> Outcome {
+    let mut delay = Duration::from_millis(50);
+    loop {
+        let written = match &result {
+            Ok(()) => ctx.queue.ack(ctx.partition, &ctx.token, &entry.id).await,
+            Err((error, attempts)) => {
+                ctx.queue
+                    .dead_letter(ctx.partition, &ctx.token, entry, error, *attempts)
+                    .await
+            }
+        };
+        match written {
+            Ok(true) if result.is_ok() => return Outcome::Done,
+            Ok(true) => return Outcome::DeadLettered,
+            Ok(false) => return Outcome::LeaseLost,
+            Err(error) => {
+                tracing::warn!(partition = ctx.partition, entry = %entry.id, error = %error_chain(&error), "acknowledgement failed; retrying");
+                // A graceful stop still waits for Redis a little; the shutdown timeout bounds it.
+                if stop.is_cancelled() && delay >= Duration::from_secs(2) {
+                    return Outcome::Abandoned;
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+/// Exponential backoff with equal jitter (half fixed, half random): spreads retries, never 0.
+fn backoff(settings: &WorkerSettings, attempt: u32) -> Duration {
+    let ceiling = settings
+        .retry_base_ms
+        .saturating_mul(1u64 << attempt.min(16).saturating_sub(1))
+        .min(settings.retry_max_ms)
+        .max(1);
+    Duration::from_millis(rand::rng().random_range(ceiling / 2..=ceiling))
+}

@@ -1,0 +1,504 @@
+//! The durable pipeline end to end: accept in Redis, workers, crash safety (DESIGN.md §1-2).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use wiremock::matchers::{body_string_contains, method};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::helpers::{
+    eventually, mount_graph_ok, replies, spawn_app, spawn_app_on, text_delivery, wait_for_replies,
+    wait_until_drained, AppOptions, RedisServer, APP_SECRET,
+};
+
+const PNID: &str = "113948572261094";
+const WAIT: Duration = Duration::from_secs(30);
+
+#[tokio::test]
+async fn a_message_is_answered_from_the_receiving_number() {
+    let app = spawn_app().await;
+    let body = text_delivery("555000111", "4915123456789", "wamid.one", "hello");
+    assert_eq!(app.post_signed(&body, APP_SECRET).await.status(), 200);
+    let got = wait_for_replies(&app.graph, 1, WAIT).await;
+    assert_eq!(got[0].text, "echo: hello");
+    assert_eq!(got[0].to, "+4915123456789");
+    assert_eq!(got[0].from_phone_number_id, "555000111");
+    let request = &app.graph.received_requests().await.expect("recorded")[0];
+    assert_eq!(
+        request
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok()),
+        Some("Bearer EAAG-test-access-token")
+    );
+}
+
+#[tokio::test]
+async fn bsuid_only_user_is_answered_with_recipient() {
+    let app = spawn_app().await;
+    let body = crate::helpers::fixture("batch_two_messages.json");
+    assert_eq!(app.post_signed(&body, APP_SECRET).await.status(), 200);
+    let got = wait_for_replies(&app.graph, 2, WAIT).await;
+    let mut to: Vec<&str> = got.iter().map(|r| r.to.as_str()).collect();
+    to.sort();
+    assert_eq!(to, ["+4915123456789", "US.13491208655302741918"]);
+    let bodies: Vec<serde_json::Value> = app
+        .graph
+        .received_requests()
+        .await
+        .expect("recorded")
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).expect("json"))
+        .collect();
+    let bsuid = bodies
+        .iter()
+        .find(|b| b.get("recipient").is_some())
+        .expect("a send with `recipient`");
+    assert!(bsuid.get("to").is_none());
+}
+
+#[tokio::test]
+async fn duplicate_deliveries_sequential_and_parallel_give_one_reply() {
+    let app = spawn_app().await;
+    let body = text_delivery(PNID, "447700900123", "wamid.dup", "once please");
+    let parallel =
+        futures_util::future::join_all((0..8).map(|_| app.post_signed(&body, APP_SECRET))).await;
+    assert!(parallel.iter().all(|r| r.status() == 200));
+    for _ in 0..3 {
+        assert_eq!(app.post_signed(&body, APP_SECRET).await.status(), 200);
+    }
+    wait_for_replies(&app.graph, 1, WAIT).await;
+    wait_until_drained(&app.queue().await, WAIT).await;
+    assert_eq!(replies(&app.graph).await.len(), 1);
+}
+
+/// Stream order is the order of acceptance; replies must follow it exactly for one user.
+#[tokio::test]
+async fn fifty_concurrent_messages_of_one_user_are_answered_in_order() {
+    let redis = RedisServer::start();
+    let graph = Arc::new(MockServer::start().await);
+    mount_graph_ok(&graph).await;
+    let prefix = "order";
+    // Intake only: the messages pile up in the inbox in the order Redis accepted them.
+    let intake = spawn_app_on(
+        &redis.url(),
+        graph.clone(),
+        AppOptions {
+            workers: false,
+            ..AppOptions::default()
+        },
+        None,
+        Some(prefix),
+    )
+    .await;
+    let posts = (0..50).map(|i| {
+        let body = text_delivery(
+            PNID,
+            "5511987654321",
+            &format!("wamid.o{i:02}"),
+            &format!("m{i:02}"),
+        );
+        let intake = &intake;
+        async move { intake.post_signed(&body, APP_SECRET).await.status() }
+    });
+    let statuses = futures_util::future::join_all(posts).await;
+    assert!(statuses.iter().all(|s| *s == 200));
+    let accepted_order = accepted_texts(&intake).await;
+    assert_eq!(accepted_order.len(), 50);
+
+    let _worker = spawn_app_on(
+        &redis.url(),
+        graph.clone(),
+        AppOptions::default(),
+        None,
+        Some(prefix),
+    )
+    .await;
+    let got = wait_for_replies(&graph, 50, WAIT).await;
+    let texts: Vec<String> = got
+        .iter()
+        .map(|r| r.text.trim_start_matches("echo: ").to_string())
+        .collect();
+    assert_eq!(texts, accepted_order);
+}
+
+/// Texts in the inboxes, in stream order (one user: one partition).
+async fn accepted_texts(app: &crate::helpers::TestApp) -> Vec<String> {
+    use fred::prelude::StreamsInterface;
+    let keys = app.keys();
+    let client = wabot::store::connect(&app.settings.redis).expect("client");
+    fred::prelude::ClientLike::wait_for_connect(&client)
+        .await
+        .expect("connects");
+    let mut texts = Vec::new();
+    for p in 0..keys.partitions() {
+        let entries: Vec<(String, HashMap<String, String>)> = client
+            .xrange(keys.inbox(p), "-", "+", None)
+            .await
+            .expect("xrange");
+        for (_, fields) in entries {
+            let value: serde_json::Value = serde_json::from_str(&fields["m"]).expect("stored json");
+            texts.push(value["content"]["body"].as_str().expect("text").to_string());
+        }
+    }
+    texts
+}
+
+#[tokio::test]
+async fn a_slow_reply_to_one_user_does_not_delay_another() {
+    let redis = RedisServer::start();
+    let graph = Arc::new(MockServer::start().await);
+    Mock::given(method("POST"))
+        .and(body_string_contains("slow"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({"messages": [{"id": "wamid.slow"}]}))
+                .set_delay(Duration::from_secs(8)),
+        )
+        .with_priority(1)
+        .mount(&graph)
+        .await;
+    mount_graph_ok(&graph).await;
+    // One partition: both users share it, so only per-conversation concurrency can help.
+    let options = AppOptions {
+        partitions: 1,
+        ..AppOptions::default()
+    };
+    let app = spawn_app_on(&redis.url(), graph.clone(), options, Some(redis), None).await;
+    let slow = text_delivery(PNID, "15550000001", "wamid.a1", "slow please");
+    assert_eq!(app.post_signed(&slow, APP_SECRET).await.status(), 200);
+    wait_for_replies(&graph, 1, WAIT).await;
+    let fast = text_delivery(PNID, "15550000002", "wamid.b1", "fast please");
+    assert_eq!(app.post_signed(&fast, APP_SECRET).await.status(), 200);
+    // B's reply must arrive while A's send is still waiting on its 8 s response.
+    let b_answered = eventually(Duration::from_secs(6), || async {
+        replies(&graph)
+            .await
+            .iter()
+            .any(|r| r.text == "echo: fast please")
+            .then_some(())
+    })
+    .await;
+    assert!(b_answered.is_some(), "B was blocked behind A");
+}
+
+#[tokio::test]
+async fn two_replicas_split_partitions_and_survive_a_kill() {
+    let redis = RedisServer::start();
+    let graph = Arc::new(MockServer::start().await);
+    mount_graph_ok(&graph).await;
+    let prefix = "pair";
+    let a = spawn_app_on(
+        &redis.url(),
+        graph.clone(),
+        AppOptions::default(),
+        None,
+        Some(prefix),
+    )
+    .await;
+    let b = spawn_app_on(
+        &redis.url(),
+        graph.clone(),
+        AppOptions::default(),
+        None,
+        Some(prefix),
+    )
+    .await;
+    let keys = a.keys();
+    // Both replicas end up owning half of the 8 partitions.
+    let split = eventually(WAIT, || async {
+        let mut owners: HashMap<String, usize> = HashMap::new();
+        for p in 0..keys.partitions() {
+            let owner = redis.cli(&["GET", &keys.lease(p)]);
+            if !owner.is_empty() {
+                *owners.entry(owner).or_default() += 1;
+            }
+        }
+        (owners.len() == 2 && owners.values().all(|n| *n == 4)).then_some(owners)
+    })
+    .await;
+    assert!(split.is_some(), "partitions not split between the replicas");
+
+    a.kill();
+    // 10 users x 4 messages through the survivor; A's partitions wait for its leases to expire.
+    for round in 0..4 {
+        let posts = (0..10).map(|user| {
+            let body = text_delivery(
+                PNID,
+                &format!("1555000{user:04}"),
+                &format!("wamid.k{user}.{round}"),
+                &format!("u{user} r{round}"),
+            );
+            let b = &b;
+            async move { b.post_signed(&body, APP_SECRET).await.status() }
+        });
+        assert!(futures_util::future::join_all(posts)
+            .await
+            .iter()
+            .all(|s| *s == 200));
+    }
+    let got = wait_for_replies(&graph, 40, WAIT).await;
+    wait_until_drained(&b.queue().await, WAIT).await;
+    let got_after = replies(&graph).await;
+    assert_eq!(got_after.len(), 40, "no duplicates: {got:?}");
+    for user in 0..10 {
+        let mine: Vec<&str> = got_after
+            .iter()
+            .filter(|r| r.to == format!("+1555000{user:04}"))
+            .map(|r| r.text.as_str())
+            .collect();
+        let expected: Vec<String> = (0..4)
+            .map(|round| format!("echo: u{user} r{round}"))
+            .collect();
+        assert_eq!(mine, expected, "user {user}");
+    }
+    // The survivor now owns every partition.
+    let survivor_owns_all = eventually(WAIT, || async {
+        let owners: std::collections::HashSet<String> = (0..keys.partitions())
+            .map(|p| redis.cli(&["GET", &keys.lease(p)]))
+            .collect();
+        (owners.len() == 1 && !owners.contains("")).then_some(())
+    })
+    .await;
+    assert!(survivor_owns_all.is_some());
+}
+
+#[tokio::test]
+async fn pending_entries_of_a_killed_replica_are_replayed_in_order() {
+    let redis = RedisServer::start();
+    let graph = Arc::new(MockServer::start().await);
+    // The Graph API is down: the first replica keeps retrying, entries stay pending.
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&graph)
+        .await;
+    let prefix = "replay";
+    let options = AppOptions {
+        max_attempts: 1000,
+        ..AppOptions::default()
+    };
+    let a = spawn_app_on(&redis.url(), graph.clone(), options, None, Some(prefix)).await;
+    for i in 0..5 {
+        let body = text_delivery(
+            PNID,
+            "4915111111111",
+            &format!("wamid.r{i}"),
+            &format!("r{i}"),
+        );
+        assert_eq!(a.post_signed(&body, APP_SECRET).await.status(), 200);
+    }
+    // Wait until A has tried at least once (the entries are pending in its partition).
+    eventually(WAIT, || async {
+        (!graph
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .is_empty())
+        .then_some(())
+    })
+    .await
+    .expect("A tried to send");
+    a.kill();
+    graph.reset().await;
+    mount_graph_ok(&graph).await;
+    let b = spawn_app_on(
+        &redis.url(),
+        graph.clone(),
+        AppOptions::default(),
+        None,
+        Some(prefix),
+    )
+    .await;
+    let got = wait_for_replies(&graph, 5, WAIT).await;
+    let texts: Vec<&str> = got.iter().map(|r| r.text.as_str()).collect();
+    assert_eq!(
+        texts,
+        ["echo: r0", "echo: r1", "echo: r2", "echo: r3", "echo: r4"]
+    );
+    wait_until_drained(&b.queue().await, WAIT).await;
+    assert_eq!(replies(&graph).await.len(), 5);
+}
+
+#[tokio::test]
+async fn redis_restart_loses_nothing_acknowledged() {
+    let redis = RedisServer::start_durable();
+    let url = redis.url();
+    let graph = Arc::new(MockServer::start().await);
+    mount_graph_ok(&graph).await;
+    let mut app = spawn_app_on(
+        &url,
+        graph.clone(),
+        AppOptions {
+            lease_ttl_ms: 10_000,
+            ..AppOptions::default()
+        },
+        Some(redis),
+        None,
+    )
+    .await;
+    let mut acknowledged = Vec::new();
+    let mut refused = 0;
+    for i in 0..30 {
+        if i == 10 {
+            app.redis.as_mut().expect("redis").kill();
+        }
+        if i == 20 {
+            app.redis.as_mut().expect("redis").restart();
+        }
+        let text = format!("n{i}");
+        let body = text_delivery(
+            PNID,
+            &format!("1666000{:04}", i % 5),
+            &format!("wamid.n{i}"),
+            &text,
+        );
+        let status = app.post_signed(&body, APP_SECRET).await.status();
+        match status.as_u16() {
+            200 => acknowledged.push(format!("echo: {text}")),
+            503 => refused += 1,
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert!(
+        refused >= 5,
+        "POSTs while Redis is down must be refused with 503 (got {refused})"
+    );
+    // Every 200 is answered once Redis is back (scripts reloaded after the restart).
+    let done = eventually(WAIT, || async {
+        let texts: Vec<String> = replies(&graph).await.into_iter().map(|r| r.text).collect();
+        acknowledged.iter().all(|a| texts.contains(a)).then_some(())
+    })
+    .await;
+    assert!(
+        done.is_some(),
+        "acknowledged messages lost: {acknowledged:?} vs {:?}",
+        replies(&graph).await
+    );
+}
+
+#[tokio::test]
+async fn graph_failing_three_times_then_succeeding_sends_once() {
+    let redis = RedisServer::start();
+    let graph = Arc::new(MockServer::start().await);
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(500).set_body_json(serde_json::json!({
+            "error": {"message": "(#131000) Something went wrong", "type": "OAuthException", "code": 131000, "fbtrace_id": "X"}
+        })))
+        .up_to_n_times(3)
+        .with_priority(1)
+        .mount(&graph)
+        .await;
+    mount_graph_ok(&graph).await;
+    let options = AppOptions {
+        max_attempts: 5,
+        ..AppOptions::default()
+    };
+    let app = spawn_app_on(&redis.url(), graph.clone(), options, Some(redis), None).await;
+    let body = text_delivery(PNID, "15557770000", "wamid.retry", "try again");
+    assert_eq!(app.post_signed(&body, APP_SECRET).await.status(), 200);
+    wait_for_replies(&graph, 4, WAIT).await;
+    wait_until_drained(&app.queue().await, WAIT).await;
+    assert_eq!(
+        replies(&graph).await.len(),
+        4,
+        "3 failed attempts and 1 success"
+    );
+    assert!(app
+        .queue()
+        .await
+        .dead_letters(10)
+        .await
+        .expect("readable")
+        .is_empty());
+}
+
+#[tokio::test]
+async fn graph_failing_always_ends_in_the_dead_letter_stream() {
+    let redis = RedisServer::start();
+    let graph = Arc::new(MockServer::start().await);
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&graph)
+        .await;
+    let options = AppOptions {
+        max_attempts: 3,
+        ..AppOptions::default()
+    };
+    let app = spawn_app_on(&redis.url(), graph.clone(), options, Some(redis), None).await;
+    let body = text_delivery(PNID, "15557770001", "wamid.dead", "doomed");
+    assert_eq!(app.post_signed(&body, APP_SECRET).await.status(), 200);
+    let queue = app.queue().await;
+    let dead = eventually(WAIT, || async {
+        let dead = queue.dead_letters(10).await.ok()?;
+        (!dead.is_empty()).then_some(dead)
+    })
+    .await
+    .expect("a dead letter");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].attempts, 3);
+    assert!(dead[0].error.contains("503"), "{}", dead[0].error);
+    assert!(dead[0].message_json.contains("wamid.dead"));
+    wait_until_drained(&queue, WAIT).await;
+    assert_eq!(graph.received_requests().await.expect("recorded").len(), 3);
+}
+
+#[tokio::test]
+async fn permanent_errors_are_not_retried() {
+    let redis = RedisServer::start();
+    let graph = Arc::new(MockServer::start().await);
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(serde_json::json!({
+            "error": {"message": "(#131047) Re-engagement message", "type": "OAuthException", "code": 131047,
+                      "error_data": {"messaging_product": "whatsapp", "details": "More than 24 hours"}, "fbtrace_id": "T"}
+        })))
+        .mount(&graph)
+        .await;
+    let app = spawn_app_on(
+        &redis.url(),
+        graph.clone(),
+        AppOptions::default(),
+        Some(redis),
+        None,
+    )
+    .await;
+    let body = text_delivery(PNID, "15557770002", "wamid.perm", "late");
+    assert_eq!(app.post_signed(&body, APP_SECRET).await.status(), 200);
+    let queue = app.queue().await;
+    let dead = eventually(WAIT, || async {
+        let dead = queue.dead_letters(10).await.ok()?;
+        (!dead.is_empty()).then_some(dead)
+    })
+    .await
+    .expect("a dead letter");
+    assert_eq!(dead[0].attempts, 1);
+    assert!(dead[0].error.contains("131047"), "{}", dead[0].error);
+    assert_eq!(graph.received_requests().await.expect("recorded").len(), 1);
+}
+
+#[tokio::test]
+async fn graceful_stop_releases_leases() {
+    let mut app = spawn_app().await;
+    let redis = app.redis.take().expect("redis");
+    let keys = app.keys();
+    let leases = || -> Vec<String> {
+        (0..keys.partitions())
+            .map(|p| redis.cli(&["GET", &keys.lease(p)]))
+            .filter(|owner| !owner.is_empty())
+            .collect()
+    };
+    let leased = eventually(WAIT, || async { (leases().len() == 8).then_some(()) }).await;
+    assert!(
+        leased.is_some(),
+        "all partitions leased by the only replica"
+    );
+    let body = text_delivery(PNID, "15551112222", "wamid.bye", "bye");
+    assert_eq!(app.post_signed(&body, APP_SECRET).await.status(), 200);
+    wait_for_replies(&app.graph, 1, WAIT).await;
+    app.stop().await;
+    assert!(
+        leases().is_empty(),
+        "leases left after a graceful stop: {:?}",
+        leases()
+    );
+}
