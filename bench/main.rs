@@ -1,0 +1,2 @@
+//! Load generator for the durable pipeline (placeholder until the benchmark lands).
+fn main() {}
