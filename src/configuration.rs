@@ -94,6 +94,8 @@ pub struct ConversationSettings {
 pub struct RateLimitSettings {
     pub messages: u32,
     pub window_secs: u64,
+    /// Sent once per window to a user who is over the limit.
+    pub notice: String,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
@@ -107,6 +109,8 @@ pub enum ResponderKind {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct ResponderSettings {
     pub kind: ResponderKind,
+    /// Rules of the `rules` responder; the built-in rules are used when the file does not exist.
+    pub rules_file: String,
     pub openai: OpenAiSettings,
 }
 
@@ -118,6 +122,14 @@ pub struct OpenAiSettings {
     pub model: String,
     #[serde(serialize_with = "redact")]
     pub api_key: SecretString,
+    pub system_prompt: String,
+    pub temperature: f32,
+    pub max_tokens: u32,
+    pub timeout_ms: u64,
+    /// Prior turns sent to the model are cut to this many characters (newest kept).
+    pub history_chars: usize,
+    /// Sent when the model fails or times out: never leave the user without an answer.
+    pub fallback: String,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -197,7 +209,15 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("conversation.merge_window_ms", "0"),
     ("rate_limit.messages", "20"),
     ("rate_limit.window_secs", "60"),
+    ("rate_limit.notice", "You are sending messages faster than I can answer. Please wait a moment before writing again."),
     ("responder.kind", "rules"),
+    ("responder.rules_file", "config/rules.toml"),
+    ("responder.openai.system_prompt", "You are a helpful, concise assistant answering WhatsApp messages for a business. Answer in the language of the user."),
+    ("responder.openai.temperature", "0.3"),
+    ("responder.openai.max_tokens", "512"),
+    ("responder.openai.timeout_ms", "20000"),
+    ("responder.openai.history_chars", "8000"),
+    ("responder.openai.fallback", "Sorry, I cannot answer right now. Please try again in a moment."),
     ("responder.openai.base_url", ""),
     ("responder.openai.model", ""),
     ("responder.openai.api_key", ""),

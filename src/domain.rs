@@ -275,6 +275,60 @@ impl MessageContent {
     }
 }
 
+impl MessageContent {
+    /// How the message reads in a conversation history: the text itself, or a short bracketed
+    /// description of what was sent (`[image] caption`, `[location: HQ]`...).
+    pub fn describe(&self) -> String {
+        let with = |label: String, extra: Option<&str>| match extra.filter(|e| !e.is_empty()) {
+            Some(extra) => format!("[{label}] {extra}"),
+            None => format!("[{label}]"),
+        };
+        match self {
+            MessageContent::Text { body } => body.clone(),
+            MessageContent::InteractiveReply { title, .. } => title.clone(),
+            MessageContent::TemplateButton { text, .. } => text.clone(),
+            MessageContent::Media {
+                media: MediaKind::Audio,
+                voice: true,
+                ..
+            } => "[voice message]".into(),
+            MessageContent::Media {
+                media: MediaKind::Document,
+                filename,
+                caption,
+                ..
+            } => with(
+                format!("document: {}", filename.as_deref().unwrap_or("file")),
+                caption.as_deref(),
+            ),
+            MessageContent::Media { media, caption, .. } => {
+                with(media.as_str().to_string(), caption.as_deref())
+            }
+            MessageContent::Location {
+                latitude,
+                longitude,
+                name,
+                address,
+            } => {
+                let place = [name.as_deref(), address.as_deref()]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                format!("[location: {place} ({latitude:.5}, {longitude:.5})]")
+            }
+            MessageContent::Contacts { names } => format!("[contacts: {}]", names.join(", ")),
+            MessageContent::Reaction { emoji: Some(e), .. } => format!("[reaction {e}]"),
+            MessageContent::Reaction { emoji: None, .. } => "[reaction removed]".into(),
+            MessageContent::Order { items, text, .. } => {
+                with(format!("order: {items} items"), text.as_deref())
+            }
+            MessageContent::System { system_type, .. } => format!("[system: {system_type}]"),
+            MessageContent::Unsupported { kind, .. } => format!("[unsupported: {kind}]"),
+        }
+    }
+}
+
 /// Delivery state of a message we sent, from a `statuses[]` entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusUpdate {

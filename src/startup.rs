@@ -12,13 +12,16 @@ use tracing_actix_web::TracingLogger;
 
 use crate::cloud_api::{CloudApi, CloudApiError};
 use crate::configuration::Settings;
+use crate::engine::{Engine, EngineOptions};
+use crate::responder::{self, ResponderError};
 use crate::routes::{self, AppState};
 use crate::sink::EventSink;
+use crate::store::conversation::{ConversationLimits, ConversationStore};
 use crate::store::queue::Queue;
 use crate::store::{self, Keys, RedisInbox};
 use crate::telemetry::RequestSpan;
 use crate::webhook::SignatureVerifier;
-use crate::worker::{EchoHandler, Handler, Workers};
+use crate::worker::{Handler, Workers};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -26,6 +29,8 @@ pub enum StartupError {
     Redis(#[from] store::RedisError),
     #[error(transparent)]
     CloudApi(#[from] CloudApiError),
+    #[error(transparent)]
+    Responder(#[from] ResponderError),
     #[error("could not listen on {address}")]
     Bind {
         address: String,
@@ -60,11 +65,34 @@ impl KillSwitch {
     }
 }
 
-/// Builds the worker side: the queue over Redis and the handler the settings ask for.
+/// The conversation store the settings describe.
+pub fn conversation_store(settings: &Settings, redis: &store::Client) -> ConversationStore {
+    ConversationStore::new(
+        redis.clone(),
+        Keys::new(&settings.redis.key_prefix, settings.worker.partitions),
+        ConversationLimits {
+            session_ttl_secs: settings.conversation.session_expire_secs,
+            max_history: settings.conversation.max_history,
+            rate_messages: settings.rate_limit.messages,
+            rate_window_ms: settings.rate_limit.window_secs * 1000,
+        },
+    )
+}
+
+/// Builds the worker side: the queue over Redis and the conversation engine as its handler.
 pub fn spawn_workers(settings: &Settings, redis: &store::Client) -> Result<Workers, StartupError> {
     let keys = Keys::new(&settings.redis.key_prefix, settings.worker.partitions);
     let queue = Queue::new(redis.clone(), keys, settings.worker.lease_ttl_ms);
-    let handler: Arc<dyn Handler> = Arc::new(EchoHandler::new(CloudApi::new(&settings.whatsapp)?));
+    let handler: Arc<dyn Handler> = Arc::new(Engine::new(
+        conversation_store(settings, redis),
+        responder::build(settings)?,
+        CloudApi::new(&settings.whatsapp)?,
+        EngineOptions {
+            mark_as_read: settings.whatsapp.mark_as_read,
+            typing_indicator: settings.whatsapp.typing_indicator,
+            rate_limit_notice: settings.rate_limit.notice.clone(),
+        },
+    ));
     Ok(Workers::spawn(
         queue,
         handler,

@@ -5,7 +5,11 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::error::CloudApiError;
-use super::wire::{ErrorEnvelope, ReplyContext, SendResponse, TextBody, TextMessageRequest};
+use super::split::{split_text, MAX_TEXT_LEN};
+use super::wire::{
+    ErrorEnvelope, MarkReadRequest, ReplyContext, SendResponse, SuccessResponse, TextBody,
+    TextMessageRequest, TypingIndicator,
+};
 use crate::configuration::WhatsAppSettings;
 use crate::domain::{PhoneNumberId, UserId};
 
@@ -95,6 +99,49 @@ impl CloudApi {
             .next()
             .map(|m| SentMessage { wamid: m.id })
             .ok_or_else(|| CloudApiError::Decode("no messages[0].id in the send response".into()))
+    }
+
+    /// Sends a text of any length: split into parts of at most 4096 characters, sent in order
+    /// (each part waits for the previous one's answer). Returns the wamid of every part.
+    pub async fn send_long_text(
+        &self,
+        from: &PhoneNumberId,
+        to: &Recipient,
+        body: &str,
+        reply_to: Option<&str>,
+    ) -> Result<Vec<SentMessage>, CloudApiError> {
+        let parts = split_text(body, MAX_TEXT_LEN);
+        let mut sent = Vec::with_capacity(parts.len());
+        for (i, part) in parts.iter().enumerate() {
+            // Only the first part quotes the message it answers.
+            let quote = if i == 0 { reply_to } else { None };
+            sent.push(self.send_text(from, to, part, quote).await?);
+        }
+        Ok(sent)
+    }
+
+    /// Marks an inbound message (and the ones before it) as read; with `typing`, also shows the
+    /// typing indicator (up to 25 s or until we answer).
+    pub async fn mark_read(
+        &self,
+        from: &PhoneNumberId,
+        wamid: &str,
+        typing: bool,
+    ) -> Result<(), CloudApiError> {
+        let request = MarkReadRequest {
+            messaging_product: "whatsapp",
+            status: "read",
+            message_id: wamid,
+            typing_indicator: typing.then_some(TypingIndicator { kind: "text" }),
+        };
+        let response: SuccessResponse = self.post(from, &request).await?;
+        if response.success {
+            Ok(())
+        } else {
+            Err(CloudApiError::Decode(
+                "mark-as-read answered success: false".into(),
+            ))
+        }
     }
 
     async fn post<T: serde::Serialize, R: serde::de::DeserializeOwned>(

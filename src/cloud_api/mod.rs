@@ -2,6 +2,7 @@
 
 mod client;
 mod error;
+pub mod split;
 pub mod wire;
 
 pub use client::{CloudApi, Recipient, SentMessage};

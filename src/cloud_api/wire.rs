@@ -64,3 +64,24 @@ pub struct ErrorData {
     #[serde(default)]
     pub details: Option<String>,
 }
+
+#[derive(Debug, Serialize)]
+pub struct MarkReadRequest<'a> {
+    pub messaging_product: &'static str,
+    pub status: &'static str,
+    pub message_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub typing_indicator: Option<TypingIndicator>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TypingIndicator {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SuccessResponse {
+    #[serde(default)]
+    pub success: bool,
+}

@@ -2,6 +2,7 @@
 //! module builds a key.
 
 pub mod connection;
+pub mod conversation;
 pub mod inbox;
 pub mod keys;
 pub mod queue;

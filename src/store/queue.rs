@@ -210,9 +210,9 @@ impl Queue {
         let key = self.keys.inbox(partition);
         let consumer = format!("p{partition}");
         let id = after.unwrap_or(">").to_string();
-        let response: std::result::Result<XReadResponse<String, String, String, String>, _> = self
+        let response: Result<fred::types::Value> = self
             .client
-            .xreadgroup_map(GROUP, consumer, Some(count), None, false, key.clone(), id)
+            .xreadgroup(GROUP, consumer, Some(count), None, false, key.clone(), id)
             .await;
         let response = match response {
             Err(e) if e.details().starts_with("NOGROUP") => {
@@ -220,8 +220,11 @@ impl Queue {
                 self.ensure_group(partition).await?;
                 return Ok(Vec::new());
             }
-            other => other?,
+            Ok(fred::types::Value::Null) => return Ok(Vec::new()),
+            Ok(value) => value.into_xread_response::<String, String, String, String>()?,
+            Err(e) => return Err(e),
         };
+        let response: XReadResponse<String, String, String, String> = response;
         Ok(response
             .into_values()
             .flatten()

@@ -1,9 +1,9 @@
-//! What a worker does with one message: the `Handler` trait, and the `echo` handler that
-//! exercises the whole pipeline (`echo: <text>` sent through the Cloud API client).
+//! What a worker does with one message: the `Handler` trait (the conversation engine implements
+//! it) and its error type, which decides between retrying and dead-lettering.
 
 use async_trait::async_trait;
 
-use crate::cloud_api::{CloudApi, CloudApiError, Recipient};
+use crate::cloud_api::CloudApiError;
 use crate::domain::InboundMessage;
 
 #[derive(Debug, thiserror::Error)]
@@ -38,36 +38,4 @@ impl From<CloudApiError> for HandleError {
 #[async_trait]
 pub trait Handler: Send + Sync + 'static {
     async fn handle(&self, message: &InboundMessage) -> Result<(), HandleError>;
-}
-
-/// Answers `echo: <text>`; for content without text, `echo: [<kind>]`.
-pub struct EchoHandler {
-    api: CloudApi,
-}
-
-impl EchoHandler {
-    pub fn new(api: CloudApi) -> EchoHandler {
-        EchoHandler { api }
-    }
-}
-
-#[async_trait]
-impl Handler for EchoHandler {
-    async fn handle(&self, message: &InboundMessage) -> Result<(), HandleError> {
-        let reply = match message.content.text() {
-            Some(text) => format!("echo: {text}"),
-            None => format!("echo: [{}]", message.content.kind()),
-        };
-        let sent = self
-            .api
-            .send_text(
-                &message.phone_number_id,
-                &Recipient::of(&message.user),
-                &reply,
-                None,
-            )
-            .await?;
-        tracing::debug!(wamid = %message.id, reply_wamid = %sent.wamid, "echo sent");
-        Ok(())
-    }
 }

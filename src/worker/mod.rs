@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::configuration::WorkerSettings;
 use crate::store::queue::now_ms;
 use crate::store::queue::Queue;
-pub use handler::{EchoHandler, HandleError, Handler};
+pub use handler::{HandleError, Handler};
 use partition::PartitionContext;
 
 /// A running set of workers.

@@ -178,6 +178,9 @@ pub fn test_env(redis_url: &str, graph_url: &str) -> HashMap<String, String> {
         ("WABOT_REDIS__COMMAND_TIMEOUT_MS", "1000"),
         ("WABOT_REDIS__CONNECT_TIMEOUT_MS", "500"),
         ("RESPONDER", "echo"),
+        // Pipeline tests send bursts; the engine tests set their own limits.
+        ("WABOT_RATE_LIMIT__MESSAGES", "10000"),
+        ("WABOT_WHATSAPP__MARK_AS_READ", "false"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))

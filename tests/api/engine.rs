@@ -1,0 +1,542 @@
+//! The conversation engine against a real redis-server and wiremock Graph/LLM APIs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use wabot::domain::{PhoneNumberId, UserId};
+use wabot::store::conversation::{ConversationStore, Role};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::helpers::{
+    eventually, fixture, mount_graph_ok, replies, spawn_app_on, text_delivery, wait_for_replies,
+    wait_until_drained, AppOptions, RedisServer, TestApp, APP_SECRET,
+};
+
+const PNID: &str = "113948572261094";
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn app_with(env: &[(&str, &str)]) -> TestApp {
+    let redis = RedisServer::start();
+    let graph = Arc::new(MockServer::start().await);
+    mount_graph_ok(&graph).await;
+    let options = AppOptions {
+        extra_env: env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..AppOptions::default()
+    };
+    spawn_app_on(&redis.url(), graph, options, Some(redis), None).await
+}
+
+async fn store(app: &TestApp) -> ConversationStore {
+    let client = wabot::store::connect(&app.settings.redis).expect("client");
+    fred::prelude::ClientLike::wait_for_connect(&client)
+        .await
+        .expect("connects");
+    wabot::startup::conversation_store(&app.settings, &client)
+}
+
+fn ids(user: &str) -> (PhoneNumberId, UserId) {
+    (
+        PhoneNumberId::parse(PNID).expect("pnid"),
+        UserId::parse(user).expect("user"),
+    )
+}
+
+async fn post_text(app: &TestApp, user: &str, wamid: &str, text: &str) {
+    let body = text_delivery(PNID, user, wamid, text);
+    assert_eq!(app.post_signed(&body, APP_SECRET).await.status(), 200);
+}
+
+#[tokio::test]
+async fn three_messages_make_six_turns_in_order_with_a_sliding_ttl() {
+    let app = app_with(&[("SESSION_EXPIRE_TIME", "120")]).await;
+    let store = store(&app).await;
+    let (pnid, user) = ids("4915123456789");
+    for i in 1..=3 {
+        post_text(
+            &app,
+            user.as_str(),
+            &format!("wamid.h{i}"),
+            &format!("message {i}"),
+        )
+        .await;
+        wait_for_replies(&app.graph, i, WAIT).await;
+        wait_until_drained(&app.queue().await, WAIT).await;
+        let view = store
+            .get(&pnid, &user)
+            .await
+            .expect("read")
+            .expect("exists");
+        assert!(
+            view.ttl_secs > 100 && view.ttl_secs <= 120,
+            "ttl {}",
+            view.ttl_secs
+        );
+    }
+    let view = store
+        .get(&pnid, &user)
+        .await
+        .expect("read")
+        .expect("exists");
+    let turns: Vec<(Role, &str)> = view
+        .turns
+        .iter()
+        .map(|t| (t.role, t.text.as_str()))
+        .collect();
+    assert_eq!(
+        turns,
+        [
+            (Role::User, "message 1"),
+            (Role::Bot, "echo: message 1"),
+            (Role::User, "message 2"),
+            (Role::Bot, "echo: message 2"),
+            (Role::User, "message 3"),
+            (Role::Bot, "echo: message 3"),
+        ]
+    );
+    assert_eq!(view.profile_name.as_deref(), Some("Tester"));
+    assert!(view.turns[1]
+        .sent_wamid
+        .as_deref()
+        .is_some_and(|w| w.starts_with("wamid.out.")));
+}
+
+#[tokio::test]
+async fn ttl_slides_with_each_write_and_an_expired_conversation_starts_fresh() {
+    let app = app_with(&[("SESSION_EXPIRE_TIME", "3")]).await;
+    let store = store(&app).await;
+    let (pnid, user) = ids("4915000000001");
+    post_text(&app, user.as_str(), "wamid.t1", "first").await;
+    wait_for_replies(&app.graph, 1, WAIT).await;
+    // Let the TTL run down, then write again: it must be back near 3 s.
+    let lowered = eventually(WAIT, || async {
+        let ttl = store.get(&pnid, &user).await.ok()??.ttl_secs;
+        (ttl <= 2).then_some(())
+    })
+    .await;
+    assert!(lowered.is_some());
+    post_text(&app, user.as_str(), "wamid.t2", "second").await;
+    wait_for_replies(&app.graph, 2, WAIT).await;
+    wait_until_drained(&app.queue().await, WAIT).await;
+    let view = store
+        .get(&pnid, &user)
+        .await
+        .expect("read")
+        .expect("still alive");
+    assert!(
+        view.ttl_secs >= 2,
+        "TTL refreshed by the write, got {}",
+        view.ttl_secs
+    );
+    assert_eq!(view.turns.len(), 4);
+    // No activity: the conversation expires; the next message starts a fresh one.
+    let expired = eventually(WAIT, || async {
+        store.get(&pnid, &user).await.ok()?.is_none().then_some(())
+    })
+    .await;
+    assert!(expired.is_some(), "conversation expired");
+    post_text(&app, user.as_str(), "wamid.t3", "third").await;
+    wait_for_replies(&app.graph, 3, WAIT).await;
+    wait_until_drained(&app.queue().await, WAIT).await;
+    let view = store
+        .get(&pnid, &user)
+        .await
+        .expect("read")
+        .expect("new one");
+    let texts: Vec<&str> = view.turns.iter().map(|t| t.text.as_str()).collect();
+    assert_eq!(texts, ["third", "echo: third"]);
+}
+
+#[tokio::test]
+async fn a_redelivered_wamid_is_neither_recorded_nor_answered_twice() {
+    let app = app_with(&[]).await;
+    let store = store(&app).await;
+    let (pnid, user) = ids("4915000000002");
+    post_text(&app, user.as_str(), "wamid.re1", "only once").await;
+    wait_for_replies(&app.graph, 1, WAIT).await;
+    wait_until_drained(&app.queue().await, WAIT).await;
+    // Bypass the inbox dedup (as a worker crash after sending would): the engine sees it again.
+    let keys = app.keys();
+    let p = keys.partition(&pnid, &user);
+    app.redis
+        .as_ref()
+        .expect("redis")
+        .cli(&["DEL", &keys.seen(p, "wamid.re1")]);
+    post_text(&app, user.as_str(), "wamid.re1", "only once").await;
+    wait_until_drained(&app.queue().await, WAIT).await;
+    assert_eq!(replies(&app.graph).await.len(), 1);
+    let view = store
+        .get(&pnid, &user)
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!(view.turns.len(), 2);
+}
+
+#[tokio::test]
+async fn history_is_trimmed_to_max_history() {
+    let app = app_with(&[("WABOT_CONVERSATION__MAX_HISTORY", "4")]).await;
+    let store = store(&app).await;
+    let (pnid, user) = ids("4915000000003");
+    for i in 1..=4 {
+        post_text(
+            &app,
+            user.as_str(),
+            &format!("wamid.m{i}"),
+            &format!("n{i}"),
+        )
+        .await;
+        wait_for_replies(&app.graph, i, WAIT).await;
+    }
+    wait_until_drained(&app.queue().await, WAIT).await;
+    let view = store
+        .get(&pnid, &user)
+        .await
+        .expect("read")
+        .expect("exists");
+    let texts: Vec<&str> = view.turns.iter().map(|t| t.text.as_str()).collect();
+    assert_eq!(texts, ["n3", "echo: n3", "n4", "echo: n4"]);
+    assert_eq!(view.count, 8);
+    // Markers of trimmed turns are gone too: the hash stays bounded.
+    let keys = app.keys();
+    let fields = app.redis.as_ref().expect("redis").cli(&[
+        "HLEN",
+        &keys.conversation(keys.partition(&pnid, &user), &pnid, &user),
+    ]);
+    let fields: usize = fields.parse().expect("number");
+    assert!(fields <= 4 + 2 * 2 + 5, "hash has {fields} fields");
+}
+
+#[tokio::test]
+async fn rate_limit_answers_exactly_the_budget_and_one_notice_per_window() {
+    let app = app_with(&[
+        ("WABOT_RATE_LIMIT__MESSAGES", "3"),
+        ("WABOT_RATE_LIMIT__WINDOW_SECS", "2"),
+        ("WABOT_RATE_LIMIT__NOTICE", "slow down"),
+    ])
+    .await;
+    let user = "4915000000004";
+    for i in 0..8 {
+        post_text(&app, user, &format!("wamid.rl{i}"), &format!("q{i}")).await;
+    }
+    // Another user has a budget of their own.
+    post_text(&app, "4915000000005", "wamid.other", "other user").await;
+    wait_until_drained(&app.queue().await, WAIT).await;
+    let got = replies(&app.graph).await;
+    let to_user: Vec<&str> = got
+        .iter()
+        .filter(|r| r.to == format!("+{user}"))
+        .map(|r| r.text.as_str())
+        .collect();
+    assert_eq!(
+        to_user.iter().filter(|t| t.starts_with("echo:")).count(),
+        3,
+        "{to_user:?}"
+    );
+    assert_eq!(
+        to_user.iter().filter(|t| **t == "slow down").count(),
+        1,
+        "{to_user:?}"
+    );
+    assert!(got.iter().any(|r| r.text == "echo: other user"));
+    // Rate-limited messages are recorded as such.
+    let store = store(&app).await;
+    let (pnid, uid) = ids(user);
+    let view = store.get(&pnid, &uid).await.expect("read").expect("exists");
+    assert_eq!(view.turns.iter().filter(|t| t.rate_limited).count(), 5);
+    // After the window the user is answered again.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    post_text(&app, user, "wamid.rl.after", "back again").await;
+    wait_until_drained(&app.queue().await, WAIT).await;
+    assert!(replies(&app.graph)
+        .await
+        .iter()
+        .any(|r| r.text == "echo: back again"));
+}
+
+#[tokio::test]
+async fn rules_answer_every_fixture_type() {
+    let app = app_with(&[
+        ("RESPONDER", "rules"),
+        ("WABOT_RESPONDER__RULES_FILE", "config/rules.toml"),
+    ])
+    .await;
+    let cases = [
+        ("text_message.json", "+5511987654321", "We are open Monday"),
+        (
+            "image_message.json",
+            "+4915123456789",
+            "I can only read text",
+        ),
+        (
+            "interactive_button_reply.json",
+            "+447700900123",
+            "Your booking is confirmed",
+        ),
+        (
+            "interactive_list_reply.json",
+            "+5511987654321",
+            "Pro: up to 5 users",
+        ),
+        (
+            "unsupported_message.json",
+            "+447700900123",
+            "I can only read text",
+        ),
+    ];
+    for (n, (name, to, expected)) in cases.iter().enumerate() {
+        assert_eq!(
+            app.post_signed(&fixture(name), APP_SECRET).await.status(),
+            200
+        );
+        let got = wait_for_replies(&app.graph, n + 1, WAIT).await;
+        let last = got.last().expect("a reply");
+        assert_eq!(&last.to, to, "{name}");
+        assert!(last.text.contains(expected), "{name}: {}", last.text);
+    }
+    assert_eq!(
+        app.post_signed(&fixture("batch_two_messages.json"), APP_SECRET)
+            .await
+            .status(),
+        200
+    );
+    let got = wait_for_replies(&app.graph, cases.len() + 2, WAIT).await;
+    let invoice = got
+        .iter()
+        .find(|r| r.to == "+4915123456789" && r.text.contains("invoices"));
+    assert!(
+        invoice.is_some(),
+        "German invoice question answered: {got:?}"
+    );
+    let greeting = got.iter().find(|r| r.to == "US.13491208655302741918");
+    assert!(
+        greeting.is_some_and(|r| r.text.starts_with("Hello")),
+        "{got:?}"
+    );
+    // Statuses and reactions are recorded but not answered.
+    assert_eq!(
+        app.post_signed(&fixture("status_updates.json"), APP_SECRET)
+            .await
+            .status(),
+        200
+    );
+    let reaction = serde_json::json!({"entry": [{"changes": [{"field": "messages", "value": {
+        "metadata": {"phone_number_id": PNID},
+        "contacts": [{"profile": {"name": "R"}, "wa_id": "15550009999"}],
+        "messages": [{"from": "15550009999", "id": "wamid.react", "timestamp": "1", "type": "reaction",
+                      "reaction": {"message_id": "wamid.x", "emoji": "👍"}}]
+    }}]}]});
+    assert_eq!(
+        app.post_signed(reaction.to_string().as_bytes(), APP_SECRET)
+            .await
+            .status(),
+        200
+    );
+    wait_until_drained(&app.queue().await, WAIT).await;
+    assert_eq!(replies(&app.graph).await.len(), cases.len() + 2);
+    let store = store(&app).await;
+    let (pnid, user) = ids("15550009999");
+    let view = store
+        .get(&pnid, &user)
+        .await
+        .expect("read")
+        .expect("reaction recorded");
+    assert_eq!(view.turns[0].text, "[reaction 👍]");
+}
+
+#[tokio::test]
+async fn reset_empties_the_history_and_help_answers() {
+    let app = app_with(&[("RESPONDER", "rules")]).await;
+    let store = store(&app).await;
+    let (pnid, user) = ids("4915000000006");
+    post_text(&app, user.as_str(), "wamid.c1", "hello").await;
+    wait_for_replies(&app.graph, 1, WAIT).await;
+    post_text(&app, user.as_str(), "wamid.c2", "/help").await;
+    let got = wait_for_replies(&app.graph, 2, WAIT).await;
+    assert!(got[1].text.contains("hours"), "{}", got[1].text);
+    wait_until_drained(&app.queue().await, WAIT).await;
+    assert_eq!(
+        store
+            .get(&pnid, &user)
+            .await
+            .expect("read")
+            .expect("exists")
+            .turns
+            .len(),
+        4
+    );
+    post_text(&app, user.as_str(), "wamid.c3", "/reset").await;
+    let got = wait_for_replies(&app.graph, 3, WAIT).await;
+    assert!(got[2].text.contains("reset"));
+    wait_until_drained(&app.queue().await, WAIT).await;
+    assert!(store.get(&pnid, &user).await.expect("read").is_none());
+}
+
+async fn openai_app(llm: &MockServer, extra: &[(&str, &str)]) -> TestApp {
+    let mut env = vec![
+        ("RESPONDER", "openai"),
+        ("OPENAI_MODEL", "test-model"),
+        ("OPENAI_API_KEY", "sk-test"),
+        (
+            "WABOT_RESPONDER__OPENAI__SYSTEM_PROMPT",
+            "You are the test bot.",
+        ),
+        ("WABOT_RESPONDER__OPENAI__FALLBACK", "fallback text"),
+        ("WABOT_RESPONDER__OPENAI__TIMEOUT_MS", "700"),
+    ];
+    env.extend_from_slice(extra);
+    let base = format!("{}/v1", llm.uri());
+    env.push(("OPENAI_BASE_URL", &base));
+    app_with(&env).await
+}
+
+fn completion(text: &str) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(serde_json::json!({
+        "id": "c1", "object": "chat.completion", "model": "test-model",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}]
+    }))
+}
+
+#[tokio::test]
+async fn openai_gets_the_system_prompt_and_prior_turns_in_order() {
+    let llm = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(completion("model says hi"))
+        .mount(&llm)
+        .await;
+    let app = openai_app(&llm, &[]).await;
+    let user = "4915000000007";
+    post_text(&app, user, "wamid.ai1", "first question").await;
+    wait_for_replies(&app.graph, 1, WAIT).await;
+    post_text(&app, user, "wamid.ai2", "second question").await;
+    let got = wait_for_replies(&app.graph, 2, WAIT).await;
+    assert_eq!(got[1].text, "model says hi");
+    let requests = llm.received_requests().await.expect("recorded");
+    assert_eq!(requests.len(), 2);
+    assert_eq!(
+        requests[1]
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok()),
+        Some("Bearer sk-test")
+    );
+    let body: serde_json::Value = serde_json::from_slice(&requests[1].body).expect("json");
+    assert_eq!(body["model"], "test-model");
+    let messages: Vec<(String, String)> = body["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| {
+            (
+                m["role"].as_str().unwrap_or("").to_string(),
+                m["content"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, String)> = [
+        ("system", "You are the test bot."),
+        ("user", "first question"),
+        ("assistant", "model says hi"),
+        ("user", "second question"),
+    ]
+    .iter()
+    .map(|(r, c)| (r.to_string(), c.to_string()))
+    .collect();
+    assert_eq!(messages, expected);
+}
+
+#[tokio::test]
+async fn openai_error_or_timeout_sends_the_fallback_and_records_the_turn() {
+    let llm = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(500).set_body_string("upstream exploded"))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&llm)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(completion("too late").set_delay(Duration::from_secs(3)))
+        .mount(&llm)
+        .await;
+    let app = openai_app(&llm, &[]).await;
+    let store = store(&app).await;
+    let (pnid, user) = ids("4915000000008");
+    post_text(&app, user.as_str(), "wamid.f1", "will fail").await;
+    let got = wait_for_replies(&app.graph, 1, WAIT).await;
+    assert_eq!(got[0].text, "fallback text");
+    post_text(&app, user.as_str(), "wamid.f2", "will time out").await;
+    let got = wait_for_replies(&app.graph, 2, WAIT).await;
+    assert_eq!(got[1].text, "fallback text");
+    wait_until_drained(&app.queue().await, WAIT).await;
+    let view = store
+        .get(&pnid, &user)
+        .await
+        .expect("read")
+        .expect("exists");
+    let texts: Vec<&str> = view.turns.iter().map(|t| t.text.as_str()).collect();
+    assert_eq!(
+        texts,
+        [
+            "will fail",
+            "fallback text",
+            "will time out",
+            "fallback text"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn mark_as_read_with_typing_goes_out_before_the_reply() {
+    let app = app_with(&[("WABOT_WHATSAPP__MARK_AS_READ", "true")]).await;
+    post_text(&app, "4915000000009", "wamid.read", "read me").await;
+    wait_for_replies(&app.graph, 1, WAIT).await;
+    let bodies: Vec<serde_json::Value> = app
+        .graph
+        .received_requests()
+        .await
+        .expect("recorded")
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).expect("json"))
+        .collect();
+    assert_eq!(
+        bodies[0],
+        serde_json::json!({"messaging_product": "whatsapp", "status": "read", "message_id": "wamid.read",
+                           "typing_indicator": {"type": "text"}})
+    );
+    assert_eq!(bodies[1]["text"]["body"], "echo: read me");
+}
+
+/// Reports the Redis memory of a 40-turn conversation (~100 characters a turn) against the raw
+/// text, and bounds the layout's overhead.
+#[tokio::test]
+async fn memory_of_a_forty_turn_conversation() {
+    let app = app_with(&[]).await;
+    let user = "4915000000010";
+    let text = "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt ut labore";
+    for i in 0..20 {
+        // Real wamids are ~60 characters; the markers and turns carry them.
+        let wamid =
+            format!("wamid.HBgNNDkxNTEyMzQ1Njc4ORUCABIYFDNBNkIyRDlFMEY0QTdDMTM1ODhEMk{i:02}");
+        post_text(&app, user, &wamid, text).await;
+    }
+    wait_for_replies(&app.graph, 20, WAIT).await;
+    wait_until_drained(&app.queue().await, WAIT).await;
+    let (pnid, uid) = ids(user);
+    let keys = app.keys();
+    let key = keys.conversation(keys.partition(&pnid, &uid), &pnid, &uid);
+    let redis = app.redis.as_ref().expect("redis");
+    let bytes: usize = redis
+        .cli(&["MEMORY", "USAGE", &key])
+        .parse()
+        .expect("number");
+    let raw: usize = (text.len() + "echo: ".len() + text.len()) * 20;
+    println!(
+        "MEMORY USAGE of a 40-turn conversation: {bytes} bytes for {raw} bytes of text ({:.2}x)",
+        bytes as f64 / raw as f64
+    );
+    assert!(bytes < raw * 4, "{bytes} bytes for {raw} bytes of text");
+}
