@@ -19,6 +19,12 @@ pub enum Command {
     Serve,
     /// Run only the workers (no HTTP): scale processing apart from intake.
     Worker,
+    /// Exit 0 when the local server answers /health (for container HEALTHCHECKs without curl).
+    Healthcheck {
+        /// Port of the local server; defaults to the configured `server.port` (`PORT`).
+        #[arg(long)]
+        port: Option<u16>,
+    },
     /// Load and validate the configuration, print it with secrets redacted.
     CheckConfig,
 }
@@ -43,6 +49,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             cancel_on_signals(app.shutdown_token());
             app.run_until_stopped().await?;
+            Ok(())
+        }
+        Command::Healthcheck { port } => {
+            let port = match port {
+                Some(port) => port,
+                None => std::env::var("PORT")
+                    .ok()
+                    .and_then(|p| p.parse().ok())
+                    .unwrap_or(8000),
+            };
+            let url = format!("http://127.0.0.1:{port}/health");
+            let response = reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(3))
+                .build()?
+                .get(&url)
+                .send()
+                .await?;
+            anyhow::ensure!(response.status().is_success(), "{url} answered {}", response.status());
             Ok(())
         }
         Command::Worker => {
