@@ -25,8 +25,46 @@ pub enum Command {
         #[arg(long)]
         port: Option<u16>,
     },
+    /// Look into conversations (talks to Redis directly).
+    #[command(subcommand)]
+    Conversations(ConversationsCommand),
+    /// Look into and replay dead letters (talks to Redis directly).
+    #[command(subcommand, name = "dead-letters")]
+    DeadLetters(DeadLettersCommand),
     /// Load and validate the configuration, print it with secrets redacted.
     CheckConfig,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConversationsCommand {
+    /// One page of active conversations (SCAN; pass the printed cursor for the next page).
+    List {
+        #[arg(long)]
+        cursor: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        count: u32,
+    },
+    /// One conversation: turns, TTL left, count.
+    Show {
+        phone_number_id: String,
+        user: String,
+    },
+    /// Delete one conversation.
+    Delete {
+        phone_number_id: String,
+        user: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeadLettersCommand {
+    /// Failed messages and their last error.
+    List {
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Send one back to its partition (`<partition>:<stream id>` as listed).
+    Replay { id: String },
 }
 
 /// Runs one command; the exit code is derived from the result by `main`.
@@ -66,8 +104,88 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .get(&url)
                 .send()
                 .await?;
-            anyhow::ensure!(response.status().is_success(), "{url} answered {}", response.status());
+            anyhow::ensure!(
+                response.status().is_success(),
+                "{url} answered {}",
+                response.status()
+            );
             Ok(())
+        }
+        Command::Conversations(command) => {
+            let settings = Settings::load()?;
+            let redis = crate::store::connect(&settings.redis)?;
+            fred::prelude::ClientLike::wait_for_connect(&redis).await?;
+            let store = crate::startup::conversation_store(&settings, &redis);
+            let ids = |pnid: &str, user: &str| {
+                Ok::<_, anyhow::Error>((
+                    crate::domain::PhoneNumberId::parse(pnid)
+                        .ok_or_else(|| anyhow::anyhow!("invalid phone_number_id {pnid:?}"))?,
+                    crate::domain::UserId::parse(user)
+                        .ok_or_else(|| anyhow::anyhow!("invalid user {user:?}"))?,
+                ))
+            };
+            match command {
+                ConversationsCommand::List { cursor, count } => {
+                    print_json(&store.list(cursor.as_deref(), count).await?)
+                }
+                ConversationsCommand::Show {
+                    phone_number_id,
+                    user,
+                } => {
+                    let (pnid, user) = ids(&phone_number_id, &user)?;
+                    match store.get(&pnid, &user).await? {
+                        Some(view) => print_json(&view),
+                        None => anyhow::bail!(
+                            "no such conversation (never started, expired or deleted)"
+                        ),
+                    }
+                }
+                ConversationsCommand::Delete {
+                    phone_number_id,
+                    user,
+                } => {
+                    let (pnid, user) = ids(&phone_number_id, &user)?;
+                    anyhow::ensure!(store.delete(&pnid, &user).await?, "no such conversation");
+                    println!("deleted");
+                    Ok(())
+                }
+            }
+        }
+        Command::DeadLetters(command) => {
+            let settings = Settings::load()?;
+            let redis = crate::store::connect(&settings.redis)?;
+            fred::prelude::ClientLike::wait_for_connect(&redis).await?;
+            let queue = crate::store::queue::Queue::new(
+                redis,
+                crate::store::Keys::new(&settings.redis.key_prefix, settings.worker.partitions),
+                settings.worker.lease_ttl_ms,
+            );
+            match command {
+                DeadLettersCommand::List { limit } => {
+                    for letter in queue.dead_letters(limit).await? {
+                        println!(
+                            "{}\tattempts={}\terror={}\n  {}",
+                            letter.public_id(),
+                            letter.attempts,
+                            letter.error,
+                            letter.message_json
+                        );
+                    }
+                    Ok(())
+                }
+                DeadLettersCommand::Replay { id } => {
+                    let (partition, stream_id) = crate::store::queue::parse_dead_letter_id(&id)
+                        .ok_or_else(|| {
+                            anyhow::anyhow!("invalid id {id:?}: expected <partition>:<stream id>")
+                        })?;
+                    anyhow::ensure!(
+                        queue.replay_dead_letter(partition, stream_id).await?,
+                        "no dead letter {id}"
+                    );
+                    println!("replayed {id}");
+                    Ok(())
+                }
+            }
         }
         Command::Worker => {
             let settings = Settings::load()?;
@@ -82,4 +200,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
 }

@@ -53,9 +53,41 @@ pub struct WhatsAppSettings {
     pub mark_as_read: bool,
     pub typing_indicator: bool,
     pub request_timeout_ms: u64,
+    /// Extra tokens for numbers owned by other apps/businesses: `pnid=token,pnid2=token2`.
+    #[serde(serialize_with = "redact")]
+    pub access_tokens: SecretString,
+    /// Attempts per Graph API call for retryable errors (1 = no retry).
+    pub send_attempts: u32,
+    pub retry_base_ms: u64,
+    pub retry_max_ms: u64,
+    /// Messages per second per business number (Meta's default throughput is 80).
+    pub throughput_per_sec: u32,
+    /// Minimum spacing of messages to one user from one number (pair rate limit, 131056).
+    pub recipient_interval_ms: u64,
+    /// Largest media download accepted.
+    pub media_max_bytes: u64,
 }
 
 impl WhatsAppSettings {
+    /// Tokens by phone number id from `access_tokens`; malformed entries are reported.
+    pub fn tokens_by_number(&self) -> Result<Vec<(String, SecretString)>, ConfigError> {
+        self.access_tokens
+            .expose_secret()
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|pair| match pair.split_once('=') {
+                Some((pnid, token)) if !pnid.trim().is_empty() && !token.trim().is_empty() => {
+                    Ok((pnid.trim().to_string(), SecretString::from(token.trim())))
+                }
+                _ => Err(ConfigError::Invalid {
+                    setting: "whatsapp.access_tokens",
+                    reason: "expected `phone_number_id=token` pairs separated by commas".into(),
+                }),
+            })
+            .collect()
+    }
+
     /// The configured app secrets, in order; empty entries are ignored.
     pub fn app_secrets(&self) -> Vec<SecretString> {
         self.app_secret
@@ -199,6 +231,13 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("whatsapp.mark_as_read", "true"),
     ("whatsapp.typing_indicator", "true"),
     ("whatsapp.request_timeout_ms", "10000"),
+    ("whatsapp.access_tokens", ""),
+    ("whatsapp.send_attempts", "3"),
+    ("whatsapp.retry_base_ms", "250"),
+    ("whatsapp.retry_max_ms", "8000"),
+    ("whatsapp.throughput_per_sec", "80"),
+    ("whatsapp.recipient_interval_ms", "1000"),
+    ("whatsapp.media_max_bytes", "16777216"),
     ("redis.url", "redis://127.0.0.1:6379/0"),
     ("redis.password", ""),
     ("redis.key_prefix", "wabot"),
@@ -315,6 +354,13 @@ impl Settings {
             return Err(ConfigError::Missing {
                 setting: "whatsapp.access_token",
                 hint: "set WHATSAPP_ACCESS_TOKEN to a system user access token",
+            });
+        }
+        self.whatsapp.tokens_by_number()?;
+        if self.whatsapp.send_attempts == 0 || self.whatsapp.throughput_per_sec == 0 {
+            return Err(ConfigError::Invalid {
+                setting: "whatsapp.send_attempts",
+                reason: "send_attempts and throughput_per_sec must be greater than 0".into(),
             });
         }
         let base = &self.whatsapp.api_base_url;

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use crate::cloud_api::{CloudApi, Recipient};
 use crate::domain::{InboundMessage, MessageContent};
 use crate::error::error_chain;
+use crate::monitoring;
 use crate::responder::{Reply, Responder, ResponderInput};
 use crate::store::conversation::{Begin, ConversationStore, Role, Turn};
 use crate::worker::{HandleError, Handler};
@@ -34,6 +35,8 @@ fn command(content: &MessageContent) -> Option<Command> {
 
 /// What the engine needs besides the responder.
 pub struct EngineOptions {
+    /// Label of the responder in metrics (`rules`, `echo`, `openai`).
+    pub responder_kind: &'static str,
     pub mark_as_read: bool,
     pub typing_indicator: bool,
     pub rate_limit_notice: String,
@@ -43,6 +46,7 @@ pub struct Engine {
     store: ConversationStore,
     responder: Arc<dyn Responder>,
     api: CloudApi,
+    responder_kind: &'static str,
     options: EngineOptions,
 }
 
@@ -57,6 +61,7 @@ impl Engine {
             store,
             responder,
             api,
+            responder_kind: options.responder_kind,
             options,
         }
     }
@@ -79,7 +84,7 @@ impl Engine {
         let turn = Turn {
             role: Role::Bot,
             text,
-            wamid: Some(message.id.as_str().to_string()),
+            wamid: None,
             sent_wamid: Some(sent_wamid.to_string()),
             at: unix_now(),
             kind: "text".into(),
@@ -132,6 +137,7 @@ impl Handler for Engine {
         let history = match self.store.begin(message, &turn).await.map_err(retryable)? {
             Begin::Accepted { history } => history,
             Begin::Limited { notice } => {
+                metrics::counter!(monitoring::RATE_LIMITED).increment(1);
                 tracing::info!(user = %message.user, wamid = %message.id, notice, "rate limited");
                 if notice {
                     if let Err(error) = self.send(message, &self.options.rate_limit_notice).await {
@@ -176,12 +182,17 @@ impl Handler for Engine {
         let reply = match command {
             Some(Command::Help) => Reply::Text(self.responder.help()),
             _ => {
-                self.responder
+                let started = std::time::Instant::now();
+                let reply = self
+                    .responder
                     .respond(ResponderInput {
                         message,
                         history: &history,
                     })
-                    .await
+                    .await;
+                metrics::histogram!(monitoring::RESPONDER_SECONDS, "kind" => self.responder_kind)
+                    .record(started.elapsed().as_secs_f64());
+                reply
             }
         };
         let Reply::Text(text) = reply else {

@@ -56,6 +56,12 @@ impl ResponseError for ApiError {
     }
 }
 
+impl ApiError {
+    pub fn redis(error: fred::error::Error) -> ApiError {
+        ApiError::Redis(crate::store::RedisError::Command(error))
+    }
+}
+
 /// `error: cause: cause` on one line.
 pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut out = error.to_string();

@@ -6,6 +6,7 @@ pub mod configuration;
 pub mod domain;
 pub mod engine;
 pub mod error;
+pub mod monitoring;
 pub mod responder;
 pub mod routes;
 pub mod sink;

@@ -39,6 +39,12 @@ pub enum StartupError {
     },
 }
 
+/// The stores behind the admin API and the status bookkeeping.
+struct Admin {
+    conversations: ConversationStore,
+    queue: Queue,
+}
+
 /// A built, bound, not yet running service.
 pub struct Application {
     port: u16,
@@ -88,6 +94,11 @@ pub fn spawn_workers(settings: &Settings, redis: &store::Client) -> Result<Worke
         responder::build(settings)?,
         CloudApi::new(&settings.whatsapp)?,
         EngineOptions {
+            responder_kind: match settings.responder.kind {
+                crate::configuration::ResponderKind::Rules => "rules",
+                crate::configuration::ResponderKind::Echo => "echo",
+                crate::configuration::ResponderKind::Openai => "openai",
+            },
             mark_as_read: settings.whatsapp.mark_as_read,
             typing_indicator: settings.whatsapp.typing_indicator,
             rate_limit_notice: settings.rate_limit.notice.clone(),
@@ -108,7 +119,15 @@ impl Application {
         let redis = store::connect(&settings.redis)?;
         let keys = Keys::new(&settings.redis.key_prefix, settings.worker.partitions);
         let sink = Arc::new(RedisInbox::new(redis.clone(), keys));
-        let mut app = Application::build_with(settings.clone(), redis.clone(), sink)?;
+        let admin = Admin {
+            conversations: conversation_store(&settings, &redis),
+            queue: Queue::new(
+                redis.clone(),
+                Keys::new(&settings.redis.key_prefix, settings.worker.partitions),
+                settings.worker.lease_ttl_ms,
+            ),
+        };
+        let mut app = Application::build_with(settings.clone(), redis.clone(), sink, Some(admin))?;
         if settings.worker.enabled {
             app.workers = Some(spawn_workers(&settings, &redis)?);
         }
@@ -121,14 +140,16 @@ impl Application {
         sink: Arc<dyn EventSink>,
     ) -> Result<Application, StartupError> {
         let redis = store::connect(&settings.redis)?;
-        Application::build_with(settings, redis, sink)
+        Application::build_with(settings, redis, sink, None)
     }
 
     fn build_with(
         settings: Settings,
         redis: store::Client,
         sink: Arc<dyn EventSink>,
+        admin: Option<Admin>,
     ) -> Result<Application, StartupError> {
+        crate::monitoring::install();
         let address = format!("{}:{}", settings.server.host, settings.server.port);
         let listener = TcpListener::bind(&address).map_err(|source| StartupError::Bind {
             address: address.clone(),
@@ -147,6 +168,9 @@ impl Application {
             sink,
             redis: redis.clone(),
             max_body_bytes: settings.server.max_body_bytes,
+            conversations: admin.as_ref().map(|a| a.conversations.clone()),
+            queue: admin.map(|a| a.queue),
+            admin_token: settings.admin.token.clone(),
         };
         let state = web::Data::new(state);
         let server = HttpServer::new(move || {
@@ -157,6 +181,30 @@ impl Application {
                 .route("/webhook", web::post().to(routes::webhook::receive))
                 .route("/health", web::get().to(routes::health::health))
                 .route("/ready", web::get().to(routes::health::ready))
+                .route("/metrics", web::get().to(routes::metrics::metrics))
+                .service(
+                    web::scope("/admin")
+                        .route(
+                            "/conversations",
+                            web::get().to(routes::admin::list_conversations),
+                        )
+                        .route(
+                            "/conversations/{phone_number_id}/{user}",
+                            web::get().to(routes::admin::show_conversation),
+                        )
+                        .route(
+                            "/conversations/{phone_number_id}/{user}",
+                            web::delete().to(routes::admin::delete_conversation),
+                        )
+                        .route(
+                            "/dead-letters",
+                            web::get().to(routes::admin::list_dead_letters),
+                        )
+                        .route(
+                            "/dead-letters/{id}/replay",
+                            web::post().to(routes::admin::replay_dead_letter),
+                        ),
+                )
         })
         .listen(listener)
         .map_err(|source| StartupError::Bind { address, source })?

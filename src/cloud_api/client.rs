@@ -1,21 +1,32 @@
-//! Sends messages through `POST {base}/{version}/{phone_number_id}/messages` with a Bearer token.
+//! Sends through `POST {base}/{version}/{phone_number_id}/messages` with the Bearer token of the
+//! sending number: retries retryable error codes with exponential backoff and full jitter
+//! (honouring `Retry-After`), paces sends per number and per recipient, splits long texts.
+//!
+//! Double sends: a request that times out may still have reached Meta; it is retried (up to
+//! `send_attempts`), so the user can, rarely, get a message twice. Across worker retries and
+//! redeliveries the engine's sent-reply record (`w:<wamid>` = answered) stops repeats.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
+use rand::Rng;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::error::CloudApiError;
+use super::message::Outgoing;
+use super::pacing::Pacer;
 use super::split::{split_text, MAX_TEXT_LEN};
 use super::wire::{
-    ErrorEnvelope, MarkReadRequest, ReplyContext, SendResponse, SuccessResponse, TextBody,
-    TextMessageRequest, TypingIndicator,
+    ErrorEnvelope, MarkReadRequest, MediaInfo, SendResponse, SuccessResponse, TypingIndicator,
 };
 use crate::configuration::WhatsAppSettings;
-use crate::domain::{PhoneNumberId, UserId};
+use crate::domain::{mask_user, PhoneNumberId, UserId};
+use crate::monitoring;
 
 /// Who a message goes to: a phone number (`to`) or, for username-only users, their BSUID
 /// (`recipient`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Recipient {
     Phone(String),
     Bsuid(String),
@@ -30,12 +41,33 @@ impl Recipient {
             Recipient::Bsuid(user.as_str().to_string())
         }
     }
+
+    fn key(&self) -> &str {
+        match self {
+            Recipient::Phone(p) => p,
+            Recipient::Bsuid(b) => b,
+        }
+    }
 }
 
 /// What Meta answered to a successful send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SentMessage {
     pub wamid: String,
+}
+
+/// Downloaded media.
+#[derive(Debug, Clone)]
+pub struct MediaFile {
+    pub bytes: bytes::Bytes,
+    pub mime_type: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct RetryPolicy {
+    attempts: u32,
+    base: Duration,
+    max: Duration,
 }
 
 /// The Graph API client; cheap to clone.
@@ -45,6 +77,10 @@ pub struct CloudApi {
     base_url: String,
     version: String,
     token: SecretString,
+    tokens: Arc<HashMap<String, SecretString>>,
+    retry: RetryPolicy,
+    pacer: Pacer,
+    media_max_bytes: u64,
 }
 
 impl CloudApi {
@@ -56,43 +92,57 @@ impl CloudApi {
             .user_agent(concat!("wabot/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(CloudApiError::Network)?;
+        let tokens = settings
+            .tokens_by_number()
+            .map_err(|e| CloudApiError::Decode(e.to_string()))?
+            .into_iter()
+            .collect();
         Ok(CloudApi {
             http,
             base_url: settings.api_base_url.trim_end_matches('/').to_string(),
             version: settings.api_version.clone(),
             token: settings.access_token.clone(),
+            tokens: Arc::new(tokens),
+            retry: RetryPolicy {
+                attempts: settings.send_attempts.max(1),
+                base: Duration::from_millis(settings.retry_base_ms),
+                max: Duration::from_millis(settings.retry_max_ms.max(settings.retry_base_ms)),
+            },
+            pacer: Pacer::new(
+                settings.throughput_per_sec,
+                Duration::from_millis(settings.recipient_interval_ms),
+            ),
+            media_max_bytes: settings.media_max_bytes,
         })
     }
 
-    fn messages_url(&self, from: &PhoneNumberId) -> String {
-        format!("{}/{}/{}/messages", self.base_url, self.version, from)
+    fn token_for(&self, from: &PhoneNumberId) -> &SecretString {
+        self.tokens.get(from.as_str()).unwrap_or(&self.token)
     }
 
-    /// Sends one text message (≤ 4096 characters) from the business number `from`.
-    pub async fn send_text(
+    /// Sends one message from the business number `from`, retrying retryable failures.
+    pub async fn send(
         &self,
         from: &PhoneNumberId,
         to: &Recipient,
-        body: &str,
+        message: &Outgoing,
         reply_to: Option<&str>,
     ) -> Result<SentMessage, CloudApiError> {
-        let (to_phone, to_bsuid) = match to {
-            Recipient::Phone(p) => (Some(p.as_str()), None),
-            Recipient::Bsuid(b) => (None, Some(b.as_str())),
-        };
-        let request = TextMessageRequest {
-            messaging_product: "whatsapp",
-            recipient_type: "individual",
-            to: to_phone,
-            recipient: to_bsuid,
-            kind: "text",
-            text: TextBody {
-                preview_url: false,
-                body,
-            },
-            context: reply_to.map(|message_id| ReplyContext { message_id }),
-        };
-        let response: SendResponse = self.post(from, &request).await?;
+        let body = message.to_body(to, reply_to);
+        self.pacer.wait(from.as_str(), to.key()).await;
+        let response: SendResponse = self
+            .with_retries(from, || self.post(from, &body))
+            .await
+            .inspect_err(|e| {
+                let code = e
+                    .code()
+                    .map(|c| c.to_string())
+                    .unwrap_or_else(|| "none".into());
+                metrics::counter!(monitoring::REPLIES, "outcome" => "failed", "code" => code)
+                    .increment(1);
+                log_failure(e, from, to, message.kind());
+            })?;
+        metrics::counter!(monitoring::REPLIES, "outcome" => "sent", "code" => "none").increment(1);
         response
             .messages
             .into_iter()
@@ -101,8 +151,19 @@ impl CloudApi {
             .ok_or_else(|| CloudApiError::Decode("no messages[0].id in the send response".into()))
     }
 
-    /// Sends a text of any length: split into parts of at most 4096 characters, sent in order
-    /// (each part waits for the previous one's answer). Returns the wamid of every part.
+    /// Sends one text message (≤ 4096 characters).
+    pub async fn send_text(
+        &self,
+        from: &PhoneNumberId,
+        to: &Recipient,
+        body: &str,
+        reply_to: Option<&str>,
+    ) -> Result<SentMessage, CloudApiError> {
+        self.send(from, to, &Outgoing::text(body), reply_to).await
+    }
+
+    /// Sends a text of any length: split into parts of at most 4096 characters at paragraph,
+    /// sentence or word boundaries, sent in order and paced per recipient. Returns every wamid.
     pub async fn send_long_text(
         &self,
         from: &PhoneNumberId,
@@ -121,7 +182,7 @@ impl CloudApi {
     }
 
     /// Marks an inbound message (and the ones before it) as read; with `typing`, also shows the
-    /// typing indicator (up to 25 s or until we answer).
+    /// typing indicator (up to 25 s or until we answer). Not retried: it is cosmetic.
     pub async fn mark_read(
         &self,
         from: &PhoneNumberId,
@@ -134,7 +195,9 @@ impl CloudApi {
             message_id: wamid,
             typing_indicator: typing.then_some(TypingIndicator { kind: "text" }),
         };
-        let response: SuccessResponse = self.post(from, &request).await?;
+        let body =
+            serde_json::to_value(&request).map_err(|e| CloudApiError::Decode(e.to_string()))?;
+        let response: SuccessResponse = self.post(from, &body).await?;
         if response.success {
             Ok(())
         } else {
@@ -144,41 +207,149 @@ impl CloudApi {
         }
     }
 
-    async fn post<T: serde::Serialize, R: serde::de::DeserializeOwned>(
+    /// Downloads a media file a user sent: `GET /{media_id}` for a short-lived URL, then the
+    /// bytes with the same token, refusing more than `media_max_bytes`.
+    pub async fn download_media(
+        &self,
+        receiving: &PhoneNumberId,
+        media_id: &str,
+    ) -> Result<MediaFile, CloudApiError> {
+        let token = self.token_for(receiving).expose_secret().to_string();
+        let info_url = format!("{}/{}/{}", self.base_url, self.version, media_id);
+        let info: MediaInfo = self
+            .with_retries(receiving, || {
+                let request = self.http.get(&info_url).bearer_auth(&token);
+                async move { read_json(request.send().await.map_err(classify_transport)?).await }
+            })
+            .await?;
+        if info
+            .file_size
+            .is_some_and(|size| size > self.media_max_bytes)
+        {
+            return Err(CloudApiError::TooLarge {
+                limit: self.media_max_bytes,
+            });
+        }
+        let mut response = self
+            .http
+            .get(&info.url)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .map_err(classify_transport)?;
+        if !response.status().is_success() {
+            return Err(CloudApiError::Http {
+                status: response.status().as_u16(),
+            });
+        }
+        let mut bytes = bytes::BytesMut::new();
+        while let Some(chunk) = response.chunk().await.map_err(classify_transport)? {
+            if (bytes.len() + chunk.len()) as u64 > self.media_max_bytes {
+                return Err(CloudApiError::TooLarge {
+                    limit: self.media_max_bytes,
+                });
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(MediaFile {
+            bytes: bytes.freeze(),
+            mime_type: info.mime_type,
+        })
+    }
+
+    /// Runs `call` until it succeeds, fails permanently, or the attempts are used up.
+    async fn with_retries<T, F, Fut>(
         &self,
         from: &PhoneNumberId,
-        body: &T,
+        mut call: F,
+    ) -> Result<T, CloudApiError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, CloudApiError>>,
+    {
+        let mut attempt = 1;
+        loop {
+            match call().await {
+                Ok(value) => return Ok(value),
+                Err(error) if error.is_retryable() && attempt < self.retry.attempts => {
+                    let delay = error
+                        .retry_after()
+                        .unwrap_or_else(|| self.backoff(attempt))
+                        .min(Duration::from_secs(60));
+                    tracing::debug!(
+                        from = %from,
+                        attempt,
+                        delay_ms = delay.as_millis() as u64,
+                        error = %error,
+                        "Graph API call failed; retrying"
+                    );
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// Full jitter: uniform in [0, min(max, base * 2^(attempt-1))].
+    fn backoff(&self, attempt: u32) -> Duration {
+        let ceiling = self
+            .retry
+            .base
+            .saturating_mul(1u32 << (attempt - 1).min(16))
+            .min(self.retry.max);
+        let millis = ceiling.as_millis() as u64;
+        Duration::from_millis(rand::rng().random_range(0..=millis))
+    }
+
+    async fn post<R: serde::de::DeserializeOwned>(
+        &self,
+        from: &PhoneNumberId,
+        body: &serde_json::Value,
     ) -> Result<R, CloudApiError> {
+        let url = format!("{}/{}/{}/messages", self.base_url, self.version, from);
         let response = self
             .http
-            .post(self.messages_url(from))
-            .bearer_auth(self.token.expose_secret())
+            .post(url)
+            .bearer_auth(self.token_for(from).expose_secret())
             .json(body)
             .send()
             .await
             .map_err(classify_transport)?;
-        let status = response.status();
-        let bytes = response.bytes().await.map_err(classify_transport)?;
-        if status.is_success() {
-            return serde_json::from_slice(&bytes)
-                .map_err(|e| CloudApiError::Decode(e.to_string()));
-        }
-        match serde_json::from_slice::<ErrorEnvelope>(&bytes) {
-            Ok(envelope) => {
-                let e = envelope.error;
-                Err(CloudApiError::Api {
-                    status: status.as_u16(),
-                    code: e.code,
-                    subcode: e.error_subcode,
-                    message: e.message,
-                    details: e.error_data.and_then(|d| d.details),
-                    fbtrace_id: e.fbtrace_id,
-                })
-            }
-            Err(_) => Err(CloudApiError::Http {
+        read_json(response).await
+    }
+}
+
+/// Success body as `R`, or Meta's error envelope as a typed error.
+async fn read_json<R: serde::de::DeserializeOwned>(
+    response: reqwest::Response,
+) -> Result<R, CloudApiError> {
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let bytes = response.bytes().await.map_err(classify_transport)?;
+    if status.is_success() {
+        return serde_json::from_slice(&bytes).map_err(|e| CloudApiError::Decode(e.to_string()));
+    }
+    match serde_json::from_slice::<ErrorEnvelope>(&bytes) {
+        Ok(envelope) => {
+            let e = envelope.error;
+            Err(CloudApiError::Api {
                 status: status.as_u16(),
-            }),
+                code: e.code,
+                subcode: e.error_subcode,
+                message: e.message,
+                details: e.error_data.and_then(|d| d.details),
+                fbtrace_id: e.fbtrace_id,
+                retry_after_secs: retry_after,
+            })
         }
+        Err(_) => Err(CloudApiError::Http {
+            status: status.as_u16(),
+        }),
     }
 }
 
@@ -187,5 +358,23 @@ fn classify_transport(error: reqwest::Error) -> CloudApiError {
         CloudApiError::Timeout(error)
     } else {
         CloudApiError::Network(error)
+    }
+}
+
+fn log_failure(error: &CloudApiError, from: &PhoneNumberId, to: &Recipient, kind: &str) {
+    let code = error.code().unwrap_or(0);
+    let to = mask_user(to.key().trim_start_matches('+'));
+    match code {
+        190 => tracing::error!(
+            from = %from, code, error = %error,
+            "the WhatsApp access token is expired or invalid: every send fails until it is replaced"
+        ),
+        131047 => tracing::warn!(
+            from = %from, %to, code,
+            "outside the 24-hour customer service window: only a template can reach this user"
+        ),
+        _ => {
+            tracing::warn!(from = %from, %to, kind, code, class = ?error.class(), error = %error, "send failed")
+        }
     }
 }

@@ -22,6 +22,8 @@ pub enum CloudApiError {
         message: String,
         details: Option<String>,
         fbtrace_id: Option<String>,
+        /// Seconds from a `Retry-After` header, when Meta sent one.
+        retry_after_secs: Option<u64>,
     },
     #[error("HTTP {status} from the Graph API without a parseable error body")]
     Http { status: u16 },
@@ -31,6 +33,8 @@ pub enum CloudApiError {
     Network(#[source] reqwest::Error),
     #[error("unexpected Graph API response: {0}")]
     Decode(String),
+    #[error("the media file is larger than {limit} bytes")]
+    TooLarge { limit: u64 },
 }
 
 /// Meta error codes worth retrying (docs/whatsapp-cloud-api.md §6).
@@ -56,12 +60,23 @@ impl CloudApiError {
                 }
             }
             CloudApiError::Timeout(_) | CloudApiError::Network(_) => ErrorClass::Retryable,
-            CloudApiError::Decode(_) => ErrorClass::Permanent,
+            CloudApiError::Decode(_) | CloudApiError::TooLarge { .. } => ErrorClass::Permanent,
         }
     }
 
     pub fn is_retryable(&self) -> bool {
         self.class() == ErrorClass::Retryable
+    }
+
+    /// How long Meta asked us to wait, if it did.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            CloudApiError::Api {
+                retry_after_secs: Some(secs),
+                ..
+            } => Some(std::time::Duration::from_secs(*secs)),
+            _ => None,
+        }
     }
 
     /// Meta's error code, when there is one (for logs and metrics).
@@ -85,6 +100,7 @@ mod tests {
             message: String::new(),
             details: None,
             fbtrace_id: None,
+            retry_after_secs: None,
         }
     }
 

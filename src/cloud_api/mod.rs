@@ -2,8 +2,11 @@
 
 mod client;
 mod error;
+pub mod message;
+mod pacing;
 pub mod split;
 pub mod wire;
 
-pub use client::{CloudApi, Recipient, SentMessage};
+pub use client::{CloudApi, MediaFile, Recipient, SentMessage};
 pub use error::{CloudApiError, ErrorClass};
+pub use message::{ListRow, ListSection, MediaSource, Outgoing, OutgoingMedia};

@@ -2,33 +2,6 @@
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Serialize)]
-pub struct TextMessageRequest<'a> {
-    pub messaging_product: &'static str,
-    pub recipient_type: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub to: Option<&'a str>,
-    /// Business-scoped user id, for users without a phone number.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub recipient: Option<&'a str>,
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    pub text: TextBody<'a>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub context: Option<ReplyContext<'a>>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct TextBody<'a> {
-    pub preview_url: bool,
-    pub body: &'a str,
-}
-
-#[derive(Debug, Serialize)]
-pub struct ReplyContext<'a> {
-    pub message_id: &'a str,
-}
-
 #[derive(Debug, Deserialize)]
 pub struct SendResponse {
     #[serde(default)]
@@ -84,4 +57,14 @@ pub struct TypingIndicator {
 pub struct SuccessResponse {
     #[serde(default)]
     pub success: bool,
+}
+
+/// `GET /{media_id}`: a short-lived download URL.
+#[derive(Debug, Deserialize)]
+pub struct MediaInfo {
+    pub url: String,
+    #[serde(default)]
+    pub mime_type: Option<String>,
+    #[serde(default)]
+    pub file_size: Option<u64>,
 }

@@ -1,6 +1,8 @@
 //! HTTP handlers (DESIGN.md §4) and the state they share.
 
+pub mod admin;
 pub mod health;
+pub mod metrics;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -9,6 +11,8 @@ use secrecy::SecretString;
 
 use crate::sink::EventSink;
 use crate::store::connection::Client;
+use crate::store::conversation::ConversationStore;
+use crate::store::queue::Queue;
 use crate::webhook::SignatureVerifier;
 
 /// Shared by every handler; cheap to clone.
@@ -19,4 +23,10 @@ pub struct AppState {
     pub sink: Arc<dyn EventSink>,
     pub redis: Client,
     pub max_body_bytes: usize,
+    /// Present in the production wiring: failed statuses are noted in conversations.
+    pub conversations: Option<ConversationStore>,
+    /// Dead letters for the admin API (production wiring only).
+    pub queue: Option<Queue>,
+    /// Empty: the admin API is off.
+    pub admin_token: SecretString,
 }

@@ -11,8 +11,10 @@ use secrecy::ExposeSecret;
 use subtle::ConstantTimeEq;
 
 use super::AppState;
-use crate::domain::{mask_user, DeliveryStatus, WebhookBatch};
+use crate::domain::{mask_user, DeliveryStatus, UserId, WebhookBatch};
 use crate::error::ApiError;
+use crate::monitoring;
+use crate::store::conversation::ConversationStore;
 use crate::webhook::{self as wh, SIGNATURE_HEADER};
 
 /// Answers the handshake: the challenge byte for byte when the mode is `subscribe` and the
@@ -47,6 +49,20 @@ pub async fn receive(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    let result = receive_checked(request, payload, state).await;
+    let status = match &result {
+        Ok(response) => response.status().as_u16(),
+        Err(error) => actix_web::ResponseError::status_code(error).as_u16(),
+    };
+    metrics::counter!(monitoring::WEBHOOK_DELIVERIES, "outcome" => status.to_string()).increment(1);
+    result
+}
+
+async fn receive_checked(
+    request: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let body = read_body(&request, payload, state.max_body_bytes).await?;
     let signature = request
         .headers()
@@ -55,8 +71,15 @@ pub async fn receive(
     let verified = state.verifier.verify(signature, body)?;
     let batch = wh::parse(&verified)?;
     report(&batch);
+    if let Some(conversations) = &state.conversations {
+        record_failures(conversations, &batch).await;
+    }
     if !batch.messages.is_empty() {
-        let accepted = state.sink.accept(&batch.messages).await?;
+        let accepted = state.sink.accept(&batch.messages).await.inspect_err(|_| {
+            metrics::counter!(monitoring::REDIS_ERRORS, "op" => "accept").increment(1);
+        })?;
+        metrics::counter!(monitoring::MESSAGES_ACCEPTED).increment(accepted.new as u64);
+        metrics::counter!(monitoring::MESSAGES_DUPLICATE).increment(accepted.duplicates as u64);
         tracing::info!(
             accepted = accepted.new,
             duplicates = accepted.duplicates,
@@ -95,6 +118,8 @@ async fn read_body(
 /// value-level errors. Nothing here is queued.
 fn report(batch: &WebhookBatch) {
     for status in &batch.statuses {
+        metrics::counter!(monitoring::STATUSES, "status" => status.status.as_str().to_string())
+            .increment(1);
         let recipient = status
             .recipient
             .as_deref()
@@ -130,5 +155,29 @@ fn report(batch: &WebhookBatch) {
             count = batch.ignored_changes,
             "non-message webhook changes ignored"
         );
+    }
+}
+
+/// A failed status (e.g. 131047 outside the 24-hour window) marks the conversation's last reply
+/// as failed, so operators see it. Best effort: the delivery is answered 200 regardless.
+async fn record_failures(conversations: &ConversationStore, batch: &WebhookBatch) {
+    for status in batch
+        .statuses
+        .iter()
+        .filter(|s| s.status == DeliveryStatus::Failed)
+    {
+        let (Some(pnid), Some(user)) = (
+            status.phone_number_id.as_ref(),
+            status.recipient.as_deref().and_then(UserId::parse),
+        ) else {
+            continue;
+        };
+        let code = status.errors.first().map(|e| e.code).unwrap_or(0);
+        if let Err(error) = conversations
+            .mark_reply_failed(pnid, &user, &status.message_id, code)
+            .await
+        {
+            tracing::warn!(error = %error, "could not mark the failed reply in its conversation");
+        }
     }
 }

@@ -2,8 +2,8 @@
 //! scripts that are idempotent per wamid, plus the per-user GCRA rate limit in the same call.
 //!
 //! Hash layout: `seq` (last turn number), `lo` (oldest kept turn), `m:<n>` (one JSON [`Turn`] per
-//! field), `w:<wamid>` (inbound message seen: its turn number, `<n>:r` once answered, `l` when
-//! rate-limited), `name`, `created`, `updated` (ms), `notice_until` (ms; no second rate-limit
+//! field), `w:<hash of wamid>` (inbound message seen: its turn number, `<n>:r` once answered,
+//! `l` when rate-limited), `name`, `created`, `updated` (ms), `notice_until` (ms; no second rate-limit
 //! notice before). Few, short fields: the sent reply's wamid lives in the bot turn itself.
 
 use std::collections::HashMap;
@@ -18,6 +18,13 @@ use crate::domain::{InboundMessage, PhoneNumberId, UserId};
 
 pub type Result<T> = std::result::Result<T, fred::error::Error>;
 
+/// Marker field of an inbound wamid: a 64-bit hash keeps the field short (wamids are ~60 bytes).
+const MARKER: &str = r#"
+local function marker_of(wamid)
+  return 'w:' .. string.sub(redis.sha1hex(wamid), 1, 16)
+end
+"#;
+
 /// Drops turns beyond `max_history` (and their markers), then refreshes the sliding TTL.
 /// Expects `conv`, `seq`, `max_history` and `ttl` locals.
 const TRIM_AND_TOUCH: &str = r#"
@@ -27,7 +34,7 @@ while seq - lo + 1 > max_history do
   if old then
     local ok, turn = pcall(cjson.decode, old)
     if ok and type(turn) == 'table' and turn.w then
-      redis.call('HDEL', conv, 'w:' .. turn.w)
+      redis.call('HDEL', conv, marker_of(turn.w))
     end
     redis.call('HDEL', conv, 'm:' .. lo)
   end
@@ -56,7 +63,7 @@ const BEGIN_BODY: &str = r#"
 local conv, rl = KEYS[1], KEYS[2]
 local wamid = ARGV[1]
 local ttl, max_history = tonumber(ARGV[4]), tonumber(ARGV[5])
-local marker = redis.call('HGET', conv, 'w:' .. wamid)
+local marker = redis.call('HGET', conv, marker_of(wamid))
 if marker then
   local out = {'dup:' .. marker, 0}
   for _, turn in ipairs(history(conv)) do out[#out + 1] = turn end
@@ -83,7 +90,7 @@ local seq = redis.call('HINCRBY', conv, 'seq', 1)
 local turn = ARGV[2]
 local mark = seq
 if limited then turn = ARGV[3]; mark = 'l' end
-redis.call('HSET', conv, 'm:' .. seq, turn, 'w:' .. wamid, mark, 'updated', now)
+redis.call('HSET', conv, 'm:' .. seq, turn, marker_of(wamid), mark, 'updated', now)
 redis.call('HSETNX', conv, 'created', now)
 if ARGV[9] ~= '' then redis.call('HSET', conv, 'name', ARGV[9]) end
 "#;
@@ -102,13 +109,20 @@ const RECORD_REPLY_BODY: &str = r#"
 local conv = KEYS[1]
 local wamid = ARGV[1]
 local ttl, max_history = tonumber(ARGV[3]), tonumber(ARGV[4])
-local marker = redis.call('HGET', conv, 'w:' .. wamid)
+local marker = redis.call('HGET', conv, marker_of(wamid))
 if marker and string.sub(marker, -2) == ':r' then return 0 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local seq = redis.call('HINCRBY', conv, 'seq', 1)
-redis.call('HSET', conv, 'm:' .. seq, ARGV[2], 'w:' .. wamid, (marker or '0') .. ':r', 'updated', now)
+redis.call('HSET', conv, 'm:' .. seq, ARGV[2], marker_of(wamid), (marker or '0') .. ':r', 'updated', now)
 redis.call('HSETNX', conv, 'created', now)
+"#;
+
+/// KEYS: conversation. ARGV: failure JSON. Only touches an existing conversation (no TTL change).
+const MARK_FAILED: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'last_failure', ARGV[1])
+return 1
 "#;
 
 /// Who spoke.
@@ -127,7 +141,7 @@ pub struct Turn {
     pub role: Role,
     #[serde(rename = "t")]
     pub text: String,
-    /// The inbound wamid this turn is (user) or answers (bot).
+    /// The inbound message's wamid (user turns).
     #[serde(rename = "w", default, skip_serializing_if = "Option::is_none")]
     pub wamid: Option<String>,
     /// The wamid Meta gave our reply (bot turns).
@@ -176,6 +190,8 @@ pub struct ConversationView {
     pub ttl_secs: i64,
     pub created_ms: Option<i64>,
     pub updated_ms: Option<i64>,
+    /// The last reply Meta reported as failed: `{"wamid": ..., "code": 131047}`.
+    pub last_failure: Option<serde_json::Value>,
 }
 
 /// A page of `list`.
@@ -208,18 +224,20 @@ pub struct ConversationStore {
     limits: ConversationLimits,
     begin: Script,
     record_reply: Script,
+    mark_failed: Script,
 }
 
 impl ConversationStore {
     pub fn new(client: Client, keys: Keys, limits: ConversationLimits) -> ConversationStore {
-        let begin = format!("{HISTORY}{BEGIN_BODY}{TRIM_AND_TOUCH}{BEGIN_TAIL}");
-        let record = format!("{RECORD_REPLY_BODY}{TRIM_AND_TOUCH}return 1\n");
+        let begin = format!("{MARKER}{HISTORY}{BEGIN_BODY}{TRIM_AND_TOUCH}{BEGIN_TAIL}");
+        let record = format!("{MARKER}{RECORD_REPLY_BODY}{TRIM_AND_TOUCH}return 1\n");
         ConversationStore {
             client,
             keys,
             limits,
             begin: Script::from_lua(begin),
             record_reply: Script::from_lua(record),
+            mark_failed: Script::from_lua(MARK_FAILED),
         }
     }
 
@@ -303,6 +321,23 @@ impl ConversationStore {
         Ok(recorded == 1)
     }
 
+    /// Notes that a reply we sent failed to deliver (from a `failed` status webhook). Does
+    /// nothing when the conversation no longer exists.
+    pub async fn mark_reply_failed(
+        &self,
+        pnid: &PhoneNumberId,
+        user: &UserId,
+        sent_wamid: &str,
+        code: i64,
+    ) -> Result<bool> {
+        let failure = serde_json::json!({ "wamid": sent_wamid, "code": code }).to_string();
+        let marked: i64 = self
+            .mark_failed
+            .evalsha_with_reload(&self.client, vec![self.key(pnid, user)], vec![failure])
+            .await?;
+        Ok(marked == 1)
+    }
+
     /// The kept turns of a conversation, oldest first, with its TTL; `None` when it does not
     /// exist (never started, expired or deleted).
     pub async fn get(
@@ -335,6 +370,9 @@ impl ConversationStore {
             ttl_secs: ttl,
             created_ms: fields.get("created").and_then(|s| s.parse().ok()),
             updated_ms: fields.get("updated").and_then(|s| s.parse().ok()),
+            last_failure: fields
+                .get("last_failure")
+                .and_then(|s| serde_json::from_str(s).ok()),
         }))
     }
 

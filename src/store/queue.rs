@@ -14,6 +14,9 @@ use crate::domain::InboundMessage;
 
 pub type Result<T> = std::result::Result<T, fred::error::Error>;
 
+/// A raw stream entry: id and fields.
+type StreamEntry = (String, HashMap<String, String>);
+
 /// KEYS: lease. ARGV: token, ttl ms. Renews only our own lease.
 const RENEW_LUA: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -62,6 +65,21 @@ redis.call('XDEL', KEYS[2], ARGV[3])
 return 1
 "#;
 
+/// KEYS: dead letters, inbox. ARGV: dead-letter id. Moves the message back to the inbox.
+const REPLAY_LUA: &str = r#"
+local entries = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
+if #entries == 0 then return 0 end
+local fields = entries[1][2]
+for i = 1, #fields, 2 do
+  if fields[i] == 'm' then
+    redis.call('XADD', KEYS[2], '*', 'm', fields[i + 1])
+    redis.call('XDEL', KEYS[1], ARGV[1])
+    return 1
+  end
+end
+return 0
+"#;
+
 /// One stored message read from a partition.
 #[derive(Debug, Clone)]
 pub struct Entry {
@@ -72,8 +90,8 @@ pub struct Entry {
     pub raw: String,
 }
 
-/// A dead letter, for operators.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A dead letter, for operators. Its public id is `<partition>:<stream id>`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct DeadLetter {
     pub partition: u32,
     pub id: String,
@@ -93,6 +111,7 @@ pub struct Queue {
     release: Script,
     ack: Script,
     dead_letter: Script,
+    replay: Script,
 }
 
 impl Queue {
@@ -106,6 +125,7 @@ impl Queue {
             release: Script::from_lua(RELEASE_LUA),
             ack: Script::from_lua(ACK_LUA),
             dead_letter: Script::from_lua(DEAD_LETTER_LUA),
+            replay: Script::from_lua(REPLAY_LUA),
         }
     }
 
@@ -297,7 +317,7 @@ impl Queue {
             if out.len() >= limit {
                 break;
             }
-            let entries: Vec<(String, HashMap<String, String>)> = self
+            let entries: Vec<StreamEntry> = self
                 .client
                 .xrange(
                     self.keys.dead_letters(partition),
@@ -318,6 +338,41 @@ impl Queue {
         Ok(out)
     }
 
+    /// Sends a dead letter back to its partition's inbox; `false` when there is no such entry.
+    pub async fn replay_dead_letter(&self, partition: u32, id: &str) -> Result<bool> {
+        if partition >= self.keys.partitions() {
+            return Ok(false);
+        }
+        let moved: i64 = self
+            .replay
+            .evalsha_with_reload(
+                &self.client,
+                vec![
+                    self.keys.dead_letters(partition),
+                    self.keys.inbox(partition),
+                ],
+                vec![id.to_string()],
+            )
+            .await?;
+        Ok(moved == 1)
+    }
+
+    /// Entries in a partition (waiting or in flight) and the age of the oldest, in ms.
+    pub async fn backlog(&self, partition: u32) -> Result<(u64, i64)> {
+        let key = self.keys.inbox(partition);
+        let pipeline = self.client.pipeline();
+        let _: () = pipeline.xlen(&key).await?;
+        let _: () = pipeline.xrange(&key, "-", "+", Some(1)).await?;
+        let (depth, first): (u64, Vec<StreamEntry>) = pipeline.all().await?;
+        // Stream ids start with the insertion time in ms.
+        let oldest = first
+            .first()
+            .and_then(|(id, _)| id.split('-').next()?.parse::<i64>().ok())
+            .map(|ms| (now_ms() - ms).max(0))
+            .unwrap_or(0);
+        Ok((depth, oldest))
+    }
+
     /// Entries waiting in a partition (not yet acknowledged).
     pub async fn depth(&self, partition: u32) -> Result<u64> {
         self.client.xlen(self.keys.inbox(partition)).await
@@ -330,4 +385,22 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+impl DeadLetter {
+    /// `<partition>:<stream id>`, the id the admin API and CLI use.
+    pub fn public_id(&self) -> String {
+        format!("{}:{}", self.partition, self.id)
+    }
+}
+
+/// Splits a public dead-letter id back into partition and stream id.
+pub fn parse_dead_letter_id(id: &str) -> Option<(u32, &str)> {
+    let (partition, stream_id) = id.split_once(':')?;
+    let valid = stream_id.split_once('-').is_some_and(|(ms, seq)| {
+        !ms.is_empty()
+            && !seq.is_empty()
+            && ms.bytes().chain(seq.bytes()).all(|b| b.is_ascii_digit())
+    });
+    valid.then_some((partition.parse().ok()?, stream_id))
 }

@@ -14,6 +14,7 @@ use tokio::task::{AbortHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::configuration::WorkerSettings;
+use crate::monitoring;
 use crate::store::queue::now_ms;
 use crate::store::queue::Queue;
 pub use handler::{HandleError, Handler};
@@ -156,6 +157,8 @@ impl Coordinator {
                 }
             }
 
+            self.report_backlog(&owned).await;
+
             // Take free partitions up to our share.
             if owned.len() < target {
                 for i in 0..partitions {
@@ -221,6 +224,23 @@ impl Coordinator {
             partition
         });
         Runner { stop, abort }
+    }
+
+    /// Queue depth and oldest age of the partitions we own, for /metrics.
+    async fn report_backlog(&self, owned: &HashMap<u32, Runner>) {
+        metrics::gauge!(monitoring::PARTITIONS_OWNED).set(owned.len() as f64);
+        let partitions: Vec<u32> = owned.keys().copied().collect();
+        let backlogs =
+            futures_util::future::join_all(partitions.iter().map(|p| self.queue.backlog(*p))).await;
+        for (partition, backlog) in partitions.into_iter().zip(backlogs) {
+            if let Ok((depth, oldest_ms)) = backlog {
+                let label = partition.to_string();
+                metrics::gauge!(monitoring::QUEUE_DEPTH, "partition" => label.clone())
+                    .set(depth as f64);
+                metrics::gauge!(monitoring::QUEUE_OLDEST_AGE, "partition" => label)
+                    .set(oldest_ms as f64 / 1000.0);
+            }
+        }
     }
 
     async fn release(&self, partition: u32) {

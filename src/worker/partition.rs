@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::handler::{HandleError, Handler};
 use crate::configuration::WorkerSettings;
 use crate::error::error_chain;
+use crate::monitoring;
 use crate::store::queue::{Entry, Queue};
 
 /// Entries read but not finished, per partition; reading pauses above this.
@@ -116,6 +117,7 @@ pub(crate) async fn run(ctx: Arc<PartitionContext>, stop: CancellationToken) {
                 let entries = match ctx.queue.read(partition, replay_cursor.as_deref(), READ_BATCH).await {
                     Ok(entries) => entries,
                     Err(error) => {
+                        metrics::counter!(monitoring::REDIS_ERRORS, "op" => "read").increment(1);
                         tracing::warn!(partition, error = %error, "reading the inbox failed; retrying");
                         poll_delay = Duration::from_millis(500);
                         continue;
@@ -175,6 +177,22 @@ async fn process(ctx: &PartitionContext, stop: &CancellationToken, entry: &Entry
     let Ok(_permit) = ctx.permits.acquire().await else {
         return Outcome::Abandoned;
     };
+    let started = std::time::Instant::now();
+    let outcome = process_permitted(ctx, stop, entry).await;
+    match outcome {
+        Outcome::Done => metrics::histogram!(monitoring::PROCESSING_SECONDS)
+            .record(started.elapsed().as_secs_f64()),
+        Outcome::DeadLettered => metrics::counter!(monitoring::DEAD_LETTERS).increment(1),
+        Outcome::Abandoned | Outcome::LeaseLost => {}
+    }
+    outcome
+}
+
+async fn process_permitted(
+    ctx: &PartitionContext,
+    stop: &CancellationToken,
+    entry: &Entry,
+) -> Outcome {
     let Some(message) = entry.message.as_ref() else {
         return finish(
             ctx,
@@ -247,6 +265,7 @@ async fn finish(
             Ok(true) => return Outcome::DeadLettered,
             Ok(false) => return Outcome::LeaseLost,
             Err(error) => {
+                metrics::counter!(monitoring::REDIS_ERRORS, "op" => "ack").increment(1);
                 tracing::warn!(partition = ctx.partition, entry = %entry.id, error = %error_chain(&error), "acknowledgement failed; retrying");
                 // A graceful stop still waits for Redis a little; the shutdown timeout bounds it.
                 if stop.is_cancelled() && delay >= Duration::from_secs(2) {

@@ -538,5 +538,7 @@ async fn memory_of_a_forty_turn_conversation() {
         "MEMORY USAGE of a 40-turn conversation: {bytes} bytes for {raw} bytes of text ({:.2}x)",
         bytes as f64 / raw as f64
     );
-    assert!(bytes < raw * 4, "{bytes} bytes for {raw} bytes of text");
+    // Typically ~3.5x (hashtable entries, markers, wamids, timestamps); the margin covers the
+    // hash table's growth steps.
+    assert!(bytes * 2 < raw * 9, "{bytes} bytes for {raw} bytes of text");
 }

@@ -181,6 +181,10 @@ pub fn test_env(redis_url: &str, graph_url: &str) -> HashMap<String, String> {
         // Pipeline tests send bursts; the engine tests set their own limits.
         ("WABOT_RATE_LIMIT__MESSAGES", "10000"),
         ("WABOT_WHATSAPP__MARK_AS_READ", "false"),
+        // Retries and pacing of the Cloud API client have tests of their own.
+        ("WABOT_WHATSAPP__SEND_ATTEMPTS", "1"),
+        ("WABOT_WHATSAPP__RECIPIENT_INTERVAL_MS", "0"),
+        ("WABOT_WHATSAPP__THROUGHPUT_PER_SEC", "100000"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -1,0 +1,255 @@
+//! The Cloud API client against a wiremock Graph API: splitting, retry classes, timeouts,
+//! multi-number tokens, media download.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wabot::cloud_api::{CloudApi, CloudApiError, ErrorClass, Recipient};
+use wabot::domain::PhoneNumberId;
+use wiremock::matchers::{header, method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::helpers::{
+    mount_graph_ok, replies, settings_from, spawn_app_on, test_env, text_delivery,
+    wait_for_replies, AppOptions, RedisServer, APP_SECRET,
+};
+
+fn client(graph: &MockServer, extra: &[(&str, &str)]) -> CloudApi {
+    let mut env = test_env("redis://127.0.0.1:1/0", &graph.uri());
+    env.insert("WABOT_WHATSAPP__SEND_ATTEMPTS".into(), "3".into());
+    env.insert("WABOT_WHATSAPP__RETRY_BASE_MS".into(), "20".into());
+    env.insert("WABOT_WHATSAPP__RETRY_MAX_MS".into(), "100".into());
+    for (k, v) in extra {
+        env.insert(k.to_string(), v.to_string());
+    }
+    CloudApi::new(&settings_from(&env).whatsapp).expect("client")
+}
+
+fn pnid(id: &str) -> PhoneNumberId {
+    PhoneNumberId::parse(id).expect("pnid")
+}
+
+fn to() -> Recipient {
+    Recipient::Phone("+15551234567".into())
+}
+
+fn meta_error(status: u16, code: i64) -> ResponseTemplate {
+    ResponseTemplate::new(status).set_body_json(serde_json::json!({
+        "error": {"message": format!("(#{code}) error"), "type": "OAuthException", "code": code,
+                  "error_data": {"messaging_product": "whatsapp", "details": "details here"},
+                  "fbtrace_id": "AbCdEf"}
+    }))
+}
+
+#[tokio::test]
+async fn a_5000_character_text_is_sent_as_two_parts_in_order() {
+    let graph = MockServer::start().await;
+    mount_graph_ok(&graph).await;
+    let api = client(&graph, &[]);
+    let paragraph = "Ünïcödé paragraph with emoji 😀 and words. ".repeat(50);
+    let text = format!("{paragraph}\n\n{paragraph}\n\n{}", "tail 😀 ".repeat(50));
+    assert!(text.chars().count() > 4096 && text.chars().count() < 8192);
+    let sent = api
+        .send_long_text(&pnid("123"), &to(), &text, None)
+        .await
+        .expect("sent");
+    assert_eq!(sent.len(), 2);
+    let got = replies(&graph).await;
+    assert_eq!(got.len(), 2);
+    for part in &got {
+        assert!(part.text.encode_utf16().count() <= 4096);
+    }
+    let squash = |s: &str| s.split_whitespace().collect::<String>();
+    assert_eq!(
+        squash(&format!("{}{}", got[0].text, got[1].text)),
+        squash(&text)
+    );
+}
+
+#[tokio::test]
+async fn throughput_errors_are_retried_with_backoff_then_sent_once() {
+    let graph = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(meta_error(400, 130429).insert_header("Retry-After", "1"))
+        .up_to_n_times(2)
+        .with_priority(1)
+        .mount(&graph)
+        .await;
+    mount_graph_ok(&graph).await;
+    let api = client(&graph, &[]);
+    let started = Instant::now();
+    let sent = api
+        .send_text(&pnid("123"), &to(), "hello", None)
+        .await
+        .expect("sent");
+    assert!(sent.wamid.starts_with("wamid.out."));
+    assert_eq!(graph.received_requests().await.expect("recorded").len(), 3);
+    // Meta asked for 1 s twice: the client waited.
+    assert!(started.elapsed() >= Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn permanent_errors_return_at_once() {
+    let graph = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(meta_error(400, 131047))
+        .mount(&graph)
+        .await;
+    let api = client(&graph, &[]);
+    let error = api
+        .send_text(&pnid("123"), &to(), "late", None)
+        .await
+        .expect_err("fails");
+    assert_eq!(error.class(), ErrorClass::Permanent);
+    assert_eq!(error.code(), Some(131047));
+    match &error {
+        CloudApiError::Api {
+            details,
+            fbtrace_id,
+            ..
+        } => {
+            assert_eq!(details.as_deref(), Some("details here"));
+            assert_eq!(fbtrace_id.as_deref(), Some("AbCdEf"));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(graph.received_requests().await.expect("recorded").len(), 1);
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_a_bounded_number_of_times() {
+    let graph = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(500))
+        .mount(&graph)
+        .await;
+    let api = client(&graph, &[]);
+    let error = api
+        .send_text(&pnid("123"), &to(), "x", None)
+        .await
+        .expect_err("fails");
+    assert_eq!(error.class(), ErrorClass::Retryable);
+    assert_eq!(graph.received_requests().await.expect("recorded").len(), 3);
+}
+
+/// A timeout after the request reached Meta may mean it was sent: retried only as configured.
+#[tokio::test]
+async fn timeouts_are_retried_at_most_as_configured() {
+    let graph = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(3)))
+        .mount(&graph)
+        .await;
+    let api = client(
+        &graph,
+        &[
+            ("WABOT_WHATSAPP__REQUEST_TIMEOUT_MS", "300"),
+            ("WABOT_WHATSAPP__SEND_ATTEMPTS", "2"),
+        ],
+    );
+    let error = api
+        .send_text(&pnid("123"), &to(), "x", None)
+        .await
+        .expect_err("times out");
+    assert!(matches!(error, CloudApiError::Timeout(_)), "{error:?}");
+    assert_eq!(graph.received_requests().await.expect("recorded").len(), 2);
+}
+
+#[tokio::test]
+async fn each_number_uses_its_own_token() {
+    let graph = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v24.0/222/messages"))
+        .and(header("authorization", "Bearer token-for-b"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({"messages": [{"id": "wamid.B"}]})),
+        )
+        .mount(&graph)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v24.0/111/messages"))
+        .and(header("authorization", "Bearer EAAG-test-access-token"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({"messages": [{"id": "wamid.A"}]})),
+        )
+        .mount(&graph)
+        .await;
+    let api = client(
+        &graph,
+        &[("WABOT_WHATSAPP__ACCESS_TOKENS", "222=token-for-b")],
+    );
+    assert_eq!(
+        api.send_text(&pnid("111"), &to(), "a", None)
+            .await
+            .expect("A")
+            .wamid,
+        "wamid.A"
+    );
+    assert_eq!(
+        api.send_text(&pnid("222"), &to(), "b", None)
+            .await
+            .expect("B")
+            .wamid,
+        "wamid.B"
+    );
+}
+
+#[tokio::test]
+async fn a_payload_for_number_a_is_answered_from_a_and_for_b_from_b() {
+    let redis = RedisServer::start();
+    let graph = Arc::new(MockServer::start().await);
+    mount_graph_ok(&graph).await;
+    let app = spawn_app_on(
+        &redis.url(),
+        graph.clone(),
+        AppOptions::default(),
+        Some(redis),
+        None,
+    )
+    .await;
+    for (number, wamid) in [("111000111", "wamid.forA"), ("222000222", "wamid.forB")] {
+        let body = text_delivery(number, "15550001234", wamid, &format!("to {number}"));
+        assert_eq!(app.post_signed(&body, APP_SECRET).await.status(), 200);
+    }
+    let got = wait_for_replies(&graph, 2, Duration::from_secs(30)).await;
+    for reply in got {
+        let number = reply.text.trim_start_matches("echo: to ");
+        assert_eq!(reply.from_phone_number_id, number);
+    }
+}
+
+#[tokio::test]
+async fn media_is_downloaded_with_the_token_and_a_size_limit() {
+    let graph = MockServer::start().await;
+    let file_url = format!("{}/files/abc", graph.uri());
+    Mock::given(method("GET"))
+        .and(path("/v24.0/1862047395512308"))
+        .and(header("authorization", "Bearer EAAG-test-access-token"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "messaging_product": "whatsapp", "url": file_url, "mime_type": "image/jpeg",
+            "sha256": "x", "file_size": 11, "id": "1862047395512308"
+        })))
+        .mount(&graph)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/files/abc"))
+        .and(header("authorization", "Bearer EAAG-test-access-token"))
+        .respond_with(ResponseTemplate::new(200).set_body_bytes(b"jpeg-bytes!".to_vec()))
+        .mount(&graph)
+        .await;
+    let api = client(&graph, &[]);
+    let file = api
+        .download_media(&pnid("123"), "1862047395512308")
+        .await
+        .expect("downloaded");
+    assert_eq!(&file.bytes[..], b"jpeg-bytes!");
+    assert_eq!(file.mime_type.as_deref(), Some("image/jpeg"));
+    let small = client(&graph, &[("WABOT_WHATSAPP__MEDIA_MAX_BYTES", "5")]);
+    let error = small
+        .download_media(&pnid("123"), "1862047395512308")
+        .await
+        .expect_err("too large");
+    assert!(matches!(error, CloudApiError::TooLarge { limit: 5 }));
+}
