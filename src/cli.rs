@@ -25,6 +25,16 @@ pub enum Command {
         #[arg(long)]
         port: Option<u16>,
     },
+    /// Try the bot end to end without a Meta account: a terminal chat with a fake user, the real
+    /// server and workers, and an in-process fake Graph API (needs only a local Redis).
+    Sandbox {
+        /// Send the lines of this file instead of reading the terminal, and print the transcript.
+        #[arg(long)]
+        script: Option<std::path::PathBuf>,
+        /// The fake user's phone number (digits with country code).
+        #[arg(long, default_value = "15550001234")]
+        user: String,
+    },
     /// Look into conversations (talks to Redis directly).
     #[command(subcommand)]
     Conversations(ConversationsCommand),
@@ -110,6 +120,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 response.status()
             );
             Ok(())
+        }
+        Command::Sandbox { script, user } => {
+            telemetry::init_with_default(crate::configuration::LogFormat::Pretty, "warn");
+            anyhow::ensure!(
+                crate::domain::UserId::parse(&user).is_some_and(|u| u.is_phone()),
+                "--user must be a phone number in digits, e.g. 15550001234"
+            );
+            crate::sandbox::run(crate::sandbox::SandboxOptions { script, user }).await
         }
         Command::Conversations(command) => {
             let settings = Settings::load()?;

@@ -9,6 +9,7 @@ pub mod error;
 pub mod monitoring;
 pub mod responder;
 pub mod routes;
+pub mod sandbox;
 pub mod sink;
 pub mod startup;
 pub mod store;

@@ -10,9 +10,16 @@ use tracing_subscriber::{fmt, EnvFilter};
 
 use crate::configuration::LogFormat;
 
-/// Installs the global subscriber once; later calls (tests) are ignored.
+/// Installs the global subscriber once (level `info` unless `RUST_LOG` says otherwise); later
+/// calls (tests) are ignored.
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    init_with_default(format, "info");
+}
+
+/// Like [`init`] with another default level (the sandbox keeps the chat readable with `warn`).
+pub fn init_with_default(format: LogFormat, default_level: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let builder = fmt().with_env_filter(filter).with_target(true);
     let result = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

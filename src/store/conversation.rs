@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use fred::prelude::{Client, ClientLike, HashesInterface, KeysInterface};
+use fred::prelude::{Client, ClientLike, ClusterInterface, HashesInterface, KeysInterface};
 use fred::types::scripts::Script;
 use fred::types::{ClusterHash, CustomCommand};
 use serde::{Deserialize, Serialize};
@@ -382,32 +382,79 @@ impl ConversationStore {
         Ok(deleted > 0)
     }
 
-    /// One page of active conversations (SCAN, never KEYS). Start with `cursor = None`.
+    /// One page of active conversations (SCAN, never KEYS). Start with `cursor = None`. On a
+    /// Cluster the cursor also names the primary being scanned (`<node>:<cursor>`).
     pub async fn list(&self, cursor: Option<&str>, count: u32) -> Result<ConversationPage> {
         let pattern = format!("{{{}:*}}:conv:*", self.keys.prefix());
-        // A raw SCAN so the cursor can travel through an HTTP API (fred's scan streams keep it).
-        let scan = CustomCommand::new_static("SCAN", ClusterHash::Random, false);
-        let (next, keys): (String, Vec<String>) = self
+        if !self.client.is_clustered() {
+            let (next, keys) = scan(&self.client, cursor.unwrap_or("0"), &pattern, count).await?;
+            return Ok(ConversationPage {
+                conversations: keys
+                    .iter()
+                    .filter_map(|k| parse_conversation_key(k))
+                    .collect(),
+                next_cursor: (next != "0").then_some(next),
+            });
+        }
+        let mut nodes = self
             .client
-            .custom(
-                scan,
-                vec![
-                    cursor.unwrap_or("0").to_string(),
-                    "MATCH".into(),
-                    pattern,
-                    "COUNT".into(),
-                    count.max(1).to_string(),
-                ],
-            )
-            .await?;
+            .cached_cluster_state()
+            .map(|state| state.unique_primary_nodes())
+            .unwrap_or_default();
+        nodes.sort_by_key(|n| n.to_string());
+        let (mut node, mut node_cursor) = match cursor.and_then(|c| c.split_once(':')) {
+            Some((n, c)) => (n.parse::<usize>().unwrap_or(usize::MAX), c.to_string()),
+            None => (0, "0".to_string()),
+        };
+        let Some(server) = nodes.get(node) else {
+            return Ok(ConversationPage {
+                conversations: Vec::new(),
+                next_cursor: None,
+            });
+        };
+        let (next, keys) = scan(
+            &self.client.with_cluster_node(server.clone()),
+            &node_cursor,
+            &pattern,
+            count,
+        )
+        .await?;
+        if next == "0" {
+            node += 1;
+            node_cursor = "0".into();
+        } else {
+            node_cursor = next;
+        }
         Ok(ConversationPage {
             conversations: keys
                 .iter()
                 .filter_map(|k| parse_conversation_key(k))
                 .collect(),
-            next_cursor: (next != "0").then_some(next),
+            next_cursor: (node < nodes.len()).then(|| format!("{node}:{node_cursor}")),
         })
     }
+}
+
+/// A raw SCAN, so the cursor can travel through an HTTP API (fred's scan streams keep it).
+async fn scan<C: ClientLike>(
+    client: &C,
+    cursor: &str,
+    pattern: &str,
+    count: u32,
+) -> Result<(String, Vec<String>)> {
+    let command = CustomCommand::new_static("SCAN", ClusterHash::Random, false);
+    client
+        .custom(
+            command,
+            vec![
+                cursor.to_string(),
+                "MATCH".into(),
+                pattern.to_string(),
+                "COUNT".into(),
+                count.max(1).to_string(),
+            ],
+        )
+        .await
 }
 
 /// `{prefix:p}:conv:<pnid>:<user>` → its parts.

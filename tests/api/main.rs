@@ -1,10 +1,12 @@
 //! One integration test binary (faster to link than one per file).
 
 mod cloud_api;
+mod cluster;
 mod engine;
 mod health;
 mod helpers;
 mod operations;
 mod pipeline;
+mod sandbox;
 mod webhook_receive;
 mod webhook_verification;

@@ -1,0 +1,230 @@
+//! The whole pipeline on a local 3-master Redis Cluster: every key one script touches shares a
+//! hash tag, so nothing fails with CROSSSLOT, and conversations spread over the masters.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use wiremock::MockServer;
+
+use crate::helpers::{
+    eventually, free_port, mount_graph_ok, replies, spawn_app_on, text_delivery, wait_for_replies,
+    AppOptions, APP_SECRET,
+};
+
+struct Cluster {
+    ports: Vec<u16>,
+    children: Vec<Child>,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let dir = std::env::temp_dir().join(format!("wabot-cluster-{}", uuid::Uuid::new_v4()));
+        let mut cluster = Cluster {
+            ports: Vec::new(),
+            children: Vec::new(),
+            dir,
+        };
+        for _ in 0..3 {
+            let port = free_port();
+            let node_dir = cluster.dir.join(port.to_string());
+            std::fs::create_dir_all(&node_dir).expect("node dir");
+            let child = Command::new("redis-server")
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "2000",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    node_dir.to_str().expect("utf-8"),
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server runs (apt-get install redis-server)");
+            cluster.ports.push(port);
+            cluster.children.push(child);
+        }
+        for port in &cluster.ports {
+            let up = (0..500).any(|_| {
+                let ok = std::net::TcpStream::connect(("127.0.0.1", *port)).is_ok();
+                if !ok {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                ok
+            });
+            assert!(up, "cluster node {port} did not start");
+        }
+        let nodes: Vec<String> = cluster
+            .ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        let created = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&nodes)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli runs");
+        assert!(
+            created.status.success(),
+            "{}",
+            String::from_utf8_lossy(&created.stdout)
+        );
+        let ok = (0..500).any(|_| {
+            let ready = cluster.ports.iter().all(|p| {
+                cluster
+                    .cli(*p, &["CLUSTER", "INFO"])
+                    .contains("cluster_state:ok")
+            });
+            if !ready {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            ready
+        });
+        assert!(ok, "cluster did not become ok");
+        cluster
+    }
+
+    fn cli(&self, port: u16, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    fn url(&self) -> String {
+        let others: Vec<String> = self.ports[1..]
+            .iter()
+            .map(|p| format!("node=127.0.0.1:{p}"))
+            .collect();
+        format!(
+            "redis-cluster://127.0.0.1:{}?{}",
+            self.ports[0],
+            others.join("&")
+        )
+    }
+}
+
+#[tokio::test]
+async fn the_pipeline_runs_on_a_three_master_cluster() {
+    let cluster = Cluster::start();
+    let graph = Arc::new(MockServer::start().await);
+    mount_graph_ok(&graph).await;
+    let options = AppOptions {
+        partitions: 16,
+        extra_env: vec![
+            ("WABOT_RATE_LIMIT__MESSAGES".into(), "3".into()),
+            ("WABOT_RATE_LIMIT__WINDOW_SECS".into(), "60".into()),
+            ("WABOT_RATE_LIMIT__NOTICE".into(), "slow down".into()),
+        ],
+        ..AppOptions::default()
+    };
+    let app = spawn_app_on(&cluster.url(), graph.clone(), options, None, Some("clu")).await;
+    assert_eq!(app.get("/ready").await.status(), 200);
+    // 12 users x 2 messages, and one duplicate delivery.
+    for round in 0..2 {
+        for user in 0..12 {
+            let body = text_delivery(
+                "123",
+                &format!("1777000{user:04}"),
+                &format!("wamid.c{user}.{round}"),
+                &format!("u{user} r{round}"),
+            );
+            assert_eq!(app.post_signed(&body, APP_SECRET).await.status(), 200);
+        }
+    }
+    let dup = text_delivery("123", "17770000000", "wamid.c0.0", "u0 r0");
+    assert_eq!(app.post_signed(&dup, APP_SECRET).await.status(), 200);
+    wait_for_replies(&graph, 24, Duration::from_secs(30)).await;
+    // One user goes over the rate limit: 3 answers and one notice.
+    for i in 0..5 {
+        let body = text_delivery(
+            "123",
+            "17779999999",
+            &format!("wamid.rl{i}"),
+            &format!("flood {i}"),
+        );
+        assert_eq!(app.post_signed(&body, APP_SECRET).await.status(), 200);
+    }
+    let flood = eventually(Duration::from_secs(30), || async {
+        let got: Vec<String> = replies(&graph)
+            .await
+            .into_iter()
+            .filter(|r| r.to == "+17779999999")
+            .map(|r| r.text)
+            .collect();
+        (got.len() >= 4).then_some(got)
+    })
+    .await
+    .expect("flood answered");
+    assert_eq!(flood.iter().filter(|t| t.starts_with("echo:")).count(), 3);
+    assert_eq!(flood.iter().filter(|t| *t == "slow down").count(), 1);
+    let all = replies(&graph).await;
+    assert_eq!(
+        all.iter().filter(|r| r.text.starts_with("echo: u")).count(),
+        24,
+        "each once"
+    );
+
+    // History lives in the cluster, and keys are spread over the masters.
+    let store = {
+        let client = wabot::store::connect(&app.settings.redis).expect("client");
+        fred::prelude::ClientLike::wait_for_connect(&client)
+            .await
+            .expect("connects");
+        wabot::startup::conversation_store(&app.settings, &client)
+    };
+    let pnid = wabot::domain::PhoneNumberId::parse("123").expect("pnid");
+    let user = wabot::domain::UserId::parse("17770000003").expect("user");
+    let view = store
+        .get(&pnid, &user)
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!(view.turns.len(), 4);
+    // Listing walks every primary.
+    let mut listed = std::collections::HashSet::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = store.list(cursor.as_deref(), 5).await.expect("scan");
+        listed.extend(page.conversations.into_iter().map(|c| c.user));
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(listed.len(), 13, "{listed:?}");
+    let masters_with_keys = cluster
+        .ports
+        .iter()
+        .filter(|p| cluster.cli(**p, &["DBSIZE"]).trim() != "0")
+        .count();
+    assert!(
+        masters_with_keys >= 2,
+        "keys on {masters_with_keys} masters only"
+    );
+}
