@@ -108,14 +108,14 @@ impl Engine {
 #[async_trait]
 impl Handler for Engine {
     async fn handle(&self, message: &InboundMessage) -> Result<(), HandleError> {
-        let retryable =
-            |e: fred::error::Error| HandleError::Retryable(format!("Redis: {}", error_chain(&e)));
+        let unavailable =
+            |e: fred::error::Error| HandleError::Unavailable(format!("Redis: {}", error_chain(&e)));
         let command = command(&message.content);
         if command == Some(Command::Reset) {
             self.store
                 .delete(&message.phone_number_id, &message.user)
                 .await
-                .map_err(retryable)?;
+                .map_err(unavailable)?;
             tracing::info!(user = %message.user, "conversation reset by the user");
             self.send(
                 message,
@@ -134,7 +134,12 @@ impl Handler for Engine {
             kind: message.content.kind().to_string(),
             rate_limited: false,
         };
-        let history = match self.store.begin(message, &turn).await.map_err(retryable)? {
+        let history = match self
+            .store
+            .begin(message, &turn)
+            .await
+            .map_err(unavailable)?
+        {
             Begin::Accepted { history } => history,
             Begin::Limited { notice } => {
                 metrics::counter!(monitoring::RATE_LIMITED).increment(1);

@@ -17,10 +17,17 @@ pub type Result<T> = std::result::Result<T, fred::error::Error>;
 /// A raw stream entry: id and fields.
 type StreamEntry = (String, HashMap<String, String>);
 
-/// KEYS: lease. ARGV: token, ttl ms. Renews only our own lease.
+/// KEYS: lease. ARGV: token, ttl ms. Renews our own lease; takes back a lease that vanished
+/// (Redis restarted after it expired: nobody else holds it). 0 when another replica owns it.
 const RENEW_LUA: &str = r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local owner = redis.call('GET', KEYS[1])
+if owner == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if not owner then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
 end
 return 0
 "#;

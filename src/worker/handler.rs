@@ -14,11 +14,18 @@ pub enum HandleError {
     /// Retrying repeats the failure: the message goes to the dead-letter stream at once.
     #[error("{0}")]
     Permanent(String),
+    /// Our own infrastructure (Redis) is down: not the message's fault, so it is retried until
+    /// the infrastructure is back, without using up its attempts.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl HandleError {
     pub fn is_retryable(&self) -> bool {
-        matches!(self, HandleError::Retryable(_))
+        matches!(
+            self,
+            HandleError::Retryable(_) | HandleError::Unavailable(_)
+        )
     }
 }
 

@@ -211,6 +211,16 @@ async fn process_permitted(
             .unwrap_or_else(|_| Err(HandleError::Retryable("the handler panicked".into())));
         match result {
             Ok(()) => return finish(ctx, stop, entry, Ok(())).await,
+            Err(HandleError::Unavailable(error)) => {
+                // Not the message's fault: wait for the infrastructure without spending attempts.
+                attempt -= 1;
+                metrics::counter!(monitoring::REDIS_ERRORS, "op" => "handle").increment(1);
+                tracing::warn!(partition = ctx.partition, wamid = %message.id, error = %error, "infrastructure unavailable; retrying");
+                tokio::select! {
+                    _ = stop.cancelled() => return Outcome::Abandoned,
+                    _ = tokio::time::sleep(Duration::from_millis(ctx.settings.retry_max_ms.clamp(100, 2000))) => {}
+                }
+            }
             Err(error) if error.is_retryable() && attempt < ctx.settings.max_attempts => {
                 let delay = backoff(&ctx.settings, attempt);
                 tracing::warn!(
