@@ -2,7 +2,7 @@
 //! processes them strictly in order per conversation while different conversations run
 //! concurrently (bounded by a semaphore shared by all partitions of the replica).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +23,8 @@ use crate::store::queue::{Entry, Queue};
 const MAX_IN_FLIGHT: usize = 1024;
 const READ_BATCH: u64 = 256;
 const IDLE_POLL_MAX: Duration = Duration::from_millis(50);
+/// How often an idle partition re-reads its pending entries (see `run`).
+const PENDING_SWEEP: Duration = Duration::from_secs(5);
 
 /// What the partition runner needs; shared by all its tasks.
 pub(crate) struct PartitionContext {
@@ -67,9 +69,13 @@ pub(crate) async fn run(ctx: Arc<PartitionContext>, stop: CancellationToken) {
     // conversation key → its entries; the front one is being processed.
     let mut conversations: HashMap<String, VecDeque<Entry>> = HashMap::new();
     let mut tasks: JoinSet<(String, Outcome)> = JoinSet::new();
-    let mut in_flight = 0usize;
-    // Replay our pending entries first (a take-over, a restart), then new ones.
+    // Ids of the entries held in `conversations`, so a replay never dispatches one twice.
+    let mut held: HashSet<String> = HashSet::new();
+    // Replay our pending entries first (a take-over, a restart), then new ones. Pending entries
+    // are swept again now and then: a read whose reply was lost (Redis died mid-command) leaves
+    // entries delivered to us that nobody holds.
     let mut replay_cursor: Option<String> = Some("0".to_string());
+    let mut next_sweep = tokio::time::Instant::now() + PENDING_SWEEP;
     let mut poll_delay = Duration::ZERO;
     let mut stopping = false;
 
@@ -77,7 +83,7 @@ pub(crate) async fn run(ctx: Arc<PartitionContext>, stop: CancellationToken) {
         if stopping && tasks.is_empty() {
             break;
         }
-        let can_read = !stopping && in_flight < MAX_IN_FLIGHT;
+        let can_read = !stopping && held.len() < MAX_IN_FLIGHT;
         tokio::select! {
             biased;
             Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
@@ -90,7 +96,6 @@ pub(crate) async fn run(ctx: Arc<PartitionContext>, stop: CancellationToken) {
                         continue;
                     }
                 };
-                in_flight = in_flight.saturating_sub(1);
                 if matches!(outcome, Outcome::LeaseLost) {
                     tracing::warn!(partition, "lease lost; stopping this partition");
                     stopping = true;
@@ -99,7 +104,9 @@ pub(crate) async fn run(ctx: Arc<PartitionContext>, stop: CancellationToken) {
                     stopping = true;
                 }
                 let next = conversations.get_mut(&key).and_then(|queue| {
-                    queue.pop_front();
+                    if let Some(done) = queue.pop_front() {
+                        held.remove(&done.id);
+                    }
                     queue.front().cloned()
                 });
                 match next {
@@ -120,6 +127,7 @@ pub(crate) async fn run(ctx: Arc<PartitionContext>, stop: CancellationToken) {
                         metrics::counter!(monitoring::REDIS_ERRORS, "op" => "read").increment(1);
                         tracing::warn!(partition, error = %error, "reading the inbox failed; retrying");
                         poll_delay = Duration::from_millis(500);
+                        replay_cursor = Some("0".to_string());
                         continue;
                     }
                 };
@@ -128,6 +136,9 @@ pub(crate) async fn run(ctx: Arc<PartitionContext>, stop: CancellationToken) {
                         Some(last) => *cursor = last.id.clone(),
                         None => replay_cursor = None,
                     }
+                } else if entries.is_empty() && tokio::time::Instant::now() >= next_sweep {
+                    replay_cursor = Some("0".to_string());
+                    next_sweep = tokio::time::Instant::now() + PENDING_SWEEP;
                 }
                 poll_delay = if entries.is_empty() {
                     (poll_delay * 2).clamp(Duration::from_millis(2), IDLE_POLL_MAX)
@@ -135,7 +146,9 @@ pub(crate) async fn run(ctx: Arc<PartitionContext>, stop: CancellationToken) {
                     Duration::ZERO
                 };
                 for entry in entries {
-                    in_flight += 1;
+                    if !held.insert(entry.id.clone()) {
+                        continue;
+                    }
                     let key = conversation_key(&entry);
                     let queue = conversations.entry(key.clone()).or_default();
                     queue.push_back(entry.clone());
