@@ -262,7 +262,7 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("responder.openai.api_key", ""),
     ("worker.partitions", "64"),
     ("worker.concurrency", "256"),
-    ("worker.lease_ttl_ms", "15000"),
+    ("worker.lease_ttl_ms", "12000"),
     ("worker.max_attempts", "5"),
     ("worker.retry_base_ms", "500"),
     ("worker.retry_max_ms", "30000"),
