@@ -17,19 +17,23 @@ pub type Result<T> = std::result::Result<T, fred::error::Error>;
 /// A raw stream entry: id and fields.
 type StreamEntry = (String, HashMap<String, String>);
 
-/// KEYS: lease. ARGV: token, ttl ms. Renews our own lease; takes back a lease that vanished
-/// (Redis restarted after it expired: nobody else holds it). 0 when another replica owns it.
-const RENEW_LUA: &str = r#"
-local owner = redis.call('GET', KEYS[1])
-if owner == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
+/// Keeps the lease `KEYS[1]` for token `t`: true when we own it, or took back a lease that vanished
+/// (Redis restarted after it expired: nobody else holds it); false when another replica owns it.
+const HOLD_LEASE: &str = r#"
+local function hold_lease(t, ttl)
+  local owner = redis.call('GET', KEYS[1])
+  if owner == t then return true end
+  if owner then return false end
+  redis.call('SET', KEYS[1], t, 'PX', ttl)
+  return true
 end
-if not owner then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-return 0
+"#;
+
+/// KEYS: lease. ARGV: token, ttl ms. 1 when the lease is (still) ours and extended.
+const RENEW_BODY: &str = r#"
+if not hold_lease(ARGV[1], ARGV[2]) then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
 "#;
 
 /// KEYS: lease. ARGV: token. Releases only our own lease.
@@ -40,33 +44,14 @@ end
 return 0
 "#;
 
-/// KEYS: lease, inbox. ARGV: token, group, entry id, lease ttl ms. Acknowledges and deletes the
-/// entry while we own the partition, so the stream only holds work that is not done. A lease that
-/// vanished (Redis restarted after it expired) is taken back: nobody else can be processing.
-const ACK_LUA: &str = r#"
-local owner = redis.call('GET', KEYS[1])
-if owner and owner ~= ARGV[1] then
-  return 0
+/// KEYS: lease, inbox, dead. ARGV: token, group, entry id, lease ttl ms, and for a dead letter:
+/// message JSON, error, attempts, time ms. Acknowledges and deletes the entry (after copying it to
+/// the dead-letter stream) while we hold the partition, so the inbox only holds unfinished work.
+const FINISH_BODY: &str = r#"
+if not hold_lease(ARGV[1], ARGV[4]) then return 0 end
+if ARGV[5] then
+  redis.call('XADD', KEYS[3], '*', 'm', ARGV[5], 'error', ARGV[6], 'attempts', ARGV[7], 'failed_at', ARGV[8], 'source', ARGV[3])
 end
-if not owner then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[4])
-end
-redis.call('XACK', KEYS[2], ARGV[2], ARGV[3])
-redis.call('XDEL', KEYS[2], ARGV[3])
-return 1
-"#;
-
-/// KEYS: lease, inbox, dead. ARGV: token, group, entry id, message JSON, error, attempts, time ms,
-/// lease ttl ms. Same lease rule as the acknowledgement.
-const DEAD_LETTER_LUA: &str = r#"
-local owner = redis.call('GET', KEYS[1])
-if owner and owner ~= ARGV[1] then
-  return 0
-end
-if not owner then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[8])
-end
-redis.call('XADD', KEYS[3], '*', 'm', ARGV[4], 'error', ARGV[5], 'attempts', ARGV[6], 'failed_at', ARGV[7], 'source', ARGV[3])
 redis.call('XACK', KEYS[2], ARGV[2], ARGV[3])
 redis.call('XDEL', KEYS[2], ARGV[3])
 return 1
@@ -116,8 +101,7 @@ pub struct Queue {
     lease_ttl_ms: u64,
     renew: Script,
     release: Script,
-    ack: Script,
-    dead_letter: Script,
+    finish: Script,
     replay: Script,
 }
 
@@ -128,10 +112,9 @@ impl Queue {
             client,
             keys,
             lease_ttl_ms,
-            renew: Script::from_lua(RENEW_LUA),
+            renew: Script::from_lua(format!("{HOLD_LEASE}{RENEW_BODY}")),
             release: Script::from_lua(RELEASE_LUA),
-            ack: Script::from_lua(ACK_LUA),
-            dead_letter: Script::from_lua(DEAD_LETTER_LUA),
+            finish: Script::from_lua(format!("{HOLD_LEASE}{FINISH_BODY}")),
             replay: Script::from_lua(REPLAY_LUA),
         }
     }
@@ -268,20 +251,7 @@ impl Queue {
 
     /// Acknowledges a processed entry; `false` when the lease was lost (someone else replays it).
     pub async fn ack(&self, partition: u32, token: &str, entry_id: &str) -> Result<bool> {
-        let done: i64 = self
-            .ack
-            .evalsha_with_reload(
-                &self.client,
-                vec![self.keys.lease(partition), self.keys.inbox(partition)],
-                vec![
-                    token.to_string(),
-                    GROUP.to_string(),
-                    entry_id.to_string(),
-                    self.lease_ttl_ms.to_string(),
-                ],
-            )
-            .await?;
-        Ok(done == 1)
+        self.finish(partition, token, entry_id, Vec::new()).await
     }
 
     /// Moves an entry that keeps failing to the partition's dead-letter stream.
@@ -293,8 +263,31 @@ impl Queue {
         error: &str,
         attempts: u32,
     ) -> Result<bool> {
+        let letter = vec![
+            entry.raw.clone(),
+            error.to_string(),
+            attempts.to_string(),
+            now_ms().to_string(),
+        ];
+        self.finish(partition, token, &entry.id, letter).await
+    }
+
+    async fn finish(
+        &self,
+        partition: u32,
+        token: &str,
+        entry_id: &str,
+        letter: Vec<String>,
+    ) -> Result<bool> {
+        let mut args = vec![
+            token.to_string(),
+            GROUP.to_string(),
+            entry_id.to_string(),
+            self.lease_ttl_ms.to_string(),
+        ];
+        args.extend(letter);
         let done: i64 = self
-            .dead_letter
+            .finish
             .evalsha_with_reload(
                 &self.client,
                 vec![
@@ -302,16 +295,7 @@ impl Queue {
                     self.keys.inbox(partition),
                     self.keys.dead_letters(partition),
                 ],
-                vec![
-                    token.to_string(),
-                    GROUP.to_string(),
-                    entry.id.clone(),
-                    entry.raw.clone(),
-                    error.to_string(),
-                    attempts.to_string(),
-                    now_ms().to_string(),
-                    self.lease_ttl_ms.to_string(),
-                ],
+                args,
             )
             .await?;
         Ok(done == 1)

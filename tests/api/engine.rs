@@ -9,15 +9,14 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::{
-    eventually, fixture, mount_graph_ok, replies, spawn_app_on, text_delivery, wait_for_replies,
-    wait_until_drained, AppOptions, RedisServer, TestApp, APP_SECRET,
+    eventually, fixture, graph_bodies, mount_graph_ok, replies, spawn_app_with, text_delivery,
+    wait_for_replies, wait_until_drained, AppOptions, TestApp, APP_SECRET,
 };
 
 const PNID: &str = "113948572261094";
 const WAIT: Duration = Duration::from_secs(30);
 
 async fn app_with(env: &[(&str, &str)]) -> TestApp {
-    let redis = RedisServer::start();
     let graph = Arc::new(MockServer::start().await);
     mount_graph_ok(&graph).await;
     let options = AppOptions {
@@ -27,7 +26,7 @@ async fn app_with(env: &[(&str, &str)]) -> TestApp {
             .collect(),
         ..AppOptions::default()
     };
-    spawn_app_on(&redis.url(), graph, options, Some(redis), None).await
+    spawn_app_with(graph, options).await
 }
 
 async fn store(app: &TestApp) -> ConversationStore {
@@ -494,14 +493,7 @@ async fn mark_as_read_with_typing_goes_out_before_the_reply() {
     let app = app_with(&[("WABOT_WHATSAPP__MARK_AS_READ", "true")]).await;
     post_text(&app, "4915000000009", "wamid.read", "read me").await;
     wait_for_replies(&app.graph, 1, WAIT).await;
-    let bodies: Vec<serde_json::Value> = app
-        .graph
-        .received_requests()
-        .await
-        .expect("recorded")
-        .iter()
-        .map(|r| serde_json::from_slice(&r.body).expect("json"))
-        .collect();
+    let bodies = graph_bodies(&app.graph).await;
     assert_eq!(
         bodies[0],
         serde_json::json!({"messaging_product": "whatsapp", "status": "read", "message_id": "wamid.read",

@@ -411,6 +411,36 @@ pub async fn spawn_app_on(
     launch(settings, app, graph, redis).await
 }
 
+/// A full app with a Redis of its own, talking to `graph`.
+pub async fn spawn_app_with(graph: Arc<MockServer>, options: AppOptions) -> TestApp {
+    let redis = RedisServer::start();
+    spawn_app_on(&redis.url(), graph, options, Some(redis), None).await
+}
+
+/// The JSON bodies the fake Graph API received, in arrival order.
+pub async fn graph_bodies(graph: &MockServer) -> Vec<serde_json::Value> {
+    graph
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|r| serde_json::from_slice(&r.body).ok())
+        .collect()
+}
+
+/// Waits until the dead-letter streams hold at least one message.
+pub async fn wait_for_dead_letters(
+    queue: &Queue,
+    timeout: Duration,
+) -> Vec<wabot::store::queue::DeadLetter> {
+    eventually(timeout, || async {
+        let dead = queue.dead_letters(10).await.ok()?;
+        (!dead.is_empty()).then_some(dead)
+    })
+    .await
+    .unwrap_or_else(|| panic!("no dead letter within {timeout:?}"))
+}
+
 /// Every send succeeds with a unique wamid.
 pub async fn mount_graph_ok(graph: &MockServer) {
     use wiremock::matchers::{method, path_regex};

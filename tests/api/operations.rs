@@ -7,15 +7,14 @@ use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::{
-    eventually, fixture, mount_graph_ok, spawn_app_on, text_delivery, wait_for_replies,
-    wait_until_drained, AppOptions, RedisServer, TestApp, APP_SECRET,
+    eventually, fixture, mount_graph_ok, spawn_app_with, text_delivery, wait_for_replies,
+    wait_until_drained, AppOptions, TestApp, APP_SECRET,
 };
 
 const TOKEN: &str = "admin-secret-token";
 const WAIT: Duration = Duration::from_secs(30);
 
 async fn admin_app(graph_ok: bool) -> TestApp {
-    let redis = RedisServer::start();
     let graph = Arc::new(MockServer::start().await);
     if graph_ok {
         mount_graph_ok(&graph).await;
@@ -30,7 +29,7 @@ async fn admin_app(graph_ok: bool) -> TestApp {
         extra_env: vec![("ADMIN_TOKEN".into(), TOKEN.into())],
         ..AppOptions::default()
     };
-    spawn_app_on(&redis.url(), graph, options, Some(redis), None).await
+    spawn_app_with(graph, options).await
 }
 
 async fn admin(

@@ -8,8 +8,9 @@ use wiremock::matchers::{body_string_contains, method};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::{
-    eventually, mount_graph_ok, replies, spawn_app, spawn_app_on, text_delivery, wait_for_replies,
-    wait_until_drained, AppOptions, RedisServer, APP_SECRET,
+    eventually, graph_bodies, mount_graph_ok, replies, spawn_app, spawn_app_on, spawn_app_with,
+    text_delivery, wait_for_dead_letters, wait_for_replies, wait_until_drained, AppOptions,
+    RedisServer, APP_SECRET,
 };
 
 const PNID: &str = "113948572261094";
@@ -43,14 +44,7 @@ async fn bsuid_only_user_is_answered_with_recipient() {
     let mut to: Vec<&str> = got.iter().map(|r| r.to.as_str()).collect();
     to.sort();
     assert_eq!(to, ["+4915123456789", "US.13491208655302741918"]);
-    let bodies: Vec<serde_json::Value> = app
-        .graph
-        .received_requests()
-        .await
-        .expect("recorded")
-        .iter()
-        .map(|r| serde_json::from_slice(&r.body).expect("json"))
-        .collect();
+    let bodies = graph_bodies(&app.graph).await;
     let bsuid = bodies
         .iter()
         .find(|b| b.get("recipient").is_some())
@@ -147,7 +141,6 @@ async fn accepted_texts(app: &crate::helpers::TestApp) -> Vec<String> {
 
 #[tokio::test]
 async fn a_slow_reply_to_one_user_does_not_delay_another() {
-    let redis = RedisServer::start();
     let graph = Arc::new(MockServer::start().await);
     Mock::given(method("POST"))
         .and(body_string_contains("slow"))
@@ -165,7 +158,7 @@ async fn a_slow_reply_to_one_user_does_not_delay_another() {
         partitions: 1,
         ..AppOptions::default()
     };
-    let app = spawn_app_on(&redis.url(), graph.clone(), options, Some(redis), None).await;
+    let app = spawn_app_with(graph.clone(), options).await;
     let slow = text_delivery(PNID, "15550000001", "wamid.a1", "slow please");
     assert_eq!(app.post_signed(&slow, APP_SECRET).await.status(), 200);
     wait_for_replies(&graph, 1, WAIT).await;
@@ -382,7 +375,6 @@ async fn redis_restart_loses_nothing_acknowledged() {
 
 #[tokio::test]
 async fn graph_failing_three_times_then_succeeding_sends_once() {
-    let redis = RedisServer::start();
     let graph = Arc::new(MockServer::start().await);
     Mock::given(method("POST"))
         .respond_with(ResponseTemplate::new(500).set_body_json(serde_json::json!({
@@ -397,7 +389,7 @@ async fn graph_failing_three_times_then_succeeding_sends_once() {
         max_attempts: 5,
         ..AppOptions::default()
     };
-    let app = spawn_app_on(&redis.url(), graph.clone(), options, Some(redis), None).await;
+    let app = spawn_app_with(graph.clone(), options).await;
     let body = text_delivery(PNID, "15557770000", "wamid.retry", "try again");
     assert_eq!(app.post_signed(&body, APP_SECRET).await.status(), 200);
     wait_for_replies(&graph, 4, WAIT).await;
@@ -418,7 +410,6 @@ async fn graph_failing_three_times_then_succeeding_sends_once() {
 
 #[tokio::test]
 async fn graph_failing_always_ends_in_the_dead_letter_stream() {
-    let redis = RedisServer::start();
     let graph = Arc::new(MockServer::start().await);
     Mock::given(method("POST"))
         .respond_with(ResponseTemplate::new(503))
@@ -428,16 +419,11 @@ async fn graph_failing_always_ends_in_the_dead_letter_stream() {
         max_attempts: 3,
         ..AppOptions::default()
     };
-    let app = spawn_app_on(&redis.url(), graph.clone(), options, Some(redis), None).await;
+    let app = spawn_app_with(graph.clone(), options).await;
     let body = text_delivery(PNID, "15557770001", "wamid.dead", "doomed");
     assert_eq!(app.post_signed(&body, APP_SECRET).await.status(), 200);
     let queue = app.queue().await;
-    let dead = eventually(WAIT, || async {
-        let dead = queue.dead_letters(10).await.ok()?;
-        (!dead.is_empty()).then_some(dead)
-    })
-    .await
-    .expect("a dead letter");
+    let dead = wait_for_dead_letters(&queue, WAIT).await;
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].attempts, 3);
     assert!(dead[0].error.contains("503"), "{}", dead[0].error);
@@ -448,7 +434,6 @@ async fn graph_failing_always_ends_in_the_dead_letter_stream() {
 
 #[tokio::test]
 async fn permanent_errors_are_not_retried() {
-    let redis = RedisServer::start();
     let graph = Arc::new(MockServer::start().await);
     Mock::given(method("POST"))
         .respond_with(ResponseTemplate::new(400).set_body_json(serde_json::json!({
@@ -457,23 +442,11 @@ async fn permanent_errors_are_not_retried() {
         })))
         .mount(&graph)
         .await;
-    let app = spawn_app_on(
-        &redis.url(),
-        graph.clone(),
-        AppOptions::default(),
-        Some(redis),
-        None,
-    )
-    .await;
+    let app = spawn_app_with(graph.clone(), AppOptions::default()).await;
     let body = text_delivery(PNID, "15557770002", "wamid.perm", "late");
     assert_eq!(app.post_signed(&body, APP_SECRET).await.status(), 200);
     let queue = app.queue().await;
-    let dead = eventually(WAIT, || async {
-        let dead = queue.dead_letters(10).await.ok()?;
-        (!dead.is_empty()).then_some(dead)
-    })
-    .await
-    .expect("a dead letter");
+    let dead = wait_for_dead_letters(&queue, WAIT).await;
     assert_eq!(dead[0].attempts, 1);
     assert!(dead[0].error.contains("131047"), "{}", dead[0].error);
     assert_eq!(graph.received_requests().await.expect("recorded").len(), 1);
