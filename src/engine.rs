@@ -105,11 +105,104 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// Rate-limits and records a message; the history to answer with, or `None` when it must
+    /// not be answered (over the limit, already answered).
+    async fn admit(&self, message: &InboundMessage) -> Result<Option<Vec<Turn>>, HandleError> {
+        let turn = Turn {
+            role: Role::User,
+            text: message.content.describe(),
+            wamid: Some(message.id.as_str().to_string()),
+            sent_wamid: None,
+            at: message.timestamp,
+            kind: message.content.kind().to_string(),
+            rate_limited: false,
+        };
+        match self
+            .store
+            .begin(message, &turn)
+            .await
+            .map_err(unavailable)?
+        {
+            Begin::Accepted { history } => Ok(Some(history)),
+            Begin::Limited { notice } => {
+                metrics::counter!(monitoring::RATE_LIMITED).increment(1);
+                tracing::info!(user = %message.user, wamid = %message.id, notice, "rate limited");
+                if notice {
+                    if let Err(error) = self.send(message, &self.options.rate_limit_notice).await {
+                        tracing::warn!(user = %message.user, error = %error, "rate-limit notice not sent");
+                    }
+                }
+                Ok(None)
+            }
+            Begin::Seen {
+                rate_limited: true, ..
+            } => Ok(None),
+            Begin::Seen { replied: true, .. } => {
+                tracing::info!(wamid = %message.id, "already answered; not answering twice");
+                Ok(None)
+            }
+            Begin::Seen { history, .. } => Ok(Some(history)),
+        }
+    }
+
+    /// Marks the message read, asks the responder (or answers `/help`), sends and records.
+    async fn answer(
+        &self,
+        message: &InboundMessage,
+        history: &[Turn],
+        command: Option<Command>,
+    ) -> Result<(), HandleError> {
+        if self.options.mark_as_read {
+            if let Err(error) = self
+                .api
+                .mark_read(
+                    &message.phone_number_id,
+                    message.id.as_str(),
+                    self.options.typing_indicator,
+                )
+                .await
+            {
+                tracing::debug!(wamid = %message.id, error = %error, "mark as read failed (ignored)");
+            }
+        }
+        let reply = match command {
+            Some(Command::Help) => Reply::Text(self.responder.help()),
+            _ => {
+                let started = std::time::Instant::now();
+                let reply = self
+                    .responder
+                    .respond(ResponderInput { message, history })
+                    .await;
+                metrics::histogram!(monitoring::RESPONDER_SECONDS, "kind" => self.responder_kind)
+                    .record(started.elapsed().as_secs_f64());
+                reply
+            }
+        };
+        let Reply::Text(text) = reply else {
+            return Ok(());
+        };
+        let sent_wamid = self.send(message, &text).await?;
+        self.record(message, text, &sent_wamid).await;
+        Ok(())
+    }
+}
+
+fn unavailable(error: fred::error::Error) -> HandleError {
+    HandleError::Unavailable(format!("Redis: {}", error_chain(&error)))
+}
+
+/// Reactions and system messages are recorded in the history but never answered.
+fn answerable(message: &InboundMessage) -> bool {
+    !matches!(
+        message.content,
+        MessageContent::Reaction { .. } | MessageContent::System { .. }
+    )
+}
+
 #[async_trait]
 impl Handler for Engine {
     async fn handle(&self, message: &InboundMessage) -> Result<(), HandleError> {
-        let unavailable =
-            |e: fred::error::Error| HandleError::Unavailable(format!("Redis: {}", error_chain(&e)));
         let command = command(&message.content);
         if command == Some(Command::Reset) {
             self.store
@@ -124,87 +217,40 @@ impl Handler for Engine {
             .await?;
             return Ok(());
         }
+        match self.admit(message).await? {
+            Some(history) if answerable(message) => self.answer(message, &history, command).await,
+            _ => Ok(()),
+        }
+    }
 
-        let turn = Turn {
-            role: Role::User,
-            text: message.content.describe(),
-            wamid: Some(message.id.as_str().to_string()),
-            sent_wamid: None,
-            at: message.timestamp,
-            kind: message.content.kind().to_string(),
-            rate_limited: false,
-        };
-        let history = match self
-            .store
-            .begin(message, &turn)
-            .await
-            .map_err(unavailable)?
-        {
-            Begin::Accepted { history } => history,
-            Begin::Limited { notice } => {
-                metrics::counter!(monitoring::RATE_LIMITED).increment(1);
-                tracing::info!(user = %message.user, wamid = %message.id, notice, "rate limited");
-                if notice {
-                    if let Err(error) = self.send(message, &self.options.rate_limit_notice).await {
-                        tracing::warn!(user = %message.user, error = %error, "rate-limit notice not sent");
-                    }
-                }
-                return Ok(());
+    /// A burst (`conversation.merge_window_ms`): every message is recorded, the newest one is
+    /// answered with all of them in the history, and the others are marked answered by it.
+    async fn handle_batch(&self, messages: &[InboundMessage]) -> Result<(), HandleError> {
+        if messages.len() < 2 || messages.iter().any(|m| command(&m.content).is_some()) {
+            for message in messages {
+                self.handle(message).await?;
             }
-            Begin::Seen {
-                rate_limited: true, ..
-            } => return Ok(()),
-            Begin::Seen { replied: true, .. } => {
-                tracing::info!(wamid = %message.id, "already answered; not answering twice");
-                return Ok(());
-            }
-            Begin::Seen { history, .. } => history,
-        };
-
-        if matches!(
-            message.content,
-            MessageContent::Reaction { .. } | MessageContent::System { .. }
-        ) && command.is_none()
-        {
-            // Recorded in the history; nothing to answer.
             return Ok(());
         }
-
-        if self.options.mark_as_read {
-            if let Err(error) = self
-                .api
-                .mark_read(
-                    &message.phone_number_id,
-                    message.id.as_str(),
-                    self.options.typing_indicator,
-                )
+        let mut admitted = Vec::with_capacity(messages.len());
+        let mut history = Vec::new();
+        for message in messages {
+            if let Some(turns) = self.admit(message).await? {
+                admitted.push(message);
+                history = turns;
+            }
+        }
+        let Some(target) = admitted.iter().rev().find(|m| answerable(m)) else {
+            return Ok(());
+        };
+        tracing::debug!(user = %target.user, merged = admitted.len(), "answering a burst once");
+        self.answer(target, &history, None).await?;
+        for message in admitted.iter().filter(|m| m.id != target.id) {
+            self.store
+                .mark_answered(message)
                 .await
-            {
-                tracing::debug!(wamid = %message.id, error = %error, "mark as read failed (ignored)");
-            }
+                .map_err(unavailable)?;
         }
-
-        let reply = match command {
-            Some(Command::Help) => Reply::Text(self.responder.help()),
-            _ => {
-                let started = std::time::Instant::now();
-                let reply = self
-                    .responder
-                    .respond(ResponderInput {
-                        message,
-                        history: &history,
-                    })
-                    .await;
-                metrics::histogram!(monitoring::RESPONDER_SECONDS, "kind" => self.responder_kind)
-                    .record(started.elapsed().as_secs_f64());
-                reply
-            }
-        };
-        let Reply::Text(text) = reply else {
-            return Ok(());
-        };
-        let sent_wamid = self.send(message, &text).await?;
-        self.record(message, text, &sent_wamid).await;
         Ok(())
     }
 }

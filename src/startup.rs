@@ -108,6 +108,7 @@ pub fn spawn_workers(settings: &Settings, redis: &store::Client) -> Result<Worke
         queue,
         handler,
         settings.worker.clone(),
+        Duration::from_millis(settings.conversation.merge_window_ms),
         Duration::from_secs(settings.server.shutdown_timeout_secs),
     ))
 }

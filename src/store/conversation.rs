@@ -118,6 +118,17 @@ redis.call('HSET', conv, 'm:' .. seq, ARGV[2], marker_of(wamid), (marker or '0')
 redis.call('HSETNX', conv, 'created', now)
 "#;
 
+/// KEYS: conversation. ARGV: inbound wamid. Marks a message answered by a reply recorded for a
+/// later message of the same burst.
+const MARK_ANSWERED_BODY: &str = r#"
+local field = marker_of(ARGV[1])
+local marker = redis.call('HGET', KEYS[1], field)
+if marker and string.sub(marker, -2) ~= ':r' then
+  redis.call('HSET', KEYS[1], field, marker .. ':r')
+end
+return 1
+"#;
+
 /// KEYS: conversation. ARGV: failure JSON. Only touches an existing conversation (no TTL change).
 const MARK_FAILED: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
@@ -224,6 +235,7 @@ pub struct ConversationStore {
     limits: ConversationLimits,
     begin: Script,
     record_reply: Script,
+    mark_answered: Script,
     mark_failed: Script,
 }
 
@@ -237,6 +249,7 @@ impl ConversationStore {
             limits,
             begin: Script::from_lua(begin),
             record_reply: Script::from_lua(record),
+            mark_answered: Script::from_lua(format!("{MARKER}{MARK_ANSWERED_BODY}")),
             mark_failed: Script::from_lua(MARK_FAILED),
         }
     }
@@ -319,6 +332,19 @@ impl ConversationStore {
             )
             .await?;
         Ok(recorded == 1)
+    }
+
+    /// Marks `inbound` as answered without recording a turn (a merged burst's earlier messages).
+    pub async fn mark_answered(&self, inbound: &InboundMessage) -> Result<()> {
+        let _: i64 = self
+            .mark_answered
+            .evalsha_with_reload(
+                &self.client,
+                vec![self.key(&inbound.phone_number_id, &inbound.user)],
+                vec![inbound.id.as_str().to_string()],
+            )
+            .await?;
+        Ok(())
     }
 
     /// Notes that a reply we sent failed to deliver (from a `failed` status webhook). Does

@@ -45,4 +45,13 @@ impl From<CloudApiError> for HandleError {
 #[async_trait]
 pub trait Handler: Send + Sync + 'static {
     async fn handle(&self, message: &InboundMessage) -> Result<(), HandleError>;
+
+    /// Processes consecutive messages of one conversation together (burst merging); by default
+    /// one after the other.
+    async fn handle_batch(&self, messages: &[InboundMessage]) -> Result<(), HandleError> {
+        for message in messages {
+            self.handle(message).await?;
+        }
+        Ok(())
+    }
 }

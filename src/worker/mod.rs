@@ -38,6 +38,7 @@ impl Workers {
         queue: Queue,
         handler: Arc<dyn Handler>,
         settings: WorkerSettings,
+        merge_window: Duration,
         shutdown_timeout: Duration,
     ) -> Workers {
         let replica = uuid::Uuid::new_v4().to_string();
@@ -48,6 +49,7 @@ impl Workers {
             permits: Arc::new(Semaphore::new(settings.concurrency)),
             settings,
             replica: replica.clone(),
+            merge_window,
             shutdown_timeout,
         };
         let task = tokio::spawn(coordinator.run(stop.clone()));
@@ -85,6 +87,7 @@ struct Coordinator {
     permits: Arc<Semaphore>,
     settings: WorkerSettings,
     replica: String,
+    merge_window: Duration,
     shutdown_timeout: Duration,
 }
 
@@ -217,6 +220,7 @@ impl Coordinator {
             token: self.replica.clone(),
             permits: self.permits.clone(),
             settings: self.settings.clone(),
+            merge_window: self.merge_window,
         });
         let runner_stop = stop.clone();
         let abort = runners.spawn(async move {

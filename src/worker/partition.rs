@@ -34,6 +34,9 @@ pub(crate) struct PartitionContext {
     pub token: String,
     pub permits: Arc<Semaphore>,
     pub settings: WorkerSettings,
+    /// Burst merging: a conversation's next message waits this long after it was stored, and
+    /// everything that arrived meanwhile is handled together. Zero: one message at a time.
+    pub merge_window: Duration,
 }
 
 /// How processing one entry ended.
@@ -45,6 +48,8 @@ enum Outcome {
     Abandoned,
     /// Another replica owns the partition now: stop everything here.
     LeaseLost,
+    /// The merge window of the conversation's next message closed: handle what is queued.
+    WindowClosed,
 }
 
 /// Runs until `stop` is cancelled (finishing in-flight entries first) or the lease is lost.
@@ -68,6 +73,8 @@ pub(crate) async fn run(ctx: Arc<PartitionContext>, stop: CancellationToken) {
 
     // conversation key → its entries; the front one is being processed.
     let mut conversations: HashMap<String, VecDeque<Entry>> = HashMap::new();
+    // Conversation key → how many of its front entries the running task handles.
+    let mut batches: HashMap<String, usize> = HashMap::new();
     let mut tasks: JoinSet<(String, Outcome)> = JoinSet::new();
     // Ids of the entries held in `conversations`, so a replay never dispatches one twice.
     let mut held: HashSet<String> = HashSet::new();
@@ -103,14 +110,24 @@ pub(crate) async fn run(ctx: Arc<PartitionContext>, stop: CancellationToken) {
                 if matches!(outcome, Outcome::Abandoned | Outcome::LeaseLost) {
                     stopping = true;
                 }
-                let next = conversations.get_mut(&key).and_then(|queue| {
+                let Some(queue) = conversations.get_mut(&key) else {
+                    continue;
+                };
+                if outcome == Outcome::WindowClosed {
+                    if !stopping {
+                        let batch: Vec<Entry> = queue.iter().cloned().collect();
+                        batches.insert(key.clone(), batch.len());
+                        spawn_batch(&mut tasks, &ctx, &stop, key, batch);
+                    }
+                    continue;
+                }
+                for _ in 0..batches.remove(&key).unwrap_or(1) {
                     if let Some(done) = queue.pop_front() {
                         held.remove(&done.id);
                     }
-                    queue.front().cloned()
-                });
-                match next {
-                    Some(entry) if !stopping => spawn(&mut tasks, &ctx, &stop, key, entry),
+                }
+                match queue.front().cloned() {
+                    Some(entry) if !stopping => start(&mut tasks, &ctx, &stop, &mut batches, key, entry),
                     Some(_) => {}
                     None => {
                         conversations.remove(&key);
@@ -153,7 +170,7 @@ pub(crate) async fn run(ctx: Arc<PartitionContext>, stop: CancellationToken) {
                     let queue = conversations.entry(key.clone()).or_default();
                     queue.push_back(entry.clone());
                     if queue.len() == 1 {
-                        spawn(&mut tasks, &ctx, &stop, key, entry);
+                        start(&mut tasks, &ctx, &stop, &mut batches, key, entry);
                     }
                 }
             }
@@ -170,67 +187,112 @@ fn conversation_key(entry: &Entry) -> String {
     }
 }
 
-fn spawn(
+/// Starts work on a conversation's front entry: at once, or after its merge window.
+fn start(
+    tasks: &mut JoinSet<(String, Outcome)>,
+    ctx: &Arc<PartitionContext>,
+    stop: &CancellationToken,
+    batches: &mut HashMap<String, usize>,
+    key: String,
+    entry: Entry,
+) {
+    if ctx.merge_window.is_zero() || entry.message.is_none() {
+        batches.insert(key.clone(), 1);
+        return spawn_batch(tasks, ctx, stop, key, vec![entry]);
+    }
+    // Stream ids start with the time the message was stored.
+    let stored_ms = entry
+        .id
+        .split('-')
+        .next()
+        .and_then(|ms| ms.parse::<i64>().ok())
+        .unwrap_or(0);
+    let waited = Duration::from_millis((crate::store::queue::now_ms() - stored_ms).max(0) as u64);
+    let wait = ctx.merge_window.saturating_sub(waited);
+    let stop = stop.clone();
+    tasks.spawn(async move {
+        tokio::select! {
+            _ = stop.cancelled() => (key, Outcome::Abandoned),
+            _ = tokio::time::sleep(wait) => (key, Outcome::WindowClosed),
+        }
+    });
+}
+
+fn spawn_batch(
     tasks: &mut JoinSet<(String, Outcome)>,
     ctx: &Arc<PartitionContext>,
     stop: &CancellationToken,
     key: String,
-    entry: Entry,
+    batch: Vec<Entry>,
 ) {
     let ctx = ctx.clone();
     let stop = stop.clone();
     tasks.spawn(async move {
-        let outcome = process(&ctx, &stop, &entry).await;
+        let outcome = process(&ctx, &stop, &batch).await;
         (key, outcome)
     });
 }
 
-/// Handles one entry with retries, then acknowledges or dead-letters it.
-async fn process(ctx: &PartitionContext, stop: &CancellationToken, entry: &Entry) -> Outcome {
+/// Handles a batch (one entry, or a merged burst of one conversation) with retries, then
+/// acknowledges or dead-letters every entry of it.
+async fn process(ctx: &PartitionContext, stop: &CancellationToken, batch: &[Entry]) -> Outcome {
     let Ok(_permit) = ctx.permits.acquire().await else {
         return Outcome::Abandoned;
     };
     let started = std::time::Instant::now();
-    let outcome = process_permitted(ctx, stop, entry).await;
+    let result = match batch
+        .iter()
+        .map(|e| e.message.clone())
+        .collect::<Option<Vec<_>>>()
+    {
+        Some(messages) => handle_with_retries(ctx, stop, &messages).await,
+        None => Some(Err(("stored message does not decode".to_string(), 1))),
+    };
+    let Some(result) = result else {
+        return Outcome::Abandoned;
+    };
+    let mut outcome = Outcome::Done;
+    for entry in batch {
+        outcome = finish(ctx, stop, entry, result.clone()).await;
+        if matches!(outcome, Outcome::Abandoned | Outcome::LeaseLost) {
+            break;
+        }
+    }
     match outcome {
         Outcome::Done => metrics::histogram!(monitoring::PROCESSING_SECONDS)
             .record(started.elapsed().as_secs_f64()),
-        Outcome::DeadLettered => metrics::counter!(monitoring::DEAD_LETTERS).increment(1),
-        Outcome::Abandoned | Outcome::LeaseLost => {}
+        Outcome::DeadLettered => {
+            metrics::counter!(monitoring::DEAD_LETTERS).increment(batch.len() as u64)
+        }
+        _ => {}
     }
     outcome
 }
 
-async fn process_permitted(
+/// Calls the handler until it succeeds (`Ok`), fails for good (`Err((error, attempts))`), or the
+/// partition stops (`None`: the entries stay pending and are replayed later).
+async fn handle_with_retries(
     ctx: &PartitionContext,
     stop: &CancellationToken,
-    entry: &Entry,
-) -> Outcome {
-    let Some(message) = entry.message.as_ref() else {
-        return finish(
-            ctx,
-            stop,
-            entry,
-            Err(("stored message does not decode".into(), 1)),
-        )
-        .await;
-    };
+    messages: &[crate::domain::InboundMessage],
+) -> Option<Result<(), (String, u32)>> {
+    let message = messages.last()?;
     let mut attempt = 0u32;
     loop {
         attempt += 1;
-        let result = AssertUnwindSafe(ctx.handler.handle(message))
+        let result = AssertUnwindSafe(ctx.handler.handle_batch(messages))
             .catch_unwind()
             .await
             .unwrap_or_else(|_| Err(HandleError::Retryable("the handler panicked".into())));
         match result {
-            Ok(()) => return finish(ctx, stop, entry, Ok(())).await,
+            Ok(()) => return Some(Ok(())),
             Err(HandleError::Unavailable(error)) => {
                 // Not the message's fault: wait for the infrastructure without spending attempts.
                 attempt -= 1;
                 metrics::counter!(monitoring::REDIS_ERRORS, "op" => "handle").increment(1);
                 tracing::warn!(partition = ctx.partition, wamid = %message.id, error = %error, "infrastructure unavailable; retrying");
                 tokio::select! {
-                    _ = stop.cancelled() => return Outcome::Abandoned,
+                    _ = stop.cancelled() => return None,
                     _ = tokio::time::sleep(Duration::from_millis(ctx.settings.retry_max_ms.clamp(100, 2000))) => {}
                 }
             }
@@ -246,7 +308,7 @@ async fn process_permitted(
                     "handling failed; will retry"
                 );
                 tokio::select! {
-                    _ = stop.cancelled() => return Outcome::Abandoned,
+                    _ = stop.cancelled() => return None,
                     _ = tokio::time::sleep(delay) => {}
                 }
             }
@@ -259,7 +321,7 @@ async fn process_permitted(
                     error = %error,
                     "handling failed for good; moving the message to the dead-letter stream"
                 );
-                return finish(ctx, stop, entry, Err((error.to_string(), attempt))).await;
+                return Some(Err((error.to_string(), attempt)));
             }
         }
     }

@@ -534,3 +534,39 @@ async fn memory_of_a_forty_turn_conversation() {
     // hash table's growth steps.
     assert!(bytes * 2 < raw * 9, "{bytes} bytes for {raw} bytes of text");
 }
+
+#[tokio::test]
+async fn a_burst_within_the_merge_window_is_answered_once() {
+    let app = app_with(&[("WABOT_CONVERSATION__MERGE_WINDOW_MS", "1500")]).await;
+    let store = store(&app).await;
+    let (pnid, user) = ids("4915000000011");
+    for (i, text) in ["hi", "I have a question", "about my invoice"]
+        .iter()
+        .enumerate()
+    {
+        post_text(&app, user.as_str(), &format!("wamid.burst{i}"), text).await;
+    }
+    wait_until_drained(&app.queue().await, WAIT).await;
+    let got = replies(&app.graph).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].text, "echo: about my invoice");
+    let view = store
+        .get(&pnid, &user)
+        .await
+        .expect("read")
+        .expect("exists");
+    let texts: Vec<&str> = view.turns.iter().map(|t| t.text.as_str()).collect();
+    assert_eq!(
+        texts,
+        [
+            "hi",
+            "I have a question",
+            "about my invoice",
+            "echo: about my invoice"
+        ]
+    );
+    // After the window, the next message is answered on its own.
+    post_text(&app, user.as_str(), "wamid.burst.later", "thanks").await;
+    let got = wait_for_replies(&app.graph, 2, WAIT).await;
+    assert_eq!(got[1].text, "echo: thanks");
+}
