@@ -7,6 +7,7 @@ mod health;
 mod helpers;
 mod operations;
 mod pipeline;
+mod redis_urls;
 mod sandbox;
 mod webhook_receive;
 mod webhook_verification;

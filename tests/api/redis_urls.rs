@@ -1,0 +1,140 @@
+//! `REDIS_URL` forms beyond a plain local URL: ACL user + password (in the URL or in
+//! `REDIS_PASSWORD`) and Sentinel, each against real redis-server processes.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use wiremock::MockServer;
+
+use crate::helpers::{
+    free_port, mount_graph_ok, spawn_app_on, text_delivery, wait_for_replies, AppOptions,
+    APP_SECRET,
+};
+
+struct Process(Child, std::path::PathBuf);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        let _ = std::fs::remove_dir_all(&self.1);
+    }
+}
+
+fn redis(args: &[&str]) -> (u16, Process) {
+    let port = free_port();
+    let dir = std::env::temp_dir().join(format!("wabot-url-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .args(["--dir", dir.to_str().expect("utf-8")])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server runs");
+    wait_listening(port);
+    (port, Process(child, dir))
+}
+
+fn wait_listening(port: u16) {
+    for _ in 0..500 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("nothing listens on {port}");
+}
+
+async fn answers_through(url: &str, extra_env: Vec<(String, String)>) {
+    let graph = Arc::new(MockServer::start().await);
+    mount_graph_ok(&graph).await;
+    let options = AppOptions {
+        extra_env,
+        ..AppOptions::default()
+    };
+    let app = spawn_app_on(url, graph.clone(), options, None, None).await;
+    assert_eq!(app.get("/ready").await.status(), 200, "{url}");
+    let body = text_delivery("123", "15550006666", "wamid.url", "through the url");
+    assert_eq!(app.post_signed(&body, APP_SECRET).await.status(), 200);
+    let got = wait_for_replies(&graph, 1, Duration::from_secs(30)).await;
+    assert_eq!(got[0].text, "echo: through the url");
+}
+
+#[tokio::test]
+async fn acl_user_and_password_in_the_url_or_in_redis_password() {
+    let (port, _server) = redis(&[
+        "--user",
+        "default",
+        "off",
+        "--user",
+        "wabot",
+        "on",
+        ">s3cret-pass",
+        "~*",
+        "&*",
+        "+@all",
+    ]);
+    answers_through(
+        &format!("redis://wabot:s3cret-pass@127.0.0.1:{port}/0"),
+        Vec::new(),
+    )
+    .await;
+    // A wrong password is refused: not ready, and deliveries get 503.
+    let graph = Arc::new(MockServer::start().await);
+    let wrong = spawn_app_on(
+        &format!("redis://wabot:wrong@127.0.0.1:{port}/0"),
+        graph,
+        AppOptions::default(),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(wrong.get("/ready").await.status(), 503);
+
+    let (port, _server) = redis(&["--requirepass", "only-a-password"]);
+    answers_through(
+        &format!("redis://127.0.0.1:{port}/0"),
+        vec![("REDIS_PASSWORD".into(), "only-a-password".into())],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn sentinel_url_finds_the_primary() {
+    let (primary, _primary) = redis(&[]);
+    let sentinel_port = free_port();
+    let dir = std::env::temp_dir().join(format!("wabot-sentinel-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let conf = dir.join("sentinel.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "port {sentinel_port}\nbind 127.0.0.1\nsentinel monitor wabotprimary 127.0.0.1 {primary} 1\n\
+             sentinel down-after-milliseconds wabotprimary 5000\n"
+        ),
+    )
+    .expect("sentinel.conf");
+    let child = Command::new("redis-server")
+        .args([conf.to_str().expect("utf-8"), "--sentinel"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server --sentinel runs");
+    let _sentinel = Process(child, dir);
+    wait_listening(sentinel_port);
+    answers_through(
+        &format!("redis-sentinel://127.0.0.1:{sentinel_port}/0?sentinelServiceName=wabotprimary"),
+        Vec::new(),
+    )
+    .await;
+}
