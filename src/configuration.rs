@@ -111,6 +111,9 @@ pub struct RedisSettings {
     pub key_prefix: String,
     pub command_timeout_ms: u64,
     pub connect_timeout_ms: u64,
+    /// PEM file of the CA that signed a self-hosted Redis' TLS certificate (`rediss://`);
+    /// empty: the system's trust store.
+    pub tls_ca_file: String,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -243,6 +246,7 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("redis.key_prefix", "wabot"),
     ("redis.command_timeout_ms", "2000"),
     ("redis.connect_timeout_ms", "2000"),
+    ("redis.tls_ca_file", ""),
     ("conversation.session_expire_secs", "3600"),
     ("conversation.max_history", "40"),
     ("conversation.merge_window_ms", "0"),

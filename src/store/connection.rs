@@ -27,6 +27,14 @@ pub fn connect(settings: &RedisSettings) -> Result<Client, RedisError> {
     if config.password.is_none() && !password.is_empty() {
         config.password = Some(password.to_string());
     }
+    if !settings.tls_ca_file.is_empty() {
+        if config.tls.is_none() {
+            return Err(RedisError::Config(
+                "redis.tls_ca_file is set but redis.url does not use TLS (rediss://)".into(),
+            ));
+        }
+        config.tls = Some(private_ca_tls(&settings.tls_ca_file)?.into());
+    }
     // Retry the first connection like any later one instead of failing start-up.
     config.fail_fast = false;
     let command_timeout = Duration::from_millis(settings.command_timeout_ms);
@@ -52,4 +60,30 @@ pub fn connect(settings: &RedisSettings) -> Result<Client, RedisError> {
 pub async fn ping(client: &Client) -> Result<(), RedisError> {
     let _: String = client.ping(None).await?;
     Ok(())
+}
+
+/// A rustls client that trusts the CAs of `ca_file` (PEM) besides nothing else: a self-hosted
+/// Redis with its own CA.
+fn private_ca_tls(ca_file: &str) -> Result<fred::types::config::TlsConnector, RedisError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+
+    let invalid =
+        |reason: String| RedisError::Config(format!("redis.tls_ca_file {ca_file}: {reason}"));
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca_file).map_err(|e| invalid(e.to_string()))? {
+        roots
+            .add(cert.map_err(|e| invalid(e.to_string()))?)
+            .map_err(|e| invalid(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(invalid("no certificate in the file".into()));
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(config.into())
 }

@@ -138,3 +138,64 @@ async fn sentinel_url_finds_the_primary() {
     )
     .await;
 }
+
+/// A CA and a server certificate for 127.0.0.1, written as PEM files into `dir`.
+fn write_tls_files(dir: &std::path::Path) {
+    let ca_key = rcgen::KeyPair::generate().expect("key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "wabot test CA");
+    let ca_cert = ca_params.self_signed(&ca_key).expect("ca");
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let server_key = rcgen::KeyPair::generate().expect("key");
+    let server_params =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+            .expect("params");
+    let server_cert = server_params
+        .signed_by(&server_key, &issuer)
+        .expect("server cert");
+    std::fs::write(dir.join("ca.crt"), ca_cert.pem()).expect("write");
+    std::fs::write(dir.join("server.crt"), server_cert.pem()).expect("write");
+    std::fs::write(dir.join("server.key"), server_key.serialize_pem()).expect("write");
+}
+
+#[tokio::test]
+async fn rediss_with_a_private_ca() {
+    let dir = std::env::temp_dir().join(format!("wabot-tls-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    write_tls_files(&dir);
+    let path = |name: &str| dir.join(name).to_str().expect("utf-8").to_string();
+    let tls_port = free_port();
+    let (_plain_port, _server) = redis(&[
+        "--tls-port",
+        &tls_port.to_string(),
+        "--tls-cert-file",
+        &path("server.crt"),
+        "--tls-key-file",
+        &path("server.key"),
+        "--tls-ca-cert-file",
+        &path("ca.crt"),
+        "--tls-auth-clients",
+        "no",
+    ]);
+    wait_listening(tls_port);
+    answers_through(
+        &format!("rediss://127.0.0.1:{tls_port}/0"),
+        vec![("WABOT_REDIS__TLS_CA_FILE".into(), path("ca.crt"))],
+    )
+    .await;
+    // Without the CA the certificate is not trusted: the service stays not ready.
+    let graph = Arc::new(MockServer::start().await);
+    let untrusted = spawn_app_on(
+        &format!("rediss://127.0.0.1:{tls_port}/0"),
+        graph,
+        AppOptions::default(),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(untrusted.get("/ready").await.status(), 503);
+    let _ = std::fs::remove_dir_all(&dir);
+}
