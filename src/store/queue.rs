@@ -4,7 +4,8 @@
 use std::collections::HashMap;
 
 use fred::prelude::{
-    Client, Expiration, KeysInterface, SetOptions, SortedSetsInterface, StreamsInterface,
+    Client, ClientLike, Expiration, KeysInterface, SetOptions, SortedSetsInterface,
+    StreamsInterface,
 };
 use fred::types::scripts::Script;
 use fred::types::streams::XReadResponse;
@@ -211,18 +212,30 @@ impl Queue {
 
     /// Reads up to `count` entries of a partition: `after = None` for new ones (`>`),
     /// `Some(id)` for our pending ones after `id` (replay after a take-over or restart).
+    /// `block`: wait up to this long for new entries (only on a [`Queue::dedicated`] queue: a
+    /// blocking command holds its connection).
     pub async fn read(
         &self,
         partition: u32,
         after: Option<&str>,
         count: u64,
+        block: Option<std::time::Duration>,
     ) -> Result<Vec<Entry>> {
         let key = self.keys.inbox(partition);
         let consumer = format!("p{partition}");
         let id = after.unwrap_or(">").to_string();
+        let block_ms = block.map(|b| b.as_millis() as u64);
         let response: Result<fred::types::Value> = self
             .client
-            .xreadgroup(GROUP, consumer, Some(count), None, false, key.clone(), id)
+            .xreadgroup(
+                GROUP,
+                consumer,
+                Some(count),
+                block_ms,
+                false,
+                key.clone(),
+                id,
+            )
             .await;
         let response = match response {
             Err(e) if e.details().starts_with("NOGROUP") => {
@@ -348,6 +361,23 @@ impl Queue {
         Ok(moved == 1)
     }
 
+    /// A queue on a connection of its own, for blocking reads; the connection closes when it is
+    /// dropped. Also returns the longest block that stays within the command timeout.
+    pub fn dedicated(&self) -> (DedicatedQueue, std::time::Duration) {
+        let client = self.client.clone_new();
+        client.connect();
+        let timeout = client.perf_config().default_command_timeout;
+        let block = (timeout / 2).clamp(
+            std::time::Duration::from_millis(50),
+            std::time::Duration::from_secs(1),
+        );
+        let queue = Queue {
+            client,
+            ..self.clone()
+        };
+        (DedicatedQueue(queue), block)
+    }
+
     /// Entries in a partition (waiting or in flight) and the age of the oldest, in ms.
     pub async fn backlog(&self, partition: u32) -> Result<(u64, i64)> {
         let key = self.keys.inbox(partition);
@@ -367,6 +397,28 @@ impl Queue {
     /// Entries waiting in a partition (not yet acknowledged).
     pub async fn depth(&self, partition: u32) -> Result<u64> {
         self.client.xlen(self.keys.inbox(partition)).await
+    }
+}
+
+/// A [`Queue`] whose connection is closed when it is dropped (a partition that stops or is
+/// aborted leaves no connection behind).
+pub struct DedicatedQueue(Queue);
+
+impl std::ops::Deref for DedicatedQueue {
+    type Target = Queue;
+    fn deref(&self) -> &Queue {
+        &self.0
+    }
+}
+
+impl Drop for DedicatedQueue {
+    fn drop(&mut self) {
+        let client = self.0.client.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = fred::prelude::ClientLike::quit(&client).await;
+            });
+        }
     }
 }
 

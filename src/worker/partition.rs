@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use rand::Rng;
-use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -17,12 +17,11 @@ use super::handler::{HandleError, Handler};
 use crate::configuration::WorkerSettings;
 use crate::error::error_chain;
 use crate::monitoring;
-use crate::store::queue::{Entry, Queue};
+use crate::store::queue::{DedicatedQueue, Entry, Queue};
 
 /// Entries read but not finished, per partition; reading pauses above this.
 const MAX_IN_FLIGHT: usize = 1024;
 const READ_BATCH: u64 = 256;
-const IDLE_POLL_MAX: Duration = Duration::from_millis(50);
 /// How often an idle partition re-reads its pending entries (see `run`).
 const PENDING_SWEEP: Duration = Duration::from_secs(5);
 
@@ -78,12 +77,11 @@ pub(crate) async fn run(ctx: Arc<PartitionContext>, stop: CancellationToken) {
     let mut tasks: JoinSet<(String, Outcome)> = JoinSet::new();
     // Ids of the entries held in `conversations`, so a replay never dispatches one twice.
     let mut held: HashSet<String> = HashSet::new();
-    // Replay our pending entries first (a take-over, a restart), then new ones. Pending entries
-    // are swept again now and then: a read whose reply was lost (Redis died mid-command) leaves
-    // entries delivered to us that nobody holds.
-    let mut replay_cursor: Option<String> = Some("0".to_string());
-    let mut next_sweep = tokio::time::Instant::now() + PENDING_SWEEP;
-    let mut poll_delay = Duration::ZERO;
+    // The reader blocks on its own connection and hands batches over; it is aborted (and its
+    // connection closed) when this runner ends, whatever the reason.
+    let (batches_tx, mut read_batches) = mpsc::channel::<Vec<Entry>>(1);
+    let mut reader = JoinSet::new();
+    reader.spawn(read_loop(ctx.queue.dedicated(), partition, batches_tx));
     let mut stopping = false;
 
     loop {
@@ -91,6 +89,9 @@ pub(crate) async fn run(ctx: Arc<PartitionContext>, stop: CancellationToken) {
             break;
         }
         let can_read = !stopping && held.len() < MAX_IN_FLIGHT;
+        if stopping {
+            reader.abort_all();
+        }
         tokio::select! {
             biased;
             Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
@@ -137,31 +138,7 @@ pub(crate) async fn run(ctx: Arc<PartitionContext>, stop: CancellationToken) {
             _ = stop.cancelled(), if !stopping => {
                 stopping = true;
             }
-            _ = tokio::time::sleep(poll_delay), if can_read => {
-                let entries = match ctx.queue.read(partition, replay_cursor.as_deref(), READ_BATCH).await {
-                    Ok(entries) => entries,
-                    Err(error) => {
-                        metrics::counter!(monitoring::REDIS_ERRORS, "op" => "read").increment(1);
-                        tracing::warn!(partition, error = %error, "reading the inbox failed; retrying");
-                        poll_delay = Duration::from_millis(500);
-                        replay_cursor = Some("0".to_string());
-                        continue;
-                    }
-                };
-                if let Some(cursor) = replay_cursor.as_mut() {
-                    match entries.last() {
-                        Some(last) => *cursor = last.id.clone(),
-                        None => replay_cursor = None,
-                    }
-                } else if entries.is_empty() && tokio::time::Instant::now() >= next_sweep {
-                    replay_cursor = Some("0".to_string());
-                    next_sweep = tokio::time::Instant::now() + PENDING_SWEEP;
-                }
-                poll_delay = if entries.is_empty() {
-                    (poll_delay * 2).clamp(Duration::from_millis(2), IDLE_POLL_MAX)
-                } else {
-                    Duration::ZERO
-                };
+            Some(entries) = read_batches.recv(), if can_read => {
                 for entry in entries {
                     if !held.insert(entry.id.clone()) {
                         continue;
@@ -177,6 +154,50 @@ pub(crate) async fn run(ctx: Arc<PartitionContext>, stop: CancellationToken) {
         }
     }
     tracing::info!(partition, "partition stopped");
+}
+
+/// Reads the partition and hands batches to the runner: first our pending entries in id order
+/// (a take-over, a restart), then new ones, blocking while there are none. Pending entries are
+/// swept again now and then, and after every error: a read whose reply was lost (Redis died
+/// mid-command) leaves entries delivered to us that nobody holds.
+async fn read_loop(
+    (queue, block): (DedicatedQueue, Duration),
+    partition: u32,
+    batches: mpsc::Sender<Vec<Entry>>,
+) {
+    let mut replay: Option<String> = Some("0".to_string());
+    let mut next_sweep = tokio::time::Instant::now() + PENDING_SWEEP;
+    while !batches.is_closed() {
+        if replay.is_none() && tokio::time::Instant::now() >= next_sweep {
+            replay = Some("0".to_string());
+        }
+        if replay.as_deref() == Some("0") {
+            next_sweep = tokio::time::Instant::now() + PENDING_SWEEP;
+        }
+        let wait = replay.is_none().then_some(block);
+        let entries = match queue
+            .read(partition, replay.as_deref(), READ_BATCH, wait)
+            .await
+        {
+            Ok(entries) => entries,
+            Err(error) => {
+                metrics::counter!(monitoring::REDIS_ERRORS, "op" => "read").increment(1);
+                tracing::warn!(partition, error = %error, "reading the inbox failed; retrying");
+                replay = Some("0".to_string());
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        if let Some(cursor) = replay.as_mut() {
+            match entries.last() {
+                Some(last) => *cursor = last.id.clone(),
+                None => replay = None,
+            }
+        }
+        if !entries.is_empty() && batches.send(entries).await.is_err() {
+            break;
+        }
+    }
 }
 
 /// Entries that do not decode get a key of their own: they are dead-lettered independently.
