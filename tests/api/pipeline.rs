@@ -478,3 +478,111 @@ async fn graceful_stop_releases_leases() {
         leases()
     );
 }
+
+/// A graceful stop (what SIGTERM triggers) during load: in-flight work finishes, the rest is left
+/// pending and the other replica answers it: nothing lost, nothing twice, order kept.
+#[tokio::test]
+async fn graceful_stop_under_load_loses_nothing() {
+    let redis = RedisServer::start();
+    let graph = Arc::new(MockServer::start().await);
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({"messages": [{"id": "wamid.slowish"}]}))
+                .set_delay(Duration::from_millis(150)),
+        )
+        .mount(&graph)
+        .await;
+    let prefix = "sigterm";
+    let a = spawn_app_on(
+        &redis.url(),
+        graph.clone(),
+        AppOptions::default(),
+        None,
+        Some(prefix),
+    )
+    .await;
+    let b = spawn_app_on(
+        &redis.url(),
+        graph.clone(),
+        AppOptions::default(),
+        None,
+        Some(prefix),
+    )
+    .await;
+    for round in 0..3 {
+        for user in 0..10 {
+            let body = text_delivery(
+                PNID,
+                &format!("1888000{user:04}"),
+                &format!("wamid.t{user}.{round}"),
+                &format!("u{user} r{round}"),
+            );
+            assert_eq!(a.post_signed(&body, APP_SECRET).await.status(), 200);
+        }
+    }
+    // Stop A while its messages are being answered (each send takes 150 ms).
+    a.stop().await;
+    let got = wait_for_replies(&graph, 30, WAIT).await;
+    wait_until_drained(&b.queue().await, WAIT).await;
+    let got_after = replies(&graph).await;
+    assert_eq!(got_after.len(), 30, "nothing twice: {got:?}");
+    for user in 0..10 {
+        let mine: Vec<&str> = got_after
+            .iter()
+            .filter(|r| r.to == format!("+1888000{user:04}"))
+            .map(|r| r.text.as_str())
+            .collect();
+        let expected: Vec<String> = (0..3)
+            .map(|round| format!("echo: u{user} r{round}"))
+            .collect();
+        assert_eq!(mine, expected, "user {user}");
+    }
+}
+
+/// The real binary: SIGTERM → graceful stop → exit code 0.
+#[tokio::test]
+async fn the_binary_exits_zero_on_sigterm() {
+    let redis = RedisServer::start();
+    let graph = MockServer::start().await;
+    let port = crate::helpers::free_port();
+    let mut env = crate::helpers::test_env(&redis.url(), &graph.uri());
+    env.insert("PORT".into(), port.to_string());
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wabot"))
+        .arg("serve")
+        .env_clear()
+        .envs(&env)
+        .env("APP_CONFIG_DIR", "/nonexistent")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("wabot starts");
+    let http = reqwest::Client::new();
+    let healthy = eventually(WAIT, || async {
+        let response = http
+            .get(format!("http://127.0.0.1:{port}/health"))
+            .send()
+            .await
+            .ok()?;
+        response.status().is_success().then_some(())
+    })
+    .await;
+    assert!(healthy.is_some(), "the server came up");
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let deadline = std::time::Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waitable") {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still running after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "exit status {status:?}");
+}
