@@ -1,89 +1,45 @@
 //! The whole pipeline on a local 3-master Redis Cluster: every key one script touches shares a
 //! hash tag, so nothing fails with CROSSSLOT, and conversations spread over the masters.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
 use wiremock::MockServer;
 
 use crate::helpers::{
-    eventually, free_port, mount_graph_ok, replies, spawn_app_on, text_delivery, wait_for_replies,
-    AppOptions, APP_SECRET,
+    eventually, mount_graph_ok, replies, spawn_app_on, text_delivery, wait_for_replies, AppOptions,
+    RedisServer, APP_SECRET,
 };
 
 struct Cluster {
-    ports: Vec<u16>,
-    children: Vec<Child>,
-    dir: std::path::PathBuf,
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for child in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+    nodes: Vec<RedisServer>,
 }
 
 impl Cluster {
     fn start() -> Cluster {
-        let dir = std::env::temp_dir().join(format!("wabot-cluster-{}", uuid::Uuid::new_v4()));
-        let mut cluster = Cluster {
-            ports: Vec::new(),
-            children: Vec::new(),
-            dir,
-        };
-        for _ in 0..3 {
-            let port = free_port();
-            let node_dir = cluster.dir.join(port.to_string());
-            std::fs::create_dir_all(&node_dir).expect("node dir");
-            let child = Command::new("redis-server")
-                .args([
-                    "--port",
-                    &port.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    "nodes.conf",
-                    "--cluster-node-timeout",
-                    "2000",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--dir",
-                    node_dir.to_str().expect("utf-8"),
-                ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-server runs (apt-get install redis-server)");
-            cluster.ports.push(port);
-            cluster.children.push(child);
-        }
-        for port in &cluster.ports {
-            let up = (0..500).any(|_| {
-                let ok = std::net::TcpStream::connect(("127.0.0.1", *port)).is_ok();
-                if !ok {
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                ok
-            });
-            assert!(up, "cluster node {port} did not start");
-        }
-        let nodes: Vec<String> = cluster
-            .ports
+        let nodes: Vec<RedisServer> = (0..3)
+            .map(|_| {
+                RedisServer::start_with_args(
+                    false,
+                    &[
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        "nodes.conf",
+                        "--cluster-node-timeout",
+                        "2000",
+                    ],
+                )
+            })
+            .collect();
+        let addresses: Vec<String> = nodes
             .iter()
-            .map(|p| format!("127.0.0.1:{p}"))
+            .map(|n| format!("127.0.0.1:{}", n.port))
             .collect();
         let created = Command::new("redis-cli")
             .args(["--cluster", "create"])
-            .args(&nodes)
+            .args(&addresses)
             .args(["--cluster-replicas", "0", "--cluster-yes"])
             .output()
             .expect("redis-cli runs");
@@ -93,42 +49,30 @@ impl Cluster {
             String::from_utf8_lossy(&created.stdout)
         );
         let ok = (0..500).any(|_| {
-            let ready = cluster.ports.iter().all(|p| {
-                cluster
-                    .cli(*p, &["CLUSTER", "INFO"])
-                    .contains("cluster_state:ok")
-            });
+            let ready = nodes
+                .iter()
+                .all(|n| n.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok"));
             if !ready {
                 std::thread::sleep(Duration::from_millis(20));
             }
             ready
         });
         assert!(ok, "cluster did not become ok");
-        cluster
-    }
-
-    fn cli(&self, port: u16, args: &[&str]) -> String {
-        let out = Command::new("redis-cli")
-            .args(["-p", &port.to_string()])
-            .args(args)
-            .output()
-            .expect("redis-cli");
-        String::from_utf8_lossy(&out.stdout).to_string()
+        Cluster { nodes }
     }
 
     fn url(&self) -> String {
-        let others: Vec<String> = self.ports[1..]
+        let others: Vec<String> = self.nodes[1..]
             .iter()
-            .map(|p| format!("node=127.0.0.1:{p}"))
+            .map(|n| format!("node=127.0.0.1:{}", n.port))
             .collect();
         format!(
             "redis-cluster://127.0.0.1:{}?{}",
-            self.ports[0],
+            self.nodes[0].port,
             others.join("&")
         )
     }
 }
-
 #[tokio::test]
 async fn the_pipeline_runs_on_a_three_master_cluster() {
     let cluster = Cluster::start();
@@ -219,9 +163,9 @@ async fn the_pipeline_runs_on_a_three_master_cluster() {
     }
     assert_eq!(listed.len(), 13, "{listed:?}");
     let masters_with_keys = cluster
-        .ports
+        .nodes
         .iter()
-        .filter(|p| cluster.cli(**p, &["DBSIZE"]).trim() != "0")
+        .filter(|n| n.cli(&["DBSIZE"]).trim() != "0")
         .count();
     assert!(
         masters_with_keys >= 2,

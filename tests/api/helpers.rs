@@ -49,6 +49,7 @@ pub struct RedisServer {
     dir: PathBuf,
     child: Option<Child>,
     appendonly: bool,
+    extra: Vec<String>,
 }
 
 impl RedisServer {
@@ -62,6 +63,11 @@ impl RedisServer {
     }
 
     fn start_with(appendonly: bool) -> RedisServer {
+        RedisServer::start_with_args(appendonly, &[])
+    }
+
+    /// With extra `redis-server` arguments (ACL users, TLS, cluster mode...).
+    pub fn start_with_args(appendonly: bool, extra: &[&str]) -> RedisServer {
         let dir = std::env::temp_dir().join(format!("wabot-test-redis-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).expect("temp dir for redis");
         let mut server = RedisServer {
@@ -69,6 +75,7 @@ impl RedisServer {
             dir,
             child: None,
             appendonly,
+            extra: extra.iter().map(|a| a.to_string()).collect(),
         };
         server.spawn();
         server
@@ -92,6 +99,7 @@ impl RedisServer {
                 "--maxmemory-policy",
                 "noeviction",
             ])
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -145,7 +153,7 @@ impl Drop for RedisServer {
     }
 }
 
-fn wait_until_listening(port: u16) {
+pub fn wait_until_listening(port: u16) {
     for _ in 0..500 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return;
@@ -455,6 +463,27 @@ pub async fn mount_graph_ok(graph: &MockServer) {
         })
         .mount(graph)
         .await;
+}
+
+/// Asserts that each of `users` (phone numbers without `+`) got exactly `echo: <text>` for its
+/// texts, in order.
+pub fn assert_replies_in_order(
+    replies: &[Reply],
+    users: &[String],
+    texts_of: impl Fn(&str) -> Vec<String>,
+) {
+    for user in users {
+        let got: Vec<&str> = replies
+            .iter()
+            .filter(|r| r.to == format!("+{user}"))
+            .map(|r| r.text.as_str())
+            .collect();
+        let expected: Vec<String> = texts_of(user)
+            .iter()
+            .map(|t| format!("echo: {t}"))
+            .collect();
+        assert_eq!(got, expected, "replies to {user}");
+    }
 }
 
 /// A text reply the fake Graph API received.

@@ -8,9 +8,9 @@ use wiremock::matchers::{body_string_contains, method};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::{
-    eventually, graph_bodies, mount_graph_ok, replies, spawn_app, spawn_app_on, spawn_app_with,
-    text_delivery, wait_for_dead_letters, wait_for_replies, wait_until_drained, AppOptions,
-    RedisServer, APP_SECRET,
+    assert_replies_in_order, eventually, graph_bodies, mount_graph_ok, replies, spawn_app,
+    spawn_app_on, spawn_app_with, text_delivery, wait_for_dead_letters, wait_for_replies,
+    wait_until_drained, AppOptions, RedisServer, APP_SECRET,
 };
 
 const PNID: &str = "113948572261094";
@@ -235,17 +235,11 @@ async fn two_replicas_split_partitions_and_survive_a_kill() {
     wait_until_drained(&b.queue().await, WAIT).await;
     let got_after = replies(&graph).await;
     assert_eq!(got_after.len(), 40, "no duplicates: {got:?}");
-    for user in 0..10 {
-        let mine: Vec<&str> = got_after
-            .iter()
-            .filter(|r| r.to == format!("+1555000{user:04}"))
-            .map(|r| r.text.as_str())
-            .collect();
-        let expected: Vec<String> = (0..4)
-            .map(|round| format!("echo: u{user} r{round}"))
-            .collect();
-        assert_eq!(mine, expected, "user {user}");
-    }
+    let users: Vec<String> = (0..10).map(|u| format!("1555000{u:04}")).collect();
+    assert_replies_in_order(&got_after, &users, |user| {
+        let n: u32 = user[7..].parse().expect("user number");
+        (0..4).map(|round| format!("u{n} r{round}")).collect()
+    });
     // The survivor now owns every partition.
     let survivor_owns_all = eventually(WAIT, || async {
         let owners: std::collections::HashSet<String> = (0..keys.partitions())
@@ -527,17 +521,11 @@ async fn graceful_stop_under_load_loses_nothing() {
     wait_until_drained(&b.queue().await, WAIT).await;
     let got_after = replies(&graph).await;
     assert_eq!(got_after.len(), 30, "nothing twice: {got:?}");
-    for user in 0..10 {
-        let mine: Vec<&str> = got_after
-            .iter()
-            .filter(|r| r.to == format!("+1888000{user:04}"))
-            .map(|r| r.text.as_str())
-            .collect();
-        let expected: Vec<String> = (0..3)
-            .map(|round| format!("echo: u{user} r{round}"))
-            .collect();
-        assert_eq!(mine, expected, "user {user}");
-    }
+    let users: Vec<String> = (0..10).map(|u| format!("1888000{u:04}")).collect();
+    assert_replies_in_order(&got_after, &users, |user| {
+        let n: u32 = user[7..].parse().expect("user number");
+        (0..3).map(|round| format!("u{n} r{round}")).collect()
+    });
 }
 
 /// The real binary: SIGTERM → graceful stop → exit code 0.

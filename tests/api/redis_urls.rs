@@ -8,8 +8,8 @@ use std::time::Duration;
 use wiremock::MockServer;
 
 use crate::helpers::{
-    free_port, mount_graph_ok, spawn_app_on, text_delivery, wait_for_replies, AppOptions,
-    APP_SECRET,
+    free_port, mount_graph_ok, spawn_app_on, text_delivery, wait_for_replies, wait_until_listening,
+    AppOptions, RedisServer, APP_SECRET,
 };
 
 struct Process(Child, std::path::PathBuf);
@@ -22,37 +22,9 @@ impl Drop for Process {
     }
 }
 
-fn redis(args: &[&str]) -> (u16, Process) {
-    let port = free_port();
-    let dir = std::env::temp_dir().join(format!("wabot-url-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-        ])
-        .args(["--dir", dir.to_str().expect("utf-8")])
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server runs");
-    wait_listening(port);
-    (port, Process(child, dir))
-}
-
-fn wait_listening(port: u16) {
-    for _ in 0..500 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("nothing listens on {port}");
+fn redis(args: &[&str]) -> (u16, RedisServer) {
+    let server = RedisServer::start_with_args(false, args);
+    (server.port, server)
 }
 
 async fn answers_through(url: &str, extra_env: Vec<(String, String)>) {
@@ -131,7 +103,7 @@ async fn sentinel_url_finds_the_primary() {
         .spawn()
         .expect("redis-server --sentinel runs");
     let _sentinel = Process(child, dir);
-    wait_listening(sentinel_port);
+    wait_until_listening(sentinel_port);
     answers_through(
         &format!("redis-sentinel://127.0.0.1:{sentinel_port}/0?sentinelServiceName=wabotprimary"),
         Vec::new(),
@@ -180,7 +152,7 @@ async fn rediss_with_a_private_ca() {
         "--tls-auth-clients",
         "no",
     ]);
-    wait_listening(tls_port);
+    wait_until_listening(tls_port);
     answers_through(
         &format!("rediss://127.0.0.1:{tls_port}/0"),
         vec![("WABOT_REDIS__TLS_CA_FILE".into(), path("ca.crt"))],
