@@ -71,11 +71,7 @@ impl Workers {
         let _ = self.task.await;
     }
 
-    /// Crash-like stop: everything is aborted, nothing is released or acknowledged.
-    pub fn kill(&self) {
-        self.task.abort();
-    }
-
+    /// Aborting it is a crash-like stop: nothing is released or acknowledged (`KillSwitch`).
     pub fn abort_handle(&self) -> tokio::task::AbortHandle {
         self.task.abort_handle()
     }

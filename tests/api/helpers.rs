@@ -1,7 +1,5 @@
 //! Test harness: a private `redis-server` per test on a free port, a wiremock Graph API, and the
 //! real application spawned on port 0.
-// Some helpers serve only some test modules.
-#![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::net::TcpListener;
@@ -129,10 +127,6 @@ impl RedisServer {
     pub fn restart(&mut self) {
         self.kill();
         self.spawn();
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     /// Runs a command with `redis-cli` and returns its raw output.
