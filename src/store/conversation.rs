@@ -26,9 +26,9 @@ end
 "#;
 
 /// Drops turns beyond `max_history` (and their markers), then refreshes the sliding TTL.
-/// Expects `conv`, `seq`, `max_history` and `ttl` locals.
+/// Expects `conv`, `seq`, `lo` (oldest kept turn, as read), `max_history` and `ttl` locals.
 const TRIM_AND_TOUCH: &str = r#"
-local lo = tonumber(redis.call('HGET', conv, 'lo') or '1')
+local first = lo
 while seq - lo + 1 > max_history do
   local old = redis.call('HGET', conv, 'm:' .. lo)
   if old then
@@ -40,15 +40,13 @@ while seq - lo + 1 > max_history do
   end
   lo = lo + 1
 end
-redis.call('HSET', conv, 'lo', lo)
+if lo ~= first then redis.call('HSET', conv, 'lo', lo) end
 redis.call('EXPIRE', conv, ttl)
 "#;
 
-/// Returns the kept turns, oldest first. Expects `conv`.
+/// Turns `first..=last`, oldest first.
 const HISTORY: &str = r#"
-local function history(conv)
-  local last = tonumber(redis.call('HGET', conv, 'seq') or '0')
-  local first = tonumber(redis.call('HGET', conv, 'lo') or '1')
+local function history(conv, first, last)
   local fields = {}
   for i = first, last do fields[#fields + 1] = 'm:' .. i end
   if #fields == 0 then return {} end
@@ -58,15 +56,17 @@ end
 
 /// KEYS: conversation, rate limit. ARGV: wamid, turn JSON, turn JSON marked rate-limited, ttl s,
 /// max history, GCRA emission interval ms, GCRA tolerance ms, notice window ms, profile name.
-/// Returns {state, notice, history...} with state `dup:<marker>:<replied>`, `limited` or `ok`.
+/// Returns {state, notice, history...} with state `dup:<marker>`, `limited` or `ok`.
 const BEGIN_BODY: &str = r#"
 local conv, rl = KEYS[1], KEYS[2]
 local wamid = ARGV[1]
 local ttl, max_history = tonumber(ARGV[4]), tonumber(ARGV[5])
-local marker = redis.call('HGET', conv, marker_of(wamid))
+local state = redis.call('HMGET', conv, marker_of(wamid), 'seq', 'lo', 'created')
+local marker = state[1]
+local lo = tonumber(state[3] or '1')
 if marker then
   local out = {'dup:' .. marker, 0}
-  for _, turn in ipairs(history(conv)) do out[#out + 1] = turn end
+  for _, turn in ipairs(history(conv, lo, tonumber(state[2] or '0'))) do out[#out + 1] = turn end
   return out
 end
 local t = redis.call('TIME')
@@ -90,16 +90,17 @@ local seq = redis.call('HINCRBY', conv, 'seq', 1)
 local turn = ARGV[2]
 local mark = seq
 if limited then turn = ARGV[3]; mark = 'l' end
-redis.call('HSET', conv, 'm:' .. seq, turn, marker_of(wamid), mark, 'updated', now)
-redis.call('HSETNX', conv, 'created', now)
-if ARGV[9] ~= '' then redis.call('HSET', conv, 'name', ARGV[9]) end
+local fields = {'m:' .. seq, turn, marker_of(wamid), mark, 'updated', now}
+if not state[4] then fields[#fields + 1] = 'created'; fields[#fields + 1] = now end
+if ARGV[9] ~= '' then fields[#fields + 1] = 'name'; fields[#fields + 1] = ARGV[9] end
+redis.call('HSET', conv, unpack(fields))
 "#;
 
 const BEGIN_TAIL: &str = r#"
-local state = 'ok'
-if limited then state = 'limited' end
-local out = {state, notice}
-for _, h in ipairs(history(conv)) do out[#out + 1] = h end
+local result = 'ok'
+if limited then result = 'limited' end
+local out = {result, notice}
+for _, h in ipairs(history(conv, lo, seq)) do out[#out + 1] = h end
 return out
 "#;
 
@@ -109,13 +110,14 @@ const RECORD_REPLY_BODY: &str = r#"
 local conv = KEYS[1]
 local wamid = ARGV[1]
 local ttl, max_history = tonumber(ARGV[3]), tonumber(ARGV[4])
-local marker = redis.call('HGET', conv, marker_of(wamid))
+local state = redis.call('HMGET', conv, marker_of(wamid), 'lo')
+local marker = state[1]
 if marker and string.sub(marker, -2) == ':r' then return 0 end
+local lo = tonumber(state[2] or '1')
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local seq = redis.call('HINCRBY', conv, 'seq', 1)
 redis.call('HSET', conv, 'm:' .. seq, ARGV[2], marker_of(wamid), (marker or '0') .. ':r', 'updated', now)
-redis.call('HSETNX', conv, 'created', now)
 "#;
 
 /// KEYS: conversation. ARGV: inbound wamid. Marks a message answered by a reply recorded for a
