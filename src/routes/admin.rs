@@ -9,7 +9,8 @@ use subtle::ConstantTimeEq;
 use super::AppState;
 use crate::domain::{PhoneNumberId, UserId};
 use crate::error::ApiError;
-use crate::store::queue::parse_dead_letter_id;
+use crate::store::conversation::ConversationStore;
+use crate::store::queue::{parse_dead_letter_id, Queue};
 
 #[derive(Debug, Deserialize)]
 pub struct Page {
@@ -41,6 +42,21 @@ fn authorize(request: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
     }
 }
 
+/// The conversation store, for an authorized caller.
+fn conversations<'a>(
+    request: &HttpRequest,
+    state: &'a AppState,
+) -> Result<&'a ConversationStore, ApiError> {
+    authorize(request, state)?;
+    state.conversations.as_ref().ok_or(ApiError::NotFound)
+}
+
+/// The dead-letter queue, for an authorized caller.
+fn dead_letters<'a>(request: &HttpRequest, state: &'a AppState) -> Result<&'a Queue, ApiError> {
+    authorize(request, state)?;
+    state.queue.as_ref().ok_or(ApiError::NotFound)
+}
+
 fn conversation_ids(path: &(String, String)) -> Result<(PhoneNumberId, UserId), ApiError> {
     match (PhoneNumberId::parse(&path.0), UserId::parse(&path.1)) {
         (Some(pnid), Some(user)) => Ok((pnid, user)),
@@ -53,8 +69,7 @@ pub async fn list_conversations(
     state: web::Data<AppState>,
     page: web::Query<Page>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&request, &state)?;
-    let store = state.conversations.as_ref().ok_or(ApiError::NotFound)?;
+    let store = conversations(&request, &state)?;
     let page = store
         .list(page.cursor.as_deref(), page.count.unwrap_or(100).min(1000))
         .await
@@ -67,8 +82,7 @@ pub async fn show_conversation(
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&request, &state)?;
-    let store = state.conversations.as_ref().ok_or(ApiError::NotFound)?;
+    let store = conversations(&request, &state)?;
     let (pnid, user) = conversation_ids(&path)?;
     match store.get(&pnid, &user).await.map_err(ApiError::redis)? {
         Some(view) => Ok(HttpResponse::Ok().json(view)),
@@ -81,8 +95,7 @@ pub async fn delete_conversation(
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&request, &state)?;
-    let store = state.conversations.as_ref().ok_or(ApiError::NotFound)?;
+    let store = conversations(&request, &state)?;
     let (pnid, user) = conversation_ids(&path)?;
     if store.delete(&pnid, &user).await.map_err(ApiError::redis)? {
         tracing::info!(user = %user, "conversation deleted by an operator");
@@ -97,8 +110,7 @@ pub async fn list_dead_letters(
     state: web::Data<AppState>,
     limit: web::Query<Limit>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&request, &state)?;
-    let queue = state.queue.as_ref().ok_or(ApiError::NotFound)?;
+    let queue = dead_letters(&request, &state)?;
     let letters = queue
         .dead_letters(limit.limit.unwrap_or(100).min(1000))
         .await
@@ -123,8 +135,7 @@ pub async fn replay_dead_letter(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&request, &state)?;
-    let queue = state.queue.as_ref().ok_or(ApiError::NotFound)?;
+    let queue = dead_letters(&request, &state)?;
     let (partition, stream_id) = parse_dead_letter_id(&id).ok_or(ApiError::NotFound)?;
     if queue
         .replay_dead_letter(partition, stream_id)

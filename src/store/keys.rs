@@ -92,11 +92,6 @@ impl Keys {
         format!("{}:dead", self.tag(partition))
     }
 
-    /// Attempt counters of a partition's messages (hash: stream id → attempts).
-    pub fn attempts(&self, partition: u32) -> String {
-        format!("{}:attempts", self.tag(partition))
-    }
-
     /// Replica heartbeats (sorted set: replica id → expiry in ms). Not partitioned: it is only
     /// read and written by single-key commands.
     pub fn replicas(&self) -> String {
