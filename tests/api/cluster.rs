@@ -8,8 +8,8 @@ use std::time::Duration;
 use wiremock::MockServer;
 
 use crate::helpers::{
-    eventually, mount_graph_ok, replies, spawn_app_on, text_delivery, wait_for_replies, AppOptions,
-    RedisServer, APP_SECRET,
+    conversation, eventually, mount_graph_ok, replies, spawn_app_on, text_delivery,
+    wait_for_replies, AppOptions, RedisServer, APP_SECRET,
 };
 
 struct Cluster {
@@ -144,11 +144,7 @@ async fn the_pipeline_runs_on_a_three_master_cluster() {
     };
     let pnid = wabot::domain::PhoneNumberId::parse("123").expect("pnid");
     let user = wabot::domain::UserId::parse("17770000003").expect("user");
-    let view = store
-        .get(&pnid, &user)
-        .await
-        .expect("read")
-        .expect("exists");
+    let view = conversation(&store, &pnid, &user).await;
     assert_eq!(view.turns.len(), 4);
     // Listing walks every primary.
     let mut listed = std::collections::HashSet::new();

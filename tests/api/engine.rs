@@ -9,8 +9,8 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::{
-    eventually, fixture, graph_bodies, mount_graph_ok, replies, spawn_app_with, text_delivery,
-    wait_for_replies, wait_until_drained, AppOptions, TestApp, APP_SECRET,
+    conversation, eventually, fixture, graph_bodies, mount_graph_ok, replies, spawn_app_with,
+    text_delivery, wait_for_replies, wait_until_drained, AppOptions, TestApp, APP_SECRET,
 };
 
 const PNID: &str = "113948572261094";
@@ -64,22 +64,14 @@ async fn three_messages_make_six_turns_in_order_with_a_sliding_ttl() {
         .await;
         wait_for_replies(&app.graph, i, WAIT).await;
         wait_until_drained(&app.queue().await, WAIT).await;
-        let view = store
-            .get(&pnid, &user)
-            .await
-            .expect("read")
-            .expect("exists");
+        let view = conversation(&store, &pnid, &user).await;
         assert!(
             view.ttl_secs > 100 && view.ttl_secs <= 120,
             "ttl {}",
             view.ttl_secs
         );
     }
-    let view = store
-        .get(&pnid, &user)
-        .await
-        .expect("read")
-        .expect("exists");
+    let view = conversation(&store, &pnid, &user).await;
     let turns: Vec<(Role, &str)> = view
         .turns
         .iter()
@@ -120,11 +112,7 @@ async fn ttl_slides_with_each_write_and_an_expired_conversation_starts_fresh() {
     post_text(&app, user.as_str(), "wamid.t2", "second").await;
     wait_for_replies(&app.graph, 2, WAIT).await;
     wait_until_drained(&app.queue().await, WAIT).await;
-    let view = store
-        .get(&pnid, &user)
-        .await
-        .expect("read")
-        .expect("still alive");
+    let view = conversation(&store, &pnid, &user).await;
     assert!(
         view.ttl_secs > lowered,
         "TTL refreshed by the write: {} after {lowered}",
@@ -140,11 +128,7 @@ async fn ttl_slides_with_each_write_and_an_expired_conversation_starts_fresh() {
     post_text(&app, user.as_str(), "wamid.t3", "third").await;
     wait_for_replies(&app.graph, 3, WAIT).await;
     wait_until_drained(&app.queue().await, WAIT).await;
-    let view = store
-        .get(&pnid, &user)
-        .await
-        .expect("read")
-        .expect("new one");
+    let view = conversation(&store, &pnid, &user).await;
     let texts: Vec<&str> = view.turns.iter().map(|t| t.text.as_str()).collect();
     assert_eq!(texts, ["third", "echo: third"]);
 }
@@ -167,11 +151,7 @@ async fn a_redelivered_wamid_is_neither_recorded_nor_answered_twice() {
     post_text(&app, user.as_str(), "wamid.re1", "only once").await;
     wait_until_drained(&app.queue().await, WAIT).await;
     assert_eq!(replies(&app.graph).await.len(), 1);
-    let view = store
-        .get(&pnid, &user)
-        .await
-        .expect("read")
-        .expect("exists");
+    let view = conversation(&store, &pnid, &user).await;
     assert_eq!(view.turns.len(), 2);
 }
 
@@ -191,11 +171,7 @@ async fn history_is_trimmed_to_max_history() {
         wait_for_replies(&app.graph, i, WAIT).await;
     }
     wait_until_drained(&app.queue().await, WAIT).await;
-    let view = store
-        .get(&pnid, &user)
-        .await
-        .expect("read")
-        .expect("exists");
+    let view = conversation(&store, &pnid, &user).await;
     let texts: Vec<&str> = view.turns.iter().map(|t| t.text.as_str()).collect();
     assert_eq!(texts, ["n3", "echo: n3", "n4", "echo: n4"]);
     assert_eq!(view.count, 8);
@@ -244,7 +220,7 @@ async fn rate_limit_answers_exactly_the_budget_and_one_notice_per_window() {
     // Rate-limited messages are recorded as such.
     let store = store(&app).await;
     let (pnid, uid) = ids(user);
-    let view = store.get(&pnid, &uid).await.expect("read").expect("exists");
+    let view = conversation(&store, &pnid, &uid).await;
     assert_eq!(view.turns.iter().filter(|t| t.rate_limited).count(), 5);
     // After the window the user is answered again.
     tokio::time::sleep(Duration::from_millis(6100)).await;
@@ -338,11 +314,7 @@ async fn rules_answer_every_fixture_type() {
     assert_eq!(replies(&app.graph).await.len(), cases.len() + 2);
     let store = store(&app).await;
     let (pnid, user) = ids("15550009999");
-    let view = store
-        .get(&pnid, &user)
-        .await
-        .expect("read")
-        .expect("reaction recorded");
+    let view = conversation(&store, &pnid, &user).await;
     assert_eq!(view.turns[0].text, "[reaction 👍]");
 }
 
@@ -357,16 +329,7 @@ async fn reset_empties_the_history_and_help_answers() {
     let got = wait_for_replies(&app.graph, 2, WAIT).await;
     assert!(got[1].text.contains("hours"), "{}", got[1].text);
     wait_until_drained(&app.queue().await, WAIT).await;
-    assert_eq!(
-        store
-            .get(&pnid, &user)
-            .await
-            .expect("read")
-            .expect("exists")
-            .turns
-            .len(),
-        4
-    );
+    assert_eq!(conversation(&store, &pnid, &user).await.turns.len(), 4);
     post_text(&app, user.as_str(), "wamid.c3", "/reset").await;
     let got = wait_for_replies(&app.graph, 3, WAIT).await;
     assert!(got[2].text.contains("reset"));
@@ -471,11 +434,7 @@ async fn openai_error_or_timeout_sends_the_fallback_and_records_the_turn() {
     let got = wait_for_replies(&app.graph, 2, WAIT).await;
     assert_eq!(got[1].text, "fallback text");
     wait_until_drained(&app.queue().await, WAIT).await;
-    let view = store
-        .get(&pnid, &user)
-        .await
-        .expect("read")
-        .expect("exists");
+    let view = conversation(&store, &pnid, &user).await;
     let texts: Vec<&str> = view.turns.iter().map(|t| t.text.as_str()).collect();
     assert_eq!(
         texts,
@@ -550,11 +509,7 @@ async fn a_burst_within_the_merge_window_is_answered_once() {
     let got = replies(&app.graph).await;
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0].text, "echo: about my invoice");
-    let view = store
-        .get(&pnid, &user)
-        .await
-        .expect("read")
-        .expect("exists");
+    let view = conversation(&store, &pnid, &user).await;
     let texts: Vec<&str> = view.turns.iter().map(|t| t.text.as_str()).collect();
     assert_eq!(
         texts,

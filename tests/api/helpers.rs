@@ -413,6 +413,31 @@ pub async fn spawn_app_on(
     launch(settings, app, graph, redis).await
 }
 
+/// One replica of a deployment (`prefix`) sharing `redis` and `graph` with other replicas.
+pub async fn spawn_replica(redis: &RedisServer, graph: &Arc<MockServer>, prefix: &str) -> TestApp {
+    spawn_app_on(
+        &redis.url(),
+        graph.clone(),
+        AppOptions::default(),
+        None,
+        Some(prefix),
+    )
+    .await
+}
+
+/// The conversation, which must exist.
+pub async fn conversation(
+    store: &wabot::store::conversation::ConversationStore,
+    pnid: &wabot::domain::PhoneNumberId,
+    user: &wabot::domain::UserId,
+) -> wabot::store::conversation::ConversationView {
+    store
+        .get(pnid, user)
+        .await
+        .expect("conversation readable")
+        .expect("conversation exists")
+}
+
 /// A full app with a Redis of its own, talking to `graph`.
 pub async fn spawn_app_with(graph: Arc<MockServer>, options: AppOptions) -> TestApp {
     let redis = RedisServer::start();

@@ -9,8 +9,8 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::{
     assert_replies_in_order, eventually, graph_bodies, mount_graph_ok, replies, spawn_app,
-    spawn_app_on, spawn_app_with, text_delivery, wait_for_dead_letters, wait_for_replies,
-    wait_until_drained, AppOptions, RedisServer, APP_SECRET,
+    spawn_app_on, spawn_app_with, spawn_replica, text_delivery, wait_for_dead_letters,
+    wait_for_replies, wait_until_drained, AppOptions, RedisServer, APP_SECRET,
 };
 
 const PNID: &str = "113948572261094";
@@ -101,14 +101,7 @@ async fn fifty_concurrent_messages_of_one_user_are_answered_in_order() {
     let accepted_order = accepted_texts(&intake).await;
     assert_eq!(accepted_order.len(), 50);
 
-    let _worker = spawn_app_on(
-        &redis.url(),
-        graph.clone(),
-        AppOptions::default(),
-        None,
-        Some(prefix),
-    )
-    .await;
+    let _worker = spawn_replica(&redis, &graph, prefix).await;
     let got = wait_for_replies(&graph, 50, WAIT).await;
     let texts: Vec<String> = got
         .iter()
@@ -182,22 +175,8 @@ async fn two_replicas_split_partitions_and_survive_a_kill() {
     let graph = Arc::new(MockServer::start().await);
     mount_graph_ok(&graph).await;
     let prefix = "pair";
-    let a = spawn_app_on(
-        &redis.url(),
-        graph.clone(),
-        AppOptions::default(),
-        None,
-        Some(prefix),
-    )
-    .await;
-    let b = spawn_app_on(
-        &redis.url(),
-        graph.clone(),
-        AppOptions::default(),
-        None,
-        Some(prefix),
-    )
-    .await;
+    let a = spawn_replica(&redis, &graph, prefix).await;
+    let b = spawn_replica(&redis, &graph, prefix).await;
     let keys = a.keys();
     // Both replicas end up owning half of the 8 partitions.
     let split = eventually(WAIT, || async {
@@ -289,14 +268,7 @@ async fn pending_entries_of_a_killed_replica_are_replayed_in_order() {
     a.kill();
     graph.reset().await;
     mount_graph_ok(&graph).await;
-    let b = spawn_app_on(
-        &redis.url(),
-        graph.clone(),
-        AppOptions::default(),
-        None,
-        Some(prefix),
-    )
-    .await;
+    let b = spawn_replica(&redis, &graph, prefix).await;
     let got = wait_for_replies(&graph, 5, WAIT).await;
     let texts: Vec<&str> = got.iter().map(|r| r.text.as_str()).collect();
     assert_eq!(
@@ -488,22 +460,8 @@ async fn graceful_stop_under_load_loses_nothing() {
         .mount(&graph)
         .await;
     let prefix = "sigterm";
-    let a = spawn_app_on(
-        &redis.url(),
-        graph.clone(),
-        AppOptions::default(),
-        None,
-        Some(prefix),
-    )
-    .await;
-    let b = spawn_app_on(
-        &redis.url(),
-        graph.clone(),
-        AppOptions::default(),
-        None,
-        Some(prefix),
-    )
-    .await;
+    let a = spawn_replica(&redis, &graph, prefix).await;
+    let b = spawn_replica(&redis, &graph, prefix).await;
     for round in 0..3 {
         for user in 0..10 {
             let body = text_delivery(
