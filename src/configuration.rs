@@ -60,10 +60,14 @@ pub struct WhatsAppSettings {
     pub send_attempts: u32,
     pub retry_base_ms: u64,
     pub retry_max_ms: u64,
-    /// Messages per second per business number (Meta's default throughput is 80).
+    /// Messages per second per business number, shared by all replicas (Meta's default
+    /// throughput is 80; 0 switches the limiter off).
     pub throughput_per_sec: u32,
-    /// Minimum spacing of messages to one user from one number (pair rate limit, 131056).
+    /// Sustained spacing of messages to one user from one number (Meta's pair rate limit behind
+    /// 131056: one per 6 s; 0 switches it off)...
     pub recipient_interval_ms: u64,
+    /// ...after a burst of this many, which borrows from the future (Meta allows 45).
+    pub recipient_burst: u32,
     /// Largest media download accepted.
     pub media_max_bytes: u64,
 }
@@ -239,7 +243,8 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("whatsapp.retry_base_ms", "250"),
     ("whatsapp.retry_max_ms", "8000"),
     ("whatsapp.throughput_per_sec", "80"),
-    ("whatsapp.recipient_interval_ms", "1000"),
+    ("whatsapp.recipient_interval_ms", "6000"),
+    ("whatsapp.recipient_burst", "45"),
     ("whatsapp.media_max_bytes", "16777216"),
     ("redis.url", "redis://127.0.0.1:6379/0"),
     ("redis.password", ""),
@@ -361,10 +366,10 @@ impl Settings {
             });
         }
         self.whatsapp.tokens_by_number()?;
-        if self.whatsapp.send_attempts == 0 || self.whatsapp.throughput_per_sec == 0 {
+        if self.whatsapp.send_attempts == 0 {
             return Err(ConfigError::Invalid {
                 setting: "whatsapp.send_attempts",
-                reason: "send_attempts and throughput_per_sec must be greater than 0".into(),
+                reason: "must be greater than 0".into(),
             });
         }
         let base = &self.whatsapp.api_base_url;

@@ -133,6 +133,27 @@ impl fmt::Display for UserId {
     }
 }
 
+/// Where an inbound message came from: the user writing to us, or a copy Meta sends for
+/// information only. Only `User` messages are ever answered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    #[default]
+    User,
+    /// The business wrote this from the WhatsApp Business app (coexistence `smb_message_echoes`):
+    /// `user` is the customer it went to.
+    BusinessEcho,
+    /// A copy delivered while another app owns the conversation (Meta's conversation routing,
+    /// `standby`).
+    Standby,
+}
+
+impl Origin {
+    fn is_user(&self) -> bool {
+        *self == Origin::User
+    }
+}
+
 /// One inbound user message, validated: it has an id, a receiving number and a sender.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InboundMessage {
@@ -147,6 +168,8 @@ pub struct InboundMessage {
     pub reply_to: Option<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub forwarded: bool,
+    #[serde(default, skip_serializing_if = "Origin::is_user")]
+    pub origin: Origin,
     pub content: MessageContent,
 }
 
@@ -208,6 +231,16 @@ pub enum MessageContent {
         new_wa_id: Option<String>,
         new_user_id: Option<String>,
     },
+    /// The user edited an earlier message (`original_id`); `text` is its new text, when it
+    /// has one.
+    Edit {
+        original_id: String,
+        text: Option<String>,
+    },
+    /// The user deleted an earlier message for everyone.
+    Revoke {
+        original_id: String,
+    },
     /// Anything we do not model: `unsupported`, future types, or a message whose body was malformed.
     Unsupported {
         kind: String,
@@ -258,6 +291,8 @@ impl MessageContent {
             MessageContent::Reaction { .. } => "reaction",
             MessageContent::Order { .. } => "order",
             MessageContent::System { .. } => "system",
+            MessageContent::Edit { .. } => "edit",
+            MessageContent::Revoke { .. } => "revoke",
             MessageContent::Unsupported { .. } => "unsupported",
         }
     }
@@ -324,6 +359,8 @@ impl MessageContent {
                 with(format!("order: {items} items"), text.as_deref())
             }
             MessageContent::System { system_type, .. } => format!("[system: {system_type}]"),
+            MessageContent::Edit { text, .. } => with("edited".into(), text.as_deref()),
+            MessageContent::Revoke { .. } => "[deleted a message]".into(),
             MessageContent::Unsupported { kind, .. } => format!("[unsupported: {kind}]"),
         }
     }
@@ -360,7 +397,8 @@ impl DeliveryStatus {
             "read" => DeliveryStatus::Read,
             "played" => DeliveryStatus::Played,
             "failed" => DeliveryStatus::Failed,
-            other => DeliveryStatus::Other(other.to_string()),
+            // Bounded: the value ends up in dedup keys and logs.
+            other => DeliveryStatus::Other(other.chars().take(32).collect()),
         }
     }
     pub fn as_str(&self) -> &str {
@@ -381,6 +419,69 @@ pub struct ErrorInfo {
     pub code: i64,
     pub title: Option<String>,
     pub details: Option<String>,
+}
+
+impl StatusUpdate {
+    /// The conversation this status belongs to: the business number and the recipient.
+    pub fn conversation(&self) -> Option<(PhoneNumberId, UserId)> {
+        Some((
+            self.phone_number_id.clone()?,
+            UserId::parse(self.recipient.as_deref()?)?,
+        ))
+    }
+}
+
+/// What the inbox holds: a user message, or a status of a message we sent. Both go through the
+/// same per-conversation order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InboxItem {
+    Message(InboundMessage),
+    Status(StatusUpdate),
+}
+
+/// Statuses are stored as `{"st": ...}`; anything else is a message (the format of every
+/// version before statuses were queued).
+#[derive(Serialize, Deserialize)]
+struct StoredStatus {
+    st: StatusUpdate,
+}
+
+impl InboxItem {
+    /// The stored form (the inbox stream's `m` field).
+    pub fn to_json(&self) -> Result<String, serde_json::Error> {
+        match self {
+            InboxItem::Message(message) => serde_json::to_string(message),
+            InboxItem::Status(status) => {
+                serde_json::to_string(&StoredStatus { st: status.clone() })
+            }
+        }
+    }
+
+    pub fn from_json(raw: &str) -> Result<InboxItem, serde_json::Error> {
+        if raw.starts_with("{\"st\":") {
+            Ok(InboxItem::Status(
+                serde_json::from_str::<StoredStatus>(raw)?.st,
+            ))
+        } else {
+            Ok(InboxItem::Message(serde_json::from_str(raw)?))
+        }
+    }
+
+    /// `(phone_number_id, user)`: the conversation whose order this item keeps.
+    pub fn conversation(&self) -> Option<(PhoneNumberId, UserId)> {
+        match self {
+            InboxItem::Message(m) => Some((m.phone_number_id.clone(), m.user.clone())),
+            InboxItem::Status(s) => s.conversation(),
+        }
+    }
+
+    /// The dedup key: the wamid, and for a status also its value (`sent`, `read`...).
+    pub fn dedup_id(&self) -> String {
+        match self {
+            InboxItem::Message(m) => m.id.as_str().to_string(),
+            InboxItem::Status(s) => format!("{}:{}", s.message_id, s.status.as_str()),
+        }
+    }
 }
 
 /// Everything one webhook delivery carried, in payload order.

@@ -1,19 +1,23 @@
-//! The conversation engine, the workers' handler: per message it rate-limits and records the user
-//! turn (one script call), runs the built-in commands or the responder, sends the reply and
-//! records it, so that a redelivered message is never answered twice.
+//! The conversation engine, the workers' handler. Per message: admit it (dedup, rate limit,
+//! history: one script call), decide (a built-in command, the responder, or nothing for kinds
+//! that are only recorded), send the reply's parts in order (each part's progress recorded, so a
+//! retry never sends one twice), and record the reply. Per status: bookkeeping.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::cloud_api::{CloudApi, Recipient};
-use crate::domain::{InboundMessage, MessageContent};
+use crate::cloud_api::{CloudApi, Outgoing, Recipient};
+use crate::domain::{
+    DeliveryStatus, InboundMessage, InboxItem, MessageContent, Origin, StatusUpdate,
+};
 use crate::error::error_chain;
 use crate::monitoring;
-use crate::responder::{Reply, Responder, ResponderInput};
-use crate::store::conversation::{Begin, ConversationStore, Role, Turn};
-use crate::worker::{HandleError, Handler};
+use crate::responder::{Action, HistoryTurn, Reply, Responder, ResponderInput, Speaker};
+use crate::store::conversation::{Admission, AdmitMode, ConversationStore, Role, Turn};
+use crate::store::StoreError;
+use crate::worker::{HandleError, Handler, LeaseGuard};
 
 /// Commands handled before the responder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +37,24 @@ fn command(content: &MessageContent) -> Option<Command> {
     }
 }
 
+/// How a message is admitted: only what a user wrote to us is answered.
+fn mode_of(message: &InboundMessage) -> AdmitMode<'_> {
+    if message.origin != Origin::User {
+        return AdmitMode::Record;
+    }
+    match &message.content {
+        MessageContent::Edit { original_id, text } => AdmitMode::Edit {
+            original: original_id,
+            text: text.as_deref().unwrap_or(""),
+        },
+        MessageContent::Reaction { .. }
+        | MessageContent::System { .. }
+        | MessageContent::Revoke { .. } => AdmitMode::Record,
+        content if command(content) == Some(Command::Reset) => AdmitMode::Reset,
+        _ => AdmitMode::Answer,
+    }
+}
+
 /// What the engine needs besides the responder.
 pub struct EngineOptions {
     /// Label of the responder in metrics (`rules`, `echo`, `openai`).
@@ -42,12 +64,20 @@ pub struct EngineOptions {
     pub rate_limit_notice: String,
 }
 
+const RESET_TEXT: &str = "Your conversation has been reset. How can I help you?";
+
 pub struct Engine {
     store: ConversationStore,
     responder: Arc<dyn Responder>,
     api: CloudApi,
-    responder_kind: &'static str,
     options: EngineOptions,
+}
+
+/// One outbound message of a reply, ready to send.
+struct Part {
+    message: Outgoing,
+    /// Index of the action it belongs to (a long text is several parts of one action).
+    action: usize,
 }
 
 impl Engine {
@@ -61,99 +91,93 @@ impl Engine {
             store,
             responder,
             api,
-            responder_kind: options.responder_kind,
             options,
         }
     }
 
-    async fn send(&self, message: &InboundMessage, text: &str) -> Result<String, HandleError> {
-        let sent = self
-            .api
-            .send_long_text(
-                &message.phone_number_id,
-                &Recipient::of(&message.user),
-                text,
-                None,
-            )
-            .await?;
-        Ok(sent.last().map(|s| s.wamid.clone()).unwrap_or_default())
-    }
-
-    /// The reply is out: its record must land, or a retry would send it again.
-    async fn record(&self, message: &InboundMessage, text: String, sent_wamid: &str) {
-        let turn = Turn {
-            role: Role::Bot,
-            text,
-            wamid: None,
-            sent_wamid: Some(sent_wamid.to_string()),
-            at: unix_now(),
-            kind: "text".into(),
-            rate_limited: false,
+    async fn handle_message(
+        &self,
+        message: &InboundMessage,
+        lease: &LeaseGuard,
+    ) -> Result<(), HandleError> {
+        let role = match message.origin {
+            Origin::BusinessEcho => Role::Operator,
+            Origin::User | Origin::Standby => Role::User,
         };
-        let mut delay = Duration::from_millis(50);
-        for attempt in 1..=8 {
-            match self.store.record_reply(message, &turn).await {
-                Ok(_) => return,
-                Err(error) => {
-                    tracing::warn!(wamid = %message.id, attempt, error = %error_chain(&error), "recording the reply failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(2));
-                }
-            }
-        }
-        tracing::error!(wamid = %message.id, "the reply was sent but could not be recorded; a redelivery would answer again");
-    }
-}
-
-impl Engine {
-    /// Rate-limits and records a message; the history to answer with, or `None` when it must
-    /// not be answered (over the limit, already answered).
-    async fn admit(&self, message: &InboundMessage) -> Result<Option<Vec<Turn>>, HandleError> {
-        let turn = Turn {
-            role: Role::User,
-            text: message.content.describe(),
-            wamid: Some(message.id.as_str().to_string()),
-            sent_wamid: None,
-            at: message.timestamp,
-            kind: message.content.kind().to_string(),
-            rate_limited: false,
-        };
-        match self
+        let mode = mode_of(message);
+        let turn = Turn::of_user(message, role);
+        let admission = self
             .store
-            .begin(message, &turn)
-            .await
-            .map_err(unavailable)?
-        {
-            Begin::Accepted { history } => Ok(Some(history)),
-            Begin::Limited { notice } => {
+            .admit(message, &turn, mode, self.responder.reads_history())
+            .await?;
+        match admission {
+            Admission::Answer { history } => {
+                self.answer(message, &history, 0, command(&message.content), lease)
+                    .await
+            }
+            Admission::Resume {
+                parts_sent,
+                history,
+            } => {
+                self.answer(
+                    message,
+                    &history,
+                    parts_sent,
+                    command(&message.content),
+                    lease,
+                )
+                .await
+            }
+            Admission::Limited { notice } => {
                 metrics::counter!(monitoring::RATE_LIMITED).increment(1);
-                tracing::info!(user = %message.user, wamid = %message.id, notice, "rate limited");
-                if notice {
-                    if let Err(error) = self.send(message, &self.options.rate_limit_notice).await {
+                tracing::info!(user = %message.user, notice, "rate limited");
+                if notice && lease.is_valid() {
+                    let text = Outgoing::text(&self.options.rate_limit_notice);
+                    if let Err(error) = self.send(message, &text).await {
                         tracing::warn!(user = %message.user, error = %error, "rate-limit notice not sent");
                     }
                 }
-                Ok(None)
+                Ok(())
             }
-            Begin::Seen {
-                rate_limited: true, ..
-            } => Ok(None),
-            Begin::Seen { replied: true, .. } => {
-                tracing::info!(wamid = %message.id, "already answered; not answering twice");
-                Ok(None)
+            Admission::Done => {
+                tracing::debug!(user = %message.user, "already handled; not answering twice");
+                Ok(())
             }
-            Begin::Seen { history, .. } => Ok(Some(history)),
+            Admission::Recorded => {
+                tracing::debug!(user = %message.user, kind = message.content.kind(), "recorded, not answered");
+                Ok(())
+            }
         }
     }
 
-    /// Marks the message read, asks the responder (or answers `/help`), sends and records.
+    async fn send(
+        &self,
+        message: &InboundMessage,
+        outgoing: &Outgoing,
+    ) -> Result<String, HandleError> {
+        let sent = self
+            .api
+            .send(
+                &message.phone_number_id,
+                &Recipient::of(&message.user),
+                outgoing,
+                None,
+            )
+            .await?;
+        Ok(sent.wamid)
+    }
+
+    /// Marks the message read (first try only), decides the reply, sends its parts from
+    /// `parts_sent` on and records it.
     async fn answer(
         &self,
         message: &InboundMessage,
         history: &[Turn],
+        parts_sent: u32,
         command: Option<Command>,
+        lease: &LeaseGuard,
     ) -> Result<(), HandleError> {
-        if self.options.mark_as_read {
+        if self.options.mark_as_read && parts_sent == 0 {
             if let Err(error) = self
                 .api
                 .mark_read(
@@ -163,95 +187,227 @@ impl Engine {
                 )
                 .await
             {
-                tracing::debug!(wamid = %message.id, error = %error, "mark as read failed (ignored)");
+                tracing::debug!(user = %message.user, error = %error, "mark as read failed (ignored)");
             }
         }
         let reply = match command {
-            Some(Command::Help) => Reply::Text(self.responder.help()),
-            _ => {
+            Some(Command::Reset) => {
+                tracing::info!(user = %message.user, "conversation reset by the user");
+                Reply::text(RESET_TEXT)
+            }
+            Some(Command::Help) => Reply::text(self.responder.help()),
+            None => {
+                let history: Vec<HistoryTurn> = history.iter().map(history_turn).collect();
                 let started = std::time::Instant::now();
                 let reply = self
                     .responder
-                    .respond(ResponderInput { message, history })
+                    .respond(ResponderInput {
+                        message,
+                        history: &history,
+                    })
                     .await;
-                metrics::histogram!(monitoring::RESPONDER_SECONDS, "kind" => self.responder_kind)
+                metrics::histogram!(monitoring::RESPONDER_SECONDS, "kind" => self.options.responder_kind)
                     .record(started.elapsed().as_secs_f64());
                 reply
             }
         };
-        let Reply::Text(text) = reply else {
+        let parts = parts_of(&reply);
+        let mut sent: Vec<Option<String>> = vec![None; reply.actions.len()];
+        for (index, part) in parts.iter().enumerate().skip(parts_sent as usize) {
+            lease.check()?;
+            let wamid = self.send(message, &part.message).await?;
+            sent[part.action] = Some(wamid);
+            if index + 1 < parts.len() {
+                self.persist(
+                    || self.store.record_progress(message, index as u32 + 1),
+                    message,
+                )
+                .await;
+            }
+        }
+        let now = unix_now();
+        let turns: Vec<Turn> = reply
+            .actions
+            .iter()
+            .zip(sent)
+            .map(|(action, wamid)| {
+                let Action::Text(text) = action;
+                Turn::sent(
+                    Role::Bot,
+                    text.clone(),
+                    "text",
+                    wamid.unwrap_or_default(),
+                    now,
+                )
+            })
+            .collect();
+        self.persist(|| self.store.record_reply(message, &turns), message)
+            .await;
+        Ok(())
+    }
+
+    /// What was sent must be recorded, or a retry would send it again: retried through short
+    /// Redis blips, then given up on (logged) rather than holding the conversation.
+    async fn persist<T, F, Fut>(&self, write: F, message: &InboundMessage)
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        let mut delay = Duration::from_millis(50);
+        for attempt in 1..=8 {
+            match write().await {
+                Ok(_) => return,
+                Err(error) => {
+                    tracing::warn!(user = %message.user, attempt, error = %error_chain(&error), "recording what was sent failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+        tracing::error!(user = %message.user, "a reply was sent but could not be recorded; a redelivery would send it again");
+    }
+
+    /// Bookkeeping of our sent messages' statuses: a failed one marks its conversation.
+    async fn handle_status(&self, status: &StatusUpdate) -> Result<(), HandleError> {
+        if status.status != DeliveryStatus::Failed {
+            return Ok(());
+        }
+        let Some((pnid, user)) = status.conversation() else {
             return Ok(());
         };
-        let sent_wamid = self.send(message, &text).await?;
-        self.record(message, text, &sent_wamid).await;
+        let code = status.errors.first().map(|e| e.code).unwrap_or(0);
+        self.store
+            .mark_reply_failed(&pnid, &user, &status.message_id, code)
+            .await?;
         Ok(())
     }
 }
 
-fn unavailable(error: fred::error::Error) -> HandleError {
-    HandleError::Unavailable(format!("Redis: {}", error_chain(&error)))
+/// The reply as outbound messages, long texts split at WhatsApp's limit.
+fn parts_of(reply: &Reply) -> Vec<Part> {
+    reply
+        .actions
+        .iter()
+        .enumerate()
+        .flat_map(|(action, a)| match a {
+            Action::Text(text) => {
+                crate::cloud_api::split::split_text(text, crate::cloud_api::split::MAX_TEXT_LEN)
+                    .into_iter()
+                    .map(move |part| Part {
+                        message: Outgoing::text(&part),
+                        action,
+                    })
+                    .collect::<Vec<_>>()
+            }
+        })
+        .collect()
 }
 
-/// Reactions and system messages are recorded in the history but never answered.
-fn answerable(message: &InboundMessage) -> bool {
-    !matches!(
-        message.content,
-        MessageContent::Reaction { .. } | MessageContent::System { .. }
-    )
+fn history_turn(turn: &Turn) -> HistoryTurn {
+    HistoryTurn {
+        speaker: match turn.role {
+            Role::User => Speaker::User,
+            Role::Bot => Speaker::Bot,
+            Role::Operator => Speaker::Operator,
+        },
+        text: turn.text.clone(),
+        kind: turn.kind.clone(),
+        at: turn.at,
+        rate_limited: turn.rate_limited,
+    }
 }
 
 #[async_trait]
 impl Handler for Engine {
-    async fn handle(&self, message: &InboundMessage) -> Result<(), HandleError> {
-        let command = command(&message.content);
-        if command == Some(Command::Reset) {
-            self.store
-                .delete(&message.phone_number_id, &message.user)
-                .await
-                .map_err(unavailable)?;
-            tracing::info!(user = %message.user, "conversation reset by the user");
-            self.send(
-                message,
-                "Your conversation has been reset. How can I help you?",
-            )
-            .await?;
-            return Ok(());
-        }
-        match self.admit(message).await? {
-            Some(history) if answerable(message) => self.answer(message, &history, command).await,
-            _ => Ok(()),
+    async fn handle(&self, item: &InboxItem, lease: &LeaseGuard) -> Result<(), HandleError> {
+        match item {
+            InboxItem::Message(message) => self.handle_message(message, lease).await,
+            InboxItem::Status(status) => self.handle_status(status).await,
         }
     }
 
     /// A burst (`conversation.merge_window_ms`): every message is recorded, the newest one is
-    /// answered with all of them in the history, and the others are marked answered by it.
-    async fn handle_batch(&self, messages: &[InboundMessage]) -> Result<(), HandleError> {
-        if messages.len() < 2 || messages.iter().any(|m| command(&m.content).is_some()) {
+    /// answered with all of them in the history, and the others are marked answered by it. A
+    /// message of the burst already answered (a retry) means everything before it was too.
+    async fn handle_batch(
+        &self,
+        messages: &[InboundMessage],
+        lease: &LeaseGuard,
+    ) -> Result<(), HandleError> {
+        let plain =
+            |m: &InboundMessage| mode_of(m) == AdmitMode::Answer && command(&m.content).is_none();
+        if messages.len() < 2 || !messages.iter().all(plain) {
             for message in messages {
-                self.handle(message).await?;
+                self.handle_message(message, lease).await?;
             }
             return Ok(());
         }
-        let mut admitted = Vec::with_capacity(messages.len());
+        let mut pending: Vec<(&InboundMessage, u32)> = Vec::with_capacity(messages.len());
+        let mut answered: Vec<&InboundMessage> = Vec::new();
         let mut history = Vec::new();
         for message in messages {
-            if let Some(turns) = self.admit(message).await? {
-                admitted.push(message);
-                history = turns;
+            let turn = Turn::of_user(message, Role::User);
+            match self
+                .store
+                .admit(
+                    message,
+                    &turn,
+                    AdmitMode::Answer,
+                    self.responder.reads_history(),
+                )
+                .await?
+            {
+                Admission::Answer { history: turns } => {
+                    pending.push((message, 0));
+                    history = turns;
+                }
+                Admission::Resume {
+                    parts_sent,
+                    history: turns,
+                } => {
+                    pending.push((message, parts_sent));
+                    history = turns;
+                }
+                Admission::Done => answered.extend(pending.drain(..).map(|(m, _)| m)),
+                Admission::Limited { .. } => {
+                    metrics::counter!(monitoring::RATE_LIMITED).increment(1);
+                }
+                Admission::Recorded => {}
             }
         }
-        let Some(target) = admitted.iter().rev().find(|m| answerable(m)) else {
+        if !answered.is_empty() {
+            self.store.mark_answered(&answered).await?;
+        }
+        let Some(&(target, parts_sent)) = pending.last() else {
             return Ok(());
         };
-        tracing::debug!(user = %target.user, merged = admitted.len(), "answering a burst once");
-        self.answer(target, &history, None).await?;
-        for message in admitted.iter().filter(|m| m.id != target.id) {
-            self.store
-                .mark_answered(message)
-                .await
-                .map_err(unavailable)?;
-        }
+        tracing::debug!(user = %target.user, merged = pending.len(), "answering a burst once");
+        self.answer(target, &history, parts_sent, None, lease)
+            .await?;
+        let others: Vec<&InboundMessage> = pending[..pending.len() - 1]
+            .iter()
+            .map(|(m, _)| *m)
+            .collect();
+        self.store.mark_answered(&others).await?;
         Ok(())
+    }
+
+    async fn dead_lettered(&self, items: &[InboxItem], error: &HandleError) {
+        let HandleError::CorruptState(_) = error else {
+            return;
+        };
+        let Some((pnid, user)) = items.first().and_then(InboxItem::conversation) else {
+            return;
+        };
+        match self.store.quarantine(&pnid, &user).await {
+            Ok(true) => {
+                tracing::error!(user = %user, "the conversation's stored state was unusable; moved aside, the next message starts a new one")
+            }
+            Ok(false) => {}
+            Err(error) => {
+                tracing::warn!(user = %user, error = %error_chain(&error), "could not move a corrupt conversation aside")
+            }
+        }
     }
 }
 
@@ -272,5 +428,17 @@ mod tests {
         assert_eq!(command(&text(" /RESET ")), Some(Command::Reset));
         assert_eq!(command(&text("/help")), Some(Command::Help));
         assert_eq!(command(&text("help me /reset")), None);
+    }
+
+    #[test]
+    fn long_texts_become_several_parts_of_one_action() {
+        let reply = Reply {
+            actions: vec![Action::Text("a ".repeat(5000)), Action::Text("b".into())],
+        };
+        let parts = parts_of(&reply);
+        assert_eq!(
+            parts.iter().map(|p| p.action).collect::<Vec<_>>(),
+            [0, 0, 0, 1]
+        );
     }
 }

@@ -26,6 +26,8 @@ pub enum ApiError {
     Unavailable(#[from] SinkError),
     #[error("Redis is unavailable, retry later")]
     Redis(#[from] crate::store::RedisError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
 }
 
 impl ResponseError for ApiError {
@@ -37,6 +39,8 @@ impl ResponseError for ApiError {
             ApiError::VerificationFailed => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::Unavailable(_) | ApiError::Redis(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Store(error) if error.is_outage() => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -57,8 +61,8 @@ impl ResponseError for ApiError {
 }
 
 impl ApiError {
-    pub fn redis(error: fred::error::Error) -> ApiError {
-        ApiError::Redis(crate::store::RedisError::Command(error))
+    pub fn redis(error: crate::store::StoreError) -> ApiError {
+        ApiError::Store(error)
     }
 }
 

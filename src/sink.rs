@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 
-use crate::domain::InboundMessage;
+use crate::domain::InboxItem;
 
 /// How a batch of messages was taken.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -21,10 +21,10 @@ pub enum SinkError {
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
-/// Stores inbound messages durably (or hands them to a test double).
+/// Stores inbound messages and statuses durably (or hands them to a test double).
 #[async_trait]
 pub trait EventSink: Send + Sync + 'static {
     /// Stores every message or fails as a whole; retrying after a failure must be safe
     /// (duplicates are recognised by message id).
-    async fn accept(&self, messages: &[InboundMessage]) -> Result<Accepted, SinkError>;
+    async fn accept(&self, items: &[InboxItem]) -> Result<Accepted, SinkError>;
 }

@@ -17,6 +17,7 @@ use crate::responder::{self, ResponderError};
 use crate::routes::{self, AppState};
 use crate::sink::EventSink;
 use crate::store::conversation::{ConversationLimits, ConversationStore};
+use crate::store::pacing::{PacingLimits, RedisPacer};
 use crate::store::queue::Queue;
 use crate::store::{self, Keys, RedisInbox};
 use crate::telemetry::RequestSpan;
@@ -89,10 +90,24 @@ pub fn conversation_store(settings: &Settings, redis: &store::Client) -> Convers
 pub fn spawn_workers(settings: &Settings, redis: &store::Client) -> Result<Workers, StartupError> {
     let keys = Keys::new(&settings.redis.key_prefix, settings.worker.partitions);
     let queue = Queue::new(redis.clone(), keys, settings.worker.lease_ttl_ms);
+    let pacer = RedisPacer::new(
+        redis.clone(),
+        Keys::new(&settings.redis.key_prefix, settings.worker.partitions),
+        PacingLimits {
+            per_number_per_sec: settings.whatsapp.throughput_per_sec,
+            pair_interval: Duration::from_millis(settings.whatsapp.recipient_interval_ms),
+            pair_burst: settings.whatsapp.recipient_burst,
+        },
+    );
+    // One retry budget: the workers retry whole messages (`worker.max_attempts`), so each
+    // Graph API call is tried once here.
+    let api = CloudApi::new(&settings.whatsapp)?
+        .with_pacer(Arc::new(pacer))
+        .with_attempts(1);
     let handler: Arc<dyn Handler> = Arc::new(Engine::new(
         conversation_store(settings, redis),
         responder::build(settings)?,
-        CloudApi::new(&settings.whatsapp)?,
+        api,
         EngineOptions {
             responder_kind: match settings.responder.kind {
                 crate::configuration::ResponderKind::Rules => "rules",

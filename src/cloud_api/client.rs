@@ -2,9 +2,12 @@
 //! sending number: retries retryable error codes with exponential backoff and full jitter
 //! (honouring `Retry-After`), paces sends per number and per recipient, splits long texts.
 //!
-//! Double sends: a request that times out may still have reached Meta; it is retried (up to
-//! `send_attempts`), so the user can, rarely, get a message twice. Across worker retries and
-//! redeliveries the engine's sent-reply record (`w:<wamid>` = answered) stops repeats.
+//! One retry budget: the workers build the client with one attempt per call
+//! ([`CloudApi::with_attempts`]) and retry the whole message instead, so `worker.max_attempts`
+//! bounds every Graph API try of a message; `whatsapp.send_attempts` applies to calls made
+//! outside the workers. Double sends: a request that times out may still have reached Meta, so
+//! the user can, rarely, get a message twice; the engine's per-message record stops repeats
+//! across retries and redeliveries.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,7 +18,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::error::CloudApiError;
 use super::message::Outgoing;
-use super::pacing::Pacer;
+use super::pacing::{NoPacing, SendPacer};
 use super::split::{split_text, MAX_TEXT_LEN};
 use super::wire::{
     ErrorEnvelope, MarkReadRequest, MediaInfo, SendResponse, SuccessResponse, TypingIndicator,
@@ -79,7 +82,7 @@ pub struct CloudApi {
     token: SecretString,
     tokens: Arc<HashMap<String, SecretString>>,
     retry: RetryPolicy,
-    pacer: Pacer,
+    pacer: Arc<dyn SendPacer>,
     media_max_bytes: u64,
 }
 
@@ -108,12 +111,21 @@ impl CloudApi {
                 base: Duration::from_millis(settings.retry_base_ms),
                 max: Duration::from_millis(settings.retry_max_ms.max(settings.retry_base_ms)),
             },
-            pacer: Pacer::new(
-                settings.throughput_per_sec,
-                Duration::from_millis(settings.recipient_interval_ms),
-            ),
+            pacer: Arc::new(NoPacing),
             media_max_bytes: settings.media_max_bytes,
         })
+    }
+
+    /// Paces every send through `pacer` (shared across replicas in production).
+    pub fn with_pacer(mut self, pacer: Arc<dyn SendPacer>) -> CloudApi {
+        self.pacer = pacer;
+        self
+    }
+
+    /// At most `attempts` tries per call (the workers use 1: they retry the whole message).
+    pub fn with_attempts(mut self, attempts: u32) -> CloudApi {
+        self.retry.attempts = attempts.max(1);
+        self
     }
 
     fn token_for(&self, from: &PhoneNumberId) -> &SecretString {
@@ -129,9 +141,15 @@ impl CloudApi {
         reply_to: Option<&str>,
     ) -> Result<SentMessage, CloudApiError> {
         let body = message.to_body(to, reply_to);
-        self.pacer.wait(from.as_str(), to.key()).await;
         let response: SendResponse = self
-            .with_retries(from, || self.post(from, &body))
+            .with_retries(from, || async {
+                self.pacer.wait(from.as_str(), to.key()).await;
+                let result = self.post(from, &body).await;
+                if let Err(error) = &result {
+                    self.slow_down_after(error, from, to).await;
+                }
+                result
+            })
             .await
             .inspect_err(|e| {
                 let code = e
@@ -255,6 +273,21 @@ impl CloudApi {
             bytes: bytes.freeze(),
             mime_type: info.mime_type,
         })
+    }
+
+    /// Meta's own rate-limit answers push the shared pacing back, so other replicas wait too.
+    async fn slow_down_after(&self, error: &CloudApiError, from: &PhoneNumberId, to: &Recipient) {
+        let pair = match error.code() {
+            Some(130429) => false,
+            Some(131056) => true,
+            _ => return,
+        };
+        let by = error
+            .retry_after()
+            .unwrap_or(Duration::from_secs(if pair { 6 } else { 1 }));
+        self.pacer
+            .slow_down(from.as_str(), to.key(), pair, by)
+            .await;
     }
 
     /// Runs `call` until it succeeds, fails permanently, or the attempts are used up.

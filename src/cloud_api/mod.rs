@@ -3,10 +3,11 @@
 mod client;
 mod error;
 pub mod message;
-mod pacing;
+pub mod pacing;
 pub mod split;
 pub mod wire;
 
 pub use client::{CloudApi, MediaFile, Recipient, SentMessage};
 pub use error::{CloudApiError, ErrorClass};
 pub use message::{ListRow, ListSection, MediaSource, Outgoing, OutgoingMedia};
+pub use pacing::{NoPacing, SendPacer};

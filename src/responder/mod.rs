@@ -10,22 +10,63 @@ use async_trait::async_trait;
 
 use crate::configuration::{ResponderKind, Settings};
 use crate::domain::{InboundMessage, MessageContent};
-use crate::store::conversation::Turn;
 pub use openai::OpenAiResponder;
 pub use rules::{RulesError, RulesResponder};
 
-/// What a responder sees: the message and the conversation so far (ending with this message).
-pub struct ResponderInput<'a> {
-    pub message: &'a InboundMessage,
-    pub history: &'a [Turn],
+/// Who said a turn of the history, as responders see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Speaker {
+    User,
+    Bot,
+    /// A person of the business (an operator, or the owner on the WhatsApp Business app).
+    Operator,
 }
 
-/// A responder's answer.
+/// One turn of the conversation as responders see it (not the stored row).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reply {
+pub struct HistoryTurn {
+    pub speaker: Speaker,
+    /// The text, or a bracketed description of what was sent (`[image] caption`).
+    pub text: String,
+    /// Message type: `text`, `image`, `interactive`...
+    pub kind: String,
+    /// Unix seconds.
+    pub at: i64,
+    /// Dropped by the rate limit (not answered at the time).
+    pub rate_limited: bool,
+}
+
+/// What a responder sees: the message and the conversation so far (ending with this message;
+/// empty for a responder that does not read history).
+pub struct ResponderInput<'a> {
+    pub message: &'a InboundMessage,
+    pub history: &'a [HistoryTurn],
+}
+
+/// One thing the bot does in answer, sent in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// A text of any length (split into WhatsApp's 4096-character messages when longer).
     Text(String),
+}
+
+/// A responder's answer: the actions to take, in order; none says nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reply {
+    pub actions: Vec<Action>,
+}
+
+impl Reply {
+    pub fn text(text: impl Into<String>) -> Reply {
+        Reply {
+            actions: vec![Action::Text(text.into())],
+        }
+    }
+
     /// Say nothing (e.g. to a reaction).
-    Nothing,
+    pub fn nothing() -> Reply {
+        Reply::default()
+    }
 }
 
 /// Produces the answer to one message. Never fails: a responder that depends on a remote
@@ -35,6 +76,10 @@ pub trait Responder: Send + Sync + 'static {
     async fn respond(&self, input: ResponderInput<'_>) -> Reply;
     /// The answer to `/help`.
     fn help(&self) -> String;
+    /// Whether it reads the history (the engine does not fetch it otherwise).
+    fn reads_history(&self) -> bool {
+        true
+    }
 }
 
 /// `echo: <text>` (tests, benchmarks, smoke checks).
@@ -43,7 +88,7 @@ pub struct EchoResponder;
 #[async_trait]
 impl Responder for EchoResponder {
     async fn respond(&self, input: ResponderInput<'_>) -> Reply {
-        Reply::Text(match &input.message.content {
+        Reply::text(match &input.message.content {
             MessageContent::Text { body } => format!("echo: {body}"),
             other => format!("echo: {}", other.describe()),
         })
@@ -51,6 +96,10 @@ impl Responder for EchoResponder {
 
     fn help(&self) -> String {
         "I repeat what you write. Type /reset to clear the conversation.".into()
+    }
+
+    fn reads_history(&self) -> bool {
+        false
     }
 }
 

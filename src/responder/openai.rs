@@ -8,11 +8,11 @@ use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
+use super::{HistoryTurn, Speaker};
 use super::{Reply, Responder, ResponderInput};
 use crate::configuration::OpenAiSettings;
 use crate::domain::MessageContent;
 use crate::error::error_chain;
-use crate::store::conversation::{Role, Turn};
 
 pub struct OpenAiResponder {
     http: reqwest::Client,
@@ -93,7 +93,7 @@ impl OpenAiResponder {
 
     /// System prompt, then the newest turns that fit the character budget, oldest first. The
     /// last turn (the message being answered) is always included.
-    fn messages<'a>(&'a self, history: &'a [Turn]) -> Vec<ChatMessage<'a>> {
+    fn messages<'a>(&'a self, history: &'a [HistoryTurn]) -> Vec<ChatMessage<'a>> {
         let mut budget = self.history_chars;
         let mut picked: Vec<ChatMessage<'a>> = Vec::new();
         for (i, turn) in history.iter().rev().filter(|t| !t.rate_limited).enumerate() {
@@ -103,9 +103,10 @@ impl OpenAiResponder {
             }
             budget = budget.saturating_sub(len);
             picked.push(ChatMessage {
-                role: match turn.role {
-                    Role::User => "user",
-                    Role::Bot => "assistant",
+                role: match turn.speaker {
+                    Speaker::User => "user",
+                    // The business's people speak for the business, like the bot.
+                    Speaker::Bot | Speaker::Operator => "assistant",
                 },
                 content: &turn.text,
             });
@@ -118,7 +119,7 @@ impl OpenAiResponder {
         picked
     }
 
-    async fn complete(&self, history: &[Turn]) -> Result<String, LlmError> {
+    async fn complete(&self, history: &[HistoryTurn]) -> Result<String, LlmError> {
         let request = ChatRequest {
             model: &self.model,
             messages: self.messages(history),
@@ -171,7 +172,7 @@ impl Responder for OpenAiResponder {
             input.message.content,
             MessageContent::Reaction { .. } | MessageContent::System { .. }
         ) {
-            return Reply::Nothing;
+            return Reply::nothing();
         }
         let started = std::time::Instant::now();
         match self.complete(input.history).await {
@@ -180,7 +181,7 @@ impl Responder for OpenAiResponder {
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "model answered"
                 );
-                Reply::Text(text)
+                Reply::text(text)
             }
             Err(error) => {
                 tracing::warn!(
@@ -189,7 +190,7 @@ impl Responder for OpenAiResponder {
                     error = %error_chain(&error),
                     "model call failed; answering with the fallback text"
                 );
-                Reply::Text(self.fallback.clone())
+                Reply::text(self.fallback.clone())
             }
         }
     }
@@ -203,14 +204,12 @@ impl Responder for OpenAiResponder {
 mod tests {
     use super::*;
 
-    fn turn(role: Role, text: &str) -> Turn {
-        Turn {
-            role,
+    fn turn(speaker: Speaker, text: &str) -> HistoryTurn {
+        HistoryTurn {
+            speaker,
             text: text.into(),
-            wamid: None,
-            sent_wamid: None,
-            at: 0,
             kind: "text".into(),
+            at: 0,
             rate_limited: false,
         }
     }
@@ -230,9 +229,9 @@ mod tests {
         };
         let responder = OpenAiResponder::new(&settings).expect("client");
         let history = [
-            turn(Role::User, "aaaaaaaa"),
-            turn(Role::Bot, "bbbb"),
-            turn(Role::User, "cccc"),
+            turn(Speaker::User, "aaaaaaaa"),
+            turn(Speaker::Operator, "bbbb"),
+            turn(Speaker::User, "cccc"),
         ];
         let messages = responder.messages(&history);
         assert_eq!(

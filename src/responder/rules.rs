@@ -156,15 +156,19 @@ impl Responder for RulesResponder {
             MessageContent::InteractiveReply { id, title, .. } => self.answer(Some(id), title),
             MessageContent::TemplateButton { payload, text } => self.answer(Some(payload), text),
             MessageContent::Reaction { .. } | MessageContent::System { .. } => {
-                return Reply::Nothing
+                return Reply::nothing()
             }
             _ => &self.non_text,
         };
-        Reply::Text(answer.to_string())
+        Reply::text(answer.to_string())
     }
 
     fn help(&self) -> String {
         self.help.clone()
+    }
+
+    fn reads_history(&self) -> bool {
+        false
     }
 }
 

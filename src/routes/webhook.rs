@@ -11,10 +11,9 @@ use secrecy::ExposeSecret;
 use subtle::ConstantTimeEq;
 
 use super::AppState;
-use crate::domain::{mask_user, DeliveryStatus, UserId, WebhookBatch};
+use crate::domain::{mask_user, DeliveryStatus, InboxItem, WebhookBatch};
 use crate::error::ApiError;
 use crate::monitoring;
-use crate::store::conversation::ConversationStore;
 use crate::webhook::{self as wh, SIGNATURE_HEADER};
 
 /// Answers the handshake: the challenge byte for byte when the mode is `subscribe` and the
@@ -71,11 +70,21 @@ async fn receive_checked(
     let verified = state.verifier.verify(signature, body)?;
     let batch = wh::parse(&verified)?;
     report(&batch);
-    if let Some(conversations) = &state.conversations {
-        record_failures(conversations, &batch).await;
-    }
-    if !batch.messages.is_empty() {
-        let accepted = state.sink.accept(&batch.messages).await.inspect_err(|_| {
+    // Statuses go through the inbox too, in order with their conversation's messages.
+    let items: Vec<InboxItem> = batch
+        .messages
+        .into_iter()
+        .map(InboxItem::Message)
+        .chain(
+            batch
+                .statuses
+                .into_iter()
+                .filter(|s| s.conversation().is_some())
+                .map(InboxItem::Status),
+        )
+        .collect();
+    if !items.is_empty() {
+        let accepted = state.sink.accept(&items).await.inspect_err(|_| {
             metrics::counter!(monitoring::REDIS_ERRORS, "op" => "accept").increment(1);
         })?;
         metrics::counter!(monitoring::MESSAGES_ACCEPTED).increment(accepted.new as u64);
@@ -83,7 +92,7 @@ async fn receive_checked(
         tracing::info!(
             accepted = accepted.new,
             duplicates = accepted.duplicates,
-            "webhook messages stored"
+            "webhook items stored"
         );
     }
     Ok(HttpResponse::Ok().finish())
@@ -155,29 +164,5 @@ fn report(batch: &WebhookBatch) {
             count = batch.ignored_changes,
             "non-message webhook changes ignored"
         );
-    }
-}
-
-/// A failed status (e.g. 131047 outside the 24-hour window) marks the conversation's last reply
-/// as failed, so operators see it. Best effort: the delivery is answered 200 regardless.
-async fn record_failures(conversations: &ConversationStore, batch: &WebhookBatch) {
-    for status in batch
-        .statuses
-        .iter()
-        .filter(|s| s.status == DeliveryStatus::Failed)
-    {
-        let (Some(pnid), Some(user)) = (
-            status.phone_number_id.as_ref(),
-            status.recipient.as_deref().and_then(UserId::parse),
-        ) else {
-            continue;
-        };
-        let code = status.errors.first().map(|e| e.code).unwrap_or(0);
-        if let Err(error) = conversations
-            .mark_reply_failed(pnid, &user, &status.message_id, code)
-            .await
-        {
-            tracing::warn!(error = %error, "could not mark the failed reply in its conversation");
-        }
     }
 }

@@ -1,142 +1,39 @@
-//! Conversations: one Redis hash per `(phone_number_id, user)` with a sliding TTL, appended to by
-//! scripts that are idempotent per wamid, plus the per-user GCRA rate limit in the same call.
+//! Conversations: per `(phone_number_id, user)` a Redis hash (metadata, per-message markers, the
+//! GCRA rate limit) and a list of turns beside it, both with the sliding TTL, written by scripts
+//! that are idempotent per wamid and return typed results.
 //!
-//! Hash layout: `seq` (last turn number), `lo` (oldest kept turn), `m:<n>` (one JSON [`Turn`] per
-//! field), `w:<hash of wamid>` (inbound message seen: its turn number, `<n>:r` once answered,
-//! `l` when rate-limited), `name`, `created`, `updated` (ms), `notice_until` (ms; no second rate-limit
-//! notice before). Few, short fields: the sent reply's wamid lives in the bot turn itself.
+//! Hash fields ([`field`]): `n` turns ever appended, `c`/`u` created/updated (ms), `name`,
+//! `tat` (GCRA theoretical arrival time, ms), `nq` (no rate-limit notice before, ms), `lf` (last
+//! failed reply), and one marker `w:<digest of wamid>` per inbound message: `<turn>` seen,
+//! `<turn>:<k>` k outbound messages of its reply sent, `<turn>:r` answered (or never to be
+//! answered), `l` dropped by the rate limit. Scripts: `lua/*.lua`.
 
 use std::collections::HashMap;
 
 use fred::prelude::{Client, ClientLike, ClusterInterface, HashesInterface, KeysInterface};
+use fred::prelude::{ListInterface, Value};
 use fred::types::scripts::Script;
 use fred::types::{ClusterHash, CustomCommand};
 use serde::{Deserialize, Serialize};
+use sha1::{Digest, Sha1};
 
+use super::error::{Result, StoreError};
 use super::keys::Keys;
 use crate::domain::{InboundMessage, PhoneNumberId, UserId};
 
-pub type Result<T> = std::result::Result<T, fred::error::Error>;
+const COMMON: &str = include_str!("lua/conversation_common.lua");
 
-/// Marker field of an inbound wamid: a 64-bit hash keeps the field short (wamids are ~60 bytes).
-const MARKER: &str = r#"
-local function marker_of(wamid)
-  return 'w:' .. string.sub(redis.sha1hex(wamid), 1, 16)
-end
-"#;
+/// Hash field names read by Rust (the scripts write the same names).
+pub mod field {
+    pub const TURNS: &str = "n";
+    pub const CREATED: &str = "c";
+    pub const UPDATED: &str = "u";
+    pub const NAME: &str = "name";
+    pub const LAST_FAILURE: &str = "lf";
+}
 
-/// Drops turns beyond `max_history` (and their markers), then refreshes the sliding TTL.
-/// Expects `conv`, `seq`, `lo` (oldest kept turn, as read), `max_history` and `ttl` locals.
-const TRIM_AND_TOUCH: &str = r#"
-local first = lo
-while seq - lo + 1 > max_history do
-  local old = redis.call('HGET', conv, 'm:' .. lo)
-  if old then
-    local ok, turn = pcall(cjson.decode, old)
-    if ok and type(turn) == 'table' and turn.w then
-      redis.call('HDEL', conv, marker_of(turn.w))
-    end
-    redis.call('HDEL', conv, 'm:' .. lo)
-  end
-  lo = lo + 1
-end
-if lo ~= first then redis.call('HSET', conv, 'lo', lo) end
-redis.call('EXPIRE', conv, ttl)
-"#;
-
-/// Turns `first..=last`, oldest first.
-const HISTORY: &str = r#"
-local function history(conv, first, last)
-  local fields = {}
-  for i = first, last do fields[#fields + 1] = 'm:' .. i end
-  if #fields == 0 then return {} end
-  return redis.call('HMGET', conv, unpack(fields))
-end
-"#;
-
-/// KEYS: conversation, rate limit. ARGV: wamid, turn JSON, turn JSON marked rate-limited, ttl s,
-/// max history, GCRA emission interval ms, GCRA tolerance ms, notice window ms, profile name.
-/// Returns {state, notice, history...} with state `dup:<marker>`, `limited` or `ok`.
-const BEGIN_BODY: &str = r#"
-local conv, rl = KEYS[1], KEYS[2]
-local wamid = ARGV[1]
-local ttl, max_history = tonumber(ARGV[4]), tonumber(ARGV[5])
-local state = redis.call('HMGET', conv, marker_of(wamid), 'seq', 'lo', 'created')
-local marker = state[1]
-local lo = tonumber(state[3] or '1')
-if marker then
-  local out = {'dup:' .. marker, 0}
-  for _, turn in ipairs(history(conv, lo, tonumber(state[2] or '0'))) do out[#out + 1] = turn end
-  return out
-end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local interval, tolerance = tonumber(ARGV[6]), tonumber(ARGV[7])
-local tat = tonumber(redis.call('GET', rl) or '0')
-if tat < now then tat = now end
-local limited = (tat - now) > tolerance
-local notice = 0
-if limited then
-  local quiet_until = tonumber(redis.call('HGET', conv, 'notice_until') or '0')
-  if now >= quiet_until then
-    notice = 1
-    redis.call('HSET', conv, 'notice_until', now + tonumber(ARGV[8]))
-  end
-else
-  local next_tat = tat + interval
-  redis.call('SET', rl, next_tat, 'PX', next_tat - now + 1000)
-end
-local seq = redis.call('HINCRBY', conv, 'seq', 1)
-local turn = ARGV[2]
-local mark = seq
-if limited then turn = ARGV[3]; mark = 'l' end
-local fields = {'m:' .. seq, turn, marker_of(wamid), mark, 'updated', now}
-if not state[4] then fields[#fields + 1] = 'created'; fields[#fields + 1] = now end
-if ARGV[9] ~= '' then fields[#fields + 1] = 'name'; fields[#fields + 1] = ARGV[9] end
-redis.call('HSET', conv, unpack(fields))
-"#;
-
-const BEGIN_TAIL: &str = r#"
-local result = 'ok'
-if limited then result = 'limited' end
-local out = {result, notice}
-for _, h in ipairs(history(conv, lo, seq)) do out[#out + 1] = h end
-return out
-"#;
-
-/// KEYS: conversation. ARGV: inbound wamid, bot turn JSON, ttl s, max history.
-/// Returns 0 when a reply to that wamid was already recorded.
-const RECORD_REPLY_BODY: &str = r#"
-local conv = KEYS[1]
-local wamid = ARGV[1]
-local ttl, max_history = tonumber(ARGV[3]), tonumber(ARGV[4])
-local state = redis.call('HMGET', conv, marker_of(wamid), 'lo')
-local marker = state[1]
-if marker and string.sub(marker, -2) == ':r' then return 0 end
-local lo = tonumber(state[2] or '1')
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local seq = redis.call('HINCRBY', conv, 'seq', 1)
-redis.call('HSET', conv, 'm:' .. seq, ARGV[2], marker_of(wamid), (marker or '0') .. ':r', 'updated', now)
-"#;
-
-/// KEYS: conversation. ARGV: inbound wamid. Marks a message answered by a reply recorded for a
-/// later message of the same burst.
-const MARK_ANSWERED_BODY: &str = r#"
-local field = marker_of(ARGV[1])
-local marker = redis.call('HGET', KEYS[1], field)
-if marker and string.sub(marker, -2) ~= ':r' then
-  redis.call('HSET', KEYS[1], field, marker .. ':r')
-end
-return 1
-"#;
-
-/// KEYS: conversation. ARGV: failure JSON. Only touches an existing conversation (no TTL change).
-const MARK_FAILED: &str = r#"
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], 'last_failure', ARGV[1])
-return 1
-"#;
+/// How long a quarantined (corrupt) conversation is kept for inspection.
+const QUARANTINE_SECS: u64 = 7 * 24 * 3600;
 
 /// Who spoke.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -145,6 +42,10 @@ pub enum Role {
     User,
     #[serde(rename = "b")]
     Bot,
+    /// A person of the business: an operator, or the owner answering from the WhatsApp
+    /// Business app (a coexistence echo).
+    #[serde(rename = "o")]
+    Operator,
 }
 
 /// One turn as stored (short keys: a conversation holds up to `max_history` of them).
@@ -154,10 +55,10 @@ pub struct Turn {
     pub role: Role,
     #[serde(rename = "t")]
     pub text: String,
-    /// The inbound message's wamid (user turns).
+    /// Digest of the inbound message's wamid (user turns): names its marker.
     #[serde(rename = "w", default, skip_serializing_if = "Option::is_none")]
-    pub wamid: Option<String>,
-    /// The wamid Meta gave our reply (bot turns).
+    pub marker: Option<String>,
+    /// The wamid Meta gave a message we sent (bot and operator turns).
     #[serde(rename = "o", default, skip_serializing_if = "Option::is_none")]
     pub sent_wamid: Option<String>,
     /// Unix seconds.
@@ -172,22 +73,76 @@ pub struct Turn {
     pub kind: String,
     #[serde(rename = "rl", default, skip_serializing_if = "std::ops::Not::not")]
     pub rate_limited: bool,
+    /// The user edited this message after sending it (the text is the edited one).
+    #[serde(rename = "ed", default, skip_serializing_if = "std::ops::Not::not")]
+    pub edited: bool,
 }
 
-/// What `begin` decided for an inbound message.
+impl Turn {
+    /// The user turn of an inbound message.
+    pub fn of_user(message: &InboundMessage, role: Role) -> Turn {
+        Turn {
+            role,
+            text: message.content.describe(),
+            marker: Some(marker_digest(message.id.as_str())),
+            sent_wamid: None,
+            at: message.timestamp,
+            kind: message.content.kind().to_string(),
+            rate_limited: false,
+            edited: false,
+        }
+    }
+
+    /// A turn of ours (bot or operator) that Meta accepted as `sent_wamid`.
+    pub fn sent(role: Role, text: String, kind: &str, sent_wamid: String, at: i64) -> Turn {
+        Turn {
+            role,
+            text,
+            marker: None,
+            sent_wamid: Some(sent_wamid),
+            at,
+            kind: kind.to_string(),
+            rate_limited: false,
+            edited: false,
+        }
+    }
+}
+
+/// The digest naming an inbound message's marker (the scripts compute the same).
+pub fn marker_digest(wamid: &str) -> String {
+    let digest = Sha1::digest(wamid.as_bytes());
+    hex::encode(&digest[..8])
+}
+
+/// How `admit` treats a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdmitMode<'a> {
+    /// A message to answer: rate-limited, recorded, history returned.
+    Answer,
+    /// Recorded in the history, never answered, not rate-limited (echoes, standby copies,
+    /// revokes, reactions).
+    Record,
+    /// `/reset`: rate-limited like any message; the history starts over.
+    Reset,
+    /// The user edited `original`: its turn gets `text` while kept; never answered.
+    Edit { original: &'a str, text: &'a str },
+}
+
+/// What `admit` decided.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Begin {
-    /// New message, within the rate limit: answer it. `history` ends with this message.
-    Accepted { history: Vec<Turn> },
+pub enum Admission {
+    /// New and within the rate limit: answer it. `history` ends with this message (empty when
+    /// the history was not asked for).
+    Answer { history: Vec<Turn> },
+    /// Seen before but not fully answered (a retry, a redelivery): answer it, skipping the
+    /// `parts_sent` outbound messages that already went out.
+    Resume { parts_sent: u32, history: Vec<Turn> },
     /// Over the rate limit: recorded, not answered; `notice` once per window.
     Limited { notice: bool },
-    /// Seen before (a redelivery or a retry). `replied`: a reply was already sent.
-    /// `rate_limited`: it was dropped by the rate limit the first time.
-    Seen {
-        replied: bool,
-        rate_limited: bool,
-        history: Vec<Turn>,
-    },
+    /// Seen before and already answered, dropped by the rate limit, or recorded without answer.
+    Done,
+    /// Recorded in the history, not to be answered.
+    Recorded,
 }
 
 /// A conversation for operators.
@@ -236,121 +191,150 @@ pub struct ConversationStore {
     keys: Keys,
     limits: ConversationLimits,
     begin: Script,
-    record_reply: Script,
+    record: Script,
     mark_answered: Script,
     mark_failed: Script,
+    quarantine: Script,
+}
+
+fn with_common(body: &str) -> Script {
+    Script::from_lua(format!("{COMMON}\n{body}"))
 }
 
 impl ConversationStore {
     pub fn new(client: Client, keys: Keys, limits: ConversationLimits) -> ConversationStore {
-        let begin = format!("{MARKER}{HISTORY}{BEGIN_BODY}{TRIM_AND_TOUCH}{BEGIN_TAIL}");
-        let record = format!("{MARKER}{RECORD_REPLY_BODY}{TRIM_AND_TOUCH}return 1\n");
         ConversationStore {
             client,
             keys,
             limits,
-            begin: Script::from_lua(begin),
-            record_reply: Script::from_lua(record),
-            mark_answered: Script::from_lua(format!("{MARKER}{MARK_ANSWERED_BODY}")),
-            mark_failed: Script::from_lua(MARK_FAILED),
+            begin: with_common(include_str!("lua/begin.lua")),
+            record: with_common(include_str!("lua/record.lua")),
+            mark_answered: with_common(include_str!("lua/mark_answered.lua")),
+            mark_failed: with_common(include_str!("lua/mark_failed.lua")),
+            quarantine: Script::from_lua(include_str!("lua/quarantine.lua")),
         }
     }
 
-    fn key(&self, pnid: &PhoneNumberId, user: &UserId) -> String {
-        self.keys
-            .conversation(self.keys.partition(pnid, user), pnid, user)
+    /// The hash and list keys of a conversation.
+    fn keys_of(&self, pnid: &PhoneNumberId, user: &UserId) -> Vec<String> {
+        let partition = self.keys.partition(pnid, user);
+        vec![
+            self.keys.conversation(partition, pnid, user),
+            self.keys.history(partition, pnid, user),
+        ]
     }
 
-    /// Rate-limits and records an inbound message in one script call; returns the history to
-    /// answer with.
-    pub async fn begin(&self, message: &InboundMessage, turn: &Turn) -> Result<Begin> {
-        let partition = self.keys.partition(&message.phone_number_id, &message.user);
+    /// Deduplicates, rate-limits and records an inbound message in one script call.
+    /// `want_history`: return the kept turns (a responder that reads them).
+    pub async fn admit(
+        &self,
+        message: &InboundMessage,
+        turn: &Turn,
+        mode: AdmitMode<'_>,
+        want_history: bool,
+    ) -> Result<Admission> {
         let limited_turn = Turn {
             rate_limited: true,
             ..turn.clone()
         };
+        let rated = matches!(mode, AdmitMode::Answer | AdmitMode::Reset);
         // GCRA: `messages` per window as a burst, refilled at one per window/messages.
-        let interval =
-            (self.limits.rate_window_ms / u64::from(self.limits.rate_messages.max(1))).max(1);
-        let tolerance = interval * u64::from(self.limits.rate_messages.max(1) - 1);
-        let reply: Vec<fred::types::Value> = self
+        let burst = u64::from(self.limits.rate_messages.max(1));
+        let interval = (self.limits.rate_window_ms / burst).max(1);
+        let tolerance = interval * (burst - 1);
+        let (mode_name, original, new_text) = match mode {
+            AdmitMode::Answer => ("answer", "", ""),
+            AdmitMode::Record => ("record", "", ""),
+            AdmitMode::Reset => ("reset", "", ""),
+            AdmitMode::Edit { original, text } => ("edit", original, text),
+        };
+        let reply: Vec<Value> = self
             .begin
             .evalsha_with_reload(
                 &self.client,
-                vec![
-                    self.keys
-                        .conversation(partition, &message.phone_number_id, &message.user),
-                    self.keys
-                        .rate_limit(partition, &message.phone_number_id, &message.user),
-                ],
+                self.keys_of(&message.phone_number_id, &message.user),
                 vec![
                     message.id.as_str().to_string(),
-                    to_json(turn)?,
-                    to_json(&limited_turn)?,
+                    serde_json::to_string(turn)?,
+                    serde_json::to_string(&limited_turn)?,
                     self.limits.session_ttl_secs.to_string(),
                     self.limits.max_history.to_string(),
-                    interval.to_string(),
+                    if rated { interval } else { 0 }.to_string(),
                     tolerance.to_string(),
                     self.limits.rate_window_ms.to_string(),
                     message.sender.profile_name.clone().unwrap_or_default(),
+                    if want_history { "1" } else { "0" }.to_string(),
+                    mode_name.to_string(),
+                    original.to_string(),
+                    new_text.to_string(),
                 ],
             )
             .await?;
-        let mut values = reply.into_iter();
-        let state = values
-            .next()
-            .and_then(|v| v.as_string())
-            .unwrap_or_default();
-        let notice = values.next().and_then(|v| v.as_i64()).unwrap_or(0) == 1;
-        let history: Vec<Turn> = values
-            .filter_map(|v| v.as_string())
-            .filter_map(|s| serde_json::from_str(&s).ok())
-            .collect();
-        Ok(match state.as_str() {
-            "ok" => Begin::Accepted { history },
-            "limited" => Begin::Limited { notice },
-            seen => Begin::Seen {
-                replied: seen.ends_with(":r"),
-                rate_limited: seen == "dup:l",
-                history,
-            },
-        })
+        parse_admission(reply)
     }
 
-    /// Records the bot's answer to `inbound` (idempotent: a second call for the same inbound
-    /// wamid is ignored). Returns `false` when a reply was already recorded.
-    pub async fn record_reply(&self, inbound: &InboundMessage, turn: &Turn) -> Result<bool> {
+    /// Notes that `parts_sent` outbound messages of the reply to `inbound` went out, so that a
+    /// retry continues after them instead of sending them again.
+    pub async fn record_progress(&self, inbound: &InboundMessage, parts_sent: u32) -> Result<()> {
+        self.run_record(inbound, parts_sent, false, &[]).await?;
+        Ok(())
+    }
+
+    /// Records the reply to `inbound` (its turns, possibly none) and marks it answered.
+    /// Idempotent: returns `false` when a reply was already recorded.
+    pub async fn record_reply(&self, inbound: &InboundMessage, turns: &[Turn]) -> Result<bool> {
+        self.run_record(inbound, 0, true, turns).await
+    }
+
+    async fn run_record(
+        &self,
+        inbound: &InboundMessage,
+        parts_sent: u32,
+        last: bool,
+        turns: &[Turn],
+    ) -> Result<bool> {
+        let mut args = vec![
+            inbound.id.as_str().to_string(),
+            self.limits.session_ttl_secs.to_string(),
+            self.limits.max_history.to_string(),
+            parts_sent.to_string(),
+            if last { "1" } else { "0" }.to_string(),
+        ];
+        for turn in turns {
+            args.push(serde_json::to_string(turn)?);
+        }
         let recorded: i64 = self
-            .record_reply
+            .record
             .evalsha_with_reload(
                 &self.client,
-                vec![self.key(&inbound.phone_number_id, &inbound.user)],
-                vec![
-                    inbound.id.as_str().to_string(),
-                    to_json(turn)?,
-                    self.limits.session_ttl_secs.to_string(),
-                    self.limits.max_history.to_string(),
-                ],
+                self.keys_of(&inbound.phone_number_id, &inbound.user),
+                args,
             )
             .await?;
         Ok(recorded == 1)
     }
 
-    /// Marks `inbound` as answered without recording a turn (a merged burst's earlier messages).
-    pub async fn mark_answered(&self, inbound: &InboundMessage) -> Result<()> {
+    /// Marks messages as answered without recording a turn (a merged burst's earlier messages).
+    pub async fn mark_answered(&self, messages: &[&InboundMessage]) -> Result<()> {
+        let Some(first) = messages.first() else {
+            return Ok(());
+        };
         let _: i64 = self
             .mark_answered
             .evalsha_with_reload(
                 &self.client,
-                vec![self.key(&inbound.phone_number_id, &inbound.user)],
-                vec![inbound.id.as_str().to_string()],
+                self.keys_of(&first.phone_number_id, &first.user),
+                messages
+                    .iter()
+                    .map(|m| m.id.as_str().to_string())
+                    .collect::<Vec<_>>(),
             )
             .await?;
         Ok(())
     }
 
-    /// Notes that a reply we sent failed to deliver (from a `failed` status webhook). Does
-    /// nothing when the conversation no longer exists.
+    /// Notes that a reply we sent failed to deliver (from a `failed` status). Does nothing when
+    /// the conversation no longer exists.
     pub async fn mark_reply_failed(
         &self,
         pnid: &PhoneNumberId,
@@ -361,9 +345,22 @@ impl ConversationStore {
         let failure = serde_json::json!({ "wamid": sent_wamid, "code": code }).to_string();
         let marked: i64 = self
             .mark_failed
-            .evalsha_with_reload(&self.client, vec![self.key(pnid, user)], vec![failure])
+            .evalsha_with_reload(&self.client, self.keys_of(pnid, user), vec![failure])
             .await?;
         Ok(marked == 1)
+    }
+
+    /// Moves a corrupt conversation aside (kept a week under `...:corrupt:...`) so the user's
+    /// next message starts afresh. Returns whether anything was moved.
+    pub async fn quarantine(&self, pnid: &PhoneNumberId, user: &UserId) -> Result<bool> {
+        let partition = self.keys.partition(pnid, user);
+        let mut keys = self.keys_of(pnid, user);
+        keys.extend(self.keys.quarantined(partition, pnid, user));
+        let moved: i64 = self
+            .quarantine
+            .evalsha_with_reload(&self.client, keys, vec![QUARANTINE_SECS.to_string()])
+            .await?;
+        Ok(moved > 0)
     }
 
     /// The kept turns of a conversation, oldest first, with its TTL; `None` when it does not
@@ -373,40 +370,42 @@ impl ConversationStore {
         pnid: &PhoneNumberId,
         user: &UserId,
     ) -> Result<Option<ConversationView>> {
-        let key = self.key(pnid, user);
+        let keys = self.keys_of(pnid, user);
         let pipeline = self.client.pipeline();
-        let _: () = pipeline.hgetall(&key).await?;
-        let _: () = pipeline.ttl(&key).await?;
-        let (fields, ttl): (HashMap<String, String>, i64) = pipeline.all().await?;
+        let _: () = pipeline.hgetall(&keys[0]).await?;
+        let _: () = pipeline.lrange(&keys[1], 0, -1).await?;
+        let _: () = pipeline.ttl(&keys[0]).await?;
+        let (fields, turns, ttl): (HashMap<String, String>, Vec<String>, i64) =
+            pipeline.all().await?;
         if fields.is_empty() {
             return Ok(None);
         }
-        let mut numbered: Vec<(u64, Turn)> = fields
+        let turns = turns
             .iter()
-            .filter_map(|(field, value)| {
-                let n = field.strip_prefix("m:")?.parse().ok()?;
-                Some((n, serde_json::from_str(value).ok()?))
+            .map(|raw| {
+                serde_json::from_str(raw)
+                    .map_err(|e| StoreError::Corrupt(format!("a turn does not decode: {e}")))
             })
-            .collect();
-        numbered.sort_by_key(|(n, _)| *n);
+            .collect::<Result<Vec<Turn>>>()?;
+        let number = |name: &str| fields.get(name).and_then(|s| s.parse::<i64>().ok());
         Ok(Some(ConversationView {
             phone_number_id: pnid.to_string(),
             user: user.as_str().to_string(),
-            profile_name: fields.get("name").cloned(),
-            turns: numbered.into_iter().map(|(_, t)| t).collect(),
-            count: fields.get("seq").and_then(|s| s.parse().ok()).unwrap_or(0),
+            profile_name: fields.get(field::NAME).cloned(),
+            turns,
+            count: number(field::TURNS).unwrap_or(0).max(0) as u64,
             ttl_secs: ttl,
-            created_ms: fields.get("created").and_then(|s| s.parse().ok()),
-            updated_ms: fields.get("updated").and_then(|s| s.parse().ok()),
+            created_ms: number(field::CREATED),
+            updated_ms: number(field::UPDATED),
             last_failure: fields
-                .get("last_failure")
+                .get(field::LAST_FAILURE)
                 .and_then(|s| serde_json::from_str(s).ok()),
         }))
     }
 
-    /// Deletes a conversation (`/reset`, operators). Returns whether it existed.
+    /// Deletes a conversation (operators). Returns whether it existed.
     pub async fn delete(&self, pnid: &PhoneNumberId, user: &UserId) -> Result<bool> {
-        let deleted: i64 = self.client.del(self.key(pnid, user)).await?;
+        let deleted: i64 = self.client.del(self.keys_of(pnid, user)).await?;
         Ok(deleted > 0)
     }
 
@@ -463,6 +462,44 @@ impl ConversationStore {
     }
 }
 
+/// The script's `{code, notice, parts_sent, history...}` as an [`Admission`].
+fn parse_admission(reply: Vec<Value>) -> Result<Admission> {
+    let mut values = reply.into_iter();
+    let mut number = || {
+        values
+            .next()
+            .and_then(|v| v.as_i64())
+            .ok_or_else(|| StoreError::Corrupt("the admit script answered out of shape".into()))
+    };
+    let code = number()?;
+    let notice = number()? == 1;
+    let parts_sent = u32::try_from(number()?).unwrap_or(0);
+    let history = values
+        .map(|v| {
+            let raw = v
+                .as_string()
+                .ok_or_else(|| StoreError::Corrupt("a turn is not a string".into()))?;
+            serde_json::from_str(&raw)
+                .map_err(|e| StoreError::Corrupt(format!("a turn does not decode: {e}")))
+        })
+        .collect::<Result<Vec<Turn>>>()?;
+    Ok(match code {
+        0 => Admission::Answer { history },
+        1 => Admission::Limited { notice },
+        2 => Admission::Resume {
+            parts_sent,
+            history,
+        },
+        3 | 4 => Admission::Done,
+        5 => Admission::Recorded,
+        other => {
+            return Err(StoreError::Corrupt(format!(
+                "the admit script answered code {other}"
+            )))
+        }
+    })
+}
+
 /// A raw SCAN, so the cursor can travel through an HTTP API (fred's scan streams keep it).
 async fn scan<C: ClientLike>(
     client: &C,
@@ -471,7 +508,7 @@ async fn scan<C: ClientLike>(
     count: u32,
 ) -> Result<(String, Vec<String>)> {
     let command = CustomCommand::new_static("SCAN", ClusterHash::Random, false);
-    client
+    Ok(client
         .custom(
             command,
             vec![
@@ -482,7 +519,7 @@ async fn scan<C: ClientLike>(
                 count.max(1).to_string(),
             ],
         )
-        .await
+        .await?)
 }
 
 /// `{prefix:p}:conv:<pnid>:<user>` → its parts.
@@ -503,12 +540,6 @@ fn is_text_kind(kind: &str) -> bool {
     kind == "text"
 }
 
-fn to_json(turn: &Turn) -> Result<String> {
-    serde_json::to_string(turn).map_err(|e| {
-        fred::error::Error::new(fred::error::ErrorKind::InvalidArgument, e.to_string())
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -523,6 +554,7 @@ mod tests {
             })
         );
         assert_eq!(parse_conversation_key("{wabot:3}:in"), None);
+        assert_eq!(parse_conversation_key("{wabot:3}:hist:1139:4915"), None);
     }
 
     #[test]
@@ -530,15 +562,64 @@ mod tests {
         let turn = Turn {
             role: Role::User,
             text: "hi".into(),
-            wamid: Some("wamid.X".into()),
+            marker: Some("0123456789abcdef".into()),
             sent_wamid: None,
             at: 5,
             kind: "text".into(),
             rate_limited: false,
+            edited: false,
         };
         assert_eq!(
             serde_json::to_string(&turn).expect("json"),
-            r#"{"r":"u","t":"hi","w":"wamid.X","ts":5}"#
+            r#"{"r":"u","t":"hi","w":"0123456789abcdef","ts":5}"#
         );
+    }
+
+    #[test]
+    fn marker_digest_is_the_scripts_one() {
+        // sha1("wamid.X") starts with these 16 hex digits (redis.sha1hex gives the same).
+        assert_eq!(marker_digest("wamid.X").len(), 16);
+        assert_eq!(
+            marker_digest("abc"),
+            "a9993e364706816a" // SHA-1("abc") = a9993e364706816aba3e25717850c26c9cd0d89d
+        );
+    }
+
+    #[test]
+    fn admissions_parse_from_the_script_reply() {
+        let turn = r#"{"r":"u","t":"hi","ts":1}"#;
+        let reply = vec![
+            Value::from(2),
+            Value::from(0),
+            Value::from(3),
+            Value::from(turn),
+        ];
+        assert_eq!(
+            parse_admission(reply).expect("parses"),
+            Admission::Resume {
+                parts_sent: 3,
+                history: vec![Turn {
+                    role: Role::User,
+                    text: "hi".into(),
+                    marker: None,
+                    sent_wamid: None,
+                    at: 1,
+                    kind: "text".into(),
+                    rate_limited: false,
+                    edited: false,
+                }]
+            }
+        );
+        let corrupt = vec![
+            Value::from(0),
+            Value::from(0),
+            Value::from(0),
+            Value::from("{"),
+        ];
+        assert!(matches!(
+            parse_admission(corrupt),
+            Err(StoreError::Corrupt(_))
+        ));
+        assert!(parse_admission(vec![Value::from(9), Value::from(0), Value::from(0)]).is_err());
     }
 }

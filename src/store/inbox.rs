@@ -1,25 +1,17 @@
-//! The durable hand-off: one script call per message drops duplicates by wamid and appends the
-//! message to its partition's stream, atomically (both writes land in the AOF together).
+//! The durable hand-off: one script call per item drops duplicates (by wamid; for a status by
+//! wamid and status) and appends the item to its conversation's partition stream, atomically.
 
 use async_trait::async_trait;
 use fred::prelude::Client;
 use fred::types::scripts::Script;
 use futures_util::future::try_join_all;
 
-use super::keys::{Keys, SEEN_TTL_SECS};
-use crate::domain::InboundMessage;
+use super::error::StoreError;
+use super::keys::{Keys, SEEN_TTL_SECS, STATUS_SEEN_TTL_SECS};
+use crate::domain::InboxItem;
 use crate::sink::{Accepted, EventSink, SinkError};
 
-/// KEYS: seen marker, inbox stream. ARGV: marker TTL (s), message JSON, wamid.
-/// Returns the stream id, or nil for a duplicate.
-const ACCEPT_LUA: &str = r#"
-if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
-  return redis.call('XADD', KEYS[2], '*', 'm', ARGV[2], 'w', ARGV[3])
-end
-return false
-"#;
-
-/// Stores inbound messages in Redis streams, partitioned by conversation.
+/// Stores inbound items in Redis streams, partitioned by conversation.
 #[derive(Clone)]
 pub struct RedisInbox {
     client: Client,
@@ -32,29 +24,31 @@ impl RedisInbox {
         RedisInbox {
             client,
             keys,
-            script: Script::from_lua(ACCEPT_LUA),
+            script: Script::from_lua(include_str!("lua/accept.lua")),
         }
     }
 
-    /// Stores one message; `Ok(true)` when it was new.
-    pub async fn accept_one(&self, message: &InboundMessage) -> Result<bool, fred::error::Error> {
-        let partition = self.keys.partition(&message.phone_number_id, &message.user);
-        let json = serde_json::to_string(message).map_err(|e| {
-            fred::error::Error::new(fred::error::ErrorKind::InvalidArgument, e.to_string())
-        })?;
+    /// Stores one item; `Ok(true)` when it was new. Items without a conversation (a status
+    /// without recipient) are not stored: `Ok(false)`.
+    pub async fn accept_one(&self, item: &InboxItem) -> Result<bool, StoreError> {
+        let Some((pnid, user)) = item.conversation() else {
+            return Ok(false);
+        };
+        let partition = self.keys.partition(&pnid, &user);
+        let ttl = match item {
+            InboxItem::Message(_) => SEEN_TTL_SECS,
+            InboxItem::Status(_) => STATUS_SEEN_TTL_SECS,
+        };
+        let dedup = item.dedup_id();
         let id: Option<String> = self
             .script
             .evalsha_with_reload(
                 &self.client,
                 vec![
-                    self.keys.seen(partition, message.id.as_str()),
+                    self.keys.seen(partition, &dedup),
                     self.keys.inbox(partition),
                 ],
-                vec![
-                    SEEN_TTL_SECS.to_string(),
-                    json,
-                    message.id.as_str().to_string(),
-                ],
+                vec![ttl.to_string(), item.to_json()?, dedup],
             )
             .await?;
         Ok(id.is_some())
@@ -63,15 +57,23 @@ impl RedisInbox {
 
 #[async_trait]
 impl EventSink for RedisInbox {
-    async fn accept(&self, messages: &[InboundMessage]) -> Result<Accepted, SinkError> {
+    async fn accept(&self, items: &[InboxItem]) -> Result<Accepted, SinkError> {
         // Issued together: fred pipelines them on the connection, one round trip for the batch.
-        let results = try_join_all(messages.iter().map(|m| self.accept_one(m)))
+        let results = try_join_all(items.iter().map(|item| self.accept_one(item)))
             .await
             .map_err(|e| SinkError::Unavailable(Box::new(e)))?;
-        let new = results.iter().filter(|new| **new).count();
-        Ok(Accepted {
-            new,
-            duplicates: results.len() - new,
-        })
+        // Counted for messages: statuses have their own series.
+        let messages = items
+            .iter()
+            .zip(&results)
+            .filter(|(item, _)| matches!(item, InboxItem::Message(_)));
+        let (new, duplicates) = messages.fold((0, 0), |(new, dup), (_, stored)| {
+            if *stored {
+                (new + 1, dup)
+            } else {
+                (new, dup + 1)
+            }
+        });
+        Ok(Accepted { new, duplicates })
     }
 }

@@ -6,6 +6,10 @@ use crate::domain::{PhoneNumberId, UserId};
 /// Dedup markers are kept for Meta's retry horizon (7 days) plus a day of margin.
 pub const SEEN_TTL_SECS: u64 = 8 * 24 * 3600;
 
+/// Statuses are deduplicated for a day: a status applied twice later is harmless (delivery
+/// states only move forward), and three per reply would otherwise fill Redis for a week.
+pub const STATUS_SEEN_TTL_SECS: u64 = 24 * 3600;
+
 /// Key builder for one deployment (one prefix, one partition count).
 #[derive(Debug, Clone)]
 pub struct Keys {
@@ -75,17 +79,40 @@ impl Keys {
         )
     }
 
-    pub fn rate_limit(
+    /// The turns of a conversation (a list beside its hash, same hash tag and TTL).
+    pub fn history(
         &self,
         partition: u32,
         phone_number_id: &PhoneNumberId,
         user: &UserId,
     ) -> String {
         format!(
-            "{}:rl:{phone_number_id}:{}",
+            "{}:hist:{phone_number_id}:{}",
             self.tag(partition),
             user.as_str()
         )
+    }
+
+    /// Where a corrupt conversation's hash and list are moved (kept for inspection).
+    pub fn quarantined(
+        &self,
+        partition: u32,
+        phone_number_id: &PhoneNumberId,
+        user: &UserId,
+    ) -> [String; 2] {
+        let tag = self.tag(partition);
+        let user = user.as_str();
+        [
+            format!("{tag}:corrupt:conv:{phone_number_id}:{user}"),
+            format!("{tag}:corrupt:hist:{phone_number_id}:{user}"),
+        ]
+    }
+
+    /// Send pacing of one business number: its throughput GCRA, and per recipient the pair
+    /// limit. One hash tag per number, so one script checks both on a Cluster.
+    pub fn pacing(&self, phone_number_id: &str, recipient: &str) -> [String; 2] {
+        let tag = format!("{{{}:pace:{phone_number_id}}}", self.prefix);
+        [format!("{tag}:number"), format!("{tag}:to:{recipient}")]
     }
 
     pub fn dead_letters(&self, partition: u32) -> String {
@@ -113,10 +140,9 @@ mod tests {
         let user = UserId::parse("4915123456789").expect("valid");
         let p = keys.partition(&pnid, &user);
         assert!(p < 64);
-        // Pinned: a change here re-routes every live conversation.
-        assert_eq!(p, keys.partition(&pnid, &user));
-        assert_eq!(Keys::new("x", 64).partition(&pnid, &user), p);
+        // Pinned: a change here re-routes every live conversation. The prefix plays no part.
         assert_eq!(p, 41);
+        assert_eq!(Keys::new("x", 64).partition(&pnid, &user), 41);
         assert_eq!(keys.inbox(p), "{wabot:41}:in");
         assert_eq!(
             keys.conversation(p, &pnid, &user),

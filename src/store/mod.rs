@@ -1,12 +1,15 @@
-//! Everything that knows Redis: the connection, key formats and scripts. Nothing outside this
-//! module builds a key.
+//! Everything that knows Redis: the connection, key formats and scripts (`lua/`). Nothing
+//! outside this module builds a key.
 
 pub mod connection;
 pub mod conversation;
+pub mod error;
 pub mod inbox;
 pub mod keys;
+pub mod pacing;
 pub mod queue;
 
 pub use connection::{connect, Client, RedisError};
+pub use error::StoreError;
 pub use inbox::RedisInbox;
 pub use keys::Keys;

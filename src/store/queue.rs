@@ -11,75 +11,23 @@ use fred::types::scripts::Script;
 use fred::types::streams::XReadResponse;
 
 use super::keys::{Keys, GROUP};
-use crate::domain::InboundMessage;
+use crate::domain::InboxItem;
 
-pub type Result<T> = std::result::Result<T, fred::error::Error>;
+pub use super::error::{Result, StoreError};
 
 /// A raw stream entry: id and fields.
 type StreamEntry = (String, HashMap<String, String>);
 
-/// Keeps the lease `KEYS[1]` for token `t`: true when we own it, or took back a lease that vanished
-/// (Redis restarted after it expired: nobody else holds it); false when another replica owns it.
-const HOLD_LEASE: &str = r#"
-local function hold_lease(t, ttl)
-  local owner = redis.call('GET', KEYS[1])
-  if owner == t then return true end
-  if owner then return false end
-  redis.call('SET', KEYS[1], t, 'PX', ttl)
-  return true
-end
-"#;
+const LEASE: &str = include_str!("lua/lease.lua");
 
-/// KEYS: lease. ARGV: token, ttl ms. 1 when the lease is (still) ours and extended.
-const RENEW_BODY: &str = r#"
-if not hold_lease(ARGV[1], ARGV[2]) then return 0 end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return 1
-"#;
-
-/// KEYS: lease. ARGV: token. Releases only our own lease.
-const RELEASE_LUA: &str = r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"#;
-
-/// KEYS: lease, inbox, dead. ARGV: token, group, entry id, lease ttl ms, and for a dead letter:
-/// message JSON, error, attempts, time ms. Acknowledges and deletes the entry (after copying it to
-/// the dead-letter stream) while we hold the partition, so the inbox only holds unfinished work.
-const FINISH_BODY: &str = r#"
-if not hold_lease(ARGV[1], ARGV[4]) then return 0 end
-if ARGV[5] then
-  redis.call('XADD', KEYS[3], '*', 'm', ARGV[5], 'error', ARGV[6], 'attempts', ARGV[7], 'failed_at', ARGV[8], 'source', ARGV[3])
-end
-redis.call('XACK', KEYS[2], ARGV[2], ARGV[3])
-redis.call('XDEL', KEYS[2], ARGV[3])
-return 1
-"#;
-
-/// KEYS: dead letters, inbox. ARGV: dead-letter id. Moves the message back to the inbox.
-const REPLAY_LUA: &str = r#"
-local entries = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
-if #entries == 0 then return 0 end
-local fields = entries[1][2]
-for i = 1, #fields, 2 do
-  if fields[i] == 'm' then
-    redis.call('XADD', KEYS[2], '*', 'm', fields[i + 1])
-    redis.call('XDEL', KEYS[1], ARGV[1])
-    return 1
-  end
-end
-return 0
-"#;
-
-/// One stored message read from a partition.
+/// One stored item read from a partition.
 #[derive(Debug, Clone)]
 pub struct Entry {
     /// Stream id, e.g. `1717000000000-0`.
     pub id: String,
-    /// `None` when the stored JSON no longer decodes (a format change): it is dead-lettered.
-    pub message: Option<InboundMessage>,
+    /// `None` when the stored JSON does not decode (corrupt, or a format change): it is
+    /// dead-lettered.
+    pub item: Option<InboxItem>,
     pub raw: String,
 }
 
@@ -113,10 +61,10 @@ impl Queue {
             client,
             keys,
             lease_ttl_ms,
-            renew: Script::from_lua(format!("{HOLD_LEASE}{RENEW_BODY}")),
-            release: Script::from_lua(RELEASE_LUA),
-            finish: Script::from_lua(format!("{HOLD_LEASE}{FINISH_BODY}")),
-            replay: Script::from_lua(REPLAY_LUA),
+            renew: Script::from_lua(format!("{LEASE}{}", include_str!("lua/renew.lua"))),
+            release: Script::from_lua(include_str!("lua/release.lua")),
+            finish: Script::from_lua(format!("{LEASE}{}", include_str!("lua/finish.lua"))),
+            replay: Script::from_lua(include_str!("lua/replay.lua")),
         }
     }
 
@@ -199,14 +147,14 @@ impl Queue {
 
     /// Creates the consumer group of a partition if it does not exist yet.
     pub async fn ensure_group(&self, partition: u32) -> Result<()> {
-        let result: Result<String> = self
+        let result: std::result::Result<String, fred::error::Error> = self
             .client
             .xgroup_create(self.keys.inbox(partition), GROUP, "0", true)
             .await;
         match result {
             Ok(_) => Ok(()),
             Err(e) if e.details().starts_with("BUSYGROUP") => Ok(()),
-            Err(e) => Err(e),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -225,7 +173,7 @@ impl Queue {
         let consumer = format!("p{partition}");
         let id = after.unwrap_or(">").to_string();
         let block_ms = block.map(|b| b.as_millis() as u64);
-        let response: Result<fred::types::Value> = self
+        let response: std::result::Result<fred::types::Value, fred::error::Error> = self
             .client
             .xreadgroup(
                 GROUP,
@@ -245,7 +193,7 @@ impl Queue {
             }
             Ok(fred::types::Value::Null) => return Ok(Vec::new()),
             Ok(value) => value.into_xread_response::<String, String, String, String>()?,
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         };
         let response: XReadResponse<String, String, String, String> = response;
         Ok(response
@@ -255,7 +203,7 @@ impl Queue {
                 let raw = fields.remove("m").unwrap_or_default();
                 Entry {
                     id,
-                    message: serde_json::from_str(&raw).ok(),
+                    item: InboxItem::from_json(&raw).ok(),
                     raw,
                 }
             })
@@ -396,7 +344,7 @@ impl Queue {
 
     /// Entries waiting in a partition (not yet acknowledged).
     pub async fn depth(&self, partition: u32) -> Result<u64> {
-        self.client.xlen(self.keys.inbox(partition)).await
+        Ok(self.client.xlen(self.keys.inbox(partition)).await?)
     }
 }
 

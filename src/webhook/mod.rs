@@ -6,7 +6,7 @@ pub mod signature;
 use serde_json::Value;
 
 use crate::domain::{
-    DeliveryStatus, ErrorInfo, InboundMessage, InteractiveKind, MediaKind, MessageContent,
+    DeliveryStatus, ErrorInfo, InboundMessage, InteractiveKind, MediaKind, MessageContent, Origin,
     PhoneNumberId, Sender, StatusUpdate, WaMessageId, WebhookBatch,
 };
 use payload::{Contact, Media, Message, MessagesValue, Payload, WireError};
@@ -42,7 +42,12 @@ pub fn parse(body: &VerifiedBody) -> Result<WebhookBatch, ParseError> {
     for entry in payload.entry {
         for change in entry.changes {
             match change.field.as_deref() {
-                Some("messages") => read_messages_change(change.value, &mut batch),
+                Some("messages") => read_messages_change(change.value, Origin::User, &mut batch),
+                // Copies for information only: recorded in the history, never answered.
+                Some("smb_message_echoes") => {
+                    read_messages_change(change.value, Origin::BusinessEcho, &mut batch)
+                }
+                Some("standby") => read_messages_change(change.value, Origin::Standby, &mut batch),
                 other => {
                     tracing::debug!(field = other.unwrap_or(""), "ignoring webhook field");
                     batch.ignored_changes += 1;
@@ -53,7 +58,7 @@ pub fn parse(body: &VerifiedBody) -> Result<WebhookBatch, ParseError> {
     Ok(batch)
 }
 
-fn read_messages_change(value: Value, batch: &mut WebhookBatch) {
+fn read_messages_change(value: Value, origin: Origin, batch: &mut WebhookBatch) {
     let value: MessagesValue = serde_json::from_value(value).unwrap_or_default();
     let metadata = value.metadata.as_ref();
     let phone_number_id = metadata
@@ -61,8 +66,17 @@ fn read_messages_change(value: Value, batch: &mut WebhookBatch) {
         .and_then(PhoneNumberId::parse);
     batch.errors.extend(value.errors.iter().map(error_info));
 
-    for raw in value.messages {
-        match read_message(raw, phone_number_id.as_ref(), &value.contacts) {
+    let echo_origin = match origin {
+        Origin::User => Origin::BusinessEcho,
+        other => other,
+    };
+    let messages = value.messages.into_iter().map(|raw| (raw, origin));
+    let echoes = value
+        .message_echoes
+        .into_iter()
+        .map(|raw| (raw, echo_origin));
+    for (raw, origin) in messages.chain(echoes) {
+        match read_message(raw, phone_number_id.as_ref(), &value.contacts, origin) {
             Some(message) => batch.messages.push(message),
             None => batch.dropped_messages += 1,
         }
@@ -97,6 +111,7 @@ fn read_message(
     raw: Value,
     phone_number_id: Option<&PhoneNumberId>,
     contacts: &[Contact],
+    origin: Origin,
 ) -> Option<InboundMessage> {
     let id_of = |raw: &Value, key: &str| raw.get(key).and_then(Value::as_str).map(str::to_string);
     let (message, content) = match serde_json::from_value::<Message>(raw.clone()) {
@@ -127,13 +142,20 @@ fn read_message(
         tracing::debug!(wamid = %id, "message without metadata.phone_number_id dropped");
         return None;
     };
-    let from = match &message {
-        Some(m) => m.from.clone(),
-        None => id_of(&raw, "from"),
+    // An echo went from the business to the customer: the conversation is the customer's.
+    let (user_key, user_id_key) = match origin {
+        Origin::BusinessEcho => ("to", "to_user_id"),
+        Origin::User | Origin::Standby => ("from", "from_user_id"),
     };
-    let from_user_id = match &message {
-        Some(m) => m.from_user_id.clone(),
-        None => id_of(&raw, "from_user_id"),
+    let from = match (&message, origin) {
+        (Some(m), Origin::BusinessEcho) => m.to.clone(),
+        (Some(m), _) => m.from.clone(),
+        (None, _) => id_of(&raw, user_key),
+    };
+    let from_user_id = match (&message, origin) {
+        (Some(m), Origin::BusinessEcho) => m.to_user_id.clone(),
+        (Some(m), _) => m.from_user_id.clone(),
+        (None, _) => id_of(&raw, user_id_key),
     };
     let sender = sender_of(from, from_user_id, contacts);
     let Some(user) = sender.user_id() else {
@@ -151,6 +173,7 @@ fn read_message(
         forwarded: context.is_some_and(|c| {
             c.forwarded.unwrap_or(false) || c.frequently_forwarded.unwrap_or(false)
         }),
+        origin,
         content,
     })
 }
@@ -267,6 +290,17 @@ fn content_of(m: &Message) -> MessageContent {
             catalog_id: o.catalog_id.clone(),
             text: o.text.clone(),
             items: u32::try_from(o.product_items.len()).unwrap_or(u32::MAX),
+        }),
+        "edit" => m.edit.as_ref().and_then(|e| {
+            Some(MessageContent::Edit {
+                original_id: e.original_message_id.clone().filter(|id| !id.is_empty())?,
+                text: e.message.as_deref().map(|m| content_of(m).describe()),
+            })
+        }),
+        "revoke" => m.revoke.as_ref().and_then(|r| {
+            Some(MessageContent::Revoke {
+                original_id: r.original_message_id.clone().filter(|id| !id.is_empty())?,
+            })
         }),
         "system" => m.system.as_ref().map(|s| MessageContent::System {
             system_type: s.kind.clone().unwrap_or_default(),

@@ -40,6 +40,10 @@ pub struct MessagesValue {
     pub messages: Vec<Value>,
     #[serde(default, deserialize_with = "lenient_vec")]
     pub statuses: Vec<Value>,
+    /// Coexistence (`smb_message_echoes`, and `standby` copies of them): what the business sent
+    /// from the WhatsApp Business app; `from` is the business, `to` the customer.
+    #[serde(default, deserialize_with = "lenient_vec")]
+    pub message_echoes: Vec<Value>,
     #[serde(default, deserialize_with = "lenient_vec")]
     pub errors: Vec<WireError>,
 }
@@ -74,6 +78,11 @@ pub struct Profile {
 pub struct Message {
     #[serde(default, deserialize_with = "string_or_number")]
     pub from: Option<String>,
+    /// Echoes only: the customer the business wrote to.
+    #[serde(default, deserialize_with = "string_or_number")]
+    pub to: Option<String>,
+    #[serde(default)]
+    pub to_user_id: Option<String>,
     #[serde(default)]
     pub from_user_id: Option<String>,
     #[serde(default)]
@@ -112,8 +121,28 @@ pub struct Message {
     pub system: Option<System>,
     #[serde(default)]
     pub unsupported: Option<Unsupported>,
+    /// Coexistence numbers: the user edited (`edit`) or deleted (`revoke`) an earlier message.
+    #[serde(default)]
+    pub edit: Option<Edit>,
+    #[serde(default)]
+    pub revoke: Option<Revoke>,
     #[serde(default, deserialize_with = "lenient_vec")]
     pub errors: Vec<WireError>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Edit {
+    #[serde(default)]
+    pub original_message_id: Option<String>,
+    /// The new message, shaped like a message (`type`, `text`...).
+    #[serde(default)]
+    pub message: Option<Box<Message>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Revoke {
+    #[serde(default)]
+    pub original_message_id: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -17,7 +17,7 @@ use crate::configuration::WorkerSettings;
 use crate::monitoring;
 use crate::store::queue::now_ms;
 use crate::store::queue::Queue;
-pub use handler::{HandleError, Handler};
+pub use handler::{HandleError, Handler, LeaseGuard};
 use partition::PartitionContext;
 
 /// A running set of workers.
@@ -30,6 +30,7 @@ pub struct Workers {
 struct Runner {
     stop: CancellationToken,
     abort: AbortHandle,
+    lease: LeaseGuard,
 }
 
 impl Workers {
@@ -88,6 +89,13 @@ struct Coordinator {
 }
 
 impl Coordinator {
+    /// How long a confirmed lease counts as held here: a quarter of the TTL short of what Redis
+    /// grants, so a runner stops sending before another replica can take the partition over.
+    fn lease_validity(&self) -> Duration {
+        let ttl = self.settings.lease_ttl_ms;
+        Duration::from_millis(ttl - ttl / 4)
+    }
+
     async fn run(self, stop: CancellationToken) {
         let partitions = self.queue.keys().partitions();
         let ttl = self.settings.lease_ttl_ms;
@@ -95,11 +103,13 @@ impl Coordinator {
         // Dropping this JoinSet (a killed coordinator) aborts every runner and their tasks.
         let mut runners: JoinSet<u32> = JoinSet::new();
         let mut owned: HashMap<u32, Runner> = HashMap::new();
-        // Partitions being handed back: their runner finishes before the lease is released.
-        let mut releasing: HashMap<u32, CancellationToken> = HashMap::new();
+        // Partitions being handed back: their runner finishes (its lease still renewed) before
+        // the lease is released.
+        let mut releasing: HashMap<u32, Runner> = HashMap::new();
         let offset = stable_offset(&self.replica, partitions);
         let mut interval = tokio::time::interval(tick);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut live = 1;
         tracing::info!(replica = %self.replica, partitions, "workers started");
 
         loop {
@@ -107,43 +117,23 @@ impl Coordinator {
                 _ = stop.cancelled() => break,
                 Some(joined) = runners.join_next(), if !runners.is_empty() => {
                     if let Ok(partition) = joined {
-                        if releasing.remove(&partition).is_some() {
-                            self.release(partition).await;
-                        } else if owned.remove(&partition).is_some() {
-                            // Ended on its own (lease lost): it may be re-acquired on the next tick.
-                            tracing::info!(partition, "partition runner ended");
-                        }
+                        self.runner_ended(partition, &mut owned, &mut releasing).await;
                     }
                     continue;
                 }
                 _ = interval.tick() => {}
             }
 
-            let live = match self.queue.heartbeat(&self.replica, now_ms()).await {
-                Ok(count) => count,
+            // A failed heartbeat must not stop the renewals: the leases would expire under
+            // running work while another replica takes the partitions over.
+            match self.queue.heartbeat(&self.replica, now_ms()).await {
+                Ok(count) => live = count,
                 Err(error) => {
-                    tracing::warn!(error = %error, "heartbeat failed; keeping current partitions");
-                    continue;
-                }
-            };
-            let target = partitions.div_ceil(live) as usize;
-
-            // Renew what we own; a lease that is no longer ours stops its runner at once.
-            let owned_now: Vec<u32> = owned.keys().copied().collect();
-            let renewals = futures_util::future::join_all(
-                owned_now
-                    .iter()
-                    .map(|p| self.queue.renew(*p, &self.replica)),
-            )
-            .await;
-            for (partition, renewed) in owned_now.into_iter().zip(renewals) {
-                if let Ok(false) = renewed {
-                    tracing::warn!(partition, "lease taken over by another replica");
-                    if let Some(runner) = owned.remove(&partition) {
-                        runner.abort.abort();
-                    }
+                    tracing::warn!(error = %error, "heartbeat failed; renewing the current leases anyway");
                 }
             }
+            let target = partitions.div_ceil(live) as usize;
+            self.renew_all(&mut owned, &mut releasing).await;
 
             // Give extras back, highest partitions first, after their runner finished.
             while owned.len() > target {
@@ -152,7 +142,7 @@ impl Coordinator {
                 };
                 if let Some(runner) = owned.remove(&partition) {
                     runner.stop.cancel();
-                    releasing.insert(partition, runner.stop);
+                    releasing.insert(partition, runner);
                 }
             }
 
@@ -168,9 +158,11 @@ impl Coordinator {
                     if owned.contains_key(&partition) || releasing.contains_key(&partition) {
                         continue;
                     }
+                    let sent_at = tokio::time::Instant::now();
                     match self.queue.acquire(partition, &self.replica).await {
                         Ok(true) => {
                             let runner = self.start(&mut runners, partition);
+                            runner.lease.confirmed(sent_at, self.lease_validity());
                             owned.insert(partition, runner);
                         }
                         Ok(false) => {}
@@ -183,22 +175,32 @@ impl Coordinator {
             }
         }
 
-        // Graceful stop: finish in-flight work, then hand everything back.
+        // Graceful stop: finish in-flight work while still renewing its leases, then hand
+        // everything back.
         tracing::info!(replica = %self.replica, "workers stopping");
-        for runner in owned.values() {
+        for (partition, runner) in owned.drain() {
             runner.stop.cancel();
+            releasing.insert(partition, runner);
         }
-        let drained = tokio::time::timeout(self.shutdown_timeout, async {
-            while runners.join_next().await.is_some() {}
-        })
-        .await;
-        if drained.is_err() {
-            tracing::warn!(
-                "shutdown timeout reached; unfinished messages will be replayed by another replica"
-            );
-            runners.shutdown().await;
+        let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
+        while !runners.is_empty() {
+            tokio::select! {
+                Some(joined) = runners.join_next() => {
+                    if let Ok(partition) = joined {
+                        self.runner_ended(partition, &mut owned, &mut releasing).await;
+                    }
+                }
+                _ = interval.tick() => self.renew_all(&mut owned, &mut releasing).await,
+                _ = tokio::time::sleep_until(deadline) => {
+                    tracing::warn!(
+                        "shutdown timeout reached; unfinished messages will be replayed by another replica"
+                    );
+                    runners.shutdown().await;
+                    break;
+                }
+            }
         }
-        for partition in owned.keys().chain(releasing.keys()) {
+        for partition in releasing.keys() {
             self.release(*partition).await;
         }
         if let Err(error) = self.queue.deregister(&self.replica).await {
@@ -207,13 +209,70 @@ impl Coordinator {
         tracing::info!(replica = %self.replica, "workers stopped");
     }
 
+    /// A runner finished: a handed-back partition is released now; one that ended on its own
+    /// (lease lost) may be re-acquired on the next tick.
+    async fn runner_ended(
+        &self,
+        partition: u32,
+        owned: &mut HashMap<u32, Runner>,
+        releasing: &mut HashMap<u32, Runner>,
+    ) {
+        if releasing.remove(&partition).is_some() {
+            self.release(partition).await;
+        } else if owned.remove(&partition).is_some() {
+            tracing::info!(partition, "partition runner ended");
+        }
+    }
+
+    /// Renews every lease whose runner still runs (owned or being handed back) and confirms its
+    /// guard; a lease that is no longer ours stops its runner at once.
+    async fn renew_all(
+        &self,
+        owned: &mut HashMap<u32, Runner>,
+        releasing: &mut HashMap<u32, Runner>,
+    ) {
+        let sent_at = tokio::time::Instant::now();
+        let partitions: Vec<u32> = owned.keys().chain(releasing.keys()).copied().collect();
+        let renewals = futures_util::future::join_all(
+            partitions
+                .iter()
+                .map(|p| self.queue.renew(*p, &self.replica)),
+        )
+        .await;
+        for (partition, renewed) in partitions.into_iter().zip(renewals) {
+            match renewed {
+                Ok(true) => {
+                    if let Some(runner) = owned.get(&partition).or(releasing.get(&partition)) {
+                        runner.lease.confirmed(sent_at, self.lease_validity());
+                    }
+                }
+                Ok(false) => {
+                    tracing::warn!(partition, "lease taken over by another replica");
+                    for runner in [owned.remove(&partition), releasing.remove(&partition)]
+                        .into_iter()
+                        .flatten()
+                    {
+                        runner.lease.revoke();
+                        runner.abort.abort();
+                    }
+                }
+                Err(error) => {
+                    // The guard runs out by itself if this goes on.
+                    tracing::warn!(partition, error = %error, "lease renewal failed");
+                }
+            }
+        }
+    }
+
     fn start(&self, runners: &mut JoinSet<u32>, partition: u32) -> Runner {
         let stop = CancellationToken::new();
+        let lease = LeaseGuard::new(Duration::ZERO);
         let ctx = Arc::new(PartitionContext {
             queue: self.queue.clone(),
             handler: self.handler.clone(),
             partition,
             token: self.replica.clone(),
+            lease: lease.clone(),
             permits: self.permits.clone(),
             settings: self.settings.clone(),
             merge_window: self.merge_window,
@@ -223,7 +282,7 @@ impl Coordinator {
             partition::run(ctx, runner_stop).await;
             partition
         });
-        Runner { stop, abort }
+        Runner { stop, abort, lease }
     }
 
     /// Queue depth and oldest age of the partitions we own, for /metrics.

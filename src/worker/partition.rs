@@ -13,8 +13,9 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::handler::{HandleError, Handler};
+use super::handler::{HandleError, Handler, LeaseGuard};
 use crate::configuration::WorkerSettings;
+use crate::domain::InboxItem;
 use crate::error::error_chain;
 use crate::monitoring;
 use crate::store::queue::{DedicatedQueue, Entry, Queue};
@@ -31,6 +32,8 @@ pub(crate) struct PartitionContext {
     pub handler: Arc<dyn Handler>,
     pub partition: u32,
     pub token: String,
+    /// Whether the lease is surely still ours: nothing is sent once it could have expired.
+    pub lease: LeaseGuard,
     pub permits: Arc<Semaphore>,
     pub settings: WorkerSettings,
     /// Burst merging: a conversation's next message waits this long after it was stored, and
@@ -116,7 +119,8 @@ pub(crate) async fn run(ctx: Arc<PartitionContext>, stop: CancellationToken) {
                 };
                 if outcome == Outcome::WindowClosed {
                     if !stopping {
-                        let batch: Vec<Entry> = queue.iter().cloned().collect();
+                        // A burst is the run of messages at the front; a status ends it.
+                        let batch: Vec<Entry> = queue.iter().take_while(|e| is_message(e)).cloned().collect();
                         batches.insert(key.clone(), batch.len());
                         spawn_batch(&mut tasks, &ctx, &stop, key, batch);
                     }
@@ -202,10 +206,14 @@ async fn read_loop(
 
 /// Entries that do not decode get a key of their own: they are dead-lettered independently.
 fn conversation_key(entry: &Entry) -> String {
-    match &entry.message {
-        Some(m) => format!("{}:{}", m.phone_number_id, m.user.as_str()),
+    match entry.item.as_ref().and_then(InboxItem::conversation) {
+        Some((pnid, user)) => format!("{pnid}:{}", user.as_str()),
         None => format!("undecodable:{}", entry.id),
     }
+}
+
+fn is_message(entry: &Entry) -> bool {
+    matches!(entry.item, Some(InboxItem::Message(_)))
 }
 
 /// Starts work on a conversation's front entry: at once, or after its merge window.
@@ -217,7 +225,7 @@ fn start(
     key: String,
     entry: Entry,
 ) {
-    if ctx.merge_window.is_zero() || entry.message.is_none() {
+    if ctx.merge_window.is_zero() || !is_message(&entry) {
         batches.insert(key.clone(), 1);
         return spawn_batch(tasks, ctx, stop, key, vec![entry]);
     }
@@ -257,17 +265,23 @@ fn spawn_batch(
 /// Handles a batch (one entry, or a merged burst of one conversation) with retries, then
 /// acknowledges or dead-letters every entry of it.
 async fn process(ctx: &PartitionContext, stop: &CancellationToken, batch: &[Entry]) -> Outcome {
-    let Ok(_permit) = ctx.permits.acquire().await else {
-        return Outcome::Abandoned;
+    // A draining partition starts nothing new: what waits for a permit stays pending.
+    let _permit = tokio::select! {
+        biased;
+        _ = stop.cancelled() => return Outcome::Abandoned,
+        permit = ctx.permits.acquire() => match permit {
+            Ok(permit) => permit,
+            Err(_) => return Outcome::Abandoned,
+        },
     };
     let started = std::time::Instant::now();
     let result = match batch
         .iter()
-        .map(|e| e.message.clone())
+        .map(|e| e.item.clone())
         .collect::<Option<Vec<_>>>()
     {
-        Some(messages) => handle_with_retries(ctx, stop, &messages).await,
-        None => Some(Err(("stored message does not decode".to_string(), 1))),
+        Some(items) => handle_with_retries(ctx, stop, &items).await,
+        None => Some(Err(("stored item does not decode".to_string(), 1))),
     };
     let Some(result) = result else {
         return Outcome::Abandoned;
@@ -295,55 +309,82 @@ async fn process(ctx: &PartitionContext, stop: &CancellationToken, batch: &[Entr
 async fn handle_with_retries(
     ctx: &PartitionContext,
     stop: &CancellationToken,
-    messages: &[crate::domain::InboundMessage],
+    items: &[InboxItem],
 ) -> Option<Result<(), (String, u32)>> {
-    let message = messages.last()?;
+    let messages: Vec<_> = items
+        .iter()
+        .filter_map(|item| match item {
+            InboxItem::Message(m) => Some(m.clone()),
+            InboxItem::Status(_) => None,
+        })
+        .collect();
     let mut attempt = 0u32;
     loop {
         attempt += 1;
-        let result = AssertUnwindSafe(ctx.handler.handle_batch(messages))
+        let call = async {
+            if messages.len() > 1 && messages.len() == items.len() {
+                ctx.handler.handle_batch(&messages, &ctx.lease).await
+            } else {
+                for item in items {
+                    ctx.handler.handle(item, &ctx.lease).await?;
+                }
+                Ok(())
+            }
+        };
+        let result = AssertUnwindSafe(call)
             .catch_unwind()
             .await
-            .unwrap_or_else(|_| Err(HandleError::Retryable("the handler panicked".into())));
-        match result {
+            .unwrap_or_else(|_| Err(HandleError::retryable("the handler panicked")));
+        let wait = match result {
             Ok(()) => return Some(Ok(())),
             Err(HandleError::Unavailable(error)) => {
                 // Not the message's fault: wait for the infrastructure without spending attempts.
                 attempt -= 1;
                 metrics::counter!(monitoring::REDIS_ERRORS, "op" => "handle").increment(1);
-                tracing::warn!(partition = ctx.partition, wamid = %message.id, error = %error, "infrastructure unavailable; retrying");
-                tokio::select! {
-                    _ = stop.cancelled() => return None,
-                    _ = tokio::time::sleep(Duration::from_millis(ctx.settings.retry_max_ms.clamp(100, 2000))) => {}
-                }
+                tracing::warn!(partition = ctx.partition, error = %error, "infrastructure unavailable; retrying");
+                Duration::from_millis(ctx.settings.retry_max_ms.clamp(100, 2000))
             }
-            Err(error) if error.is_retryable() && attempt < ctx.settings.max_attempts => {
-                let delay = backoff(&ctx.settings, attempt);
+            Err(HandleError::LeaseExpired) => {
+                // Renewals are failing: wait until the coordinator confirms the lease again (or
+                // aborts this runner because another replica owns the partition).
+                attempt -= 1;
                 tracing::warn!(
                     partition = ctx.partition,
-                    wamid = %message.id,
-                    user = %message.user,
+                    "lease unconfirmed; pausing before sending"
+                );
+                Duration::from_millis(200)
+            }
+            Err(error) if error.is_retryable() && attempt < ctx.settings.max_attempts => {
+                let delay = match &error {
+                    HandleError::Retryable {
+                        retry_after: Some(after),
+                        ..
+                    } => (*after).min(Duration::from_millis(ctx.settings.retry_max_ms.max(1))),
+                    _ => backoff(&ctx.settings, attempt),
+                };
+                tracing::warn!(
+                    partition = ctx.partition,
                     attempt,
                     retry_in_ms = delay.as_millis() as u64,
                     error = %error,
                     "handling failed; will retry"
                 );
-                tokio::select! {
-                    _ = stop.cancelled() => return None,
-                    _ = tokio::time::sleep(delay) => {}
-                }
+                delay
             }
             Err(error) => {
                 tracing::error!(
                     partition = ctx.partition,
-                    wamid = %message.id,
-                    user = %message.user,
                     attempt,
                     error = %error,
                     "handling failed for good; moving the message to the dead-letter stream"
                 );
+                ctx.handler.dead_lettered(items, &error).await;
                 return Some(Err((error.to_string(), attempt)));
             }
+        };
+        tokio::select! {
+            _ = stop.cancelled() => return None,
+            _ = tokio::time::sleep(wait) => {}
         }
     }
 }

@@ -334,7 +334,14 @@ async fn reset_empties_the_history_and_help_answers() {
     let got = wait_for_replies(&app.graph, 3, WAIT).await;
     assert!(got[2].text.contains("reset"));
     wait_until_drained(&app.queue().await, WAIT).await;
-    assert!(store.get(&pnid, &user).await.expect("read").is_none());
+    // The history starts over with the confirmation; the record of it makes a redelivered
+    // `/reset` a duplicate instead of a second reset.
+    let view = conversation(&store, &pnid, &user).await;
+    let texts: Vec<&str> = view.turns.iter().map(|t| t.text.as_str()).collect();
+    assert_eq!(texts, [got[2].text.as_str()]);
+    post_text(&app, user.as_str(), "wamid.c3", "/reset").await;
+    wait_until_drained(&app.queue().await, WAIT).await;
+    assert_eq!(replies(&app.graph).await.len(), 3);
 }
 
 async fn openai_app(llm: &MockServer, extra: &[(&str, &str)]) -> TestApp {

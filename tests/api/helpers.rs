@@ -11,7 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 use wabot::configuration::Settings;
-use wabot::domain::InboundMessage;
+use wabot::domain::{InboundMessage, InboxItem};
 use wabot::sink::{Accepted, EventSink, SinkError};
 use wabot::startup::{Application, KillSwitch};
 use wabot::store::queue::Queue;
@@ -218,11 +218,15 @@ pub struct RecordingSink {
 
 #[async_trait]
 impl EventSink for RecordingSink {
-    async fn accept(&self, messages: &[InboundMessage]) -> Result<Accepted, SinkError> {
+    async fn accept(&self, items: &[InboxItem]) -> Result<Accepted, SinkError> {
         let mut stored = self.messages.lock().expect("not poisoned");
-        stored.extend_from_slice(messages);
+        let before = stored.len();
+        stored.extend(items.iter().filter_map(|item| match item {
+            InboxItem::Message(m) => Some(m.clone()),
+            InboxItem::Status(_) => None,
+        }));
         Ok(Accepted {
-            new: messages.len(),
+            new: stored.len() - before,
             duplicates: 0,
         })
     }

@@ -1,0 +1,94 @@
+-- Admits an inbound message: deduplicates by wamid, rate-limits the user (GCRA), appends the
+-- user turn and returns the history, in one call.
+-- ARGV: 1 wamid, 2 turn JSON, 3 the same turn marked rate-limited, 4 ttl s, 5 max history,
+-- 6 GCRA interval ms (0: not rate-limited), 7 GCRA tolerance ms, 8 notice window ms,
+-- 9 profile name, 10 return the history (1/0), 11 mode (`answer`, `record`, `reset`, `edit`),
+-- 12 edit: the edited message's wamid, 13 edit: the new text.
+-- Returns {code, notice, parts_sent, history...}; code 0 new (answer it), 1 over the rate limit,
+-- 2 seen before (answer again: not answered yet), 3 seen and rate-limited, 4 seen and answered,
+-- 5 recorded (never answered).
+local wamid, ttl, max_history = ARGV[1], tonumber(ARGV[4]), tonumber(ARGV[5])
+local interval, tolerance = tonumber(ARGV[6]), tonumber(ARGV[7])
+local want_history, mode = ARGV[10] == '1', ARGV[11]
+local marker = marker_of(wamid)
+local state = redis.call('HMGET', conv, marker, 'n', 'c', 'tat', 'nq', 'seq')
+local function history(code, notice, parts)
+  local out = {code, notice, parts}
+  if want_history then
+    for _, turn in ipairs(redis.call('LRANGE', hist, 0, -1)) do out[#out + 1] = turn end
+  end
+  return out
+end
+
+local seen = state[1]
+if seen then
+  if seen == 'l' then return {3, 0, 0} end
+  if string.sub(seen, -2) == ':r' then return {4, 0, 0} end
+  if mode ~= 'answer' and mode ~= 'reset' then return {5, 0, 0} end
+  local parts = tonumber(string.match(seen, ':(%d+)$') or '0')
+  return history(2, 0, parts)
+end
+
+local now = now_ms()
+local n = tonumber(state[2] or '') or migrate(state[6]) or 0
+local fields = {'u', now}
+if not state[3] then fields[#fields + 1] = 'c'; fields[#fields + 1] = now end
+if ARGV[9] ~= '' then fields[#fields + 1] = 'name'; fields[#fields + 1] = ARGV[9] end
+
+local limited = false
+local notice = 0
+if interval > 0 then
+  local tat = tonumber(state[4] or '0') or 0
+  if tat < now then tat = now end
+  limited = (tat - now) > tolerance
+  if limited then
+    if now >= (tonumber(state[5] or '0') or 0) then
+      notice = 1
+      fields[#fields + 1] = 'nq'; fields[#fields + 1] = now + tonumber(ARGV[8])
+    end
+  else
+    fields[#fields + 1] = 'tat'; fields[#fields + 1] = tat + interval
+  end
+end
+
+if mode == 'edit' and not limited then
+  -- An edit replaces the text of the turn it edits while that turn is still kept.
+  local target = redis.call('HGET', conv, marker_of(ARGV[12]))
+  local target_n = target and tonumber(string.match(target, '^(%d+)'))
+  if target_n then
+    local len = redis.call('LLEN', hist)
+    local index = target_n - (n - len + 1)
+    if index >= 0 and index < len then
+      local ok, turn = pcall(cjson.decode, redis.call('LINDEX', hist, index))
+      if ok and type(turn) == 'table' then
+        turn.t = ARGV[13]
+        turn.ed = true
+        redis.call('LSET', hist, index, cjson.encode(turn))
+        fields[#fields + 1] = marker; fields[#fields + 1] = target_n .. ':r'
+        redis.call('HSET', conv, unpack(fields))
+        trim_and_touch(len, max_history, ttl)
+        return {5, 0, 0}
+      end
+    end
+  end
+end
+
+n = n + 1
+local turn, mark = ARGV[2], n
+if limited then turn = ARGV[3]; mark = 'l'
+elseif mode ~= 'answer' and mode ~= 'reset' then mark = n .. ':r' end
+fields[#fields + 1] = 'n'; fields[#fields + 1] = n
+fields[#fields + 1] = marker; fields[#fields + 1] = mark
+redis.call('HSET', conv, unpack(fields))
+if mode == 'reset' and not limited then
+  -- The history starts over; markers and the rate limit survive a reset.
+  redis.call('DEL', hist)
+  redis.call('EXPIRE', conv, ttl)
+  return {0, 0, 0}
+end
+local len = redis.call('RPUSH', hist, turn)
+-- One turn of slack: the reply's record trims to the bound, so a message costs one trim.
+trim_and_touch(len, max_history + 1, ttl)
+if limited then return {1, notice, 0} end
+if mode ~= 'answer' then return {5, 0, 0} end
+return history(0, 0, 0)

@@ -1,0 +1,42 @@
+-- Shared by the conversation scripts. KEYS[1]: the conversation hash (metadata, markers, rate
+-- limit), KEYS[2]: its history list (one JSON turn per element, oldest first).
+local conv, hist = KEYS[1], KEYS[2]
+
+-- The marker field of an inbound wamid: a 64-bit digest keeps the field short (wamids are ~60
+-- bytes), and the same digest as earlier versions keeps their markers valid.
+local function marker_of(wamid)
+  return 'w:' .. string.sub(redis.sha1hex(wamid), 1, 16)
+end
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Conversations written by versions before the history list kept their turns as `m:<n>` hash
+-- fields next to `seq`/`lo`: drop those fields (markers stay valid) once.
+local function migrate(seq)
+  if not seq then return nil end
+  for _, field in ipairs(redis.call('HKEYS', conv)) do
+    if string.sub(field, 1, 2) ~= 'w:' and field ~= 'name' then redis.call('HDEL', conv, field) end
+  end
+  return tonumber(seq)
+end
+
+-- Drops the oldest turns beyond `keep` (and their markers), then refreshes the sliding TTL of
+-- both keys.
+local function trim_and_touch(len, keep, ttl)
+  if len > keep then
+    local dropped = redis.call('LPOP', hist, len - keep)
+    local markers = {}
+    for _, raw in ipairs(dropped) do
+      local ok, turn = pcall(cjson.decode, raw)
+      if ok and type(turn) == 'table' and type(turn.w) == 'string' then
+        markers[#markers + 1] = 'w:' .. turn.w
+      end
+    end
+    if #markers > 0 then redis.call('HDEL', conv, unpack(markers)) end
+  end
+  redis.call('EXPIRE', conv, ttl)
+  redis.call('EXPIRE', hist, ttl)
+end
