@@ -297,11 +297,8 @@ fn app_env(
     .collect();
     if !args.pacing {
         // The fake Graph API has no limits: measure the pipeline, not Meta's 80 msg/s per number
-        // and one message per second per user.
-        env.insert(
-            "WABOT_WHATSAPP__THROUGHPUT_PER_SEC".into(),
-            "1000000".into(),
-        );
+        // and its pair limit per user (0 switches both limiters off).
+        env.insert("WABOT_WHATSAPP__THROUGHPUT_PER_SEC".into(), "0".into());
         env.insert("WABOT_WHATSAPP__RECIPIENT_INTERVAL_MS".into(), "0".into());
     }
     for pair in &args.env {

@@ -139,9 +139,10 @@ pub enum Admission {
     Resume { parts_sent: u32, history: Vec<Turn> },
     /// Over the rate limit: recorded, not answered; `notice` once per window.
     Limited { notice: bool },
-    /// Seen before and already answered, dropped by the rate limit, or recorded without answer.
+    /// Seen before and already answered.
     Done,
-    /// Recorded in the history, not to be answered.
+    /// Recorded in the history, not to be answered (a kind that is never answered, or a
+    /// redelivery of a message the rate limit dropped).
     Recorded,
 }
 
@@ -490,8 +491,8 @@ fn parse_admission(reply: Vec<Value>) -> Result<Admission> {
             parts_sent,
             history,
         },
-        3 | 4 => Admission::Done,
-        5 => Admission::Recorded,
+        4 => Admission::Done,
+        3 | 5 => Admission::Recorded,
         other => {
             return Err(StoreError::Corrupt(format!(
                 "the admit script answered code {other}"

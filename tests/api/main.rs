@@ -3,11 +3,13 @@
 mod cloud_api;
 mod cluster;
 mod engine;
+mod foundations;
 mod health;
 mod helpers;
 mod operations;
 mod pipeline;
 mod redis_urls;
 mod sandbox;
+mod store_scripts;
 mod webhook_receive;
 mod webhook_verification;

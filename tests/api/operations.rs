@@ -273,6 +273,8 @@ async fn a_failed_status_marks_the_conversations_last_reply() {
             .status(),
         200
     );
+    // Statuses are processed by the workers, in order with the conversation's messages.
+    wait_until_drained(&app.queue().await, WAIT).await;
     let view: serde_json::Value = admin(
         &app,
         reqwest::Method::GET,

@@ -1,0 +1,493 @@
+//! Poison messages, kinds that are never answered, leases through hand-back and failed
+//! heartbeats, per-part progress of split replies, commands under the rate limit, pacing shared
+//! by replicas, and statuses through the inbox.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use wabot::domain::{PhoneNumberId, UserId};
+use wabot::store::conversation::Role;
+use wiremock::matchers::{body_string_contains, method};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+use crate::helpers::{
+    conversation, eventually, fixture, mount_graph_ok, replies, spawn_app_on, spawn_app_with,
+    text_delivery, wait_for_dead_letters, wait_for_replies, wait_until_drained, AppOptions,
+    RedisServer, TestApp, APP_SECRET,
+};
+
+const PNID: &str = "113948572261094";
+const WAIT: Duration = Duration::from_secs(30);
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+async fn post(app: &TestApp, body: &[u8]) {
+    assert_eq!(app.post_signed(body, APP_SECRET).await.status(), 200);
+}
+
+async fn store(app: &TestApp) -> wabot::store::conversation::ConversationStore {
+    let client = wabot::store::connect(&app.settings.redis).expect("client");
+    fred::prelude::ClientLike::wait_for_connect(&client)
+        .await
+        .expect("connects");
+    wabot::startup::conversation_store(&app.settings, &client)
+}
+
+fn ids(user: &str) -> (PhoneNumberId, UserId) {
+    (
+        PhoneNumberId::parse(PNID).expect("pnid"),
+        UserId::parse(user).expect("user"),
+    )
+}
+
+fn delivery(field: &str, value: serde_json::Value) -> Vec<u8> {
+    serde_json::json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [
+        {"field": field, "value": value}
+    ]}]})
+    .to_string()
+    .into_bytes()
+}
+
+fn texts_to(replies: &[crate::helpers::Reply], user: &str) -> Vec<String> {
+    replies
+        .iter()
+        .filter(|r| r.to == format!("+{user}"))
+        .map(|r| r.text.clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_corrupt_conversation_dead_letters_its_message_and_the_user_is_answered_again() {
+    let graph = Arc::new(MockServer::start().await);
+    mount_graph_ok(&graph).await;
+    let options = AppOptions {
+        max_attempts: 3,
+        ..AppOptions::default()
+    };
+    let app = spawn_app_with(graph.clone(), options).await;
+    let user = "4915000000101";
+    post(&app, &text_delivery(PNID, user, "wamid.p1", "one")).await;
+    wait_for_replies(&graph, 1, WAIT).await;
+    // Corrupt the conversation by hand: a string where the hash should be.
+    let keys = app.keys();
+    let (pnid, uid) = ids(user);
+    let key = keys.conversation(keys.partition(&pnid, &uid), &pnid, &uid);
+    let redis = app.redis.as_ref().expect("own redis");
+    assert_eq!(redis.cli(&["SET", &key, "garbage"]), "OK");
+    post(&app, &text_delivery(PNID, user, "wamid.p2", "two")).await;
+    let dead = wait_for_dead_letters(&app.queue().await, WAIT).await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].attempts, 3, "{:?}", dead[0]);
+    assert!(dead[0].message_json.contains("wamid.p2"));
+    // Other users were never blocked, and the same user's next message starts afresh.
+    post(
+        &app,
+        &text_delivery(PNID, "4915000000102", "wamid.q1", "other"),
+    )
+    .await;
+    post(&app, &text_delivery(PNID, user, "wamid.p3", "three")).await;
+    wait_until_drained(&app.queue().await, WAIT).await;
+    let got = replies(&graph).await;
+    assert_eq!(texts_to(&got, user), ["echo: one", "echo: three"]);
+    assert_eq!(texts_to(&got, "4915000000102"), ["echo: other"]);
+    let view = conversation(&store(&app).await, &pnid, &uid).await;
+    assert_eq!(
+        view.turns.len(),
+        2,
+        "a fresh conversation: {:?}",
+        view.turns
+    );
+}
+
+#[tokio::test]
+async fn revokes_edits_echoes_and_standby_copies_are_recorded_never_answered() {
+    let graph = Arc::new(MockServer::start().await);
+    mount_graph_ok(&graph).await;
+    let app = spawn_app_with(graph.clone(), AppOptions::default()).await;
+    let user = "4915000000201";
+    post(
+        &app,
+        &text_delivery(PNID, user, "wamid.o1", "precio plan basico"),
+    )
+    .await;
+    wait_for_replies(&graph, 1, WAIT).await;
+    let metadata =
+        serde_json::json!({"display_phone_number": "15550000000", "phone_number_id": PNID});
+    let contacts = serde_json::json!([{"profile": {"name": "Ana"}, "wa_id": user}]);
+    let edit = delivery(
+        "messages",
+        serde_json::json!({
+            "messaging_product": "whatsapp", "metadata": metadata, "contacts": contacts,
+            "messages": [{"from": user, "id": "wamid.o2", "timestamp": "1793452190", "type": "edit",
+                "edit": {"original_message_id": "wamid.o1",
+                         "message": {"type": "text", "text": {"body": "precio plan pro"}}}}]
+        }),
+    );
+    let revoke = delivery(
+        "messages",
+        serde_json::json!({
+            "messaging_product": "whatsapp", "metadata": metadata, "contacts": contacts,
+            "messages": [{"from": user, "id": "wamid.o3", "timestamp": "1793452191", "type": "revoke",
+                "revoke": {"original_message_id": "wamid.o1"}}]
+        }),
+    );
+    let echo = delivery(
+        "smb_message_echoes",
+        serde_json::json!({
+            "messaging_product": "whatsapp", "metadata": metadata,
+            "message_echoes": [{"from": "15550000000", "to": user, "id": "wamid.o4",
+                "timestamp": "1793452192", "type": "text", "text": {"body": "Te llamo en 5 minutos"}}]
+        }),
+    );
+    let standby = delivery(
+        "standby",
+        serde_json::json!({
+            "messaging_product": "whatsapp", "metadata": metadata, "contacts": contacts,
+            "messages": [{"from": user, "id": "wamid.o5", "timestamp": "1793452193", "type": "text",
+                "text": {"body": "hola?"}}]
+        }),
+    );
+    for body in [&edit, &revoke, &echo, &standby] {
+        post(&app, body).await;
+    }
+    wait_until_drained(&app.queue().await, WAIT).await;
+    assert_eq!(
+        replies(&graph).await.len(),
+        1,
+        "only the first message is answered"
+    );
+    let (pnid, uid) = ids(user);
+    let view = conversation(&store(&app).await, &pnid, &uid).await;
+    let turns: Vec<(Role, &str)> = view
+        .turns
+        .iter()
+        .map(|t| (t.role, t.text.as_str()))
+        .collect();
+    assert_eq!(
+        turns,
+        [
+            (Role::User, "precio plan pro"),
+            (Role::Bot, "echo: precio plan basico"),
+            (Role::User, "[deleted a message]"),
+            (Role::Operator, "Te llamo en 5 minutos"),
+            (Role::User, "hola?"),
+        ]
+    );
+    assert!(view.turns[0].edited);
+}
+
+/// A Graph API whose sends answer after `delay` when their body contains `slow`.
+async fn slow_graph(delay: Duration) -> Arc<MockServer> {
+    let graph = Arc::new(MockServer::start().await);
+    Mock::given(method("POST"))
+        .and(body_string_contains("slow"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({"messages": [{"id": "wamid.slow.out"}]}))
+                .set_delay(delay),
+        )
+        .with_priority(1)
+        .mount(&graph)
+        .await;
+    mount_graph_ok(&graph).await;
+    graph
+}
+
+/// A user whose conversation lives in `partition` of `partitions`.
+fn user_in_partition(partition: u32, partitions: u32) -> String {
+    let keys = wabot::store::Keys::new("any", partitions);
+    let pnid = PhoneNumberId::parse(PNID).expect("pnid");
+    (0..1000u32)
+        .map(|i| format!("49151000{i:05}"))
+        .find(|u| keys.partition(&pnid, &UserId::parse(u).expect("user")) == partition)
+        .expect("a user in that partition")
+}
+
+async fn replica(
+    redis: &RedisServer,
+    graph: &Arc<MockServer>,
+    prefix: &str,
+    partitions: u32,
+) -> TestApp {
+    let options = AppOptions {
+        partitions,
+        ..AppOptions::default()
+    };
+    spawn_app_on(&redis.url(), graph.clone(), options, None, Some(prefix)).await
+}
+
+async fn wait_until_sent(graph: &MockServer, needle: &str) {
+    eventually(WAIT, || async {
+        let requests = graph.received_requests().await.unwrap_or_default();
+        requests
+            .iter()
+            .any(|r| String::from_utf8_lossy(&r.body).contains(needle))
+            .then_some(())
+    })
+    .await
+    .expect("the send started");
+}
+
+#[tokio::test]
+async fn a_reply_in_flight_while_its_partition_is_handed_back_is_sent_once() {
+    let redis = RedisServer::start();
+    // Slower than the 2 s lease TTL: without renewals the lease expires mid-send.
+    let graph = slow_graph(Duration::from_secs(5)).await;
+    let prefix = "handback";
+    let a = replica(&redis, &graph, prefix, 2).await;
+    // A owns both partitions; when B joins, A hands the highest (1) back.
+    let user = user_in_partition(1, 2);
+    eventually(WAIT, || async {
+        let owned = redis.cli(&["GET", &format!("{{{prefix}:1}}:lease")]);
+        (!owned.is_empty()).then_some(())
+    })
+    .await
+    .expect("A owns partition 1");
+    post(&a, &text_delivery(PNID, &user, "wamid.h1", "slow one")).await;
+    wait_until_sent(&graph, "slow one").await;
+    let _b = replica(&redis, &graph, prefix, 2).await;
+    wait_until_drained(&a.queue().await, WAIT).await;
+    // Whoever finished it, it was answered exactly once.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let sent = texts_to(&replies(&graph).await, &user);
+    assert_eq!(sent, ["echo: slow one"]);
+}
+
+#[tokio::test]
+async fn a_failed_heartbeat_does_not_stop_lease_renewals() {
+    let redis = RedisServer::start();
+    let graph = slow_graph(Duration::from_secs(5)).await;
+    let prefix = "heartbeat";
+    let a = replica(&redis, &graph, prefix, 2).await;
+    let user = user_in_partition(0, 2);
+    eventually(WAIT, || async {
+        let owned = redis.cli(&["GET", &format!("{{{prefix}:0}}:lease")]);
+        (!owned.is_empty()).then_some(())
+    })
+    .await
+    .expect("A owns partition 0");
+    post(&a, &text_delivery(PNID, &user, "wamid.hb1", "slow two")).await;
+    wait_until_sent(&graph, "slow two").await;
+    // Every heartbeat write fails from now on (the replicas key has the wrong type).
+    redis.cli(&["DEL", &format!("{prefix}:replicas")]);
+    assert_eq!(
+        redis.cli(&["SET", &format!("{prefix}:replicas"), "x"]),
+        "OK"
+    );
+    let _b = replica(&redis, &graph, prefix, 2).await;
+    wait_until_drained(&a.queue().await, WAIT).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(texts_to(&replies(&graph).await, &user), ["echo: slow two"]);
+}
+
+#[tokio::test]
+async fn a_split_reply_that_fails_midway_continues_where_it_stopped() {
+    let graph = Arc::new(MockServer::start().await);
+    Mock::given(method("POST"))
+        .and(body_string_contains("bravo"))
+        .respond_with(ResponseTemplate::new(500).set_body_json(serde_json::json!({
+            "error": {"message": "(#131000) Something went wrong", "code": 131000, "fbtrace_id": "X"}
+        })))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&graph)
+        .await;
+    mount_graph_ok(&graph).await;
+    let app = spawn_app_with(graph.clone(), AppOptions::default()).await;
+    let text = format!(
+        "{}{}{}",
+        "alpha ".repeat(700),
+        "bravo ".repeat(700),
+        "charlie ".repeat(300)
+    );
+    let user = "4915000000301";
+    post(
+        &app,
+        &text_delivery(PNID, user, "wamid.s1", text.trim_end()),
+    )
+    .await;
+    wait_until_drained(&app.queue().await, WAIT).await;
+    let sent = texts_to(&replies(&graph).await, user);
+    // Part 1, part 2 (refused once), part 2 again, part 3: nothing delivered twice.
+    assert_eq!(
+        sent.len(),
+        4,
+        "{:?}",
+        sent.iter().map(|s| &s[..20]).collect::<Vec<_>>()
+    );
+    assert_eq!(sent[1], sent[2]);
+    assert!(sent[0].starts_with("echo: alpha"));
+    assert_eq!(
+        sent.iter().filter(|s| s.starts_with("echo: alpha")).count(),
+        1
+    );
+    assert!(sent[3].contains("charlie"));
+}
+
+#[tokio::test]
+async fn commands_count_against_the_rate_limit() {
+    let graph = Arc::new(MockServer::start().await);
+    mount_graph_ok(&graph).await;
+    let options = AppOptions {
+        extra_env: env(&[("WABOT_RATE_LIMIT__MESSAGES", "3"), ("RESPONDER", "rules")]),
+        ..AppOptions::default()
+    };
+    let app = spawn_app_with(graph.clone(), options).await;
+    let user = "4915000000401";
+    for i in 0..6 {
+        let command = if i % 2 == 0 { "/help" } else { "/reset" };
+        post(
+            &app,
+            &text_delivery(PNID, user, &format!("wamid.rl{i}"), command),
+        )
+        .await;
+    }
+    wait_until_drained(&app.queue().await, WAIT).await;
+    // Three within the limit, then one notice for the window.
+    let sent = texts_to(&replies(&graph).await, user);
+    assert_eq!(sent.len(), 4, "{sent:?}");
+    assert!(sent[3].contains("faster"), "{}", sent[3]);
+}
+
+/// Records when each send arrived.
+#[derive(Clone, Default)]
+struct Arrivals(Arc<Mutex<Vec<Instant>>>);
+
+impl Respond for Arrivals {
+    fn respond(&self, _request: &Request) -> ResponseTemplate {
+        if let Ok(mut times) = self.0.lock() {
+            times.push(Instant::now());
+        }
+        ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "messages": [{"id": format!("wamid.out.{}", uuid::Uuid::new_v4().simple())}]
+        }))
+    }
+}
+
+#[tokio::test]
+async fn two_replicas_share_one_number_throughput() {
+    let redis = RedisServer::start();
+    let graph = Arc::new(MockServer::start().await);
+    let arrivals = Arrivals::default();
+    Mock::given(method("POST"))
+        .respond_with(arrivals.clone())
+        .mount(&graph)
+        .await;
+    let options = AppOptions {
+        extra_env: env(&[
+            ("WABOT_WHATSAPP__THROUGHPUT_PER_SEC", "4"),
+            ("WABOT_WHATSAPP__RECIPIENT_INTERVAL_MS", "0"),
+        ]),
+        ..AppOptions::default()
+    };
+    let prefix = "paced";
+    let a = spawn_app_on(
+        &redis.url(),
+        graph.clone(),
+        options.clone(),
+        None,
+        Some(prefix),
+    )
+    .await;
+    let _b = spawn_app_on(&redis.url(), graph.clone(), options, None, Some(prefix)).await;
+    eventually(WAIT, || async {
+        let leases: usize = (0..8)
+            .filter(|p| {
+                !redis
+                    .cli(&["GET", &format!("{{{prefix}:{p}}}:lease")])
+                    .is_empty()
+            })
+            .count();
+        let owners = redis.cli(&["ZCARD", &format!("{prefix}:replicas")]);
+        (leases == 8 && owners == "2").then_some(())
+    })
+    .await
+    .expect("both replicas run");
+    let users: Vec<String> = (0..16).map(|i| format!("4915000005{i:02}")).collect();
+    for (i, user) in users.iter().enumerate() {
+        post(
+            &a,
+            &text_delivery(PNID, user, &format!("wamid.tp{i}"), "hi"),
+        )
+        .await;
+    }
+    wait_for_replies(&graph, 16, WAIT).await;
+    let times = arrivals.0.lock().expect("not poisoned").clone();
+    // 4 per second across both replicas (one replica alone would already do 4/s).
+    let busiest = times
+        .iter()
+        .map(|start| {
+            times
+                .iter()
+                .filter(|t| **t >= *start && **t < *start + Duration::from_secs(1))
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
+    assert!(busiest <= 6, "{busiest} sends within one second");
+}
+
+#[tokio::test]
+async fn a_burst_from_one_user_is_answered_at_once_within_the_pair_limit() {
+    let graph = Arc::new(MockServer::start().await);
+    mount_graph_ok(&graph).await;
+    let options = AppOptions {
+        extra_env: env(&[
+            ("WABOT_WHATSAPP__RECIPIENT_INTERVAL_MS", "6000"),
+            ("WABOT_WHATSAPP__RECIPIENT_BURST", "45"),
+        ]),
+        ..AppOptions::default()
+    };
+    let app = spawn_app_with(graph.clone(), options).await;
+    let user = "4915000000601";
+    for i in 0..10 {
+        post(
+            &app,
+            &text_delivery(PNID, user, &format!("wamid.b{i}"), &format!("m{i}")),
+        )
+        .await;
+    }
+    // Spaced 6 s apart these would take a minute; the burst allowance sends them at once.
+    let got = wait_for_replies(&graph, 10, Duration::from_secs(8)).await;
+    let expected: Vec<String> = (0..10).map(|i| format!("echo: m{i}")).collect();
+    assert_eq!(texts_to(&got, user), expected);
+}
+
+#[tokio::test]
+async fn statuses_are_queued_once_per_message_and_value() {
+    let graph = Arc::new(MockServer::start().await);
+    mount_graph_ok(&graph).await;
+    let options = AppOptions {
+        workers: false,
+        ..AppOptions::default()
+    };
+    let app = spawn_app_with(graph.clone(), options).await;
+    let statuses = fixture("status_updates.json");
+    post(&app, &statuses).await;
+    post(&app, &statuses).await;
+    let queue = app.queue().await;
+    let mut stored = 0;
+    for p in 0..queue.keys().partitions() {
+        stored += queue.depth(p).await.expect("depth");
+    }
+    let distinct: std::collections::HashSet<(String, String)> = {
+        let value: serde_json::Value = serde_json::from_slice(&statuses).expect("json");
+        value
+            .pointer("/entry/0/changes/0/value/statuses")
+            .and_then(|s| s.as_array())
+            .expect("statuses")
+            .iter()
+            .map(|s| (s["id"].to_string(), s["status"].to_string()))
+            .collect()
+    };
+    assert_eq!(
+        stored as usize,
+        distinct.len(),
+        "one entry per (message, status)"
+    );
+}

@@ -1,0 +1,301 @@
+//! Each Lua script of `src/store/lua/` against a real redis-server, without the rest of the app.
+
+use std::time::Duration;
+
+use wabot::domain::{InboundMessage, MessageContent, PhoneNumberId, Sender, UserId, WaMessageId};
+use wabot::store::conversation::{
+    Admission, AdmitMode, ConversationLimits, ConversationStore, Role, Turn,
+};
+use wabot::store::pacing::{PacingLimits, RedisPacer};
+use wabot::store::Keys;
+
+use crate::helpers::RedisServer;
+
+const PNID: &str = "106540352242922";
+const USER: &str = "4915123456789";
+
+async fn client(redis: &RedisServer) -> wabot::store::Client {
+    let client = fred::prelude::Builder::from_config(
+        fred::prelude::Config::from_url(&redis.url()).expect("url"),
+    )
+    .build()
+    .expect("client");
+    fred::prelude::ClientLike::init(&client)
+        .await
+        .expect("redis connects");
+    client
+}
+
+async fn store(redis: &RedisServer, max_history: usize, rate_messages: u32) -> ConversationStore {
+    ConversationStore::new(
+        client(redis).await,
+        Keys::new("s", 8),
+        ConversationLimits {
+            session_ttl_secs: 600,
+            max_history,
+            rate_messages,
+            rate_window_ms: 60_000,
+        },
+    )
+}
+
+fn message(wamid: &str, text: &str) -> InboundMessage {
+    InboundMessage {
+        id: WaMessageId::parse(wamid).expect("wamid"),
+        phone_number_id: PhoneNumberId::parse(PNID).expect("pnid"),
+        user: UserId::parse(USER).expect("user"),
+        sender: Sender {
+            phone: Some(USER.into()),
+            bsuid: None,
+            profile_name: Some("Ana".into()),
+            username: None,
+        },
+        timestamp: 1_793_452_187,
+        reply_to: None,
+        forwarded: false,
+        origin: Default::default(),
+        content: MessageContent::Text { body: text.into() },
+    }
+}
+
+async fn admit(store: &ConversationStore, m: &InboundMessage, mode: AdmitMode<'_>) -> Admission {
+    store
+        .admit(m, &Turn::of_user(m, Role::User), mode, true)
+        .await
+        .expect("admit runs")
+}
+
+fn bot(text: &str) -> Turn {
+    Turn::sent(
+        Role::Bot,
+        text.into(),
+        "text",
+        format!("wamid.out.{text}"),
+        1,
+    )
+}
+
+fn texts(history: &[Turn]) -> Vec<&str> {
+    history.iter().map(|t| t.text.as_str()).collect()
+}
+
+#[tokio::test]
+async fn admit_returns_the_history_and_a_duplicate_resumes_until_answered() {
+    let redis = RedisServer::start();
+    let store = store(&redis, 40, 100).await;
+    let m = message("wamid.a1", "hola");
+    let Admission::Answer { history } = admit(&store, &m, AdmitMode::Answer).await else {
+        panic!("a new message is answered");
+    };
+    assert_eq!(texts(&history), ["hola"]);
+    // Not answered yet: a retry answers it, with nothing sent so far.
+    assert!(matches!(
+        admit(&store, &m, AdmitMode::Answer).await,
+        Admission::Resume { parts_sent: 0, .. }
+    ));
+    store.record_progress(&m, 2).await.expect("progress");
+    let Admission::Resume {
+        parts_sent,
+        history,
+    } = admit(&store, &m, AdmitMode::Answer).await
+    else {
+        panic!("still not answered");
+    };
+    assert_eq!((parts_sent, texts(&history)), (2, vec!["hola"]));
+    assert!(store
+        .record_reply(&m, &[bot("¡Hola!")])
+        .await
+        .expect("record"));
+    assert_eq!(admit(&store, &m, AdmitMode::Answer).await, Admission::Done);
+    // A second record of the same reply is refused.
+    assert!(!store
+        .record_reply(&m, &[bot("again")])
+        .await
+        .expect("record"));
+    let pnid = PhoneNumberId::parse(PNID).expect("pnid");
+    let user = UserId::parse(USER).expect("user");
+    let view = store.get(&pnid, &user).await.expect("get").expect("exists");
+    assert_eq!(texts(&view.turns), ["hola", "¡Hola!"]);
+    assert_eq!(view.count, 2);
+    assert_eq!(view.profile_name.as_deref(), Some("Ana"));
+    assert!(
+        view.ttl_secs > 590 && view.ttl_secs <= 600,
+        "{}",
+        view.ttl_secs
+    );
+}
+
+#[tokio::test]
+async fn the_rate_limit_admits_a_burst_then_records_without_answering() {
+    let redis = RedisServer::start();
+    let store = store(&redis, 40, 2).await;
+    for i in 0..2 {
+        let m = message(&format!("wamid.r{i}"), "hi");
+        assert!(matches!(
+            admit(&store, &m, AdmitMode::Answer).await,
+            Admission::Answer { .. }
+        ));
+    }
+    let third = message("wamid.r2", "hi");
+    assert_eq!(
+        admit(&store, &third, AdmitMode::Answer).await,
+        Admission::Limited { notice: true }
+    );
+    let fourth = message("wamid.r3", "hi");
+    assert_eq!(
+        admit(&store, &fourth, AdmitMode::Reset).await,
+        Admission::Limited { notice: false },
+        "a command is limited like any message, one notice per window"
+    );
+    // A redelivered limited message stays unanswered; recorded kinds are not limited.
+    assert_eq!(
+        admit(&store, &third, AdmitMode::Answer).await,
+        Admission::Recorded
+    );
+    let echo = message("wamid.r4", "from the phone");
+    assert_eq!(
+        admit(&store, &echo, AdmitMode::Record).await,
+        Admission::Recorded
+    );
+}
+
+#[tokio::test]
+async fn history_is_trimmed_with_its_markers_and_reset_keeps_the_markers() {
+    let redis = RedisServer::start();
+    let store = store(&redis, 4, 100).await;
+    for i in 0..5 {
+        let m = message(&format!("wamid.t{i}"), &format!("u{i}"));
+        admit(&store, &m, AdmitMode::Answer).await;
+        store
+            .record_reply(&m, &[bot(&format!("b{i}"))])
+            .await
+            .expect("record");
+    }
+    let pnid = PhoneNumberId::parse(PNID).expect("pnid");
+    let user = UserId::parse(USER).expect("user");
+    let view = store.get(&pnid, &user).await.expect("get").expect("exists");
+    assert_eq!(texts(&view.turns), ["u3", "b3", "u4", "b4"]);
+    let key =
+        Keys::new("s", 8).conversation(Keys::new("s", 8).partition(&pnid, &user), &pnid, &user);
+    let markers = redis.cli(&["HKEYS", &key]);
+    assert_eq!(
+        markers.lines().filter(|f| f.starts_with("w:")).count(),
+        2,
+        "markers of trimmed turns are dropped: {markers}"
+    );
+    let reset = message("wamid.t9", "/reset");
+    assert!(matches!(
+        admit(&store, &reset, AdmitMode::Reset).await,
+        Admission::Answer { history } if history.is_empty()
+    ));
+    store
+        .record_reply(&reset, &[bot("reset")])
+        .await
+        .expect("record");
+    let view = store.get(&pnid, &user).await.expect("get").expect("exists");
+    assert_eq!(texts(&view.turns), ["reset"]);
+    assert_eq!(
+        admit(&store, &reset, AdmitMode::Answer).await,
+        Admission::Done
+    );
+}
+
+#[tokio::test]
+async fn an_edit_replaces_the_kept_turn_and_is_never_answered() {
+    let redis = RedisServer::start();
+    let store = store(&redis, 40, 100).await;
+    let original = message("wamid.e1", "precio del plan basico");
+    admit(&store, &original, AdmitMode::Answer).await;
+    store
+        .record_reply(&original, &[bot("20 €")])
+        .await
+        .expect("record");
+    let edit = message("wamid.e2", "[edited]");
+    let mode = AdmitMode::Edit {
+        original: "wamid.e1",
+        text: "precio del plan pro",
+    };
+    assert_eq!(admit(&store, &edit, mode).await, Admission::Recorded);
+    assert_eq!(admit(&store, &edit, mode).await, Admission::Done);
+    let pnid = PhoneNumberId::parse(PNID).expect("pnid");
+    let user = UserId::parse(USER).expect("user");
+    let view = store.get(&pnid, &user).await.expect("get").expect("exists");
+    assert_eq!(texts(&view.turns), ["precio del plan pro", "20 €"]);
+    assert!(view.turns[0].edited);
+    // The edit of a message no longer kept is appended instead.
+    let stray = message("wamid.e3", "[edited] something");
+    let mode = AdmitMode::Edit {
+        original: "wamid.gone",
+        text: "something",
+    };
+    assert_eq!(admit(&store, &stray, mode).await, Admission::Recorded);
+    let view = store.get(&pnid, &user).await.expect("get").expect("exists");
+    assert_eq!(view.turns.len(), 3);
+}
+
+#[tokio::test]
+async fn a_corrupt_conversation_is_a_data_error_and_can_be_moved_aside() {
+    let redis = RedisServer::start();
+    let store = store(&redis, 40, 100).await;
+    let pnid = PhoneNumberId::parse(PNID).expect("pnid");
+    let user = UserId::parse(USER).expect("user");
+    let keys = Keys::new("s", 8);
+    let key = keys.conversation(keys.partition(&pnid, &user), &pnid, &user);
+    redis.cli(&["SET", &key, "not a hash"]);
+    let m = message("wamid.c1", "hi");
+    let error = store
+        .admit(&m, &Turn::of_user(&m, Role::User), AdmitMode::Answer, true)
+        .await
+        .expect_err("a string is not a conversation");
+    assert!(!error.is_outage(), "{error:?}");
+    assert!(store.quarantine(&pnid, &user).await.expect("quarantine"));
+    assert!(matches!(
+        admit(&store, &m, AdmitMode::Answer).await,
+        Admission::Answer { .. }
+    ));
+    let moved = keys.quarantined(keys.partition(&pnid, &user), &pnid, &user);
+    assert_eq!(redis.cli(&["GET", &moved[0]]), "not a hash");
+}
+
+#[tokio::test]
+async fn pacing_admits_a_pair_burst_then_spaces_and_shares_the_number_rate() {
+    let redis = RedisServer::start();
+    let pacer = RedisPacer::new(
+        client(&redis).await,
+        Keys::new("s", 8),
+        PacingLimits {
+            per_number_per_sec: 0,
+            pair_interval: Duration::from_secs(6),
+            pair_burst: 3,
+        },
+    );
+    for _ in 0..3 {
+        assert_eq!(
+            pacer.reserve(PNID, "+1").await.expect("pace"),
+            Duration::ZERO
+        );
+    }
+    let wait = pacer.reserve(PNID, "+1").await.expect("pace");
+    assert!(wait > Duration::from_secs(5), "{wait:?}");
+    assert_eq!(
+        pacer.reserve(PNID, "+2").await.expect("pace"),
+        Duration::ZERO
+    );
+
+    let number = RedisPacer::new(
+        client(&redis).await,
+        Keys::new("n", 8),
+        PacingLimits {
+            per_number_per_sec: 10,
+            pair_interval: Duration::ZERO,
+            pair_burst: 1,
+        },
+    );
+    let mut waits = Vec::new();
+    for i in 0..5 {
+        waits.push(number.reserve(PNID, &format!("+{i}")).await.expect("pace"));
+    }
+    // Slots 100 ms apart whoever asks: each reservation waits longer than the one before.
+    assert!(waits.windows(2).all(|w| w[1] > w[0]), "{waits:?}");
+    assert!(waits[4] >= Duration::from_millis(350), "{waits:?}");
+}
