@@ -127,6 +127,10 @@ pub struct ConversationSettings {
     pub max_history: usize,
     /// 0 disables burst merging.
     pub merge_window_ms: u64,
+    /// Characters of one turn's text kept in the history (WhatsApp's own cap is 65,536).
+    pub max_turn_chars: usize,
+    /// Outbound messages (4,096 characters each) one reply may be split into.
+    pub max_reply_parts: usize,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -255,6 +259,8 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("conversation.session_expire_secs", "3600"),
     ("conversation.max_history", "40"),
     ("conversation.merge_window_ms", "0"),
+    ("conversation.max_turn_chars", "65536"),
+    ("conversation.max_reply_parts", "5"),
     ("rate_limit.messages", "20"),
     ("rate_limit.window_secs", "60"),
     ("rate_limit.notice", "You are sending messages faster than I can answer. Please wait a moment before writing again."),
@@ -394,7 +400,7 @@ impl Settings {
                 reason: "must be non-empty without `{`, `}`, `:` or spaces".into(),
             });
         }
-        let positive: [(&'static str, u64); 7] = [
+        let positive: [(&'static str, u64); 9] = [
             (
                 "conversation.session_expire_secs",
                 self.conversation.session_expire_secs,
@@ -408,6 +414,14 @@ impl Settings {
             ("worker.partitions", u64::from(self.worker.partitions)),
             ("worker.concurrency", self.worker.concurrency as u64),
             ("worker.max_attempts", u64::from(self.worker.max_attempts)),
+            (
+                "conversation.max_turn_chars",
+                self.conversation.max_turn_chars as u64,
+            ),
+            (
+                "conversation.max_reply_parts",
+                self.conversation.max_reply_parts as u64,
+            ),
         ];
         for (setting, value) in positive {
             if value == 0 {

@@ -62,6 +62,19 @@ pub struct EngineOptions {
     pub mark_as_read: bool,
     pub typing_indicator: bool,
     pub rate_limit_notice: String,
+    /// Characters of one turn's text kept in the history (the rest is cut).
+    pub max_turn_chars: usize,
+    /// Outbound messages one reply may be split into (the rest is dropped, logged).
+    pub max_reply_parts: usize,
+}
+
+/// `text` cut to `max` characters, marked with an ellipsis when cut.
+fn bounded(mut text: String, max: usize) -> String {
+    if let Some((cut, _)) = text.char_indices().nth(max) {
+        text.truncate(cut);
+        text.push('…');
+    }
+    text
 }
 
 const RESET_TEXT: &str = "Your conversation has been reset. How can I help you?";
@@ -105,7 +118,8 @@ impl Engine {
             Origin::User | Origin::Standby => Role::User,
         };
         let mode = mode_of(message);
-        let turn = Turn::of_user(message, role);
+        let mut turn = Turn::of_user(message, role);
+        turn.text = bounded(turn.text, self.options.max_turn_chars);
         let admission = self
             .store
             .admit(message, &turn, mode, self.responder.reads_history())
@@ -211,7 +225,16 @@ impl Engine {
                 reply
             }
         };
-        let parts = parts_of(&reply);
+        let mut parts = parts_of(&reply);
+        if parts.len() > self.options.max_reply_parts {
+            tracing::warn!(
+                user = %message.user,
+                parts = parts.len(),
+                kept = self.options.max_reply_parts,
+                "the reply is longer than conversation.max_reply_parts; the rest is not sent"
+            );
+            parts.truncate(self.options.max_reply_parts);
+        }
         let mut sent: Vec<Option<String>> = vec![None; reply.actions.len()];
         for (index, part) in parts.iter().enumerate().skip(parts_sent as usize) {
             lease.check()?;
@@ -234,7 +257,7 @@ impl Engine {
                 let Action::Text(text) = action;
                 Turn::sent(
                     Role::Bot,
-                    text.clone(),
+                    bounded(text.clone(), self.options.max_turn_chars),
                     "text",
                     wamid.unwrap_or_default(),
                     now,
@@ -346,7 +369,8 @@ impl Handler for Engine {
         let mut answered: Vec<&InboundMessage> = Vec::new();
         let mut history = Vec::new();
         for message in messages {
-            let turn = Turn::of_user(message, Role::User);
+            let mut turn = Turn::of_user(message, Role::User);
+            turn.text = bounded(turn.text, self.options.max_turn_chars);
             match self
                 .store
                 .admit(
@@ -431,11 +455,26 @@ mod tests {
     }
 
     #[test]
+    fn bounded_cuts_at_a_character_boundary() {
+        assert_eq!(bounded("héllo".into(), 2), "hé…");
+        assert_eq!(bounded("héllo".into(), 5), "héllo");
+    }
+
+    #[test]
     fn long_texts_become_several_parts_of_one_action() {
         let reply = Reply {
             actions: vec![Action::Text("a ".repeat(5000)), Action::Text("b".into())],
         };
-        let parts = parts_of(&reply);
+        let mut parts = parts_of(&reply);
+        if parts.len() > self.options.max_reply_parts {
+            tracing::warn!(
+                user = %message.user,
+                parts = parts.len(),
+                kept = self.options.max_reply_parts,
+                "the reply is longer than conversation.max_reply_parts; the rest is not sent"
+            );
+            parts.truncate(self.options.max_reply_parts);
+        }
         assert_eq!(
             parts.iter().map(|p| p.action).collect::<Vec<_>>(),
             [0, 0, 0, 1]

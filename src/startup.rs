@@ -117,6 +117,8 @@ pub fn spawn_workers(settings: &Settings, redis: &store::Client) -> Result<Worke
             mark_as_read: settings.whatsapp.mark_as_read,
             typing_indicator: settings.whatsapp.typing_indicator,
             rate_limit_notice: settings.rate_limit.notice.clone(),
+            max_turn_chars: settings.conversation.max_turn_chars,
+            max_reply_parts: settings.conversation.max_reply_parts,
         },
     ));
     Ok(Workers::spawn(

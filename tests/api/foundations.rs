@@ -491,3 +491,31 @@ async fn statuses_are_queued_once_per_message_and_value() {
         "one entry per (message, status)"
     );
 }
+
+#[tokio::test]
+async fn a_huge_text_is_bounded_in_the_history_and_in_the_reply() {
+    let graph = Arc::new(MockServer::start().await);
+    mount_graph_ok(&graph).await;
+    let options = AppOptions {
+        extra_env: env(&[
+            ("WABOT_CONVERSATION__MAX_TURN_CHARS", "10000"),
+            ("WABOT_CONVERSATION__MAX_REPLY_PARTS", "3"),
+        ]),
+        ..AppOptions::default()
+    };
+    let app = spawn_app_with(graph.clone(), options).await;
+    let user = "4915000000701";
+    let huge = "palabra ".repeat(50_000);
+    post(
+        &app,
+        &text_delivery(PNID, user, "wamid.big", huge.trim_end()),
+    )
+    .await;
+    wait_until_drained(&app.queue().await, WAIT).await;
+    assert_eq!(texts_to(&replies(&graph).await, user).len(), 3);
+    let (pnid, uid) = ids(user);
+    let view = conversation(&store(&app).await, &pnid, &uid).await;
+    for turn in &view.turns {
+        assert!(turn.text.chars().count() <= 10_001, "{}", turn.text.len());
+    }
+}
