@@ -462,6 +462,11 @@ async fn measure(
     } else {
         None
     };
+    let memory = if args.mode == Mode::E2e {
+        conversation_memory(&stats, &env.settings).await?
+    } else {
+        None
+    };
     let _ = stats.quit().await;
 
     let report = Report::build(
@@ -481,8 +486,69 @@ async fn measure(
         &idle,
         stored,
         drained,
+        memory,
     );
     Ok(report.passed(args.mode, stored))
+}
+
+/// Memory of one conversation after the run (`MEMORY USAGE` of its hash and its history list),
+/// with the characters of text its kept turns hold and how many there are.
+async fn conversation_memory(
+    client: &fred::prelude::Client,
+    settings: &Settings,
+) -> anyhow::Result<Option<ConversationMemory>> {
+    use fred::prelude::ClientLike;
+    let store = wabot::startup::conversation_store(settings, client);
+    let page = store.list(None, 1000).await.context("SCAN")?;
+    let Some(found) = page.conversations.first() else {
+        return Ok(None);
+    };
+    let (Some(pnid), Some(user)) = (
+        wabot::domain::PhoneNumberId::parse(&found.phone_number_id),
+        wabot::domain::UserId::parse(&found.user),
+    ) else {
+        return Ok(None);
+    };
+    let Some(view) = store.get(&pnid, &user).await.context("conversation")? else {
+        return Ok(None);
+    };
+    let keys = wabot::store::Keys::new(&settings.redis.key_prefix, settings.worker.partitions);
+    let partition = keys.partition(&pnid, &user);
+    let mut bytes = 0u64;
+    for key in [
+        keys.conversation(partition, &pnid, &user),
+        keys.history(partition, &pnid, &user),
+    ] {
+        let command = fred::types::CustomCommand::new_static(
+            "MEMORY",
+            fred::types::ClusterHash::FirstKey,
+            false,
+        );
+        let usage: Option<u64> = client
+            .custom(command, vec!["USAGE".to_string(), key])
+            .await
+            .context("MEMORY USAGE")?;
+        bytes += usage.unwrap_or(0);
+    }
+    Ok(Some(ConversationMemory {
+        bytes,
+        text_bytes: view.turns.iter().map(|t| t.text.len() as u64).sum(),
+        turns: view.turns.len(),
+    }))
+}
+
+struct ConversationMemory {
+    bytes: u64,
+    text_bytes: u64,
+    turns: usize,
+}
+
+/// Resident memory of this process (the whole app runs in it), from /proc.
+fn rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// Entries left in the inbox streams (ingest mode: every unique message, nothing more).
@@ -687,6 +753,7 @@ fn print_report(
     idle: &CommandStats,
     stored: Option<u64>,
     drained: bool,
+    memory: Option<ConversationMemory>,
 ) {
     let mode = match args.mode {
         Mode::Ingest => "ingest (workers disabled)",
@@ -839,6 +906,24 @@ fn print_report(
         .map(|(name, calls)| format!("{name} {:.2}", *calls as f64 / per_message))
         .collect();
     row("  per message, by command", top.join(", "));
+    if let Some(memory) = &memory {
+        row(
+            "memory of one conversation",
+            format!(
+                "{} bytes for {} turns holding {} bytes of text ({:.2}x)",
+                memory.bytes,
+                memory.turns,
+                memory.text_bytes,
+                memory.bytes as f64 / memory.text_bytes.max(1) as f64
+            ),
+        );
+    }
+    if let Some(rss) = rss_bytes() {
+        row(
+            "RSS (bench + app, one process)",
+            format!("{:.1} MB", rss as f64 / 1e6),
+        );
+    }
     let idle_top: Vec<String> = idle
         .by_calls()
         .iter()

@@ -1,4 +1,4 @@
-//! Typed settings, loaded once from defaults, `config/` files and the environment (DESIGN.md §3).
+//! Typed settings, loaded once from defaults, `config/` files and the environment (docs/DESIGN.md §3).
 //!
 //! Layers, later wins: built-in defaults → `config/default.toml` → `config/{APP_ENV}.toml` →
 //! `WABOT_<SECTION>__<KEY>` → the well-known flat variables (`PORT`, `REDIS_URL`, ...).

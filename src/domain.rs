@@ -65,7 +65,7 @@ pub struct Sender {
 }
 
 impl Sender {
-    /// The conversation key: the phone when we have one, else the BSUID (DESIGN.md §2).
+    /// The conversation key: the phone when we have one, else the BSUID (docs/DESIGN.md §2).
     pub fn user_id(&self) -> Option<UserId> {
         self.phone
             .as_deref()

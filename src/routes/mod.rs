@@ -1,4 +1,4 @@
-//! HTTP handlers (DESIGN.md §4) and the state they share.
+//! HTTP handlers (docs/DESIGN.md §4) and the state they share.
 
 pub mod admin;
 pub mod health;
