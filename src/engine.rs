@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::cloud_api::split::{split_text_at_most, MAX_TEXT_LEN};
 use crate::cloud_api::{CloudApi, Outgoing, Recipient};
 use crate::domain::{
     DeliveryStatus, InboundMessage, InboxItem, MessageContent, Origin, StatusUpdate,
@@ -225,15 +226,13 @@ impl Engine {
                 reply
             }
         };
-        let mut parts = parts_of(&reply);
-        if parts.len() > self.options.max_reply_parts {
+        let (parts, cut) = parts_of(&reply, self.options.max_reply_parts);
+        if cut {
             tracing::warn!(
                 user = %message.user,
-                parts = parts.len(),
-                kept = self.options.max_reply_parts,
+                kept = parts.len(),
                 "the reply is longer than conversation.max_reply_parts; the rest is not sent"
             );
-            parts.truncate(self.options.max_reply_parts);
         }
         let mut sent: Vec<Option<String>> = vec![None; reply.actions.len()];
         for (index, part) in parts.iter().enumerate().skip(parts_sent as usize) {
@@ -306,24 +305,24 @@ impl Engine {
     }
 }
 
-/// The reply as outbound messages, long texts split at WhatsApp's limit.
-fn parts_of(reply: &Reply) -> Vec<Part> {
-    reply
-        .actions
-        .iter()
-        .enumerate()
-        .flat_map(|(action, a)| match a {
-            Action::Text(text) => {
-                crate::cloud_api::split::split_text(text, crate::cloud_api::split::MAX_TEXT_LEN)
-                    .into_iter()
-                    .map(move |part| Part {
-                        message: Outgoing::text(&part),
-                        action,
-                    })
-                    .collect::<Vec<_>>()
-            }
-        })
-        .collect()
+/// The reply as at most `max_parts` outbound messages, long texts split at WhatsApp's limit;
+/// `true` when something did not fit.
+fn parts_of(reply: &Reply, max_parts: usize) -> (Vec<Part>, bool) {
+    let mut parts = Vec::new();
+    for (action, a) in reply.actions.iter().enumerate() {
+        let room = max_parts.saturating_sub(parts.len());
+        let (texts, cut) = match a {
+            Action::Text(text) => split_text_at_most(text, MAX_TEXT_LEN, room),
+        };
+        parts.extend(texts.iter().map(|text| Part {
+            message: Outgoing::text(text),
+            action,
+        }));
+        if cut || (parts.len() >= max_parts && action + 1 < reply.actions.len()) {
+            return (parts, true);
+        }
+    }
+    (parts, false)
 }
 
 fn history_turn(turn: &Turn) -> HistoryTurn {
@@ -465,19 +464,19 @@ mod tests {
         let reply = Reply {
             actions: vec![Action::Text("a ".repeat(5000)), Action::Text("b".into())],
         };
-        let mut parts = parts_of(&reply);
-        if parts.len() > self.options.max_reply_parts {
-            tracing::warn!(
-                user = %message.user,
-                parts = parts.len(),
-                kept = self.options.max_reply_parts,
-                "the reply is longer than conversation.max_reply_parts; the rest is not sent"
-            );
-            parts.truncate(self.options.max_reply_parts);
-        }
+        let (parts, cut) = parts_of(&reply, 10);
         assert_eq!(
             parts.iter().map(|p| p.action).collect::<Vec<_>>(),
             [0, 0, 0, 1]
+        );
+        assert!(!cut);
+        let (parts, cut) = parts_of(&reply, 2);
+        assert_eq!((parts.len(), cut), (2, true));
+        let (parts, cut) = parts_of(&reply, 3);
+        assert_eq!(
+            (parts.len(), cut),
+            (3, true),
+            "the second action did not fit"
         );
     }
 }

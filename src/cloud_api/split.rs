@@ -13,11 +13,23 @@ pub fn text_len(text: &str) -> usize {
 /// Splits `text` into parts of at most `max` UTF-16 units. Whitespace at a cut is dropped;
 /// everything else is kept, in order.
 pub fn split_text(text: &str, max: usize) -> Vec<String> {
+    split_text_at_most(text, max, usize::MAX).0
+}
+
+/// Like [`split_text`], stopping after `max_parts` parts; `true` when text was left over. Work
+/// is proportional to what is kept, however long the text.
+pub fn split_text_at_most(text: &str, max: usize, max_parts: usize) -> (Vec<String>, bool) {
     let max = max.max(8);
     let mut parts = Vec::new();
     let mut rest = text.trim();
-    while text_len(rest) > max {
+    loop {
+        if parts.len() >= max_parts {
+            return (parts, !rest.is_empty());
+        }
         let limit = prefix_within(rest, max);
+        if limit == rest.len() {
+            break;
+        }
         let window = &rest[..limit];
         // A boundary is only used if it keeps the part reasonably full.
         let min = limit / 3;
@@ -40,7 +52,7 @@ pub fn split_text(text: &str, max: usize) -> Vec<String> {
     if !rest.is_empty() {
         parts.push(rest.to_string());
     }
-    parts
+    (parts, false)
 }
 
 /// Byte length of the longest prefix of `text` within `max` UTF-16 units (a char boundary).

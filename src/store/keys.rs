@@ -66,17 +66,14 @@ impl Keys {
         format!("{}:seen:{wamid}", self.tag(partition))
     }
 
+    /// A conversation's hash (metadata, markers, rate limit).
     pub fn conversation(
         &self,
         partition: u32,
         phone_number_id: &PhoneNumberId,
         user: &UserId,
     ) -> String {
-        format!(
-            "{}:conv:{phone_number_id}:{}",
-            self.tag(partition),
-            user.as_str()
-        )
+        self.per_conversation(partition, "conv", phone_number_id, user)
     }
 
     /// The turns of a conversation (a list beside its hash, same hash tag and TTL).
@@ -86,11 +83,7 @@ impl Keys {
         phone_number_id: &PhoneNumberId,
         user: &UserId,
     ) -> String {
-        format!(
-            "{}:hist:{phone_number_id}:{}",
-            self.tag(partition),
-            user.as_str()
-        )
+        self.per_conversation(partition, "hist", phone_number_id, user)
     }
 
     /// Where a corrupt conversation's hash and list are moved (kept for inspection).
@@ -100,12 +93,24 @@ impl Keys {
         phone_number_id: &PhoneNumberId,
         user: &UserId,
     ) -> [String; 2] {
-        let tag = self.tag(partition);
-        let user = user.as_str();
         [
-            format!("{tag}:corrupt:conv:{phone_number_id}:{user}"),
-            format!("{tag}:corrupt:hist:{phone_number_id}:{user}"),
+            self.per_conversation(partition, "corrupt:conv", phone_number_id, user),
+            self.per_conversation(partition, "corrupt:hist", phone_number_id, user),
         ]
+    }
+
+    fn per_conversation(
+        &self,
+        partition: u32,
+        kind: &str,
+        phone_number_id: &PhoneNumberId,
+        user: &UserId,
+    ) -> String {
+        format!(
+            "{}:{kind}:{phone_number_id}:{}",
+            self.tag(partition),
+            user.as_str()
+        )
     }
 
     /// Send pacing of one business number: its throughput GCRA, and per recipient the pair

@@ -29,19 +29,8 @@ async fn app_with(env: &[(&str, &str)]) -> TestApp {
     spawn_app_with(graph, options).await
 }
 
-async fn store(app: &TestApp) -> ConversationStore {
-    let client = wabot::store::connect(&app.settings.redis).expect("client");
-    fred::prelude::ClientLike::wait_for_connect(&client)
-        .await
-        .expect("connects");
-    wabot::startup::conversation_store(&app.settings, &client)
-}
-
 fn ids(user: &str) -> (PhoneNumberId, UserId) {
-    (
-        PhoneNumberId::parse(PNID).expect("pnid"),
-        UserId::parse(user).expect("user"),
-    )
+    crate::helpers::conversation_ids(PNID, user)
 }
 
 async fn post_text(app: &TestApp, user: &str, wamid: &str, text: &str) {
@@ -52,7 +41,7 @@ async fn post_text(app: &TestApp, user: &str, wamid: &str, text: &str) {
 #[tokio::test]
 async fn three_messages_make_six_turns_in_order_with_a_sliding_ttl() {
     let app = app_with(&[("SESSION_EXPIRE_TIME", "120")]).await;
-    let store = store(&app).await;
+    let store = app.conversations().await;
     let (pnid, user) = ids("4915123456789");
     for i in 1..=3 {
         post_text(
@@ -98,7 +87,7 @@ async fn three_messages_make_six_turns_in_order_with_a_sliding_ttl() {
 #[tokio::test]
 async fn ttl_slides_with_each_write_and_an_expired_conversation_starts_fresh() {
     let app = app_with(&[("SESSION_EXPIRE_TIME", "5")]).await;
-    let store = store(&app).await;
+    let store = app.conversations().await;
     let (pnid, user) = ids("4915000000001");
     post_text(&app, user.as_str(), "wamid.t1", "first").await;
     wait_for_replies(&app.graph, 1, WAIT).await;
@@ -136,7 +125,7 @@ async fn ttl_slides_with_each_write_and_an_expired_conversation_starts_fresh() {
 #[tokio::test]
 async fn a_redelivered_wamid_is_neither_recorded_nor_answered_twice() {
     let app = app_with(&[]).await;
-    let store = store(&app).await;
+    let store = app.conversations().await;
     let (pnid, user) = ids("4915000000002");
     post_text(&app, user.as_str(), "wamid.re1", "only once").await;
     wait_for_replies(&app.graph, 1, WAIT).await;
@@ -158,7 +147,7 @@ async fn a_redelivered_wamid_is_neither_recorded_nor_answered_twice() {
 #[tokio::test]
 async fn history_is_trimmed_to_max_history() {
     let app = app_with(&[("WABOT_CONVERSATION__MAX_HISTORY", "4")]).await;
-    let store = store(&app).await;
+    let store = app.conversations().await;
     let (pnid, user) = ids("4915000000003");
     for i in 1..=4 {
         post_text(
@@ -218,7 +207,7 @@ async fn rate_limit_answers_exactly_the_budget_and_one_notice_per_window() {
     );
     assert!(got.iter().any(|r| r.text == "echo: other user"));
     // Rate-limited messages are recorded as such.
-    let store = store(&app).await;
+    let store = app.conversations().await;
     let (pnid, uid) = ids(user);
     let view = conversation(&store, &pnid, &uid).await;
     assert_eq!(view.turns.iter().filter(|t| t.rate_limited).count(), 5);
@@ -312,7 +301,7 @@ async fn rules_answer_every_fixture_type() {
     );
     wait_until_drained(&app.queue().await, WAIT).await;
     assert_eq!(replies(&app.graph).await.len(), cases.len() + 2);
-    let store = store(&app).await;
+    let store = app.conversations().await;
     let (pnid, user) = ids("15550009999");
     let view = conversation(&store, &pnid, &user).await;
     assert_eq!(view.turns[0].text, "[reaction 👍]");
@@ -321,7 +310,7 @@ async fn rules_answer_every_fixture_type() {
 #[tokio::test]
 async fn reset_empties_the_history_and_help_answers() {
     let app = app_with(&[("RESPONDER", "rules")]).await;
-    let store = store(&app).await;
+    let store = app.conversations().await;
     let (pnid, user) = ids("4915000000006");
     post_text(&app, user.as_str(), "wamid.c1", "hello").await;
     wait_for_replies(&app.graph, 1, WAIT).await;
@@ -432,7 +421,7 @@ async fn openai_error_or_timeout_sends_the_fallback_and_records_the_turn() {
         .mount(&llm)
         .await;
     let app = openai_app(&llm, &[]).await;
-    let store = store(&app).await;
+    let store = app.conversations().await;
     let (pnid, user) = ids("4915000000008");
     post_text(&app, user.as_str(), "wamid.f1", "will fail").await;
     let got = wait_for_replies(&app.graph, 1, WAIT).await;
@@ -503,13 +492,16 @@ async fn memory_of_a_forty_turn_conversation() {
     );
     // ~2x: the turns live in a compact list, the hash holds short markers (both listpacks);
     // what is left is JSON keys, timestamps and the sent wamid of each reply.
-    assert!(bytes * 10 <= raw * 22, "{bytes} bytes for {raw} bytes of text");
+    assert!(
+        bytes * 10 <= raw * 22,
+        "{bytes} bytes for {raw} bytes of text"
+    );
 }
 
 #[tokio::test]
 async fn a_burst_within_the_merge_window_is_answered_once() {
     let app = app_with(&[("WABOT_CONVERSATION__MERGE_WINDOW_MS", "1500")]).await;
-    let store = store(&app).await;
+    let store = app.conversations().await;
     let (pnid, user) = ids("4915000000011");
     for (i, text) in ["hi", "I have a question", "about my invoice"]
         .iter()

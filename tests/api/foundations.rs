@@ -30,19 +30,8 @@ async fn post(app: &TestApp, body: &[u8]) {
     assert_eq!(app.post_signed(body, APP_SECRET).await.status(), 200);
 }
 
-async fn store(app: &TestApp) -> wabot::store::conversation::ConversationStore {
-    let client = wabot::store::connect(&app.settings.redis).expect("client");
-    fred::prelude::ClientLike::wait_for_connect(&client)
-        .await
-        .expect("connects");
-    wabot::startup::conversation_store(&app.settings, &client)
-}
-
 fn ids(user: &str) -> (PhoneNumberId, UserId) {
-    (
-        PhoneNumberId::parse(PNID).expect("pnid"),
-        UserId::parse(user).expect("user"),
-    )
+    crate::helpers::conversation_ids(PNID, user)
 }
 
 fn delivery(field: &str, value: serde_json::Value) -> Vec<u8> {
@@ -95,7 +84,7 @@ async fn a_corrupt_conversation_dead_letters_its_message_and_the_user_is_answere
     let got = replies(&graph).await;
     assert_eq!(texts_to(&got, user), ["echo: one", "echo: three"]);
     assert_eq!(texts_to(&got, "4915000000102"), ["echo: other"]);
-    let view = conversation(&store(&app).await, &pnid, &uid).await;
+    let view = conversation(&app.conversations().await, &pnid, &uid).await;
     assert_eq!(
         view.turns.len(),
         2,
@@ -162,7 +151,7 @@ async fn revokes_edits_echoes_and_standby_copies_are_recorded_never_answered() {
         "only the first message is answered"
     );
     let (pnid, uid) = ids(user);
-    let view = conversation(&store(&app).await, &pnid, &uid).await;
+    let view = conversation(&app.conversations().await, &pnid, &uid).await;
     let turns: Vec<(Role, &str)> = view
         .turns
         .iter()
@@ -233,56 +222,60 @@ async fn wait_until_sent(graph: &MockServer, needle: &str) {
     .expect("the send started");
 }
 
-#[tokio::test]
-async fn a_reply_in_flight_while_its_partition_is_handed_back_is_sent_once() {
-    let redis = RedisServer::start();
+/// Replica A of `prefix` alone on two partitions, answering a message of a user in `partition`
+/// through a Graph API slower than the lease TTL; returns once the send has started.
+async fn slow_send_on(
+    redis: &RedisServer,
+    prefix: &str,
+    partition: u32,
+    text: &str,
+) -> (TestApp, Arc<MockServer>, String) {
     // Slower than the 2 s lease TTL: without renewals the lease expires mid-send.
     let graph = slow_graph(Duration::from_secs(5)).await;
-    let prefix = "handback";
-    let a = replica(&redis, &graph, prefix, 2).await;
-    // A owns both partitions; when B joins, A hands the highest (1) back.
-    let user = user_in_partition(1, 2);
+    let a = replica(redis, &graph, prefix, 2).await;
+    let user = user_in_partition(partition, 2);
     eventually(WAIT, || async {
-        let owned = redis.cli(&["GET", &format!("{{{prefix}:1}}:lease")]);
+        let owned = redis.cli(&["GET", &format!("{{{prefix}:{partition}}}:lease")]);
         (!owned.is_empty()).then_some(())
     })
     .await
-    .expect("A owns partition 1");
-    post(&a, &text_delivery(PNID, &user, "wamid.h1", "slow one")).await;
-    wait_until_sent(&graph, "slow one").await;
-    let _b = replica(&redis, &graph, prefix, 2).await;
+    .expect("A owns the partition");
+    post(
+        &a,
+        &text_delivery(PNID, &user, &format!("wamid.{prefix}"), text),
+    )
+    .await;
+    wait_until_sent(&graph, text).await;
+    (a, graph, user)
+}
+
+/// Once everything is done, `user` got `text` exactly once, whoever finished it.
+async fn answered_once(a: &TestApp, graph: &MockServer, user: &str, text: &str) {
     wait_until_drained(&a.queue().await, WAIT).await;
-    // Whoever finished it, it was answered exactly once.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let sent = texts_to(&replies(&graph).await, &user);
-    assert_eq!(sent, ["echo: slow one"]);
+    assert_eq!(
+        texts_to(&replies(graph).await, user),
+        [format!("echo: {text}")]
+    );
+}
+
+#[tokio::test]
+async fn a_reply_in_flight_while_its_partition_is_handed_back_is_sent_once() {
+    let redis = RedisServer::start();
+    // A owns both partitions; when B joins, A hands the highest (1) back mid-send.
+    let (a, graph, user) = slow_send_on(&redis, "handback", 1, "slow one").await;
+    let _b = replica(&redis, &graph, "handback", 2).await;
+    answered_once(&a, &graph, &user, "slow one").await;
 }
 
 #[tokio::test]
 async fn a_failed_heartbeat_does_not_stop_lease_renewals() {
     let redis = RedisServer::start();
-    let graph = slow_graph(Duration::from_secs(5)).await;
-    let prefix = "heartbeat";
-    let a = replica(&redis, &graph, prefix, 2).await;
-    let user = user_in_partition(0, 2);
-    eventually(WAIT, || async {
-        let owned = redis.cli(&["GET", &format!("{{{prefix}:0}}:lease")]);
-        (!owned.is_empty()).then_some(())
-    })
-    .await
-    .expect("A owns partition 0");
-    post(&a, &text_delivery(PNID, &user, "wamid.hb1", "slow two")).await;
-    wait_until_sent(&graph, "slow two").await;
+    let (a, graph, user) = slow_send_on(&redis, "heartbeat", 0, "slow two").await;
     // Every heartbeat write fails from now on (the replicas key has the wrong type).
-    redis.cli(&["DEL", &format!("{prefix}:replicas")]);
-    assert_eq!(
-        redis.cli(&["SET", &format!("{prefix}:replicas"), "x"]),
-        "OK"
-    );
-    let _b = replica(&redis, &graph, prefix, 2).await;
-    wait_until_drained(&a.queue().await, WAIT).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(texts_to(&replies(&graph).await, &user), ["echo: slow two"]);
+    redis.cli(&["DEL", "heartbeat:replicas"]);
+    assert_eq!(redis.cli(&["SET", "heartbeat:replicas", "x"]), "OK");
+    let _b = replica(&redis, &graph, "heartbeat", 2).await;
+    answered_once(&a, &graph, &user, "slow two").await;
 }
 
 #[tokio::test]
@@ -514,7 +507,7 @@ async fn a_huge_text_is_bounded_in_the_history_and_in_the_reply() {
     wait_until_drained(&app.queue().await, WAIT).await;
     assert_eq!(texts_to(&replies(&graph).await, user).len(), 3);
     let (pnid, uid) = ids(user);
-    let view = conversation(&store(&app).await, &pnid, &uid).await;
+    let view = conversation(&app.conversations().await, &pnid, &uid).await;
     for turn in &view.turns {
         assert!(turn.text.chars().count() <= 10_001, "{}", turn.text.len());
     }

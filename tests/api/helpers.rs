@@ -275,6 +275,15 @@ impl TestApp {
         Queue::new(client, self.keys(), self.settings.worker.lease_ttl_ms)
     }
 
+    /// The conversation store over the app's Redis, for inspection.
+    pub async fn conversations(&self) -> wabot::store::conversation::ConversationStore {
+        let client = wabot::store::connect(&self.settings.redis).expect("redis client");
+        fred::prelude::ClientLike::wait_for_connect(&client)
+            .await
+            .expect("redis connects");
+        wabot::startup::conversation_store(&self.settings, &client)
+    }
+
     pub fn keys(&self) -> Keys {
         Keys::new(
             &self.settings.redis.key_prefix,
@@ -427,6 +436,17 @@ pub async fn spawn_replica(redis: &RedisServer, graph: &Arc<MockServer>, prefix:
         Some(prefix),
     )
     .await
+}
+
+/// A conversation's ids, which must be valid.
+pub fn conversation_ids(
+    pnid: &str,
+    user: &str,
+) -> (wabot::domain::PhoneNumberId, wabot::domain::UserId) {
+    (
+        wabot::domain::PhoneNumberId::parse(pnid).expect("pnid"),
+        wabot::domain::UserId::parse(user).expect("user"),
+    )
 }
 
 /// The conversation, which must exist.
