@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use wabot::domain::{PhoneNumberId, UserId};
-use wabot::store::conversation::{ConversationStore, Role};
+use wabot::store::conversation::Role;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
