@@ -1,4 +1,4 @@
-//! The command line: `wabot serve`, `wabot check-config`.
+//! The command line: `wabot serve`, `wabot worker`, `wabot sandbox` and the operator commands.
 
 use clap::{Parser, Subcommand};
 
@@ -26,7 +26,8 @@ pub enum Command {
         port: Option<u16>,
     },
     /// Try the bot end to end without a Meta account: a terminal chat with a fake user, the real
-    /// server and workers, and an in-process fake Graph API (needs only a local Redis).
+    /// server and workers, and an in-process fake Graph API. Uses the configured Redis, or a
+    /// private `redis-server` for the session when none answers.
     Sandbox {
         /// Send the lines of this file instead of reading the terminal, and print the transcript.
         #[arg(long)]

@@ -1,17 +1,20 @@
 //! `wabot sandbox`: the whole bot end to end without a Meta account. It starts the real server
-//! and workers in-process against the configured Redis, with an in-process fake Graph API; each
-//! typed line is delivered as a signed webhook from a fake user and the bot's replies are printed
-//! as they reach the fake Graph API.
+//! and workers in-process against the configured Redis (or, when none answers, a private
+//! `redis-server` it starts and stops itself), with an in-process fake Graph API; each typed line
+//! is delivered as a signed webhook from a fake user and the bot's replies are printed as they
+//! reach the fake Graph API.
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::time::Duration;
 
 use actix_web::{web, App, HttpResponse, HttpServer};
 use anyhow::Context;
-use tokio::io::AsyncBufReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::configuration::Settings;
 use crate::startup::Application;
@@ -20,6 +23,8 @@ use crate::store::Keys;
 
 const SANDBOX_SECRET: &str = "sandbox-app-secret";
 const SANDBOX_NUMBER: &str = "100000000000001";
+/// How long a private `redis-server` may take to accept connections.
+const PRIVATE_REDIS_START: Duration = Duration::from_secs(5);
 
 /// Options of `wabot sandbox`.
 pub struct SandboxOptions {
@@ -29,28 +34,88 @@ pub struct SandboxOptions {
     pub user: String,
 }
 
-/// Runs the sandbox until the script or stdin ends.
+/// Runs the sandbox until the script or stdin ends, or until Ctrl-C or SIGTERM.
 pub async fn run(options: SandboxOptions) -> anyhow::Result<()> {
-    let (replies_tx, mut replies) = mpsc::unbounded_channel::<String>();
+    // Before anything is started: without handlers a signal would end the process on the spot
+    // and leave a private redis-server behind.
+    let quit = CancellationToken::new();
+    cancel_on_signals(quit.clone())?;
+    let (replies_tx, replies) = mpsc::unbounded_channel::<String>();
     let graph = fake_graph_api(replies_tx)?;
-    let graph_url = format!("http://127.0.0.1:{}", graph.port);
+    let mut settings = sandbox_settings(&format!("http://127.0.0.1:{}", graph.port))?;
 
-    let settings = sandbox_settings(&graph_url)?;
-    ensure_redis(&settings).await?;
-    let app = Application::build(settings.clone()).await?;
+    let redis = tokio::select! {
+        biased;
+        // A private server half started is stopped by its Drop.
+        () = quit.cancelled() => None,
+        redis = ensure_redis(&mut settings) => Some(redis),
+    };
+    let outcome = match redis {
+        None => Ok(()),
+        Some(Err(error)) => Err(error),
+        Some(Ok(private)) => {
+            let outcome = session(&options, settings, replies, &quit).await;
+            // After the session: the server and workers stop cleanly while Redis still answers.
+            if let Some(private) = private {
+                private.stop().await;
+            }
+            outcome
+        }
+    };
+    graph.handle.stop(true).await;
+    outcome
+}
+
+/// The bot against the Redis in `settings`, until the input ends or `quit` is cancelled.
+async fn session(
+    options: &SandboxOptions,
+    settings: Settings,
+    mut replies: mpsc::UnboundedReceiver<String>,
+    quit: &CancellationToken,
+) -> anyhow::Result<()> {
+    let app = tokio::select! {
+        biased;
+        () = quit.cancelled() => return Ok(()),
+        app = Application::build(settings.clone()) => app?,
+    };
     let address = format!("http://127.0.0.1:{}", app.port());
     let stop = app.shutdown_token();
     let server = tokio::spawn(app.run_until_stopped());
 
     let redis = crate::store::connect(&settings.redis)?;
     let queue = Queue::new(
-        redis,
+        redis.clone(),
         Keys::new(&settings.redis.key_prefix, settings.worker.partitions),
         settings.worker.lease_ttl_ms,
     );
+    let interactive = options.script.is_none();
+    let outcome = tokio::select! {
+        outcome = chat(options, &settings, &address, &queue, &mut replies) => outcome,
+        () = quit.cancelled() => {
+            if interactive {
+                // The prompt is still on the line; the shell's should start on a fresh one.
+                println!();
+            }
+            Ok(())
+        }
+    };
+    stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(30), server).await;
+    let _ = fred::prelude::ClientLike::quit(&redis).await;
+    outcome
+}
+
+/// Sends each input line as a webhook and prints the replies it caused.
+async fn chat(
+    options: &SandboxOptions,
+    settings: &Settings,
+    address: &str,
+    queue: &Queue,
+    replies: &mut mpsc::UnboundedReceiver<String>,
+) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     let interactive = options.script.is_none();
-    let mut lines = input(options.script.as_deref()).await?;
+    let mut lines = Input::open(options.script.as_deref()).await?;
     if interactive {
         println!(
             "wabot sandbox — you are +{} writing to the bot ({:?} responder). Ctrl-D to quit.",
@@ -64,7 +129,7 @@ pub async fn run(options: SandboxOptions) -> anyhow::Result<()> {
             std::io::stdout().flush().ok();
         }
         let Some(line) = lines.next_line().await? else {
-            break;
+            return Ok(());
         };
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
@@ -93,16 +158,35 @@ pub async fn run(options: SandboxOptions) -> anyhow::Result<()> {
             response.status()
         );
         // Everything this message causes is sent before its inbox entry is acknowledged.
-        wait_until_drained(&queue, Duration::from_secs(60)).await;
+        wait_until_drained(queue, Duration::from_secs(60)).await;
         while let Ok(reply) = replies.try_recv() {
             for (i, part) in reply.lines().enumerate() {
                 println!("{}{part}", if i == 0 { "bot> " } else { "     " });
             }
         }
     }
-    stop.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(30), server).await;
-    graph.handle.stop(true).await;
+}
+
+/// Cancels `quit` on Ctrl-C or SIGTERM. The handlers are in place when this returns.
+fn cancel_on_signals(quit: CancellationToken) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle Ctrl-C")?;
+        let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {},
+                _ = terminate.recv() => {},
+            }
+            quit.cancel();
+        });
+    }
+    #[cfg(not(unix))]
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        quit.cancel();
+    });
     Ok(())
 }
 
@@ -130,7 +214,46 @@ fn sandbox_settings(graph_url: &str) -> anyhow::Result<Settings> {
     Ok(Settings::load_from(&dir, &env)?)
 }
 
-async fn ensure_redis(settings: &Settings) -> anyhow::Result<()> {
+/// The configured Redis when it answers; otherwise a private `redis-server`, which `settings`
+/// then points at. The caller stops it.
+async fn ensure_redis(settings: &mut Settings) -> anyhow::Result<Option<PrivateRedis>> {
+    if answers(settings).await? {
+        return Ok(None);
+    }
+    let configured = crate::configuration::redact_url_userinfo(&settings.redis.url);
+    let redis = match PrivateRedis::start().await {
+        Ok(redis) => redis,
+        Err(StartError::NotInstalled) => {
+            let os_release = std::fs::read_to_string("/etc/os-release").ok();
+            let how = match install_command(os_release.as_deref(), cfg!(target_os = "macos")) {
+                Some(command) => format!("Install it with `{command}`"),
+                None => "Install Redis with your system's package manager".to_string(),
+            };
+            anyhow::bail!(
+                "no Redis answers at {configured} and `redis-server` is not installed.\n\
+                 {how} and run this again, or point REDIS_URL at a running Redis."
+            );
+        }
+        Err(StartError::Failed(error)) => {
+            return Err(error.context(format!(
+                "no Redis answers at {configured} and a private redis-server did not start"
+            )))
+        }
+    };
+    eprintln!(
+        "wabot: no Redis at {configured}; started a private redis-server on 127.0.0.1:{} \
+         (removed on exit)",
+        redis.port
+    );
+    settings.redis.url = redis.url();
+    // The private server has neither a password nor TLS.
+    settings.redis.password = secrecy::SecretString::from("");
+    settings.redis.tls_ca_file.clear();
+    Ok(Some(redis))
+}
+
+/// Whether the configured Redis answers PING within a few seconds.
+async fn answers(settings: &Settings) -> anyhow::Result<bool> {
     let client = crate::store::connect(&settings.redis)?;
     let answered = tokio::time::timeout(Duration::from_secs(3), async {
         loop {
@@ -141,29 +264,259 @@ async fn ensure_redis(settings: &Settings) -> anyhow::Result<()> {
         }
     })
     .await;
-    let _ = fred::prelude::ClientLike::quit(&client).await;
-    anyhow::ensure!(
-        answered.is_ok(),
-        "no Redis answers at {url}. Start one with `redis-server` (Debian/Ubuntu: `apt-get install redis-server`; \
-         macOS: `brew install redis && redis-server`; Docker: `docker run -p 6379:6379 redis:7`), \
-         or point REDIS_URL at yours.",
-        url = crate::configuration::redact_url_userinfo(&settings.redis.url)
-    );
-    Ok(())
+    // Bounded: without a connection QUIT is never answered and would wait out the command
+    // timeout (2 s by default) although the client is already closed.
+    let _ = tokio::time::timeout(
+        Duration::from_millis(200),
+        fred::prelude::ClientLike::quit(&client),
+    )
+    .await;
+    Ok(answered.is_ok())
 }
 
-async fn input(
-    script: Option<&Path>,
-) -> anyhow::Result<tokio::io::Lines<Box<dyn tokio::io::AsyncBufRead + Unpin + Send>>> {
-    let reader: Box<dyn tokio::io::AsyncBufRead + Unpin + Send> = match script {
-        Some(path) => Box::new(tokio::io::BufReader::new(
-            tokio::fs::File::open(path)
-                .await
-                .with_context(|| format!("cannot open the script {}", path.display()))?,
-        )),
-        None => Box::new(tokio::io::BufReader::new(tokio::io::stdin())),
+/// The command that installs `redis-server` on this machine, from `/etc/os-release`.
+fn install_command(os_release: Option<&str>, macos: bool) -> Option<&'static str> {
+    if macos {
+        return Some("brew install redis");
+    }
+    let field = |name: &str| {
+        os_release
+            .into_iter()
+            .flat_map(str::lines)
+            .filter_map(|line| line.split_once('='))
+            .find(|(key, _)| key.trim() == name)
+            .map(|(_, value)| value.trim().trim_matches(['"', '\'']).to_ascii_lowercase())
+            .unwrap_or_default()
     };
-    Ok(reader.lines())
+    // ID first: a distribution's own name wins over the ones it is like.
+    let ids = format!("{} {}", field("ID"), field("ID_LIKE"));
+    ids.split_whitespace().find_map(|id| match id {
+        "debian" | "ubuntu" => Some("sudo apt-get install redis-server"),
+        "fedora" | "rhel" | "centos" => Some("sudo dnf install redis"),
+        "alpine" => Some("apk add redis"),
+        "arch" => Some("pacman -S redis"),
+        _ => None,
+    })
+}
+
+enum StartError {
+    NotInstalled,
+    Failed(anyhow::Error),
+}
+
+fn failed(error: impl Into<anyhow::Error>) -> StartError {
+    StartError::Failed(error.into())
+}
+
+/// A `redis-server` of this session only: loopback, a free port, a temporary directory, nothing
+/// persisted. [`PrivateRedis::stop`] kills it, waits for it and removes the directory; `Drop`
+/// does the same on the other ways out (a panic, a start-up cut short by a signal).
+struct PrivateRedis {
+    port: u16,
+    dir: PathBuf,
+    child: Option<tokio::process::Child>,
+}
+
+impl PrivateRedis {
+    async fn start() -> Result<PrivateRedis, StartError> {
+        let dir = std::env::temp_dir().join(format!(
+            "wabot-sandbox-redis-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::create_dir(&dir)
+            .with_context(|| format!("cannot create the directory {}", dir.display()))
+            .map_err(failed)?;
+        let mut redis = PrivateRedis {
+            port: 0,
+            dir,
+            child: None,
+        };
+        // Another process can take the free port before redis-server binds it; then it exits
+        // at once and the next port is tried.
+        let mut attempts = 3;
+        loop {
+            redis.port = free_port().map_err(failed)?;
+            match redis.spawn_and_wait().await {
+                Ok(()) => return Ok(redis),
+                Err(Exit::Early(status)) if attempts > 1 => {
+                    tracing::debug!(%status, port = redis.port, "redis-server exited; another port");
+                    attempts -= 1;
+                }
+                Err(Exit::Early(status)) => {
+                    return Err(StartError::Failed(anyhow::anyhow!(
+                        "redis-server exited with {status}: {}",
+                        redis.log_tail()
+                    )))
+                }
+                Err(Exit::Start(error)) => return Err(error),
+            }
+        }
+    }
+
+    async fn spawn_and_wait(&mut self) -> Result<(), Exit> {
+        let log = std::fs::File::create(self.dir.join("redis.log"))
+            .map_err(|e| Exit::Start(failed(e)))?;
+        let log_err = log.try_clone().map_err(|e| Exit::Start(failed(e)))?;
+        let mut command = tokio::process::Command::new("redis-server");
+        command
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .kill_on_drop(true);
+        // Out of the terminal's process group: Ctrl-C reaches only wabot, which stops the
+        // session while Redis still answers and then stops the server itself.
+        #[cfg(unix)]
+        command.process_group(0);
+        let child = match command.spawn() {
+            Ok(child) => child,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Exit::Start(StartError::NotInstalled))
+            }
+            Err(error) => {
+                return Err(Exit::Start(StartError::Failed(
+                    anyhow::Error::new(error).context("cannot run redis-server"),
+                )))
+            }
+        };
+        let child = self.child.insert(child);
+        let deadline = tokio::time::Instant::now() + PRIVATE_REDIS_START;
+        loop {
+            if let Some(status) = child.try_wait().map_err(|e| Exit::Start(failed(e)))? {
+                self.child = None;
+                return Err(Exit::Early(status));
+            }
+            // PONG, not only an accepted connection: the port could belong to someone else.
+            if pongs(self.port).await {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Exit::Start(StartError::Failed(anyhow::anyhow!(
+                    "redis-server did not answer on 127.0.0.1:{} within {PRIVATE_REDIS_START:?}: {}",
+                    self.port,
+                    self.log_tail()
+                ))));
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// The end of redis-server's log, for an error message.
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+        let tail = lines[lines.len().saturating_sub(3)..].join(" / ");
+        if tail.is_empty() {
+            "no output".to_string()
+        } else {
+            tail
+        }
+    }
+
+    async fn stop(mut self) {
+        if let Some(mut child) = self.child.take() {
+            // Nothing is persisted, so there is nothing a gentler signal would save.
+            let _ = child.kill().await;
+        }
+        let _ = tokio::fs::remove_dir_all(&self.dir).await;
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // kill_on_drop only signals; wait here too so that no server outlives wabot.
+            let _ = child.start_kill();
+            for _ in 0..200 {
+                match child.try_wait() {
+                    Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+                    _ => break,
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+enum Exit {
+    /// redis-server ended before it answered (e.g. the port was taken meanwhile).
+    Early(std::process::ExitStatus),
+    Start(StartError),
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+async fn pongs(port: u16) -> bool {
+    let attempt = async {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        stream.write_all(b"PING\r\n").await?;
+        let mut answer = [0u8; 7];
+        stream.read_exact(&mut answer).await?;
+        Ok::<_, std::io::Error>(answer == *b"+PONG\r\n")
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_millis(500), attempt).await,
+        Ok(Ok(true))
+    )
+}
+
+/// Where the lines come from: the script, or the terminal.
+enum Input {
+    Script(std::vec::IntoIter<String>),
+    Terminal(mpsc::UnboundedReceiver<std::io::Result<String>>),
+}
+
+impl Input {
+    async fn open(script: Option<&Path>) -> anyhow::Result<Input> {
+        match script {
+            Some(path) => {
+                let text = tokio::fs::read_to_string(path)
+                    .await
+                    .with_context(|| format!("cannot open the script {}", path.display()))?;
+                let lines: Vec<String> = text.lines().map(str::to_string).collect();
+                Ok(Input::Script(lines.into_iter()))
+            }
+            None => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                // A thread of its own rather than tokio's stdin: a read blocked on the terminal
+                // cannot be cancelled, and in tokio's pool it would keep the runtime (and so the
+                // process) from ending after Ctrl-C or SIGTERM until Enter is pressed.
+                std::thread::Builder::new()
+                    .name("sandbox-stdin".into())
+                    .spawn(move || {
+                        for line in std::io::stdin().lines() {
+                            if tx.send(line).is_err() {
+                                break;
+                            }
+                        }
+                    })
+                    .context("cannot read the terminal")?;
+                Ok(Input::Terminal(rx))
+            }
+        }
+    }
+
+    async fn next_line(&mut self) -> anyhow::Result<Option<String>> {
+        match self {
+            Input::Script(lines) => Ok(lines.next()),
+            Input::Terminal(lines) => lines
+                .recv()
+                .await
+                .transpose()
+                .context("cannot read the terminal"),
+        }
+    }
 }
 
 async fn wait_until_drained(queue: &Queue, timeout: Duration) {
@@ -250,4 +603,47 @@ async fn fake_send(
         "messaging_product": "whatsapp",
         "messages": [{ "id": format!("wamid.sandbox.out.{}", uuid::Uuid::new_v4().simple()) }]
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::install_command;
+
+    #[test]
+    fn install_command_follows_os_release() {
+        let cases = [
+            ("ID=debian\n", Some("sudo apt-get install redis-server")),
+            (
+                "NAME=\"Ubuntu\"\nID=ubuntu\nID_LIKE=debian\n",
+                Some("sudo apt-get install redis-server"),
+            ),
+            (
+                "ID=linuxmint\nID_LIKE=\"ubuntu debian\"\n",
+                Some("sudo apt-get install redis-server"),
+            ),
+            ("ID=fedora\n", Some("sudo dnf install redis")),
+            (
+                "ID=\"rocky\"\nID_LIKE=\"rhel centos fedora\"\n",
+                Some("sudo dnf install redis"),
+            ),
+            ("ID=alpine\n", Some("apk add redis")),
+            ("ID=manjaro\nID_LIKE=arch\n", Some("pacman -S redis")),
+            ("ID=arch\n", Some("pacman -S redis")),
+            ("ID=opensuse-tumbleweed\nID_LIKE=\"opensuse suse\"\n", None),
+            ("", None),
+        ];
+        for (os_release, expected) in cases {
+            assert_eq!(install_command(Some(os_release), false), expected, "{os_release:?}");
+        }
+        assert_eq!(install_command(None, false), None);
+    }
+
+    #[test]
+    fn install_command_on_macos_is_brew() {
+        assert_eq!(
+            install_command(Some("ID=debian\n"), true),
+            Some("brew install redis")
+        );
+        assert_eq!(install_command(None, true), Some("brew install redis"));
+    }
 }
