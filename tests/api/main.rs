@@ -2,6 +2,7 @@
 
 mod cloud_api;
 mod cluster;
+mod edge;
 mod engine;
 mod health;
 mod helpers;
