@@ -28,6 +28,9 @@ pub enum ApiError {
     Unauthorized,
     #[error("not found")]
     NotFound,
+    /// A resource the caller named does not exist; the message says which kind.
+    #[error("{0}")]
+    Missing(String),
     #[error("the message store is unavailable, retry later")]
     Unavailable(#[from] SinkError),
     #[error("Redis is unavailable, retry later")]
@@ -44,7 +47,7 @@ impl ResponseError for ApiError {
             ApiError::Timeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::VerificationFailed => StatusCode::FORBIDDEN,
-            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::NotFound | ApiError::Missing(_) => StatusCode::NOT_FOUND,
             ApiError::Unavailable(_) | ApiError::Redis(_) | ApiError::BodyBudgetExhausted => {
                 StatusCode::SERVICE_UNAVAILABLE
             }

@@ -1,5 +1,6 @@
 //! One integration test binary (faster to link than one per file).
 
+mod admin_input;
 mod cloud_api;
 mod cluster;
 mod edge;
