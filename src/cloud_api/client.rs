@@ -134,10 +134,7 @@ impl CloudApi {
             .with_retries(from, || self.post(from, &body))
             .await
             .inspect_err(|e| {
-                let code = e
-                    .code()
-                    .map(|c| c.to_string())
-                    .unwrap_or_else(|| "none".into());
+                let code = monitoring::code_label(e.code());
                 metrics::counter!(monitoring::REPLIES, "outcome" => "failed", "code" => code)
                     .increment(1);
                 log_failure(e, from, to, message.kind());

@@ -187,8 +187,8 @@ async fn read_body(
 /// value-level errors. Nothing here is queued.
 fn report(batch: &WebhookBatch) {
     for status in &batch.statuses {
-        metrics::counter!(monitoring::STATUSES, "status" => status.status.as_str().to_string())
-            .increment(1);
+        let label = monitoring::status_label(status.status.as_str());
+        metrics::counter!(monitoring::STATUSES, "status" => label).increment(1);
         let recipient = status
             .recipient
             .as_deref()

@@ -7,6 +7,7 @@ mod edge;
 mod engine;
 mod health;
 mod helpers;
+mod metrics_start;
 mod operations;
 mod pipeline;
 mod redis_urls;
