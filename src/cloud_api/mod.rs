@@ -8,5 +8,6 @@ pub mod split;
 pub mod wire;
 
 pub use client::{CloudApi, MediaFile, Recipient, SentMessage};
+pub(crate) use client::read_limited;
 pub use error::{CloudApiError, ErrorClass};
 pub use message::{ListRow, ListSection, MediaSource, Outgoing, OutgoingMedia};

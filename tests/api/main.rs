@@ -9,6 +9,7 @@ mod health;
 mod helpers;
 mod metrics_start;
 mod operations;
+mod outbound;
 mod pipeline;
 mod redis_urls;
 mod sandbox;
