@@ -35,6 +35,10 @@ pub struct ServerSettings {
     pub http_workers: usize,
     /// How long SIGTERM waits for in-flight requests and conversations before giving up.
     pub shutdown_timeout_secs: u64,
+    /// Longest a request may take to arrive (headers and body); slower ones get 408.
+    pub request_timeout_secs: u64,
+    /// Body bytes all requests together may hold before they are authenticated; over it: 503.
+    pub max_inflight_body_bytes: usize,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -225,6 +229,8 @@ pub enum ConfigError {
         setting: &'static str,
         reason: String,
     },
+    #[error("setting `{setting}` is unknown (set in {origin}); check its spelling")]
+    Unknown { setting: String, origin: String },
 }
 
 /// Built-in defaults, so the binary runs even without a `config/` directory next to it.
@@ -234,6 +240,8 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("server.max_body_bytes", "3145728"),
     ("server.shutdown_timeout_secs", "25"),
     ("server.http_workers", "2"),
+    ("server.request_timeout_secs", "10"),
+    ("server.max_inflight_body_bytes", "33554432"),
     ("whatsapp.app_secret", ""),
     ("whatsapp.verify_token", ""),
     ("whatsapp.access_token", ""),
@@ -340,12 +348,29 @@ impl Settings {
                 config::Environment::with_prefix("WABOT")
                     .prefix_separator("_")
                     .separator("__")
-                    .source(Some(env.clone().into_iter().collect())),
+                    .source(Some(sectioned_env(env))),
             );
         for (var, key) in FLAT_ENV {
             builder = builder.set_override_option(*key, env.get(*var).cloned())?;
         }
-        let settings: Settings = builder.build()?.try_deserialize()?;
+        let config = builder.build()?;
+        let mut present = Vec::new();
+        collect_leaves(&config.cache, "", &mut present);
+        let settings: Settings = config.try_deserialize()?;
+        // Serde ignores keys it does not know, so a misspelt override would silently not apply.
+        // The known keys come from the struct itself, so a new setting needs no list to update.
+        let mut known = Vec::new();
+        let serialized = serde_json::to_value(&settings).map_err(|e| ConfigError::Invalid {
+            setting: "settings",
+            reason: format!("could not be inspected: {e}"),
+        })?;
+        known_keys(&serialized, "", &mut known);
+        if let Some((setting, origin)) = present
+            .into_iter()
+            .find(|(key, _)| !known.iter().any(|k| k == key))
+        {
+            return Err(ConfigError::Unknown { setting, origin });
+        }
         settings.validate()?;
         Ok(settings)
     }
@@ -400,7 +425,11 @@ impl Settings {
                 reason: "must be non-empty without `{`, `}`, `:` or spaces".into(),
             });
         }
-        let positive: [(&'static str, u64); 9] = [
+        let positive: [(&'static str, u64); 10] = [
+            (
+                "server.request_timeout_secs",
+                self.server.request_timeout_secs,
+            ),
             (
                 "conversation.session_expire_secs",
                 self.conversation.session_expire_secs,
@@ -430,6 +459,13 @@ impl Settings {
                     reason: "must be greater than 0".into(),
                 });
             }
+        }
+        if self.server.max_inflight_body_bytes < self.server.max_body_bytes {
+            // Otherwise a delivery of the largest allowed size could never be accepted.
+            return Err(ConfigError::Invalid {
+                setting: "server.max_inflight_body_bytes",
+                reason: "must be at least server.max_body_bytes".into(),
+            });
         }
         if self.worker.lease_ttl_ms < 1000 {
             return Err(ConfigError::Invalid {
@@ -479,6 +515,59 @@ pub fn redact_url_userinfo(url: &str) -> String {
             format!("{}[redacted]{}", &url[..scheme_end + 3], &url[at..])
         }
         _ => url.to_string(),
+    }
+}
+
+/// `WABOT_<SECTION>__<KEY>` variables only: other `WABOT_` names (docker compose's
+/// `WABOT_HOST_PORT`, tooling) are not settings and must not stop the service.
+fn sectioned_env(env: &HashMap<String, String>) -> config::Map<String, String> {
+    env.iter()
+        .filter(|(name, _)| {
+            name.strip_prefix("WABOT_")
+                .is_some_and(|rest| rest.contains("__"))
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// Dotted paths of every value in the built configuration, with where each was set.
+fn collect_leaves(value: &config::Value, prefix: &str, out: &mut Vec<(String, String)>) {
+    match &value.kind {
+        config::ValueKind::Table(table) => {
+            let mut keys: Vec<&String> = table.keys().collect();
+            keys.sort();
+            for key in keys {
+                let path = join_key(prefix, key);
+                if let Some(child) = table.get(key) {
+                    collect_leaves(child, &path, out);
+                }
+            }
+        }
+        _ if !prefix.is_empty() => out.push((
+            prefix.to_string(),
+            value.origin().unwrap_or("the environment").to_string(),
+        )),
+        _ => {}
+    }
+}
+
+/// Dotted paths of every setting the struct has (objects are sections, the rest are settings).
+fn known_keys(value: &serde_json::Value, prefix: &str, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, child) in map {
+                known_keys(child, &join_key(prefix, key), out);
+            }
+        }
+        _ => out.push(prefix.to_string()),
+    }
+}
+
+fn join_key(prefix: &str, key: &str) -> String {
+    if prefix.is_empty() {
+        key.to_string()
+    } else {
+        format!("{prefix}.{key}")
     }
 }
 
@@ -583,6 +672,67 @@ mod tests {
         let mut pairs = required();
         pairs.push(("RESPONDER", "magic"));
         assert!(Settings::load_from(&no_dir(), &env(&pairs)).is_err());
+    }
+
+    #[test]
+    fn a_misspelt_file_key_is_an_error_naming_it() {
+        let dir = std::env::temp_dir().join(format!("wabot-cfg-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("tmp dir");
+        std::fs::write(dir.join("default.toml"), "[server]\nprot = 7000\n").expect("write");
+        let err = Settings::load_from(&dir, &env(&required())).expect_err("must fail");
+        std::fs::remove_dir_all(&dir).ok();
+        assert!(
+            err.to_string().contains("setting `server.prot` is unknown"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_misspelt_env_override_is_an_error_naming_it() {
+        let mut pairs = required();
+        pairs.push(("WABOT_WORKER__CONCURENCY", "8"));
+        let err = Settings::load_from(&no_dir(), &env(&pairs)).expect_err("must fail");
+        assert!(
+            err.to_string()
+                .contains("setting `worker.concurency` is unknown"),
+            "{err}"
+        );
+        let mut pairs = required();
+        pairs.push(("WABOT_SEVER__PORT", "1"));
+        let err = Settings::load_from(&no_dir(), &env(&pairs)).expect_err("must fail");
+        assert!(err.to_string().contains("`sever.port`"), "{err}");
+    }
+
+    #[test]
+    fn wabot_variables_that_are_not_sectioned_are_not_settings() {
+        let mut pairs = required();
+        // docker compose's own variables travel in the same .env file.
+        pairs.push(("WABOT_HOST_PORT", "9000"));
+        pairs.push(("WABOT_IMAGE", "wabot:latest"));
+        pairs.push(("WABOT_WORKER__CONCURRENCY", "8"));
+        let s = Settings::load_from(&no_dir(), &env(&pairs)).expect("loads");
+        assert_eq!(s.worker.concurrency, 8);
+    }
+
+    #[test]
+    fn the_shipped_default_toml_loads_and_matches_the_built_in_defaults() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let shipped = Settings::load_from(&dir, &env(&required())).expect("shipped config loads");
+        let built_in = Settings::load_from(&no_dir(), &env(&required())).expect("defaults load");
+        assert_eq!(shipped.server.request_timeout_secs, 10);
+        assert_eq!(shipped.server.max_inflight_body_bytes, 32 * 1024 * 1024);
+        assert_eq!(shipped.redacted_toml(), built_in.redacted_toml());
+    }
+
+    #[test]
+    fn the_body_budget_must_hold_one_largest_body() {
+        let mut pairs = required();
+        pairs.push(("WABOT_SERVER__MAX_INFLIGHT_BODY_BYTES", "1024"));
+        let err = Settings::load_from(&no_dir(), &env(&pairs)).expect_err("must fail");
+        assert!(
+            err.to_string().contains("server.max_inflight_body_bytes"),
+            "{err}"
+        );
     }
 
     #[test]

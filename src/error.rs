@@ -16,12 +16,21 @@ pub enum ApiError {
     TooLarge { limit: usize },
     #[error("the request body could not be read")]
     BodyRead(#[source] actix_web::error::PayloadError),
+    #[error("the request did not arrive within {secs} s")]
+    Timeout { secs: u64 },
+    #[error("too many request bodies are being received at once, retry later")]
+    BodyBudgetExhausted,
+    #[error("{0}")]
+    BadRequest(String),
     #[error("webhook verification failed")]
     VerificationFailed,
     #[error("a valid bearer token is required")]
     Unauthorized,
     #[error("not found")]
     NotFound,
+    /// A resource the caller named does not exist; the message says which kind.
+    #[error("{0}")]
+    Missing(String),
     #[error("the message store is unavailable, retry later")]
     Unavailable(#[from] SinkError),
     #[error("Redis is unavailable, retry later")]
@@ -34,11 +43,16 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             ApiError::Signature(_) | ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::Parse(_) | ApiError::BodyRead(_) => StatusCode::BAD_REQUEST,
+            ApiError::Parse(_) | ApiError::BodyRead(_) | ApiError::BadRequest(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            ApiError::Timeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::VerificationFailed => StatusCode::FORBIDDEN,
-            ApiError::NotFound => StatusCode::NOT_FOUND,
-            ApiError::Unavailable(_) | ApiError::Redis(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NotFound | ApiError::Missing(_) => StatusCode::NOT_FOUND,
+            ApiError::Unavailable(_) | ApiError::Redis(_) | ApiError::BodyBudgetExhausted => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Store(error) if error.is_outage() => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -1,5 +1,9 @@
 //! Prometheus metrics: one process-wide recorder, the names of every series in one place, and
 //! `GET /metrics` rendering. Upkeep (histogram compaction) runs on each scrape.
+//!
+//! Every family is registered at 0 on start, so dashboards and `rate()`/`absent()` alerts work
+//! before the first event. Label values that come from outside (status names, Meta error codes)
+//! are mapped onto a fixed set: a hostile payload cannot create series.
 
 use std::sync::OnceLock;
 
@@ -18,6 +22,54 @@ pub const DEAD_LETTERS: &str = "wabot_dead_letters_total";
 pub const RESPONDER_SECONDS: &str = "wabot_responder_seconds";
 pub const REDIS_ERRORS: &str = "wabot_redis_errors_total";
 pub const PARTITIONS_OWNED: &str = "wabot_partitions_owned";
+pub const BUILD_INFO: &str = "wabot_build_info";
+
+/// Every family above, for the registration at start and its test.
+pub const FAMILIES: &[&str] = &[
+    WEBHOOK_DELIVERIES,
+    MESSAGES_ACCEPTED,
+    MESSAGES_DUPLICATE,
+    STATUSES,
+    QUEUE_DEPTH,
+    QUEUE_OLDEST_AGE,
+    PROCESSING_SECONDS,
+    REPLIES,
+    RATE_LIMITED,
+    DEAD_LETTERS,
+    RESPONDER_SECONDS,
+    REDIS_ERRORS,
+    PARTITIONS_OWNED,
+    BUILD_INFO,
+];
+
+/// The delivery statuses Meta documents; anything else is counted as `other`.
+const KNOWN_STATUSES: &[&str] = &["sent", "delivered", "read", "played", "failed"];
+
+/// Meta error codes worth their own series (retryable ones and the common permanent ones);
+/// the rest are counted as `other`.
+const KNOWN_CODES: &[i64] = &[
+    1, 2, 4, 100, 190, 368, 80007, 130429, 130472, 131000, 131005, 131008, 131009, 131016, 131021,
+    131026, 131031, 131042, 131047, 131051, 131052, 131053, 131056, 131057, 132000, 132001, 132005,
+    132007, 132012, 132015, 132016, 133004, 133010,
+];
+
+/// `wabot_statuses_total{status}` label for a status string from a webhook.
+pub fn status_label(status: &str) -> &'static str {
+    KNOWN_STATUSES
+        .iter()
+        .find(|known| **known == status)
+        .copied()
+        .unwrap_or("other")
+}
+
+/// `wabot_replies_total{code}` label for a Meta error code (`none` without one).
+pub fn code_label(code: Option<i64>) -> String {
+    match code {
+        None => "none".into(),
+        Some(code) if KNOWN_CODES.contains(&code) => code.to_string(),
+        Some(_) => "other".into(),
+    }
+}
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -34,6 +86,7 @@ pub fn install() -> Option<PrometheusHandle> {
                 .ok()?;
             let handle = builder.install_recorder().ok()?;
             describe();
+            register_at_zero();
             Some(handle)
         })
         .clone()
@@ -81,6 +134,38 @@ fn describe() {
     );
     describe_counter!(REDIS_ERRORS, "Redis commands that failed, by operation");
     describe_gauge!(PARTITIONS_OWNED, "Inbox partitions leased by this replica");
+    describe_gauge!(
+        BUILD_INFO,
+        "Always 1; the version label says which build runs"
+    );
+}
+
+/// One series per family at 0 (counters and gauges) or empty (histograms), with the label set
+/// the code uses most. Per-partition gauges start on partition 0, which its owner overwrites;
+/// a 0 changes no sum.
+fn register_at_zero() {
+    use metrics::{counter, gauge, histogram};
+    counter!(WEBHOOK_DELIVERIES, "outcome" => "200").absolute(0);
+    counter!(MESSAGES_ACCEPTED).absolute(0);
+    counter!(MESSAGES_DUPLICATE).absolute(0);
+    for status in KNOWN_STATUSES.iter().chain(&["other"]) {
+        counter!(STATUSES, "status" => *status).absolute(0);
+    }
+    gauge!(QUEUE_DEPTH, "partition" => "0").set(0.0);
+    gauge!(QUEUE_OLDEST_AGE, "partition" => "0").set(0.0);
+    let _ = histogram!(PROCESSING_SECONDS);
+    counter!(REPLIES, "outcome" => "sent", "code" => "none").absolute(0);
+    counter!(REPLIES, "outcome" => "failed", "code" => "none").absolute(0);
+    counter!(RATE_LIMITED).absolute(0);
+    counter!(DEAD_LETTERS).absolute(0);
+    for kind in ["rules", "echo", "openai"] {
+        let _ = histogram!(RESPONDER_SECONDS, "kind" => kind);
+    }
+    for op in ["accept", "read", "handle", "ack"] {
+        counter!(REDIS_ERRORS, "op" => op).absolute(0);
+    }
+    gauge!(PARTITIONS_OWNED).set(0.0);
+    gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }
 
 /// The Prometheus text exposition of every series.

@@ -191,10 +191,17 @@ impl Application {
             admin_token: settings.admin.token.clone(),
         };
         let state = web::Data::new(state);
+        let request_timeout = Duration::from_secs(settings.server.request_timeout_secs);
+        // One budget for the whole process: every HTTP worker's bodies count against it.
+        let body_limits = web::Data::new(routes::webhook::BodyLimits::new(
+            settings.server.max_inflight_body_bytes,
+            request_timeout,
+        ));
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(TracingLogger::<RequestSpan>::new())
                 .app_data(state.clone())
+                .app_data(body_limits.clone())
                 .route("/webhook", web::get().to(routes::webhook::verify))
                 .route("/webhook", web::post().to(routes::webhook::receive))
                 .route("/health", web::get().to(routes::health::health))
@@ -228,7 +235,17 @@ impl Application {
         .map_err(|source| StartupError::Bind { address, source })?
         .disable_signals()
         .workers(settings.server.http_workers.max(1))
-        .shutdown_timeout(settings.server.shutdown_timeout_secs)
+        // A client that stalls in its headers is cut off like one that stalls in its body.
+        .client_request_timeout(request_timeout)
+        .client_disconnect_timeout(Duration::from_secs(1))
+        // No request legitimately outlives the request timeout, so neither does the HTTP drain;
+        // the workers' drain runs at the same time (`run_until_stopped`).
+        .shutdown_timeout(
+            settings
+                .server
+                .request_timeout_secs
+                .min(settings.server.shutdown_timeout_secs),
+        )
         .run();
         Ok(Application {
             port,
@@ -257,22 +274,45 @@ impl Application {
 
     /// Runs until the shutdown token is cancelled, then stops taking requests, lets in-flight
     /// requests and conversations finish, releases leases and closes Redis.
+    ///
+    /// The HTTP drain and the workers' drain start at the same moment: one stalled client must
+    /// not hold up the workers or eat their share of the orchestrator's grace period.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let handle = self.server.handle();
-        let token = self.shutdown.clone();
+        let Application {
+            server,
+            shutdown,
+            redis,
+            workers,
+            ..
+        } = self;
+        let handle = server.handle();
+        let token = shutdown.clone();
         let stopper = tokio::spawn(async move {
             token.cancelled().await;
             tracing::info!("shutting down: no new requests, finishing in-flight ones");
             handle.stop(true).await;
         });
-        let result = self.server.await;
+        // Also ends the workers when the server stops on its own (bind failure, kill switch).
+        let server_done = CancellationToken::new();
+        let http = async {
+            let result = server.await;
+            server_done.cancel();
+            result
+        };
+        let work = async {
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = server_done.cancelled() => {}
+            }
+            if let Some(workers) = workers {
+                workers.shutdown().await;
+            }
+        };
+        let (result, ()) = tokio::join!(http, work);
         stopper.abort();
-        if let Some(workers) = self.workers {
-            workers.shutdown().await;
-        }
         let _ = tokio::time::timeout(
             Duration::from_secs(2),
-            fred::prelude::ClientLike::quit(&self.redis),
+            fred::prelude::ClientLike::quit(&redis),
         )
         .await;
         tracing::info!("stopped");

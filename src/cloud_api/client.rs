@@ -152,10 +152,7 @@ impl CloudApi {
             })
             .await
             .inspect_err(|e| {
-                let code = e
-                    .code()
-                    .map(|c| c.to_string())
-                    .unwrap_or_else(|| "none".into());
+                let code = monitoring::code_label(e.code());
                 metrics::counter!(monitoring::REPLIES, "outcome" => "failed", "code" => code)
                     .increment(1);
                 log_failure(e, from, to, message.kind());
@@ -248,7 +245,15 @@ impl CloudApi {
                 limit: self.media_max_bytes,
             });
         }
-        let mut response = self
+        if !self.is_meta_host(&info.url) {
+            // The URL comes from a response body; the token must never follow it elsewhere.
+            return Err(CloudApiError::Decode(format!(
+                "the media URL's host ({}) is not a Meta host; the download is refused so the \
+                 access token is not sent there",
+                url_authority(&info.url)
+            )));
+        }
+        let response = self
             .http
             .get(&info.url)
             .bearer_auth(&token)
@@ -260,17 +265,15 @@ impl CloudApi {
                 status: response.status().as_u16(),
             });
         }
-        let mut bytes = bytes::BytesMut::new();
-        while let Some(chunk) = response.chunk().await.map_err(classify_transport)? {
-            if (bytes.len() + chunk.len()) as u64 > self.media_max_bytes {
-                return Err(CloudApiError::TooLarge {
-                    limit: self.media_max_bytes,
-                });
-            }
-            bytes.extend_from_slice(&chunk);
-        }
+        let limit = usize::try_from(self.media_max_bytes).unwrap_or(usize::MAX);
+        let bytes = read_limited(response, limit)
+            .await
+            .map_err(classify_transport)?
+            .ok_or(CloudApiError::TooLarge {
+                limit: self.media_max_bytes,
+            })?;
         Ok(MediaFile {
-            bytes: bytes.freeze(),
+            bytes,
             mime_type: info.mime_type,
         })
     }
@@ -288,6 +291,28 @@ impl CloudApi {
         self.pacer
             .slow_down(from.as_str(), to.key(), pair, by)
             .await;
+    }
+
+    /// Whether `url` may receive the access token: the configured Graph API (same scheme, host and
+    /// port) or, over HTTPS, Meta's media hosts.
+    fn is_meta_host(&self, url: &str) -> bool {
+        let (Ok(url), Ok(base)) = (
+            reqwest::Url::parse(url),
+            reqwest::Url::parse(&self.base_url),
+        ) else {
+            return false;
+        };
+        let same_as_base = url.scheme() == base.scheme()
+            && url.host_str() == base.host_str()
+            && url.port_or_known_default() == base.port_or_known_default();
+        let meta_cdn = url.scheme() == "https"
+            && url.host_str().is_some_and(|host| {
+                let host = host.to_ascii_lowercase();
+                META_MEDIA_HOST_SUFFIXES
+                    .iter()
+                    .any(|suffix| host.ends_with(suffix))
+            });
+        same_as_base || meta_cdn
     }
 
     /// Runs `call` until it succeeds, fails permanently, or the attempts are used up.
@@ -353,6 +378,47 @@ impl CloudApi {
     }
 }
 
+/// Where Meta serves media from (`lookaside.fbsbx.com`, `*.fbcdn.net`, ...).
+const META_MEDIA_HOST_SUFFIXES: &[&str] =
+    &[".fbcdn.net", ".facebook.com", ".fbsbx.com", ".whatsapp.net"];
+
+/// Largest JSON answer read from the Graph API; real ones are a few hundred bytes.
+pub(crate) const MAX_JSON_RESPONSE_BYTES: usize = 1024 * 1024;
+
+/// `host:port` of a URL for messages (never its path or query, which may carry signatures).
+fn url_authority(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(url) => match (url.host_str(), url.port()) {
+            (Some(host), Some(port)) => format!("{host}:{port}"),
+            (Some(host), None) => host.to_string(),
+            _ => "none".into(),
+        },
+        Err(_) => "unparseable URL".into(),
+    }
+}
+
+/// The body, or `Ok(None)` as soon as it would exceed `limit` bytes (nothing more is read, so a
+/// huge or endless answer costs at most `limit`).
+pub(crate) async fn read_limited(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Option<bytes::Bytes>, reqwest::Error> {
+    if response
+        .content_length()
+        .is_some_and(|len| len > limit as u64)
+    {
+        return Ok(None);
+    }
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > limit {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body.freeze()))
+}
+
 /// Success body as `R`, or Meta's error envelope as a typed error.
 async fn read_json<R: serde::de::DeserializeOwned>(
     response: reqwest::Response,
@@ -363,7 +429,15 @@ async fn read_json<R: serde::de::DeserializeOwned>(
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
-    let bytes = response.bytes().await.map_err(classify_transport)?;
+    let bytes = read_limited(response, MAX_JSON_RESPONSE_BYTES)
+        .await
+        .map_err(classify_transport)?
+        .ok_or_else(|| {
+            CloudApiError::Decode(format!(
+                "the answer (HTTP {}) is larger than {MAX_JSON_RESPONSE_BYTES} bytes",
+                status.as_u16()
+            ))
+        })?;
     if status.is_success() {
         return serde_json::from_slice(&bytes).map_err(|e| CloudApiError::Decode(e.to_string()));
     }

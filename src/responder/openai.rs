@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{HistoryTurn, Speaker};
 use super::{Reply, Responder, ResponderInput};
+use crate::cloud_api::read_limited;
 use crate::configuration::OpenAiSettings;
 use crate::domain::MessageContent;
 use crate::error::error_chain;
@@ -67,7 +68,14 @@ enum LlmError {
     Status { status: u16, body: String },
     #[error("the model answer has no text")]
     Empty,
+    #[error("the model answer is larger than {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("the model answer is not a chat completion: {0}")]
+    Decode(String),
 }
+
+/// Largest chat completion read; `max_tokens` keeps real ones far below.
+const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 
 impl OpenAiResponder {
     pub fn new(settings: &OpenAiSettings) -> Result<OpenAiResponder, reqwest::Error> {
@@ -141,19 +149,26 @@ impl OpenAiResponder {
         let response = call.send().await.map_err(classify)?;
         let status = response.status();
         if !status.is_success() {
-            let body: String = response
-                .text()
+            // Only the start is logged; reading stops there.
+            let body = read_limited(response, 4096)
                 .await
-                .unwrap_or_default()
-                .chars()
-                .take(300)
-                .collect();
+                .ok()
+                .flatten()
+                .map(|b| String::from_utf8_lossy(&b).chars().take(300).collect())
+                .unwrap_or_default();
             return Err(LlmError::Status {
                 status: status.as_u16(),
                 body,
             });
         }
-        let parsed: ChatResponse = response.json().await.map_err(classify)?;
+        let body = read_limited(response, MAX_RESPONSE_BYTES)
+            .await
+            .map_err(classify)?
+            .ok_or(LlmError::TooLarge {
+                limit: MAX_RESPONSE_BYTES,
+            })?;
+        let parsed: ChatResponse =
+            serde_json::from_slice(&body).map_err(|e| LlmError::Decode(e.to_string()))?;
         parsed
             .choices
             .into_iter()
@@ -212,6 +227,42 @@ mod tests {
             at: 0,
             rate_limited: false,
         }
+    }
+
+    fn settings(base_url: &str) -> OpenAiSettings {
+        OpenAiSettings {
+            base_url: base_url.into(),
+            model: "m".into(),
+            api_key: SecretString::from(""),
+            system_prompt: "sys".into(),
+            temperature: 0.0,
+            max_tokens: 10,
+            timeout_ms: 5000,
+            history_chars: 10,
+            fallback: "fb".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_huge_model_answer_is_an_error() {
+        use wiremock::{matchers::method, Mock, MockServer, ResponseTemplate};
+        let llm = MockServer::start().await;
+        let content = "x".repeat(2 * 1024 * 1024);
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "choices": [{"message": {"role": "assistant", "content": content}}]
+            })))
+            .mount(&llm)
+            .await;
+        let responder = OpenAiResponder::new(&settings(&llm.uri())).expect("client");
+        let error = responder
+            .complete(&[turn(Speaker::User, "hi")])
+            .await
+            .expect_err("too large");
+        assert!(
+            matches!(error, LlmError::TooLarge { limit } if limit == MAX_RESPONSE_BYTES),
+            "{error}"
+        );
     }
 
     #[test]

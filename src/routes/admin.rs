@@ -2,6 +2,7 @@
 //! look into conversations and dead letters, delete a conversation, replay a dead letter.
 
 use actix_web::{web, HttpRequest, HttpResponse};
+use fred::prelude::ClientLike;
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
@@ -19,8 +20,58 @@ pub struct Page {
 }
 
 #[derive(Debug, Deserialize)]
-pub struct Limit {
+pub struct DeadLetterQuery {
     limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+/// The query string as `T`; a malformed one is the caller's mistake (400 with the reason), not
+/// actix's plain-text default.
+fn query<T: serde::de::DeserializeOwned>(request: &HttpRequest) -> Result<T, ApiError> {
+    web::Query::<T>::from_query(request.query_string())
+        .map(web::Query::into_inner)
+        .map_err(|e| ApiError::BadRequest(format!("invalid query string: {e}")))
+}
+
+/// A cursor `list` handed out: SCAN's number, on a Cluster `<node>:<number>`. Anything else
+/// would reach Redis as a command error and look like an outage.
+fn check_conversation_cursor(cursor: &str, clustered: bool) -> Result<(), ApiError> {
+    let number = |s: &str| !s.is_empty() && s.parse::<u64>().is_ok();
+    let valid = match cursor.split_once(':') {
+        Some((node, scan)) => clustered && number(node) && number(scan),
+        None => !clustered && number(cursor),
+    };
+    if valid {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(
+            "invalid cursor: pass the next_cursor of the previous page".into(),
+        ))
+    }
+}
+
+/// A dead-letter id (`<partition>:<ms>-<seq>`) that names a partition of this deployment.
+fn dead_letter_id<'a>(id: &'a str, queue: &Queue) -> Result<(u32, &'a str), ApiError> {
+    let (partition, stream_id) = parse_dead_letter_id(id)
+        .filter(|(_, stream_id)| {
+            // Digits alone may still overflow Redis' 64-bit id parts.
+            stream_id
+                .split_once('-')
+                .is_some_and(|(ms, seq)| ms.parse::<u64>().is_ok() && seq.parse::<u64>().is_ok())
+        })
+        .ok_or_else(|| {
+            ApiError::BadRequest(
+                "invalid dead-letter id: expected <partition>:<ms>-<seq>, e.g. 3:1717000000000-0"
+                    .into(),
+            )
+        })?;
+    let partitions = queue.keys().partitions();
+    if partition >= partitions {
+        return Err(ApiError::BadRequest(format!(
+            "invalid dead-letter id: partition {partition} is out of range (0..{partitions})"
+        )));
+    }
+    Ok((partition, stream_id))
 }
 
 fn authorize(request: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
@@ -60,18 +111,29 @@ fn dead_letters<'a>(request: &HttpRequest, state: &'a AppState) -> Result<&'a Qu
 fn conversation_ids(path: &(String, String)) -> Result<(PhoneNumberId, UserId), ApiError> {
     match (PhoneNumberId::parse(&path.0), UserId::parse(&path.1)) {
         (Some(pnid), Some(user)) => Ok((pnid, user)),
-        _ => Err(ApiError::NotFound),
+        _ => Err(ApiError::BadRequest(
+            "invalid conversation: expected /admin/conversations/<phone number id>/<user id>"
+                .into(),
+        )),
     }
 }
 
 pub async fn list_conversations(
     request: HttpRequest,
     state: web::Data<AppState>,
-    page: web::Query<Page>,
 ) -> Result<HttpResponse, ApiError> {
     let store = conversations(&request, &state)?;
+    let page: Page = query(&request)?;
+    if let Some(cursor) = &page.cursor {
+        check_conversation_cursor(cursor, state.redis.is_clustered())?;
+    }
+    let count = match page.count {
+        Some(0) => return Err(ApiError::BadRequest("count must be at least 1".into())),
+        Some(count) => count.min(1000),
+        None => 100,
+    };
     let page = store
-        .list(page.cursor.as_deref(), page.count.unwrap_or(100).min(1000))
+        .list(page.cursor.as_deref(), count)
         .await
         .map_err(ApiError::redis)?;
     Ok(HttpResponse::Ok().json(page))
@@ -86,7 +148,7 @@ pub async fn show_conversation(
     let (pnid, user) = conversation_ids(&path)?;
     match store.get(&pnid, &user).await.map_err(ApiError::redis)? {
         Some(view) => Ok(HttpResponse::Ok().json(view)),
-        None => Err(ApiError::NotFound),
+        None => Err(ApiError::Missing("no such conversation".into())),
     }
 }
 
@@ -101,21 +163,33 @@ pub async fn delete_conversation(
         tracing::info!(user = %user, "conversation deleted by an operator");
         Ok(HttpResponse::NoContent().finish())
     } else {
-        Err(ApiError::NotFound)
+        Err(ApiError::Missing("no such conversation".into()))
     }
 }
 
 pub async fn list_dead_letters(
     request: HttpRequest,
     state: web::Data<AppState>,
-    limit: web::Query<Limit>,
 ) -> Result<HttpResponse, ApiError> {
     let queue = dead_letters(&request, &state)?;
-    let letters = queue
-        .dead_letters(limit.limit.unwrap_or(100).min(1000))
+    let params: DeadLetterQuery = query(&request)?;
+    let cursor = match &params.cursor {
+        Some(cursor) => Some(dead_letter_id(cursor, queue).map_err(|_| {
+            ApiError::BadRequest("invalid cursor: pass the next_cursor of the previous page".into())
+        })?),
+        None => None,
+    };
+    let limit = match params.limit {
+        Some(0) => return Err(ApiError::BadRequest("limit must be at least 1".into())),
+        Some(limit) => limit.min(1000),
+        None => 100,
+    };
+    let page = queue
+        .dead_letters_page(limit, cursor)
         .await
         .map_err(ApiError::redis)?;
-    let body: Vec<serde_json::Value> = letters
+    let letters: Vec<serde_json::Value> = page
+        .letters
         .iter()
         .map(|d| {
             serde_json::json!({
@@ -127,7 +201,10 @@ pub async fn list_dead_letters(
             })
         })
         .collect();
-    Ok(HttpResponse::Ok().json(body))
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "dead_letters": letters,
+        "next_cursor": page.next_cursor,
+    })))
 }
 
 pub async fn replay_dead_letter(
@@ -136,7 +213,7 @@ pub async fn replay_dead_letter(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let queue = dead_letters(&request, &state)?;
-    let (partition, stream_id) = parse_dead_letter_id(&id).ok_or(ApiError::NotFound)?;
+    let (partition, stream_id) = dead_letter_id(&id, queue)?;
     if queue
         .replay_dead_letter(partition, stream_id)
         .await
@@ -145,6 +222,8 @@ pub async fn replay_dead_letter(
         tracing::info!(id = %id, "dead letter replayed by an operator");
         Ok(HttpResponse::Accepted().json(serde_json::json!({ "replayed": id.as_str() })))
     } else {
-        Err(ApiError::NotFound)
+        Err(ApiError::Missing(format!(
+            "no dead letter {id} (already replayed, or never existed)"
+        )))
     }
 }

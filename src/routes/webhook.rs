@@ -2,6 +2,8 @@
 //! read the raw bytes, verify, parse, hand the messages to the sink, then answer 200.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::http::header::{self, ContentType};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -9,6 +11,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use secrecy::ExposeSecret;
 use subtle::ConstantTimeEq;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::AppState;
 use crate::domain::{mask_user, DeliveryStatus, InboxItem, WebhookBatch};
@@ -62,7 +65,7 @@ async fn receive_checked(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = read_body(&request, payload, state.max_body_bytes).await?;
+    let (body, _budget) = read_body(&request, payload, state.max_body_bytes).await?;
     let signature = request
         .headers()
         .get(SIGNATURE_HEADER)
@@ -98,12 +101,58 @@ async fn receive_checked(
     Ok(HttpResponse::Ok().finish())
 }
 
-/// Reads the raw body, refusing more than `limit` bytes without buffering them.
+/// Bounds on reading bodies before they are authenticated, shared by every HTTP worker: a
+/// process-wide budget of body bytes in memory (permits are KiB) and the time a body may take.
+#[derive(Clone)]
+pub struct BodyLimits {
+    budget: Arc<Semaphore>,
+    timeout: Duration,
+}
+
+/// Budget held for a body until the request that read it is finished with it.
+pub struct BodyPermit(Option<OwnedSemaphorePermit>);
+
+impl BodyLimits {
+    pub fn new(max_inflight_bytes: usize, timeout: Duration) -> BodyLimits {
+        let permits = kib(max_inflight_bytes).min(Semaphore::MAX_PERMITS as u64) as usize;
+        BodyLimits {
+            budget: Arc::new(Semaphore::new(permits)),
+            timeout,
+        }
+    }
+
+    /// Grows `permit` to cover `bytes`, without waiting: a full budget means "come back later"
+    /// (Meta retries a 503), never buffering more.
+    fn cover(&self, permit: &mut BodyPermit, bytes: usize) -> Result<(), ApiError> {
+        let held = permit.0.as_ref().map_or(0, |p| p.num_permits() as u64);
+        let needed = kib(bytes);
+        if needed <= held {
+            return Ok(());
+        }
+        let more = u32::try_from(needed - held).map_err(|_| ApiError::BodyBudgetExhausted)?;
+        let extra = Arc::clone(&self.budget)
+            .try_acquire_many_owned(more)
+            .map_err(|_| ApiError::BodyBudgetExhausted)?;
+        match &mut permit.0 {
+            Some(held) => held.merge(extra),
+            None => permit.0 = Some(extra),
+        }
+        Ok(())
+    }
+}
+
+fn kib(bytes: usize) -> u64 {
+    (bytes as u64).div_ceil(1024)
+}
+
+/// Reads the raw body, refusing more than `limit` bytes without buffering them, a body slower
+/// than the request timeout (408), and bodies beyond the in-flight budget (503). The permit
+/// keeps the bytes counted until the caller drops it.
 async fn read_body(
     request: &HttpRequest,
     mut payload: web::Payload,
     limit: usize,
-) -> Result<Bytes, ApiError> {
+) -> Result<(Bytes, BodyPermit), ApiError> {
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -112,23 +161,43 @@ async fn read_body(
     if declared.is_some_and(|len| len > limit) {
         return Err(ApiError::TooLarge { limit });
     }
-    let mut body = BytesMut::with_capacity(declared.unwrap_or(8 * 1024).min(limit));
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(ApiError::BodyRead)?;
-        if body.len() + chunk.len() > limit {
-            return Err(ApiError::TooLarge { limit });
-        }
-        body.extend_from_slice(&chunk);
+    let limits = request.app_data::<web::Data<BodyLimits>>().cloned();
+    let mut permit = BodyPermit(None);
+    if let (Some(limits), Some(len)) = (&limits, declared) {
+        // Reserved up front, so a burst of large declared bodies is refused before any is read.
+        limits.cover(&mut permit, len)?;
     }
-    Ok(body.freeze())
+    let read = async {
+        let mut body = BytesMut::with_capacity(declared.unwrap_or(8 * 1024).min(limit));
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(ApiError::BodyRead)?;
+            if body.len() + chunk.len() > limit {
+                return Err(ApiError::TooLarge { limit });
+            }
+            if let Some(limits) = &limits {
+                limits.cover(&mut permit, body.len() + chunk.len())?;
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body.freeze())
+    };
+    let body = match &limits {
+        Some(limits) => tokio::time::timeout(limits.timeout, read)
+            .await
+            .map_err(|_| ApiError::Timeout {
+                secs: limits.timeout.as_secs(),
+            })??,
+        None => read.await?,
+    };
+    Ok((body, permit))
 }
 
 /// Logs what the delivery carried besides messages: statuses (failed ones with their code) and
 /// value-level errors. Nothing here is queued.
 fn report(batch: &WebhookBatch) {
     for status in &batch.statuses {
-        metrics::counter!(monitoring::STATUSES, "status" => status.status.as_str().to_string())
-            .increment(1);
+        let label = monitoring::status_label(status.status.as_str());
+        metrics::counter!(monitoring::STATUSES, "status" => label).increment(1);
         let recipient = status
             .recipient
             .as_deref()

@@ -42,6 +42,18 @@ pub struct DeadLetter {
     pub failed_at_ms: i64,
 }
 
+/// A page of dead letters and the cursor of the next one (`None`: this was the last page).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetterPage {
+    pub letters: Vec<DeadLetter>,
+    pub next_cursor: Option<String>,
+}
+
+/// Dead letters kept per partition (`XADD MAXLEN ~`): a Graph API outage that fails everything
+/// must not fill Redis (which then refuses new messages). Trimming is approximate (whole radix
+/// nodes), so a stream can briefly hold a little more; the oldest are dropped first.
+pub const DEAD_LETTERS_MAX_PER_PARTITION: u64 = 100_000;
+
 /// Redis operations of the workers.
 #[derive(Clone)]
 pub struct Queue {
@@ -264,21 +276,37 @@ impl Queue {
 
     /// Dead letters of every partition, oldest first per partition, at most `limit` in all.
     pub async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>> {
-        let mut out = Vec::new();
-        for partition in 0..self.keys.partitions() {
-            if out.len() >= limit {
+        Ok(self.dead_letters_page(limit, None).await?.letters)
+    }
+
+    /// One page of dead letters, in partition order then stream order, starting after `cursor`
+    /// (exclusive, `XRANGE (id`). A cursor's partition must be below `partitions()` (callers
+    /// check it: [`parse_dead_letter_id`] only checks the form).
+    pub async fn dead_letters_page(
+        &self,
+        limit: usize,
+        cursor: Option<(u32, &str)>,
+    ) -> Result<DeadLetterPage> {
+        let mut letters = Vec::new();
+        let first = cursor.map_or(0, |(partition, _)| partition);
+        for partition in first..self.keys.partitions() {
+            if letters.len() >= limit {
                 break;
             }
+            let start = match cursor {
+                Some((p, id)) if p == partition => format!("({id}"),
+                _ => "-".to_string(),
+            };
             let entries: Vec<StreamEntry> = self
                 .client
                 .xrange(
                     self.keys.dead_letters(partition),
-                    "-",
+                    start,
                     "+",
-                    Some((limit - out.len()) as u64),
+                    Some((limit - letters.len()) as u64),
                 )
                 .await?;
-            out.extend(entries.into_iter().map(|(id, mut f)| DeadLetter {
+            letters.extend(entries.into_iter().map(|(id, mut f)| DeadLetter {
                 partition,
                 id,
                 message_json: f.remove("m").unwrap_or_default(),
@@ -287,7 +315,14 @@ impl Queue {
                 failed_at_ms: f.get("failed_at").and_then(|a| a.parse().ok()).unwrap_or(0),
             }));
         }
-        Ok(out)
+        // A full page may be followed by more; the page after the last one is empty.
+        let next_cursor = (limit > 0 && letters.len() >= limit)
+            .then(|| letters.last().map(DeadLetter::public_id))
+            .flatten();
+        Ok(DeadLetterPage {
+            letters,
+            next_cursor,
+        })
     }
 
     /// Sends a dead letter back to its partition's inbox; `false` when there is no such entry.
@@ -394,4 +429,16 @@ pub fn parse_dead_letter_id(id: &str) -> Option<(u32, &str)> {
             && ms.bytes().chain(seq.bytes()).all(|b| b.is_ascii_digit())
     });
     valid.then_some((partition.parse().ok()?, stream_id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_finish_script_caps_dead_letters_at_the_documented_bound() {
+        let cap = format!("'MAXLEN', '~', '{DEAD_LETTERS_MAX_PER_PARTITION}'");
+        let finish = include_str!("lua/finish.lua");
+        assert!(finish.contains(&cap), "{finish}");
+    }
 }

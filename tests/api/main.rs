@@ -1,12 +1,16 @@
 //! One integration test binary (faster to link than one per file).
 
+mod admin_input;
 mod cloud_api;
 mod cluster;
+mod edge;
 mod engine;
 mod foundations;
 mod health;
 mod helpers;
+mod metrics_start;
 mod operations;
+mod outbound;
 mod pipeline;
 mod redis_urls;
 mod sandbox;

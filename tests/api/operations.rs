@@ -190,7 +190,7 @@ async fn dead_letters(app: &TestApp) -> Option<Vec<serde_json::Value>> {
     .json()
     .await
     .ok()?;
-    list.as_array().cloned()
+    list["dead_letters"].as_array().cloned()
 }
 
 async fn replay(app: &TestApp, id: &str) -> reqwest::Response {
