@@ -415,7 +415,10 @@ impl Settings {
             });
         }
         let positive: [(&'static str, u64); 8] = [
-            ("server.request_timeout_secs", self.server.request_timeout_secs),
+            (
+                "server.request_timeout_secs",
+                self.server.request_timeout_secs,
+            ),
             (
                 "conversation.session_expire_secs",
                 self.conversation.session_expire_secs,

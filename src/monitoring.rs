@@ -48,9 +48,9 @@ const KNOWN_STATUSES: &[&str] = &["sent", "delivered", "read", "played", "failed
 /// Meta error codes worth their own series (retryable ones and the common permanent ones);
 /// the rest are counted as `other`.
 const KNOWN_CODES: &[i64] = &[
-    1, 2, 4, 100, 190, 368, 80007, 130429, 130472, 131000, 131005, 131008, 131009, 131016,
-    131021, 131026, 131031, 131042, 131047, 131051, 131052, 131053, 131056, 131057, 132000,
-    132001, 132005, 132007, 132012, 132015, 132016, 133004, 133010,
+    1, 2, 4, 100, 190, 368, 80007, 130429, 130472, 131000, 131005, 131008, 131009, 131016, 131021,
+    131026, 131031, 131042, 131047, 131051, 131052, 131053, 131056, 131057, 132000, 132001, 132005,
+    132007, 132012, 132015, 132016, 133004, 133010,
 ];
 
 /// `wabot_statuses_total{status}` label for a status string from a webhook.
@@ -134,7 +134,10 @@ fn describe() {
     );
     describe_counter!(REDIS_ERRORS, "Redis commands that failed, by operation");
     describe_gauge!(PARTITIONS_OWNED, "Inbox partitions leased by this replica");
-    describe_gauge!(BUILD_INFO, "Always 1; the version label says which build runs");
+    describe_gauge!(
+        BUILD_INFO,
+        "Always 1; the version label says which build runs"
+    );
 }
 
 /// One series per family at 0 (counters and gauges) or empty (histograms), with the label set

@@ -165,7 +165,10 @@ mod tests {
             assert_eq!(limiter.check("redis"), LogVerdict::Suppress);
         }
         // Another kind has a window of its own.
-        assert_eq!(limiter.check("signature"), LogVerdict::Log { suppressed: 0 });
+        assert_eq!(
+            limiter.check("signature"),
+            LogVerdict::Log { suppressed: 0 }
+        );
         tokio::time::advance(Duration::from_millis(999)).await;
         assert_eq!(limiter.check("redis"), LogVerdict::Suppress);
         tokio::time::advance(Duration::from_millis(1)).await;
@@ -173,16 +176,25 @@ mod tests {
         assert_eq!(limiter.check("redis"), LogVerdict::Suppress);
         tokio::time::advance(Duration::from_secs(5)).await;
         assert_eq!(limiter.check("redis"), LogVerdict::Log { suppressed: 1 });
-        assert_eq!(limiter.check("signature"), LogVerdict::Log { suppressed: 0 });
+        assert_eq!(
+            limiter.check("signature"),
+            LogVerdict::Log { suppressed: 0 }
+        );
     }
 
     #[test]
     fn admin_paths_are_logged_without_the_phone_number() {
         let logged = loggable_path("/admin/conversations/123456/4915123456789");
         assert!(!logged.contains("4915123456789"), "{logged}");
-        assert!(logged.starts_with("/admin/conversations/123456/"), "{logged}");
+        assert!(
+            logged.starts_with("/admin/conversations/123456/"),
+            "{logged}"
+        );
         assert_eq!(loggable_path("/webhook"), "/webhook");
-        assert_eq!(loggable_path("/admin/conversations"), "/admin/conversations");
+        assert_eq!(
+            loggable_path("/admin/conversations"),
+            "/admin/conversations"
+        );
         assert_eq!(
             loggable_path("/admin/dead-letters/3:1-0/replay"),
             "/admin/dead-letters/3:1-0/replay"

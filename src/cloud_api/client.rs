@@ -263,8 +263,10 @@ impl CloudApi {
     /// Whether `url` may receive the access token: the configured Graph API (same scheme, host and
     /// port) or, over HTTPS, Meta's media hosts.
     fn is_meta_host(&self, url: &str) -> bool {
-        let (Ok(url), Ok(base)) = (reqwest::Url::parse(url), reqwest::Url::parse(&self.base_url))
-        else {
+        let (Ok(url), Ok(base)) = (
+            reqwest::Url::parse(url),
+            reqwest::Url::parse(&self.base_url),
+        ) else {
             return false;
         };
         let same_as_base = url.scheme() == base.scheme()

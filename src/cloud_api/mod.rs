@@ -7,7 +7,7 @@ mod pacing;
 pub mod split;
 pub mod wire;
 
-pub use client::{CloudApi, MediaFile, Recipient, SentMessage};
 pub(crate) use client::read_limited;
+pub use client::{CloudApi, MediaFile, Recipient, SentMessage};
 pub use error::{CloudApiError, ErrorClass};
 pub use message::{ListRow, ListSection, MediaSource, Outgoing, OutgoingMedia};

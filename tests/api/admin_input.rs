@@ -49,13 +49,25 @@ async fn malformed_admin_input_is_a_400_with_the_reason() {
         (&get, "/admin/conversations?cursor=1:2", "cursor"),
         (&get, "/admin/conversations?count=many", "query"),
         (&get, "/admin/conversations?count=0", "count"),
-        (&get, "/admin/conversations/a%21b/15550001111", "conversation"),
+        (
+            &get,
+            "/admin/conversations/a%21b/15550001111",
+            "conversation",
+        ),
         (&get, "/admin/dead-letters?cursor=garbage", "cursor"),
         (&get, "/admin/dead-letters?cursor=99:1-0", "cursor"),
         (&get, "/admin/dead-letters?limit=0", "limit"),
         (&get, "/admin/dead-letters?limit=-1", "query"),
-        (&post, "/admin/dead-letters/nonsense/replay", "dead-letter id"),
-        (&post, "/admin/dead-letters/3:abc-0/replay", "dead-letter id"),
+        (
+            &post,
+            "/admin/dead-letters/nonsense/replay",
+            "dead-letter id",
+        ),
+        (
+            &post,
+            "/admin/dead-letters/3:abc-0/replay",
+            "dead-letter id",
+        ),
         (
             &post,
             "/admin/dead-letters/3:99999999999999999999999-0/replay",

@@ -105,10 +105,7 @@ async fn declared_bodies_beyond_the_budget_get_503_with_retry_after() {
         heads.push(response_head(stream).await);
     }
     let statuses: Vec<Option<u16>> = heads.iter().map(|h| status_of(h)).collect();
-    let refused: Vec<&String> = heads
-        .iter()
-        .filter(|h| status_of(h) == Some(503))
-        .collect();
+    let refused: Vec<&String> = heads.iter().filter(|h| status_of(h) == Some(503)).collect();
     assert!(!refused.is_empty(), "no 503 among {statuses:?}");
     for head in refused {
         assert!(head.to_ascii_lowercase().contains("retry-after:"), "{head}");

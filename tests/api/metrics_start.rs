@@ -121,7 +121,10 @@ async fn an_unknown_status_is_counted_as_other_without_a_series_of_its_own() {
         .expect("sent");
     assert_eq!(response.status(), 200);
     let text = metrics(&served.address).await;
-    assert!(!text.contains(&invented), "{invented} became a label:\n{text}");
+    assert!(
+        !text.contains(&invented),
+        "{invented} became a label:\n{text}"
+    );
     assert!(
         text.lines()
             .any(|l| l == "wabot_statuses_total{status=\"other\"} 1"),

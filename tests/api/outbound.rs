@@ -84,7 +84,12 @@ async fn a_2_mib_graph_answer_is_an_error_not_a_memory_spike() {
         .await;
     let api = client(&graph);
     let error = api
-        .send_text(&pnid(), &Recipient::Phone("+15551234567".into()), "hi", None)
+        .send_text(
+            &pnid(),
+            &Recipient::Phone("+15551234567".into()),
+            "hi",
+            None,
+        )
         .await
         .expect_err("too large");
     assert!(
