@@ -4,6 +4,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 
 use crate::sink::SinkError;
+use crate::telemetry::LogVerdict;
 use crate::webhook::{ParseError, SignatureError};
 
 #[derive(Debug, thiserror::Error)]
@@ -61,10 +62,19 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         let status = self.status_code();
         let chain = error_chain(self);
-        if status.is_server_error() {
-            tracing::error!(status = status.as_u16(), error = %chain, "request failed");
-        } else {
-            tracing::warn!(status = status.as_u16(), error = %chain, "request rejected");
+        let kind = self.kind();
+        // The only line for a rejected request (the middleware's own is filtered out), and at
+        // most one per kind and second: an outage fails every request the same way.
+        match crate::telemetry::rejections().check(kind) {
+            LogVerdict::Log { suppressed } if self.is_outage() => {
+                tracing::error!(status = status.as_u16(), kind, suppressed, error = %chain, "request failed");
+            }
+            LogVerdict::Log { suppressed } => {
+                tracing::warn!(status = status.as_u16(), kind, suppressed, error = %chain, "request rejected");
+            }
+            LogVerdict::Suppress => {
+                tracing::debug!(status = status.as_u16(), kind, error = %chain, "request rejected");
+            }
         }
         let mut response = HttpResponse::build(status);
         if status == StatusCode::SERVICE_UNAVAILABLE {
@@ -75,6 +85,35 @@ impl ResponseError for ApiError {
 }
 
 impl ApiError {
+    /// Stable name of the error's kind, for logs and the log rate limit.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ApiError::Signature(_) => "signature",
+            ApiError::Parse(_) => "parse",
+            ApiError::TooLarge { .. } => "too_large",
+            ApiError::BodyRead(_) => "body_read",
+            ApiError::Timeout { .. } => "timeout",
+            ApiError::BodyBudgetExhausted => "body_budget",
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::VerificationFailed => "verification",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::NotFound | ApiError::Missing(_) => "not_found",
+            ApiError::Unavailable(_) => "sink_unavailable",
+            ApiError::Redis(_) => "redis",
+            ApiError::Store(error) if error.is_outage() => "redis",
+            ApiError::Store(_) => "stored_data",
+        }
+    }
+
+    /// Our side is broken (Redis down), as opposed to a request we refuse or shed.
+    fn is_outage(&self) -> bool {
+        match self {
+            ApiError::Unavailable(_) | ApiError::Redis(_) => true,
+            ApiError::Store(error) => error.is_outage(),
+            _ => false,
+        }
+    }
+
     pub fn redis(error: crate::store::StoreError) -> ApiError {
         ApiError::Store(error)
     }

@@ -1,5 +1,11 @@
 //! Tracing set-up (pretty or JSON, level from `RUST_LOG`) and the request span, which records the
-//! path but never the query string (it carries the verify token during the handshake).
+//! path but never the query string (it carries the verify token during the handshake) nor a full
+//! phone number; and the rate limit on repeated log lines.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
+use std::time::Duration;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -18,8 +24,13 @@ pub fn init(format: LogFormat) {
 
 /// Like [`init`] with another default level (the sandbox keeps the chat readable with `warn`).
 pub fn init_with_default(format: LogFormat, default_level: &str) {
-    let filter =
+    let mut filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    // tracing-actix-web logs every error answer a second time (with its Debug form);
+    // `ApiError::error_response` already logs each rejection once, rate-limited.
+    if let Ok(quiet) = "tracing_actix_web=off".parse() {
+        filter = filter.add_directive(quiet);
+    }
     let builder = fmt().with_env_filter(filter).with_target(true);
     let result = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
@@ -27,6 +38,92 @@ pub fn init_with_default(format: LogFormat, default_level: &str) {
     };
     // Already installed (tests spawn many apps in one process): keep the first.
     let _ = result;
+}
+
+/// The request path as logged: admin conversation paths carry a phone number in their last
+/// segment, which is masked like everywhere else.
+pub fn loggable_path(path: &str) -> Cow<'_, str> {
+    let Some(rest) = path.strip_prefix("/admin/conversations/") else {
+        return Cow::Borrowed(path);
+    };
+    match rest.split_once('/') {
+        Some((pnid, user)) if !user.is_empty() => Cow::Owned(format!(
+            "/admin/conversations/{pnid}/{}",
+            crate::domain::mask_user(user)
+        )),
+        _ => Cow::Borrowed(path),
+    }
+}
+
+/// Lets through one line per kind and interval; the rest are counted and the count travels with
+/// the next line let through. A Redis outage fails every request the same way: without this, ten
+/// seconds of it wrote hundreds of identical lines.
+pub struct LogLimiter {
+    interval: Duration,
+    windows: Mutex<HashMap<&'static str, Window>>,
+}
+
+struct Window {
+    started: tokio::time::Instant,
+    suppressed: u64,
+}
+
+/// What to do with one line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogVerdict {
+    /// Log it, with how many lines of its kind were held back since the last one.
+    Log { suppressed: u64 },
+    /// Held back (log at debug at most).
+    Suppress,
+}
+
+impl LogLimiter {
+    pub fn new(interval: Duration) -> LogLimiter {
+        LogLimiter {
+            interval,
+            windows: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn check(&self, kind: &'static str) -> LogVerdict {
+        // tokio's clock, so tests can pause and advance it; outside a runtime it is the system's.
+        let now = tokio::time::Instant::now();
+        let mut windows = self
+            .windows
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match windows.get_mut(kind) {
+            Some(window) if now.duration_since(window.started) < self.interval => {
+                window.suppressed += 1;
+                LogVerdict::Suppress
+            }
+            Some(window) => {
+                let suppressed = window.suppressed;
+                *window = Window {
+                    started: now,
+                    suppressed: 0,
+                };
+                LogVerdict::Log { suppressed }
+            }
+            None => {
+                windows.insert(
+                    kind,
+                    Window {
+                        started: now,
+                        suppressed: 0,
+                    },
+                );
+                LogVerdict::Log { suppressed: 0 }
+            }
+        }
+    }
+}
+
+/// The limiter of rejected-request lines (one per second per error kind).
+pub fn rejections() -> &'static LogLimiter {
+    static REJECTIONS: LazyLock<LogLimiter> =
+        LazyLock::new(|| LogLimiter::new(Duration::from_secs(1)));
+    &REJECTIONS
 }
 
 /// Request span without the query string.
@@ -42,7 +139,7 @@ impl RootSpanBuilder for RequestSpan {
         tracing::info_span!(
             "http",
             method = %request.method(),
-            path = %request.path(),
+            path = %loggable_path(request.path()),
             request_id = %request_id,
             status = tracing::field::Empty,
         )
@@ -53,5 +150,54 @@ impl RootSpanBuilder for RequestSpan {
             span.record("status", response.status().as_u16());
         }
         DefaultRootSpanBuilder::on_request_end(span, outcome);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn one_line_per_kind_and_interval_with_the_count_of_the_rest() {
+        let limiter = LogLimiter::new(Duration::from_secs(1));
+        assert_eq!(limiter.check("redis"), LogVerdict::Log { suppressed: 0 });
+        for _ in 0..447 {
+            assert_eq!(limiter.check("redis"), LogVerdict::Suppress);
+        }
+        // Another kind has a window of its own.
+        assert_eq!(
+            limiter.check("signature"),
+            LogVerdict::Log { suppressed: 0 }
+        );
+        tokio::time::advance(Duration::from_millis(999)).await;
+        assert_eq!(limiter.check("redis"), LogVerdict::Suppress);
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(limiter.check("redis"), LogVerdict::Log { suppressed: 448 });
+        assert_eq!(limiter.check("redis"), LogVerdict::Suppress);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(limiter.check("redis"), LogVerdict::Log { suppressed: 1 });
+        assert_eq!(
+            limiter.check("signature"),
+            LogVerdict::Log { suppressed: 0 }
+        );
+    }
+
+    #[test]
+    fn admin_paths_are_logged_without_the_phone_number() {
+        let logged = loggable_path("/admin/conversations/123456/4915123456789");
+        assert!(!logged.contains("4915123456789"), "{logged}");
+        assert!(
+            logged.starts_with("/admin/conversations/123456/"),
+            "{logged}"
+        );
+        assert_eq!(loggable_path("/webhook"), "/webhook");
+        assert_eq!(
+            loggable_path("/admin/conversations"),
+            "/admin/conversations"
+        );
+        assert_eq!(
+            loggable_path("/admin/dead-letters/3:1-0/replay"),
+            "/admin/dead-letters/3:1-0/replay"
+        );
     }
 }
