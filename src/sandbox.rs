@@ -633,7 +633,11 @@ mod tests {
             ("", None),
         ];
         for (os_release, expected) in cases {
-            assert_eq!(install_command(Some(os_release), false), expected, "{os_release:?}");
+            assert_eq!(
+                install_command(Some(os_release), false),
+                expected,
+                "{os_release:?}"
+            );
         }
         assert_eq!(install_command(None, false), None);
     }

@@ -115,7 +115,12 @@ fn foreign_redis_servers(port: u16) -> Vec<String> {
             let cmdline = std::fs::read(dir.join("cmdline")).ok()?;
             let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
             let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
-            let parent = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.to_string();
+            let parent = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .to_string();
             let on_port = cmdline.contains(&format!(":{port}"))
                 || cmdline.contains(&format!("--port {port} "));
             (on_port && parent != me).then(|| format!("{} (parent {parent})", cmdline.trim()))
