@@ -61,13 +61,8 @@ async fn three_messages_make_six_turns_in_order_with_a_sliding_ttl() {
         );
     }
     let view = conversation(&store, &pnid, &user).await;
-    let turns: Vec<(Role, &str)> = view
-        .turns
-        .iter()
-        .map(|t| (t.role, t.text.as_str()))
-        .collect();
     assert_eq!(
-        turns,
+        crate::helpers::roles_and_texts(&view),
         [
             (Role::User, "message 1"),
             (Role::Bot, "echo: message 1"),

@@ -152,13 +152,8 @@ async fn revokes_edits_echoes_and_standby_copies_are_recorded_never_answered() {
     );
     let (pnid, uid) = ids(user);
     let view = conversation(&app.conversations().await, &pnid, &uid).await;
-    let turns: Vec<(Role, &str)> = view
-        .turns
-        .iter()
-        .map(|t| (t.role, t.text.as_str()))
-        .collect();
     assert_eq!(
-        turns,
+        crate::helpers::roles_and_texts(&view),
         [
             (Role::User, "precio plan pro"),
             (Role::Bot, "echo: precio plan basico"),

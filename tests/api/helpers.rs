@@ -438,6 +438,16 @@ pub async fn spawn_replica(redis: &RedisServer, graph: &Arc<MockServer>, prefix:
     .await
 }
 
+/// Who said what, oldest first.
+pub fn roles_and_texts(
+    view: &wabot::store::conversation::ConversationView,
+) -> Vec<(wabot::store::conversation::Role, &str)> {
+    view.turns
+        .iter()
+        .map(|t| (t.role, t.text.as_str()))
+        .collect()
+}
+
 /// A conversation's ids, which must be valid.
 pub fn conversation_ids(
     pnid: &str,
