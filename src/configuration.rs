@@ -23,6 +23,8 @@ pub struct Settings {
     pub worker: WorkerSettings,
     pub admin: AdminSettings,
     pub log: LogSettings,
+    pub handoff: HandoffSettings,
+    pub events: EventSettings,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -74,6 +76,69 @@ pub struct WhatsAppSettings {
     pub recipient_burst: u32,
     /// Largest media download accepted.
     pub media_max_bytes: u64,
+    /// Sent instead of free-form text when the 24-hour customer-service window is closed.
+    pub reengagement_template: TemplateRef,
+}
+
+/// An approved template by name; an empty name means none is configured.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+pub struct TemplateRef {
+    pub name: String,
+    pub language: String,
+    /// Body parameters, in order (`{{1}}`, `{{2}}`...).
+    #[serde(default)]
+    pub parameters: Vec<String>,
+}
+
+impl TemplateRef {
+    pub fn is_configured(&self) -> bool {
+        !self.name.trim().is_empty()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct HandoffSettings {
+    /// Words that ask for a person (comma-separated, matched as whole words, case and accents
+    /// ignored); `/agent` always does.
+    pub keywords: String,
+    /// How long a conversation stays with a person before it returns to the bot.
+    pub timeout_secs: u64,
+    /// The bot's answer when a user asks for a person.
+    pub requested_text: String,
+    /// Mark messages read while a person has the conversation.
+    pub mark_read: bool,
+    /// How long the bot pauses after the business answered from the WhatsApp Business app,
+    /// measured from that answer (never longer than `timeout_secs`).
+    pub echo_pause_secs: u64,
+}
+
+impl HandoffSettings {
+    /// The keywords, normalised the way user text is compared with them.
+    pub fn keyword_list(&self) -> Vec<String> {
+        self.keywords
+            .split(',')
+            .map(crate::handoff::normalise)
+            .filter(|k| !k.is_empty())
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct EventSettings {
+    /// Where events are POSTed; empty: no events are kept or sent.
+    pub webhook_url: String,
+    /// Signs every event body (`X-Wabot-Signature-256`).
+    #[serde(serialize_with = "redact")]
+    pub secret: SecretString,
+    pub timeout_ms: u64,
+    /// Longest wait between two delivery attempts of an event (backoff doubles up to it).
+    pub retry_max_ms: u64,
+}
+
+impl EventSettings {
+    pub fn enabled(&self) -> bool {
+        !self.webhook_url.trim().is_empty()
+    }
 }
 
 impl WhatsAppSettings {
@@ -258,6 +323,8 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("whatsapp.recipient_interval_ms", "6000"),
     ("whatsapp.recipient_burst", "45"),
     ("whatsapp.media_max_bytes", "16777216"),
+    ("whatsapp.reengagement_template.name", ""),
+    ("whatsapp.reengagement_template.language", "en"),
     ("redis.url", "redis://127.0.0.1:6379/0"),
     ("redis.password", ""),
     ("redis.key_prefix", "wabot"),
@@ -292,6 +359,15 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("worker.enabled", "true"),
     ("admin.token", ""),
     ("log.format", "pretty"),
+    ("handoff.keywords", "agent,human,person,agente,asesor,humano,persona,atendente"),
+    ("handoff.timeout_secs", "3600"),
+    ("handoff.requested_text", "I am passing you to a person from our team; they will answer here soon."),
+    ("handoff.mark_read", "false"),
+    ("handoff.echo_pause_secs", "1200"),
+    ("events.webhook_url", ""),
+    ("events.secret", ""),
+    ("events.timeout_ms", "5000"),
+    ("events.retry_max_ms", "30000"),
 ];
 
 /// The well-known flat variables and the setting each one sets.
@@ -459,6 +535,19 @@ impl Settings {
                     reason: "must be greater than 0".into(),
                 });
             }
+        }
+        if self.handoff.timeout_secs == 0 {
+            return Err(ConfigError::Invalid {
+                setting: "handoff.timeout_secs",
+                reason: "must be greater than 0".into(),
+            });
+        }
+        let events = self.events.webhook_url.trim();
+        if !events.is_empty() && !(events.starts_with("http://") || events.starts_with("https://")) {
+            return Err(ConfigError::Invalid {
+                setting: "events.webhook_url",
+                reason: "must start with http:// or https://".into(),
+            });
         }
         if self.server.max_inflight_body_bytes < self.server.max_body_bytes {
             // Otherwise a delivery of the largest allowed size could never be accepted.

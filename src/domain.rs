@@ -437,10 +437,73 @@ impl StatusUpdate {
 pub enum InboxItem {
     Message(InboundMessage),
     Status(StatusUpdate),
+    /// A message an operator or the business's systems asked us to send.
+    Outbound(OutboundMessage),
+}
+
+/// Who asked for an outbound message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutboundSource {
+    /// A person answering the user (console, admin API, CLI): the conversation goes to them.
+    Operator,
+    /// A notification of the business (an order shipped): recorded as the bot's.
+    Notification,
+}
+
+/// What an outbound message says.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum OutboundContent {
+    /// Free-form: only inside the 24-hour customer-service window.
+    Text { text: String },
+    /// An approved template, allowed at any time. `components` as Meta documents them.
+    Template {
+        name: String,
+        language: String,
+        #[serde(default)]
+        components: Vec<serde_json::Value>,
+    },
+}
+
+impl OutboundContent {
+    /// The history's text for it.
+    pub fn describe(&self) -> String {
+        match self {
+            OutboundContent::Text { text } => text.clone(),
+            OutboundContent::Template { name, .. } => format!("[template: {name}]"),
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            OutboundContent::Text { .. } => "text",
+            OutboundContent::Template { .. } => "template",
+        }
+    }
+}
+
+/// A message to send to a user on request, queued in the user's conversation so it never
+/// interleaves with a reply in flight.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutboundMessage {
+    /// `out.<...>`: from the client's idempotency key, or generated.
+    pub id: String,
+    pub phone_number_id: PhoneNumberId,
+    pub to: UserId,
+    pub source: OutboundSource,
+    pub content: OutboundContent,
+    /// Unix seconds.
+    pub requested_at: i64,
 }
 
 /// Statuses are stored as `{"st": ...}`; anything else is a message (the format of every
 /// version before statuses were queued).
+#[derive(Serialize, Deserialize)]
+struct StoredOutbound {
+    out: OutboundMessage,
+}
+
 #[derive(Serialize, Deserialize)]
 struct StoredStatus {
     st: StatusUpdate,
@@ -454,11 +517,18 @@ impl InboxItem {
             InboxItem::Status(status) => {
                 serde_json::to_string(&StoredStatus { st: status.clone() })
             }
+            InboxItem::Outbound(out) => {
+                serde_json::to_string(&StoredOutbound { out: out.clone() })
+            }
         }
     }
 
     pub fn from_json(raw: &str) -> Result<InboxItem, serde_json::Error> {
-        if raw.starts_with("{\"st\":") {
+        if raw.starts_with("{\"out\":") {
+            Ok(InboxItem::Outbound(
+                serde_json::from_str::<StoredOutbound>(raw)?.out,
+            ))
+        } else if raw.starts_with("{\"st\":") {
             Ok(InboxItem::Status(
                 serde_json::from_str::<StoredStatus>(raw)?.st,
             ))
@@ -472,6 +542,7 @@ impl InboxItem {
         match self {
             InboxItem::Message(m) => Some((m.phone_number_id.clone(), m.user.clone())),
             InboxItem::Status(s) => s.conversation(),
+            InboxItem::Outbound(o) => Some((o.phone_number_id.clone(), o.to.clone())),
         }
     }
 
@@ -480,6 +551,7 @@ impl InboxItem {
         match self {
             InboxItem::Message(m) => m.id.as_str().to_string(),
             InboxItem::Status(s) => format!("{}:{}", s.message_id, s.status.as_str()),
+            InboxItem::Outbound(o) => o.id.clone(),
         }
     }
 }

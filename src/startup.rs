@@ -13,6 +13,8 @@ use tracing_actix_web::TracingLogger;
 use crate::cloud_api::{CloudApi, CloudApiError};
 use crate::configuration::Settings;
 use crate::engine::{Engine, EngineOptions};
+use crate::events::{EventDispatcher, EventError};
+use crate::handoff::HandoffDetector;
 use crate::responder::{self, ResponderError};
 use crate::routes::{self, AppState};
 use crate::sink::EventSink;
@@ -32,6 +34,8 @@ pub enum StartupError {
     CloudApi(#[from] CloudApiError),
     #[error(transparent)]
     Responder(#[from] ResponderError),
+    #[error(transparent)]
+    Events(#[from] EventError),
     #[error("could not listen on {address}")]
     Bind {
         address: String,
@@ -82,6 +86,8 @@ pub fn conversation_store(settings: &Settings, redis: &store::Client) -> Convers
             max_history: settings.conversation.max_history,
             rate_messages: settings.rate_limit.messages,
             rate_window_ms: settings.rate_limit.window_secs * 1000,
+            handoff_ms: settings.handoff.timeout_secs.saturating_mul(1000),
+            events: settings.events.enabled(),
         },
     )
 }
@@ -119,14 +125,25 @@ pub fn spawn_workers(settings: &Settings, redis: &store::Client) -> Result<Worke
             rate_limit_notice: settings.rate_limit.notice.clone(),
             max_turn_chars: settings.conversation.max_turn_chars,
             max_reply_parts: settings.conversation.max_reply_parts,
+            handoff: HandoffDetector::new(&settings.handoff.keyword_list()),
+            handoff_text: settings.handoff.requested_text.clone(),
+            handoff_mark_read: settings.handoff.mark_read,
+            reengagement_template: settings.whatsapp.reengagement_template.clone(),
         },
     ));
+    let events = EventDispatcher::new(
+        redis.clone(),
+        Keys::new(&settings.redis.key_prefix, settings.worker.partitions),
+        &settings.events,
+    )?
+    .map(Arc::new);
     Ok(Workers::spawn(
         queue,
         handler,
         settings.worker.clone(),
         Duration::from_millis(settings.conversation.merge_window_ms),
         Duration::from_secs(settings.server.shutdown_timeout_secs),
+        events,
     ))
 }
 
@@ -136,7 +153,16 @@ impl Application {
     pub async fn build(settings: Settings) -> Result<Application, StartupError> {
         let redis = store::connect(&settings.redis)?;
         let keys = Keys::new(&settings.redis.key_prefix, settings.worker.partitions);
-        let sink = Arc::new(RedisInbox::new(redis.clone(), keys));
+        let sink = Arc::new(
+            RedisInbox::new(redis.clone(), keys).with_echo_pause(
+                settings
+                    .handoff
+                    .echo_pause_secs
+                    .min(settings.handoff.timeout_secs)
+                    .saturating_mul(1000),
+                settings.conversation.session_expire_secs,
+            ),
+        );
         let admin = Admin {
             conversations: conversation_store(&settings, &redis),
             queue: Queue::new(
@@ -189,6 +215,7 @@ impl Application {
             conversations: admin.as_ref().map(|a| a.conversations.clone()),
             queue: admin.map(|a| a.queue),
             admin_token: settings.admin.token.clone(),
+            handoff_minutes: settings.handoff.timeout_secs.div_ceil(60).max(1),
         };
         let state = web::Data::new(state);
         let request_timeout = Duration::from_secs(settings.server.request_timeout_secs);
@@ -221,6 +248,19 @@ impl Application {
                             "/conversations/{phone_number_id}/{user}",
                             web::delete().to(routes::admin::delete_conversation),
                         )
+                        .route(
+                            "/conversations/{phone_number_id}/{user}/handoff",
+                            web::post().to(routes::admin::take_over),
+                        )
+                        .route(
+                            "/conversations/{phone_number_id}/{user}/resume",
+                            web::post().to(routes::admin::give_back),
+                        )
+                        .route(
+                            "/conversations/{phone_number_id}/{user}/messages",
+                            web::post().to(routes::admin::send_operator_message),
+                        )
+                        .route("/messages", web::post().to(routes::admin::send_notification))
                         .route(
                             "/dead-letters",
                             web::get().to(routes::admin::list_dead_letters),

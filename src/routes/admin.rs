@@ -1,5 +1,6 @@
 //! Admin API (Bearer `admin.token`, compared in constant time; off while the token is empty):
-//! look into conversations and dead letters, delete a conversation, replay a dead letter.
+//! look into conversations and dead letters, delete a conversation, replay a dead letter, hand
+//! a conversation to a person and back, and queue operator messages and notifications.
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use fred::prelude::ClientLike;
@@ -8,7 +9,9 @@ use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use super::AppState;
-use crate::domain::{PhoneNumberId, UserId};
+use crate::domain::{
+    InboxItem, OutboundContent, OutboundMessage, OutboundSource, PhoneNumberId, UserId,
+};
 use crate::error::ApiError;
 use crate::store::conversation::ConversationStore;
 use crate::store::queue::{parse_dead_letter_id, Queue};
@@ -225,5 +228,237 @@ pub async fn replay_dead_letter(
         Err(ApiError::Missing(format!(
             "no dead letter {id} (already replayed, or never existed)"
         )))
+    }
+}
+
+/// What an operator or a notification says: free-form `text` or a `template`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboundBody {
+    /// Required by `POST /admin/messages`; taken from the path for a conversation's messages.
+    phone_number_id: Option<String>,
+    to: Option<String>,
+    text: Option<String>,
+    template: Option<TemplateBody>,
+    /// A retried POST with the same key sends once.
+    idempotency_key: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateBody {
+    name: String,
+    language: String,
+    #[serde(default)]
+    components: Vec<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HandoffBody {
+    /// How long the person keeps the conversation (default `handoff.timeout_secs`).
+    minutes: Option<u64>,
+    note: Option<String>,
+    /// Who takes it (an operator's name or id), shown in the conversation.
+    by: Option<String>,
+}
+
+/// A JSON body as `T`; malformed is a 400 naming the problem.
+fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::BadRequest("a JSON body is required".into()));
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+}
+
+/// WhatsApp's limit for one text message.
+const MAX_TEXT_CHARS: usize = 4096;
+
+fn outbound_content(body: &OutboundBody) -> Result<OutboundContent, ApiError> {
+    match (&body.text, &body.template) {
+        (Some(text), None) => {
+            if text.trim().is_empty() {
+                return Err(ApiError::BadRequest("text must not be empty".into()));
+            }
+            if text.chars().count() > MAX_TEXT_CHARS {
+                return Err(ApiError::BadRequest(format!(
+                    "text is longer than WhatsApp's {MAX_TEXT_CHARS} characters"
+                )));
+            }
+            Ok(OutboundContent::Text { text: text.clone() })
+        }
+        (None, Some(template)) => {
+            if template.name.trim().is_empty() || template.language.trim().is_empty() {
+                return Err(ApiError::BadRequest(
+                    "template needs a name and a language".into(),
+                ));
+            }
+            Ok(OutboundContent::Template {
+                name: template.name.clone(),
+                language: template.language.clone(),
+                components: template.components.clone(),
+            })
+        }
+        _ => Err(ApiError::BadRequest(
+            "give exactly one of `text` or `template`".into(),
+        )),
+    }
+}
+
+/// The outbound message's id: from the idempotency key (scoped to the conversation, so two
+/// users' keys never collide), or new.
+fn outbound_id(pnid: &PhoneNumberId, to: &UserId, key: Option<&str>) -> Result<String, ApiError> {
+    use sha2::{Digest, Sha256};
+    match key {
+        Some(key) if key.is_empty() || key.len() > 256 => Err(ApiError::BadRequest(
+            "idempotency_key must be 1 to 256 characters".into(),
+        )),
+        Some(key) => {
+            let digest = Sha256::digest(format!("{pnid}:{}:{key}", to.as_str()).as_bytes());
+            Ok(format!("out.{}", hex::encode(&digest[..16])))
+        }
+        None => Ok(format!("out.{}", uuid::Uuid::new_v4().simple())),
+    }
+}
+
+/// Queues an outbound message in its conversation's order; 202 once stored.
+async fn enqueue(
+    state: &AppState,
+    pnid: PhoneNumberId,
+    to: UserId,
+    source: OutboundSource,
+    body: &OutboundBody,
+) -> Result<HttpResponse, ApiError> {
+    let content = outbound_content(body)?;
+    let id = outbound_id(&pnid, &to, body.idempotency_key.as_deref())?;
+    let item = InboxItem::Outbound(OutboundMessage {
+        id: id.clone(),
+        phone_number_id: pnid,
+        to: to.clone(),
+        source,
+        content,
+        requested_at: unix_now_secs(),
+    });
+    let accepted = state.sink.accept(std::slice::from_ref(&item)).await?;
+    let duplicate = accepted.new == 0;
+    tracing::info!(user = %to, duplicate, ?source, "outbound message queued");
+    Ok(HttpResponse::Accepted().json(serde_json::json!({
+        "id": id,
+        "status": if duplicate { "duplicate" } else { "queued" },
+    })))
+}
+
+fn unix_now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// `POST /admin/conversations/{pnid}/{user}/messages`: an operator answers the user.
+pub async fn send_operator_message(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    conversations(&request, &state)?;
+    let (pnid, user) = conversation_ids(&path)?;
+    let body: OutboundBody = json_body(&body)?;
+    if body.phone_number_id.is_some() || body.to.is_some() {
+        return Err(ApiError::BadRequest(
+            "the conversation is named by the path; leave out phone_number_id and to".into(),
+        ));
+    }
+    enqueue(&state, pnid, user, OutboundSource::Operator, &body).await
+}
+
+/// `POST /admin/messages`: a notification (a template outside the window).
+pub async fn send_notification(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    conversations(&request, &state)?;
+    let body: OutboundBody = json_body(&body)?;
+    let (Some(pnid), Some(to)) = (&body.phone_number_id, &body.to) else {
+        return Err(ApiError::BadRequest(
+            "phone_number_id and to are required".into(),
+        ));
+    };
+    let (pnid, to) = conversation_ids(&(pnid.clone(), to.clone()))?;
+    enqueue(&state, pnid, to, OutboundSource::Notification, &body).await
+}
+
+/// `POST /admin/conversations/{pnid}/{user}/handoff`: a person takes the conversation.
+pub async fn take_over(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let store = conversations(&request, &state)?;
+    let (pnid, user) = conversation_ids(&path)?;
+    let body: HandoffBody = if body.iter().all(u8::is_ascii_whitespace) {
+        HandoffBody {
+            minutes: None,
+            note: None,
+            by: None,
+        }
+    } else {
+        json_body(&body)?
+    };
+    let minutes = match body.minutes {
+        Some(0) => return Err(ApiError::BadRequest("minutes must be at least 1".into())),
+        Some(m) if m > 7 * 24 * 60 => {
+            return Err(ApiError::BadRequest("minutes must be at most a week".into()))
+        }
+        Some(m) => m,
+        None => state.handoff_minutes,
+    };
+    let until = unix_now_secs() * 1000 + (minutes as i64) * 60_000;
+    let mut info = serde_json::json!({ "reason": "operator" });
+    if let Some(note) = body.note {
+        info["note"] = serde_json::Value::String(note.chars().take(500).collect());
+    }
+    if let Some(by) = body.by {
+        info["by"] = serde_json::Value::String(by.chars().take(100).collect());
+    }
+    store
+        .take_over(&pnid, &user, until, &info)
+        .await
+        .map_err(ApiError::Store)?;
+    metrics::counter!(crate::monitoring::HANDOFFS, "reason" => "operator").increment(1);
+    tracing::info!(user = %user, minutes, "an operator took the conversation over");
+    show(store, &pnid, &user).await
+}
+
+/// `POST /admin/conversations/{pnid}/{user}/resume`: back to the bot.
+pub async fn give_back(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let store = conversations(&request, &state)?;
+    let (pnid, user) = conversation_ids(&path)?;
+    if !store
+        .give_back(&pnid, &user)
+        .await
+        .map_err(ApiError::Store)?
+    {
+        return Err(ApiError::Missing("no such conversation".into()));
+    }
+    tracing::info!(user = %user, "the conversation is back with the bot");
+    show(store, &pnid, &user).await
+}
+
+async fn show(
+    store: &ConversationStore,
+    pnid: &PhoneNumberId,
+    user: &UserId,
+) -> Result<HttpResponse, ApiError> {
+    match store.get(pnid, user).await.map_err(ApiError::Store)? {
+        Some(view) => Ok(HttpResponse::Ok().json(view)),
+        None => Err(ApiError::Missing("no such conversation".into())),
     }
 }

@@ -29,4 +29,6 @@ pub struct AppState {
     pub queue: Option<Queue>,
     /// Empty: the admin API is off.
     pub admin_token: SecretString,
+    /// Default length of an operator's takeover (`handoff.timeout_secs`).
+    pub handoff_minutes: u64,
 }

@@ -8,7 +8,7 @@ use futures_util::future::try_join_all;
 
 use super::error::StoreError;
 use super::keys::{Keys, SEEN_TTL_SECS, STATUS_SEEN_TTL_SECS};
-use crate::domain::InboxItem;
+use crate::domain::{InboxItem, Origin};
 use crate::sink::{Accepted, EventSink, SinkError};
 
 /// Stores inbound items in Redis streams, partitioned by conversation.
@@ -17,6 +17,9 @@ pub struct RedisInbox {
     client: Client,
     keys: Keys,
     script: Script,
+    /// How long an echo of the business answering from the phone pauses the bot (ms; 0: never).
+    echo_pause_ms: u64,
+    session_ttl_secs: u64,
 }
 
 impl RedisInbox {
@@ -25,7 +28,17 @@ impl RedisInbox {
             client,
             keys,
             script: Script::from_lua(include_str!("lua/accept.lua")),
+            echo_pause_ms: 0,
+            session_ttl_secs: 3600,
         }
+    }
+
+    /// Echoes of what the business typed in the WhatsApp Business app hand the conversation to
+    /// a person for `pause_ms` (see `lua/accept.lua`).
+    pub fn with_echo_pause(mut self, pause_ms: u64, session_ttl_secs: u64) -> RedisInbox {
+        self.echo_pause_ms = pause_ms;
+        self.session_ttl_secs = session_ttl_secs;
+        self
     }
 
     /// Stores one item; `Ok(true)` when it was new. Items without a conversation (a status
@@ -36,21 +49,29 @@ impl RedisInbox {
         };
         let partition = self.keys.partition(&pnid, &user);
         let ttl = match item {
-            InboxItem::Message(_) => SEEN_TTL_SECS,
+            InboxItem::Message(_) | InboxItem::Outbound(_) => SEEN_TTL_SECS,
             InboxItem::Status(_) => STATUS_SEEN_TTL_SECS,
         };
         let dedup = item.dedup_id();
+        let mut keys = vec![
+            self.keys.seen(partition, &dedup),
+            self.keys.inbox(partition),
+        ];
+        let mut args = vec![ttl.to_string(), item.to_json()?, dedup];
+        let echo = matches!(item, InboxItem::Message(m) if m.origin == Origin::BusinessEcho);
+        if echo && self.echo_pause_ms > 0 {
+            keys.push(self.keys.conversation(partition, &pnid, &user));
+            keys.push(self.keys.history(partition, &pnid, &user));
+            args.push(self.echo_pause_ms.to_string());
+            args.push(self.session_ttl_secs.to_string());
+        }
         let id: Option<String> = self
             .script
-            .evalsha_with_reload(
-                &self.client,
-                vec![
-                    self.keys.seen(partition, &dedup),
-                    self.keys.inbox(partition),
-                ],
-                vec![ttl.to_string(), item.to_json()?, dedup],
-            )
+            .evalsha_with_reload(&self.client, keys, args)
             .await?;
+        if id.is_some() && echo && self.echo_pause_ms > 0 {
+            metrics::counter!(crate::monitoring::HANDOFFS, "reason" => "echo").increment(1);
+        }
         Ok(id.is_some())
     }
 }

@@ -1,6 +1,7 @@
 -- Shared by the conversation scripts. KEYS[1]: the conversation hash (metadata, markers, rate
--- limit), KEYS[2]: its history list (one JSON turn per element, oldest first).
-local conv, hist = KEYS[1], KEYS[2]
+-- limit, handoff, window), KEYS[2]: its history list (one JSON turn per element, oldest first),
+-- KEYS[3] (only when events are on): the partition's event stream.
+local conv, hist, events = KEYS[1], KEYS[2], KEYS[3]
 
 -- The marker field of an inbound wamid: a 64-bit digest keeps the field short (wamids are ~60
 -- bytes), and the same digest as earlier versions keeps their markers valid.
@@ -39,4 +40,29 @@ local function trim_and_touch(len, keep, ttl)
   end
   redis.call('EXPIRE', conv, ttl)
   redis.call('EXPIRE', hist, ttl)
+end
+
+-- Appends an event for `events.webhook_url` (nothing when events are off). The conversation is
+-- named by its key, `{prefix:p}:conv:<pnid>:<user>`; the id is given at delivery (from the
+-- entry id, stable across redeliveries).
+local function emit(kind, body, now)
+  if not events then return end
+  local pnid, user = string.match(conv, '}:conv:([^:]+):(.+)$')
+  body.type = kind
+  body.at = now
+  body.phone_number_id = pnid
+  body.user = user
+  redis.call('XADD', events, 'MAXLEN', '~', 100000, '*', 'e', cjson.encode(body))
+end
+
+-- Who has the conversation: 'bot', 'human' (a person, until `hu`) or 'other_app' (Meta's
+-- conversation routing gave it to another app). An expired handoff is cleared.
+local function owner(hu, ro, now)
+  if ro and ro ~= '' then return 'other_app' end
+  local until_ms = tonumber(hu or '')
+  if until_ms then
+    if until_ms > now then return 'human' end
+    redis.call('HDEL', conv, 'hu', 'hi')
+  end
+  return 'bot'
 end

@@ -1,0 +1,15 @@
+-- An operator takes a conversation over or gives it back to the bot.
+-- ARGV: 1 `take` or `resume`, 2 take: until (ms), 3 take: who and why (JSON), 4 ttl s.
+-- Returns 1 when the conversation exists (a take creates it), 0 otherwise.
+local now = now_ms()
+if ARGV[1] == 'resume' then
+  if redis.call('EXISTS', conv) == 0 then return 0 end
+  redis.call('HDEL', conv, 'hu', 'hi')
+  return 1
+end
+local info = cjson.decode(ARGV[3])
+info.since = now
+redis.call('HSET', conv, 'hu', ARGV[2], 'hi', cjson.encode(info))
+if redis.call('HEXISTS', conv, 'c') == 0 then redis.call('HSET', conv, 'c', now, 'u', now) end
+redis.call('EXPIRE', conv, tonumber(ARGV[4]))
+return 1
