@@ -543,7 +543,7 @@ impl Settings {
             });
         }
         let events = self.events.webhook_url.trim();
-        if !events.is_empty() && !(events.starts_with("http://") || events.starts_with("https://")) {
+        if !(events.is_empty() || events.starts_with("http://") || events.starts_with("https://")) {
             return Err(ConfigError::Invalid {
                 setting: "events.webhook_url",
                 reason: "must start with http:// or https://".into(),

@@ -517,9 +517,7 @@ impl InboxItem {
             InboxItem::Status(status) => {
                 serde_json::to_string(&StoredStatus { st: status.clone() })
             }
-            InboxItem::Outbound(out) => {
-                serde_json::to_string(&StoredOutbound { out: out.clone() })
-            }
+            InboxItem::Outbound(out) => serde_json::to_string(&StoredOutbound { out: out.clone() }),
         }
     }
 

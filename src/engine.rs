@@ -23,8 +23,7 @@ use crate::handoff::HandoffDetector;
 use crate::monitoring;
 use crate::responder::{Action, HistoryTurn, Reply, Responder, ResponderInput, Speaker};
 use crate::store::conversation::{
-    Admission, AdmitMode, ConversationStore, DeliveryError, OutboundStart, Role, Subject,
-    Turn,
+    Admission, AdmitMode, ConversationStore, DeliveryError, OutboundStart, Role, Subject, Turn,
 };
 use crate::store::StoreError;
 use crate::window::{self, Delivery};
@@ -222,8 +221,10 @@ impl Engine {
         Ok(sent.wamid)
     }
 
-    /// The window closed before the reply could go out: the re-engagement template instead
-    /// (or nothing, logged), recorded as the reply.
+    /// Meta says the window closed before the reply went out (131047: answered more than 24 h
+    /// after the user wrote, e.g. after a long outage): the re-engagement template instead, or
+    /// nothing (logged), recorded as the reply. The user's own timestamp is not trusted for
+    /// this up front: Meta's answer is the authority, and it costs one refused call.
     async fn answer_outside_window(&self, message: &InboundMessage) -> Result<(), HandleError> {
         let turn = match window::template_message(&self.options.reengagement_template) {
             Some(template) => {
@@ -251,7 +252,10 @@ impl Engine {
             }
         };
         self.persist(
-            || self.store.record_reply(message, std::slice::from_ref(&turn)),
+            || {
+                self.store
+                    .record_reply(message, std::slice::from_ref(&turn))
+            },
             message,
         )
         .await;
@@ -310,7 +314,13 @@ impl Engine {
             Delivery::Template { wamid, name } => {
                 metrics::counter!(monitoring::OUTBOUND, "outcome" => "template").increment(1);
                 tracing::info!(user = %out.to, "the 24-hour window is closed; the re-engagement template was sent instead");
-                Turn::sent(role, format!("[template: {name}] instead of: {text}"), "template", wamid, now)
+                Turn::sent(
+                    role,
+                    format!("[template: {name}] instead of: {text}"),
+                    "template",
+                    wamid,
+                    now,
+                )
             }
             Delivery::Refused { reason } => {
                 metrics::counter!(monitoring::OUTBOUND, "outcome" => "refused").increment(1);
@@ -333,7 +343,10 @@ impl Engine {
             id: &out.id,
         };
         self.persist_write(
-            || self.store.record_sent(&subject, 0, true, std::slice::from_ref(&turn)),
+            || {
+                self.store
+                    .record_sent(&subject, 0, true, std::slice::from_ref(&turn))
+            },
             out.to.as_str(),
         )
         .await;
@@ -396,11 +409,6 @@ impl Engine {
                 reply
             }
         };
-        if !window::is_open(Some(message.timestamp.saturating_mul(1000))) && parts_sent == 0 {
-            // Answered more than 24 h after the user wrote (a long backlog): Meta would refuse
-            // free-form text.
-            return self.answer_outside_window(message).await;
-        }
         let (parts, cut) = parts_of(&reply, self.options.max_reply_parts);
         if cut {
             tracing::warn!(

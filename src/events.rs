@@ -91,16 +91,19 @@ impl EventDispatcher {
                 tokio::time::sleep(IDLE_POLL).await;
                 continue;
             }
-            let entries: Vec<(String, Vec<(String, String)>)> =
-                match self.client.xrange(&key, "-", "+", Some(BATCH)).await {
-                    Ok(entries) => entries,
-                    Err(error) => {
-                        tracing::warn!(partition, error = %error, "reading events failed; retrying");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(self.retry_max);
-                        continue;
-                    }
-                };
+            let entries: Vec<(String, Vec<(String, String)>)> = match self
+                .client
+                .xrange(&key, "-", "+", Some(BATCH))
+                .await
+            {
+                Ok(entries) => entries,
+                Err(error) => {
+                    tracing::warn!(partition, error = %error, "reading events failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(self.retry_max);
+                    continue;
+                }
+            };
             metrics::gauge!(monitoring::EVENTS_BACKLOG, "partition" => partition.to_string())
                 .set(entries.len() as f64);
             if entries.is_empty() {
@@ -181,7 +184,6 @@ fn event_body(partition: u32, entry_id: &str, fields: &[(String, String)]) -> St
     serde_json::Value::Object(event).to_string()
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,7 +193,10 @@ mod tests {
         let body = event_body(
             3,
             "1700000000000-0",
-            &[("e".into(), r#"{"type":"handoff.requested","user":"1"}"#.into())],
+            &[(
+                "e".into(),
+                r#"{"type":"handoff.requested","user":"1"}"#.into(),
+            )],
         );
         let value: serde_json::Value = serde_json::from_str(&body).expect("json");
         assert_eq!(value["id"], "evt_3_1700000000000-0");

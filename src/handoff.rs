@@ -64,7 +64,12 @@ mod tests {
     use super::*;
 
     fn detector() -> HandoffDetector {
-        HandoffDetector::new(&["agent".into(), "asesor".into(), "atendente".into(), "real person".into()])
+        HandoffDetector::new(&[
+            "agent".into(),
+            "asesor".into(),
+            "atendente".into(),
+            "real person".into(),
+        ])
     }
 
     #[test]
@@ -75,8 +80,14 @@ mod tests {
         assert!(d.asks_for_person("Preciso de um atendênte, por favor"));
         assert!(d.asks_for_person("/agent"));
         assert!(d.asks_for_person("let me talk to a real person"));
-        assert!(!d.asks_for_person("the agents said"), "agents is another word");
+        assert!(
+            !d.asks_for_person("the agents said"),
+            "agents is another word"
+        );
         assert!(!d.asks_for_person("asesoramiento fiscal"));
-        assert!(!d.asks_for_person("a person"), "only the sequence 'real person'");
+        assert!(
+            !d.asks_for_person("a person"),
+            "only the sequence 'real person'"
+        );
     }
 }

@@ -260,7 +260,10 @@ impl Application {
                             "/conversations/{phone_number_id}/{user}/messages",
                             web::post().to(routes::admin::send_operator_message),
                         )
-                        .route("/messages", web::post().to(routes::admin::send_notification))
+                        .route(
+                            "/messages",
+                            web::post().to(routes::admin::send_notification),
+                        )
                         .route(
                             "/dead-letters",
                             web::get().to(routes::admin::list_dead_letters),

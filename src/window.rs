@@ -15,11 +15,18 @@ pub const REENGAGEMENT_CODE: i64 = 131047;
 /// How a free-form message ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Delivery {
-    Sent { wamid: String },
+    Sent {
+        wamid: String,
+    },
     /// The window was closed: the re-engagement template went instead.
-    Template { wamid: String, name: String },
+    Template {
+        wamid: String,
+        name: String,
+    },
     /// Not sent: the window is closed and no template is configured.
-    Refused { reason: String },
+    Refused {
+        reason: String,
+    },
 }
 
 /// Whether free-form messages may be sent, given when the user last wrote (ms).
@@ -67,7 +74,14 @@ pub async fn send(
     match api.send(pnid, &to, message, None).await {
         Ok(sent) => Ok(Delivery::Sent { wamid: sent.wamid }),
         Err(error) if free_form && error.code() == Some(REENGAGEMENT_CODE) => {
-            instead(api, template, pnid, &to, "Meta answered 131047 (window closed)").await
+            instead(
+                api,
+                template,
+                pnid,
+                &to,
+                "Meta answered 131047 (window closed)",
+            )
+            .await
         }
         Err(error) => Err(error),
     }

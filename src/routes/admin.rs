@@ -9,10 +9,9 @@ use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use super::AppState;
-use crate::domain::{
-    InboxItem, OutboundContent, OutboundMessage, OutboundSource, PhoneNumberId, UserId,
-};
+use crate::domain::{OutboundSource, PhoneNumberId, UserId};
 use crate::error::ApiError;
+use crate::outbound;
 use crate::store::conversation::ConversationStore;
 use crate::store::queue::{parse_dead_letter_id, Queue};
 
@@ -268,57 +267,8 @@ fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError>
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::BadRequest("a JSON body is required".into()));
     }
-    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
-}
-
-/// WhatsApp's limit for one text message.
-const MAX_TEXT_CHARS: usize = 4096;
-
-fn outbound_content(body: &OutboundBody) -> Result<OutboundContent, ApiError> {
-    match (&body.text, &body.template) {
-        (Some(text), None) => {
-            if text.trim().is_empty() {
-                return Err(ApiError::BadRequest("text must not be empty".into()));
-            }
-            if text.chars().count() > MAX_TEXT_CHARS {
-                return Err(ApiError::BadRequest(format!(
-                    "text is longer than WhatsApp's {MAX_TEXT_CHARS} characters"
-                )));
-            }
-            Ok(OutboundContent::Text { text: text.clone() })
-        }
-        (None, Some(template)) => {
-            if template.name.trim().is_empty() || template.language.trim().is_empty() {
-                return Err(ApiError::BadRequest(
-                    "template needs a name and a language".into(),
-                ));
-            }
-            Ok(OutboundContent::Template {
-                name: template.name.clone(),
-                language: template.language.clone(),
-                components: template.components.clone(),
-            })
-        }
-        _ => Err(ApiError::BadRequest(
-            "give exactly one of `text` or `template`".into(),
-        )),
-    }
-}
-
-/// The outbound message's id: from the idempotency key (scoped to the conversation, so two
-/// users' keys never collide), or new.
-fn outbound_id(pnid: &PhoneNumberId, to: &UserId, key: Option<&str>) -> Result<String, ApiError> {
-    use sha2::{Digest, Sha256};
-    match key {
-        Some(key) if key.is_empty() || key.len() > 256 => Err(ApiError::BadRequest(
-            "idempotency_key must be 1 to 256 characters".into(),
-        )),
-        Some(key) => {
-            let digest = Sha256::digest(format!("{pnid}:{}:{key}", to.as_str()).as_bytes());
-            Ok(format!("out.{}", hex::encode(&digest[..16])))
-        }
-        None => Ok(format!("out.{}", uuid::Uuid::new_v4().simple())),
-    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
 }
 
 /// Queues an outbound message in its conversation's order; 202 once stored.
@@ -329,22 +279,32 @@ async fn enqueue(
     source: OutboundSource,
     body: &OutboundBody,
 ) -> Result<HttpResponse, ApiError> {
-    let content = outbound_content(body)?;
-    let id = outbound_id(&pnid, &to, body.idempotency_key.as_deref())?;
-    let item = InboxItem::Outbound(OutboundMessage {
-        id: id.clone(),
-        phone_number_id: pnid,
-        to: to.clone(),
+    let invalid = |e: outbound::OutboundError| ApiError::BadRequest(e.to_string());
+    let content = outbound::content(
+        body.text.as_deref(),
+        body.template.as_ref().map(|t| {
+            (
+                t.name.as_str(),
+                t.language.as_str(),
+                t.components.as_slice(),
+            )
+        }),
+    )
+    .map_err(invalid)?;
+    let message = outbound::request(
+        pnid,
+        to.clone(),
         source,
         content,
-        requested_at: unix_now_secs(),
-    });
-    let accepted = state.sink.accept(std::slice::from_ref(&item)).await?;
-    let duplicate = accepted.new == 0;
-    tracing::info!(user = %to, duplicate, ?source, "outbound message queued");
+        body.idempotency_key.as_deref(),
+    )
+    .map_err(invalid)?;
+    let id = message.id.clone();
+    let new = outbound::enqueue(state.sink.as_ref(), message).await?;
+    tracing::info!(user = %to, duplicate = !new, ?source, "outbound message queued");
     Ok(HttpResponse::Accepted().json(serde_json::json!({
         "id": id,
-        "status": if duplicate { "duplicate" } else { "queued" },
+        "status": if new { "queued" } else { "duplicate" },
     })))
 }
 
@@ -411,7 +371,9 @@ pub async fn take_over(
     let minutes = match body.minutes {
         Some(0) => return Err(ApiError::BadRequest("minutes must be at least 1".into())),
         Some(m) if m > 7 * 24 * 60 => {
-            return Err(ApiError::BadRequest("minutes must be at most a week".into()))
+            return Err(ApiError::BadRequest(
+                "minutes must be at most a week".into(),
+            ))
         }
         Some(m) => m,
         None => state.handoff_minutes,

@@ -288,7 +288,7 @@ pub struct ConversationView {
     pub ttl_secs: i64,
     pub created_ms: Option<i64>,
     pub updated_ms: Option<i64>,
-    /// The last reply Meta reported as failed: `{"wamid": ..., "error": {"code": 131047, ...}}`.
+    /// The last reply Meta reported as failed: `{"wamid": ..., "code": 131047, "title": ...}`.
     pub last_failure: Option<serde_json::Value>,
     pub handoff: HandoffView,
     /// When the user last wrote (ms).
@@ -439,6 +439,12 @@ impl ConversationStore {
                     wrote,
                     self.limits.handoff_ms.to_string(),
                     for_events,
+                    if message.origin == Origin::BusinessEcho {
+                        "echo"
+                    } else {
+                        ""
+                    }
+                    .to_string(),
                 ],
             )
             .await?;
@@ -490,11 +496,7 @@ impl ConversationStore {
         }
         let recorded: i64 = self
             .record
-            .evalsha_with_reload(
-                &self.client,
-                self.keys_of(subject.pnid, subject.user),
-                args,
-            )
+            .evalsha_with_reload(&self.client, self.keys_of(subject.pnid, subject.user), args)
             .await?;
         Ok(recorded == 1)
     }
@@ -628,9 +630,17 @@ impl ConversationStore {
     }
 
     /// Sets when the user last wrote (operators' tools and tests of the 24-hour window).
-    pub async fn set_last_user_ms(&self, pnid: &PhoneNumberId, user: &UserId, at_ms: i64) -> Result<()> {
+    pub async fn set_last_user_ms(
+        &self,
+        pnid: &PhoneNumberId,
+        user: &UserId,
+        at_ms: i64,
+    ) -> Result<()> {
         let keys = self.keys_of(pnid, user);
-        let _: () = self.client.hset(&keys[0], (field::LAST_USER, at_ms)).await?;
+        let _: () = self
+            .client
+            .hset(&keys[0], (field::LAST_USER, at_ms))
+            .await?;
         Ok(())
     }
 

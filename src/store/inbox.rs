@@ -83,11 +83,11 @@ impl EventSink for RedisInbox {
         let results = try_join_all(items.iter().map(|item| self.accept_one(item)))
             .await
             .map_err(|e| SinkError::Unavailable(Box::new(e)))?;
-        // Counted for messages: statuses have their own series.
+        // Counted for messages (inbound or outbound): statuses have their own series.
         let messages = items
             .iter()
             .zip(&results)
-            .filter(|(item, _)| matches!(item, InboxItem::Message(_)));
+            .filter(|(item, _)| !matches!(item, InboxItem::Status(_)));
         let (new, duplicates) = messages.fold((0, 0), |(new, dup), (_, stored)| {
             if *stored {
                 (new + 1, dup)

@@ -15,9 +15,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::handler::{HandleError, Handler, LeaseGuard};
 use crate::configuration::WorkerSettings;
-use crate::events::EventDispatcher;
 use crate::domain::InboxItem;
 use crate::error::error_chain;
+use crate::events::EventDispatcher;
 use crate::monitoring;
 use crate::store::queue::{DedicatedQueue, Entry, Queue};
 

@@ -403,8 +403,8 @@ async fn permanent_errors_are_not_retried() {
     let graph = Arc::new(MockServer::start().await);
     Mock::given(method("POST"))
         .respond_with(ResponseTemplate::new(400).set_body_json(serde_json::json!({
-            "error": {"message": "(#131047) Re-engagement message", "type": "OAuthException", "code": 131047,
-                      "error_data": {"messaging_product": "whatsapp", "details": "More than 24 hours"}, "fbtrace_id": "T"}
+            "error": {"message": "(#131026) Message undeliverable", "type": "OAuthException", "code": 131026,
+                      "error_data": {"messaging_product": "whatsapp", "details": "Receiver is incapable of receiving this message"}, "fbtrace_id": "T"}
         })))
         .mount(&graph)
         .await;
@@ -414,7 +414,7 @@ async fn permanent_errors_are_not_retried() {
     let queue = app.queue().await;
     let dead = wait_for_dead_letters(&queue, WAIT).await;
     assert_eq!(dead[0].attempts, 1);
-    assert!(dead[0].error.contains("131047"), "{}", dead[0].error);
+    assert!(dead[0].error.contains("131026"), "{}", dead[0].error);
     assert_eq!(graph.received_requests().await.expect("recorded").len(), 1);
 }
 

@@ -35,6 +35,8 @@ async fn store(redis: &RedisServer, max_history: usize, rate_messages: u32) -> C
             max_history,
             rate_messages,
             rate_window_ms: 60_000,
+            handoff_ms: 3_600_000,
+            events: false,
         },
     )
 }

@@ -6,7 +6,7 @@
 -- `handoff`: the user asks for a person), 12 edit: the edited message's wamid, 13 edit: the new
 -- text, 14 when the user wrote it (ms; empty when not written by the user: it opens the 24-hour
 -- window), 15 handoff: how long a person keeps the conversation (ms), 16 the message for events
--- (JSON).
+-- (JSON), 17 `echo` for an echo of what the business sent.
 -- Returns {code, notice, parts_sent, history...}; code 0 new (answer it), 1 over the rate limit,
 -- 2 seen before (answer again: not answered yet), 3 seen and rate-limited, 4 seen and answered,
 -- 5 recorded (never answered), 6 recorded while a person (or another app) has the conversation.
@@ -38,11 +38,22 @@ if seen then
 end
 
 local now = now_ms()
+if ARGV[17] == 'echo' then
+  -- The echo of a message wabot sent itself is already in the history as the bot's turn.
+  local needle = '"o":"' .. wamid .. '"'
+  for _, kept in ipairs(redis.call('LRANGE', hist, 0, -1)) do
+    if string.find(kept, needle, 1, true) then
+      redis.call('HSET', conv, marker, '0:r')
+      return {5, 0, 0}
+    end
+  end
+end
 local n = tonumber(state[2] or '') or migrate(state[6]) or 0
 local fields = {'u', now}
 if not state[3] then fields[#fields + 1] = 'c'; fields[#fields + 1] = now end
 if ARGV[9] ~= '' then fields[#fields + 1] = 'name'; fields[#fields + 1] = ARGV[9] end
 local wrote = tonumber(ARGV[14])
+if wrote and wrote > now then wrote = now end
 if wrote and wrote > (tonumber(state[9] or '0') or 0) then
   fields[#fields + 1] = 'lu'; fields[#fields + 1] = wrote
 end

@@ -29,8 +29,13 @@ for i = #turns, 1, -1 do
 end
 if ARGV[2] == 'failed' then
   local failure = {wamid = ARGV[1]}
-  if ARGV[3] ~= '' then failure.error = cjson.decode(ARGV[3]) end
+  local error = nil
+  if ARGV[3] ~= '' then
+    error = cjson.decode(ARGV[3])
+    failure.code = error.code
+    failure.title = error.title
+  end
   redis.call('HSET', conv, 'lf', cjson.encode(failure))
-  emit('message.failed', {message_id = ARGV[1], error = failure.error}, now_ms())
+  emit('message.failed', {message_id = ARGV[1], error = error}, now_ms())
 end
 return {found, kind, reengaged}
