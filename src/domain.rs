@@ -439,6 +439,19 @@ pub enum InboxItem {
     Status(StatusUpdate),
     /// A message an operator or the business's systems asked us to send.
     Outbound(OutboundMessage),
+    /// Meta's conversation routing moved the conversation to or from this app.
+    Handover(Handover),
+}
+
+/// A `messaging_handovers` notification: who owns the conversation now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handover {
+    pub phone_number_id: PhoneNumberId,
+    pub user: UserId,
+    /// `control_passed` to us (true), or `control_taken` from us (false).
+    pub owned: bool,
+    /// Unix seconds: a late notification never overrides a newer one.
+    pub timestamp: i64,
 }
 
 /// Who asked for an outbound message.
@@ -500,6 +513,11 @@ pub struct OutboundMessage {
 /// Statuses are stored as `{"st": ...}`; anything else is a message (the format of every
 /// version before statuses were queued).
 #[derive(Serialize, Deserialize)]
+struct StoredHandover {
+    ho: Handover,
+}
+
+#[derive(Serialize, Deserialize)]
 struct StoredOutbound {
     out: OutboundMessage,
 }
@@ -518,11 +536,16 @@ impl InboxItem {
                 serde_json::to_string(&StoredStatus { st: status.clone() })
             }
             InboxItem::Outbound(out) => serde_json::to_string(&StoredOutbound { out: out.clone() }),
+            InboxItem::Handover(ho) => serde_json::to_string(&StoredHandover { ho: ho.clone() }),
         }
     }
 
     pub fn from_json(raw: &str) -> Result<InboxItem, serde_json::Error> {
-        if raw.starts_with("{\"out\":") {
+        if raw.starts_with("{\"ho\":") {
+            Ok(InboxItem::Handover(
+                serde_json::from_str::<StoredHandover>(raw)?.ho,
+            ))
+        } else if raw.starts_with("{\"out\":") {
             Ok(InboxItem::Outbound(
                 serde_json::from_str::<StoredOutbound>(raw)?.out,
             ))
@@ -541,6 +564,7 @@ impl InboxItem {
             InboxItem::Message(m) => Some((m.phone_number_id.clone(), m.user.clone())),
             InboxItem::Status(s) => s.conversation(),
             InboxItem::Outbound(o) => Some((o.phone_number_id.clone(), o.to.clone())),
+            InboxItem::Handover(h) => Some((h.phone_number_id.clone(), h.user.clone())),
         }
     }
 
@@ -550,6 +574,12 @@ impl InboxItem {
             InboxItem::Message(m) => m.id.as_str().to_string(),
             InboxItem::Status(s) => format!("{}:{}", s.message_id, s.status.as_str()),
             InboxItem::Outbound(o) => o.id.clone(),
+            InboxItem::Handover(h) => format!(
+                "handover:{}:{}:{}",
+                h.user.as_str(),
+                if h.owned { "passed" } else { "taken" },
+                h.timestamp
+            ),
         }
     }
 }
@@ -559,6 +589,7 @@ impl InboxItem {
 pub struct WebhookBatch {
     pub messages: Vec<InboundMessage>,
     pub statuses: Vec<StatusUpdate>,
+    pub handovers: Vec<Handover>,
     /// Value-level errors (`value.errors[]`): system or account problems, logged.
     pub errors: Vec<ErrorInfo>,
     /// Changes of fields other than `messages` (account updates, templates...), ignored.

@@ -593,6 +593,13 @@ impl Handler for Engine {
             InboxItem::Message(message) => self.handle_message(message, lease).await,
             InboxItem::Status(status) => self.handle_status(status, lease).await,
             InboxItem::Outbound(out) => self.handle_outbound(out, lease).await,
+            InboxItem::Handover(handover) => {
+                if self.store.set_routing(handover).await? && !handover.owned {
+                    metrics::counter!(monitoring::HANDOFFS, "reason" => "routing").increment(1);
+                }
+                tracing::info!(user = %handover.user, owned = handover.owned, "conversation routing changed the owner");
+                Ok(())
+            }
         }
     }
 

@@ -22,7 +22,7 @@ use sha1::{Digest, Sha1};
 use super::error::{Result, StoreError};
 use super::keys::Keys;
 use crate::domain::{
-    InboundMessage, Origin, OutboundMessage, OutboundSource, PhoneNumberId, UserId,
+    Handover, InboundMessage, Origin, OutboundMessage, OutboundSource, PhoneNumberId, UserId,
 };
 
 /// What a record is about: the conversation and the id of the inbound or outbound message.
@@ -336,6 +336,7 @@ pub struct ConversationStore {
     status: Script,
     outbound: Script,
     handoff: Script,
+    routing: Script,
     quarantine: Script,
 }
 
@@ -355,6 +356,7 @@ impl ConversationStore {
             status: with_common(include_str!("lua/status.lua")),
             outbound: with_common(include_str!("lua/outbound.lua")),
             handoff: with_common(include_str!("lua/handoff.lua")),
+            routing: with_common(include_str!("lua/routing.lua")),
             quarantine: Script::from_lua(include_str!("lua/quarantine.lua")),
         }
     }
@@ -615,6 +617,23 @@ impl ConversationStore {
             )
             .await?;
         Ok(done == 1)
+    }
+
+    /// Applies a conversation-routing handover; `false` when a newer one was applied before.
+    pub async fn set_routing(&self, handover: &Handover) -> Result<bool> {
+        let applied: i64 = self
+            .routing
+            .evalsha_with_reload(
+                &self.client,
+                self.keys_of(&handover.phone_number_id, &handover.user),
+                vec![
+                    if handover.owned { "1" } else { "0" }.to_string(),
+                    handover.timestamp.to_string(),
+                    self.limits.session_ttl_secs.to_string(),
+                ],
+            )
+            .await?;
+        Ok(applied == 1)
     }
 
     /// Whether the bot may still answer: nobody took the conversation over meanwhile (checked

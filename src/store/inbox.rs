@@ -50,7 +50,7 @@ impl RedisInbox {
         let partition = self.keys.partition(&pnid, &user);
         let ttl = match item {
             InboxItem::Message(_) | InboxItem::Outbound(_) => SEEN_TTL_SECS,
-            InboxItem::Status(_) => STATUS_SEEN_TTL_SECS,
+            InboxItem::Status(_) | InboxItem::Handover(_) => STATUS_SEEN_TTL_SECS,
         };
         let dedup = item.dedup_id();
         let mut keys = vec![
@@ -87,7 +87,7 @@ impl EventSink for RedisInbox {
         let messages = items
             .iter()
             .zip(&results)
-            .filter(|(item, _)| !matches!(item, InboxItem::Status(_)));
+            .filter(|(item, _)| matches!(item, InboxItem::Message(_) | InboxItem::Outbound(_)));
         let (new, duplicates) = messages.fold((0, 0), |(new, dup), (_, stored)| {
             if *stored {
                 (new + 1, dup)

@@ -322,7 +322,7 @@ async fn handle_with_retries(
         .iter()
         .filter_map(|item| match item {
             InboxItem::Message(m) => Some(m.clone()),
-            InboxItem::Status(_) | InboxItem::Outbound(_) => None,
+            InboxItem::Status(_) | InboxItem::Outbound(_) | InboxItem::Handover(_) => None,
         })
         .collect();
     let mut attempt = 0u32;

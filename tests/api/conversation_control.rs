@@ -842,3 +842,42 @@ async fn the_cli_hands_over_sends_and_resumes_like_the_admin_api() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn conversation_routing_decides_whether_the_bot_answers() {
+    let graph = Arc::new(MockServer::start().await);
+    mount_graph_ok(&graph).await;
+    let app = app(graph.clone(), None, &[]).await;
+    let user = "4915000000901";
+    let (pnid, uid) = conversation_ids(PNID, user);
+    let store = app.conversations().await;
+    // As seen in production: no `metadata`, the number under `recipient`.
+    let handover = |kind: &str, at: i64| {
+        delivery(
+            "messaging_handovers",
+            serde_json::json!({"messaging_product": "whatsapp",
+                "recipient": {"display_phone_number": "15550000000", "phone_number_id": PNID},
+                "sender": {"phone_number": user}, "timestamp": at.to_string(),
+                "type": kind, kind: {"metadata": "escalated"}}),
+        )
+    };
+    let now = now_secs();
+    post(&app, &handover("control_taken", now - 10)).await;
+    post(&app, &user_text(user, "wamid.rt1", "anyone?")).await;
+    wait_until_drained(&app.queue().await, WAIT).await;
+    assert!(replies(&graph).await.is_empty(), "another app owns it");
+    let view = conversation(&store, &pnid, &uid).await;
+    assert_eq!(view.handoff.owner, Owner::OtherApp);
+    assert_eq!(view.turns.len(), 1, "still recorded");
+    post(&app, &handover("control_passed", now - 5)).await;
+    // A late, older notification changes nothing.
+    post(&app, &handover("control_taken", now - 8)).await;
+    post(&app, &user_text(user, "wamid.rt2", "hello again")).await;
+    let got = wait_for_replies(&graph, 1, WAIT).await;
+    assert_eq!(got[0].text, "echo: hello again");
+    assert_eq!(
+        conversation(&store, &pnid, &uid).await.handoff.owner,
+        Owner::Bot
+    );
+    app.stop().await;
+}

@@ -223,7 +223,7 @@ impl EventSink for RecordingSink {
         let before = stored.len();
         stored.extend(items.iter().filter_map(|item| match item {
             InboxItem::Message(m) => Some(m.clone()),
-            InboxItem::Status(_) | InboxItem::Outbound(_) => None,
+            _ => None,
         }));
         Ok(Accepted {
             new: stored.len() - before,
