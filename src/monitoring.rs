@@ -24,6 +24,7 @@ pub const REDIS_ERRORS: &str = "wabot_redis_errors_total";
 pub const PARTITIONS_OWNED: &str = "wabot_partitions_owned";
 pub const BUILD_INFO: &str = "wabot_build_info";
 pub const HANDOFFS: &str = "wabot_handoffs_total";
+pub const HANDOFFS_WAITING: &str = "wabot_handoffs_waiting";
 pub const EVENTS: &str = "wabot_events_total";
 pub const EVENTS_BACKLOG: &str = "wabot_events_backlog";
 pub const DELIVERY_FAILURES: &str = "wabot_delivery_failures_total";
@@ -46,6 +47,7 @@ pub const FAMILIES: &[&str] = &[
     PARTITIONS_OWNED,
     BUILD_INFO,
     HANDOFFS,
+    HANDOFFS_WAITING,
     EVENTS,
     EVENTS_BACKLOG,
     DELIVERY_FAILURES,
@@ -151,6 +153,10 @@ fn describe() {
         HANDOFFS,
         "Conversations handed to a person, by reason (requested, operator, echo, routing)"
     );
+    describe_gauge!(
+        HANDOFFS_WAITING,
+        "Conversations a person has (handoff), per partition owned"
+    );
     describe_counter!(
         EVENTS,
         "Event deliveries to events.webhook_url, by outcome (delivered, retried)"
@@ -205,6 +211,7 @@ fn register_at_zero() {
         counter!(EVENTS, "outcome" => outcome).absolute(0);
     }
     gauge!(EVENTS_BACKLOG, "partition" => "0").set(0.0);
+    gauge!(HANDOFFS_WAITING, "partition" => "0").set(0.0);
     counter!(DELIVERY_FAILURES, "code" => "none").absolute(0);
     for outcome in ["sent", "template", "refused", "failed"] {
         counter!(OUTBOUND, "outcome" => outcome).absolute(0);

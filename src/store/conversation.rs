@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 
 use fred::prelude::{Client, ClientLike, ClusterInterface, HashesInterface, KeysInterface};
-use fred::prelude::{ListInterface, Value};
+use fred::prelude::{ListInterface, SortedSetsInterface, Value};
 use fred::types::scripts::Script;
 use fred::types::{ClusterHash, CustomCommand};
 use serde::{Deserialize, Serialize};
@@ -361,14 +361,22 @@ impl ConversationStore {
         }
     }
 
-    /// The hash and list keys of a conversation, and its partition's event stream when events
-    /// are on.
+    /// The hash and the list of a conversation.
     fn keys_of(&self, pnid: &PhoneNumberId, user: &UserId) -> Vec<String> {
         let partition = self.keys.partition(pnid, user);
-        let mut keys = vec![
+        vec![
             self.keys.conversation(partition, pnid, user),
             self.keys.history(partition, pnid, user),
-        ];
+        ]
+    }
+
+    /// What the conversation scripts are given (`lua/conversation_common.lua`): the hash, the
+    /// list, the partition's set of conversations with a person, and its event stream when
+    /// events are on.
+    fn script_keys(&self, pnid: &PhoneNumberId, user: &UserId) -> Vec<String> {
+        let partition = self.keys.partition(pnid, user);
+        let mut keys = self.keys_of(pnid, user);
+        keys.push(self.keys.with_person(partition));
         if self.limits.events {
             keys.push(self.keys.events(partition));
         }
@@ -423,7 +431,7 @@ impl ConversationStore {
             .begin
             .evalsha_with_reload(
                 &self.client,
-                self.keys_of(&message.phone_number_id, &message.user),
+                self.script_keys(&message.phone_number_id, &message.user),
                 vec![
                     message.id.as_str().to_string(),
                     serde_json::to_string(turn)?,
@@ -498,7 +506,11 @@ impl ConversationStore {
         }
         let recorded: i64 = self
             .record
-            .evalsha_with_reload(&self.client, self.keys_of(subject.pnid, subject.user), args)
+            .evalsha_with_reload(
+                &self.client,
+                self.script_keys(subject.pnid, subject.user),
+                args,
+            )
             .await?;
         Ok(recorded == 1)
     }
@@ -513,7 +525,7 @@ impl ConversationStore {
             .outbound
             .evalsha_with_reload(
                 &self.client,
-                self.keys_of(&out.phone_number_id, &out.to),
+                self.script_keys(&out.phone_number_id, &out.to),
                 vec![
                     out.id.clone(),
                     source.to_string(),
@@ -562,7 +574,7 @@ impl ConversationStore {
             .status
             .evalsha_with_reload(
                 &self.client,
-                self.keys_of(pnid, user),
+                self.script_keys(pnid, user),
                 vec![sent_wamid.to_string(), status.to_string(), error],
             )
             .await?;
@@ -589,7 +601,7 @@ impl ConversationStore {
             .handoff
             .evalsha_with_reload(
                 &self.client,
-                self.keys_of(pnid, user),
+                self.script_keys(pnid, user),
                 vec![
                     "take".to_string(),
                     until_ms.to_string(),
@@ -607,7 +619,7 @@ impl ConversationStore {
             .handoff
             .evalsha_with_reload(
                 &self.client,
-                self.keys_of(pnid, user),
+                self.script_keys(pnid, user),
                 vec![
                     "resume".to_string(),
                     String::new(),
@@ -625,7 +637,7 @@ impl ConversationStore {
             .routing
             .evalsha_with_reload(
                 &self.client,
-                self.keys_of(&handover.phone_number_id, &handover.user),
+                self.script_keys(&handover.phone_number_id, &handover.user),
                 vec![
                     if handover.owned { "1" } else { "0" }.to_string(),
                     handover.timestamp.to_string(),
@@ -672,7 +684,7 @@ impl ConversationStore {
             .mark_answered
             .evalsha_with_reload(
                 &self.client,
-                self.keys_of(&first.phone_number_id, &first.user),
+                self.script_keys(&first.phone_number_id, &first.user),
                 messages
                     .iter()
                     .map(|m| m.id.as_str().to_string())
@@ -758,7 +770,16 @@ impl ConversationStore {
 
     /// Deletes a conversation (operators). Returns whether it existed.
     pub async fn delete(&self, pnid: &PhoneNumberId, user: &UserId) -> Result<bool> {
-        let deleted: i64 = self.client.del(self.keys_of(pnid, user)).await?;
+        let partition = self.keys.partition(pnid, user);
+        let pipeline = self.client.pipeline();
+        let _: () = pipeline.del(self.keys_of(pnid, user)).await?;
+        let _: () = pipeline
+            .zrem(
+                self.keys.with_person(partition),
+                format!("{pnid}:{}", user.as_str()),
+            )
+            .await?;
+        let (deleted, _): (i64, i64) = pipeline.all().await?;
         Ok(deleted > 0)
     }
 

@@ -62,6 +62,7 @@ impl RedisInbox {
         if echo && self.echo_pause_ms > 0 {
             keys.push(self.keys.conversation(partition, &pnid, &user));
             keys.push(self.keys.history(partition, &pnid, &user));
+            keys.push(self.keys.with_person(partition));
             args.push(self.echo_pause_ms.to_string());
             args.push(self.session_ttl_secs.to_string());
         }

@@ -297,6 +297,15 @@ impl Coordinator {
         let partitions: Vec<u32> = owned.keys().copied().collect();
         let backlogs =
             futures_util::future::join_all(partitions.iter().map(|p| self.queue.backlog(*p))).await;
+        let waiting =
+            futures_util::future::join_all(partitions.iter().map(|p| self.queue.with_person(*p)))
+                .await;
+        for (partition, waiting) in partitions.iter().zip(waiting) {
+            if let Ok(waiting) = waiting {
+                metrics::gauge!(monitoring::HANDOFFS_WAITING, "partition" => partition.to_string())
+                    .set(waiting as f64);
+            }
+        }
         for (partition, backlog) in partitions.into_iter().zip(backlogs) {
             if let Ok((depth, oldest_ms)) = backlog {
                 let label = partition.to_string();

@@ -178,6 +178,13 @@ async fn a_user_asking_for_a_person_is_answered_once_then_the_operator_talks_unt
     wait_until_drained(&app.queue().await, WAIT).await;
     let view = conversation(&store, &pnid, &uid).await;
     assert_eq!(view.handoff.owner, Owner::Human);
+    let partition = app.keys().partition(&pnid, &uid);
+    let queue = app.queue().await;
+    assert_eq!(
+        queue.with_person(partition).await.expect("count"),
+        1,
+        "waiting for a person"
+    );
     assert_eq!(
         view.turns.iter().filter(|t| t.role == Role::User).count(),
         4,
@@ -234,6 +241,7 @@ async fn a_user_asking_for_a_person_is_answered_once_then_the_operator_talks_unt
     assert_eq!(response.status(), 200);
     let shown: serde_json::Value = response.json().await.expect("json");
     assert_eq!(shown["handoff"]["owner"], "bot");
+    assert_eq!(queue.with_person(partition).await.expect("count"), 0);
     post(&app, &user_text(user, "wamid.h9", "gracias")).await;
     let got = wait_for_replies(&graph, 3, WAIT).await;
     assert_eq!(got[2].text, "echo: gracias");

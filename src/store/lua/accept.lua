@@ -1,7 +1,8 @@
 -- Stores one inbound item durably unless it was seen: the dedup marker and the stream entry are
 -- written together, so both land in the AOF or neither does.
 -- KEYS: seen marker, inbox stream; for an echo of what the business typed in the WhatsApp
--- Business app, also its conversation's hash and history.
+-- Business app, also its conversation's hash and history and the partition's set of
+-- conversations a person has.
 -- ARGV: marker TTL s, stored JSON, wamid; for an echo, the bot's pause (ms) and the
 -- conversation TTL (s).
 -- Returns the stream id, or false for a duplicate.
@@ -23,6 +24,7 @@ if KEYS[3] and tonumber(ARGV[4]) > 0 then
     if (tonumber(redis.call('HGET', KEYS[3], 'hu') or '0') or 0) < until_ms then
       redis.call('HSET', KEYS[3], 'hu', until_ms,
         'hi', cjson.encode({reason = 'echo', by = 'whatsapp_business_app', since = now}))
+      redis.call('ZADD', KEYS[5], until_ms, string.match(KEYS[3], '}:conv:(.+)$'))
       redis.call('EXPIRE', KEYS[3], tonumber(ARGV[5]))
     end
   end

@@ -115,16 +115,14 @@ if limited then turn = ARGV[3]; mark = 'l'
 elseif not answerable and mode ~= 'reset' then mark = n .. ':r' end
 fields[#fields + 1] = 'n'; fields[#fields + 1] = n
 fields[#fields + 1] = marker; fields[#fields + 1] = mark
-if mode == 'handoff' and not limited then
-  fields[#fields + 1] = 'hu'; fields[#fields + 1] = now + tonumber(ARGV[15])
-  fields[#fields + 1] = 'hi'
-  fields[#fields + 1] = cjson.encode({reason = 'requested', by = 'user', since = now})
-end
 redis.call('HSET', conv, unpack(fields))
+if mode == 'handoff' and not limited then
+  with_person(now + tonumber(ARGV[15]), cjson.encode({reason = 'requested', by = 'user', since = now}))
+end
 if mode == 'reset' and not limited then
   -- The history and a handoff start over; markers and the rate limit survive a reset.
   redis.call('DEL', hist)
-  redis.call('HDEL', conv, 'hu', 'hi')
+  with_person(nil)
   redis.call('EXPIRE', conv, ttl)
   emit('conversation.reset', {by = 'user'}, now)
   return {0, 0, 0}

@@ -1,7 +1,24 @@
 -- Shared by the conversation scripts. KEYS[1]: the conversation hash (metadata, markers, rate
 -- limit, handoff, window), KEYS[2]: its history list (one JSON turn per element, oldest first),
--- KEYS[3] (only when events are on): the partition's event stream.
-local conv, hist, events = KEYS[1], KEYS[2], KEYS[3]
+-- KEYS[3]: the partition's sorted set of conversations a person has (score: until, ms),
+-- KEYS[4] (only when events are on): the partition's event stream.
+local conv, hist, human, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+
+-- `<pnid>:<user>` of the conversation, from its key `{prefix:p}:conv:<pnid>:<user>`.
+local function conversation_id()
+  return string.match(conv, '}:conv:(.+)$')
+end
+
+-- A person has the conversation until `until_ms` (nil: nobody any more).
+local function with_person(until_ms, info)
+  if until_ms then
+    redis.call('HSET', conv, 'hu', until_ms, 'hi', info)
+    redis.call('ZADD', human, until_ms, conversation_id())
+  else
+    redis.call('HDEL', conv, 'hu', 'hi')
+    redis.call('ZREM', human, conversation_id())
+  end
+end
 
 -- The marker field of an inbound wamid: a 64-bit digest keeps the field short (wamids are ~60
 -- bytes), and the same digest as earlier versions keeps their markers valid.
@@ -62,7 +79,7 @@ local function owner(hu, ro, now)
   local until_ms = tonumber(hu or '')
   if until_ms then
     if until_ms > now then return 'human' end
-    redis.call('HDEL', conv, 'hu', 'hi')
+    with_person(nil)
   end
   return 'bot'
 end

@@ -4,12 +4,12 @@
 local now = now_ms()
 if ARGV[1] == 'resume' then
   if redis.call('EXISTS', conv) == 0 then return 0 end
-  redis.call('HDEL', conv, 'hu', 'hi')
+  with_person(nil)
   return 1
 end
 local info = cjson.decode(ARGV[3])
 info.since = now
-redis.call('HSET', conv, 'hu', ARGV[2], 'hi', cjson.encode(info))
+with_person(tonumber(ARGV[2]), cjson.encode(info))
 if redis.call('HEXISTS', conv, 'c') == 0 then redis.call('HSET', conv, 'c', now, 'u', now) end
 redis.call('EXPIRE', conv, tonumber(ARGV[4]))
 return 1

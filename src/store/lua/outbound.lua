@@ -26,7 +26,7 @@ if ARGV[2] == 'operator' and who ~= 'other_app' then
     local ok, old = pcall(cjson.decode, redis.call('HGET', conv, 'hi') or '')
     if ok and type(old) == 'table' then info = old end
   end
-  redis.call('HSET', conv, 'hu', now + tonumber(ARGV[4]), 'hi', cjson.encode(info))
+  with_person(now + tonumber(ARGV[4]), cjson.encode(info))
   who = 'human'
 end
 local ttl = tonumber(ARGV[3])
