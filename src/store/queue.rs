@@ -382,7 +382,9 @@ impl Queue {
     pub async fn with_person(&self, partition: u32) -> Result<u64> {
         let key = self.keys.with_person(partition);
         let pipeline = self.client.pipeline();
-        let _: () = pipeline.zremrangebyscore(&key, f64::NEG_INFINITY, now_ms() as f64).await?;
+        let _: () = pipeline
+            .zremrangebyscore(&key, f64::NEG_INFINITY, now_ms() as f64)
+            .await?;
         let _: () = pipeline.zcard(&key).await?;
         let (_, waiting): (i64, u64) = pipeline.all().await?;
         Ok(waiting)

@@ -889,3 +889,113 @@ async fn conversation_routing_decides_whether_the_bot_answers() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn two_replicas_never_interleave_operator_messages_with_replies_and_a_killed_one_loses_nothing(
+) {
+    let redis = crate::helpers::RedisServer::start();
+    let graph = Arc::new(MockServer::start().await);
+    // The bot's replies are slow to go out; an operator message queued meanwhile must wait.
+    Mock::given(method("POST"))
+        .and(body_string_contains("echo: slow"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({"messaging_product": "whatsapp",
+                    "messages": [{"id": "wamid.slow"}]}))
+                .set_delay(Duration::from_millis(400)),
+        )
+        .with_priority(1)
+        .mount(&graph)
+        .await;
+    mount_graph_ok(&graph).await;
+    let receiver = receiver_ok().await;
+    let options = AppOptions {
+        extra_env: env(&[
+            ("ADMIN_TOKEN", TOKEN),
+            (
+                "WABOT_EVENTS__WEBHOOK_URL",
+                &format!("{}/events", receiver.uri()),
+            ),
+            ("WABOT_EVENTS__SECRET", EVENTS_SECRET),
+        ]),
+        ..AppOptions::default()
+    };
+    let url = redis.url();
+    let spawn = || {
+        crate::helpers::spawn_app_on(
+            &url,
+            graph.clone(),
+            options.clone(),
+            None,
+            Some("shared"),
+        )
+    };
+    let a = spawn().await;
+    let b = spawn().await;
+    let texts_to = |bodies: &[serde_json::Value], user: &str| -> Vec<String> {
+        bodies
+            .iter()
+            .filter(|b| b["to"] == format!("+{user}"))
+            .filter_map(|b| b["text"]["body"].as_str().map(str::to_string))
+            .collect()
+    };
+    let users: Vec<String> = (0..4).map(|i| format!("49150000010{i:02}")).collect();
+    for (i, user) in users.iter().enumerate() {
+        post(&a, &user_text(user, &format!("wamid.s{i}"), "slow")).await;
+        let path = format!("/admin/conversations/{PNID}/{user}/messages");
+        let response = admin_post(&b, &path, serde_json::json!({"text": format!("op {i}")})).await;
+        assert_eq!(response.status(), 202);
+    }
+    let bodies = eventually(WAIT, || async {
+        let bodies = graph_bodies(&graph).await;
+        (bodies.len() >= 8).then_some(bodies)
+    })
+    .await
+    .expect("replies and operator messages");
+    for (i, user) in users.iter().enumerate() {
+        assert_eq!(
+            texts_to(&bodies, user),
+            ["echo: slow".to_string(), format!("op {i}")],
+            "in the conversation's order"
+        );
+    }
+
+    // A replica dies right after a handoff and queued operator messages: nothing is lost.
+    let user = "4915000001099";
+    post(&a, &user_text(user, "wamid.k1", "/agent")).await;
+    let path = format!("/admin/conversations/{PNID}/{user}/messages");
+    for i in 0..3 {
+        let response =
+            admin_post(&a, &path, serde_json::json!({"text": format!("after {i}")})).await;
+        assert_eq!(response.status(), 202);
+    }
+    a.kill();
+    let expected: Vec<String> = (0..3).map(|i| format!("after {i}")).collect();
+    let got = eventually(WAIT, || async {
+        let texts = texts_to(&graph_bodies(&graph).await, user);
+        let operator: Vec<String> = texts
+            .into_iter()
+            .filter(|t| t.starts_with("after"))
+            .collect();
+        let mut first_seen: Vec<String> = Vec::new();
+        for text in operator {
+            if !first_seen.contains(&text) {
+                first_seen.push(text);
+            }
+        }
+        (first_seen.len() == 3).then_some(first_seen)
+    })
+    .await
+    .expect("the surviving replica sends every operator message");
+    assert_eq!(got, expected, "in order");
+    let requested = eventually(WAIT, || async {
+        let events = events(&receiver).await;
+        let found = events
+            .iter()
+            .any(|e| e["type"] == "handoff.requested" && e["user"] == user);
+        found.then_some(())
+    })
+    .await;
+    assert!(requested.is_some(), "the handoff event survived the crash");
+    b.stop().await;
+}
