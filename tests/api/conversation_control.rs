@@ -921,15 +921,8 @@ async fn two_replicas_never_interleave_operator_messages_with_replies_and_a_kill
         ..AppOptions::default()
     };
     let url = redis.url();
-    let spawn = || {
-        crate::helpers::spawn_app_on(
-            &url,
-            graph.clone(),
-            options.clone(),
-            None,
-            Some("shared"),
-        )
-    };
+    let spawn =
+        || crate::helpers::spawn_app_on(&url, graph.clone(), options.clone(), None, Some("shared"));
     let a = spawn().await;
     let b = spawn().await;
     let texts_to = |bodies: &[serde_json::Value], user: &str| -> Vec<String> {
