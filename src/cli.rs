@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 use crate::configuration::Settings;
 use crate::domain::OutboundSource;
 use crate::outbound;
-use crate::startup::{cancel_on_signals, spawn_workers, Application};
+use crate::startup::{cancel_on_signals, Application, Services};
 use crate::telemetry;
 
 #[derive(Debug, Parser)]
@@ -184,9 +184,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Conversations(command) => {
             let settings = Settings::load()?;
-            let redis = crate::store::connect(&settings.redis)?;
-            fred::prelude::ClientLike::wait_for_connect(&redis).await?;
-            let store = crate::startup::conversation_store(&settings, &redis);
+            let services = Services::new(&settings)?.connected().await?;
+            let store = &services.conversations;
             let ids = |pnid: &str, user: &str| {
                 Ok::<_, anyhow::Error>((
                     crate::domain::PhoneNumberId::parse(pnid)
@@ -257,14 +256,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     message,
                 } => {
                     let (pnid, user) = ids(&phone_number_id, &user)?;
-                    let inbox = crate::store::RedisInbox::new(
-                        redis.clone(),
-                        crate::store::Keys::new(
-                            &settings.redis.key_prefix,
-                            settings.worker.partitions,
-                        ),
-                    );
-                    queue_message(&inbox, pnid, user, OutboundSource::Operator, &message).await
+                    queue_message(
+                        &services.inbox,
+                        pnid,
+                        user,
+                        OutboundSource::Operator,
+                        &message,
+                    )
+                    .await
                 }
             }
         }
@@ -274,27 +273,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             message,
         } => {
             let settings = Settings::load()?;
-            let redis = crate::store::connect(&settings.redis)?;
-            fred::prelude::ClientLike::wait_for_connect(&redis).await?;
+            let services = Services::new(&settings)?.connected().await?;
             let pnid = crate::domain::PhoneNumberId::parse(&phone_number_id)
                 .ok_or_else(|| anyhow::anyhow!("invalid phone_number_id {phone_number_id:?}"))?;
             let to = crate::domain::UserId::parse(&to)
                 .ok_or_else(|| anyhow::anyhow!("invalid recipient {to:?}"))?;
-            let inbox = crate::store::RedisInbox::new(
-                redis,
-                crate::store::Keys::new(&settings.redis.key_prefix, settings.worker.partitions),
-            );
-            queue_message(&inbox, pnid, to, OutboundSource::Notification, &message).await
+            queue_message(
+                &services.inbox,
+                pnid,
+                to,
+                OutboundSource::Notification,
+                &message,
+            )
+            .await
         }
         Command::DeadLetters(command) => {
             let settings = Settings::load()?;
-            let redis = crate::store::connect(&settings.redis)?;
-            fred::prelude::ClientLike::wait_for_connect(&redis).await?;
-            let queue = crate::store::queue::Queue::new(
-                redis,
-                crate::store::Keys::new(&settings.redis.key_prefix, settings.worker.partitions),
-                settings.worker.lease_ttl_ms,
-            );
+            let queue = Services::new(&settings)?.connected().await?.queue;
             match command {
                 DeadLettersCommand::List { limit } => {
                     for letter in queue.dead_letters(limit).await? {
@@ -325,8 +320,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Worker => {
             let settings = Settings::load()?;
             telemetry::init(settings.log.format);
-            let redis = crate::store::connect(&settings.redis)?;
-            let workers = spawn_workers(&settings, &redis)?;
+            let workers = Services::new(&settings)?.spawn_workers()?;
             tracing::info!(replica = workers.replica(), "wabot worker running");
             let stop = tokio_util::sync::CancellationToken::new();
             cancel_on_signals(stop.clone());

@@ -19,7 +19,6 @@ use tokio_util::sync::CancellationToken;
 use crate::configuration::Settings;
 use crate::startup::Application;
 use crate::store::queue::Queue;
-use crate::store::Keys;
 
 const SANDBOX_SECRET: &str = "sandbox-app-secret";
 const SANDBOX_NUMBER: &str = "100000000000001";
@@ -82,12 +81,8 @@ async fn session(
     let stop = app.shutdown_token();
     let server = tokio::spawn(app.run_until_stopped());
 
-    let redis = crate::store::connect(&settings.redis)?;
-    let queue = Queue::new(
-        redis.clone(),
-        Keys::new(&settings.redis.key_prefix, settings.worker.partitions),
-        settings.worker.lease_ttl_ms,
-    );
+    let services = crate::startup::Services::new(&settings)?;
+    let (redis, queue) = (services.redis, services.queue);
     let interactive = options.script.is_none();
     let outcome = tokio::select! {
         outcome = chat(options, &settings, &address, &queue, &mut replies) => outcome,

@@ -101,13 +101,13 @@ fn conversations<'a>(
     state: &'a AppState,
 ) -> Result<&'a ConversationStore, ApiError> {
     authorize(request, state)?;
-    state.conversations.as_ref().ok_or(ApiError::NotFound)
+    Ok(&state.conversations)
 }
 
 /// The dead-letter queue, for an authorized caller.
 fn dead_letters<'a>(request: &HttpRequest, state: &'a AppState) -> Result<&'a Queue, ApiError> {
     authorize(request, state)?;
-    state.queue.as_ref().ok_or(ApiError::NotFound)
+    Ok(&state.queue)
 }
 
 fn conversation_ids(path: &(String, String)) -> Result<(PhoneNumberId, UserId), ApiError> {

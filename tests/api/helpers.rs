@@ -267,21 +267,21 @@ impl TestApp {
     }
 
     /// A queue over the app's Redis, for inspection (depth, dead letters).
-    pub async fn queue(&self) -> Queue {
-        let client = wabot::store::connect(&self.settings.redis).expect("redis client");
-        fred::prelude::ClientLike::wait_for_connect(&client)
+    /// The stores over the app's Redis (a client of its own), for inspection.
+    pub async fn services(&self) -> wabot::startup::Services {
+        wabot::startup::Services::new(&self.settings)
+            .expect("redis client")
+            .connected()
             .await
-            .expect("redis connects");
-        Queue::new(client, self.keys(), self.settings.worker.lease_ttl_ms)
+            .expect("redis connects")
     }
 
-    /// The conversation store over the app's Redis, for inspection.
+    pub async fn queue(&self) -> Queue {
+        self.services().await.queue
+    }
+
     pub async fn conversations(&self) -> wabot::store::conversation::ConversationStore {
-        let client = wabot::store::connect(&self.settings.redis).expect("redis client");
-        fred::prelude::ClientLike::wait_for_connect(&client)
-            .await
-            .expect("redis connects");
-        wabot::startup::conversation_store(&self.settings, &client)
+        self.services().await.conversations
     }
 
     pub fn keys(&self) -> Keys {
