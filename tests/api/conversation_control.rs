@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use wabot::store::conversation::{Owner, Role};
-use wiremock::matchers::{body_string_contains, method, path, path_regex};
+use wiremock::matchers::{body_string_contains, method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 use crate::helpers::{
@@ -140,6 +140,37 @@ async fn events(receiver: &MockServer) -> Vec<serde_json::Value> {
 
 fn of_type<'a>(events: &'a [serde_json::Value], kind: &str) -> Vec<&'a serde_json::Value> {
     events.iter().filter(|e| e["type"] == kind).collect()
+}
+
+/// An app whose responder is a model that takes 1.5 s to answer `text`.
+async fn slow_llm_app(graph: Arc<MockServer>, text: &str) -> (TestApp, MockServer) {
+    let llm = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({
+                    "id": "c1", "object": "chat.completion", "model": "m",
+                    "choices": [{"index": 0, "message": {"role": "assistant",
+                        "content": text}, "finish_reason": "stop"}]
+                }))
+                .set_delay(Duration::from_millis(1500)),
+        )
+        .mount(&llm)
+        .await;
+    let base = format!("{}/v1", llm.uri());
+    let app = app(
+        graph,
+        None,
+        &[
+            ("RESPONDER", "openai"),
+            ("OPENAI_BASE_URL", &base),
+            ("OPENAI_MODEL", "m"),
+            ("WABOT_RESPONDER__OPENAI__TIMEOUT_MS", "5000"),
+        ],
+    )
+    .await;
+    (app, llm)
 }
 
 async fn receiver_ok() -> MockServer {
@@ -507,32 +538,7 @@ async fn without_a_template_a_message_outside_the_window_is_recorded_as_failed()
 async fn a_notification_sends_once_per_idempotency_key_and_after_the_reply_in_flight() {
     let graph = Arc::new(MockServer::start().await);
     mount_graph_ok(&graph).await;
-    let llm = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/chat/completions"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(serde_json::json!({
-                    "id": "c1", "object": "chat.completion", "model": "m",
-                    "choices": [{"index": 0, "message": {"role": "assistant",
-                        "content": "slow answer"}, "finish_reason": "stop"}]
-                }))
-                .set_delay(Duration::from_millis(1500)),
-        )
-        .mount(&llm)
-        .await;
-    let base = format!("{}/v1", llm.uri());
-    let app = app(
-        graph.clone(),
-        None,
-        &[
-            ("RESPONDER", "openai"),
-            ("OPENAI_BASE_URL", &base),
-            ("OPENAI_MODEL", "m"),
-            ("WABOT_RESPONDER__OPENAI__TIMEOUT_MS", "5000"),
-        ],
-    )
-    .await;
+    let (app, llm) = slow_llm_app(graph.clone(), "slow answer").await;
     let user = "4915000000501";
     post(
         &app,
@@ -652,32 +658,7 @@ async fn delivery_states_only_move_forward_and_failures_keep_code_and_title() {
 async fn the_owner_answering_from_the_phone_stops_a_reply_in_preparation_but_our_echo_does_not() {
     let graph = Arc::new(MockServer::start().await);
     mount_graph_ok(&graph).await;
-    let llm = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path_regex("^/v1/chat/completions$"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(serde_json::json!({
-                    "id": "c1", "object": "chat.completion", "model": "m",
-                    "choices": [{"index": 0, "message": {"role": "assistant",
-                        "content": "bot answer"}, "finish_reason": "stop"}]
-                }))
-                .set_delay(Duration::from_millis(1500)),
-        )
-        .mount(&llm)
-        .await;
-    let base = format!("{}/v1", llm.uri());
-    let app = app(
-        graph.clone(),
-        None,
-        &[
-            ("RESPONDER", "openai"),
-            ("OPENAI_BASE_URL", &base),
-            ("OPENAI_MODEL", "m"),
-            ("WABOT_RESPONDER__OPENAI__TIMEOUT_MS", "5000"),
-        ],
-    )
-    .await;
+    let (app, llm) = slow_llm_app(graph.clone(), "bot answer").await;
     let store = app.conversations().await;
     let echo = |user: &str, wamid: &str, text: &str| {
         delivery(
@@ -758,21 +739,7 @@ async fn the_cli_hands_over_sends_and_resumes_like_the_admin_api() {
     post(&app, &user_text(user, "wamid.cli1", "hola")).await;
     wait_for_replies(&graph, 1, WAIT).await;
     let run = |args: &[&str]| {
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_wabot"))
-            .args(args)
-            .env_clear()
-            .env("APP_CONFIG_DIR", "/nonexistent")
-            .env("WHATSAPP_APP_SECRET", "x")
-            .env("WHATSAPP_VERIFY_TOKEN", "x")
-            .env("WHATSAPP_ACCESS_TOKEN", "x")
-            .env("REDIS_URL", &app.settings.redis.url)
-            .env("WABOT_REDIS__KEY_PREFIX", &app.settings.redis.key_prefix)
-            .env(
-                "WABOT_WORKER__PARTITIONS",
-                app.settings.worker.partitions.to_string(),
-            )
-            .output()
-            .expect("wabot runs");
+        let output = crate::helpers::run_cli(&app.settings, args);
         assert!(
             output.status.success(),
             "{args:?}: {}",
@@ -896,17 +863,7 @@ async fn two_replicas_never_interleave_operator_messages_with_replies_and_a_kill
     let redis = crate::helpers::RedisServer::start();
     let graph = Arc::new(MockServer::start().await);
     // The bot's replies are slow to go out; an operator message queued meanwhile must wait.
-    Mock::given(method("POST"))
-        .and(body_string_contains("echo: slow"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(serde_json::json!({"messaging_product": "whatsapp",
-                    "messages": [{"id": "wamid.slow"}]}))
-                .set_delay(Duration::from_millis(400)),
-        )
-        .with_priority(1)
-        .mount(&graph)
-        .await;
+    crate::helpers::mount_slow_send(&graph, "echo: slow", Duration::from_millis(400)).await;
     mount_graph_ok(&graph).await;
     let receiver = receiver_ok().await;
     let options = AppOptions {

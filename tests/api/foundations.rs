@@ -513,16 +513,7 @@ async fn a_draining_replica_starts_nothing_new_and_the_next_one_answers_the_rest
     let redis = RedisServer::start();
     let graph = Arc::new(MockServer::start().await);
     // The first reply is slow: it holds the only permit while the others wait for it.
-    Mock::given(method("POST"))
-        .and(body_string_contains("echo: first"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(serde_json::json!({"messages": [{"id": "wamid.out.first"}]}))
-                .set_delay(Duration::from_millis(1500)),
-        )
-        .with_priority(1)
-        .mount(&graph)
-        .await;
+    crate::helpers::mount_slow_send(&graph, "echo: first", Duration::from_millis(1500)).await;
     mount_graph_ok(&graph).await;
     let options = AppOptions {
         extra_env: env(&[("WABOT_WORKER__CONCURRENCY", "1")]),

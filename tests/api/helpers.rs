@@ -633,3 +633,37 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Sends whose body contains `needle` are answered after `delay` (ahead of `mount_graph_ok`).
+pub async fn mount_slow_send(graph: &MockServer, needle: &str, delay: Duration) {
+    use wiremock::matchers::{body_string_contains, method};
+    wiremock::Mock::given(method("POST"))
+        .and(body_string_contains(needle))
+        .respond_with(
+            wiremock::ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({"messages": [{"id": format!("wamid.slow.{}", uuid::Uuid::new_v4().simple())}]}))
+                .set_delay(delay),
+        )
+        .with_priority(1)
+        .mount(graph)
+        .await;
+}
+
+/// Runs the `wabot` binary against the app's Redis (the CLI's operator commands).
+pub fn run_cli(settings: &Settings, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_wabot"))
+        .args(args)
+        .env_clear()
+        .env("APP_CONFIG_DIR", "/nonexistent")
+        .env("WHATSAPP_APP_SECRET", "x")
+        .env("WHATSAPP_VERIFY_TOKEN", "x")
+        .env("WHATSAPP_ACCESS_TOKEN", "x")
+        .env("REDIS_URL", &settings.redis.url)
+        .env("WABOT_REDIS__KEY_PREFIX", &settings.redis.key_prefix)
+        .env(
+            "WABOT_WORKER__PARTITIONS",
+            settings.worker.partitions.to_string(),
+        )
+        .output()
+        .expect("wabot runs")
+}

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use wiremock::matchers::{body_string_contains, method};
+use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::{
@@ -135,16 +135,7 @@ async fn accepted_texts(app: &crate::helpers::TestApp) -> Vec<String> {
 #[tokio::test]
 async fn a_slow_reply_to_one_user_does_not_delay_another() {
     let graph = Arc::new(MockServer::start().await);
-    Mock::given(method("POST"))
-        .and(body_string_contains("slow"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(serde_json::json!({"messages": [{"id": "wamid.slow"}]}))
-                .set_delay(Duration::from_secs(8)),
-        )
-        .with_priority(1)
-        .mount(&graph)
-        .await;
+    crate::helpers::mount_slow_send(&graph, "slow", Duration::from_secs(8)).await;
     mount_graph_ok(&graph).await;
     // One partition: both users share it, so only per-conversation concurrency can help.
     let options = AppOptions {
