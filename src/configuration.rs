@@ -23,6 +23,23 @@ pub struct Settings {
     pub worker: WorkerSettings,
     pub admin: AdminSettings,
     pub log: LogSettings,
+    /// Built-in sentences replaced per language: `[texts.es] reset = "..."` (see `i18n`).
+    #[serde(default)]
+    pub texts: HashMap<String, SentenceOverrides>,
+}
+
+/// One language's replacements of built-in sentences; empty keeps the built-in one.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct SentenceOverrides {
+    pub reset: String,
+    pub help: String,
+    pub rate_limited: String,
+    pub non_text: String,
+    pub handoff_requested: String,
+    pub fallback: String,
+    pub not_understood: String,
+    pub could_not_listen: String,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -135,13 +152,16 @@ pub struct ConversationSettings {
     pub max_turn_chars: usize,
     /// Outbound messages (4,096 characters each) one reply may be split into.
     pub max_reply_parts: usize,
+    /// Language of the built-in sentences: `en`, `es`, `pt`, or `auto` (from the user's text).
+    pub language: String,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct RateLimitSettings {
     pub messages: u32,
     pub window_secs: u64,
-    /// Sent once per window to a user who is over the limit.
+    /// Sent once per window to a user who is over the limit; empty: the built-in sentence in
+    /// the conversation's language.
     pub notice: String,
 }
 
@@ -151,6 +171,19 @@ pub enum ResponderKind {
     Rules,
     Echo,
     Openai,
+    Http,
+}
+
+impl ResponderKind {
+    /// The label in metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResponderKind::Rules => "rules",
+            ResponderKind::Echo => "echo",
+            ResponderKind::Openai => "openai",
+            ResponderKind::Http => "http",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -159,6 +192,24 @@ pub struct ResponderSettings {
     /// Rules of the `rules` responder; the built-in rules are used when the file does not exist.
     pub rules_file: String,
     pub openai: OpenAiSettings,
+    pub http: HttpResponderSettings,
+}
+
+/// The `http` responder: the business's own backend (docs/http-responder.md).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct HttpResponderSettings {
+    #[serde(default)]
+    pub url: String,
+    /// Key of the `X-Wabot-Signature-256` HMAC over each request body.
+    #[serde(serialize_with = "redact")]
+    pub secret: SecretString,
+    /// Per request; a slower answer counts as a failed try.
+    pub timeout_ms: u64,
+    /// Tries per message for timeouts, network errors and 5xx, then the fallback text.
+    pub attempts: u32,
+    pub retry_base_ms: u64,
+    /// Sent when the backend fails; empty: the built-in sentence in the conversation's language.
+    pub fallback: String,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -175,7 +226,8 @@ pub struct OpenAiSettings {
     pub timeout_ms: u64,
     /// Prior turns sent to the model are cut to this many characters (newest kept).
     pub history_chars: usize,
-    /// Sent when the model fails or times out: never leave the user without an answer.
+    /// Sent when the model fails or times out: never leave the user without an answer. Empty:
+    /// the built-in sentence in the conversation's language.
     pub fallback: String,
 }
 
@@ -269,9 +321,10 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("conversation.merge_window_ms", "0"),
     ("conversation.max_turn_chars", "65536"),
     ("conversation.max_reply_parts", "5"),
+    ("conversation.language", "en"),
     ("rate_limit.messages", "20"),
     ("rate_limit.window_secs", "60"),
-    ("rate_limit.notice", "You are sending messages faster than I can answer. Please wait a moment before writing again."),
+    ("rate_limit.notice", ""),
     ("responder.kind", "rules"),
     ("responder.rules_file", "config/rules.toml"),
     ("responder.openai.system_prompt", "You are a helpful, concise assistant answering WhatsApp messages for a business. Answer in the language of the user."),
@@ -279,10 +332,16 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("responder.openai.max_tokens", "512"),
     ("responder.openai.timeout_ms", "20000"),
     ("responder.openai.history_chars", "8000"),
-    ("responder.openai.fallback", "Sorry, I cannot answer right now. Please try again in a moment."),
+    ("responder.openai.fallback", ""),
     ("responder.openai.base_url", ""),
     ("responder.openai.model", ""),
     ("responder.openai.api_key", ""),
+    ("responder.http.url", ""),
+    ("responder.http.secret", ""),
+    ("responder.http.timeout_ms", "10000"),
+    ("responder.http.attempts", "3"),
+    ("responder.http.retry_base_ms", "200"),
+    ("responder.http.fallback", ""),
     ("worker.partitions", "64"),
     ("worker.concurrency", "256"),
     ("worker.lease_ttl_ms", "12000"),
@@ -310,6 +369,8 @@ const FLAT_ENV: &[(&str, &str)] = &[
     ("OPENAI_BASE_URL", "responder.openai.base_url"),
     ("OPENAI_MODEL", "responder.openai.model"),
     ("OPENAI_API_KEY", "responder.openai.api_key"),
+    ("HTTP_RESPONDER_URL", "responder.http.url"),
+    ("HTTP_RESPONDER_SECRET", "responder.http.secret"),
     ("ADMIN_TOKEN", "admin.token"),
     ("LOG_FORMAT", "log.format"),
 ];
@@ -481,6 +542,34 @@ impl Settings {
                 hint: "the openai responder needs OPENAI_BASE_URL and OPENAI_MODEL",
             });
         }
+        if self.responder.kind == ResponderKind::Http {
+            let url = &self.responder.http.url;
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(ConfigError::Missing {
+                    setting: "responder.http.url",
+                    hint: "the http responder needs the backend's http:// or https:// URL (HTTP_RESPONDER_URL)",
+                });
+            }
+            if self.responder.http.secret.expose_secret().is_empty() {
+                return Err(ConfigError::Missing {
+                    setting: "responder.http.secret",
+                    hint: "the http responder signs every request: set HTTP_RESPONDER_SECRET",
+                });
+            }
+            if self.responder.http.attempts == 0 || self.responder.http.timeout_ms == 0 {
+                return Err(ConfigError::Invalid {
+                    setting: "responder.http.attempts",
+                    reason: "attempts and timeout_ms must be greater than 0".into(),
+                });
+            }
+        }
+        crate::i18n::Texts::from_settings(self).map_err(|e| ConfigError::Invalid {
+            setting: match e {
+                crate::i18n::I18nError::Language(_) => "conversation.language",
+                crate::i18n::I18nError::OverrideLanguage(_) => "texts",
+            },
+            reason: e.to_string(),
+        })?;
         Ok(())
     }
 
@@ -722,6 +811,46 @@ mod tests {
         assert_eq!(shipped.server.request_timeout_secs, 10);
         assert_eq!(shipped.server.max_inflight_body_bytes, 32 * 1024 * 1024);
         assert_eq!(shipped.redacted_toml(), built_in.redacted_toml());
+    }
+
+    #[test]
+    fn sentences_are_overridden_per_language_and_typos_are_refused() {
+        use crate::i18n::{Language, Sentence, Texts};
+        let mut pairs = required();
+        pairs.push(("WABOT_CONVERSATION__LANGUAGE", "es"));
+        pairs.push(("WABOT_TEXTS__ES__RESET", "Listo."));
+        let s = Settings::load_from(&no_dir(), &env(&pairs)).expect("loads");
+        let texts = Texts::from_settings(&s).expect("texts");
+        assert_eq!(texts.get(Language::Es, Sentence::Reset), "Listo.");
+        assert!(texts
+            .get(Language::Es, Sentence::RateLimited)
+            .starts_with("Estás"));
+        let mut typo = required();
+        typo.push(("WABOT_TEXTS__ES__RESETT", "x"));
+        let err = Settings::load_from(&no_dir(), &env(&typo)).expect_err("must fail");
+        assert!(err.to_string().contains("texts.es.resett"), "{err}");
+        let mut french = required();
+        french.push(("WABOT_TEXTS__FR__RESET", "x"));
+        let err = Settings::load_from(&no_dir(), &env(&french)).expect_err("must fail");
+        assert!(err.to_string().contains("texts"), "{err}");
+        let mut german = required();
+        german.push(("WABOT_CONVERSATION__LANGUAGE", "de"));
+        let err = Settings::load_from(&no_dir(), &env(&german)).expect_err("must fail");
+        assert!(err.to_string().contains("conversation.language"), "{err}");
+    }
+
+    #[test]
+    fn the_http_responder_needs_a_url_and_a_secret() {
+        let mut pairs = required();
+        pairs.push(("RESPONDER", "http"));
+        let err = Settings::load_from(&no_dir(), &env(&pairs)).expect_err("must fail");
+        assert!(err.to_string().contains("responder.http.url"), "{err}");
+        pairs.push(("HTTP_RESPONDER_URL", "http://127.0.0.1:9/bot"));
+        let err = Settings::load_from(&no_dir(), &env(&pairs)).expect_err("must fail");
+        assert!(err.to_string().contains("responder.http.secret"), "{err}");
+        pairs.push(("HTTP_RESPONDER_SECRET", "s3cret"));
+        let s = Settings::load_from(&no_dir(), &env(&pairs)).expect("loads");
+        assert!(!s.redacted_toml().contains("s3cret"));
     }
 
     #[test]

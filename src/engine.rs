@@ -1,20 +1,22 @@
 //! The conversation engine, the workers' handler. Per message: admit it (dedup, rate limit,
 //! history: one script call), decide (a built-in command, the responder, or nothing for kinds
 //! that are only recorded), send the reply's parts in order (each part's progress recorded, so a
-//! retry never sends one twice), and record the reply. Per status: bookkeeping.
+//! retry never sends one twice), and record the reply. Per status: bookkeeping. What a reply's
+//! actions become on the wire lives in `reply`, the sentences it says itself in `i18n`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::cloud_api::split::{split_text_at_most, MAX_TEXT_LEN};
 use crate::cloud_api::{CloudApi, Outgoing, Recipient};
 use crate::domain::{
     DeliveryStatus, InboundMessage, InboxItem, MessageContent, Origin, StatusUpdate,
 };
 use crate::error::error_chain;
+use crate::i18n::{Sentence, Texts};
 use crate::monitoring;
+use crate::reply;
 use crate::responder::{Action, HistoryTurn, Reply, Responder, ResponderInput, Speaker};
 use crate::store::conversation::{Admission, AdmitMode, ConversationStore, Role, Turn};
 use crate::store::StoreError;
@@ -62,7 +64,8 @@ pub struct EngineOptions {
     pub responder_kind: &'static str,
     pub mark_as_read: bool,
     pub typing_indicator: bool,
-    pub rate_limit_notice: String,
+    /// The sentences the engine says itself (reset, rate-limit notice, fallback).
+    pub texts: Arc<Texts>,
     /// Characters of one turn's text kept in the history (the rest is cut).
     pub max_turn_chars: usize,
     /// Outbound messages one reply may be split into (the rest is dropped, logged).
@@ -78,20 +81,11 @@ fn bounded(mut text: String, max: usize) -> String {
     text
 }
 
-const RESET_TEXT: &str = "Your conversation has been reset. How can I help you?";
-
 pub struct Engine {
     store: ConversationStore,
     responder: Arc<dyn Responder>,
     api: CloudApi,
     options: EngineOptions,
-}
-
-/// One outbound message of a reply, ready to send.
-struct Part {
-    message: Outgoing,
-    /// Index of the action it belongs to (a long text is several parts of one action).
-    action: usize,
 }
 
 impl Engine {
@@ -147,7 +141,9 @@ impl Engine {
                 metrics::counter!(monitoring::RATE_LIMITED).increment(1);
                 tracing::info!(user = %message.user, notice, "rate limited");
                 if notice && lease.is_valid() {
-                    let text = Outgoing::text(&self.options.rate_limit_notice);
+                    let language = self.options.texts.language_of(message);
+                    let text =
+                        Outgoing::text(self.options.texts.get(language, Sentence::RateLimited));
                     if let Err(error) = self.send(message, &text).await {
                         tracing::warn!(user = %message.user, error = %error, "rate-limit notice not sent");
                     }
@@ -205,12 +201,14 @@ impl Engine {
                 tracing::debug!(user = %message.user, error = %error, "mark as read failed (ignored)");
             }
         }
+        let texts = &self.options.texts;
+        let language = texts.language_of(message);
         let reply = match command {
             Some(Command::Reset) => {
                 tracing::info!(user = %message.user, "conversation reset by the user");
-                Reply::text(RESET_TEXT)
+                Reply::text(texts.get(language, Sentence::Reset))
             }
-            Some(Command::Help) => Reply::text(self.responder.help()),
+            Some(Command::Help) => Reply::text(self.responder.help(language)),
             None => {
                 let history: Vec<HistoryTurn> = history.iter().map(history_turn).collect();
                 let started = std::time::Instant::now();
@@ -219,6 +217,7 @@ impl Engine {
                     .respond(ResponderInput {
                         message,
                         history: &history,
+                        language,
                     })
                     .await;
                 metrics::histogram!(monitoring::RESPONDER_SECONDS, "kind" => self.options.responder_kind)
@@ -226,7 +225,13 @@ impl Engine {
                 reply
             }
         };
-        let (parts, cut) = parts_of(&reply, self.options.max_reply_parts);
+        let reply = reply::checked(
+            reply,
+            texts.get(language, Sentence::Fallback),
+            &message.user,
+        );
+        let (parts, cut) =
+            reply::parts_of(&reply, message.id.as_str(), self.options.max_reply_parts);
         if cut {
             tracing::warn!(
                 user = %message.user,
@@ -247,17 +252,22 @@ impl Engine {
                 .await;
             }
         }
+        for action in &reply.actions {
+            if let Action::Handoff { note } = action {
+                self.hand_off(message, note.as_deref()).await;
+            }
+        }
         let now = unix_now();
         let turns: Vec<Turn> = reply
             .actions
             .iter()
             .zip(sent)
             .map(|(action, wamid)| {
-                let Action::Text(text) = action;
+                let (text, kind) = reply::describe(action);
                 Turn::sent(
                     Role::Bot,
-                    bounded(text.clone(), self.options.max_turn_chars),
-                    "text",
+                    bounded(text, self.options.max_turn_chars),
+                    kind,
                     wamid.unwrap_or_default(),
                     now,
                 )
@@ -266,6 +276,18 @@ impl Engine {
         self.persist(|| self.store.record_reply(message, &turns), message)
             .await;
         Ok(())
+    }
+
+    /// A responder asked for a person to take over. Until conversation control lands this is
+    /// only logged and recorded in the history (`[handoff] note`, by the caller). It runs once
+    /// every part of the reply was sent and before the reply is recorded, so a crash in between
+    /// runs it again on the retry: what it does must be idempotent.
+    async fn hand_off(&self, message: &InboundMessage, note: Option<&str>) {
+        tracing::info!(
+            user = %message.user,
+            with_note = note.is_some(),
+            "the responder asked for a handoff to a person (recorded only)"
+        );
     }
 
     /// What was sent must be recorded, or a retry would send it again: retried through short
@@ -303,26 +325,6 @@ impl Engine {
             .await?;
         Ok(())
     }
-}
-
-/// The reply as at most `max_parts` outbound messages, long texts split at WhatsApp's limit;
-/// `true` when something did not fit.
-fn parts_of(reply: &Reply, max_parts: usize) -> (Vec<Part>, bool) {
-    let mut parts = Vec::new();
-    for (action, a) in reply.actions.iter().enumerate() {
-        let room = max_parts.saturating_sub(parts.len());
-        let (texts, cut) = match a {
-            Action::Text(text) => split_text_at_most(text, MAX_TEXT_LEN, room),
-        };
-        parts.extend(texts.iter().map(|text| Part {
-            message: Outgoing::text(text),
-            action,
-        }));
-        if cut || (parts.len() >= max_parts && action + 1 < reply.actions.len()) {
-            return (parts, true);
-        }
-    }
-    (parts, false)
 }
 
 fn history_turn(turn: &Turn) -> HistoryTurn {
@@ -457,26 +459,5 @@ mod tests {
     fn bounded_cuts_at_a_character_boundary() {
         assert_eq!(bounded("héllo".into(), 2), "hé…");
         assert_eq!(bounded("héllo".into(), 5), "héllo");
-    }
-
-    #[test]
-    fn long_texts_become_several_parts_of_one_action() {
-        let reply = Reply {
-            actions: vec![Action::Text("a ".repeat(5000)), Action::Text("b".into())],
-        };
-        let (parts, cut) = parts_of(&reply, 10);
-        assert_eq!(
-            parts.iter().map(|p| p.action).collect::<Vec<_>>(),
-            [0, 0, 0, 1]
-        );
-        assert!(!cut);
-        let (parts, cut) = parts_of(&reply, 2);
-        assert_eq!((parts.len(), cut), (2, true));
-        let (parts, cut) = parts_of(&reply, 3);
-        assert_eq!(
-            (parts.len(), cut),
-            (3, true),
-            "the second action did not fit"
-        );
     }
 }

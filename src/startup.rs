@@ -13,6 +13,7 @@ use tracing_actix_web::TracingLogger;
 use crate::cloud_api::{CloudApi, CloudApiError};
 use crate::configuration::Settings;
 use crate::engine::{Engine, EngineOptions};
+use crate::i18n::{I18nError, Texts};
 use crate::responder::{self, ResponderError};
 use crate::routes::{self, AppState};
 use crate::sink::EventSink;
@@ -32,6 +33,8 @@ pub enum StartupError {
     CloudApi(#[from] CloudApiError),
     #[error(transparent)]
     Responder(#[from] ResponderError),
+    #[error(transparent)]
+    Texts(#[from] I18nError),
     #[error("could not listen on {address}")]
     Bind {
         address: String,
@@ -104,19 +107,16 @@ pub fn spawn_workers(settings: &Settings, redis: &store::Client) -> Result<Worke
     let api = CloudApi::new(&settings.whatsapp)?
         .with_pacer(Arc::new(pacer))
         .with_attempts(1);
+    let texts = Arc::new(Texts::from_settings(settings)?);
     let handler: Arc<dyn Handler> = Arc::new(Engine::new(
         conversation_store(settings, redis),
-        responder::build(settings)?,
+        responder::build(settings, texts.clone())?,
         api,
         EngineOptions {
-            responder_kind: match settings.responder.kind {
-                crate::configuration::ResponderKind::Rules => "rules",
-                crate::configuration::ResponderKind::Echo => "echo",
-                crate::configuration::ResponderKind::Openai => "openai",
-            },
+            responder_kind: settings.responder.kind.as_str(),
             mark_as_read: settings.whatsapp.mark_as_read,
             typing_indicator: settings.whatsapp.typing_indicator,
-            rate_limit_notice: settings.rate_limit.notice.clone(),
+            texts,
             max_turn_chars: settings.conversation.max_turn_chars,
             max_reply_parts: settings.conversation.max_reply_parts,
         },

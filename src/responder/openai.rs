@@ -2,6 +2,7 @@
 //! llama.cpp, Groq...). The conversation history becomes the chat messages; on an error or a
 //! timeout the configured fallback text is answered and the cause is logged.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -14,6 +15,7 @@ use crate::cloud_api::read_limited;
 use crate::configuration::OpenAiSettings;
 use crate::domain::MessageContent;
 use crate::error::error_chain;
+use crate::i18n::{Language, Sentence, Texts};
 
 pub struct OpenAiResponder {
     http: reqwest::Client,
@@ -24,7 +26,8 @@ pub struct OpenAiResponder {
     temperature: f32,
     max_tokens: u32,
     history_chars: usize,
-    fallback: String,
+    /// `responder.openai.fallback` is folded into these (see `i18n::Texts::from_settings`).
+    texts: Arc<Texts>,
 }
 
 #[derive(Debug, Serialize)]
@@ -78,7 +81,10 @@ enum LlmError {
 const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 
 impl OpenAiResponder {
-    pub fn new(settings: &OpenAiSettings) -> Result<OpenAiResponder, reqwest::Error> {
+    pub fn new(
+        settings: &OpenAiSettings,
+        texts: Arc<Texts>,
+    ) -> Result<OpenAiResponder, reqwest::Error> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_millis(settings.timeout_ms))
             .connect_timeout(Duration::from_secs(5))
@@ -95,7 +101,7 @@ impl OpenAiResponder {
             temperature: settings.temperature,
             max_tokens: settings.max_tokens,
             history_chars: settings.history_chars,
-            fallback: settings.fallback.clone(),
+            texts,
         })
     }
 
@@ -205,13 +211,13 @@ impl Responder for OpenAiResponder {
                     error = %error_chain(&error),
                     "model call failed; answering with the fallback text"
                 );
-                Reply::text(self.fallback.clone())
+                Reply::text(self.texts.get(input.language, Sentence::Fallback))
             }
         }
     }
 
-    fn help(&self) -> String {
-        "I am an AI assistant: ask me anything. Type /reset to start a new conversation.".into()
+    fn help(&self, language: Language) -> String {
+        self.texts.get(language, Sentence::Help).to_string()
     }
 }
 
@@ -254,7 +260,8 @@ mod tests {
             })))
             .mount(&llm)
             .await;
-        let responder = OpenAiResponder::new(&settings(&llm.uri())).expect("client");
+        let responder =
+            OpenAiResponder::new(&settings(&llm.uri()), Arc::default()).expect("client");
         let error = responder
             .complete(&[turn(Speaker::User, "hi")])
             .await
@@ -278,7 +285,7 @@ mod tests {
             history_chars: 10,
             fallback: "fb".into(),
         };
-        let responder = OpenAiResponder::new(&settings).expect("client");
+        let responder = OpenAiResponder::new(&settings, Arc::default()).expect("client");
         let history = [
             turn(Speaker::User, "aaaaaaaa"),
             turn(Speaker::Operator, "bbbb"),
