@@ -13,6 +13,7 @@ mod operations;
 mod outbound;
 mod pipeline;
 mod redis_urls;
+mod responders;
 mod sandbox;
 mod store_scripts;
 mod webhook_receive;
