@@ -5,6 +5,7 @@ mod cloud_api;
 mod cluster;
 mod edge;
 mod engine;
+mod examples;
 mod foundations;
 mod health;
 mod helpers;

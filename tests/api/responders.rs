@@ -19,7 +19,7 @@ const PNID: &str = "113948572261094";
 const WAIT: Duration = Duration::from_secs(30);
 const BACKEND_SECRET: &str = "backend-shared-secret";
 
-async fn app_with(env: &[(&str, &str)]) -> TestApp {
+pub async fn app_with(env: &[(&str, &str)]) -> TestApp {
     let graph = Arc::new(MockServer::start().await);
     mount_graph_ok(&graph).await;
     let options = AppOptions {
