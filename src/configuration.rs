@@ -20,6 +20,7 @@ pub struct Settings {
     pub conversation: ConversationSettings,
     pub rate_limit: RateLimitSettings,
     pub responder: ResponderSettings,
+    pub transcription: TranscriptionSettings,
     pub worker: WorkerSettings,
     pub admin: AdminSettings,
     pub log: LogSettings,
@@ -231,6 +232,19 @@ pub struct OpenAiSettings {
     pub fallback: String,
 }
 
+/// Voice notes as text through an OpenAI-compatible `/audio/transcriptions` endpoint.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct TranscriptionSettings {
+    /// E.g. `https://api.openai.com/v1`, `http://127.0.0.1:8080/v1`; empty: voice notes are not
+    /// transcribed (they get the `non_text` answer).
+    #[serde(default)]
+    pub base_url: String,
+    pub model: String,
+    #[serde(serialize_with = "redact")]
+    pub api_key: SecretString,
+    pub timeout_ms: u64,
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct WorkerSettings {
     /// Number of inbox partitions. Changing it re-routes conversations: drain the inbox first.
@@ -342,6 +356,10 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("responder.http.attempts", "3"),
     ("responder.http.retry_base_ms", "200"),
     ("responder.http.fallback", ""),
+    ("transcription.base_url", ""),
+    ("transcription.model", "whisper-1"),
+    ("transcription.api_key", ""),
+    ("transcription.timeout_ms", "30000"),
     ("worker.partitions", "64"),
     ("worker.concurrency", "256"),
     ("worker.lease_ttl_ms", "12000"),

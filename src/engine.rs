@@ -20,13 +20,16 @@ use crate::reply;
 use crate::responder::{Action, HistoryTurn, Reply, Responder, ResponderInput, Speaker};
 use crate::store::conversation::{Admission, AdmitMode, ConversationStore, Role, Turn};
 use crate::store::StoreError;
+use crate::transcription::{self, Transcriber};
 use crate::worker::{HandleError, Handler, LeaseGuard};
 
-/// Commands handled before the responder.
+/// Answers the engine gives itself instead of asking the responder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Command {
     Reset,
     Help,
+    /// A voice note whose transcription failed.
+    CouldNotListen,
 }
 
 fn command(content: &MessageContent) -> Option<Command> {
@@ -66,6 +69,8 @@ pub struct EngineOptions {
     pub typing_indicator: bool,
     /// The sentences the engine says itself (reset, rate-limit notice, fallback).
     pub texts: Arc<Texts>,
+    /// Voice notes are transcribed and answered like text when set.
+    pub transcriber: Option<Arc<Transcriber>>,
     /// Characters of one turn's text kept in the history (the rest is cut).
     pub max_turn_chars: usize,
     /// Outbound messages one reply may be split into (the rest is dropped, logged).
@@ -114,6 +119,21 @@ impl Engine {
         };
         let mode = mode_of(message);
         let mut turn = Turn::of_user(message, role);
+        let (message, command) = match self.transcribed(message).await {
+            Some(Ok(heard)) => {
+                turn.text = format!("[voice] {}", heard.content.text().unwrap_or_default());
+                (std::borrow::Cow::Owned(heard), None)
+            }
+            Some(Err(())) => (
+                std::borrow::Cow::Borrowed(message),
+                Some(Command::CouldNotListen),
+            ),
+            None => (
+                std::borrow::Cow::Borrowed(message),
+                command(&message.content),
+            ),
+        };
+        let message = message.as_ref();
         turn.text = bounded(turn.text, self.options.max_turn_chars);
         let admission = self
             .store
@@ -121,21 +141,14 @@ impl Engine {
             .await?;
         match admission {
             Admission::Answer { history } => {
-                self.answer(message, &history, 0, command(&message.content), lease)
-                    .await
+                self.answer(message, &history, 0, command, lease).await
             }
             Admission::Resume {
                 parts_sent,
                 history,
             } => {
-                self.answer(
-                    message,
-                    &history,
-                    parts_sent,
-                    command(&message.content),
-                    lease,
-                )
-                .await
+                self.answer(message, &history, parts_sent, command, lease)
+                    .await
             }
             Admission::Limited { notice } => {
                 metrics::counter!(monitoring::RATE_LIMITED).increment(1);
@@ -209,6 +222,9 @@ impl Engine {
                 Reply::text(texts.get(language, Sentence::Reset))
             }
             Some(Command::Help) => Reply::text(self.responder.help(language)),
+            Some(Command::CouldNotListen) => {
+                Reply::text(texts.get(language, Sentence::CouldNotListen))
+            }
             None => {
                 let history: Vec<HistoryTurn> = history.iter().map(history_turn).collect();
                 let started = std::time::Instant::now();
@@ -276,6 +292,29 @@ impl Engine {
         self.persist(|| self.store.record_reply(message, &turns), message)
             .await;
         Ok(())
+    }
+
+    /// A user's audio as the text message it says (`None`: not audio, or no transcription
+    /// configured; `Err`: it could not be heard, logged). It runs before admission so the
+    /// history keeps the transcript: a redelivery is transcribed again before it is found done.
+    async fn transcribed(&self, message: &InboundMessage) -> Option<Result<InboundMessage, ()>> {
+        let transcriber = self.options.transcriber.as_ref()?;
+        if !transcription::is_user_audio(message) {
+            return None;
+        }
+        let started = std::time::Instant::now();
+        Some(match transcriber.transcribe(&self.api, message).await {
+            Ok(text) => {
+                tracing::debug!(user = %message.user, elapsed_ms = started.elapsed().as_millis() as u64, "voice note transcribed");
+                let mut heard = message.clone();
+                heard.content = MessageContent::Text { body: text };
+                Ok(heard)
+            }
+            Err(error) => {
+                tracing::warn!(user = %message.user, error = %error_chain(&error), "could not transcribe a voice note");
+                Err(())
+            }
+        })
     }
 
     /// A responder asked for a person to take over. Until conversation control lands this is

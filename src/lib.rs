@@ -16,5 +16,6 @@ pub mod sink;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod transcription;
 pub mod webhook;
 pub mod worker;

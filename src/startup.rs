@@ -22,6 +22,7 @@ use crate::store::pacing::{PacingLimits, RedisPacer};
 use crate::store::queue::Queue;
 use crate::store::{self, Keys, RedisInbox};
 use crate::telemetry::RequestSpan;
+use crate::transcription::Transcriber;
 use crate::webhook::SignatureVerifier;
 use crate::worker::{Handler, Workers};
 
@@ -108,11 +109,14 @@ pub fn spawn_workers(settings: &Settings, redis: &store::Client) -> Result<Worke
         .with_pacer(Arc::new(pacer))
         .with_attempts(1);
     let texts = Arc::new(Texts::from_settings(settings)?);
+    let transcriber = Transcriber::new(&settings.transcription)
+        .map_err(|e| ResponderError::Http("transcription", e))?;
     let handler: Arc<dyn Handler> = Arc::new(Engine::new(
         conversation_store(settings, redis),
         responder::build(settings, texts.clone())?,
         api,
         EngineOptions {
+            transcriber: transcriber.map(Arc::new),
             responder_kind: settings.responder.kind.as_str(),
             mark_as_read: settings.whatsapp.mark_as_read,
             typing_indicator: settings.whatsapp.typing_indicator,

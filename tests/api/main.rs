@@ -17,5 +17,6 @@ mod redis_urls;
 mod responders;
 mod sandbox;
 mod store_scripts;
+mod voice;
 mod webhook_receive;
 mod webhook_verification;
