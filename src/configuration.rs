@@ -230,6 +230,39 @@ pub struct OpenAiSettings {
     /// Sent when the model fails or times out: never leave the user without an answer. Empty:
     /// the built-in sentence in the conversation's language.
     pub fallback: String,
+    /// Functions the model may call (`[[responder.openai.tools]]`), each POSTed to its `url`.
+    #[serde(default)]
+    pub tools: Vec<ToolSettings>,
+    /// Rounds of tool calls per message; a model still calling tools after them gets cut off
+    /// (the fallback text is sent).
+    pub max_tool_rounds: u32,
+    /// Per tool call.
+    pub tool_timeout_ms: u64,
+    /// All model and tool calls of one message together; past it no new round starts.
+    pub tools_deadline_ms: u64,
+    /// Key of the `X-Wabot-Signature-256` HMAC over each tool request body.
+    #[serde(serialize_with = "redact")]
+    pub tool_secret: SecretString,
+    /// Offers the model an `actions` tool to send buttons, lists, media... or hand off.
+    pub actions_tool: bool,
+    /// Sends a user's image to the model as an image content part (a vision model is needed).
+    pub vision: bool,
+}
+
+/// One function the model may call.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct ToolSettings {
+    pub name: String,
+    pub description: String,
+    /// JSON Schema of the arguments (an object schema).
+    #[serde(default = "empty_object_schema")]
+    pub parameters: serde_json::Value,
+    /// Receives `{"tool", "arguments", "contact", "conversation"}`, signed; answers the result.
+    pub url: String,
+}
+
+fn empty_object_schema() -> serde_json::Value {
+    serde_json::json!({"type": "object", "properties": {}})
 }
 
 /// Voice notes as text through an OpenAI-compatible `/audio/transcriptions` endpoint.
@@ -350,6 +383,12 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("responder.openai.base_url", ""),
     ("responder.openai.model", ""),
     ("responder.openai.api_key", ""),
+    ("responder.openai.max_tool_rounds", "3"),
+    ("responder.openai.tool_timeout_ms", "10000"),
+    ("responder.openai.tools_deadline_ms", "60000"),
+    ("responder.openai.tool_secret", ""),
+    ("responder.openai.actions_tool", "false"),
+    ("responder.openai.vision", "false"),
     ("responder.http.url", ""),
     ("responder.http.secret", ""),
     ("responder.http.timeout_ms", "10000"),
@@ -559,6 +598,40 @@ impl Settings {
                 setting: "responder.openai.base_url",
                 hint: "the openai responder needs OPENAI_BASE_URL and OPENAI_MODEL",
             });
+        }
+        let mut names = std::collections::HashSet::new();
+        for tool in &self.responder.openai.tools {
+            let valid_name = !tool.name.is_empty()
+                && tool.name.len() <= 64
+                && tool
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            let reason = if !valid_name {
+                Some(format!(
+                    "tool name `{}` must be 1-64 of a-z, A-Z, 0-9, _ and -",
+                    tool.name
+                ))
+            } else if tool.name == "actions" {
+                Some("`actions` is the built-in tool (responder.openai.actions_tool)".into())
+            } else if !names.insert(tool.name.as_str()) {
+                Some(format!("tool `{}` is declared twice", tool.name))
+            } else if !(tool.url.starts_with("http://") || tool.url.starts_with("https://")) {
+                Some(format!("tool `{}` needs an http(s) url", tool.name))
+            } else if !tool.parameters.is_object() {
+                Some(format!(
+                    "tool `{}`: parameters must be a JSON Schema object",
+                    tool.name
+                ))
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                return Err(ConfigError::Invalid {
+                    setting: "responder.openai.tools",
+                    reason,
+                });
+            }
         }
         if self.responder.kind == ResponderKind::Http {
             let url = &self.responder.http.url;
@@ -855,6 +928,45 @@ mod tests {
         german.push(("WABOT_CONVERSATION__LANGUAGE", "de"));
         let err = Settings::load_from(&no_dir(), &env(&german)).expect_err("must fail");
         assert!(err.to_string().contains("conversation.language"), "{err}");
+    }
+
+    #[test]
+    fn tools_load_from_a_file_print_redacted_and_bad_ones_are_refused() {
+        let dir = std::env::temp_dir().join(format!("wabot-cfg-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("tmp dir");
+        let tool = |name: &str, url: &str| {
+            format!(
+                "[[responder.openai.tools]]\nname = \"{name}\"\ndescription = \"d\"\nurl = \"{url}\"\n\
+                 parameters = {{ type = \"object\", properties = {{ order_id = {{ type = \"string\" }} }} }}\n"
+            )
+        };
+        let write = |text: String| std::fs::write(dir.join("default.toml"), text).expect("write");
+        write(format!(
+            "[responder.openai]\ntool_secret = \"t0p\"\n{}",
+            tool("get_order_status", "http://127.0.0.1:1/x")
+        ));
+        let s = Settings::load_from(&dir, &env(&required())).expect("loads");
+        assert_eq!(s.responder.openai.tools[0].name, "get_order_status");
+        assert_eq!(
+            s.responder.openai.tools[0].parameters["properties"]["order_id"]["type"],
+            "string"
+        );
+        let printed = s.redacted_toml();
+        assert!(
+            printed.contains("get_order_status") && !printed.contains("t0p"),
+            "{printed}"
+        );
+        for bad in [
+            tool("actions", "http://127.0.0.1:1/x"),
+            tool("has space", "http://127.0.0.1:1/x"),
+            tool("t", "ftp://x"),
+            format!("{}{}", tool("t", "http://a/"), tool("t", "http://b/")),
+        ] {
+            write(bad);
+            let err = Settings::load_from(&dir, &env(&required())).expect_err("refused");
+            assert!(err.to_string().contains("responder.openai.tools"), "{err}");
+        }
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

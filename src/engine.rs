@@ -227,6 +227,11 @@ impl Engine {
             }
             None => {
                 let history: Vec<HistoryTurn> = history.iter().map(history_turn).collect();
+                let image = if self.responder.wants_images() {
+                    transcription::user_image(&self.api, message).await
+                } else {
+                    None
+                };
                 let started = std::time::Instant::now();
                 let reply = self
                     .responder
@@ -234,6 +239,12 @@ impl Engine {
                         message,
                         history: &history,
                         language,
+                        image: image.as_ref().map(|file| {
+                            (
+                                file.bytes.as_ref(),
+                                file.mime_type.as_deref().unwrap_or("image/jpeg"),
+                            )
+                        }),
                     })
                     .await;
                 metrics::histogram!(monitoring::RESPONDER_SECONDS, "kind" => self.options.responder_kind)

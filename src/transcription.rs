@@ -1,7 +1,8 @@
 //! Voice notes as text: an inbound audio is downloaded through the Graph API client (its size
 //! limit, the token only to Meta's hosts) and sent to an OpenAI-compatible
 //! `POST {transcription.base_url}/audio/transcriptions` (OpenAI, whisper.cpp server,
-//! faster-whisper...); the transcript is answered like a typed message.
+//! faster-whisper...); the transcript is answered like a typed message. Images for a vision
+//! model are fetched the same way (`user_image`).
 
 use std::time::Duration;
 
@@ -55,6 +56,32 @@ pub fn is_user_audio(message: &InboundMessage) -> bool {
                 ..
             }
         )
+}
+
+/// The image a user sent, downloaded for a responder that reads images; `None` when it is not
+/// one or the download failed (logged: the responder then answers from the text alone).
+pub async fn user_image(
+    api: &CloudApi,
+    message: &InboundMessage,
+) -> Option<crate::cloud_api::MediaFile> {
+    let MessageContent::Media {
+        media: MediaKind::Image,
+        id: Some(media_id),
+        ..
+    } = &message.content
+    else {
+        return None;
+    };
+    if message.origin != Origin::User {
+        return None;
+    }
+    match api.download_media(&message.phone_number_id, media_id).await {
+        Ok(file) => Some(file),
+        Err(error) => {
+            tracing::warn!(user = %message.user, error = %crate::error::error_chain(&error), "could not download an image for the model");
+            None
+        }
+    }
 }
 
 impl Transcriber {

@@ -48,6 +48,9 @@ pub struct ResponderInput<'a> {
     pub history: &'a [HistoryTurn],
     /// The language built-in sentences are said in (`conversation.language`).
     pub language: Language,
+    /// The bytes and MIME type of the image the user sent, for a responder that
+    /// `wants_images` (downloaded by the engine; `None` otherwise or when that failed).
+    pub image: Option<(&'a [u8], &'a str)>,
 }
 
 /// One thing the bot does in answer, sent in order.
@@ -168,6 +171,10 @@ pub trait Responder: Send + Sync + 'static {
     /// Whether it reads the history (the engine does not fetch it otherwise).
     fn reads_history(&self) -> bool {
         true
+    }
+    /// Whether the engine should download a user's image for it (`ResponderInput::image`).
+    fn wants_images(&self) -> bool {
+        false
     }
 }
 

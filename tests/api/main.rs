@@ -17,6 +17,7 @@ mod redis_urls;
 mod responders;
 mod sandbox;
 mod store_scripts;
+mod tools;
 mod voice;
 mod webhook_receive;
 mod webhook_verification;
