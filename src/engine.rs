@@ -408,8 +408,12 @@ impl Handler for Engine {
         messages: &[InboundMessage],
         lease: &LeaseGuard,
     ) -> Result<(), HandleError> {
-        let plain =
-            |m: &InboundMessage| mode_of(m) == AdmitMode::Answer && command(&m.content).is_none();
+        // Voice notes to transcribe and commands take the one-by-one path.
+        let plain = |m: &InboundMessage| {
+            mode_of(m) == AdmitMode::Answer
+                && command(&m.content).is_none()
+                && !(self.options.transcriber.is_some() && transcription::is_user_audio(m))
+        };
         if messages.len() < 2 || !messages.iter().all(plain) {
             for message in messages {
                 self.handle_message(message, lease).await?;

@@ -147,3 +147,56 @@ async fn a_voice_note_that_cannot_be_transcribed_gets_the_could_not_listen_text(
     wait_until_drained(&app.queue().await, WAIT).await;
     assert_eq!(replies(&graph).await.len(), 1, "said once");
 }
+
+#[tokio::test]
+async fn a_voice_note_in_a_merged_burst_is_still_transcribed() {
+    let graph = graph_with_media().await;
+    let whisper = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"text": "When are you open?"})),
+        )
+        .mount(&whisper)
+        .await;
+    let options = AppOptions {
+        extra_env: [
+            ("RESPONDER", "rules"),
+            ("WABOT_CONVERSATION__MERGE_WINDOW_MS", "500"),
+            (
+                "WABOT_TRANSCRIPTION__BASE_URL",
+                &format!("{}/v1", whisper.uri()),
+            ),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect(),
+        ..AppOptions::default()
+    };
+    let app = spawn_app_with(graph.clone(), options).await;
+    let user = "4915000000079";
+    // A text and a voice note in one delivery: one burst.
+    let mut delivery: serde_json::Value =
+        serde_json::from_slice(&voice_delivery(user, "wamid.burst2")).expect("json");
+    let text = json!({"from": user, "id": "wamid.burst1", "timestamp": "1793452189",
+        "type": "text", "text": {"body": "thanks"}});
+    if let Some(messages) = delivery
+        .pointer_mut("/entry/0/changes/0/value/messages")
+        .and_then(|m| m.as_array_mut())
+    {
+        messages.insert(0, text);
+    }
+    assert_eq!(
+        app.post_signed(delivery.to_string().as_bytes(), APP_SECRET)
+            .await
+            .status(),
+        200
+    );
+    wait_for_replies(&graph, 2, WAIT).await;
+    wait_until_drained(&app.queue().await, WAIT).await;
+    let got = replies(&graph).await;
+    assert!(got[1].text.starts_with("We are open Monday"), "{got:?}");
+    let (pnid, uid) = crate::helpers::conversation_ids(PNID, user);
+    let view = conversation(&app.conversations().await, &pnid, &uid).await;
+    assert!(crate::helpers::roles_and_texts(&view)
+        .contains(&(Role::User, "[voice] When are you open?")));
+}
