@@ -633,6 +633,14 @@ impl Settings {
                 });
             }
         }
+        if !self.responder.openai.tools.is_empty()
+            && self.responder.openai.tool_secret.expose_secret().is_empty()
+        {
+            return Err(ConfigError::Missing {
+                setting: "responder.openai.tool_secret",
+                hint: "tool requests are signed: set the key the tools verify X-Wabot-Signature-256 with",
+            });
+        }
         if self.responder.kind == ResponderKind::Http {
             let url = &self.responder.http.url;
             if !(url.starts_with("http://") || url.starts_with("https://")) {
@@ -966,6 +974,12 @@ mod tests {
             let err = Settings::load_from(&dir, &env(&required())).expect_err("refused");
             assert!(err.to_string().contains("responder.openai.tools"), "{err}");
         }
+        write(tool("get_order_status", "http://127.0.0.1:1/x"));
+        let err = Settings::load_from(&dir, &env(&required())).expect_err("unsigned tools");
+        assert!(
+            err.to_string().contains("responder.openai.tool_secret"),
+            "{err}"
+        );
         std::fs::remove_dir_all(&dir).ok();
     }
 
