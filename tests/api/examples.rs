@@ -90,6 +90,8 @@ async fn the_fastapi_example_answers_through_wabot() {
         .args(["--port", &port.to_string(), "--log-level", "warning"])
         .current_dir(examples_dir("fastapi"))
         .env("WABOT_SECRET", SECRET)
+        // The source tree stays as it is.
+        .env("PYTHONDONTWRITEBYTECODE", "1")
         .stdout(Stdio::null())
         .spawn()
         .expect("uvicorn starts");
