@@ -237,7 +237,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     if let Some(by) = by {
                         info["by"] = by.into();
                     }
-                    store.take_over(&pnid, &user, until, &info).await?;
+                    store.take_over(&pnid, &user, until, &info, None).await?;
                     println!("a person has the conversation for {minutes} min");
                     Ok(())
                 }

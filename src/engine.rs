@@ -4,14 +4,14 @@
 //! retry never sends one twice), and record the reply. While a person has the conversation
 //! (handoff) messages are only recorded. Per status: the turn's delivery state. Per outbound
 //! message (an operator's, a notification): sent in the conversation's order, within the
-//! 24-hour window rules (`window`).
+//! 24-hour window rules (`window`). What a reply's actions become on the wire lives in `reply`,
+//! the sentences it says itself in `i18n`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::cloud_api::split::{split_text_at_most, MAX_TEXT_LEN};
 use crate::cloud_api::{CloudApi, Outgoing, Recipient};
 use crate::configuration::TemplateRef;
 use crate::domain::{
@@ -20,22 +20,27 @@ use crate::domain::{
 };
 use crate::error::error_chain;
 use crate::handoff::HandoffDetector;
+use crate::i18n::{Sentence, Texts};
 use crate::monitoring;
+use crate::reply;
 use crate::responder::{Action, HistoryTurn, Reply, Responder, ResponderInput, Speaker};
 use crate::store::conversation::{
     Admission, AdmitMode, ConversationStore, DeliveryError, OutboundStart, Role, Subject, Turn,
 };
 use crate::store::StoreError;
+use crate::transcription::{self, Transcriber};
 use crate::window::{self, Delivery};
 use crate::worker::{HandleError, Handler, LeaseGuard};
 
-/// Commands handled before the responder.
+/// Answers the engine gives itself instead of asking the responder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Command {
     Reset,
     Help,
     /// The user asks for a person (`/agent` or a handoff keyword).
     Handoff,
+    /// A voice note whose transcription failed.
+    CouldNotListen,
 }
 
 fn command(content: &MessageContent, handoff: &HandoffDetector) -> Option<Command> {
@@ -83,14 +88,19 @@ pub struct EngineOptions {
     pub responder_kind: &'static str,
     pub mark_as_read: bool,
     pub typing_indicator: bool,
-    pub rate_limit_notice: String,
+    /// The sentences the engine says itself (reset, rate-limit notice, fallback).
+    pub texts: Arc<Texts>,
+    /// Voice notes are transcribed and answered like text when set.
+    pub transcriber: Option<Arc<Transcriber>>,
     /// Characters of one turn's text kept in the history (the rest is cut).
     pub max_turn_chars: usize,
     /// Outbound messages one reply may be split into (the rest is dropped, logged).
     pub max_reply_parts: usize,
     pub handoff: HandoffDetector,
-    /// The answer to a user asking for a person.
+    /// The answer to a user asking for a person (empty: the language's sentence).
     pub handoff_text: String,
+    /// How long a person keeps a conversation the responder handed over.
+    pub handoff_ms: u64,
     /// Mark messages read while a person has the conversation.
     pub handoff_mark_read: bool,
     /// Sent instead of free-form text outside the 24-hour window.
@@ -106,20 +116,11 @@ fn bounded(mut text: String, max: usize) -> String {
     text
 }
 
-const RESET_TEXT: &str = "Your conversation has been reset. How can I help you?";
-
 pub struct Engine {
     store: ConversationStore,
     responder: Arc<dyn Responder>,
     api: CloudApi,
     options: EngineOptions,
-}
-
-/// One outbound message of a reply, ready to send.
-struct Part {
-    message: Outgoing,
-    /// Index of the action it belongs to (a long text is several parts of one action).
-    action: usize,
 }
 
 impl Engine {
@@ -147,8 +148,22 @@ impl Engine {
             Origin::User | Origin::Standby => Role::User,
         };
         let mode = mode_of(message, &self.options.handoff);
-        let command = command(&message.content, &self.options.handoff);
         let mut turn = Turn::of_user(message, role);
+        let (message, command) = match self.transcribed(message).await {
+            Some(Ok(heard)) => {
+                turn.text = format!("[voice] {}", heard.content.text().unwrap_or_default());
+                (std::borrow::Cow::Owned(heard), None)
+            }
+            Some(Err(())) => (
+                std::borrow::Cow::Borrowed(message),
+                Some(Command::CouldNotListen),
+            ),
+            None => (
+                std::borrow::Cow::Borrowed(message),
+                command(&message.content, &self.options.handoff),
+            ),
+        };
+        let message = message.as_ref();
         turn.text = bounded(turn.text, self.options.max_turn_chars);
         let admission = self
             .store
@@ -186,7 +201,9 @@ impl Engine {
                 metrics::counter!(monitoring::RATE_LIMITED).increment(1);
                 tracing::info!(user = %message.user, notice, "rate limited");
                 if notice && lease.is_valid() {
-                    let text = Outgoing::text(&self.options.rate_limit_notice);
+                    let language = self.options.texts.language_of(message);
+                    let text =
+                        Outgoing::text(self.options.texts.get(language, Sentence::RateLimited));
                     if let Err(error) = self.send(message, &text).await {
                         tracing::warn!(user = %message.user, error = %error, "rate-limit notice not sent");
                     }
@@ -376,21 +393,38 @@ impl Engine {
                 tracing::debug!(user = %message.user, error = %error, "mark as read failed (ignored)");
             }
         }
+        let texts = &self.options.texts;
+        let language = texts.language_of(message);
         let reply = match command {
             Some(Command::Reset) => {
                 tracing::info!(user = %message.user, "conversation reset by the user");
-                Reply::text(RESET_TEXT)
+                Reply::text(texts.get(language, Sentence::Reset))
             }
-            Some(Command::Help) => Reply::text(self.responder.help()),
-            Some(Command::Handoff) => Reply::text(&self.options.handoff_text),
+            Some(Command::Help) => Reply::text(self.responder.help(language)),
+            Some(Command::CouldNotListen) => {
+                Reply::text(texts.get(language, Sentence::CouldNotListen))
+            }
+            Some(Command::Handoff) => Reply::text(self.handoff_text(language)),
             None => {
                 let history: Vec<HistoryTurn> = history.iter().map(history_turn).collect();
+                let image = if self.responder.wants_images() {
+                    transcription::user_image(&self.api, message).await
+                } else {
+                    None
+                };
                 let started = std::time::Instant::now();
                 let reply = self
                     .responder
                     .respond(ResponderInput {
                         message,
                         history: &history,
+                        language,
+                        image: image.as_ref().map(|file| {
+                            (
+                                file.bytes.as_ref(),
+                                file.mime_type.as_deref().unwrap_or("image/jpeg"),
+                            )
+                        }),
                     })
                     .await;
                 metrics::histogram!(monitoring::RESPONDER_SECONDS, "kind" => self.options.responder_kind)
@@ -409,7 +443,13 @@ impl Engine {
                 reply
             }
         };
-        let (parts, cut) = parts_of(&reply, self.options.max_reply_parts);
+        let reply = reply::checked(
+            reply,
+            texts.get(language, Sentence::Fallback),
+            &message.user,
+        );
+        let (parts, cut) =
+            reply::parts_of(&reply, message.id.as_str(), self.options.max_reply_parts);
         if cut {
             tracing::warn!(
                 user = %message.user,
@@ -437,17 +477,22 @@ impl Engine {
                 .await;
             }
         }
+        for action in &reply.actions {
+            if let Action::Handoff { note } = action {
+                self.hand_off(message, note.as_deref()).await;
+            }
+        }
         let now = unix_now();
         let turns: Vec<Turn> = reply
             .actions
             .iter()
             .zip(sent)
             .map(|(action, wamid)| {
-                let Action::Text(text) = action;
+                let (text, kind) = reply::describe(action);
                 Turn::sent(
                     Role::Bot,
-                    bounded(text.clone(), self.options.max_turn_chars),
-                    "text",
+                    bounded(text, self.options.max_turn_chars),
+                    kind,
                     wamid.unwrap_or_default(),
                     now,
                 )
@@ -456,6 +501,79 @@ impl Engine {
         self.persist(|| self.store.record_reply(message, &turns), message)
             .await;
         Ok(())
+    }
+
+    /// A user's audio as the text message it says (`None`: not audio, or no transcription
+    /// configured; `Err`: it could not be heard, logged). It runs before admission so the
+    /// history keeps the transcript: a redelivery is transcribed again before it is found done.
+    async fn transcribed(&self, message: &InboundMessage) -> Option<Result<InboundMessage, ()>> {
+        let transcriber = self.options.transcriber.as_ref()?;
+        if !transcription::is_user_audio(message) {
+            return None;
+        }
+        let started = std::time::Instant::now();
+        Some(match transcriber.transcribe(&self.api, message).await {
+            Ok(text) => {
+                tracing::debug!(user = %message.user, elapsed_ms = started.elapsed().as_millis() as u64, "voice note transcribed");
+                let mut heard = message.clone();
+                heard.content = MessageContent::Text { body: text };
+                Ok(heard)
+            }
+            Err(error) => {
+                tracing::warn!(user = %message.user, error = %error_chain(&error), "could not transcribe a voice note");
+                Err(())
+            }
+        })
+    }
+
+    /// A responder asked for a person to take over. Until conversation control lands this is
+    /// only logged and recorded in the history (`[handoff] note`, by the caller). It runs once
+    /// every part of the reply was sent and before the reply is recorded, so a crash in between
+    /// runs it again on the retry: what it does must be idempotent.
+    async fn hand_off(&self, message: &InboundMessage, note: Option<&str>) {
+        // Idempotent: a retry sets the same deadline again (and the event goes out at least once).
+        let until = crate::store::conversation::unix_ms()
+            .saturating_add(i64::try_from(self.options.handoff_ms).unwrap_or(i64::MAX));
+        let mut info = serde_json::json!({"reason": "requested", "by": "bot"});
+        if let Some(note) = note {
+            info["note"] = note.chars().take(500).collect::<String>().into();
+        }
+        let event = serde_json::json!({
+            "by": "bot",
+            "note": note,
+            "message": {"id": message.id.as_str(), "kind": message.content.kind()},
+        });
+        match self
+            .store
+            .take_over(
+                &message.phone_number_id,
+                &message.user,
+                until,
+                &info,
+                Some(&event),
+            )
+            .await
+        {
+            Ok(()) => {
+                metrics::counter!(monitoring::HANDOFFS, "reason" => "requested").increment(1);
+                tracing::info!(user = %message.user, "the responder handed the conversation to a person");
+            }
+            Err(error) => {
+                tracing::warn!(user = %message.user, error = %error_chain(&error), "the responder asked for a person, but the handoff could not be stored");
+            }
+        }
+    }
+
+    /// What the bot answers a user asking for a person.
+    fn handoff_text(&self, language: crate::i18n::Language) -> String {
+        if self.options.handoff_text.trim().is_empty() {
+            self.options
+                .texts
+                .get(language, Sentence::HandoffRequested)
+                .to_string()
+        } else {
+            self.options.handoff_text.clone()
+        }
     }
 
     /// What was sent must be recorded, or a retry would send it again: retried through short
@@ -552,26 +670,6 @@ impl Engine {
     }
 }
 
-/// The reply as at most `max_parts` outbound messages, long texts split at WhatsApp's limit;
-/// `true` when something did not fit.
-fn parts_of(reply: &Reply, max_parts: usize) -> (Vec<Part>, bool) {
-    let mut parts = Vec::new();
-    for (action, a) in reply.actions.iter().enumerate() {
-        let room = max_parts.saturating_sub(parts.len());
-        let (texts, cut) = match a {
-            Action::Text(text) => split_text_at_most(text, MAX_TEXT_LEN, room),
-        };
-        parts.extend(texts.iter().map(|text| Part {
-            message: Outgoing::text(text),
-            action,
-        }));
-        if cut || (parts.len() >= max_parts && action + 1 < reply.actions.len()) {
-            return (parts, true);
-        }
-    }
-    (parts, false)
-}
-
 fn history_turn(turn: &Turn) -> HistoryTurn {
     HistoryTurn {
         speaker: match turn.role {
@@ -612,8 +710,11 @@ impl Handler for Engine {
         lease: &LeaseGuard,
     ) -> Result<(), HandleError> {
         let handoff = &self.options.handoff;
+        // Voice notes to transcribe and commands take the one-by-one path.
         let plain = |m: &InboundMessage| {
-            mode_of(m, handoff) == AdmitMode::Answer && command(&m.content, handoff).is_none()
+            mode_of(m, handoff) == AdmitMode::Answer
+                && command(&m.content, handoff).is_none()
+                && !(self.options.transcriber.is_some() && transcription::is_user_audio(m))
         };
         if messages.len() < 2 || !messages.iter().all(plain) {
             for message in messages {
@@ -720,26 +821,5 @@ mod tests {
     fn bounded_cuts_at_a_character_boundary() {
         assert_eq!(bounded("héllo".into(), 2), "hé…");
         assert_eq!(bounded("héllo".into(), 5), "héllo");
-    }
-
-    #[test]
-    fn long_texts_become_several_parts_of_one_action() {
-        let reply = Reply {
-            actions: vec![Action::Text("a ".repeat(5000)), Action::Text("b".into())],
-        };
-        let (parts, cut) = parts_of(&reply, 10);
-        assert_eq!(
-            parts.iter().map(|p| p.action).collect::<Vec<_>>(),
-            [0, 0, 0, 1]
-        );
-        assert!(!cut);
-        let (parts, cut) = parts_of(&reply, 2);
-        assert_eq!((parts.len(), cut), (2, true));
-        let (parts, cut) = parts_of(&reply, 3);
-        assert_eq!(
-            (parts.len(), cut),
-            (3, true),
-            "the second action did not fit"
-        );
     }
 }

@@ -15,6 +15,7 @@ use crate::configuration::Settings;
 use crate::engine::{Engine, EngineOptions};
 use crate::events::{EventDispatcher, EventError};
 use crate::handoff::HandoffDetector;
+use crate::i18n::{I18nError, Texts};
 use crate::responder::{self, ResponderError};
 use crate::routes::{self, AppState};
 use crate::sink::EventSink;
@@ -23,6 +24,7 @@ use crate::store::pacing::{PacingLimits, RedisPacer};
 use crate::store::queue::Queue;
 use crate::store::{self, Keys, RedisInbox};
 use crate::telemetry::RequestSpan;
+use crate::transcription::Transcriber;
 use crate::webhook::SignatureVerifier;
 use crate::worker::{Handler, Workers};
 
@@ -36,6 +38,8 @@ pub enum StartupError {
     Responder(#[from] ResponderError),
     #[error(transparent)]
     Events(#[from] EventError),
+    #[error(transparent)]
+    Texts(#[from] I18nError),
     #[error("could not listen on {address}")]
     Bind {
         address: String,
@@ -147,23 +151,24 @@ impl Services {
         let api = CloudApi::new(&settings.whatsapp)?
             .with_pacer(Arc::new(pacer))
             .with_attempts(1);
+        let texts = Arc::new(Texts::from_settings(settings)?);
+        let transcriber = Transcriber::new(&settings.transcription)
+            .map_err(|e| ResponderError::Http("transcription", e))?;
         let handler: Arc<dyn Handler> = Arc::new(Engine::new(
             self.conversations.clone(),
-            responder::build(settings)?,
+            responder::build(settings, texts.clone())?,
             api,
             EngineOptions {
-                responder_kind: match settings.responder.kind {
-                    crate::configuration::ResponderKind::Rules => "rules",
-                    crate::configuration::ResponderKind::Echo => "echo",
-                    crate::configuration::ResponderKind::Openai => "openai",
-                },
+                transcriber: transcriber.map(Arc::new),
+                responder_kind: settings.responder.kind.as_str(),
                 mark_as_read: settings.whatsapp.mark_as_read,
                 typing_indicator: settings.whatsapp.typing_indicator,
-                rate_limit_notice: settings.rate_limit.notice.clone(),
+                texts,
                 max_turn_chars: settings.conversation.max_turn_chars,
                 max_reply_parts: settings.conversation.max_reply_parts,
                 handoff: HandoffDetector::new(&settings.handoff.keyword_list()),
                 handoff_text: settings.handoff.requested_text.clone(),
+                handoff_ms: settings.handoff.timeout_secs.saturating_mul(1000),
                 handoff_mark_read: settings.handoff.mark_read,
                 reengagement_template: settings.whatsapp.reengagement_template.clone(),
             },

@@ -387,7 +387,7 @@ pub async fn take_over(
         info["by"] = serde_json::Value::String(by.chars().take(100).collect());
     }
     store
-        .take_over(&pnid, &user, until, &info)
+        .take_over(&pnid, &user, until, &info, None)
         .await
         .map_err(ApiError::Store)?;
     metrics::counter!(crate::monitoring::HANDOFFS, "reason" => "operator").increment(1);

@@ -589,13 +589,15 @@ impl ConversationStore {
         })
     }
 
-    /// A person takes the conversation until `until_ms` (`info`: who, why, a note).
+    /// A person takes the conversation until `until_ms` (`info`: who, why, a note); with
+    /// `event`, `handoff.requested` is emitted in the same call (the bot asked for a person).
     pub async fn take_over(
         &self,
         pnid: &PhoneNumberId,
         user: &UserId,
         until_ms: i64,
         info: &serde_json::Value,
+        event: Option<&serde_json::Value>,
     ) -> Result<()> {
         let _: i64 = self
             .handoff
@@ -607,6 +609,7 @@ impl ConversationStore {
                     until_ms.to_string(),
                     info.to_string(),
                     self.limits.session_ttl_secs.to_string(),
+                    event.map(|e| e.to_string()).unwrap_or_default(),
                 ],
             )
             .await?;
@@ -622,6 +625,7 @@ impl ConversationStore {
                 self.script_keys(pnid, user),
                 vec![
                     "resume".to_string(),
+                    String::new(),
                     String::new(),
                     String::new(),
                     String::new(),

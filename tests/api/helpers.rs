@@ -360,6 +360,9 @@ pub struct AppOptions {
     pub lease_ttl_ms: u64,
     pub max_attempts: u32,
     pub extra_env: Vec<(String, String)>,
+    /// Settings the environment cannot express (arrays such as `[[responder.openai.tools]]`),
+    /// loaded as the `config/default.toml` of the app.
+    pub config_toml: Option<String>,
 }
 
 impl Default for AppOptions {
@@ -370,6 +373,7 @@ impl Default for AppOptions {
             lease_ttl_ms: 2000,
             max_attempts: 4,
             extra_env: Vec::new(),
+            config_toml: None,
         }
     }
 }
@@ -419,7 +423,18 @@ pub async fn spawn_app_on(
         env.insert("WABOT_REDIS__KEY_PREFIX".into(), prefix.to_string());
     }
     env.extend(options.extra_env);
-    let settings = settings_from(&env);
+    let settings = match &options.config_toml {
+        Some(toml) => {
+            let dir =
+                std::env::temp_dir().join(format!("wabot-test-config-{}", uuid::Uuid::new_v4()));
+            std::fs::create_dir_all(&dir).expect("config dir");
+            std::fs::write(dir.join("default.toml"), toml).expect("config file");
+            let settings = Settings::load_from(&dir, &env).expect("test settings");
+            let _ = std::fs::remove_dir_all(&dir);
+            settings
+        }
+        None => settings_from(&env),
+    };
     let app = Application::build(settings.clone())
         .await
         .expect("app builds");
