@@ -348,6 +348,7 @@ async fn queue_message(
         args.template
             .as_deref()
             .map(|name| (name, args.language.as_str(), components.as_slice())),
+        None,
     )?;
     let message = outbound::request(pnid, to, source, content, args.idempotency_key.as_deref())?;
     let id = message.id.clone();

@@ -477,6 +477,11 @@ pub enum OutboundContent {
         #[serde(default)]
         components: Vec<serde_json::Value>,
     },
+    /// Any other message (buttons, list, media, location) in the public action schema
+    /// (docs/http-responder.md); free-form, so only inside the window.
+    Message {
+        message: crate::responder::wire::WireAction,
+    },
 }
 
 impl OutboundContent {
@@ -485,6 +490,10 @@ impl OutboundContent {
         match self {
             OutboundContent::Text { text } => text.clone(),
             OutboundContent::Template { name, .. } => format!("[template: {name}]"),
+            OutboundContent::Message { message } => match message.clone().into_action() {
+                Ok(action) => crate::reply::describe(&action).0,
+                Err(_) => "[message]".into(),
+            },
         }
     }
 
@@ -492,6 +501,10 @@ impl OutboundContent {
         match self {
             OutboundContent::Text { .. } => "text",
             OutboundContent::Template { .. } => "template",
+            OutboundContent::Message { message } => match message.clone().into_action() {
+                Ok(action) => crate::reply::describe(&action).1,
+                Err(_) => "unsupported",
+            },
         }
     }
 }

@@ -310,6 +310,14 @@ impl Engine {
                 language: language.clone(),
                 components: components.clone(),
             },
+            OutboundContent::Message { message } => message
+                .clone()
+                .into_action()
+                .ok()
+                .and_then(|action| reply::outgoing(&action, ""))
+                .ok_or_else(|| {
+                    HandleError::Permanent("the outbound message is not a sendable action".into())
+                })?,
         };
         let text = out.content.describe();
         let kind = out.content.kind();

@@ -7,6 +7,8 @@ use sha2::{Digest, Sha256};
 use crate::domain::{
     InboxItem, OutboundContent, OutboundMessage, OutboundSource, PhoneNumberId, UserId,
 };
+use crate::reply::validate::check;
+use crate::responder::wire::WireAction;
 use crate::sink::{EventSink, SinkError};
 
 /// WhatsApp's limit for one text message.
@@ -19,14 +21,35 @@ pub enum OutboundError {
     Invalid(String),
 }
 
-/// Free-form `text` or a `template`: exactly one.
+/// Free-form `text`, a `template`, or another `message` (buttons, list, media, location in the
+/// public action schema): exactly one.
 pub fn content(
     text: Option<&str>,
     template: Option<(&str, &str, &[serde_json::Value])>,
+    message: Option<&WireAction>,
 ) -> Result<OutboundContent, OutboundError> {
     let invalid = |m: &str| Err(OutboundError::Invalid(m.to_string()));
-    match (text, template) {
-        (Some(text), None) => {
+    match (text, template, message) {
+        (None, None, Some(message)) => {
+            if matches!(
+                message,
+                WireAction::Handoff { .. } | WireAction::Reaction { .. } | WireAction::Text { .. }
+            ) {
+                return invalid(
+                    "`message` is for buttons, list, media or location; use `text` for text",
+                );
+            }
+            let action = message
+                .clone()
+                .into_action()
+                .map_err(|e| OutboundError::Invalid(format!("invalid message: {e}")))?;
+            check(&action)
+                .map_err(|v| OutboundError::Invalid(format!("over Meta's limits: {v}")))?;
+            Ok(OutboundContent::Message {
+                message: message.clone(),
+            })
+        }
+        (Some(text), None, None) => {
             if text.trim().is_empty() {
                 return invalid("text must not be empty");
             }
@@ -37,7 +60,7 @@ pub fn content(
                 text: text.to_string(),
             })
         }
-        (None, Some((name, language, components))) => {
+        (None, Some((name, language, components)), None) => {
             if name.trim().is_empty() || language.trim().is_empty() {
                 return invalid("template needs a name and a language");
             }
@@ -47,7 +70,7 @@ pub fn content(
                 components: components.to_vec(),
             })
         }
-        _ => invalid("give exactly one of `text` or `template`"),
+        _ => invalid("give exactly one of `text`, `template` or `message`"),
     }
 }
 
@@ -103,7 +126,7 @@ mod tests {
 
     #[test]
     fn the_same_key_gives_the_same_id_per_conversation_only() {
-        let text = || content(Some("hi"), None).expect("content");
+        let text = || content(Some("hi"), None, None).expect("content");
         let (pnid, to) = ids();
         let a = request(
             pnid.clone(),
@@ -129,11 +152,22 @@ mod tests {
 
     #[test]
     fn exactly_one_of_text_or_template() {
-        assert!(content(None, None).is_err());
-        assert!(content(Some("a"), Some(("t", "en", &[]))).is_err());
-        assert!(content(Some(" "), None).is_err());
-        assert!(content(Some(&"a".repeat(4097)), None).is_err());
-        assert!(content(None, Some(("", "en", &[]))).is_err());
-        assert!(content(None, Some(("t", "en", &[]))).is_ok());
+        assert!(content(None, None, None).is_err());
+        assert!(content(Some("a"), Some(("t", "en", &[])), None).is_err());
+        assert!(content(Some(" "), None, None).is_err());
+        assert!(content(Some(&"a".repeat(4097)), None, None).is_err());
+        assert!(content(None, Some(("", "en", &[])), None).is_err());
+        assert!(content(None, Some(("t", "en", &[])), None).is_ok());
+        let buttons: WireAction = serde_json::from_value(serde_json::json!({"type": "buttons",
+            "text": "¿Confirmamos?", "buttons": [{"id": "yes", "title": "Sí"}]}))
+        .expect("wire");
+        assert!(content(None, None, Some(&buttons)).is_ok());
+        let too_long: WireAction = serde_json::from_value(serde_json::json!({"type": "buttons",
+            "text": "x", "buttons": [{"id": "yes", "title": "a title far longer than twenty"}]}))
+        .expect("wire");
+        assert!(content(None, None, Some(&too_long)).is_err());
+        let handoff: WireAction =
+            serde_json::from_value(serde_json::json!({"type": "handoff"})).expect("wire");
+        assert!(content(None, None, Some(&handoff)).is_err());
     }
 }

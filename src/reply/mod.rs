@@ -145,8 +145,8 @@ pub fn parts_of(reply: &Reply, answering: &str, max_parts: usize) -> (Vec<Part>,
     (parts, false)
 }
 
-/// The one outbound message of a non-text action (`None` for a handoff).
-fn outgoing(action: &Action, answering: &str) -> Option<Outgoing> {
+/// The one outbound message of an action (`None` for a handoff); a text is not split here.
+pub fn outgoing(action: &Action, answering: &str) -> Option<Outgoing> {
     Some(match action {
         Action::Text(text) => Outgoing::text(text),
         Action::Buttons {

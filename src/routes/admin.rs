@@ -239,6 +239,8 @@ pub struct OutboundBody {
     to: Option<String>,
     text: Option<String>,
     template: Option<TemplateBody>,
+    /// Buttons, a list, media or a location, in the http responder's action schema.
+    message: Option<crate::responder::wire::WireAction>,
     /// A retried POST with the same key sends once.
     idempotency_key: Option<String>,
 }
@@ -289,6 +291,7 @@ async fn enqueue(
                 t.components.as_slice(),
             )
         }),
+        body.message.as_ref(),
     )
     .map_err(invalid)?;
     let message = outbound::request(

@@ -954,3 +954,43 @@ async fn two_replicas_never_interleave_operator_messages_with_replies_and_a_kill
     assert!(requested.is_some(), "the handoff event survived the crash");
     b.stop().await;
 }
+
+#[tokio::test]
+async fn an_operator_can_send_buttons_and_a_bad_one_is_refused_before_meta() {
+    let graph = Arc::new(MockServer::start().await);
+    mount_graph_ok(&graph).await;
+    let app = app(graph.clone(), None, &[]).await;
+    let user = "4915000001101";
+    post(&app, &user_text(user, "wamid.b1", "hola")).await;
+    wait_for_replies(&graph, 1, WAIT).await;
+    let path = format!("/admin/conversations/{PNID}/{user}/messages");
+    let buttons = serde_json::json!({"message": {"type": "buttons", "text": "¿Confirmamos la cita?",
+        "buttons": [{"id": "yes", "title": "Sí"}, {"id": "no", "title": "No"}]}});
+    assert_eq!(admin_post(&app, &path, buttons).await.status(), 202);
+    let sent = eventually(WAIT, || async {
+        graph_bodies(&graph)
+            .await
+            .into_iter()
+            .find(|b| b["type"] == "interactive")
+    })
+    .await
+    .expect("buttons sent");
+    assert_eq!(sent["interactive"]["type"], "button");
+    assert_eq!(
+        sent["interactive"]["action"]["buttons"][0]["reply"]["title"],
+        "Sí"
+    );
+    let too_long = serde_json::json!({"message": {"type": "buttons", "text": "x",
+        "buttons": [{"id": "a", "title": "a title longer than twenty characters"}]}});
+    let refused = admin_post(&app, &path, too_long).await;
+    assert_eq!(refused.status(), 400);
+    wait_until_drained(&app.queue().await, WAIT).await;
+    let (pnid, uid) = conversation_ids(PNID, user);
+    let view = conversation(&app.conversations().await, &pnid, &uid).await;
+    let last = view.turns.last().expect("turns");
+    assert_eq!(
+        (last.role, last.kind.as_str()),
+        (Role::Operator, "interactive")
+    );
+    app.stop().await;
+}

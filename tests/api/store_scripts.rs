@@ -359,7 +359,7 @@ async fn outbound_is_once_per_id_and_an_operator_takes_the_conversation() {
         pnid.clone(),
         user.clone(),
         wabot::domain::OutboundSource::Operator,
-        wabot::outbound::content(Some("hola"), None).expect("content"),
+        wabot::outbound::content(Some("hola"), None, None).expect("content"),
         Some("key"),
     )
     .expect("request");
