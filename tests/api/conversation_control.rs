@@ -994,3 +994,56 @@ async fn an_operator_can_send_buttons_and_a_bad_one_is_refused_before_meta() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_failed_status_with_131047_sends_the_template_once() {
+    let graph = Arc::new(MockServer::start().await);
+    mount_graph_ok(&graph).await;
+    let app = app(
+        graph.clone(),
+        None,
+        &[
+            ("WABOT_WHATSAPP__REENGAGEMENT_TEMPLATE__NAME", "follow_up"),
+            ("WABOT_WHATSAPP__REENGAGEMENT_TEMPLATE__LANGUAGE", "pt_BR"),
+        ],
+    )
+    .await;
+    let user = "4915000001201";
+    let (pnid, uid) = conversation_ids(PNID, user);
+    let store = app.conversations().await;
+    post(&app, &user_text(user, "wamid.a1", "olá")).await;
+    wait_for_replies(&graph, 1, WAIT).await;
+    wait_until_drained(&app.queue().await, WAIT).await;
+    let ours = conversation(&store, &pnid, &uid)
+        .await
+        .turns
+        .iter()
+        .find_map(|t| t.sent_wamid.clone())
+        .expect("our reply");
+    let failed = status(
+        user,
+        &ours,
+        "failed",
+        Some((131047, "Re-engagement message")),
+    );
+    post(&app, &failed).await;
+    wait_until_drained(&app.queue().await, WAIT).await;
+    // The same status once more past the intake's dedup (as after its 1-day marker expired):
+    // the template still goes once.
+    let keys = app.keys();
+    let seen = keys.seen(keys.partition(&pnid, &uid), &format!("{ours}:failed"));
+    let redis = app.redis.as_ref().expect("own redis");
+    assert_eq!(redis.cli(&["DEL", &seen]), "1");
+    post(&app, &failed).await;
+    wait_until_drained(&app.queue().await, WAIT).await;
+    let templates = template_requests(&graph_bodies(&graph).await)
+        .into_iter()
+        .cloned()
+        .collect::<Vec<_>>();
+    assert_eq!(templates.len(), 1, "{templates:?}");
+    assert_eq!(templates[0]["template"]["language"]["code"], "pt_BR");
+    let view = conversation(&store, &pnid, &uid).await;
+    let last = view.turns.last().expect("turns");
+    assert_eq!((last.role, last.kind.as_str()), (Role::Bot, "template"));
+    app.stop().await;
+}
