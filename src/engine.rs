@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use backon::{ExponentialBuilder, Retryable};
 
 use crate::cloud_api::{CloudApi, Outgoing, Recipient};
 use crate::configuration::TemplateRef;
@@ -600,18 +601,19 @@ impl Engine {
         Fut: std::future::Future<Output = Result<T, StoreError>>,
     {
         let user = crate::domain::mask_user(user);
-        let mut delay = Duration::from_millis(50);
-        for attempt in 1..=8 {
-            match write().await {
-                Ok(_) => return,
-                Err(error) => {
-                    tracing::warn!(user = %user, attempt, error = %error_chain(&error), "recording what was sent failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(2));
-                }
-            }
+        let retries = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(50))
+            .with_max_delay(Duration::from_secs(2))
+            .with_max_times(7);
+        let recorded = write
+            .retry(retries)
+            .notify(|error, _| {
+                tracing::warn!(user = %user, error = %error_chain(error), "recording what was sent failed; retrying");
+            })
+            .await;
+        if recorded.is_err() {
+            tracing::error!(user = %user, "a message was sent but could not be recorded; a redelivery would send it again");
         }
-        tracing::error!(user = %user, "a message was sent but could not be recorded; a redelivery would send it again");
     }
 
     /// A status of one of our messages: its turn's delivery state moves forward; a failure is

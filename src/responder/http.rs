@@ -5,6 +5,7 @@
 //! fallback text is said; a malformed answer is logged (status, body prefix) and answered with
 //! the fallback too.
 
+use backon::{ExponentialBuilder, Retryable};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -286,41 +287,36 @@ impl Responder for HttpResponder {
                 return self.fallback(input.language);
             }
         };
-        let mut delay = self.retry_base;
-        for attempt in 1..=self.attempts {
-            let started = std::time::Instant::now();
-            match self.call(&body).await {
-                Ok(reply) => {
-                    tracing::debug!(
-                        attempt,
-                        actions = reply.actions.len(),
-                        elapsed_ms = started.elapsed().as_millis() as u64,
-                        "backend answered"
-                    );
-                    return reply;
-                }
-                Err(error) if error.retryable() && attempt < self.attempts => {
-                    tracing::warn!(
-                        wamid = %input.message.id,
-                        attempt,
-                        error = %error_chain(&error),
-                        "backend call failed; retrying"
-                    );
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
-                Err(error) => {
-                    tracing::warn!(
-                        wamid = %input.message.id,
-                        attempt,
-                        error = %error_chain(&error),
-                        "backend call failed; answering with the fallback text"
-                    );
-                    return self.fallback(input.language);
-                }
+        let retries = ExponentialBuilder::default()
+            .with_min_delay(self.retry_base)
+            .with_max_delay(Duration::from_secs(5))
+            .with_max_times(self.attempts.saturating_sub(1) as usize);
+        let started = std::time::Instant::now();
+        let answer = (|| self.call(&body))
+            .retry(retries)
+            .when(|error: &BackendError| error.retryable())
+            .notify(|error, _| {
+                tracing::warn!(wamid = %input.message.id, error = %error_chain(error), "backend call failed; retrying");
+            })
+            .await;
+        match answer {
+            Ok(reply) => {
+                tracing::debug!(
+                    actions = reply.actions.len(),
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "backend answered"
+                );
+                reply
+            }
+            Err(error) => {
+                tracing::warn!(
+                    wamid = %input.message.id,
+                    error = %error_chain(&error),
+                    "backend call failed; answering with the fallback text"
+                );
+                self.fallback(input.language)
             }
         }
-        self.fallback(input.language)
     }
 
     fn help(&self, language: Language) -> String {

@@ -7,6 +7,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use backon::{ExponentialBuilder, Retryable};
 use futures_util::FutureExt;
 use rand::Rng;
 use tokio::sync::{mpsc, Semaphore};
@@ -60,19 +61,18 @@ enum Outcome {
 pub(crate) async fn run(ctx: Arc<PartitionContext>, stop: CancellationToken) {
     let partition = ctx.partition;
     tracing::info!(partition, "partition started");
-    let mut backoff = Duration::from_millis(50);
-    loop {
-        match ctx.queue.ensure_group(partition).await {
-            Ok(()) => break,
-            Err(error) => {
-                tracing::warn!(partition, error = %error, "cannot create the consumer group; retrying");
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(2));
-            }
-        }
+    let retries = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(50))
+        .with_max_delay(Duration::from_secs(2))
+        .without_max_times();
+    let group = (|| ctx.queue.ensure_group(partition))
+        .retry(retries)
+        .notify(|error, _| {
+            tracing::warn!(partition, error = %error, "cannot create the consumer group; retrying");
+        });
+    tokio::select! {
+        _ = stop.cancelled() => return,
+        _ = group => {}
     }
 
     // conversation key → its entries; the front one is being processed.
