@@ -7,7 +7,7 @@ use std::sync::Arc;
 use fred::prelude::{ClientLike, StreamsInterface};
 use wiremock::MockServer;
 
-use crate::helpers::{spawn_app_with, AppOptions, TestApp};
+use crate::helpers::{spawn, AppOptions, TestApp};
 
 const TOKEN: &str = "admin-input-token";
 
@@ -19,7 +19,11 @@ async fn admin_app() -> TestApp {
         extra_env: vec![("ADMIN_TOKEN".into(), TOKEN.into())],
         ..AppOptions::default()
     };
-    spawn_app_with(graph, options).await
+    spawn(AppOptions {
+        graph: Some(graph),
+        ..options
+    })
+    .await
 }
 
 /// Status and JSON body of an admin call.

@@ -10,8 +10,8 @@ use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::{
-    mount_graph_ok, replies, settings_from, spawn_app_with, test_env, text_delivery,
-    wait_for_replies, AppOptions, APP_SECRET,
+    mount_graph_ok, replies, settings_from, spawn, test_env, text_delivery, wait_for_replies,
+    AppOptions, APP_SECRET,
 };
 
 fn client(graph: &MockServer, extra: &[(&str, &str)]) -> CloudApi {
@@ -200,7 +200,11 @@ async fn each_number_uses_its_own_token() {
 async fn a_payload_for_number_a_is_answered_from_a_and_for_b_from_b() {
     let graph = Arc::new(MockServer::start().await);
     mount_graph_ok(&graph).await;
-    let app = spawn_app_with(graph.clone(), AppOptions::default()).await;
+    let app = spawn(AppOptions {
+        graph: Some(graph.clone()),
+        ..AppOptions::default()
+    })
+    .await;
     for (number, wamid) in [("111000111", "wamid.forA"), ("222000222", "wamid.forB")] {
         let body = text_delivery(number, "15550001234", wamid, &format!("to {number}"));
         assert_eq!(app.post_signed(&body, APP_SECRET).await.status(), 200);

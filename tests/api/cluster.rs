@@ -8,8 +8,8 @@ use std::time::Duration;
 use wiremock::MockServer;
 
 use crate::helpers::{
-    conversation, eventually, mount_graph_ok, replies, spawn_app_on, text_delivery,
-    wait_for_replies, AppOptions, RedisServer, APP_SECRET,
+    conversation, eventually, mount_graph_ok, replies, spawn, text_delivery, wait_for_replies,
+    AppOptions, RedisServer, APP_SECRET,
 };
 
 struct Cluster {
@@ -87,7 +87,13 @@ async fn the_pipeline_runs_on_a_three_master_cluster() {
         ],
         ..AppOptions::default()
     };
-    let app = spawn_app_on(&cluster.url(), graph.clone(), options, None, Some("clu")).await;
+    let app = spawn(AppOptions {
+        redis_url: Some(cluster.url().to_string()),
+        graph: Some(graph.clone()),
+        prefix: Some("clu".to_string()),
+        ..options
+    })
+    .await;
     assert_eq!(app.get("/ready").await.status(), 200);
     // 12 users x 2 messages, and one duplicate delivery.
     for round in 0..2 {

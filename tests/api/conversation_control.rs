@@ -10,8 +10,8 @@ use wiremock::matchers::{body_string_contains, method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 use crate::helpers::{
-    conversation, conversation_ids, eventually, graph_bodies, mount_graph_ok, replies,
-    spawn_app_with, wait_for_replies, wait_until_drained, AppOptions, TestApp, APP_SECRET,
+    conversation, conversation_ids, eventually, graph_bodies, mount_graph_ok, replies, spawn,
+    wait_for_replies, wait_until_drained, AppOptions, TestApp, APP_SECRET,
 };
 
 const PNID: &str = "113948572261094";
@@ -103,13 +103,11 @@ async fn app(
         ]));
     }
     extra_env.extend(env(extra));
-    spawn_app_with(
-        graph,
-        AppOptions {
-            extra_env,
-            ..AppOptions::default()
-        },
-    )
+    spawn(AppOptions {
+        graph: Some(graph),
+        extra_env,
+        ..AppOptions::default()
+    })
     .await
 }
 
@@ -883,8 +881,14 @@ async fn two_replicas_never_interleave_operator_messages_with_replies_and_a_kill
         ..AppOptions::default()
     };
     let url = redis.url();
-    let spawn =
-        || crate::helpers::spawn_app_on(&url, graph.clone(), options.clone(), None, Some("shared"));
+    let spawn = || {
+        spawn(AppOptions {
+            redis_url: Some(url.to_string()),
+            graph: Some(graph.clone()),
+            prefix: Some("shared".to_string()),
+            ..options.clone()
+        })
+    };
     let a = spawn().await;
     let b = spawn().await;
     let texts_to = |bodies: &[serde_json::Value], user: &str| -> Vec<String> {

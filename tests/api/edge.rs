@@ -10,7 +10,7 @@ use wabot::startup::Application;
 use wiremock::MockServer;
 
 use crate::helpers::{
-    eventually, mount_graph_ok, settings_from, spawn_app_with, test_env, AppOptions, RedisServer,
+    eventually, mount_graph_ok, settings_from, spawn, test_env, AppOptions, RedisServer,
 };
 
 /// Liveness bound for anything the server must eventually do; not a performance expectation.
@@ -74,7 +74,11 @@ async fn a_body_that_stalls_halfway_gets_408() {
         extra_env: env(&[("WABOT_SERVER__REQUEST_TIMEOUT_SECS", "1")]),
         ..AppOptions::default()
     };
-    let app = spawn_app_with(graph, options).await;
+    let app = spawn(AppOptions {
+        graph: Some(graph),
+        ..options
+    })
+    .await;
     let mut stream = stalled_post(&app.address, 2000, 1000).await;
     let head = response_head(&mut stream).await;
     assert_eq!(status_of(&head), Some(408), "{head}");
@@ -95,7 +99,11 @@ async fn declared_bodies_beyond_the_budget_get_503_with_retry_after() {
         ]),
         ..AppOptions::default()
     };
-    let app = spawn_app_with(graph, options).await;
+    let app = spawn(AppOptions {
+        graph: Some(graph),
+        ..options
+    })
+    .await;
     let mut streams = Vec::new();
     for _ in 0..8 {
         streams.push(stalled_post(&app.address, 60_000, 100).await);

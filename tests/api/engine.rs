@@ -9,8 +9,8 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::{
-    conversation, eventually, fixture, graph_bodies, mount_graph_ok, replies, spawn_app_with,
-    text_delivery, wait_for_replies, wait_until_drained, AppOptions, TestApp, APP_SECRET,
+    conversation, eventually, fixture, graph_bodies, mount_graph_ok, replies, spawn, text_delivery,
+    wait_for_replies, wait_until_drained, AppOptions, TestApp, APP_SECRET,
 };
 
 const PNID: &str = "113948572261094";
@@ -26,7 +26,11 @@ async fn app_with(env: &[(&str, &str)]) -> TestApp {
             .collect(),
         ..AppOptions::default()
     };
-    spawn_app_with(graph, options).await
+    spawn(AppOptions {
+        graph: Some(graph),
+        ..options
+    })
+    .await
 }
 
 fn ids(user: &str) -> (PhoneNumberId, UserId) {

@@ -11,9 +11,9 @@ use wiremock::matchers::{body_string_contains, method};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 use crate::helpers::{
-    conversation, eventually, fixture, mount_graph_ok, replies, spawn_app_on, spawn_app_with,
-    text_delivery, wait_for_dead_letters, wait_for_replies, wait_until_drained, AppOptions,
-    RedisServer, TestApp, APP_SECRET,
+    conversation, eventually, fixture, mount_graph_ok, replies, spawn, text_delivery,
+    wait_for_dead_letters, wait_for_replies, wait_until_drained, AppOptions, RedisServer, TestApp,
+    APP_SECRET,
 };
 
 const PNID: &str = "113948572261094";
@@ -58,7 +58,11 @@ async fn a_corrupt_conversation_dead_letters_its_message_and_the_user_is_answere
         max_attempts: 3,
         ..AppOptions::default()
     };
-    let app = spawn_app_with(graph.clone(), options).await;
+    let app = spawn(AppOptions {
+        graph: Some(graph.clone()),
+        ..options
+    })
+    .await;
     let user = "4915000000101";
     post(&app, &text_delivery(PNID, user, "wamid.p1", "one")).await;
     wait_for_replies(&graph, 1, WAIT).await;
@@ -97,7 +101,11 @@ async fn a_corrupt_conversation_dead_letters_its_message_and_the_user_is_answere
 async fn revokes_edits_echoes_and_standby_copies_are_recorded_never_answered() {
     let graph = Arc::new(MockServer::start().await);
     mount_graph_ok(&graph).await;
-    let app = spawn_app_with(graph.clone(), AppOptions::default()).await;
+    let app = spawn(AppOptions {
+        graph: Some(graph.clone()),
+        ..AppOptions::default()
+    })
+    .await;
     let user = "4915000000201";
     post(
         &app,
@@ -202,7 +210,13 @@ async fn replica(
         partitions,
         ..AppOptions::default()
     };
-    spawn_app_on(&redis.url(), graph.clone(), options, None, Some(prefix)).await
+    spawn(AppOptions {
+        redis_url: Some(redis.url().to_string()),
+        graph: Some(graph.clone()),
+        prefix: Some(prefix.to_string()),
+        ..options
+    })
+    .await
 }
 
 async fn wait_until_sent(graph: &MockServer, needle: &str) {
@@ -286,7 +300,11 @@ async fn a_split_reply_that_fails_midway_continues_where_it_stopped() {
         .mount(&graph)
         .await;
     mount_graph_ok(&graph).await;
-    let app = spawn_app_with(graph.clone(), AppOptions::default()).await;
+    let app = spawn(AppOptions {
+        graph: Some(graph.clone()),
+        ..AppOptions::default()
+    })
+    .await;
     let text = format!(
         "{}{}{}",
         "alpha ".repeat(700),
@@ -325,7 +343,11 @@ async fn commands_count_against_the_rate_limit() {
         extra_env: env(&[("WABOT_RATE_LIMIT__MESSAGES", "3"), ("RESPONDER", "rules")]),
         ..AppOptions::default()
     };
-    let app = spawn_app_with(graph.clone(), options).await;
+    let app = spawn(AppOptions {
+        graph: Some(graph.clone()),
+        ..options
+    })
+    .await;
     let user = "4915000000401";
     for i in 0..6 {
         let command = if i % 2 == 0 { "/help" } else { "/reset" };
@@ -374,15 +396,20 @@ async fn two_replicas_share_one_number_throughput() {
         ..AppOptions::default()
     };
     let prefix = "paced";
-    let a = spawn_app_on(
-        &redis.url(),
-        graph.clone(),
-        options.clone(),
-        None,
-        Some(prefix),
-    )
+    let a = spawn(AppOptions {
+        redis_url: Some(redis.url().to_string()),
+        graph: Some(graph.clone()),
+        prefix: Some(prefix.to_string()),
+        ..options.clone()
+    })
     .await;
-    let _b = spawn_app_on(&redis.url(), graph.clone(), options, None, Some(prefix)).await;
+    let _b = spawn(AppOptions {
+        redis_url: Some(redis.url().to_string()),
+        graph: Some(graph.clone()),
+        prefix: Some(prefix.to_string()),
+        ..options
+    })
+    .await;
     eventually(WAIT, || async {
         let leases: usize = (0..8)
             .filter(|p| {
@@ -431,7 +458,11 @@ async fn a_burst_from_one_user_is_answered_at_once_within_the_pair_limit() {
         ]),
         ..AppOptions::default()
     };
-    let app = spawn_app_with(graph.clone(), options).await;
+    let app = spawn(AppOptions {
+        graph: Some(graph.clone()),
+        ..options
+    })
+    .await;
     let user = "4915000000601";
     for i in 0..10 {
         post(
@@ -454,7 +485,11 @@ async fn statuses_are_queued_once_per_message_and_value() {
         workers: false,
         ..AppOptions::default()
     };
-    let app = spawn_app_with(graph.clone(), options).await;
+    let app = spawn(AppOptions {
+        graph: Some(graph.clone()),
+        ..options
+    })
+    .await;
     let statuses = fixture("status_updates.json");
     post(&app, &statuses).await;
     post(&app, &statuses).await;
@@ -491,7 +526,11 @@ async fn a_huge_text_is_bounded_in_the_history_and_in_the_reply() {
         ]),
         ..AppOptions::default()
     };
-    let app = spawn_app_with(graph.clone(), options).await;
+    let app = spawn(AppOptions {
+        graph: Some(graph.clone()),
+        ..options
+    })
+    .await;
     let user = "4915000000701";
     let huge = "palabra ".repeat(50_000);
     post(
@@ -519,13 +558,12 @@ async fn a_draining_replica_starts_nothing_new_and_the_next_one_answers_the_rest
         extra_env: env(&[("WABOT_WORKER__CONCURRENCY", "1")]),
         ..AppOptions::default()
     };
-    let app = spawn_app_on(
-        &redis.url(),
-        graph.clone(),
-        options.clone(),
-        None,
-        Some("drain"),
-    )
+    let app = spawn(AppOptions {
+        redis_url: Some(redis.url().to_string()),
+        graph: Some(graph.clone()),
+        prefix: Some("drain".to_string()),
+        ..options.clone()
+    })
     .await;
     post(
         &app,
@@ -570,7 +608,13 @@ async fn a_draining_replica_starts_nothing_new_and_the_next_one_answers_the_rest
         ["echo: first"],
         "nothing new started while draining"
     );
-    let next = spawn_app_on(&redis.url(), graph.clone(), options, None, Some("drain")).await;
+    let next = spawn(AppOptions {
+        redis_url: Some(redis.url().to_string()),
+        graph: Some(graph.clone()),
+        prefix: Some("drain".to_string()),
+        ..options
+    })
+    .await;
     wait_until_drained(&next.queue().await, WAIT).await;
     let mut texts: Vec<String> = replies(&graph).await.into_iter().map(|r| r.text).collect();
     texts.sort();
@@ -592,13 +636,11 @@ async fn a_merged_burst_that_fails_once_is_answered_once_on_retry() {
         .mount(&graph)
         .await;
     mount_graph_ok(&graph).await;
-    let app = spawn_app_with(
-        graph.clone(),
-        AppOptions {
-            extra_env: env(&[("WABOT_CONVERSATION__MERGE_WINDOW_MS", "800")]),
-            ..AppOptions::default()
-        },
-    )
+    let app = spawn(AppOptions {
+        graph: Some(graph.clone()),
+        extra_env: env(&[("WABOT_CONVERSATION__MERGE_WINDOW_MS", "800")]),
+        ..AppOptions::default()
+    })
     .await;
     let user = "4915000000411";
     for (i, text) in ["one", "two", "three"].iter().enumerate() {

@@ -328,31 +328,8 @@ async fn launch(
     }
 }
 
-/// The receiver alone, handing messages to `sink`.
-pub async fn spawn_app_with_sink(sink: Arc<dyn EventSink>) -> TestApp {
-    init_tracing();
-    let redis = RedisServer::start();
-    let graph = Arc::new(MockServer::start().await);
-    let settings = settings_from(&test_env(&redis.url(), &graph.uri()));
-    let app = Application::build_with_sink(settings.clone(), sink)
-        .await
-        .expect("app builds");
-    launch(settings, app, graph, Some(redis)).await
-}
-
-/// An app whose Redis URL points at a port where nothing listens.
-pub async fn spawn_app_without_redis() -> TestApp {
-    init_tracing();
-    let graph = Arc::new(MockServer::start().await);
-    let url = format!("redis://127.0.0.1:{}/0", free_port());
-    let settings = settings_from(&test_env(&url, &graph.uri()));
-    let app = Application::build(settings.clone())
-        .await
-        .expect("app builds without Redis");
-    launch(settings, app, graph, None).await
-}
-
-/// Knobs for a full app (HTTP + workers) in tests; short timings so take-overs are quick.
+/// Knobs for an app in tests; short timings so take-overs are quick. The defaults: HTTP and
+/// workers, a `redis-server` of its own, a fake Graph API answering every send.
 #[derive(Clone)]
 pub struct AppOptions {
     pub workers: bool,
@@ -363,6 +340,16 @@ pub struct AppOptions {
     /// Settings the environment cannot express (arrays such as `[[responder.openai.tools]]`),
     /// loaded as the `config/default.toml` of the app.
     pub config_toml: Option<String>,
+    /// This Graph API (shared with other apps of the test); `None`: a fresh one that answers
+    /// every send with a new wamid.
+    pub graph: Option<Arc<MockServer>>,
+    /// This Redis (shared, a cluster, a TLS one...); `None`: a `redis-server` of its own, kept
+    /// in `TestApp::redis`.
+    pub redis_url: Option<String>,
+    /// Key prefix: apps with the same prefix and Redis are replicas of one deployment.
+    pub prefix: Option<String>,
+    /// The receiver alone, handing what it accepts to this sink (no workers).
+    pub sink: Option<Arc<dyn EventSink>>,
 }
 
 impl Default for AppOptions {
@@ -374,36 +361,39 @@ impl Default for AppOptions {
             max_attempts: 4,
             extra_env: Vec::new(),
             config_toml: None,
+            graph: None,
+            redis_url: None,
+            prefix: None,
+            sink: None,
         }
     }
 }
 
-/// The whole service (receiver, Redis inbox, workers) with its own Redis and fake Graph API that
-/// answers every send with a fresh wamid.
-pub async fn spawn_app() -> TestApp {
-    let redis = RedisServer::start();
-    let graph = Arc::new(MockServer::start().await);
-    mount_graph_ok(&graph).await;
-    spawn_app_on(
-        &redis.url(),
-        graph,
-        AppOptions::default(),
-        Some(redis),
-        None,
-    )
-    .await
+/// A Redis URL where nothing listens.
+pub fn unreachable_redis() -> String {
+    format!("redis://127.0.0.1:{}/0", free_port())
 }
 
-/// A full app on a given Redis and Graph API. `prefix` lets several apps share one deployment.
-pub async fn spawn_app_on(
-    redis_url: &str,
-    graph: Arc<MockServer>,
-    options: AppOptions,
-    redis: Option<RedisServer>,
-    prefix: Option<&str>,
-) -> TestApp {
+/// The one way tests start wabot: built like `wabot serve` from settings, on port 0.
+pub async fn spawn(options: AppOptions) -> TestApp {
     init_tracing();
-    let mut env = test_env(redis_url, &graph.uri());
+    let graph = match options.graph.clone() {
+        Some(graph) => graph,
+        None => {
+            let graph = Arc::new(MockServer::start().await);
+            mount_graph_ok(&graph).await;
+            graph
+        }
+    };
+    let (own, redis_url) = match &options.redis_url {
+        Some(url) => (None, url.clone()),
+        None => {
+            let redis = RedisServer::start();
+            let url = redis.url();
+            (Some(redis), url)
+        }
+    };
+    let mut env = test_env(&redis_url, &graph.uri());
     env.insert("WABOT_WORKER__ENABLED".into(), options.workers.to_string());
     env.insert(
         "WABOT_WORKER__PARTITIONS".into(),
@@ -419,8 +409,8 @@ pub async fn spawn_app_on(
     );
     env.insert("WABOT_WORKER__RETRY_BASE_MS".into(), "20".into());
     env.insert("WABOT_WORKER__RETRY_MAX_MS".into(), "200".into());
-    if let Some(prefix) = prefix {
-        env.insert("WABOT_REDIS__KEY_PREFIX".into(), prefix.to_string());
+    if let Some(prefix) = &options.prefix {
+        env.insert("WABOT_REDIS__KEY_PREFIX".into(), prefix.clone());
     }
     env.extend(options.extra_env);
     let settings = match &options.config_toml {
@@ -435,22 +425,12 @@ pub async fn spawn_app_on(
         }
         None => settings_from(&env),
     };
-    let app = Application::build(settings.clone())
-        .await
-        .expect("app builds");
-    launch(settings, app, graph, redis).await
-}
-
-/// One replica of a deployment (`prefix`) sharing `redis` and `graph` with other replicas.
-pub async fn spawn_replica(redis: &RedisServer, graph: &Arc<MockServer>, prefix: &str) -> TestApp {
-    spawn_app_on(
-        &redis.url(),
-        graph.clone(),
-        AppOptions::default(),
-        None,
-        Some(prefix),
-    )
-    .await
+    let app = match options.sink {
+        Some(sink) => Application::build_with_sink(settings.clone(), sink).await,
+        None => Application::build(settings.clone()).await,
+    }
+    .expect("app builds");
+    launch(settings, app, graph, own).await
 }
 
 /// Who said what, oldest first.
@@ -485,12 +465,6 @@ pub async fn conversation(
         .await
         .expect("conversation readable")
         .expect("conversation exists")
-}
-
-/// A full app with a Redis of its own, talking to `graph`.
-pub async fn spawn_app_with(graph: Arc<MockServer>, options: AppOptions) -> TestApp {
-    let redis = RedisServer::start();
-    spawn_app_on(&redis.url(), graph, options, Some(redis), None).await
 }
 
 /// The JSON bodies the fake Graph API received, in arrival order.

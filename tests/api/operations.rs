@@ -7,7 +7,7 @@ use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::{
-    eventually, fixture, mount_graph_ok, spawn_app_with, text_delivery, wait_for_replies,
+    eventually, fixture, mount_graph_ok, spawn, text_delivery, wait_for_replies,
     wait_until_drained, AppOptions, TestApp, APP_SECRET,
 };
 
@@ -29,7 +29,11 @@ async fn admin_app(graph_ok: bool) -> TestApp {
         extra_env: vec![("ADMIN_TOKEN".into(), TOKEN.into())],
         ..AppOptions::default()
     };
-    spawn_app_with(graph, options).await
+    spawn(AppOptions {
+        graph: Some(graph),
+        ..options
+    })
+    .await
 }
 
 async fn admin(
@@ -141,7 +145,7 @@ async fn admin_api_needs_the_token_and_shows_and_deletes_conversations() {
 
 #[tokio::test]
 async fn admin_api_is_off_without_a_token() {
-    let app = crate::helpers::spawn_app().await;
+    let app = spawn(AppOptions::default()).await;
     let response = admin(
         &app,
         reqwest::Method::GET,
@@ -207,7 +211,7 @@ fn metric(text: &str, name: &str, labels: &str) -> f64 {
 
 #[tokio::test]
 async fn metrics_move_when_messages_flow() {
-    let app = crate::helpers::spawn_app().await;
+    let app = spawn(AppOptions::default()).await;
     let before = app.get("/metrics").await.text().await.expect("text");
     let body = text_delivery("123", "15550004444", "wamid.metrics", "count me");
     assert_eq!(app.post_signed(&body, APP_SECRET).await.status(), 200);
@@ -290,7 +294,7 @@ async fn a_failed_status_marks_the_conversations_last_reply() {
 
 #[tokio::test]
 async fn cli_lists_shows_and_deletes_through_redis() {
-    let app = crate::helpers::spawn_app().await;
+    let app = spawn(AppOptions::default()).await;
     let body = text_delivery("123", "15550005555", "wamid.cli", "via cli");
     assert_eq!(app.post_signed(&body, APP_SECRET).await.status(), 200);
     wait_for_replies(&app.graph, 1, WAIT).await;

@@ -8,9 +8,9 @@ use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::{
-    assert_replies_in_order, eventually, graph_bodies, mount_graph_ok, replies, spawn_app,
-    spawn_app_on, spawn_app_with, spawn_replica, text_delivery, wait_for_dead_letters,
-    wait_for_replies, wait_until_drained, AppOptions, RedisServer, APP_SECRET,
+    assert_replies_in_order, eventually, graph_bodies, mount_graph_ok, replies, spawn,
+    text_delivery, wait_for_dead_letters, wait_for_replies, wait_until_drained, AppOptions,
+    RedisServer, APP_SECRET,
 };
 
 const PNID: &str = "113948572261094";
@@ -18,7 +18,7 @@ const WAIT: Duration = Duration::from_secs(30);
 
 #[tokio::test]
 async fn a_message_is_answered_from_the_receiving_number() {
-    let app = spawn_app().await;
+    let app = spawn(AppOptions::default()).await;
     let body = text_delivery("555000111", "4915123456789", "wamid.one", "hello");
     assert_eq!(app.post_signed(&body, APP_SECRET).await.status(), 200);
     let got = wait_for_replies(&app.graph, 1, WAIT).await;
@@ -37,7 +37,7 @@ async fn a_message_is_answered_from_the_receiving_number() {
 
 #[tokio::test]
 async fn bsuid_only_user_is_answered_with_recipient() {
-    let app = spawn_app().await;
+    let app = spawn(AppOptions::default()).await;
     let body = crate::helpers::fixture("batch_two_messages.json");
     assert_eq!(app.post_signed(&body, APP_SECRET).await.status(), 200);
     let got = wait_for_replies(&app.graph, 2, WAIT).await;
@@ -54,7 +54,7 @@ async fn bsuid_only_user_is_answered_with_recipient() {
 
 #[tokio::test]
 async fn duplicate_deliveries_sequential_and_parallel_give_one_reply() {
-    let app = spawn_app().await;
+    let app = spawn(AppOptions::default()).await;
     let body = text_delivery(PNID, "447700900123", "wamid.dup", "once please");
     let parallel =
         futures_util::future::join_all((0..8).map(|_| app.post_signed(&body, APP_SECRET))).await;
@@ -75,16 +75,13 @@ async fn fifty_concurrent_messages_of_one_user_are_answered_in_order() {
     mount_graph_ok(&graph).await;
     let prefix = "order";
     // Intake only: the messages pile up in the inbox in the order Redis accepted them.
-    let intake = spawn_app_on(
-        &redis.url(),
-        graph.clone(),
-        AppOptions {
-            workers: false,
-            ..AppOptions::default()
-        },
-        None,
-        Some(prefix),
-    )
+    let intake = spawn(AppOptions {
+        redis_url: Some(redis.url().to_string()),
+        graph: Some(graph.clone()),
+        prefix: Some(prefix.to_string()),
+        workers: false,
+        ..AppOptions::default()
+    })
     .await;
     let posts = (0..50).map(|i| {
         let body = text_delivery(
@@ -101,7 +98,13 @@ async fn fifty_concurrent_messages_of_one_user_are_answered_in_order() {
     let accepted_order = accepted_texts(&intake).await;
     assert_eq!(accepted_order.len(), 50);
 
-    let _worker = spawn_replica(&redis, &graph, prefix).await;
+    let _worker = spawn(AppOptions {
+        redis_url: Some(redis.url()),
+        graph: Some(graph.clone()),
+        prefix: Some(prefix.to_string()),
+        ..AppOptions::default()
+    })
+    .await;
     let got = wait_for_replies(&graph, 50, WAIT).await;
     let texts: Vec<String> = got
         .iter()
@@ -142,7 +145,11 @@ async fn a_slow_reply_to_one_user_does_not_delay_another() {
         partitions: 1,
         ..AppOptions::default()
     };
-    let app = spawn_app_with(graph.clone(), options).await;
+    let app = spawn(AppOptions {
+        graph: Some(graph.clone()),
+        ..options
+    })
+    .await;
     let slow = text_delivery(PNID, "15550000001", "wamid.a1", "slow please");
     assert_eq!(app.post_signed(&slow, APP_SECRET).await.status(), 200);
     wait_for_replies(&graph, 1, WAIT).await;
@@ -166,8 +173,20 @@ async fn two_replicas_split_partitions_and_survive_a_kill() {
     let graph = Arc::new(MockServer::start().await);
     mount_graph_ok(&graph).await;
     let prefix = "pair";
-    let a = spawn_replica(&redis, &graph, prefix).await;
-    let b = spawn_replica(&redis, &graph, prefix).await;
+    let a = spawn(AppOptions {
+        redis_url: Some(redis.url()),
+        graph: Some(graph.clone()),
+        prefix: Some(prefix.to_string()),
+        ..AppOptions::default()
+    })
+    .await;
+    let b = spawn(AppOptions {
+        redis_url: Some(redis.url()),
+        graph: Some(graph.clone()),
+        prefix: Some(prefix.to_string()),
+        ..AppOptions::default()
+    })
+    .await;
     let keys = a.keys();
     // Both replicas end up owning half of the 8 partitions.
     let split = eventually(WAIT, || async {
@@ -235,7 +254,13 @@ async fn pending_entries_of_a_killed_replica_are_replayed_in_order() {
         max_attempts: 1000,
         ..AppOptions::default()
     };
-    let a = spawn_app_on(&redis.url(), graph.clone(), options, None, Some(prefix)).await;
+    let a = spawn(AppOptions {
+        redis_url: Some(redis.url().to_string()),
+        graph: Some(graph.clone()),
+        prefix: Some(prefix.to_string()),
+        ..options
+    })
+    .await;
     for i in 0..5 {
         let body = text_delivery(
             PNID,
@@ -259,7 +284,13 @@ async fn pending_entries_of_a_killed_replica_are_replayed_in_order() {
     a.kill();
     graph.reset().await;
     mount_graph_ok(&graph).await;
-    let b = spawn_replica(&redis, &graph, prefix).await;
+    let b = spawn(AppOptions {
+        redis_url: Some(redis.url()),
+        graph: Some(graph.clone()),
+        prefix: Some(prefix.to_string()),
+        ..AppOptions::default()
+    })
+    .await;
     let got = wait_for_replies(&graph, 5, WAIT).await;
     let texts: Vec<&str> = got.iter().map(|r| r.text.as_str()).collect();
     assert_eq!(
@@ -272,29 +303,25 @@ async fn pending_entries_of_a_killed_replica_are_replayed_in_order() {
 
 #[tokio::test]
 async fn redis_restart_loses_nothing_acknowledged() {
-    let redis = RedisServer::start_durable();
+    let mut redis = RedisServer::start_durable();
     let url = redis.url();
     let graph = Arc::new(MockServer::start().await);
     mount_graph_ok(&graph).await;
-    let mut app = spawn_app_on(
-        &url,
-        graph.clone(),
-        AppOptions {
-            lease_ttl_ms: 10_000,
-            ..AppOptions::default()
-        },
-        Some(redis),
-        None,
-    )
+    let app = spawn(AppOptions {
+        graph: Some(graph.clone()),
+        redis_url: Some(url.clone()),
+        lease_ttl_ms: 10_000,
+        ..AppOptions::default()
+    })
     .await;
     let mut acknowledged = Vec::new();
     let mut refused = 0;
     for i in 0..30 {
         if i == 10 {
-            app.redis.as_mut().expect("redis").kill();
+            redis.kill();
         }
         if i == 20 {
-            app.redis.as_mut().expect("redis").restart();
+            redis.restart();
         }
         let text = format!("n{i}");
         let body = text_delivery(
@@ -346,7 +373,11 @@ async fn graph_failing_three_times_then_succeeding_sends_once() {
         max_attempts: 5,
         ..AppOptions::default()
     };
-    let app = spawn_app_with(graph.clone(), options).await;
+    let app = spawn(AppOptions {
+        graph: Some(graph.clone()),
+        ..options
+    })
+    .await;
     let body = text_delivery(PNID, "15557770000", "wamid.retry", "try again");
     assert_eq!(app.post_signed(&body, APP_SECRET).await.status(), 200);
     wait_for_replies(&graph, 4, WAIT).await;
@@ -376,7 +407,11 @@ async fn graph_failing_always_ends_in_the_dead_letter_stream() {
         max_attempts: 3,
         ..AppOptions::default()
     };
-    let app = spawn_app_with(graph.clone(), options).await;
+    let app = spawn(AppOptions {
+        graph: Some(graph.clone()),
+        ..options
+    })
+    .await;
     let body = text_delivery(PNID, "15557770001", "wamid.dead", "doomed");
     assert_eq!(app.post_signed(&body, APP_SECRET).await.status(), 200);
     let queue = app.queue().await;
@@ -399,7 +434,11 @@ async fn permanent_errors_are_not_retried() {
         })))
         .mount(&graph)
         .await;
-    let app = spawn_app_with(graph.clone(), AppOptions::default()).await;
+    let app = spawn(AppOptions {
+        graph: Some(graph.clone()),
+        ..AppOptions::default()
+    })
+    .await;
     let body = text_delivery(PNID, "15557770002", "wamid.perm", "late");
     assert_eq!(app.post_signed(&body, APP_SECRET).await.status(), 200);
     let queue = app.queue().await;
@@ -411,7 +450,7 @@ async fn permanent_errors_are_not_retried() {
 
 #[tokio::test]
 async fn graceful_stop_releases_leases() {
-    let mut app = spawn_app().await;
+    let mut app = spawn(AppOptions::default()).await;
     let redis = app.redis.take().expect("redis");
     let keys = app.keys();
     let leases = || -> Vec<String> {
@@ -451,8 +490,20 @@ async fn graceful_stop_under_load_loses_nothing() {
         .mount(&graph)
         .await;
     let prefix = "sigterm";
-    let a = spawn_replica(&redis, &graph, prefix).await;
-    let b = spawn_replica(&redis, &graph, prefix).await;
+    let a = spawn(AppOptions {
+        redis_url: Some(redis.url()),
+        graph: Some(graph.clone()),
+        prefix: Some(prefix.to_string()),
+        ..AppOptions::default()
+    })
+    .await;
+    let b = spawn(AppOptions {
+        redis_url: Some(redis.url()),
+        graph: Some(graph.clone()),
+        prefix: Some(prefix.to_string()),
+        ..AppOptions::default()
+    })
+    .await;
     for round in 0..3 {
         for user in 0..10 {
             let body = text_delivery(

@@ -8,7 +8,7 @@ use std::time::Duration;
 use wiremock::MockServer;
 
 use crate::helpers::{
-    free_port, mount_graph_ok, spawn_app_on, text_delivery, wait_for_replies, wait_until_listening,
+    free_port, mount_graph_ok, spawn, text_delivery, wait_for_replies, wait_until_listening,
     AppOptions, RedisServer, APP_SECRET,
 };
 
@@ -34,7 +34,12 @@ async fn answers_through(url: &str, extra_env: Vec<(String, String)>) {
         extra_env,
         ..AppOptions::default()
     };
-    let app = spawn_app_on(url, graph.clone(), options, None, None).await;
+    let app = spawn(AppOptions {
+        redis_url: Some(url.to_string()),
+        graph: Some(graph.clone()),
+        ..options
+    })
+    .await;
     assert_eq!(app.get("/ready").await.status(), 200, "{url}");
     let body = text_delivery("123", "15550006666", "wamid.url", "through the url");
     assert_eq!(app.post_signed(&body, APP_SECRET).await.status(), 200);
@@ -63,13 +68,11 @@ async fn acl_user_and_password_in_the_url_or_in_redis_password() {
     .await;
     // A wrong password is refused: not ready, and deliveries get 503.
     let graph = Arc::new(MockServer::start().await);
-    let wrong = spawn_app_on(
-        &format!("redis://wabot:wrong@127.0.0.1:{port}/0"),
-        graph,
-        AppOptions::default(),
-        None,
-        None,
-    )
+    let wrong = spawn(AppOptions {
+        redis_url: Some(format!("redis://wabot:wrong@127.0.0.1:{port}/0").to_string()),
+        graph: Some(graph),
+        ..AppOptions::default()
+    })
     .await;
     assert_eq!(wrong.get("/ready").await.status(), 503);
 
@@ -160,13 +163,11 @@ async fn rediss_with_a_private_ca() {
     .await;
     // Without the CA the certificate is not trusted: the service stays not ready.
     let graph = Arc::new(MockServer::start().await);
-    let untrusted = spawn_app_on(
-        &format!("rediss://127.0.0.1:{tls_port}/0"),
-        graph,
-        AppOptions::default(),
-        None,
-        None,
-    )
+    let untrusted = spawn(AppOptions {
+        redis_url: Some(format!("rediss://127.0.0.1:{tls_port}/0").to_string()),
+        graph: Some(graph),
+        ..AppOptions::default()
+    })
     .await;
     assert_eq!(untrusted.get("/ready").await.status(), 503);
     let _ = std::fs::remove_dir_all(&dir);

@@ -11,7 +11,7 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::{
-    conversation, eventually, free_port, graph_bodies, mount_graph_ok, replies, spawn_app_with,
+    conversation, eventually, free_port, graph_bodies, mount_graph_ok, replies, spawn,
     text_delivery, wait_for_replies, wait_until_drained, AppOptions, TestApp, APP_SECRET,
 };
 
@@ -29,7 +29,11 @@ pub async fn app_with(env: &[(&str, &str)]) -> TestApp {
             .collect(),
         ..AppOptions::default()
     };
-    spawn_app_with(graph, options).await
+    spawn(AppOptions {
+        graph: Some(graph),
+        ..options
+    })
+    .await
 }
 
 async fn post(app: &TestApp, body: &[u8]) {
@@ -499,7 +503,11 @@ async fn a_retry_after_a_failed_part_sends_only_the_parts_not_yet_sent() {
         .collect(),
         ..AppOptions::default()
     };
-    let app = spawn_app_with(graph.clone(), options).await;
+    let app = spawn(AppOptions {
+        graph: Some(graph.clone()),
+        ..options
+    })
+    .await;
     post(
         &app,
         &text_delivery(PNID, "34600000015", "wamid.p1", "hola"),

@@ -12,7 +12,7 @@ use wiremock::matchers::{body_string_contains, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::{
-    conversation, eventually, graph_bodies, mount_graph_ok, replies, spawn_app_with, text_delivery,
+    conversation, eventually, graph_bodies, mount_graph_ok, replies, spawn, text_delivery,
     wait_for_replies, wait_until_drained, AppOptions, TestApp, APP_SECRET,
 };
 
@@ -35,7 +35,11 @@ async fn app(llm: &MockServer, graph: Arc<MockServer>, toml: String) -> TestApp 
         config_toml: Some(toml),
         ..AppOptions::default()
     };
-    spawn_app_with(graph, options).await
+    spawn(AppOptions {
+        graph: Some(graph),
+        ..options
+    })
+    .await
 }
 
 async fn graph() -> Arc<MockServer> {

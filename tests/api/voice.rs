@@ -10,8 +10,8 @@ use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::{
-    conversation, mount_graph_ok, replies, spawn_app_with, wait_for_replies, wait_until_drained,
-    AppOptions, TestApp, ACCESS_TOKEN, APP_SECRET,
+    conversation, mount_graph_ok, replies, spawn, wait_for_replies, wait_until_drained, AppOptions,
+    TestApp, ACCESS_TOKEN, APP_SECRET,
 };
 
 const PNID: &str = "113948572261094";
@@ -70,7 +70,11 @@ async fn app(graph: Arc<MockServer>, whisper: &MockServer) -> TestApp {
         .collect(),
         ..AppOptions::default()
     };
-    spawn_app_with(graph, options).await
+    spawn(AppOptions {
+        graph: Some(graph),
+        ..options
+    })
+    .await
 }
 
 #[tokio::test]
@@ -172,7 +176,11 @@ async fn a_voice_note_in_a_merged_burst_is_still_transcribed() {
         .collect(),
         ..AppOptions::default()
     };
-    let app = spawn_app_with(graph.clone(), options).await;
+    let app = spawn(AppOptions {
+        graph: Some(graph.clone()),
+        ..options
+    })
+    .await;
     let user = "4915000000079";
     // A text and a voice note in one delivery: one burst.
     let mut delivery: serde_json::Value =

@@ -3,12 +3,19 @@ use std::sync::Arc;
 use wabot::domain::MessageContent;
 
 use crate::helpers::{
-    fixture, spawn_app_with_sink, RecordingSink, TestApp, APP_SECRET, OLD_APP_SECRET,
+    fixture, spawn, AppOptions, RecordingSink, TestApp, APP_SECRET, OLD_APP_SECRET,
 };
 
 async fn app() -> (TestApp, Arc<RecordingSink>) {
     let sink = Arc::new(RecordingSink::default());
-    (spawn_app_with_sink(sink.clone()).await, sink)
+    (
+        spawn(AppOptions {
+            sink: Some(sink.clone()),
+            ..AppOptions::default()
+        })
+        .await,
+        sink,
+    )
 }
 
 fn recorded(sink: &RecordingSink) -> Vec<wabot::domain::InboundMessage> {

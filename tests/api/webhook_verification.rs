@@ -1,9 +1,13 @@
 use std::sync::Arc;
 
-use crate::helpers::{spawn_app_with_sink, RecordingSink, TestApp, VERIFY_TOKEN};
+use crate::helpers::{spawn, AppOptions, RecordingSink, TestApp, VERIFY_TOKEN};
 
 async fn app() -> TestApp {
-    spawn_app_with_sink(Arc::new(RecordingSink::default())).await
+    spawn(AppOptions {
+        sink: Some(Arc::new(RecordingSink::default())),
+        ..AppOptions::default()
+    })
+    .await
 }
 
 async fn handshake(app: &TestApp, query: &[(&str, &str)]) -> reqwest::Response {
