@@ -79,10 +79,7 @@ async fn admin_post(app: &TestApp, path: &str, body: serde_json::Value) -> reqwe
 }
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    crate::helpers::env_vars(pairs)
 }
 
 /// An app with the admin API, events to `receiver` (when given) and `extra` settings.

@@ -1,6 +1,5 @@
 //! The conversation engine against a real redis-server and wiremock Graph/LLM APIs.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use wabot::domain::{PhoneNumberId, UserId};
@@ -9,7 +8,7 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::{
-    conversation, eventually, fixture, graph_bodies, mount_graph_ok, replies, spawn, text_delivery,
+    conversation, eventually, fixture, graph_bodies, replies, spawn, text_delivery,
     wait_for_replies, wait_until_drained, AppOptions, TestApp, APP_SECRET,
 };
 
@@ -17,18 +16,9 @@ const PNID: &str = "113948572261094";
 const WAIT: Duration = Duration::from_secs(30);
 
 async fn app_with(env: &[(&str, &str)]) -> TestApp {
-    let graph = Arc::new(MockServer::start().await);
-    mount_graph_ok(&graph).await;
-    let options = AppOptions {
-        extra_env: env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        ..AppOptions::default()
-    };
     spawn(AppOptions {
-        graph: Some(graph),
-        ..options
+        extra_env: crate::helpers::env_vars(env),
+        ..AppOptions::default()
     })
     .await
 }

@@ -20,10 +20,7 @@ const PNID: &str = "113948572261094";
 const WAIT: Duration = Duration::from_secs(30);
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    crate::helpers::env_vars(pairs)
 }
 
 async fn post(app: &TestApp, body: &[u8]) {

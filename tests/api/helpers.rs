@@ -656,3 +656,11 @@ pub fn run_cli(settings: &Settings, args: &[&str]) -> std::process::Output {
         .output()
         .expect("wabot runs")
 }
+
+/// `(name, value)` pairs as `AppOptions::extra_env`.
+pub fn env_vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}

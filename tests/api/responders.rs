@@ -20,18 +20,9 @@ const WAIT: Duration = Duration::from_secs(30);
 const BACKEND_SECRET: &str = "backend-shared-secret";
 
 pub async fn app_with(env: &[(&str, &str)]) -> TestApp {
-    let graph = Arc::new(MockServer::start().await);
-    mount_graph_ok(&graph).await;
-    let options = AppOptions {
-        extra_env: env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        ..AppOptions::default()
-    };
     spawn(AppOptions {
-        graph: Some(graph),
-        ..options
+        extra_env: crate::helpers::env_vars(env),
+        ..AppOptions::default()
     })
     .await
 }
