@@ -13,8 +13,10 @@
 //! cargo run --release --bin wabot-bench                          # e2e, as fast as possible
 //! cargo run --release --bin wabot-bench -- --mode ingest         # intake only
 //! cargo run --release --bin wabot-bench -- --mode ingest --rate 1000   # p99 ack at 1,000 req/s
+//! cargo run --release --bin wabot-bench -- --mode bodies --concurrency 100   # RSS under 2 MiB bodies
 //! ```
 
+mod bodies;
 mod cpu;
 mod fake_graph;
 mod load;
@@ -50,6 +52,9 @@ enum Mode {
     Ingest,
     /// Intake, Redis inbox, workers and replies to the fake Graph API.
     E2e,
+    /// Memory under `--concurrency` unauthenticated 2 MiB bodies at once (RSS before, peak,
+    /// after).
+    Bodies,
 }
 
 /// Load generator for wabot: webhook intake → Redis inbox → workers → Graph API.
@@ -376,6 +381,25 @@ async fn measure(
         .await
         .context("connecting to Redis for statistics")?;
 
+    if args.mode == Mode::Bodies {
+        let report = bodies::run(&base, args.concurrency, rss_bytes).await?;
+        let mb = |b: u64| b as f64 / 1e6;
+        println!(
+            "wabot-bench: bodies ({} x 2 MiB, wrong signature)",
+            args.concurrency
+        );
+        println!(
+            "  MALLOC_MMAP_THRESHOLD_  {}",
+            std::env::var("MALLOC_MMAP_THRESHOLD_").unwrap_or_else(|_| "unset".into())
+        );
+        println!("  answered 401           {}", report.refused);
+        println!("  answered 503 (budget)  {}", report.over_budget);
+        println!("  other answers/errors   {}", report.other);
+        println!("  RSS before             {:.1} MB", mb(report.before));
+        println!("  RSS peak               {:.1} MB", mb(report.peak));
+        println!("  RSS 2 s after          {:.1} MB", mb(report.after));
+        return Ok(report.other == 0);
+    }
     // What the service does to Redis with no traffic at all (worker polling, heartbeats).
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle_start = CommandStats::read(&stats).await?;
@@ -694,7 +718,7 @@ impl Report {
     fn passed(&self, mode: Mode, stored: Option<u64>) -> bool {
         let intake_ok = self.rejected == 0 && stored.is_none_or(|s| s == self.unique_acked);
         match mode {
-            Mode::Ingest => intake_ok,
+            Mode::Ingest | Mode::Bodies => intake_ok,
             Mode::E2e => {
                 intake_ok
                     && self.lost == 0
@@ -758,6 +782,7 @@ fn print_report(
     let mode = match args.mode {
         Mode::Ingest => "ingest (workers disabled)",
         Mode::E2e => "e2e (intake + workers + fake Graph API)",
+        Mode::Bodies => "bodies",
     };
     let rate_text = if args.rate > 0.0 {
         format!("{} req/s", args.rate)
