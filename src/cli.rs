@@ -97,7 +97,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 "wabot listening"
             );
             cancel_on_signals(app.shutdown_token());
-            app.run_until_stopped().await?;
+            let result = app.run_until_stopped().await;
+            crate::otel::shutdown();
+            result?;
             Ok(())
         }
         Command::Healthcheck { port } => {
@@ -216,6 +218,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             cancel_on_signals(stop.clone());
             stop.cancelled().await;
             workers.shutdown().await;
+            crate::otel::shutdown();
             Ok(())
         }
     }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use tracing::Instrument;
 
 use crate::cloud_api::split::{split_text_at_most, MAX_TEXT_LEN};
 use crate::cloud_api::{CloudApi, Outgoing, Recipient};
@@ -220,6 +221,11 @@ impl Engine {
                         message,
                         history: &history,
                     })
+                    .instrument(tracing::debug_span!(
+                        "responder",
+                        kind = self.options.responder_kind,
+                        turns = history.len(),
+                    ))
                     .await;
                 metrics::histogram!(monitoring::RESPONDER_SECONDS, "kind" => self.options.responder_kind)
                     .record(started.elapsed().as_secs_f64());

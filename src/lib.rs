@@ -7,6 +7,7 @@ pub mod domain;
 pub mod engine;
 pub mod error;
 pub mod monitoring;
+pub mod otel;
 pub mod responder;
 pub mod routes;
 pub mod sandbox;

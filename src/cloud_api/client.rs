@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use rand::Rng;
 use secrecy::{ExposeSecret, SecretString};
+use tracing::Instrument;
 
 use super::error::CloudApiError;
 use super::message::Outgoing;
@@ -144,7 +145,11 @@ impl CloudApi {
         let response: SendResponse = self
             .with_retries(from, || async {
                 self.pacer.wait(from.as_str(), to.key()).await;
-                let result = self.post(from, &body).await;
+                let span = graph_span("graph.send", from, Some(to), message.kind());
+                let result = self.post(from, &body).instrument(span.clone()).await;
+                record_outcome(&span, &result, |r: &SendResponse| {
+                    r.messages.first().map(|m| m.id.clone())
+                });
                 if let Err(error) = &result {
                     self.slow_down_after(error, from, to).await;
                 }
@@ -212,7 +217,10 @@ impl CloudApi {
         };
         let body =
             serde_json::to_value(&request).map_err(|e| CloudApiError::Decode(e.to_string()))?;
-        let response: SuccessResponse = self.post(from, &body).await?;
+        let span = graph_span("graph.mark_read", from, None, "read");
+        let result = self.post(from, &body).instrument(span.clone()).await;
+        record_outcome(&span, &result, |_: &SuccessResponse| None);
+        let response = result?;
         if response.success {
             Ok(())
         } else {
@@ -234,7 +242,19 @@ impl CloudApi {
         let info: MediaInfo = self
             .with_retries(receiving, || {
                 let request = self.http.get(&info_url).bearer_auth(&token);
-                async move { read_json(request.send().await.map_err(classify_transport)?).await }
+                let span = graph_span("graph.media", receiving, None, "media");
+                async move {
+                    let result = async {
+                        let response = request.send().await.map_err(classify_transport)?;
+                        tracing::Span::current()
+                            .record("http.response.status_code", response.status().as_u16());
+                        read_json(response).await
+                    }
+                    .instrument(span.clone())
+                    .await;
+                    record_outcome(&span, &result, |_: &MediaInfo| None);
+                    result
+                }
             })
             .await?;
         if info
@@ -374,6 +394,7 @@ impl CloudApi {
             .send()
             .await
             .map_err(classify_transport)?;
+        tracing::Span::current().record("http.response.status_code", response.status().as_u16());
         read_json(response).await
     }
 }
@@ -457,6 +478,77 @@ async fn read_json<R: serde::de::DeserializeOwned>(
         Err(_) => Err(CloudApiError::Http {
             status: status.as_u16(),
         }),
+    }
+}
+
+/// The span of one Graph API request (debug level: traced, not logged). The recipient is masked;
+/// bodies (message text) are never recorded.
+fn graph_span(
+    name: &'static str,
+    from: &PhoneNumberId,
+    to: Option<&Recipient>,
+    kind: &str,
+) -> tracing::Span {
+    match name {
+        "graph.send" => tracing::debug_span!(
+            "graph.send",
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            http.request.method = "POST",
+            from = from.as_str(),
+            user = to
+                .map(|to| mask_user(to.key().trim_start_matches('+')))
+                .unwrap_or_default(),
+            kind,
+            http.response.status_code = tracing::field::Empty,
+            meta.error_code = tracing::field::Empty,
+            wamid = tracing::field::Empty,
+        ),
+        "graph.mark_read" => tracing::debug_span!(
+            "graph.mark_read",
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            http.request.method = "POST",
+            from = from.as_str(),
+            http.response.status_code = tracing::field::Empty,
+            meta.error_code = tracing::field::Empty,
+        ),
+        _ => tracing::debug_span!(
+            "graph.media",
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            http.request.method = "GET",
+            from = from.as_str(),
+            http.response.status_code = tracing::field::Empty,
+            meta.error_code = tracing::field::Empty,
+        ),
+    }
+}
+
+/// Records how a Graph API request ended on its span: Meta's error code, or the sent wamid.
+fn record_outcome<R>(
+    span: &tracing::Span,
+    result: &Result<R, CloudApiError>,
+    wamid: impl Fn(&R) -> Option<String>,
+) {
+    if span.is_disabled() {
+        return;
+    }
+    match result {
+        Ok(response) => {
+            if let Some(wamid) = wamid(response) {
+                span.record("wamid", wamid.as_str());
+            }
+        }
+        Err(error) => {
+            span.record("otel.status_code", "ERROR");
+            if let Some(code) = error.code() {
+                span.record("meta.error_code", code);
+            }
+            if let CloudApiError::Http { status } | CloudApiError::Api { status, .. } = error {
+                span.record("http.response.status_code", *status);
+            }
+        }
     }
 }
 

@@ -5,6 +5,7 @@ use async_trait::async_trait;
 use fred::prelude::Client;
 use fred::types::scripts::Script;
 use futures_util::future::try_join_all;
+use tracing::Instrument;
 
 use super::error::StoreError;
 use super::keys::{Keys, SEEN_TTL_SECS, STATUS_SEEN_TTL_SECS};
@@ -40,17 +41,21 @@ impl RedisInbox {
             InboxItem::Status(_) => STATUS_SEEN_TTL_SECS,
         };
         let dedup = item.dedup_id();
+        let keys = vec![
+            self.keys.seen(partition, &dedup),
+            self.keys.inbox(partition),
+        ];
+        let mut args = vec![ttl.to_string(), item.to_json()?, dedup];
+        // The worker continues the webhook's trace from here; nothing extra while tracing is off.
+        if let Some(traceparent) = crate::otel::traceparent(&tracing::Span::current()) {
+            args.push(traceparent);
+        }
         let id: Option<String> = self
             .script
-            .evalsha_with_reload(
-                &self.client,
-                vec![
-                    self.keys.seen(partition, &dedup),
-                    self.keys.inbox(partition),
-                ],
-                vec![ttl.to_string(), item.to_json()?, dedup],
-            )
+            .evalsha_with_reload(&self.client, keys, args)
             .await?;
+        tracing::Span::current().record("partition", partition);
+        tracing::Span::current().record("duplicate", id.is_none());
         Ok(id.is_some())
     }
 }
@@ -59,9 +64,13 @@ impl RedisInbox {
 impl EventSink for RedisInbox {
     async fn accept(&self, items: &[InboxItem]) -> Result<Accepted, SinkError> {
         // Issued together: fred pipelines them on the connection, one round trip for the batch.
-        let results = try_join_all(items.iter().map(|item| self.accept_one(item)))
-            .await
-            .map_err(|e| SinkError::Unavailable(Box::new(e)))?;
+        let results = try_join_all(
+            items
+                .iter()
+                .map(|item| self.accept_one(item).instrument(accept_span(item))),
+        )
+        .await
+        .map_err(|e| SinkError::Unavailable(Box::new(e)))?;
         // Counted for messages: statuses have their own series.
         let messages = items
             .iter()
@@ -76,4 +85,25 @@ impl EventSink for RedisInbox {
         });
         Ok(Accepted { new, duplicates })
     }
+}
+
+/// One item's hand-off, a child of the webhook request's span (debug level: traced, not logged).
+fn accept_span(item: &InboxItem) -> tracing::Span {
+    let (kind, wamid) = match item {
+        InboxItem::Message(m) => ("message", m.id.as_str()),
+        InboxItem::Status(s) => ("status", s.message_id.as_str()),
+    };
+    // Field values are only computed when the span is enabled (tracing on, or RUST_LOG=debug).
+    tracing::debug_span!(
+        "inbox.accept",
+        otel.kind = "producer",
+        kind,
+        wamid,
+        user = item
+            .conversation()
+            .map(|(_, user)| user.masked())
+            .unwrap_or_default(),
+        partition = tracing::field::Empty,
+        duplicate = tracing::field::Empty,
+    )
 }

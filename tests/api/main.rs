@@ -15,5 +15,6 @@ mod pipeline;
 mod redis_urls;
 mod sandbox;
 mod store_scripts;
+mod traces;
 mod webhook_receive;
 mod webhook_verification;
