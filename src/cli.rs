@@ -44,6 +44,14 @@ pub enum Command {
     DeadLetters(DeadLettersCommand),
     /// Load and validate the configuration, print it with secrets redacted.
     CheckConfig,
+    /// Check the WhatsApp setup against the Graph API with the configured token: the app's
+    /// webhook subscription to the WABA, each number's status and throughput, the re-engagement
+    /// template. Prints each problem with its fix; exit 1 when any check fails.
+    Doctor {
+        /// Subscribe the app to the WABA's webhooks when it is not.
+        #[arg(long)]
+        fix: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -85,6 +93,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let settings = Settings::load()?;
             print!("{}", settings.redacted_toml());
             eprintln!("configuration OK");
+            Ok(())
+        }
+        Command::Doctor { fix } => {
+            let settings = Settings::load()?;
+            let report = crate::doctor::run(&settings, fix).await?;
+            print!("{report}");
+            anyhow::ensure!(report.failures() == 0, "the setup has problems (see above)");
             Ok(())
         }
         Command::Serve => {

@@ -52,6 +52,10 @@ pub struct WhatsAppSettings {
     pub access_token: SecretString,
     #[serde(default, deserialize_with = "empty_as_none")]
     pub phone_number_id: Option<String>,
+    /// The WhatsApp Business Account (WABA) of the numbers: `wabot doctor` checks its app
+    /// subscription and templates.
+    #[serde(default, deserialize_with = "empty_as_none")]
+    pub business_account_id: Option<String>,
     pub api_base_url: String,
     pub api_version: String,
     pub mark_as_read: bool,
@@ -74,6 +78,24 @@ pub struct WhatsAppSettings {
     pub recipient_burst: u32,
     /// Largest media download accepted.
     pub media_max_bytes: u64,
+    /// Sent instead of free-form text when the 24-hour customer-service window is closed.
+    pub reengagement_template: TemplateRef,
+}
+
+/// An approved template by name; an empty name means none is configured.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+pub struct TemplateRef {
+    pub name: String,
+    pub language: String,
+    /// Body parameters, in order (`{{1}}`, `{{2}}`...).
+    #[serde(default)]
+    pub parameters: Vec<String>,
+}
+
+impl TemplateRef {
+    pub fn is_configured(&self) -> bool {
+        !self.name.trim().is_empty()
+    }
 }
 
 impl WhatsAppSettings {
@@ -258,6 +280,8 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("whatsapp.recipient_interval_ms", "6000"),
     ("whatsapp.recipient_burst", "45"),
     ("whatsapp.media_max_bytes", "16777216"),
+    ("whatsapp.reengagement_template.name", ""),
+    ("whatsapp.reengagement_template.language", "en"),
     ("redis.url", "redis://127.0.0.1:6379/0"),
     ("redis.password", ""),
     ("redis.key_prefix", "wabot"),

@@ -399,6 +399,69 @@ impl CloudApi {
     }
 }
 
+/// Management calls (`wabot doctor`): plain Graph API reads and writes outside `/messages`.
+impl CloudApi {
+    /// `GET {base}/{version}/{path}?{query}` with the token of `number` (the default token
+    /// without one), retried like any call.
+    pub(super) async fn get_graph<R: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+        number: Option<&PhoneNumberId>,
+    ) -> Result<R, CloudApiError> {
+        let url = format!("{}/{}/{}", self.base_url, self.version, path);
+        let token = match number {
+            Some(number) => self.token_for(number),
+            None => &self.token,
+        };
+        let attempts = self.retry.attempts;
+        let mut attempt = 1;
+        loop {
+            let request = self
+                .http
+                .get(&url)
+                .query(query)
+                .bearer_auth(token.expose_secret());
+            let result = match request.send().await {
+                Ok(response) => read_json(response).await,
+                Err(error) => Err(classify_transport(error)),
+            };
+            match result {
+                Err(error) if error.is_retryable() && attempt < attempts => {
+                    tokio::time::sleep(
+                        error.retry_after().unwrap_or_else(|| self.backoff(attempt)),
+                    )
+                    .await;
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    /// `POST {base}/{version}/{path}` without a body, with the default token. Not retried: it
+    /// changes something at Meta, and the caller checks the outcome again.
+    pub(super) async fn post_graph<R: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<R, CloudApiError> {
+        let url = format!("{}/{}/{}", self.base_url, self.version, path);
+        let response = self
+            .http
+            .post(url)
+            .bearer_auth(self.token.expose_secret())
+            .send()
+            .await
+            .map_err(classify_transport)?;
+        read_json(response).await
+    }
+
+    /// The Graph API root the calls go to, for messages (`https://graph.facebook.com/v24.0`).
+    pub fn api_root(&self) -> String {
+        format!("{}/{}", self.base_url, self.version)
+    }
+}
+
 /// Where Meta serves media from (`lookaside.fbsbx.com`, `*.fbcdn.net`, ...).
 const META_MEDIA_HOST_SUFFIXES: &[&str] =
     &[".fbcdn.net", ".facebook.com", ".fbsbx.com", ".whatsapp.net"];

@@ -3,6 +3,7 @@
 mod admin_input;
 mod cloud_api;
 mod cluster;
+mod doctor;
 mod edge;
 mod engine;
 mod foundations;
