@@ -209,6 +209,16 @@ pub fn trace_id(span: &Span) -> Option<String> {
         .then(|| span_context.trace_id().to_string())
 }
 
+/// The `kind` and `wamid` attributes of a stored item's spans (the one place that knows the
+/// variants, for every span of the pipeline).
+pub fn item_attributes(item: &crate::domain::InboxItem) -> (&str, &str) {
+    use crate::domain::InboxItem;
+    match item {
+        InboxItem::Message(m) => (m.content.kind(), m.id.as_str()),
+        InboxItem::Status(s) => (s.status.as_str(), s.message_id.as_str()),
+    }
+}
+
 /// The exporter's HTTP client: reqwest's blocking client (the one wabot already links, with its
 /// TLS). The SDK exports from a thread of its own, where blocking is right; the client is built
 /// there on first use, because reqwest refuses to build or drop one inside the async runtime.

@@ -89,10 +89,7 @@ impl EventSink for RedisInbox {
 
 /// One item's hand-off, a child of the webhook request's span (debug level: traced, not logged).
 fn accept_span(item: &InboxItem) -> tracing::Span {
-    let (kind, wamid) = match item {
-        InboxItem::Message(m) => ("message", m.id.as_str()),
-        InboxItem::Status(s) => ("status", s.message_id.as_str()),
-    };
+    let (kind, wamid) = crate::otel::item_attributes(item);
     // Field values are only computed when the span is enabled (tracing on, or RUST_LOG=debug).
     tracing::debug_span!(
         "inbox.accept",

@@ -285,7 +285,7 @@ fn process_span(partition: u32, batch: &[Entry]) -> tracing::Span {
         wamid = batch
             .first()
             .and_then(|e| e.item.as_ref())
-            .map(item_wamid)
+            .map(|item| crate::otel::item_attributes(item).1)
             .unwrap_or_default(),
         user = batch
             .first()
@@ -312,23 +312,13 @@ fn handle_span(attempt: u32, item: &InboxItem, merged: usize) -> tracing::Span {
         "engine.handle",
         attempt,
         merged,
-        kind = match item {
-            InboxItem::Message(m) => m.content.kind(),
-            InboxItem::Status(s) => s.status.as_str(),
-        },
-        wamid = item_wamid(item),
+        kind = crate::otel::item_attributes(item).0,
+        wamid = crate::otel::item_attributes(item).1,
         user = item
             .conversation()
             .map(|(_, user)| user.masked())
             .unwrap_or_default(),
     )
-}
-
-fn item_wamid(item: &InboxItem) -> &str {
-    match item {
-        InboxItem::Message(m) => m.id.as_str(),
-        InboxItem::Status(s) => s.message_id.as_str(),
-    }
 }
 
 /// Handles a batch (one entry, or a merged burst of one conversation) with retries, then
