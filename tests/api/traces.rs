@@ -37,6 +37,20 @@ impl Drop for Served {
 }
 
 async fn serve(redis: &RedisServer, graph: &MockServer, extra: &[(&str, String)]) -> Served {
+    serve_logging(redis, graph, extra, None).await
+}
+
+/// Like [`serve`]; with `log`, standard output (the log lines) goes to that file.
+async fn serve_logging(
+    redis: &RedisServer,
+    graph: &MockServer,
+    extra: &[(&str, String)],
+    log: Option<&std::path::Path>,
+) -> Served {
+    let stdout = match log {
+        Some(path) => Stdio::from(std::fs::File::create(path).expect("log file")),
+        None => Stdio::null(),
+    };
     let port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_wabot"))
         .arg("serve")
@@ -61,7 +75,7 @@ async fn serve(redis: &RedisServer, graph: &MockServer, extra: &[(&str, String)]
         // The log level does not decide what is traced: logs off, spans still exported.
         .env("RUST_LOG", "off")
         .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdout(Stdio::null())
+        .stdout(stdout)
         .stderr(Stdio::null())
         .spawn()
         .expect("wabot starts");
@@ -390,4 +404,62 @@ async fn the_stored_entry_carries_the_traceparent_only_while_tracing_is_on() {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test]
+async fn json_logs_stay_json_and_carry_the_trace_id_while_tracing_is_on() {
+    let redis = RedisServer::start();
+    let graph = Arc::new(MockServer::start().await);
+    mount_graph_ok(&graph).await;
+    let collector = collector().await;
+    let log = std::env::temp_dir().join(format!("wabot-trace-log-{}.jsonl", uuid::Uuid::new_v4()));
+    let mut env = otel_env(&collector);
+    env.push(("LOG_FORMAT", "json".into()));
+    env.push(("RUST_LOG", "info".into()));
+    let served = serve_logging(&redis, &graph, &env, Some(&log)).await;
+    let wamid = format!("wamid.log.{}", uuid::Uuid::new_v4().simple());
+    let text = "please do not log this sentence";
+    post(&served.address, text_delivery(PNID, USER, &wamid, text)).await;
+    wait_for_replies(&graph, 1, WAIT).await;
+    let stored = eventually(WAIT, || async {
+        let lines = std::fs::read_to_string(&log).ok()?;
+        lines
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|l| l["message"] == "webhook items stored")
+    })
+    .await
+    .expect("the intake line was logged");
+    drop(served);
+    let lines = std::fs::read_to_string(&log).expect("log file");
+    std::fs::remove_file(&log).ok();
+    assert!(lines.lines().count() > 2, "{lines}");
+    for line in lines.lines() {
+        let parsed: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            parsed["level"].is_string() && parsed["target"].is_string(),
+            "{line}"
+        );
+        assert!(!line.contains(text), "message text at info: {line}");
+        assert!(!line.contains(USER), "full phone number: {line}");
+    }
+    // The request's span fields as before, plus the trace id to look the request up with.
+    let span = &stored["span"];
+    assert_eq!(span["path"], "/webhook", "{stored}");
+    let trace_id = span["trace_id"].as_str().unwrap_or_default();
+    assert_eq!(trace_id.len(), 32, "{stored}");
+    let (_, spans) = exported(&collector).await;
+    let accept = eventually(WAIT, || async {
+        let (_, spans) = exported(&collector).await;
+        find(&spans, "inbox.accept", Some(&wamid)).cloned()
+    })
+    .await
+    .expect("accept span exported");
+    assert_eq!(
+        hex(&accept.trace_id),
+        trace_id,
+        "the logged trace id is the message's trace"
+    );
+    drop(spans);
 }
