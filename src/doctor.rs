@@ -163,7 +163,8 @@ pub async fn run(settings: &Settings, fix: bool) -> Result<Report, DoctorError> 
     if let Ok(tokens) = settings.whatsapp.tokens_by_number() {
         numbers.extend(tokens.into_iter().map(|(pnid, _)| pnid));
     }
-    numbers.dedup();
+    let mut seen = std::collections::HashSet::new();
+    numbers.retain(|number| seen.insert(number.clone()));
     if numbers.is_empty() {
         report.problem(
             Verdict::Warn,

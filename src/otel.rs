@@ -143,6 +143,27 @@ pub(crate) fn layer() -> Result<Option<Box<dyn Layer<Registry> + Send + Sync>>, 
     Ok(Some(layer.boxed()))
 }
 
+/// Standard variables that are set but have no effect here, as lines for the log (the exporter's
+/// own warnings come before the subscriber exists and would be lost).
+pub(crate) fn ignored_variables() -> Vec<String> {
+    let env = |name: &str| std::env::var(name).ok();
+    if !requested(&env) {
+        return Vec::new();
+    }
+    [
+        "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
+        "OTEL_EXPORTER_OTLP_COMPRESSION",
+    ]
+    .iter()
+    .filter_map(|name| {
+        let value = env(name)?;
+        let value = value.trim();
+        (!value.is_empty() && !value.eq_ignore_ascii_case("none"))
+            .then(|| format!("{name}={value} is ignored: compression is not built in"))
+    })
+    .collect()
+}
+
 /// Exports what is still buffered and stops the exporter (at process exit; blocks up to a few
 /// seconds when the collector does not answer).
 pub fn shutdown() {

@@ -66,6 +66,9 @@ pub fn init_with_default(format: LogFormat, default_level: &str) {
         tracing::error!(error = %crate::error::error_chain(&error), "OpenTelemetry tracing is off");
     } else if crate::otel::is_on() {
         tracing::info!("OpenTelemetry tracing on (OTLP/HTTP)");
+        for ignored in crate::otel::ignored_variables() {
+            tracing::warn!("{ignored}; spans are sent uncompressed");
+        }
     }
 }
 
