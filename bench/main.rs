@@ -498,7 +498,8 @@ async fn conversation_memory(
     settings: &Settings,
 ) -> anyhow::Result<Option<ConversationMemory>> {
     use fred::prelude::ClientLike;
-    let store = wabot::startup::conversation_store(settings, client);
+    let services = wabot::startup::Services::with_client(settings, client.clone());
+    let store = &services.conversations;
     let page = store.list(None, 1000).await.context("SCAN")?;
     let Some(found) = page.conversations.first() else {
         return Ok(None);
@@ -512,7 +513,7 @@ async fn conversation_memory(
     let Some(view) = store.get(&pnid, &user).await.context("conversation")? else {
         return Ok(None);
     };
-    let keys = wabot::store::Keys::new(&settings.redis.key_prefix, settings.worker.partitions);
+    let keys = &services.keys;
     let partition = keys.partition(&pnid, &user);
     let mut bytes = 0u64;
     for key in [
@@ -553,8 +554,7 @@ fn rss_bytes() -> Option<u64> {
 
 /// Entries left in the inbox streams (ingest mode: every unique message, nothing more).
 async fn inbox_depth(client: &fred::prelude::Client, settings: &Settings) -> anyhow::Result<u64> {
-    let keys = wabot::store::Keys::new(&settings.redis.key_prefix, settings.worker.partitions);
-    let queue = wabot::store::queue::Queue::new(client.clone(), keys, settings.worker.lease_ttl_ms);
+    let queue = wabot::startup::Services::with_client(settings, client.clone()).queue;
     let mut total = 0;
     for partition in 0..settings.worker.partitions {
         total += queue.depth(partition).await.context("XLEN")?;

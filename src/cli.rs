@@ -3,7 +3,9 @@
 use clap::{Parser, Subcommand};
 
 use crate::configuration::Settings;
-use crate::startup::{cancel_on_signals, spawn_workers, Application};
+use crate::domain::OutboundSource;
+use crate::outbound;
+use crate::startup::{cancel_on_signals, Application, Services};
 use crate::telemetry;
 
 #[derive(Debug, Parser)]
@@ -52,6 +54,31 @@ pub enum Command {
         #[arg(long)]
         fix: bool,
     },
+    /// Queue a notification (a template, or text inside the 24-hour window) to a user; sent by
+    /// the workers in order with the user's conversation (talks to Redis directly).
+    Send {
+        phone_number_id: String,
+        to: String,
+        #[command(flatten)]
+        message: MessageArgs,
+    },
+}
+
+/// What to send: `--text`, or `--template` with `--language` (and `--components` JSON).
+#[derive(Debug, clap::Args)]
+pub struct MessageArgs {
+    #[arg(long, conflicts_with = "template")]
+    text: Option<String>,
+    #[arg(long)]
+    template: Option<String>,
+    #[arg(long, default_value = "en")]
+    language: String,
+    /// The template's components as Meta documents them (a JSON array).
+    #[arg(long)]
+    components: Option<String>,
+    /// Sending again with the same key sends once.
+    #[arg(long)]
+    idempotency_key: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -72,6 +99,31 @@ pub enum ConversationsCommand {
     Delete {
         phone_number_id: String,
         user: String,
+    },
+    /// A person takes the conversation: the bot stays silent until `resume` or the timeout.
+    Handoff {
+        phone_number_id: String,
+        user: String,
+        /// How long (default `handoff.timeout_secs`).
+        #[arg(long)]
+        minutes: Option<u64>,
+        #[arg(long)]
+        note: Option<String>,
+        /// Who takes it.
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// Give the conversation back to the bot.
+    Resume {
+        phone_number_id: String,
+        user: String,
+    },
+    /// An operator's message to the user, in the conversation's order (recorded as `operator`).
+    Send {
+        phone_number_id: String,
+        user: String,
+        #[command(flatten)]
+        message: MessageArgs,
     },
 }
 
@@ -149,9 +201,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Conversations(command) => {
             let settings = Settings::load()?;
-            let redis = crate::store::connect(&settings.redis)?;
-            fred::prelude::ClientLike::wait_for_connect(&redis).await?;
-            let store = crate::startup::conversation_store(&settings, &redis);
+            let services = Services::new(&settings)?.connected().await?;
+            let store = &services.conversations;
             let ids = |pnid: &str, user: &str| {
                 Ok::<_, anyhow::Error>((
                     crate::domain::PhoneNumberId::parse(pnid)
@@ -185,17 +236,77 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     println!("deleted");
                     Ok(())
                 }
+                ConversationsCommand::Handoff {
+                    phone_number_id,
+                    user,
+                    minutes,
+                    note,
+                    by,
+                } => {
+                    let (pnid, user) = ids(&phone_number_id, &user)?;
+                    let minutes = minutes.unwrap_or(settings.handoff.timeout_secs.div_ceil(60));
+                    anyhow::ensure!(minutes > 0, "--minutes must be at least 1");
+                    let until = crate::store::conversation::unix_ms() + (minutes as i64) * 60_000;
+                    let mut info = serde_json::json!({"reason": "operator"});
+                    if let Some(note) = note {
+                        info["note"] = note.into();
+                    }
+                    if let Some(by) = by {
+                        info["by"] = by.into();
+                    }
+                    store.take_over(&pnid, &user, until, &info, None).await?;
+                    println!("a person has the conversation for {minutes} min");
+                    Ok(())
+                }
+                ConversationsCommand::Resume {
+                    phone_number_id,
+                    user,
+                } => {
+                    let (pnid, user) = ids(&phone_number_id, &user)?;
+                    anyhow::ensure!(store.give_back(&pnid, &user).await?, "no such conversation");
+                    println!("back with the bot");
+                    Ok(())
+                }
+                ConversationsCommand::Send {
+                    phone_number_id,
+                    user,
+                    message,
+                } => {
+                    let (pnid, user) = ids(&phone_number_id, &user)?;
+                    queue_message(
+                        &services.inbox,
+                        pnid,
+                        user,
+                        OutboundSource::Operator,
+                        &message,
+                    )
+                    .await
+                }
             }
+        }
+        Command::Send {
+            phone_number_id,
+            to,
+            message,
+        } => {
+            let settings = Settings::load()?;
+            let services = Services::new(&settings)?.connected().await?;
+            let pnid = crate::domain::PhoneNumberId::parse(&phone_number_id)
+                .ok_or_else(|| anyhow::anyhow!("invalid phone_number_id {phone_number_id:?}"))?;
+            let to = crate::domain::UserId::parse(&to)
+                .ok_or_else(|| anyhow::anyhow!("invalid recipient {to:?}"))?;
+            queue_message(
+                &services.inbox,
+                pnid,
+                to,
+                OutboundSource::Notification,
+                &message,
+            )
+            .await
         }
         Command::DeadLetters(command) => {
             let settings = Settings::load()?;
-            let redis = crate::store::connect(&settings.redis)?;
-            fred::prelude::ClientLike::wait_for_connect(&redis).await?;
-            let queue = crate::store::queue::Queue::new(
-                redis,
-                crate::store::Keys::new(&settings.redis.key_prefix, settings.worker.partitions),
-                settings.worker.lease_ttl_ms,
-            );
+            let queue = Services::new(&settings)?.connected().await?.queue;
             match command {
                 DeadLettersCommand::List { limit } => {
                     for letter in queue.dead_letters(limit).await? {
@@ -226,8 +337,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Worker => {
             let settings = Settings::load()?;
             telemetry::init(settings.log.format);
-            let redis = crate::store::connect(&settings.redis)?;
-            let workers = spawn_workers(&settings, &redis)?;
+            let workers = Services::new(&settings)?.spawn_workers()?;
             tracing::info!(replica = workers.replica(), "wabot worker running");
             let stop = tokio_util::sync::CancellationToken::new();
             cancel_on_signals(stop.clone());
@@ -237,6 +347,32 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn queue_message(
+    inbox: &crate::store::RedisInbox,
+    pnid: crate::domain::PhoneNumberId,
+    to: crate::domain::UserId,
+    source: OutboundSource,
+    args: &MessageArgs,
+) -> anyhow::Result<()> {
+    let components: Vec<serde_json::Value> = match &args.components {
+        Some(raw) => serde_json::from_str(raw)
+            .map_err(|e| anyhow::anyhow!("--components is not a JSON array: {e}"))?,
+        None => Vec::new(),
+    };
+    let content = outbound::content(
+        args.text.as_deref(),
+        args.template
+            .as_deref()
+            .map(|name| (name, args.language.as_str(), components.as_slice())),
+        None,
+    )?;
+    let message = outbound::request(pnid, to, source, content, args.idempotency_key.as_deref())?;
+    let id = message.id.clone();
+    let new = outbound::enqueue(inbox, message).await?;
+    println!("{id}\t{}", if new { "queued" } else { "duplicate" });
+    Ok(())
 }
 
 fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {

@@ -1,6 +1,7 @@
 //! Typed settings, loaded once from defaults, `config/` files and the environment (docs/DESIGN.md §3).
 //!
-//! Layers, later wins: built-in defaults → `config/default.toml` → `config/{APP_ENV}.toml` →
+//! Layers, later wins: built-in defaults (the shipped `config/default.toml`, embedded) →
+//! `config/default.toml` → `config/{APP_ENV}.toml` →
 //! `WABOT_<SECTION>__<KEY>` → the well-known flat variables (`PORT`, `REDIS_URL`, ...).
 //! The environment is passed in as a map so tests can load settings without touching the
 //! process environment (which every test thread shares).
@@ -20,9 +21,29 @@ pub struct Settings {
     pub conversation: ConversationSettings,
     pub rate_limit: RateLimitSettings,
     pub responder: ResponderSettings,
+    pub transcription: TranscriptionSettings,
     pub worker: WorkerSettings,
     pub admin: AdminSettings,
     pub log: LogSettings,
+    pub handoff: HandoffSettings,
+    pub events: EventSettings,
+    /// Built-in sentences replaced per language: `[texts.es] reset = "..."` (see `i18n`).
+    #[serde(default)]
+    pub texts: HashMap<String, SentenceOverrides>,
+}
+
+/// One language's replacements of built-in sentences; empty keeps the built-in one.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct SentenceOverrides {
+    pub reset: String,
+    pub help: String,
+    pub rate_limited: String,
+    pub non_text: String,
+    pub handoff_requested: String,
+    pub fallback: String,
+    pub not_understood: String,
+    pub could_not_listen: String,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -98,6 +119,51 @@ impl TemplateRef {
     }
 }
 
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct HandoffSettings {
+    /// Words that ask for a person (comma-separated, matched as whole words, case and accents
+    /// ignored); `/agent` always does.
+    pub keywords: String,
+    /// How long a conversation stays with a person before it returns to the bot.
+    pub timeout_secs: u64,
+    /// The bot's answer when a user asks for a person.
+    pub requested_text: String,
+    /// Mark messages read while a person has the conversation.
+    pub mark_read: bool,
+    /// How long the bot pauses after the business answered from the WhatsApp Business app,
+    /// measured from that answer (never longer than `timeout_secs`).
+    pub echo_pause_secs: u64,
+}
+
+impl HandoffSettings {
+    /// The keywords, normalised the way user text is compared with them.
+    pub fn keyword_list(&self) -> Vec<String> {
+        self.keywords
+            .split(',')
+            .map(crate::handoff::normalise)
+            .filter(|k| !k.is_empty())
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct EventSettings {
+    /// Where events are POSTed; empty: no events are kept or sent.
+    pub webhook_url: String,
+    /// Signs every event body (`X-Wabot-Signature-256`).
+    #[serde(serialize_with = "redact")]
+    pub secret: SecretString,
+    pub timeout_ms: u64,
+    /// Longest wait between two delivery attempts of an event (backoff doubles up to it).
+    pub retry_max_ms: u64,
+}
+
+impl EventSettings {
+    pub fn enabled(&self) -> bool {
+        !self.webhook_url.trim().is_empty()
+    }
+}
+
 impl WhatsAppSettings {
     /// Tokens by phone number id from `access_tokens`; malformed entries are reported.
     pub fn tokens_by_number(&self) -> Result<Vec<(String, SecretString)>, ConfigError> {
@@ -157,13 +223,16 @@ pub struct ConversationSettings {
     pub max_turn_chars: usize,
     /// Outbound messages (4,096 characters each) one reply may be split into.
     pub max_reply_parts: usize,
+    /// Language of the built-in sentences: `en`, `es`, `pt`, or `auto` (from the user's text).
+    pub language: String,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct RateLimitSettings {
     pub messages: u32,
     pub window_secs: u64,
-    /// Sent once per window to a user who is over the limit.
+    /// Sent once per window to a user who is over the limit; empty: the built-in sentence in
+    /// the conversation's language.
     pub notice: String,
 }
 
@@ -173,6 +242,19 @@ pub enum ResponderKind {
     Rules,
     Echo,
     Openai,
+    Http,
+}
+
+impl ResponderKind {
+    /// The label in metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResponderKind::Rules => "rules",
+            ResponderKind::Echo => "echo",
+            ResponderKind::Openai => "openai",
+            ResponderKind::Http => "http",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -181,6 +263,24 @@ pub struct ResponderSettings {
     /// Rules of the `rules` responder; the built-in rules are used when the file does not exist.
     pub rules_file: String,
     pub openai: OpenAiSettings,
+    pub http: HttpResponderSettings,
+}
+
+/// The `http` responder: the business's own backend (docs/http-responder.md).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct HttpResponderSettings {
+    #[serde(default)]
+    pub url: String,
+    /// Key of the `X-Wabot-Signature-256` HMAC over each request body.
+    #[serde(serialize_with = "redact")]
+    pub secret: SecretString,
+    /// Per request; a slower answer counts as a failed try.
+    pub timeout_ms: u64,
+    /// Tries per message for timeouts, network errors and 5xx, then the fallback text.
+    pub attempts: u32,
+    pub retry_base_ms: u64,
+    /// Sent when the backend fails; empty: the built-in sentence in the conversation's language.
+    pub fallback: String,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -197,8 +297,55 @@ pub struct OpenAiSettings {
     pub timeout_ms: u64,
     /// Prior turns sent to the model are cut to this many characters (newest kept).
     pub history_chars: usize,
-    /// Sent when the model fails or times out: never leave the user without an answer.
+    /// Sent when the model fails or times out: never leave the user without an answer. Empty:
+    /// the built-in sentence in the conversation's language.
     pub fallback: String,
+    /// Functions the model may call (`[[responder.openai.tools]]`), each POSTed to its `url`.
+    #[serde(default)]
+    pub tools: Vec<ToolSettings>,
+    /// Rounds of tool calls per message; a model still calling tools after them gets cut off
+    /// (the fallback text is sent).
+    pub max_tool_rounds: u32,
+    /// Per tool call.
+    pub tool_timeout_ms: u64,
+    /// All model and tool calls of one message together; past it no new round starts.
+    pub tools_deadline_ms: u64,
+    /// Key of the `X-Wabot-Signature-256` HMAC over each tool request body.
+    #[serde(serialize_with = "redact")]
+    pub tool_secret: SecretString,
+    /// Offers the model an `actions` tool to send buttons, lists, media... or hand off.
+    pub actions_tool: bool,
+    /// Sends a user's image to the model as an image content part (a vision model is needed).
+    pub vision: bool,
+}
+
+/// One function the model may call.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct ToolSettings {
+    pub name: String,
+    pub description: String,
+    /// JSON Schema of the arguments (an object schema).
+    #[serde(default = "empty_object_schema")]
+    pub parameters: serde_json::Value,
+    /// Receives `{"tool", "arguments", "contact", "conversation"}`, signed; answers the result.
+    pub url: String,
+}
+
+fn empty_object_schema() -> serde_json::Value {
+    serde_json::json!({"type": "object", "properties": {}})
+}
+
+/// Voice notes as text through an OpenAI-compatible `/audio/transcriptions` endpoint.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct TranscriptionSettings {
+    /// E.g. `https://api.openai.com/v1`, `http://127.0.0.1:8080/v1`; empty: voice notes are not
+    /// transcribed (they get the `non_text` answer).
+    #[serde(default)]
+    pub base_url: String,
+    pub model: String,
+    #[serde(serialize_with = "redact")]
+    pub api_key: SecretString,
+    pub timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -255,68 +402,9 @@ pub enum ConfigError {
     Unknown { setting: String, origin: String },
 }
 
-/// Built-in defaults, so the binary runs even without a `config/` directory next to it.
-const DEFAULTS: &[(&str, &str)] = &[
-    ("server.host", "0.0.0.0"),
-    ("server.port", "8000"),
-    ("server.max_body_bytes", "3145728"),
-    ("server.shutdown_timeout_secs", "25"),
-    ("server.http_workers", "2"),
-    ("server.request_timeout_secs", "10"),
-    ("server.max_inflight_body_bytes", "33554432"),
-    ("whatsapp.app_secret", ""),
-    ("whatsapp.verify_token", ""),
-    ("whatsapp.access_token", ""),
-    ("whatsapp.api_base_url", "https://graph.facebook.com"),
-    ("whatsapp.api_version", "v24.0"),
-    ("whatsapp.mark_as_read", "true"),
-    ("whatsapp.typing_indicator", "true"),
-    ("whatsapp.request_timeout_ms", "10000"),
-    ("whatsapp.access_tokens", ""),
-    ("whatsapp.send_attempts", "3"),
-    ("whatsapp.retry_base_ms", "250"),
-    ("whatsapp.retry_max_ms", "8000"),
-    ("whatsapp.throughput_per_sec", "80"),
-    ("whatsapp.recipient_interval_ms", "6000"),
-    ("whatsapp.recipient_burst", "45"),
-    ("whatsapp.media_max_bytes", "16777216"),
-    ("whatsapp.reengagement_template.name", ""),
-    ("whatsapp.reengagement_template.language", "en"),
-    ("redis.url", "redis://127.0.0.1:6379/0"),
-    ("redis.password", ""),
-    ("redis.key_prefix", "wabot"),
-    ("redis.command_timeout_ms", "2000"),
-    ("redis.connect_timeout_ms", "2000"),
-    ("redis.tls_ca_file", ""),
-    ("conversation.session_expire_secs", "3600"),
-    ("conversation.max_history", "40"),
-    ("conversation.merge_window_ms", "0"),
-    ("conversation.max_turn_chars", "65536"),
-    ("conversation.max_reply_parts", "5"),
-    ("rate_limit.messages", "20"),
-    ("rate_limit.window_secs", "60"),
-    ("rate_limit.notice", "You are sending messages faster than I can answer. Please wait a moment before writing again."),
-    ("responder.kind", "rules"),
-    ("responder.rules_file", "config/rules.toml"),
-    ("responder.openai.system_prompt", "You are a helpful, concise assistant answering WhatsApp messages for a business. Answer in the language of the user."),
-    ("responder.openai.temperature", "0.3"),
-    ("responder.openai.max_tokens", "512"),
-    ("responder.openai.timeout_ms", "20000"),
-    ("responder.openai.history_chars", "8000"),
-    ("responder.openai.fallback", "Sorry, I cannot answer right now. Please try again in a moment."),
-    ("responder.openai.base_url", ""),
-    ("responder.openai.model", ""),
-    ("responder.openai.api_key", ""),
-    ("worker.partitions", "64"),
-    ("worker.concurrency", "256"),
-    ("worker.lease_ttl_ms", "12000"),
-    ("worker.max_attempts", "5"),
-    ("worker.retry_base_ms", "500"),
-    ("worker.retry_max_ms", "30000"),
-    ("worker.enabled", "true"),
-    ("admin.token", ""),
-    ("log.format", "pretty"),
-];
+/// The built-in defaults are `config/default.toml` as shipped, embedded: one place for every
+/// default, documented, and the binary runs even without a `config/` directory next to it.
+const BUILT_IN: &str = include_str!("../config/default.toml");
 
 /// The well-known flat variables and the setting each one sets.
 const FLAT_ENV: &[(&str, &str)] = &[
@@ -334,6 +422,8 @@ const FLAT_ENV: &[(&str, &str)] = &[
     ("OPENAI_BASE_URL", "responder.openai.base_url"),
     ("OPENAI_MODEL", "responder.openai.model"),
     ("OPENAI_API_KEY", "responder.openai.api_key"),
+    ("HTTP_RESPONDER_URL", "responder.http.url"),
+    ("HTTP_RESPONDER_SECRET", "responder.http.secret"),
     ("ADMIN_TOKEN", "admin.token"),
     ("LOG_FORMAT", "log.format"),
 ];
@@ -359,11 +449,8 @@ impl Settings {
             .get("APP_ENV")
             .map(String::as_str)
             .unwrap_or("development");
-        let mut builder = config::Config::builder();
-        for (key, value) in DEFAULTS {
-            builder = builder.set_default(*key, *value)?;
-        }
-        builder = builder
+        let builder = config::Config::builder()
+            .add_source(config::File::from_str(BUILT_IN, config::FileFormat::Toml))
             .add_source(config::File::from(config_dir.join("default.toml")).required(false))
             .add_source(
                 config::File::from(config_dir.join(format!("{app_env}.toml"))).required(false),
@@ -374,6 +461,7 @@ impl Settings {
                     .separator("__")
                     .source(Some(sectioned_env(env))),
             );
+        let mut builder = builder;
         for (var, key) in FLAT_ENV {
             builder = builder.set_override_option(*key, env.get(*var).cloned())?;
         }
@@ -484,6 +572,19 @@ impl Settings {
                 });
             }
         }
+        if self.handoff.timeout_secs == 0 {
+            return Err(ConfigError::Invalid {
+                setting: "handoff.timeout_secs",
+                reason: "must be greater than 0".into(),
+            });
+        }
+        let events = self.events.webhook_url.trim();
+        if !(events.is_empty() || events.starts_with("http://") || events.starts_with("https://")) {
+            return Err(ConfigError::Invalid {
+                setting: "events.webhook_url",
+                reason: "must start with http:// or https://".into(),
+            });
+        }
         if self.server.max_inflight_body_bytes < self.server.max_body_bytes {
             // Otherwise a delivery of the largest allowed size could never be accepted.
             return Err(ConfigError::Invalid {
@@ -505,6 +606,76 @@ impl Settings {
                 hint: "the openai responder needs OPENAI_BASE_URL and OPENAI_MODEL",
             });
         }
+        let mut names = std::collections::HashSet::new();
+        for tool in &self.responder.openai.tools {
+            let valid_name = !tool.name.is_empty()
+                && tool.name.len() <= 64
+                && tool
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            let reason = if !valid_name {
+                Some(format!(
+                    "tool name `{}` must be 1-64 of a-z, A-Z, 0-9, _ and -",
+                    tool.name
+                ))
+            } else if tool.name == "actions" {
+                Some("`actions` is the built-in tool (responder.openai.actions_tool)".into())
+            } else if !names.insert(tool.name.as_str()) {
+                Some(format!("tool `{}` is declared twice", tool.name))
+            } else if !(tool.url.starts_with("http://") || tool.url.starts_with("https://")) {
+                Some(format!("tool `{}` needs an http(s) url", tool.name))
+            } else if !tool.parameters.is_object() {
+                Some(format!(
+                    "tool `{}`: parameters must be a JSON Schema object",
+                    tool.name
+                ))
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                return Err(ConfigError::Invalid {
+                    setting: "responder.openai.tools",
+                    reason,
+                });
+            }
+        }
+        if !self.responder.openai.tools.is_empty()
+            && self.responder.openai.tool_secret.expose_secret().is_empty()
+        {
+            return Err(ConfigError::Missing {
+                setting: "responder.openai.tool_secret",
+                hint: "tool requests are signed: set the key the tools verify X-Wabot-Signature-256 with",
+            });
+        }
+        if self.responder.kind == ResponderKind::Http {
+            let url = &self.responder.http.url;
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(ConfigError::Missing {
+                    setting: "responder.http.url",
+                    hint: "the http responder needs the backend's http:// or https:// URL (HTTP_RESPONDER_URL)",
+                });
+            }
+            if self.responder.http.secret.expose_secret().is_empty() {
+                return Err(ConfigError::Missing {
+                    setting: "responder.http.secret",
+                    hint: "the http responder signs every request: set HTTP_RESPONDER_SECRET",
+                });
+            }
+            if self.responder.http.attempts == 0 || self.responder.http.timeout_ms == 0 {
+                return Err(ConfigError::Invalid {
+                    setting: "responder.http.attempts",
+                    reason: "attempts and timeout_ms must be greater than 0".into(),
+                });
+            }
+        }
+        crate::i18n::Texts::from_settings(self).map_err(|e| ConfigError::Invalid {
+            setting: match e {
+                crate::i18n::I18nError::Language(_) => "conversation.language",
+                crate::i18n::I18nError::OverrideLanguage(_) => "texts",
+            },
+            reason: e.to_string(),
+        })?;
         Ok(())
     }
 
@@ -739,13 +910,130 @@ mod tests {
     }
 
     #[test]
-    fn the_shipped_default_toml_loads_and_matches_the_built_in_defaults() {
+    fn the_shipped_default_toml_sets_every_setting() {
+        let shipped: toml::Table = toml::from_str(BUILT_IN).expect("default.toml parses");
+        let mut present = Vec::new();
+        fn leaves(table: &toml::Table, prefix: &str, out: &mut Vec<String>) {
+            for (key, value) in table {
+                let path = join_key(prefix, key);
+                match value {
+                    toml::Value::Table(child) => leaves(child, &path, out),
+                    _ => out.push(path),
+                }
+            }
+        }
+        leaves(&shipped, "", &mut present);
+        let settings = Settings::load_from(&no_dir(), &env(&required())).expect("defaults load");
+        let mut known = Vec::new();
+        known_keys(
+            &serde_json::to_value(&settings).expect("json"),
+            "",
+            &mut known,
+        );
+        // Optional settings without a default value.
+        let optional = [
+            "whatsapp.phone_number_id",
+            "whatsapp.business_account_id",
+            "whatsapp.reengagement_template.parameters",
+            "responder.openai.tools",
+        ];
+        let undocumented: Vec<&String> = known
+            .iter()
+            .filter(|k| !present.contains(k) && !optional.contains(&k.as_str()))
+            .collect();
+        assert!(
+            undocumented.is_empty(),
+            "not in config/default.toml: {undocumented:?}"
+        );
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
-        let shipped = Settings::load_from(&dir, &env(&required())).expect("shipped config loads");
-        let built_in = Settings::load_from(&no_dir(), &env(&required())).expect("defaults load");
-        assert_eq!(shipped.server.request_timeout_secs, 10);
-        assert_eq!(shipped.server.max_inflight_body_bytes, 32 * 1024 * 1024);
-        assert_eq!(shipped.redacted_toml(), built_in.redacted_toml());
+        let on_disk = Settings::load_from(&dir, &env(&required())).expect("shipped config loads");
+        assert_eq!(on_disk.server.request_timeout_secs, 10);
+        assert_eq!(on_disk.redacted_toml(), settings.redacted_toml());
+    }
+
+    #[test]
+    fn sentences_are_overridden_per_language_and_typos_are_refused() {
+        use crate::i18n::{Language, Sentence, Texts};
+        let mut pairs = required();
+        pairs.push(("WABOT_CONVERSATION__LANGUAGE", "es"));
+        pairs.push(("WABOT_TEXTS__ES__RESET", "Listo."));
+        let s = Settings::load_from(&no_dir(), &env(&pairs)).expect("loads");
+        let texts = Texts::from_settings(&s).expect("texts");
+        assert_eq!(texts.get(Language::Es, Sentence::Reset), "Listo.");
+        assert!(texts
+            .get(Language::Es, Sentence::RateLimited)
+            .starts_with("Estás"));
+        let mut typo = required();
+        typo.push(("WABOT_TEXTS__ES__RESETT", "x"));
+        let err = Settings::load_from(&no_dir(), &env(&typo)).expect_err("must fail");
+        assert!(err.to_string().contains("texts.es.resett"), "{err}");
+        let mut french = required();
+        french.push(("WABOT_TEXTS__FR__RESET", "x"));
+        let err = Settings::load_from(&no_dir(), &env(&french)).expect_err("must fail");
+        assert!(err.to_string().contains("texts"), "{err}");
+        let mut german = required();
+        german.push(("WABOT_CONVERSATION__LANGUAGE", "de"));
+        let err = Settings::load_from(&no_dir(), &env(&german)).expect_err("must fail");
+        assert!(err.to_string().contains("conversation.language"), "{err}");
+    }
+
+    #[test]
+    fn tools_load_from_a_file_print_redacted_and_bad_ones_are_refused() {
+        let dir = std::env::temp_dir().join(format!("wabot-cfg-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("tmp dir");
+        let tool = |name: &str, url: &str| {
+            format!(
+                "[[responder.openai.tools]]\nname = \"{name}\"\ndescription = \"d\"\nurl = \"{url}\"\n\
+                 parameters = {{ type = \"object\", properties = {{ order_id = {{ type = \"string\" }} }} }}\n"
+            )
+        };
+        let write = |text: String| std::fs::write(dir.join("default.toml"), text).expect("write");
+        write(format!(
+            "[responder.openai]\ntool_secret = \"t0p\"\n{}",
+            tool("get_order_status", "http://127.0.0.1:1/x")
+        ));
+        let s = Settings::load_from(&dir, &env(&required())).expect("loads");
+        assert_eq!(s.responder.openai.tools[0].name, "get_order_status");
+        assert_eq!(
+            s.responder.openai.tools[0].parameters["properties"]["order_id"]["type"],
+            "string"
+        );
+        let printed = s.redacted_toml();
+        assert!(
+            printed.contains("get_order_status") && !printed.contains("t0p"),
+            "{printed}"
+        );
+        for bad in [
+            tool("actions", "http://127.0.0.1:1/x"),
+            tool("has space", "http://127.0.0.1:1/x"),
+            tool("t", "ftp://x"),
+            format!("{}{}", tool("t", "http://a/"), tool("t", "http://b/")),
+        ] {
+            write(bad);
+            let err = Settings::load_from(&dir, &env(&required())).expect_err("refused");
+            assert!(err.to_string().contains("responder.openai.tools"), "{err}");
+        }
+        write(tool("get_order_status", "http://127.0.0.1:1/x"));
+        let err = Settings::load_from(&dir, &env(&required())).expect_err("unsigned tools");
+        assert!(
+            err.to_string().contains("responder.openai.tool_secret"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn the_http_responder_needs_a_url_and_a_secret() {
+        let mut pairs = required();
+        pairs.push(("RESPONDER", "http"));
+        let err = Settings::load_from(&no_dir(), &env(&pairs)).expect_err("must fail");
+        assert!(err.to_string().contains("responder.http.url"), "{err}");
+        pairs.push(("HTTP_RESPONDER_URL", "http://127.0.0.1:9/bot"));
+        let err = Settings::load_from(&no_dir(), &env(&pairs)).expect_err("must fail");
+        assert!(err.to_string().contains("responder.http.secret"), "{err}");
+        pairs.push(("HTTP_RESPONDER_SECRET", "s3cret"));
+        let s = Settings::load_from(&no_dir(), &env(&pairs)).expect("loads");
+        assert!(!s.redacted_toml().contains("s3cret"));
     }
 
     #[test]

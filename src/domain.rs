@@ -437,10 +437,104 @@ impl StatusUpdate {
 pub enum InboxItem {
     Message(InboundMessage),
     Status(StatusUpdate),
+    /// A message an operator or the business's systems asked us to send.
+    Outbound(OutboundMessage),
+    /// Meta's conversation routing moved the conversation to or from this app.
+    Handover(Handover),
+}
+
+/// A `messaging_handovers` notification: who owns the conversation now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handover {
+    pub phone_number_id: PhoneNumberId,
+    pub user: UserId,
+    /// `control_passed` to us (true), or `control_taken` from us (false).
+    pub owned: bool,
+    /// Unix seconds: a late notification never overrides a newer one.
+    pub timestamp: i64,
+}
+
+/// Who asked for an outbound message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutboundSource {
+    /// A person answering the user (console, admin API, CLI): the conversation goes to them.
+    Operator,
+    /// A notification of the business (an order shipped): recorded as the bot's.
+    Notification,
+}
+
+/// What an outbound message says.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum OutboundContent {
+    /// Free-form: only inside the 24-hour customer-service window.
+    Text { text: String },
+    /// An approved template, allowed at any time. `components` as Meta documents them.
+    Template {
+        name: String,
+        language: String,
+        #[serde(default)]
+        components: Vec<serde_json::Value>,
+    },
+    /// Any other message (buttons, list, media, location) in the public action schema
+    /// (docs/http-responder.md); free-form, so only inside the window.
+    Message {
+        message: crate::responder::wire::WireAction,
+    },
+}
+
+impl OutboundContent {
+    /// The history's text for it.
+    pub fn describe(&self) -> String {
+        match self {
+            OutboundContent::Text { text } => text.clone(),
+            OutboundContent::Template { name, .. } => format!("[template: {name}]"),
+            OutboundContent::Message { message } => match message.clone().into_action() {
+                Ok(action) => crate::reply::describe(&action).0,
+                Err(_) => "[message]".into(),
+            },
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            OutboundContent::Text { .. } => "text",
+            OutboundContent::Template { .. } => "template",
+            OutboundContent::Message { message } => match message.clone().into_action() {
+                Ok(action) => crate::reply::describe(&action).1,
+                Err(_) => "unsupported",
+            },
+        }
+    }
+}
+
+/// A message to send to a user on request, queued in the user's conversation so it never
+/// interleaves with a reply in flight.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutboundMessage {
+    /// `out.<...>`: from the client's idempotency key, or generated.
+    pub id: String,
+    pub phone_number_id: PhoneNumberId,
+    pub to: UserId,
+    pub source: OutboundSource,
+    pub content: OutboundContent,
+    /// Unix seconds.
+    pub requested_at: i64,
 }
 
 /// Statuses are stored as `{"st": ...}`; anything else is a message (the format of every
 /// version before statuses were queued).
+#[derive(Serialize, Deserialize)]
+struct StoredHandover {
+    ho: Handover,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredOutbound {
+    out: OutboundMessage,
+}
+
 #[derive(Serialize, Deserialize)]
 struct StoredStatus {
     st: StatusUpdate,
@@ -454,11 +548,21 @@ impl InboxItem {
             InboxItem::Status(status) => {
                 serde_json::to_string(&StoredStatus { st: status.clone() })
             }
+            InboxItem::Outbound(out) => serde_json::to_string(&StoredOutbound { out: out.clone() }),
+            InboxItem::Handover(ho) => serde_json::to_string(&StoredHandover { ho: ho.clone() }),
         }
     }
 
     pub fn from_json(raw: &str) -> Result<InboxItem, serde_json::Error> {
-        if raw.starts_with("{\"st\":") {
+        if raw.starts_with("{\"ho\":") {
+            Ok(InboxItem::Handover(
+                serde_json::from_str::<StoredHandover>(raw)?.ho,
+            ))
+        } else if raw.starts_with("{\"out\":") {
+            Ok(InboxItem::Outbound(
+                serde_json::from_str::<StoredOutbound>(raw)?.out,
+            ))
+        } else if raw.starts_with("{\"st\":") {
             Ok(InboxItem::Status(
                 serde_json::from_str::<StoredStatus>(raw)?.st,
             ))
@@ -472,6 +576,8 @@ impl InboxItem {
         match self {
             InboxItem::Message(m) => Some((m.phone_number_id.clone(), m.user.clone())),
             InboxItem::Status(s) => s.conversation(),
+            InboxItem::Outbound(o) => Some((o.phone_number_id.clone(), o.to.clone())),
+            InboxItem::Handover(h) => Some((h.phone_number_id.clone(), h.user.clone())),
         }
     }
 
@@ -480,6 +586,13 @@ impl InboxItem {
         match self {
             InboxItem::Message(m) => m.id.as_str().to_string(),
             InboxItem::Status(s) => format!("{}:{}", s.message_id, s.status.as_str()),
+            InboxItem::Outbound(o) => o.id.clone(),
+            InboxItem::Handover(h) => format!(
+                "handover:{}:{}:{}",
+                h.user.as_str(),
+                if h.owned { "passed" } else { "taken" },
+                h.timestamp
+            ),
         }
     }
 }
@@ -489,6 +602,7 @@ impl InboxItem {
 pub struct WebhookBatch {
     pub messages: Vec<InboundMessage>,
     pub statuses: Vec<StatusUpdate>,
+    pub handovers: Vec<Handover>,
     /// Value-level errors (`value.errors[]`): system or account problems, logged.
     pub errors: Vec<ErrorInfo>,
     /// Changes of fields other than `messages` (account updates, templates...), ignored.

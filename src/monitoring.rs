@@ -23,6 +23,12 @@ pub const RESPONDER_SECONDS: &str = "wabot_responder_seconds";
 pub const REDIS_ERRORS: &str = "wabot_redis_errors_total";
 pub const PARTITIONS_OWNED: &str = "wabot_partitions_owned";
 pub const BUILD_INFO: &str = "wabot_build_info";
+pub const HANDOFFS: &str = "wabot_handoffs_total";
+pub const HANDOFFS_WAITING: &str = "wabot_handoffs_waiting";
+pub const EVENTS: &str = "wabot_events_total";
+pub const EVENTS_BACKLOG: &str = "wabot_events_backlog";
+pub const DELIVERY_FAILURES: &str = "wabot_delivery_failures_total";
+pub const OUTBOUND: &str = "wabot_outbound_total";
 
 /// Every family above, for the registration at start and its test.
 pub const FAMILIES: &[&str] = &[
@@ -40,7 +46,16 @@ pub const FAMILIES: &[&str] = &[
     REDIS_ERRORS,
     PARTITIONS_OWNED,
     BUILD_INFO,
+    HANDOFFS,
+    HANDOFFS_WAITING,
+    EVENTS,
+    EVENTS_BACKLOG,
+    DELIVERY_FAILURES,
+    OUTBOUND,
 ];
+
+/// Why a conversation went to a person (`wabot_handoffs_total{reason}`).
+pub const HANDOFF_REASONS: &[&str] = &["requested", "operator", "echo", "routing"];
 
 /// The delivery statuses Meta documents; anything else is counted as `other`.
 const KNOWN_STATUSES: &[&str] = &["sent", "delivered", "read", "played", "failed"];
@@ -134,6 +149,30 @@ fn describe() {
     );
     describe_counter!(REDIS_ERRORS, "Redis commands that failed, by operation");
     describe_gauge!(PARTITIONS_OWNED, "Inbox partitions leased by this replica");
+    describe_counter!(
+        HANDOFFS,
+        "Conversations handed to a person, by reason (requested, operator, echo, routing)"
+    );
+    describe_gauge!(
+        HANDOFFS_WAITING,
+        "Conversations a person has (handoff), per partition owned"
+    );
+    describe_counter!(
+        EVENTS,
+        "Event deliveries to events.webhook_url, by outcome (delivered, retried)"
+    );
+    describe_gauge!(
+        EVENTS_BACKLOG,
+        "Events waiting for delivery (up to one read batch), per partition owned"
+    );
+    describe_counter!(
+        DELIVERY_FAILURES,
+        "Our messages Meta reported as failed, by error code"
+    );
+    describe_counter!(
+        OUTBOUND,
+        "Operator messages and notifications, by outcome (sent, template, refused, failed)"
+    );
     describe_gauge!(
         BUILD_INFO,
         "Always 1; the version label says which build runs"
@@ -165,6 +204,18 @@ fn register_at_zero() {
         counter!(REDIS_ERRORS, "op" => op).absolute(0);
     }
     gauge!(PARTITIONS_OWNED).set(0.0);
+    for reason in HANDOFF_REASONS {
+        counter!(HANDOFFS, "reason" => *reason).absolute(0);
+    }
+    for outcome in ["delivered", "retried"] {
+        counter!(EVENTS, "outcome" => outcome).absolute(0);
+    }
+    gauge!(EVENTS_BACKLOG, "partition" => "0").set(0.0);
+    gauge!(HANDOFFS_WAITING, "partition" => "0").set(0.0);
+    counter!(DELIVERY_FAILURES, "code" => "none").absolute(0);
+    for outcome in ["sent", "template", "refused", "failed"] {
+        counter!(OUTBOUND, "outcome" => outcome).absolute(0);
+    }
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }
 

@@ -19,7 +19,6 @@ use tokio_util::sync::CancellationToken;
 use crate::configuration::Settings;
 use crate::startup::Application;
 use crate::store::queue::Queue;
-use crate::store::Keys;
 
 const SANDBOX_SECRET: &str = "sandbox-app-secret";
 const SANDBOX_NUMBER: &str = "100000000000001";
@@ -82,12 +81,8 @@ async fn session(
     let stop = app.shutdown_token();
     let server = tokio::spawn(app.run_until_stopped());
 
-    let redis = crate::store::connect(&settings.redis)?;
-    let queue = Queue::new(
-        redis.clone(),
-        Keys::new(&settings.redis.key_prefix, settings.worker.partitions),
-        settings.worker.lease_ttl_ms,
-    );
+    let services = crate::startup::Services::new(&settings)?;
+    let (redis, queue) = (services.redis, services.queue);
     let interactive = options.script.is_none();
     let outcome = tokio::select! {
         outcome = chat(options, &settings, &address, &queue, &mut replies) => outcome,
@@ -140,7 +135,11 @@ async fn chat(
         }
         counter += 1;
         let wamid = format!("wamid.sandbox.{}.{counter}", uuid::Uuid::new_v4().simple());
-        let body = delivery(&options.user, &wamid, line);
+        // `/tap <id>` taps a button or list row the bot sent, as a user would on the phone.
+        let body = match line.strip_prefix("/tap ") {
+            Some(id) => tap(&options.user, &wamid, id.trim()),
+            None => delivery(&options.user, &wamid, line),
+        };
         let response = http
             .post(format!("{address}/webhook"))
             .header("Content-Type", "application/json")
@@ -536,19 +535,35 @@ async fn wait_until_drained(queue: &Queue, timeout: Duration) {
 
 /// A text message webhook from the fake user, in Meta's format.
 fn delivery(user: &str, wamid: &str, text: &str) -> Vec<u8> {
+    message_delivery(
+        user,
+        serde_json::json!({"id": wamid, "type": "text", "text": {"body": text}}),
+    )
+}
+
+/// A tap on a reply button or list row with this id (the id doubles as the title).
+fn tap(user: &str, wamid: &str, id: &str) -> Vec<u8> {
+    message_delivery(
+        user,
+        serde_json::json!({"id": wamid, "type": "interactive", "interactive": {
+            "type": "list_reply", "list_reply": {"id": id, "title": id}
+        }}),
+    )
+}
+
+fn message_delivery(user: &str, mut message: serde_json::Value) -> Vec<u8> {
+    message["from"] = serde_json::json!(user);
+    message["timestamp"] = serde_json::json!(std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs().to_string())
+        .unwrap_or_default());
     serde_json::json!({
         "object": "whatsapp_business_account",
         "entry": [{"id": "0", "changes": [{"field": "messages", "value": {
             "messaging_product": "whatsapp",
             "metadata": {"display_phone_number": "15550000000", "phone_number_id": SANDBOX_NUMBER},
             "contacts": [{"profile": {"name": "Sandbox user"}, "wa_id": user}],
-            "messages": [{
-                "from": user, "id": wamid, "type": "text", "text": {"body": text},
-                "timestamp": std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs().to_string())
-                    .unwrap_or_default()
-            }]
+            "messages": [message]
         }}]}]
     })
     .to_string()
@@ -592,6 +607,7 @@ async fn fake_send(
             .and_then(|t| t.as_str())
             .unwrap_or_default()
             .to_string(),
+        Some("interactive") => show_interactive(&body["interactive"]),
         Some(other) => format!(
             "[{other}] {}",
             body.get(other).map(|v| v.to_string()).unwrap_or_default()
@@ -603,6 +619,33 @@ async fn fake_send(
         "messaging_product": "whatsapp",
         "messages": [{ "id": format!("wamid.sandbox.out.{}", uuid::Uuid::new_v4().simple()) }]
     }))
+}
+
+/// A button or list message as the terminal shows it: the body, then each choice with the id
+/// `/tap` takes.
+fn show_interactive(interactive: &serde_json::Value) -> String {
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+    let mut shown = text(&interactive["body"]["text"]);
+    let choices: Vec<(String, String)> = match interactive["type"].as_str() {
+        Some("button") => interactive["action"]["buttons"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|b| (text(&b["reply"]["id"]), text(&b["reply"]["title"])))
+            .collect(),
+        _ => interactive["action"]["sections"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s["rows"].as_array())
+            .flatten()
+            .map(|r| (text(&r["id"]), text(&r["title"])))
+            .collect(),
+    };
+    for (id, title) in choices {
+        shown.push_str(&format!("\n  [{title}]  /tap {id}"));
+    }
+    shown
 }
 
 #[cfg(test)]

@@ -13,6 +13,9 @@ use tracing_actix_web::TracingLogger;
 use crate::cloud_api::{CloudApi, CloudApiError};
 use crate::configuration::Settings;
 use crate::engine::{Engine, EngineOptions};
+use crate::events::{EventDispatcher, EventError};
+use crate::handoff::HandoffDetector;
+use crate::i18n::{I18nError, Texts};
 use crate::responder::{self, ResponderError};
 use crate::routes::{self, AppState};
 use crate::sink::EventSink;
@@ -21,6 +24,7 @@ use crate::store::pacing::{PacingLimits, RedisPacer};
 use crate::store::queue::Queue;
 use crate::store::{self, Keys, RedisInbox};
 use crate::telemetry::RequestSpan;
+use crate::transcription::Transcriber;
 use crate::webhook::SignatureVerifier;
 use crate::worker::{Handler, Workers};
 
@@ -32,18 +36,16 @@ pub enum StartupError {
     CloudApi(#[from] CloudApiError),
     #[error(transparent)]
     Responder(#[from] ResponderError),
+    #[error(transparent)]
+    Events(#[from] EventError),
+    #[error(transparent)]
+    Texts(#[from] I18nError),
     #[error("could not listen on {address}")]
     Bind {
         address: String,
         #[source]
         source: std::io::Error,
     },
-}
-
-/// The stores behind the admin API and the status bookkeeping.
-struct Admin {
-    conversations: ConversationStore,
-    queue: Queue,
 }
 
 /// A built, bound, not yet running service.
@@ -72,101 +74,145 @@ impl KillSwitch {
     }
 }
 
-/// The conversation store the settings describe.
-pub fn conversation_store(settings: &Settings, redis: &store::Client) -> ConversationStore {
-    ConversationStore::new(
-        redis.clone(),
-        Keys::new(&settings.redis.key_prefix, settings.worker.partitions),
-        ConversationLimits {
-            session_ttl_secs: settings.conversation.session_expire_secs,
-            max_history: settings.conversation.max_history,
-            rate_messages: settings.rate_limit.messages,
-            rate_window_ms: settings.rate_limit.window_secs * 1000,
-        },
-    )
+/// What every entry point shares, built once from the settings: the Redis client and the stores
+/// over it. `serve`, `worker`, the CLI, the sandbox, the benchmark and the tests all start here.
+#[derive(Clone)]
+pub struct Services {
+    pub settings: Settings,
+    pub redis: store::Client,
+    pub keys: Keys,
+    pub queue: Queue,
+    pub conversations: ConversationStore,
+    /// The durable hand-off of the webhook and of outbound requests.
+    pub inbox: RedisInbox,
 }
 
-/// Builds the worker side: the queue over Redis and the conversation engine as its handler.
-pub fn spawn_workers(settings: &Settings, redis: &store::Client) -> Result<Workers, StartupError> {
-    let keys = Keys::new(&settings.redis.key_prefix, settings.worker.partitions);
-    let queue = Queue::new(redis.clone(), keys, settings.worker.lease_ttl_ms);
-    let pacer = RedisPacer::new(
-        redis.clone(),
-        Keys::new(&settings.redis.key_prefix, settings.worker.partitions),
-        PacingLimits {
-            per_number_per_sec: settings.whatsapp.throughput_per_sec,
-            pair_interval: Duration::from_millis(settings.whatsapp.recipient_interval_ms),
-            pair_burst: settings.whatsapp.recipient_burst,
-        },
-    );
-    // One retry budget: the workers retry whole messages (`worker.max_attempts`), so each
-    // Graph API call is tried once here.
-    let api = CloudApi::new(&settings.whatsapp)?
-        .with_pacer(Arc::new(pacer))
-        .with_attempts(1);
-    let handler: Arc<dyn Handler> = Arc::new(Engine::new(
-        conversation_store(settings, redis),
-        responder::build(settings)?,
-        api,
-        EngineOptions {
-            responder_kind: match settings.responder.kind {
-                crate::configuration::ResponderKind::Rules => "rules",
-                crate::configuration::ResponderKind::Echo => "echo",
-                crate::configuration::ResponderKind::Openai => "openai",
+impl Services {
+    /// A client for `redis.url` (it connects in the background and reconnects forever) and the
+    /// stores over it.
+    pub fn new(settings: &Settings) -> Result<Services, StartupError> {
+        let redis = store::connect(&settings.redis)?;
+        Ok(Services::with_client(settings, redis))
+    }
+
+    /// The stores over an existing client.
+    pub fn with_client(settings: &Settings, redis: store::Client) -> Services {
+        let keys = Keys::new(&settings.redis.key_prefix, settings.worker.partitions);
+        let conversations = ConversationStore::new(
+            redis.clone(),
+            keys.clone(),
+            ConversationLimits {
+                session_ttl_secs: settings.conversation.session_expire_secs,
+                max_history: settings.conversation.max_history,
+                rate_messages: settings.rate_limit.messages,
+                rate_window_ms: settings.rate_limit.window_secs * 1000,
+                handoff_ms: settings.handoff.timeout_secs.saturating_mul(1000),
+                events: settings.events.enabled(),
             },
-            mark_as_read: settings.whatsapp.mark_as_read,
-            typing_indicator: settings.whatsapp.typing_indicator,
-            rate_limit_notice: settings.rate_limit.notice.clone(),
-            max_turn_chars: settings.conversation.max_turn_chars,
-            max_reply_parts: settings.conversation.max_reply_parts,
-        },
-    ));
-    Ok(Workers::spawn(
-        queue,
-        handler,
-        settings.worker.clone(),
-        Duration::from_millis(settings.conversation.merge_window_ms),
-        Duration::from_secs(settings.server.shutdown_timeout_secs),
-    ))
+        );
+        let inbox = RedisInbox::new(redis.clone(), keys.clone()).with_echo_pause(
+            settings
+                .handoff
+                .echo_pause_secs
+                .min(settings.handoff.timeout_secs)
+                .saturating_mul(1000),
+            settings.conversation.session_expire_secs,
+        );
+        Services {
+            settings: settings.clone(),
+            queue: Queue::new(redis.clone(), keys.clone(), settings.worker.lease_ttl_ms),
+            redis,
+            keys,
+            conversations,
+            inbox,
+        }
+    }
+
+    /// Waits until Redis answers (the CLI's commands, which have nothing to do without it).
+    pub async fn connected(self) -> Result<Services, store::RedisError> {
+        fred::prelude::ClientLike::wait_for_connect(&self.redis).await?;
+        Ok(self)
+    }
+
+    /// The worker side: the conversation engine over these stores as the queue's handler.
+    pub fn spawn_workers(&self) -> Result<Workers, StartupError> {
+        let settings = &self.settings;
+        let pacer = RedisPacer::new(
+            self.redis.clone(),
+            self.keys.clone(),
+            PacingLimits {
+                per_number_per_sec: settings.whatsapp.throughput_per_sec,
+                pair_interval: Duration::from_millis(settings.whatsapp.recipient_interval_ms),
+                pair_burst: settings.whatsapp.recipient_burst,
+            },
+        );
+        // One retry budget: the workers retry whole messages (`worker.max_attempts`), so each
+        // Graph API call is tried once here.
+        let api = CloudApi::new(&settings.whatsapp)?
+            .with_pacer(Arc::new(pacer))
+            .with_attempts(1);
+        let texts = Arc::new(Texts::from_settings(settings)?);
+        let transcriber = Transcriber::new(&settings.transcription)
+            .map_err(|e| ResponderError::Http("transcription", e))?;
+        let handler: Arc<dyn Handler> = Arc::new(Engine::new(
+            self.conversations.clone(),
+            responder::build(settings, texts.clone())?,
+            api,
+            EngineOptions {
+                transcriber: transcriber.map(Arc::new),
+                responder_kind: settings.responder.kind.as_str(),
+                mark_as_read: settings.whatsapp.mark_as_read,
+                typing_indicator: settings.whatsapp.typing_indicator,
+                texts,
+                max_turn_chars: settings.conversation.max_turn_chars,
+                max_reply_parts: settings.conversation.max_reply_parts,
+                handoff: HandoffDetector::new(&settings.handoff.keyword_list()),
+                handoff_text: settings.handoff.requested_text.clone(),
+                handoff_ms: settings.handoff.timeout_secs.saturating_mul(1000),
+                handoff_mark_read: settings.handoff.mark_read,
+                reengagement_template: settings.whatsapp.reengagement_template.clone(),
+            },
+        ));
+        let events = EventDispatcher::new(self.redis.clone(), self.keys.clone(), &settings.events)?
+            .map(Arc::new);
+        Ok(Workers::spawn(
+            self.queue.clone(),
+            handler,
+            settings.worker.clone(),
+            Duration::from_millis(settings.conversation.merge_window_ms),
+            Duration::from_secs(settings.server.shutdown_timeout_secs),
+            events,
+        ))
+    }
 }
 
 impl Application {
     /// The production wiring: messages go to the Redis inbox, and (when `worker.enabled`) this
     /// process also runs workers.
     pub async fn build(settings: Settings) -> Result<Application, StartupError> {
-        let redis = store::connect(&settings.redis)?;
-        let keys = Keys::new(&settings.redis.key_prefix, settings.worker.partitions);
-        let sink = Arc::new(RedisInbox::new(redis.clone(), keys));
-        let admin = Admin {
-            conversations: conversation_store(&settings, &redis),
-            queue: Queue::new(
-                redis.clone(),
-                Keys::new(&settings.redis.key_prefix, settings.worker.partitions),
-                settings.worker.lease_ttl_ms,
-            ),
-        };
-        let mut app = Application::build_with(settings.clone(), redis.clone(), sink, Some(admin))?;
+        let services = Services::new(&settings)?;
+        let sink = Arc::new(services.inbox.clone());
+        let mut app = Application::build_with(&services, sink)?;
         if settings.worker.enabled {
-            app.workers = Some(spawn_workers(&settings, &redis)?);
+            app.workers = Some(services.spawn_workers()?);
         }
         Ok(app)
     }
 
-    /// Wiring with a caller-chosen sink (tests of the receiver on its own).
+    /// Wiring with a caller-chosen sink (tests of the receiver on its own); no workers.
     pub async fn build_with_sink(
         settings: Settings,
         sink: Arc<dyn EventSink>,
     ) -> Result<Application, StartupError> {
-        let redis = store::connect(&settings.redis)?;
-        Application::build_with(settings, redis, sink, None)
+        Application::build_with(&Services::new(&settings)?, sink)
     }
 
     fn build_with(
-        settings: Settings,
-        redis: store::Client,
+        services: &Services,
         sink: Arc<dyn EventSink>,
-        admin: Option<Admin>,
     ) -> Result<Application, StartupError> {
+        let settings = &services.settings;
+        let redis = services.redis.clone();
         crate::monitoring::install();
         let address = format!("{}:{}", settings.server.host, settings.server.port);
         let listener = TcpListener::bind(&address).map_err(|source| StartupError::Bind {
@@ -186,9 +232,10 @@ impl Application {
             sink,
             redis: redis.clone(),
             max_body_bytes: settings.server.max_body_bytes,
-            conversations: admin.as_ref().map(|a| a.conversations.clone()),
-            queue: admin.map(|a| a.queue),
+            conversations: services.conversations.clone(),
+            queue: services.queue.clone(),
             admin_token: settings.admin.token.clone(),
+            handoff_minutes: settings.handoff.timeout_secs.div_ceil(60).max(1),
         };
         let state = web::Data::new(state);
         let request_timeout = Duration::from_secs(settings.server.request_timeout_secs);
@@ -220,6 +267,22 @@ impl Application {
                         .route(
                             "/conversations/{phone_number_id}/{user}",
                             web::delete().to(routes::admin::delete_conversation),
+                        )
+                        .route(
+                            "/conversations/{phone_number_id}/{user}/handoff",
+                            web::post().to(routes::admin::take_over),
+                        )
+                        .route(
+                            "/conversations/{phone_number_id}/{user}/resume",
+                            web::post().to(routes::admin::give_back),
+                        )
+                        .route(
+                            "/conversations/{phone_number_id}/{user}/messages",
+                            web::post().to(routes::admin::send_operator_message),
+                        )
+                        .route(
+                            "/messages",
+                            web::post().to(routes::admin::send_notification),
                         )
                         .route(
                             "/dead-letters",

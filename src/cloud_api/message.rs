@@ -45,10 +45,17 @@ pub enum Outgoing {
         /// Documents only.
         filename: Option<String>,
     },
+    Location {
+        latitude: f64,
+        longitude: f64,
+        name: Option<String>,
+        address: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ListSection {
+    /// Empty: no title (allowed when the list has one section).
     pub title: String,
     pub rows: Vec<ListRow>,
 }
@@ -104,6 +111,7 @@ impl Outgoing {
             Outgoing::Buttons { .. } | Outgoing::List { .. } => "interactive",
             Outgoing::Template { .. } => "template",
             Outgoing::Media { kind, .. } => kind.as_str(),
+            Outgoing::Location { .. } => "location",
         }
     }
 
@@ -172,7 +180,11 @@ impl Outgoing {
                                 row
                             })
                             .collect();
-                        json!({ "title": s.title, "rows": rows })
+                        if s.title.is_empty() {
+                            json!({ "rows": rows })
+                        } else {
+                            json!({ "title": s.title, "rows": rows })
+                        }
                     })
                     .collect();
                 interactive(
@@ -215,6 +227,21 @@ impl Outgoing {
                     media["filename"] = json!(filename);
                 }
                 media
+            }
+            Outgoing::Location {
+                latitude,
+                longitude,
+                name,
+                address,
+            } => {
+                let mut location = json!({ "latitude": latitude, "longitude": longitude });
+                if let Some(name) = name {
+                    location["name"] = json!(name);
+                }
+                if let Some(address) = address {
+                    location["address"] = json!(address);
+                }
+                location
             }
         }
     }
@@ -347,6 +374,41 @@ mod tests {
                     {"id": "plan_pro", "title": "Pro plan", "description": "Up to 5 users"}
                 ]}]}
             })
+        );
+    }
+
+    #[test]
+    fn location_and_an_untitled_section() {
+        let body = Outgoing::Location {
+            latitude: 40.4168,
+            longitude: -3.7038,
+            name: Some("Sol".into()),
+            address: None,
+        }
+        .to_body(&phone(), None);
+        assert_eq!(body["type"], "location");
+        assert_eq!(
+            body["location"],
+            json!({"latitude": 40.4168, "longitude": -3.7038, "name": "Sol"})
+        );
+        let list = Outgoing::List {
+            body: "b".into(),
+            header: None,
+            footer: None,
+            button: "Open".into(),
+            sections: vec![ListSection {
+                title: String::new(),
+                rows: vec![ListRow {
+                    id: "r".into(),
+                    title: "Row".into(),
+                    description: None,
+                }],
+            }],
+        }
+        .to_body(&phone(), None);
+        assert_eq!(
+            list["interactive"]["action"]["sections"],
+            json!([{"rows": [{"id": "r", "title": "Row"}]}])
         );
     }
 

@@ -1,8 +1,11 @@
-//! Responders: what the bot answers. One trait, three kinds chosen by `responder.kind`:
-//! `rules` (keywords/regex from a TOML file), `echo`, and `openai` (any Chat Completions API).
+//! Responders: what the bot answers. One trait, four kinds chosen by `responder.kind`:
+//! `rules` (keywords/regex from a TOML file), `echo`, `openai` (any Chat Completions API) and
+//! `http` (the business's own backend).
 
+mod http;
 mod openai;
 mod rules;
+pub mod wire;
 
 use std::sync::Arc;
 
@@ -10,8 +13,10 @@ use async_trait::async_trait;
 
 use crate::configuration::{ResponderKind, Settings};
 use crate::domain::{InboundMessage, MessageContent};
+use crate::i18n::{Language, Texts};
+pub use http::HttpResponder;
 pub use openai::OpenAiResponder;
-pub use rules::{RulesError, RulesResponder};
+pub use rules::{normalize, RulesError, RulesResponder};
 
 /// Who said a turn of the history, as responders see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,17 +46,104 @@ pub struct HistoryTurn {
 pub struct ResponderInput<'a> {
     pub message: &'a InboundMessage,
     pub history: &'a [HistoryTurn],
+    /// The language built-in sentences are said in (`conversation.language`).
+    pub language: Language,
+    /// The bytes and MIME type of the image the user sent, for a responder that
+    /// `wants_images` (downloaded by the engine; `None` otherwise or when that failed).
+    pub image: Option<(&'a [u8], &'a str)>,
 }
 
 /// One thing the bot does in answer, sent in order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     /// A text of any length (split into WhatsApp's 4096-character messages when longer).
     Text(String),
+    /// Up to 3 reply buttons under a text; a tap comes back as a `button_reply` with the id.
+    Buttons {
+        text: String,
+        header: Option<String>,
+        footer: Option<String>,
+        buttons: Vec<Choice>,
+    },
+    /// A list opened by `button`: sections of rows (10 rows in all); a tap comes back as a
+    /// `list_reply` with the row's id.
+    List {
+        text: String,
+        header: Option<String>,
+        footer: Option<String>,
+        button: String,
+        sections: Vec<Section>,
+    },
+    Media {
+        kind: MediaKind,
+        source: MediaSource,
+        caption: Option<String>,
+        /// Documents only: the name the user sees.
+        filename: Option<String>,
+    },
+    Location {
+        latitude: f64,
+        longitude: f64,
+        name: Option<String>,
+        address: Option<String>,
+    },
+    /// A pre-approved template (the only thing that reaches a user outside the 24-hour window).
+    Template {
+        name: String,
+        language: String,
+        /// Meta's `components`, passed through as they are.
+        components: Vec<serde_json::Value>,
+    },
+    /// A reaction to the message being answered.
+    React { emoji: String },
+    /// Hand the conversation to a person. Sends nothing itself; see `Engine::hand_off`.
+    Handoff { note: Option<String> },
+}
+
+/// A reply button, or a row of a list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Choice {
+    pub id: String,
+    pub title: String,
+    /// List rows only.
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Section {
+    /// Optional when the list has one section.
+    pub title: Option<String>,
+    pub rows: Vec<Choice>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaKind {
+    Image,
+    Document,
+    Audio,
+    Video,
+}
+
+impl MediaKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MediaKind::Image => "image",
+            MediaKind::Document => "document",
+            MediaKind::Audio => "audio",
+            MediaKind::Video => "video",
+        }
+    }
+}
+
+/// A public HTTPS link, or the id of media uploaded to Meta.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaSource {
+    Link(String),
+    Id(String),
 }
 
 /// A responder's answer: the actions to take, in order; none says nothing.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Reply {
     pub actions: Vec<Action>,
 }
@@ -75,10 +167,14 @@ impl Reply {
 pub trait Responder: Send + Sync + 'static {
     async fn respond(&self, input: ResponderInput<'_>) -> Reply;
     /// The answer to `/help`.
-    fn help(&self) -> String;
+    fn help(&self, language: Language) -> String;
     /// Whether it reads the history (the engine does not fetch it otherwise).
     fn reads_history(&self) -> bool {
         true
+    }
+    /// Whether the engine should download a user's image for it (`ResponderInput::image`).
+    fn wants_images(&self) -> bool {
+        false
     }
 }
 
@@ -94,7 +190,7 @@ impl Responder for EchoResponder {
         })
     }
 
-    fn help(&self) -> String {
+    fn help(&self, _: Language) -> String {
         "I repeat what you write. Type /reset to clear the conversation.".into()
     }
 
@@ -107,17 +203,24 @@ impl Responder for EchoResponder {
 pub enum ResponderError {
     #[error(transparent)]
     Rules(#[from] RulesError),
-    #[error("could not build the HTTP client of the openai responder")]
-    Http(#[source] reqwest::Error),
+    #[error("could not build the HTTP client of the {0} responder")]
+    Http(&'static str, #[source] reqwest::Error),
 }
 
-/// The responder the settings ask for.
-pub fn build(settings: &Settings) -> Result<Arc<dyn Responder>, ResponderError> {
+/// The responder the settings ask for; `texts` gives the built-in sentences it falls back on.
+pub fn build(settings: &Settings, texts: Arc<Texts>) -> Result<Arc<dyn Responder>, ResponderError> {
     Ok(match settings.responder.kind {
         ResponderKind::Echo => Arc::new(EchoResponder),
-        ResponderKind::Rules => Arc::new(RulesResponder::load(&settings.responder.rules_file)?),
+        ResponderKind::Rules => {
+            Arc::new(RulesResponder::load(&settings.responder.rules_file, texts)?)
+        }
         ResponderKind::Openai => Arc::new(
-            OpenAiResponder::new(&settings.responder.openai).map_err(ResponderError::Http)?,
+            OpenAiResponder::new(&settings.responder.openai, texts)
+                .map_err(|e| ResponderError::Http("openai", e))?,
+        ),
+        ResponderKind::Http => Arc::new(
+            HttpResponder::new(&settings.responder.http, texts)
+                .map_err(|e| ResponderError::Http("http", e))?,
         ),
     })
 }

@@ -1,19 +1,33 @@
 //! The `openai` responder: any OpenAI-compatible Chat Completions endpoint (OpenAI, Ollama, vLLM,
-//! llama.cpp, Groq...). The conversation history becomes the chat messages; on an error or a
-//! timeout the configured fallback text is answered and the cause is logged.
+//! llama.cpp, Groq...). The conversation history becomes the chat messages; configured tools are
+//! offered as functions and the model's `tool_calls` executed (POSTed to each tool's URL, signed),
+//! their results fed back, for a bounded number of rounds and time; an `actions` tool lets the
+//! model send buttons, lists, media or hand off. On an error, a timeout or a cut tool loop the
+//! fallback text is answered and the cause is logged.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use base64::Engine as _;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
 
-use super::{HistoryTurn, Speaker};
+use super::wire::{into_actions, WireAction};
+use super::{Action, HistoryTurn, Speaker};
 use super::{Reply, Responder, ResponderInput};
 use crate::cloud_api::read_limited;
-use crate::configuration::OpenAiSettings;
-use crate::domain::MessageContent;
+use crate::configuration::{OpenAiSettings, ToolSettings};
+use crate::domain::{InboundMessage, MessageContent};
 use crate::error::error_chain;
+use crate::i18n::{Language, Sentence, Texts};
+
+/// The built-in tool that turns its arguments into reply actions.
+const ACTIONS_TOOL: &str = "actions";
+/// What a tool's answer may weigh, and how much of it the model sees.
+const MAX_TOOL_ANSWER_BYTES: usize = 256 * 1024;
+const MAX_TOOL_RESULT_CHARS: usize = 16 * 1024;
 
 pub struct OpenAiResponder {
     http: reqwest::Client,
@@ -24,15 +38,25 @@ pub struct OpenAiResponder {
     temperature: f32,
     max_tokens: u32,
     history_chars: usize,
-    fallback: String,
+    tools: Vec<ToolSettings>,
+    max_tool_rounds: u32,
+    tool_timeout: Duration,
+    tools_deadline: Duration,
+    tool_secret: SecretString,
+    actions_tool: bool,
+    vision: bool,
+    /// `responder.openai.fallback` is folded into these (see `i18n::Texts::from_settings`).
+    texts: Arc<Texts>,
 }
 
 #[derive(Debug, Serialize)]
 struct ChatRequest<'a> {
     model: &'a str,
-    messages: Vec<ChatMessage<'a>>,
+    messages: &'a [Value],
     temperature: f32,
     max_tokens: u32,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<Value>,
 }
 
 #[derive(Debug, Serialize, PartialEq)]
@@ -56,6 +80,9 @@ struct Choice {
 struct ChoiceMessage {
     #[serde(default)]
     content: Option<String>,
+    /// Kept as sent, to be echoed back in the next round.
+    #[serde(default)]
+    tool_calls: Vec<Value>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,13 +99,26 @@ enum LlmError {
     TooLarge { limit: usize },
     #[error("the model answer is not a chat completion: {0}")]
     Decode(String),
+    #[error("the model kept calling tools after {rounds} rounds; cut")]
+    ToolLoop { rounds: u32 },
+    #[error("the tool calls took longer than {0:?}; cut")]
+    ToolDeadline(Duration),
 }
 
 /// Largest chat completion read; `max_tokens` keeps real ones far below.
 const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 
+/// An image the user sent, for a vision model.
+pub struct Image<'a> {
+    pub bytes: &'a [u8],
+    pub mime_type: &'a str,
+}
+
 impl OpenAiResponder {
-    pub fn new(settings: &OpenAiSettings) -> Result<OpenAiResponder, reqwest::Error> {
+    pub fn new(
+        settings: &OpenAiSettings,
+        texts: Arc<Texts>,
+    ) -> Result<OpenAiResponder, reqwest::Error> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_millis(settings.timeout_ms))
             .connect_timeout(Duration::from_secs(5))
@@ -95,7 +135,14 @@ impl OpenAiResponder {
             temperature: settings.temperature,
             max_tokens: settings.max_tokens,
             history_chars: settings.history_chars,
-            fallback: settings.fallback.clone(),
+            tools: settings.tools.clone(),
+            max_tool_rounds: settings.max_tool_rounds,
+            tool_timeout: Duration::from_millis(settings.tool_timeout_ms),
+            tools_deadline: Duration::from_millis(settings.tools_deadline_ms),
+            tool_secret: settings.tool_secret.clone(),
+            actions_tool: settings.actions_tool,
+            vision: settings.vision,
+            texts,
         })
     }
 
@@ -127,12 +174,42 @@ impl OpenAiResponder {
         picked
     }
 
-    async fn complete(&self, history: &[HistoryTurn]) -> Result<String, LlmError> {
+    /// The functions offered to the model, in OpenAI's `tools` format.
+    fn tool_specs(&self) -> Vec<Value> {
+        let mut specs: Vec<Value> = self
+            .tools
+            .iter()
+            .map(|t| {
+                json!({"type": "function", "function": {
+                    "name": t.name, "description": t.description, "parameters": t.parameters
+                }})
+            })
+            .collect();
+        if self.actions_tool {
+            specs.push(json!({"type": "function", "function": {
+                "name": ACTIONS_TOOL,
+                "description": "Send rich WhatsApp messages to the user besides your text: reply \
+                    buttons (at most 3, titles up to 20 characters), a list (up to 10 rows, titles \
+                    up to 24 characters), an image/document by https link, a location, or a \
+                    handoff to a person of the business.",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"actions": {"type": "array", "items": {"type": "object", "description":
+                        "One of: {type:'buttons', text, buttons:[{id,title}]}, {type:'list', text, button, sections:[{title, rows:[{id,title,description}]}]}, {type:'image'|'document', link, caption}, {type:'location', latitude, longitude, name}, {type:'handoff', note}"}}},
+                    "required": ["actions"]
+                }
+            }}));
+        }
+        specs
+    }
+
+    async fn chat(&self, messages: &[Value], tools: Vec<Value>) -> Result<ChoiceMessage, LlmError> {
         let request = ChatRequest {
             model: &self.model,
-            messages: self.messages(history),
+            messages,
             temperature: self.temperature,
             max_tokens: self.max_tokens,
+            tools,
         };
         let mut call = self.http.post(&self.url).json(&request);
         let key = self.api_key.expose_secret();
@@ -173,10 +250,151 @@ impl OpenAiResponder {
             .choices
             .into_iter()
             .next()
-            .and_then(|c| c.message.content)
-            .map(|c| c.trim().to_string())
-            .filter(|c| !c.is_empty())
+            .map(|c| c.message)
             .ok_or(LlmError::Empty)
+    }
+
+    /// The conversation, tool rounds included, down to the model's final answer.
+    async fn converse(
+        &self,
+        message: &InboundMessage,
+        history: &[HistoryTurn],
+        image: Option<Image<'_>>,
+    ) -> Result<Reply, LlmError> {
+        let mut messages: Vec<Value> = self
+            .messages(history)
+            .iter()
+            .map(|m| json!({"role": m.role, "content": m.content}))
+            .collect();
+        if let (Some(image), true, Some(last)) = (image, self.vision, messages.last_mut()) {
+            let data = base64::engine::general_purpose::STANDARD.encode(image.bytes);
+            let text = last["content"].as_str().unwrap_or_default().to_string();
+            last["content"] = json!([
+                {"type": "text", "text": text},
+                {"type": "image_url", "image_url": {"url": format!("data:{};base64,{data}", image.mime_type)}}
+            ]);
+        }
+        let specs = self.tool_specs();
+        let started = Instant::now();
+        let mut actions: Vec<Action> = Vec::new();
+        for round in 0..=self.max_tool_rounds {
+            let answer = self.chat(&messages, specs.clone()).await?;
+            if answer.tool_calls.is_empty() {
+                let text = answer
+                    .content
+                    .map(|c| c.trim().to_string())
+                    .filter(|c| !c.is_empty());
+                let mut reply: Vec<Action> = text.into_iter().map(Action::Text).collect();
+                reply.append(&mut actions);
+                if reply.is_empty() {
+                    return Err(LlmError::Empty);
+                }
+                return Ok(Reply { actions: reply });
+            }
+            if round == self.max_tool_rounds {
+                return Err(LlmError::ToolLoop {
+                    rounds: self.max_tool_rounds,
+                });
+            }
+            if started.elapsed() >= self.tools_deadline {
+                return Err(LlmError::ToolDeadline(self.tools_deadline));
+            }
+            messages.push(json!({
+                "role": "assistant", "content": answer.content, "tool_calls": answer.tool_calls
+            }));
+            for call in &answer.tool_calls {
+                let id = call["id"].as_str().unwrap_or_default().to_string();
+                let result = self.run_tool(call, message, &mut actions).await;
+                messages.push(json!({"role": "tool", "tool_call_id": id, "content": result}));
+            }
+        }
+        Err(LlmError::ToolLoop {
+            rounds: self.max_tool_rounds,
+        })
+    }
+
+    /// Runs one tool call; the result (or the error) as text for the model, which may recover.
+    async fn run_tool(
+        &self,
+        call: &Value,
+        message: &InboundMessage,
+        actions: &mut Vec<Action>,
+    ) -> String {
+        let name = call["function"]["name"].as_str().unwrap_or_default();
+        // OpenAI sends the arguments as a JSON string, some servers as an object.
+        let arguments = match &call["function"]["arguments"] {
+            Value::String(raw) => serde_json::from_str(raw).unwrap_or(Value::Null),
+            other => other.clone(),
+        };
+        if name == ACTIONS_TOOL && self.actions_tool {
+            let parsed = serde_json::from_value::<Vec<WireAction>>(arguments["actions"].clone())
+                .map_err(|e| e.to_string())
+                .and_then(|wire| into_actions(wire).map_err(|e| e.to_string()));
+            return match parsed {
+                Ok(mut more) => {
+                    let count = more.len();
+                    actions.append(&mut more);
+                    json!({"ok": true, "queued": count}).to_string()
+                }
+                Err(error) => {
+                    tracing::debug!(error = %error, "the model's actions were unusable");
+                    json!({"error": format!("invalid actions: {error}")}).to_string()
+                }
+            };
+        }
+        let Some(tool) = self.tools.iter().find(|t| t.name == name) else {
+            tracing::warn!(
+                tool = name,
+                "the model called a tool that is not configured"
+            );
+            return json!({"error": format!("unknown tool `{name}`")}).to_string();
+        };
+        let body = json!({
+            "tool": name,
+            "arguments": arguments,
+            "contact": {"id": message.user.as_str(), "name": message.sender.profile_name},
+            "conversation": {"phone_number_id": message.phone_number_id.as_str()},
+        })
+        .to_string()
+        .into_bytes();
+        let signature = crate::webhook::sign(self.tool_secret.expose_secret(), &body);
+        let started = Instant::now();
+        let response = self
+            .http
+            .post(&tool.url)
+            .timeout(self.tool_timeout)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(super::http::SIGNATURE_HEADER, signature)
+            .body(body)
+            .send()
+            .await;
+        let outcome = match response {
+            Ok(response) => {
+                let status = response.status();
+                match read_limited(response, MAX_TOOL_ANSWER_BYTES).await {
+                    Ok(Some(bytes)) if status.is_success() => Ok(String::from_utf8_lossy(&bytes)
+                        .chars()
+                        .take(MAX_TOOL_RESULT_CHARS)
+                        .collect()),
+                    Ok(Some(_)) => Err(format!("HTTP {}", status.as_u16())),
+                    Ok(None) => Err("the answer is too large".to_string()),
+                    Err(e) => Err(error_chain(&e)),
+                }
+            }
+            Err(e) if e.is_timeout() => Err("timed out".to_string()),
+            Err(e) => Err(error_chain(&e)),
+        };
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        match outcome {
+            Ok(result) => {
+                tracing::debug!(tool = name, elapsed_ms, "tool answered");
+                result
+            }
+            Err(error) => {
+                tracing::warn!(tool = name, elapsed_ms, error = %error, "tool call failed; the model is told");
+                json!({"error": error}).to_string()
+            }
+        }
     }
 }
 
@@ -190,13 +408,17 @@ impl Responder for OpenAiResponder {
             return Reply::nothing();
         }
         let started = std::time::Instant::now();
-        match self.complete(input.history).await {
-            Ok(text) => {
+        let image = input
+            .image
+            .map(|(bytes, mime_type)| Image { bytes, mime_type });
+        match self.converse(input.message, input.history, image).await {
+            Ok(reply) => {
                 tracing::debug!(
                     elapsed_ms = started.elapsed().as_millis() as u64,
+                    actions = reply.actions.len(),
                     "model answered"
                 );
-                Reply::text(text)
+                reply
             }
             Err(error) => {
                 tracing::warn!(
@@ -205,13 +427,17 @@ impl Responder for OpenAiResponder {
                     error = %error_chain(&error),
                     "model call failed; answering with the fallback text"
                 );
-                Reply::text(self.fallback.clone())
+                Reply::text(self.texts.get(input.language, Sentence::Fallback))
             }
         }
     }
 
-    fn help(&self) -> String {
-        "I am an AI assistant: ask me anything. Type /reset to start a new conversation.".into()
+    fn help(&self, language: Language) -> String {
+        self.texts.get(language, Sentence::Help).to_string()
+    }
+
+    fn wants_images(&self) -> bool {
+        self.vision
     }
 }
 
@@ -240,6 +466,13 @@ mod tests {
             timeout_ms: 5000,
             history_chars: 10,
             fallback: "fb".into(),
+            tools: Vec::new(),
+            max_tool_rounds: 2,
+            tool_timeout_ms: 1000,
+            tools_deadline_ms: 5000,
+            tool_secret: SecretString::from(""),
+            actions_tool: false,
+            vision: false,
         }
     }
 
@@ -254,9 +487,10 @@ mod tests {
             })))
             .mount(&llm)
             .await;
-        let responder = OpenAiResponder::new(&settings(&llm.uri())).expect("client");
+        let responder =
+            OpenAiResponder::new(&settings(&llm.uri()), Arc::default()).expect("client");
         let error = responder
-            .complete(&[turn(Speaker::User, "hi")])
+            .chat(&[json!({"role": "user", "content": "hi"})], Vec::new())
             .await
             .expect_err("too large");
         assert!(
@@ -277,8 +511,15 @@ mod tests {
             timeout_ms: 1000,
             history_chars: 10,
             fallback: "fb".into(),
+            tools: Vec::new(),
+            max_tool_rounds: 2,
+            tool_timeout_ms: 1000,
+            tools_deadline_ms: 5000,
+            tool_secret: SecretString::from(""),
+            actions_tool: false,
+            vision: false,
         };
-        let responder = OpenAiResponder::new(&settings).expect("client");
+        let responder = OpenAiResponder::new(&settings, Arc::default()).expect("client");
         let history = [
             turn(Speaker::User, "aaaaaaaa"),
             turn(Speaker::Operator, "bbbb"),

@@ -1,5 +1,6 @@
 //! Admin API (Bearer `admin.token`, compared in constant time; off while the token is empty):
-//! look into conversations and dead letters, delete a conversation, replay a dead letter.
+//! look into conversations and dead letters, delete a conversation, replay a dead letter, hand
+//! a conversation to a person and back, and queue operator messages and notifications.
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use fred::prelude::ClientLike;
@@ -8,8 +9,9 @@ use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use super::AppState;
-use crate::domain::{PhoneNumberId, UserId};
+use crate::domain::{OutboundSource, PhoneNumberId, UserId};
 use crate::error::ApiError;
+use crate::outbound;
 use crate::store::conversation::ConversationStore;
 use crate::store::queue::{parse_dead_letter_id, Queue};
 
@@ -99,13 +101,13 @@ fn conversations<'a>(
     state: &'a AppState,
 ) -> Result<&'a ConversationStore, ApiError> {
     authorize(request, state)?;
-    state.conversations.as_ref().ok_or(ApiError::NotFound)
+    Ok(&state.conversations)
 }
 
 /// The dead-letter queue, for an authorized caller.
 fn dead_letters<'a>(request: &HttpRequest, state: &'a AppState) -> Result<&'a Queue, ApiError> {
     authorize(request, state)?;
-    state.queue.as_ref().ok_or(ApiError::NotFound)
+    Ok(&state.queue)
 }
 
 fn conversation_ids(path: &(String, String)) -> Result<(PhoneNumberId, UserId), ApiError> {
@@ -225,5 +227,203 @@ pub async fn replay_dead_letter(
         Err(ApiError::Missing(format!(
             "no dead letter {id} (already replayed, or never existed)"
         )))
+    }
+}
+
+/// What an operator or a notification says: free-form `text` or a `template`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboundBody {
+    /// Required by `POST /admin/messages`; taken from the path for a conversation's messages.
+    phone_number_id: Option<String>,
+    to: Option<String>,
+    text: Option<String>,
+    template: Option<TemplateBody>,
+    /// Buttons, a list, media or a location, in the http responder's action schema.
+    message: Option<crate::responder::wire::WireAction>,
+    /// A retried POST with the same key sends once.
+    idempotency_key: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateBody {
+    name: String,
+    language: String,
+    #[serde(default)]
+    components: Vec<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HandoffBody {
+    /// How long the person keeps the conversation (default `handoff.timeout_secs`).
+    minutes: Option<u64>,
+    note: Option<String>,
+    /// Who takes it (an operator's name or id), shown in the conversation.
+    by: Option<String>,
+}
+
+/// A JSON body as `T`; malformed is a 400 naming the problem.
+fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::BadRequest("a JSON body is required".into()));
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+}
+
+/// Queues an outbound message in its conversation's order; 202 once stored.
+async fn enqueue(
+    state: &AppState,
+    pnid: PhoneNumberId,
+    to: UserId,
+    source: OutboundSource,
+    body: &OutboundBody,
+) -> Result<HttpResponse, ApiError> {
+    let invalid = |e: outbound::OutboundError| ApiError::BadRequest(e.to_string());
+    let content = outbound::content(
+        body.text.as_deref(),
+        body.template.as_ref().map(|t| {
+            (
+                t.name.as_str(),
+                t.language.as_str(),
+                t.components.as_slice(),
+            )
+        }),
+        body.message.as_ref(),
+    )
+    .map_err(invalid)?;
+    let message = outbound::request(
+        pnid,
+        to.clone(),
+        source,
+        content,
+        body.idempotency_key.as_deref(),
+    )
+    .map_err(invalid)?;
+    let id = message.id.clone();
+    let new = outbound::enqueue(state.sink.as_ref(), message).await?;
+    tracing::info!(user = %to, duplicate = !new, ?source, "outbound message queued");
+    Ok(HttpResponse::Accepted().json(serde_json::json!({
+        "id": id,
+        "status": if new { "queued" } else { "duplicate" },
+    })))
+}
+
+fn unix_now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// `POST /admin/conversations/{pnid}/{user}/messages`: an operator answers the user.
+pub async fn send_operator_message(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    conversations(&request, &state)?;
+    let (pnid, user) = conversation_ids(&path)?;
+    let body: OutboundBody = json_body(&body)?;
+    if body.phone_number_id.is_some() || body.to.is_some() {
+        return Err(ApiError::BadRequest(
+            "the conversation is named by the path; leave out phone_number_id and to".into(),
+        ));
+    }
+    enqueue(&state, pnid, user, OutboundSource::Operator, &body).await
+}
+
+/// `POST /admin/messages`: a notification (a template outside the window).
+pub async fn send_notification(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    conversations(&request, &state)?;
+    let body: OutboundBody = json_body(&body)?;
+    let (Some(pnid), Some(to)) = (&body.phone_number_id, &body.to) else {
+        return Err(ApiError::BadRequest(
+            "phone_number_id and to are required".into(),
+        ));
+    };
+    let (pnid, to) = conversation_ids(&(pnid.clone(), to.clone()))?;
+    enqueue(&state, pnid, to, OutboundSource::Notification, &body).await
+}
+
+/// `POST /admin/conversations/{pnid}/{user}/handoff`: a person takes the conversation.
+pub async fn take_over(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let store = conversations(&request, &state)?;
+    let (pnid, user) = conversation_ids(&path)?;
+    let body: HandoffBody = if body.iter().all(u8::is_ascii_whitespace) {
+        HandoffBody {
+            minutes: None,
+            note: None,
+            by: None,
+        }
+    } else {
+        json_body(&body)?
+    };
+    let minutes = match body.minutes {
+        Some(0) => return Err(ApiError::BadRequest("minutes must be at least 1".into())),
+        Some(m) if m > 7 * 24 * 60 => {
+            return Err(ApiError::BadRequest(
+                "minutes must be at most a week".into(),
+            ))
+        }
+        Some(m) => m,
+        None => state.handoff_minutes,
+    };
+    let until = unix_now_secs() * 1000 + (minutes as i64) * 60_000;
+    let mut info = serde_json::json!({ "reason": "operator" });
+    if let Some(note) = body.note {
+        info["note"] = serde_json::Value::String(note.chars().take(500).collect());
+    }
+    if let Some(by) = body.by {
+        info["by"] = serde_json::Value::String(by.chars().take(100).collect());
+    }
+    store
+        .take_over(&pnid, &user, until, &info, None)
+        .await
+        .map_err(ApiError::Store)?;
+    metrics::counter!(crate::monitoring::HANDOFFS, "reason" => "operator").increment(1);
+    tracing::info!(user = %user, minutes, "an operator took the conversation over");
+    show(store, &pnid, &user).await
+}
+
+/// `POST /admin/conversations/{pnid}/{user}/resume`: back to the bot.
+pub async fn give_back(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let store = conversations(&request, &state)?;
+    let (pnid, user) = conversation_ids(&path)?;
+    if !store
+        .give_back(&pnid, &user)
+        .await
+        .map_err(ApiError::Store)?
+    {
+        return Err(ApiError::Missing("no such conversation".into()));
+    }
+    tracing::info!(user = %user, "the conversation is back with the bot");
+    show(store, &pnid, &user).await
+}
+
+async fn show(
+    store: &ConversationStore,
+    pnid: &PhoneNumberId,
+    user: &UserId,
+) -> Result<HttpResponse, ApiError> {
+    match store.get(pnid, user).await.map_err(ApiError::Store)? {
+        Some(view) => Ok(HttpResponse::Ok().json(view)),
+        None => Err(ApiError::Missing("no such conversation".into())),
     }
 }

@@ -23,10 +23,11 @@ pub struct AppState {
     pub sink: Arc<dyn EventSink>,
     pub redis: Client,
     pub max_body_bytes: usize,
-    /// Present in the production wiring: failed statuses are noted in conversations.
-    pub conversations: Option<ConversationStore>,
-    /// Dead letters for the admin API (production wiring only).
-    pub queue: Option<Queue>,
+    /// The admin API's stores.
+    pub conversations: ConversationStore,
+    pub queue: Queue,
     /// Empty: the admin API is off.
     pub admin_token: SecretString,
+    /// Default length of an operator's takeover (`handoff.timeout_secs`).
+    pub handoff_minutes: u64,
 }

@@ -85,6 +85,7 @@ async fn receive_checked(
                 .filter(|s| s.conversation().is_some())
                 .map(InboxItem::Status),
         )
+        .chain(batch.handovers.into_iter().map(InboxItem::Handover))
         .collect();
     if !items.is_empty() {
         let accepted = state.sink.accept(&items).await.inspect_err(|_| {

@@ -4,14 +4,16 @@
 //!
 //! Hash fields ([`field`]): `n` turns ever appended, `c`/`u` created/updated (ms), `name`,
 //! `tat` (GCRA theoretical arrival time, ms), `nq` (no rate-limit notice before, ms), `lf` (last
-//! failed reply), and one marker `w:<digest of wamid>` per inbound message: `<turn>` seen,
-//! `<turn>:<k>` k outbound messages of its reply sent, `<turn>:r` answered (or never to be
-//! answered), `l` dropped by the rate limit. Scripts: `lua/*.lua`.
+//! failed reply), `lu` when the user last wrote (ms: the 24-hour window), `hu`/`hi` a person has
+//! the conversation until (ms) / who and why (JSON), `ro` another app owns it (Meta's
+//! conversation routing), and one marker `w:<digest of id>` per inbound or outbound message:
+//! `<turn>` seen, `<turn>:<k>` k outbound messages of its reply sent, `<turn>:r` answered (or
+//! never to be answered), `l` dropped by the rate limit. Scripts: `lua/*.lua`.
 
 use std::collections::HashMap;
 
 use fred::prelude::{Client, ClientLike, ClusterInterface, HashesInterface, KeysInterface};
-use fred::prelude::{ListInterface, Value};
+use fred::prelude::{ListInterface, SortedSetsInterface, Value};
 use fred::types::scripts::Script;
 use fred::types::{ClusterHash, CustomCommand};
 use serde::{Deserialize, Serialize};
@@ -19,7 +21,33 @@ use sha1::{Digest, Sha1};
 
 use super::error::{Result, StoreError};
 use super::keys::Keys;
-use crate::domain::{InboundMessage, PhoneNumberId, UserId};
+use crate::domain::{
+    Handover, InboundMessage, Origin, OutboundMessage, OutboundSource, PhoneNumberId, UserId,
+};
+
+/// What a record is about: the conversation and the id of the inbound or outbound message.
+pub struct Subject<'a> {
+    pub pnid: &'a PhoneNumberId,
+    pub user: &'a UserId,
+    pub id: &'a str,
+}
+
+impl<'a> Subject<'a> {
+    pub fn of(message: &'a InboundMessage) -> Subject<'a> {
+        Subject {
+            pnid: &message.phone_number_id,
+            user: &message.user,
+            id: message.id.as_str(),
+        }
+    }
+}
+
+pub fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
 
 const COMMON: &str = include_str!("lua/conversation_common.lua");
 
@@ -30,7 +58,14 @@ pub mod field {
     pub const UPDATED: &str = "u";
     pub const NAME: &str = "name";
     pub const LAST_FAILURE: &str = "lf";
+    pub const LAST_USER: &str = "lu";
+    pub const HUMAN_UNTIL: &str = "hu";
+    pub const HUMAN_INFO: &str = "hi";
+    pub const OTHER_APP: &str = "ro";
 }
+
+/// Meta's customer-service window: free-form messages only this long after the user wrote.
+pub const WINDOW_MS: i64 = 24 * 3600 * 1000;
 
 /// How long a quarantined (corrupt) conversation is kept for inspection.
 const QUARANTINE_SECS: u64 = 7 * 24 * 3600;
@@ -76,6 +111,24 @@ pub struct Turn {
     /// The user edited this message after sending it (the text is the edited one).
     #[serde(rename = "ed", default, skip_serializing_if = "std::ops::Not::not")]
     pub edited: bool,
+    /// Our messages: the last delivery status Meta reported (`sent`, `delivered`, `read`,
+    /// `failed`); none yet means accepted by Meta.
+    #[serde(rename = "d", default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<String>,
+    /// Why it failed: Meta's code and title, or ours when it was never sent.
+    #[serde(rename = "fe", default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<DeliveryError>,
+    /// A re-engagement template was sent for it after Meta refused it (131047).
+    #[serde(rename = "re", default, skip_serializing_if = "std::ops::Not::not")]
+    pub reengaged: bool,
+}
+
+/// Why one of our messages did not reach the user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryError {
+    pub code: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
 }
 
 impl Turn {
@@ -90,6 +143,9 @@ impl Turn {
             kind: message.content.kind().to_string(),
             rate_limited: false,
             edited: false,
+            delivery: None,
+            failure: None,
+            reengaged: false,
         }
     }
 
@@ -104,6 +160,19 @@ impl Turn {
             kind: kind.to_string(),
             rate_limited: false,
             edited: false,
+            delivery: None,
+            failure: None,
+            reengaged: false,
+        }
+    }
+
+    /// A turn of ours that was never sent, with why.
+    pub fn failed(role: Role, text: String, kind: &str, failure: DeliveryError, at: i64) -> Turn {
+        Turn {
+            delivery: Some("failed".into()),
+            failure: Some(failure),
+            sent_wamid: None,
+            ..Turn::sent(role, text, kind, String::new(), at)
         }
     }
 }
@@ -126,6 +195,9 @@ pub enum AdmitMode<'a> {
     Reset,
     /// The user edited `original`: its turn gets `text` while kept; never answered.
     Edit { original: &'a str, text: &'a str },
+    /// The user asks for a person: rate-limited, recorded, answered (with the handoff text);
+    /// the conversation goes to a person for `handoff_ms` and `handoff.requested` is emitted.
+    Handoff,
 }
 
 /// What `admit` decided.
@@ -144,6 +216,63 @@ pub enum Admission {
     /// Recorded in the history, not to be answered (a kind that is never answered, or a
     /// redelivery of a message the rate limit dropped).
     Recorded,
+    /// Recorded while a person (or another app) has the conversation: not answered.
+    WithPerson,
+}
+
+/// Who answers a conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Owner {
+    Bot,
+    /// A person of the business, until the handoff ends.
+    Human,
+    /// Another app, by Meta's conversation routing.
+    OtherApp,
+}
+
+impl Owner {
+    fn parse(raw: &str) -> Owner {
+        match raw {
+            "human" => Owner::Human,
+            "other_app" => Owner::OtherApp,
+            _ => Owner::Bot,
+        }
+    }
+}
+
+/// What `begin_outbound` decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutboundStart {
+    /// To send, after the `parts_sent` already sent (a retry).
+    Send {
+        parts_sent: u32,
+        /// When the user last wrote (ms), if ever.
+        last_user_ms: Option<i64>,
+        owner: Owner,
+    },
+    /// Sent before.
+    Done,
+}
+
+/// Whose conversation it is now, for operators.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HandoffView {
+    pub owner: Owner,
+    /// While a person has it: until when (ms).
+    pub until_ms: Option<i64>,
+    /// Who took it and why (`reason`: requested, operator, echo; `by`, `note`, `since`).
+    pub info: Option<serde_json::Value>,
+}
+
+/// A delivery status applied to its turn.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusApplied {
+    /// The turn was found in the kept history.
+    pub found: bool,
+    /// Its kind (`text`, `template`...).
+    pub kind: String,
+    pub reengaged: bool,
 }
 
 /// A conversation for operators.
@@ -159,8 +288,14 @@ pub struct ConversationView {
     pub ttl_secs: i64,
     pub created_ms: Option<i64>,
     pub updated_ms: Option<i64>,
-    /// The last reply Meta reported as failed: `{"wamid": ..., "code": 131047}`.
+    /// The last reply Meta reported as failed: `{"wamid": ..., "code": 131047, "title": ...}`.
     pub last_failure: Option<serde_json::Value>,
+    pub handoff: HandoffView,
+    /// When the user last wrote (ms).
+    pub last_user_ms: Option<i64>,
+    /// Free-form messages may be sent until then (ms); `None`: the user never wrote.
+    pub window_open_until_ms: Option<i64>,
+    pub window_open: bool,
 }
 
 /// A page of `list`.
@@ -184,6 +319,10 @@ pub struct ConversationLimits {
     pub max_history: usize,
     pub rate_messages: u32,
     pub rate_window_ms: u64,
+    /// How long a person keeps a conversation after a handoff.
+    pub handoff_ms: u64,
+    /// Whether events are kept for `events.webhook_url`.
+    pub events: bool,
 }
 
 #[derive(Clone)]
@@ -194,7 +333,10 @@ pub struct ConversationStore {
     begin: Script,
     record: Script,
     mark_answered: Script,
-    mark_failed: Script,
+    status: Script,
+    outbound: Script,
+    handoff: Script,
+    routing: Script,
     quarantine: Script,
 }
 
@@ -211,18 +353,34 @@ impl ConversationStore {
             begin: with_common(include_str!("lua/begin.lua")),
             record: with_common(include_str!("lua/record.lua")),
             mark_answered: with_common(include_str!("lua/mark_answered.lua")),
-            mark_failed: with_common(include_str!("lua/mark_failed.lua")),
+            status: with_common(include_str!("lua/status.lua")),
+            outbound: with_common(include_str!("lua/outbound.lua")),
+            handoff: with_common(include_str!("lua/handoff.lua")),
+            routing: with_common(include_str!("lua/routing.lua")),
             quarantine: Script::from_lua(include_str!("lua/quarantine.lua")),
         }
     }
 
-    /// The hash and list keys of a conversation.
+    /// The hash and the list of a conversation.
     fn keys_of(&self, pnid: &PhoneNumberId, user: &UserId) -> Vec<String> {
         let partition = self.keys.partition(pnid, user);
         vec![
             self.keys.conversation(partition, pnid, user),
             self.keys.history(partition, pnid, user),
         ]
+    }
+
+    /// What the conversation scripts are given (`lua/conversation_common.lua`): the hash, the
+    /// list, the partition's set of conversations with a person, and its event stream when
+    /// events are on.
+    fn script_keys(&self, pnid: &PhoneNumberId, user: &UserId) -> Vec<String> {
+        let partition = self.keys.partition(pnid, user);
+        let mut keys = self.keys_of(pnid, user);
+        keys.push(self.keys.with_person(partition));
+        if self.limits.events {
+            keys.push(self.keys.events(partition));
+        }
+        keys
     }
 
     /// Deduplicates, rate-limits and records an inbound message in one script call.
@@ -238,7 +396,10 @@ impl ConversationStore {
             rate_limited: true,
             ..turn.clone()
         };
-        let rated = matches!(mode, AdmitMode::Answer | AdmitMode::Reset);
+        let rated = matches!(
+            mode,
+            AdmitMode::Answer | AdmitMode::Reset | AdmitMode::Handoff
+        );
         // GCRA: `messages` per window as a burst, refilled at one per window/messages.
         let burst = u64::from(self.limits.rate_messages.max(1));
         let interval = (self.limits.rate_window_ms / burst).max(1);
@@ -248,12 +409,29 @@ impl ConversationStore {
             AdmitMode::Record => ("record", "", ""),
             AdmitMode::Reset => ("reset", "", ""),
             AdmitMode::Edit { original, text } => ("edit", original, text),
+            AdmitMode::Handoff => ("handoff", "", ""),
+        };
+        let wrote = if message.origin == Origin::User {
+            (message.timestamp.max(0) * 1000).to_string()
+        } else {
+            String::new()
+        };
+        let for_events = if self.limits.events {
+            serde_json::json!({
+                "id": message.id.as_str(),
+                "kind": message.content.kind(),
+                "text": turn.text,
+                "profile_name": message.sender.profile_name,
+            })
+            .to_string()
+        } else {
+            String::new()
         };
         let reply: Vec<Value> = self
             .begin
             .evalsha_with_reload(
                 &self.client,
-                self.keys_of(&message.phone_number_id, &message.user),
+                self.script_keys(&message.phone_number_id, &message.user),
                 vec![
                     message.id.as_str().to_string(),
                     serde_json::to_string(turn)?,
@@ -268,6 +446,15 @@ impl ConversationStore {
                     mode_name.to_string(),
                     original.to_string(),
                     new_text.to_string(),
+                    wrote,
+                    self.limits.handoff_ms.to_string(),
+                    for_events,
+                    if message.origin == Origin::BusinessEcho {
+                        "echo"
+                    } else {
+                        ""
+                    }
+                    .to_string(),
                 ],
             )
             .await?;
@@ -277,25 +464,38 @@ impl ConversationStore {
     /// Notes that `parts_sent` outbound messages of the reply to `inbound` went out, so that a
     /// retry continues after them instead of sending them again.
     pub async fn record_progress(&self, inbound: &InboundMessage, parts_sent: u32) -> Result<()> {
-        self.run_record(inbound, parts_sent, false, &[]).await?;
+        self.run_record(&Subject::of(inbound), parts_sent, false, &[])
+            .await?;
         Ok(())
     }
 
     /// Records the reply to `inbound` (its turns, possibly none) and marks it answered.
     /// Idempotent: returns `false` when a reply was already recorded.
     pub async fn record_reply(&self, inbound: &InboundMessage, turns: &[Turn]) -> Result<bool> {
-        self.run_record(inbound, 0, true, turns).await
+        self.run_record(&Subject::of(inbound), 0, true, turns).await
+    }
+
+    /// [`record_progress`](Self::record_progress) and [`record_reply`](Self::record_reply) for
+    /// what was sent for `subject` (an outbound message, a re-engagement).
+    pub async fn record_sent(
+        &self,
+        subject: &Subject<'_>,
+        parts_sent: u32,
+        last: bool,
+        turns: &[Turn],
+    ) -> Result<bool> {
+        self.run_record(subject, parts_sent, last, turns).await
     }
 
     async fn run_record(
         &self,
-        inbound: &InboundMessage,
+        subject: &Subject<'_>,
         parts_sent: u32,
         last: bool,
         turns: &[Turn],
     ) -> Result<bool> {
         let mut args = vec![
-            inbound.id.as_str().to_string(),
+            subject.id.to_string(),
             self.limits.session_ttl_secs.to_string(),
             self.limits.max_history.to_string(),
             parts_sent.to_string(),
@@ -308,11 +508,175 @@ impl ConversationStore {
             .record
             .evalsha_with_reload(
                 &self.client,
-                self.keys_of(&inbound.phone_number_id, &inbound.user),
+                self.script_keys(subject.pnid, subject.user),
                 args,
             )
             .await?;
         Ok(recorded == 1)
+    }
+
+    /// Starts an outbound message: see `lua/outbound.lua`.
+    pub async fn begin_outbound(&self, out: &OutboundMessage, by: &str) -> Result<OutboundStart> {
+        let source = match out.source {
+            OutboundSource::Operator => "operator",
+            OutboundSource::Notification => "notification",
+        };
+        let reply: Vec<Value> = self
+            .outbound
+            .evalsha_with_reload(
+                &self.client,
+                self.script_keys(&out.phone_number_id, &out.to),
+                vec![
+                    out.id.clone(),
+                    source.to_string(),
+                    self.limits.session_ttl_secs.to_string(),
+                    self.limits.handoff_ms.to_string(),
+                    by.to_string(),
+                ],
+            )
+            .await?;
+        let shape = || StoreError::Corrupt("the outbound script answered out of shape".into());
+        let code = reply.first().and_then(Value::as_i64).ok_or_else(shape)?;
+        if code == 4 {
+            return Ok(OutboundStart::Done);
+        }
+        let parts_sent = reply.get(1).and_then(Value::as_i64).ok_or_else(shape)?;
+        let last_user_ms = reply
+            .get(2)
+            .and_then(Value::as_string)
+            .and_then(|s| s.parse().ok());
+        let owner = reply
+            .get(3)
+            .and_then(Value::as_string)
+            .map(|s| Owner::parse(&s))
+            .unwrap_or(Owner::Bot);
+        Ok(OutboundStart::Send {
+            parts_sent: u32::try_from(parts_sent).unwrap_or(0),
+            last_user_ms,
+            owner,
+        })
+    }
+
+    /// Applies a delivery status to the turn of the message it is about.
+    pub async fn apply_status(
+        &self,
+        pnid: &PhoneNumberId,
+        user: &UserId,
+        sent_wamid: &str,
+        status: &str,
+        error: Option<&DeliveryError>,
+    ) -> Result<StatusApplied> {
+        let error = match error {
+            Some(error) => serde_json::to_string(error)?,
+            None => String::new(),
+        };
+        let reply: Vec<Value> = self
+            .status
+            .evalsha_with_reload(
+                &self.client,
+                self.script_keys(pnid, user),
+                vec![sent_wamid.to_string(), status.to_string(), error],
+            )
+            .await?;
+        Ok(StatusApplied {
+            found: reply.first().and_then(Value::as_i64) == Some(1),
+            kind: reply
+                .get(1)
+                .and_then(Value::as_string)
+                .unwrap_or_default()
+                .to_string(),
+            reengaged: reply.get(2).and_then(Value::as_i64) == Some(1),
+        })
+    }
+
+    /// A person takes the conversation until `until_ms` (`info`: who, why, a note); with
+    /// `event`, `handoff.requested` is emitted in the same call (the bot asked for a person).
+    pub async fn take_over(
+        &self,
+        pnid: &PhoneNumberId,
+        user: &UserId,
+        until_ms: i64,
+        info: &serde_json::Value,
+        event: Option<&serde_json::Value>,
+    ) -> Result<()> {
+        let _: i64 = self
+            .handoff
+            .evalsha_with_reload(
+                &self.client,
+                self.script_keys(pnid, user),
+                vec![
+                    "take".to_string(),
+                    until_ms.to_string(),
+                    info.to_string(),
+                    self.limits.session_ttl_secs.to_string(),
+                    event.map(|e| e.to_string()).unwrap_or_default(),
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Gives the conversation back to the bot. Returns whether it exists.
+    pub async fn give_back(&self, pnid: &PhoneNumberId, user: &UserId) -> Result<bool> {
+        let done: i64 = self
+            .handoff
+            .evalsha_with_reload(
+                &self.client,
+                self.script_keys(pnid, user),
+                vec![
+                    "resume".to_string(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                ],
+            )
+            .await?;
+        Ok(done == 1)
+    }
+
+    /// Applies a conversation-routing handover; `false` when a newer one was applied before.
+    pub async fn set_routing(&self, handover: &Handover) -> Result<bool> {
+        let applied: i64 = self
+            .routing
+            .evalsha_with_reload(
+                &self.client,
+                self.script_keys(&handover.phone_number_id, &handover.user),
+                vec![
+                    if handover.owned { "1" } else { "0" }.to_string(),
+                    handover.timestamp.to_string(),
+                    self.limits.session_ttl_secs.to_string(),
+                ],
+            )
+            .await?;
+        Ok(applied == 1)
+    }
+
+    /// Whether the bot may still answer: nobody took the conversation over meanwhile (checked
+    /// again just before a slow reply goes out).
+    pub async fn bot_owns(&self, pnid: &PhoneNumberId, user: &UserId) -> Result<bool> {
+        let keys = self.keys_of(pnid, user);
+        let (until, other): (Option<i64>, Option<String>) = self
+            .client
+            .hmget(&keys[0], vec![field::HUMAN_UNTIL, field::OTHER_APP])
+            .await?;
+        let human = until.is_some_and(|until| until > unix_ms());
+        Ok(!human && other.is_none_or(|o| o.is_empty()))
+    }
+
+    /// Sets when the user last wrote (operators' tools and tests of the 24-hour window).
+    pub async fn set_last_user_ms(
+        &self,
+        pnid: &PhoneNumberId,
+        user: &UserId,
+        at_ms: i64,
+    ) -> Result<()> {
+        let keys = self.keys_of(pnid, user);
+        let _: () = self
+            .client
+            .hset(&keys[0], (field::LAST_USER, at_ms))
+            .await?;
+        Ok(())
     }
 
     /// Marks messages as answered without recording a turn (a merged burst's earlier messages).
@@ -324,7 +688,7 @@ impl ConversationStore {
             .mark_answered
             .evalsha_with_reload(
                 &self.client,
-                self.keys_of(&first.phone_number_id, &first.user),
+                self.script_keys(&first.phone_number_id, &first.user),
                 messages
                     .iter()
                     .map(|m| m.id.as_str().to_string())
@@ -332,23 +696,6 @@ impl ConversationStore {
             )
             .await?;
         Ok(())
-    }
-
-    /// Notes that a reply we sent failed to deliver (from a `failed` status). Does nothing when
-    /// the conversation no longer exists.
-    pub async fn mark_reply_failed(
-        &self,
-        pnid: &PhoneNumberId,
-        user: &UserId,
-        sent_wamid: &str,
-        code: i64,
-    ) -> Result<bool> {
-        let failure = serde_json::json!({ "wamid": sent_wamid, "code": code }).to_string();
-        let marked: i64 = self
-            .mark_failed
-            .evalsha_with_reload(&self.client, self.keys_of(pnid, user), vec![failure])
-            .await?;
-        Ok(marked == 1)
     }
 
     /// Moves a corrupt conversation aside (kept a week under `...:corrupt:...`) so the user's
@@ -389,6 +736,11 @@ impl ConversationStore {
             })
             .collect::<Result<Vec<Turn>>>()?;
         let number = |name: &str| fields.get(name).and_then(|s| s.parse::<i64>().ok());
+        let now = unix_ms();
+        let until = number(field::HUMAN_UNTIL).filter(|until| *until > now);
+        let other = fields.get(field::OTHER_APP).is_some_and(|o| !o.is_empty());
+        let last_user_ms = number(field::LAST_USER);
+        let window_open_until_ms = last_user_ms.map(|at| at + WINDOW_MS);
         Ok(Some(ConversationView {
             phone_number_id: pnid.to_string(),
             user: user.as_str().to_string(),
@@ -401,12 +753,37 @@ impl ConversationStore {
             last_failure: fields
                 .get(field::LAST_FAILURE)
                 .and_then(|s| serde_json::from_str(s).ok()),
+            handoff: HandoffView {
+                owner: if other {
+                    Owner::OtherApp
+                } else if until.is_some() {
+                    Owner::Human
+                } else {
+                    Owner::Bot
+                },
+                until_ms: until,
+                info: until
+                    .and(fields.get(field::HUMAN_INFO))
+                    .and_then(|s| serde_json::from_str(s).ok()),
+            },
+            last_user_ms,
+            window_open_until_ms,
+            window_open: window_open_until_ms.is_some_and(|until| until > now),
         }))
     }
 
     /// Deletes a conversation (operators). Returns whether it existed.
     pub async fn delete(&self, pnid: &PhoneNumberId, user: &UserId) -> Result<bool> {
-        let deleted: i64 = self.client.del(self.keys_of(pnid, user)).await?;
+        let partition = self.keys.partition(pnid, user);
+        let pipeline = self.client.pipeline();
+        let _: () = pipeline.del(self.keys_of(pnid, user)).await?;
+        let _: () = pipeline
+            .zrem(
+                self.keys.with_person(partition),
+                format!("{pnid}:{}", user.as_str()),
+            )
+            .await?;
+        let (deleted, _): (i64, i64) = pipeline.all().await?;
         Ok(deleted > 0)
     }
 
@@ -493,6 +870,7 @@ fn parse_admission(reply: Vec<Value>) -> Result<Admission> {
         },
         4 => Admission::Done,
         3 | 5 => Admission::Recorded,
+        6 => Admission::WithPerson,
         other => {
             return Err(StoreError::Corrupt(format!(
                 "the admit script answered code {other}"
@@ -569,6 +947,9 @@ mod tests {
             kind: "text".into(),
             rate_limited: false,
             edited: false,
+            delivery: None,
+            failure: None,
+            reengaged: false,
         };
         assert_eq!(
             serde_json::to_string(&turn).expect("json"),
@@ -608,6 +989,9 @@ mod tests {
                     kind: "text".into(),
                     rate_limited: false,
                     edited: false,
+                    delivery: None,
+                    failure: None,
+                    reengaged: false,
                 }]
             }
         );

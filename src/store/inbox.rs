@@ -9,7 +9,7 @@ use tracing::Instrument;
 
 use super::error::StoreError;
 use super::keys::{Keys, SEEN_TTL_SECS, STATUS_SEEN_TTL_SECS};
-use crate::domain::InboxItem;
+use crate::domain::{InboxItem, Origin};
 use crate::sink::{Accepted, EventSink, SinkError};
 
 /// Stores inbound items in Redis streams, partitioned by conversation.
@@ -18,6 +18,9 @@ pub struct RedisInbox {
     client: Client,
     keys: Keys,
     script: Script,
+    /// How long an echo of the business answering from the phone pauses the bot (ms; 0: never).
+    echo_pause_ms: u64,
+    session_ttl_secs: u64,
 }
 
 impl RedisInbox {
@@ -26,7 +29,17 @@ impl RedisInbox {
             client,
             keys,
             script: Script::from_lua(include_str!("lua/accept.lua")),
+            echo_pause_ms: 0,
+            session_ttl_secs: 3600,
         }
+    }
+
+    /// Echoes of what the business typed in the WhatsApp Business app hand the conversation to
+    /// a person for `pause_ms` (see `lua/accept.lua`).
+    pub fn with_echo_pause(mut self, pause_ms: u64, session_ttl_secs: u64) -> RedisInbox {
+        self.echo_pause_ms = pause_ms;
+        self.session_ttl_secs = session_ttl_secs;
+        self
     }
 
     /// Stores one item; `Ok(true)` when it was new. Items without a conversation (a status
@@ -37,18 +50,25 @@ impl RedisInbox {
         };
         let partition = self.keys.partition(&pnid, &user);
         let ttl = match item {
-            InboxItem::Message(_) => SEEN_TTL_SECS,
-            InboxItem::Status(_) => STATUS_SEEN_TTL_SECS,
+            InboxItem::Message(_) | InboxItem::Outbound(_) => SEEN_TTL_SECS,
+            InboxItem::Status(_) | InboxItem::Handover(_) => STATUS_SEEN_TTL_SECS,
         };
         let dedup = item.dedup_id();
-        let keys = vec![
+        let mut keys = vec![
             self.keys.seen(partition, &dedup),
             self.keys.inbox(partition),
         ];
-        let mut args = vec![ttl.to_string(), item.to_json()?, dedup];
-        // The worker continues the webhook's trace from here; nothing extra while tracing is off.
-        if let Some(traceparent) = crate::otel::traceparent(&tracing::Span::current()) {
-            args.push(traceparent);
+        // The worker continues the webhook's trace from here; an empty ARGV[4] (no stream
+        // field) while tracing is off.
+        let traceparent = crate::otel::traceparent(&tracing::Span::current()).unwrap_or_default();
+        let mut args = vec![ttl.to_string(), item.to_json()?, dedup, traceparent];
+        let echo = matches!(item, InboxItem::Message(m) if m.origin == Origin::BusinessEcho);
+        if echo && self.echo_pause_ms > 0 {
+            keys.push(self.keys.conversation(partition, &pnid, &user));
+            keys.push(self.keys.history(partition, &pnid, &user));
+            keys.push(self.keys.with_person(partition));
+            args.push(self.echo_pause_ms.to_string());
+            args.push(self.session_ttl_secs.to_string());
         }
         let id: Option<String> = self
             .script
@@ -56,6 +76,9 @@ impl RedisInbox {
             .await?;
         tracing::Span::current().record("partition", partition);
         tracing::Span::current().record("duplicate", id.is_none());
+        if id.is_some() && echo && self.echo_pause_ms > 0 {
+            metrics::counter!(crate::monitoring::HANDOFFS, "reason" => "echo").increment(1);
+        }
         Ok(id.is_some())
     }
 }
@@ -71,11 +94,11 @@ impl EventSink for RedisInbox {
         )
         .await
         .map_err(|e| SinkError::Unavailable(Box::new(e)))?;
-        // Counted for messages: statuses have their own series.
+        // Counted for messages (inbound or outbound): statuses have their own series.
         let messages = items
             .iter()
             .zip(&results)
-            .filter(|(item, _)| matches!(item, InboxItem::Message(_)));
+            .filter(|(item, _)| matches!(item, InboxItem::Message(_) | InboxItem::Outbound(_)));
         let (new, duplicates) = messages.fold((0, 0), |(new, dup), (_, stored)| {
             if *stored {
                 (new + 1, dup)

@@ -57,6 +57,18 @@ impl Keys {
         format!("{}:in", self.tag(partition))
     }
 
+    /// Events waiting to be POSTed to `events.webhook_url`, per partition (written by the
+    /// conversation scripts in the same call as the change they report).
+    pub fn events(&self, partition: u32) -> String {
+        format!("{}:events", self.tag(partition))
+    }
+
+    /// Conversations of a partition that a person has, scored by until when (ms): the console's
+    /// "waiting for a person" list and `wabot_handoffs_waiting`.
+    pub fn with_person(&self, partition: u32) -> String {
+        format!("{}:human", self.tag(partition))
+    }
+
     /// Which replica owns a partition.
     pub fn lease(&self, partition: u32) -> String {
         format!("{}:lease", self.tag(partition))

@@ -381,6 +381,18 @@ impl Queue {
     }
 
     /// Entries waiting in a partition (not yet acknowledged).
+    /// Conversations of the partition a person has now; expired entries are dropped.
+    pub async fn with_person(&self, partition: u32) -> Result<u64> {
+        let key = self.keys.with_person(partition);
+        let pipeline = self.client.pipeline();
+        let _: () = pipeline
+            .zremrangebyscore(&key, f64::NEG_INFINITY, now_ms() as f64)
+            .await?;
+        let _: () = pipeline.zcard(&key).await?;
+        let (_, waiting): (i64, u64) = pipeline.all().await?;
+        Ok(waiting)
+    }
+
     pub async fn depth(&self, partition: u32) -> Result<u64> {
         Ok(self.client.xlen(self.keys.inbox(partition)).await?)
     }

@@ -6,8 +6,8 @@ pub mod signature;
 use serde_json::Value;
 
 use crate::domain::{
-    DeliveryStatus, ErrorInfo, InboundMessage, InteractiveKind, MediaKind, MessageContent, Origin,
-    PhoneNumberId, Sender, StatusUpdate, WaMessageId, WebhookBatch,
+    DeliveryStatus, ErrorInfo, Handover, InboundMessage, InteractiveKind, MediaKind,
+    MessageContent, Origin, PhoneNumberId, Sender, StatusUpdate, UserId, WaMessageId, WebhookBatch,
 };
 use payload::{Contact, Media, Message, MessagesValue, Payload, WireError};
 pub use signature::{sign, SignatureError, SignatureVerifier, VerifiedBody, SIGNATURE_HEADER};
@@ -48,6 +48,10 @@ pub fn parse(body: &VerifiedBody) -> Result<WebhookBatch, ParseError> {
                     read_messages_change(change.value, Origin::BusinessEcho, &mut batch)
                 }
                 Some("standby") => read_messages_change(change.value, Origin::Standby, &mut batch),
+                Some("messaging_handovers") => match read_handover(&change.value) {
+                    Some(handover) => batch.handovers.push(handover),
+                    None => batch.ignored_changes += 1,
+                },
                 other => {
                     tracing::debug!(field = other.unwrap_or(""), "ignoring webhook field");
                     batch.ignored_changes += 1;
@@ -56,6 +60,46 @@ pub fn parse(body: &VerifiedBody) -> Result<WebhookBatch, ParseError> {
         }
     }
     Ok(batch)
+}
+
+/// A `messaging_handovers` value (Meta's conversation routing, 2026). Read leniently: the
+/// business number from `metadata.phone_number_id`, else `recipient.phone_number_id` (payloads
+/// without `metadata` are seen in production); the user from `sender.phone_number` or `wa_id`;
+/// the kind from `type` or from which of `control_passed`/`control_taken` is present.
+fn read_handover(value: &Value) -> Option<Handover> {
+    let text = |pointer: &str| value.pointer(pointer).and_then(Value::as_str);
+    let pnid = text("/metadata/phone_number_id")
+        .or_else(|| text("/recipient/phone_number_id"))
+        .and_then(PhoneNumberId::parse)?;
+    let user = text("/sender/phone_number")
+        .or_else(|| text("/sender/wa_id"))
+        .or_else(|| text("/sender/id"))
+        .map(|raw| raw.trim_start_matches('+'))
+        .and_then(UserId::parse)?;
+    let owned = match text("/type") {
+        Some("control_passed") => true,
+        Some("control_taken") => false,
+        _ if value.get("control_passed").is_some() => true,
+        _ if value.get("control_taken").is_some() => false,
+        _ => return None,
+    };
+    let timestamp = match value.get("timestamp") {
+        Some(Value::String(s)) => s.parse().unwrap_or(0),
+        Some(Value::Number(n)) => n.as_i64().unwrap_or(0),
+        _ => 0,
+    };
+    // Milliseconds in some payloads; seconds everywhere else.
+    let timestamp = if timestamp > 100_000_000_000 {
+        timestamp / 1000
+    } else {
+        timestamp
+    };
+    Some(Handover {
+        phone_number_id: pnid,
+        user,
+        owned,
+        timestamp,
+    })
 }
 
 fn read_messages_change(value: Value, origin: Origin, batch: &mut WebhookBatch) {

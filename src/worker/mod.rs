@@ -14,6 +14,7 @@ use tokio::task::{AbortHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::configuration::WorkerSettings;
+use crate::events::EventDispatcher;
 use crate::monitoring;
 use crate::store::queue::now_ms;
 use crate::store::queue::Queue;
@@ -41,6 +42,7 @@ impl Workers {
         settings: WorkerSettings,
         merge_window: Duration,
         shutdown_timeout: Duration,
+        events: Option<Arc<EventDispatcher>>,
     ) -> Workers {
         let replica = uuid::Uuid::new_v4().to_string();
         let stop = CancellationToken::new();
@@ -52,6 +54,7 @@ impl Workers {
             replica: replica.clone(),
             merge_window,
             shutdown_timeout,
+            events,
         };
         let task = tokio::spawn(coordinator.run(stop.clone()));
         Workers {
@@ -86,6 +89,8 @@ struct Coordinator {
     replica: String,
     merge_window: Duration,
     shutdown_timeout: Duration,
+    /// Delivers each owned partition's events (none when events are off).
+    events: Option<Arc<EventDispatcher>>,
 }
 
 impl Coordinator {
@@ -276,6 +281,7 @@ impl Coordinator {
             permits: self.permits.clone(),
             settings: self.settings.clone(),
             merge_window: self.merge_window,
+            events: self.events.clone(),
         });
         let runner_stop = stop.clone();
         let abort = runners.spawn(async move {
@@ -291,6 +297,15 @@ impl Coordinator {
         let partitions: Vec<u32> = owned.keys().copied().collect();
         let backlogs =
             futures_util::future::join_all(partitions.iter().map(|p| self.queue.backlog(*p))).await;
+        let waiting =
+            futures_util::future::join_all(partitions.iter().map(|p| self.queue.with_person(*p)))
+                .await;
+        for (partition, waiting) in partitions.iter().zip(waiting) {
+            if let Ok(waiting) = waiting {
+                metrics::gauge!(monitoring::HANDOFFS_WAITING, "partition" => partition.to_string())
+                    .set(waiting as f64);
+            }
+        }
         for (partition, backlog) in partitions.into_iter().zip(backlogs) {
             if let Ok((depth, oldest_ms)) = backlog {
                 let label = partition.to_string();

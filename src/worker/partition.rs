@@ -18,6 +18,7 @@ use super::handler::{HandleError, Handler, LeaseGuard};
 use crate::configuration::WorkerSettings;
 use crate::domain::InboxItem;
 use crate::error::error_chain;
+use crate::events::EventDispatcher;
 use crate::monitoring;
 use crate::store::queue::{DedicatedQueue, Entry, Queue};
 
@@ -40,6 +41,7 @@ pub(crate) struct PartitionContext {
     /// Burst merging: a conversation's next message waits this long after it was stored, and
     /// everything that arrived meanwhile is handled together. Zero: one message at a time.
     pub merge_window: Duration,
+    pub events: Option<Arc<EventDispatcher>>,
 }
 
 /// How processing one entry ended.
@@ -86,6 +88,11 @@ pub(crate) async fn run(ctx: Arc<PartitionContext>, stop: CancellationToken) {
     let (batches_tx, mut read_batches) = mpsc::channel::<Vec<Entry>>(1);
     let mut reader = JoinSet::new();
     reader.spawn(read_loop(ctx.queue.dedicated(), partition, batches_tx));
+    // The partition's events go out while we own it; aborted with the reader.
+    if let Some(events) = ctx.events.clone() {
+        let lease = ctx.lease.clone();
+        reader.spawn(async move { events.run(partition, lease).await });
+    }
     let mut stopping = false;
 
     loop {
@@ -374,7 +381,7 @@ async fn handle_with_retries(
         .iter()
         .filter_map(|item| match item {
             InboxItem::Message(m) => Some(m.clone()),
-            InboxItem::Status(_) => None,
+            InboxItem::Status(_) | InboxItem::Outbound(_) | InboxItem::Handover(_) => None,
         })
         .collect();
     let mut attempt = 0u32;

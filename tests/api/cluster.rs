@@ -135,13 +135,7 @@ async fn the_pipeline_runs_on_a_three_master_cluster() {
     );
 
     // History lives in the cluster, and keys are spread over the masters.
-    let store = {
-        let client = wabot::store::connect(&app.settings.redis).expect("client");
-        fred::prelude::ClientLike::wait_for_connect(&client)
-            .await
-            .expect("connects");
-        wabot::startup::conversation_store(&app.settings, &client)
-    };
+    let store = app.conversations().await;
     let pnid = wabot::domain::PhoneNumberId::parse("123").expect("pnid");
     let user = wabot::domain::UserId::parse("17770000003").expect("user");
     let view = conversation(&store, &pnid, &user).await;

@@ -507,3 +507,123 @@ async fn a_huge_text_is_bounded_in_the_history_and_in_the_reply() {
         assert!(turn.text.chars().count() <= 10_001, "{}", turn.text.len());
     }
 }
+
+#[tokio::test]
+async fn a_draining_replica_starts_nothing_new_and_the_next_one_answers_the_rest_once() {
+    let redis = RedisServer::start();
+    let graph = Arc::new(MockServer::start().await);
+    // The first reply is slow: it holds the only permit while the others wait for it.
+    crate::helpers::mount_slow_send(&graph, "echo: first", Duration::from_millis(1500)).await;
+    mount_graph_ok(&graph).await;
+    let options = AppOptions {
+        extra_env: env(&[("WABOT_WORKER__CONCURRENCY", "1")]),
+        ..AppOptions::default()
+    };
+    let app = spawn_app_on(
+        &redis.url(),
+        graph.clone(),
+        options.clone(),
+        None,
+        Some("drain"),
+    )
+    .await;
+    post(
+        &app,
+        &text_delivery(PNID, "4915000000401", "wamid.dr1", "first"),
+    )
+    .await;
+    eventually(WAIT, || async {
+        (!graph
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .is_empty())
+        .then_some(())
+    })
+    .await
+    .expect("the first reply is in flight");
+    post(
+        &app,
+        &text_delivery(PNID, "4915000000402", "wamid.dr2", "second"),
+    )
+    .await;
+    post(
+        &app,
+        &text_delivery(PNID, "4915000000403", "wamid.dr3", "third"),
+    )
+    .await;
+    // Read by the replica (pending), waiting for the permit, when the stop comes.
+    let queue = app.queue().await;
+    eventually(WAIT, || async {
+        let mut pending = 0;
+        for p in 0..queue.keys().partitions() {
+            pending += queue.depth(p).await.unwrap_or(0);
+        }
+        (pending == 3).then_some(())
+    })
+    .await
+    .expect("all three stored");
+    app.stop().await;
+    let sent = replies(&graph).await;
+    assert_eq!(
+        sent.iter().map(|r| r.text.as_str()).collect::<Vec<_>>(),
+        ["echo: first"],
+        "nothing new started while draining"
+    );
+    let next = spawn_app_on(&redis.url(), graph.clone(), options, None, Some("drain")).await;
+    wait_until_drained(&next.queue().await, WAIT).await;
+    let mut texts: Vec<String> = replies(&graph).await.into_iter().map(|r| r.text).collect();
+    texts.sort();
+    assert_eq!(
+        texts,
+        ["echo: first", "echo: second", "echo: third"],
+        "each once"
+    );
+    next.stop().await;
+}
+
+#[tokio::test]
+async fn a_merged_burst_that_fails_once_is_answered_once_on_retry() {
+    let graph = Arc::new(MockServer::start().await);
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(500))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&graph)
+        .await;
+    mount_graph_ok(&graph).await;
+    let app = spawn_app_with(
+        graph.clone(),
+        AppOptions {
+            extra_env: env(&[("WABOT_CONVERSATION__MERGE_WINDOW_MS", "800")]),
+            ..AppOptions::default()
+        },
+    )
+    .await;
+    let user = "4915000000411";
+    for (i, text) in ["one", "two", "three"].iter().enumerate() {
+        post(
+            &app,
+            &text_delivery(PNID, user, &format!("wamid.mr{i}"), text),
+        )
+        .await;
+    }
+    wait_until_drained(&app.queue().await, WAIT).await;
+    let requests = graph.received_requests().await.unwrap_or_default().len();
+    assert_eq!(requests, 2, "the failed try and one retry");
+    let got = replies(&graph).await;
+    assert_eq!(
+        got.iter().map(|r| r.text.as_str()).collect::<Vec<_>>(),
+        ["echo: three", "echo: three"],
+        "the refused try and the one that went through"
+    );
+    let (pnid, uid) = ids(user);
+    let view = conversation(&app.conversations().await, &pnid, &uid).await;
+    let texts: Vec<&str> = view.turns.iter().map(|t| t.text.as_str()).collect();
+    assert_eq!(
+        texts,
+        ["one", "two", "three", "echo: three"],
+        "recorded once"
+    );
+    app.stop().await;
+}

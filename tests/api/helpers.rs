@@ -223,7 +223,7 @@ impl EventSink for RecordingSink {
         let before = stored.len();
         stored.extend(items.iter().filter_map(|item| match item {
             InboxItem::Message(m) => Some(m.clone()),
-            InboxItem::Status(_) => None,
+            _ => None,
         }));
         Ok(Accepted {
             new: stored.len() - before,
@@ -267,21 +267,21 @@ impl TestApp {
     }
 
     /// A queue over the app's Redis, for inspection (depth, dead letters).
-    pub async fn queue(&self) -> Queue {
-        let client = wabot::store::connect(&self.settings.redis).expect("redis client");
-        fred::prelude::ClientLike::wait_for_connect(&client)
+    /// The stores over the app's Redis (a client of its own), for inspection.
+    pub async fn services(&self) -> wabot::startup::Services {
+        wabot::startup::Services::new(&self.settings)
+            .expect("redis client")
+            .connected()
             .await
-            .expect("redis connects");
-        Queue::new(client, self.keys(), self.settings.worker.lease_ttl_ms)
+            .expect("redis connects")
     }
 
-    /// The conversation store over the app's Redis, for inspection.
+    pub async fn queue(&self) -> Queue {
+        self.services().await.queue
+    }
+
     pub async fn conversations(&self) -> wabot::store::conversation::ConversationStore {
-        let client = wabot::store::connect(&self.settings.redis).expect("redis client");
-        fred::prelude::ClientLike::wait_for_connect(&client)
-            .await
-            .expect("redis connects");
-        wabot::startup::conversation_store(&self.settings, &client)
+        self.services().await.conversations
     }
 
     pub fn keys(&self) -> Keys {
@@ -360,6 +360,9 @@ pub struct AppOptions {
     pub lease_ttl_ms: u64,
     pub max_attempts: u32,
     pub extra_env: Vec<(String, String)>,
+    /// Settings the environment cannot express (arrays such as `[[responder.openai.tools]]`),
+    /// loaded as the `config/default.toml` of the app.
+    pub config_toml: Option<String>,
 }
 
 impl Default for AppOptions {
@@ -370,6 +373,7 @@ impl Default for AppOptions {
             lease_ttl_ms: 2000,
             max_attempts: 4,
             extra_env: Vec::new(),
+            config_toml: None,
         }
     }
 }
@@ -419,7 +423,18 @@ pub async fn spawn_app_on(
         env.insert("WABOT_REDIS__KEY_PREFIX".into(), prefix.to_string());
     }
     env.extend(options.extra_env);
-    let settings = settings_from(&env);
+    let settings = match &options.config_toml {
+        Some(toml) => {
+            let dir =
+                std::env::temp_dir().join(format!("wabot-test-config-{}", uuid::Uuid::new_v4()));
+            std::fs::create_dir_all(&dir).expect("config dir");
+            std::fs::write(dir.join("default.toml"), toml).expect("config file");
+            let settings = Settings::load_from(&dir, &env).expect("test settings");
+            let _ = std::fs::remove_dir_all(&dir);
+            settings
+        }
+        None => settings_from(&env),
+    };
     let app = Application::build(settings.clone())
         .await
         .expect("app builds");
@@ -632,4 +647,38 @@ where
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Sends whose body contains `needle` are answered after `delay` (ahead of `mount_graph_ok`).
+pub async fn mount_slow_send(graph: &MockServer, needle: &str, delay: Duration) {
+    use wiremock::matchers::{body_string_contains, method};
+    wiremock::Mock::given(method("POST"))
+        .and(body_string_contains(needle))
+        .respond_with(
+            wiremock::ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({"messages": [{"id": format!("wamid.slow.{}", uuid::Uuid::new_v4().simple())}]}))
+                .set_delay(delay),
+        )
+        .with_priority(1)
+        .mount(graph)
+        .await;
+}
+
+/// Runs the `wabot` binary against the app's Redis (the CLI's operator commands).
+pub fn run_cli(settings: &Settings, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_wabot"))
+        .args(args)
+        .env_clear()
+        .env("APP_CONFIG_DIR", "/nonexistent")
+        .env("WHATSAPP_APP_SECRET", "x")
+        .env("WHATSAPP_VERIFY_TOKEN", "x")
+        .env("WHATSAPP_ACCESS_TOKEN", "x")
+        .env("REDIS_URL", &settings.redis.url)
+        .env("WABOT_REDIS__KEY_PREFIX", &settings.redis.key_prefix)
+        .env(
+            "WABOT_WORKER__PARTITIONS",
+            settings.worker.partitions.to_string(),
+        )
+        .output()
+        .expect("wabot runs")
 }

@@ -295,23 +295,7 @@ async fn cli_lists_shows_and_deletes_through_redis() {
     assert_eq!(app.post_signed(&body, APP_SECRET).await.status(), 200);
     wait_for_replies(&app.graph, 1, WAIT).await;
     wait_until_drained(&app.queue().await, WAIT).await;
-    let run = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_wabot"))
-            .args(args)
-            .env_clear()
-            .env("APP_CONFIG_DIR", "/nonexistent")
-            .env("WHATSAPP_APP_SECRET", "x")
-            .env("WHATSAPP_VERIFY_TOKEN", "x")
-            .env("WHATSAPP_ACCESS_TOKEN", "x")
-            .env("REDIS_URL", &app.settings.redis.url)
-            .env("WABOT_REDIS__KEY_PREFIX", &app.settings.redis.key_prefix)
-            .env(
-                "WABOT_WORKER__PARTITIONS",
-                app.settings.worker.partitions.to_string(),
-            )
-            .output()
-            .expect("wabot runs")
-    };
+    let run = |args: &[&str]| crate::helpers::run_cli(&app.settings, args);
     let list = run(&["conversations", "list"]);
     assert!(
         list.status.success(),

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use wiremock::matchers::{body_string_contains, method};
+use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::{
@@ -135,16 +135,7 @@ async fn accepted_texts(app: &crate::helpers::TestApp) -> Vec<String> {
 #[tokio::test]
 async fn a_slow_reply_to_one_user_does_not_delay_another() {
     let graph = Arc::new(MockServer::start().await);
-    Mock::given(method("POST"))
-        .and(body_string_contains("slow"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(serde_json::json!({"messages": [{"id": "wamid.slow"}]}))
-                .set_delay(Duration::from_secs(8)),
-        )
-        .with_priority(1)
-        .mount(&graph)
-        .await;
+    crate::helpers::mount_slow_send(&graph, "slow", Duration::from_secs(8)).await;
     mount_graph_ok(&graph).await;
     // One partition: both users share it, so only per-conversation concurrency can help.
     let options = AppOptions {
@@ -403,8 +394,8 @@ async fn permanent_errors_are_not_retried() {
     let graph = Arc::new(MockServer::start().await);
     Mock::given(method("POST"))
         .respond_with(ResponseTemplate::new(400).set_body_json(serde_json::json!({
-            "error": {"message": "(#131047) Re-engagement message", "type": "OAuthException", "code": 131047,
-                      "error_data": {"messaging_product": "whatsapp", "details": "More than 24 hours"}, "fbtrace_id": "T"}
+            "error": {"message": "(#131026) Message undeliverable", "type": "OAuthException", "code": 131026,
+                      "error_data": {"messaging_product": "whatsapp", "details": "Receiver is incapable of receiving this message"}, "fbtrace_id": "T"}
         })))
         .mount(&graph)
         .await;
@@ -414,7 +405,7 @@ async fn permanent_errors_are_not_retried() {
     let queue = app.queue().await;
     let dead = wait_for_dead_letters(&queue, WAIT).await;
     assert_eq!(dead[0].attempts, 1);
-    assert!(dead[0].error.contains("131047"), "{}", dead[0].error);
+    assert!(dead[0].error.contains("131026"), "{}", dead[0].error);
     assert_eq!(graph.received_requests().await.expect("recorded").len(), 1);
 }
 

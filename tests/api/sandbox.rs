@@ -163,6 +163,38 @@ fn scripted_sandbox_prints_the_transcript() {
 }
 
 #[test]
+fn the_sandbox_shows_the_menu_and_taps_its_rows() {
+    let redis = RedisServer::start();
+    let tmp = TempDir::new("sandbox-tmp");
+    let output = run_script(
+        &redis.url(),
+        &path_with_redis(),
+        &tmp,
+        "hola\n/tap menu_precios\n",
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        stdout,
+        "\
+you> hola
+bot> ¡Hola! 👋 ¿En qué te puedo ayudar?
+       [1 Horarios]  /tap menu_horarios
+       [2 Precios]  /tap menu_precios
+       [3 Hablar con alguien]  /tap menu_humano
+you> /tap menu_precios
+bot> Básico: 9 €/mes, 1 usuario. Pro: 29 €/mes, hasta 5 usuarios y soporte prioritario. Empresa: hablemos.
+       [Hablar con alguien]  /tap menu_humano
+       [Menú]  /tap menu_inicio
+"
+    );
+}
+
+#[test]
 fn sandbox_without_redis_starts_a_private_one_and_stops_it() {
     let tmp = TempDir::new("sandbox-tmp");
     let output = run_script(&unreachable_redis(), &path_with_redis(), &tmp, SCRIPT);

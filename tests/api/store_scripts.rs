@@ -35,6 +35,8 @@ async fn store(redis: &RedisServer, max_history: usize, rate_messages: u32) -> C
             max_history,
             rate_messages,
             rate_window_ms: 60_000,
+            handoff_ms: 3_600_000,
+            events: false,
         },
     )
 }
@@ -298,4 +300,160 @@ async fn pacing_admits_a_pair_burst_then_spaces_and_shares_the_number_rate() {
     // Slots 100 ms apart whoever asks: each reservation waits longer than the one before.
     assert!(waits.windows(2).all(|w| w[1] > w[0]), "{waits:?}");
     assert!(waits[4] >= Duration::from_millis(350), "{waits:?}");
+}
+
+fn ids() -> (PhoneNumberId, UserId) {
+    (
+        PhoneNumberId::parse(PNID).expect("pnid"),
+        UserId::parse(USER).expect("user"),
+    )
+}
+
+#[tokio::test]
+async fn status_moves_a_turns_delivery_state_forward_only() {
+    let redis = RedisServer::start();
+    let store = store(&redis, 10, 100).await;
+    let m = message("wamid.st1", "hi");
+    admit(&store, &m, AdmitMode::Answer).await;
+    store.record_reply(&m, &[bot("one")]).await.expect("record");
+    let (pnid, user) = ids();
+    let state = |store: ConversationStore| async move {
+        let view = store.get(&pnid, &user).await.expect("get").expect("exists");
+        view.turns[1].delivery.clone()
+    };
+    let (p, u) = ids();
+    for status in ["read", "delivered", "sent"] {
+        let applied = store
+            .apply_status(&p, &u, "wamid.out.one", status, None)
+            .await
+            .expect("status");
+        assert!(applied.found);
+        assert_eq!(applied.kind, "text");
+    }
+    assert_eq!(state(store.clone()).await.as_deref(), Some("read"));
+    let error = wabot::store::conversation::DeliveryError {
+        code: 131047,
+        title: Some("Re-engagement message".into()),
+    };
+    store
+        .apply_status(&p, &u, "wamid.out.one", "failed", Some(&error))
+        .await
+        .expect("status");
+    let view = store.get(&p, &u).await.expect("get").expect("exists");
+    assert_eq!(view.turns[1].delivery.as_deref(), Some("failed"));
+    assert_eq!(view.turns[1].failure.as_ref(), Some(&error));
+    assert_eq!(view.last_failure.expect("last failure")["code"], 131047);
+    let unknown = store
+        .apply_status(&p, &u, "wamid.out.nope", "read", None)
+        .await
+        .expect("status");
+    assert!(!unknown.found);
+}
+
+#[tokio::test]
+async fn outbound_is_once_per_id_and_an_operator_takes_the_conversation() {
+    let redis = RedisServer::start();
+    let store = store(&redis, 10, 100).await;
+    let (pnid, user) = ids();
+    let out = wabot::outbound::request(
+        pnid.clone(),
+        user.clone(),
+        wabot::domain::OutboundSource::Operator,
+        wabot::outbound::content(Some("hola"), None, None).expect("content"),
+        Some("key"),
+    )
+    .expect("request");
+    let first = store.begin_outbound(&out, "").await.expect("begin");
+    assert!(matches!(
+        first,
+        wabot::store::conversation::OutboundStart::Send {
+            parts_sent: 0,
+            last_user_ms: None,
+            owner: wabot::store::conversation::Owner::Human,
+        }
+    ));
+    let again = store.begin_outbound(&out, "").await.expect("begin");
+    assert!(
+        matches!(
+            again,
+            wabot::store::conversation::OutboundStart::Send { .. }
+        ),
+        "not recorded yet: resumable"
+    );
+    let subject = wabot::store::conversation::Subject {
+        pnid: &pnid,
+        user: &user,
+        id: &out.id,
+    };
+    store
+        .record_sent(&subject, 0, true, &[bot("hola")])
+        .await
+        .expect("record");
+    assert_eq!(
+        store.begin_outbound(&out, "").await.expect("begin"),
+        wabot::store::conversation::OutboundStart::Done
+    );
+    assert!(!store.bot_owns(&pnid, &user).await.expect("owner"));
+    assert!(store.give_back(&pnid, &user).await.expect("resume"));
+    assert!(store.bot_owns(&pnid, &user).await.expect("owner"));
+}
+
+#[tokio::test]
+async fn a_handoff_request_silences_the_conversation_until_reset() {
+    let redis = RedisServer::start();
+    let store = store(&redis, 10, 100).await;
+    let asked = message("wamid.ho1", "/agent");
+    assert!(matches!(
+        admit(&store, &asked, AdmitMode::Handoff).await,
+        Admission::Answer { .. }
+    ));
+    let later = message("wamid.ho2", "hello?");
+    assert_eq!(
+        admit(&store, &later, AdmitMode::Answer).await,
+        Admission::WithPerson
+    );
+    assert_eq!(
+        admit(&store, &later, AdmitMode::Answer).await,
+        Admission::Done,
+        "a redelivery is a duplicate"
+    );
+    let reset = message("wamid.ho3", "/reset");
+    assert!(matches!(
+        admit(&store, &reset, AdmitMode::Reset).await,
+        Admission::Answer { .. }
+    ));
+    let (pnid, user) = ids();
+    assert!(store.bot_owns(&pnid, &user).await.expect("owner"));
+    let view = store.get(&pnid, &user).await.expect("get").expect("exists");
+    assert_eq!(view.handoff.owner, wabot::store::conversation::Owner::Bot);
+}
+
+#[tokio::test]
+async fn routing_keeps_the_newest_handover() {
+    let redis = RedisServer::start();
+    let store = store(&redis, 10, 100).await;
+    let (pnid, user) = ids();
+    let handover = |owned, timestamp| wabot::domain::Handover {
+        phone_number_id: pnid.clone(),
+        user: user.clone(),
+        owned,
+        timestamp,
+    };
+    assert!(store
+        .set_routing(&handover(false, 100))
+        .await
+        .expect("routing"));
+    assert!(!store.bot_owns(&pnid, &user).await.expect("owner"));
+    assert!(store
+        .set_routing(&handover(true, 120))
+        .await
+        .expect("routing"));
+    assert!(
+        !store
+            .set_routing(&handover(false, 110))
+            .await
+            .expect("routing"),
+        "older than what was applied"
+    );
+    assert!(store.bot_owns(&pnid, &user).await.expect("owner"));
 }

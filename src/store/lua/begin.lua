@@ -2,16 +2,24 @@
 -- user turn and returns the history, in one call.
 -- ARGV: 1 wamid, 2 turn JSON, 3 the same turn marked rate-limited, 4 ttl s, 5 max history,
 -- 6 GCRA interval ms (0: not rate-limited), 7 GCRA tolerance ms, 8 notice window ms,
--- 9 profile name, 10 return the history (1/0), 11 mode (`answer`, `record`, `reset`, `edit`),
--- 12 edit: the edited message's wamid, 13 edit: the new text.
+-- 9 profile name, 10 return the history (1/0), 11 mode (`answer`, `record`, `reset`, `edit`,
+-- `handoff`: the user asks for a person), 12 edit: the edited message's wamid, 13 edit: the new
+-- text, 14 when the user wrote it (ms; empty when not written by the user: it opens the 24-hour
+-- window), 15 handoff: how long a person keeps the conversation (ms), 16 the message for events
+-- (JSON), 17 `echo` for an echo of what the business sent.
 -- Returns {code, notice, parts_sent, history...}; code 0 new (answer it), 1 over the rate limit,
 -- 2 seen before (answer again: not answered yet), 3 seen and rate-limited, 4 seen and answered,
--- 5 recorded (never answered).
+-- 5 recorded (never answered), 6 recorded while a person (or another app) has the conversation.
 local wamid, ttl, max_history = ARGV[1], tonumber(ARGV[4]), tonumber(ARGV[5])
 local interval, tolerance = tonumber(ARGV[6]), tonumber(ARGV[7])
 local want_history, mode = ARGV[10] == '1', ARGV[11]
 local marker = marker_of(wamid)
-local state = redis.call('HMGET', conv, marker, 'n', 'c', 'tat', 'nq', 'seq')
+local state = redis.call('HMGET', conv, marker, 'n', 'c', 'tat', 'nq', 'seq', 'hu', 'ro', 'lu')
+local function event_message()
+  local ok, message = pcall(cjson.decode, ARGV[16])
+  if ok and type(message) == 'table' then return message end
+  return {}
+end
 local function history(code, notice, parts)
   local out = {code, notice, parts}
   if want_history then
@@ -24,16 +32,44 @@ local seen = state[1]
 if seen then
   if seen == 'l' then return {3, 0, 0} end
   if string.sub(seen, -2) == ':r' then return {4, 0, 0} end
-  if mode ~= 'answer' and mode ~= 'reset' then return {5, 0, 0} end
+  if mode ~= 'answer' and mode ~= 'reset' and mode ~= 'handoff' then return {5, 0, 0} end
   local parts = tonumber(string.match(seen, ':(%d+)$') or '0')
   return history(2, 0, parts)
 end
 
 local now = now_ms()
+if ARGV[17] == 'echo' then
+  -- The echo of a message wabot sent itself is already in the history as the bot's turn.
+  local needle = '"o":"' .. wamid .. '"'
+  for _, kept in ipairs(redis.call('LRANGE', hist, 0, -1)) do
+    if string.find(kept, needle, 1, true) then
+      redis.call('HSET', conv, marker, '0:r')
+      return {5, 0, 0}
+    end
+  end
+end
 local n = tonumber(state[2] or '') or migrate(state[6]) or 0
 local fields = {'u', now}
 if not state[3] then fields[#fields + 1] = 'c'; fields[#fields + 1] = now end
 if ARGV[9] ~= '' then fields[#fields + 1] = 'name'; fields[#fields + 1] = ARGV[9] end
+local wrote = tonumber(ARGV[14])
+if wrote and wrote > now then wrote = now end
+if wrote and wrote > (tonumber(state[9] or '0') or 0) then
+  fields[#fields + 1] = 'lu'; fields[#fields + 1] = wrote
+end
+
+-- With a person (or another app): recorded in order, never answered; `/reset` still works.
+local answerable = mode == 'answer' or mode == 'handoff'
+if answerable and owner(state[7], state[8], now) ~= 'bot' then
+  n = n + 1
+  fields[#fields + 1] = 'n'; fields[#fields + 1] = n
+  fields[#fields + 1] = marker; fields[#fields + 1] = n .. ':r'
+  redis.call('HSET', conv, unpack(fields))
+  local len = redis.call('RPUSH', hist, ARGV[2])
+  trim_and_touch(len, max_history, ttl)
+  emit('message.received', {message = event_message()}, now)
+  return {6, 0, 0}
+end
 
 local limited = false
 local notice = 0
@@ -76,19 +112,27 @@ end
 n = n + 1
 local turn, mark = ARGV[2], n
 if limited then turn = ARGV[3]; mark = 'l'
-elseif mode ~= 'answer' and mode ~= 'reset' then mark = n .. ':r' end
+elseif not answerable and mode ~= 'reset' then mark = n .. ':r' end
 fields[#fields + 1] = 'n'; fields[#fields + 1] = n
 fields[#fields + 1] = marker; fields[#fields + 1] = mark
 redis.call('HSET', conv, unpack(fields))
+if mode == 'handoff' and not limited then
+  with_person(now + tonumber(ARGV[15]), cjson.encode({reason = 'requested', by = 'user', since = now}))
+end
 if mode == 'reset' and not limited then
-  -- The history starts over; markers and the rate limit survive a reset.
+  -- The history and a handoff start over; markers and the rate limit survive a reset.
   redis.call('DEL', hist)
+  with_person(nil)
   redis.call('EXPIRE', conv, ttl)
+  emit('conversation.reset', {by = 'user'}, now)
   return {0, 0, 0}
+end
+if mode == 'handoff' and not limited then
+  emit('handoff.requested', {message = event_message(), until_ms = now + tonumber(ARGV[15])}, now)
 end
 local len = redis.call('RPUSH', hist, turn)
 -- One turn of slack: the reply's record trims to the bound, so a message costs one trim.
 trim_and_touch(len, max_history + 1, ttl)
 if limited then return {1, notice, 0} end
-if mode ~= 'answer' then return {5, 0, 0} end
+if not answerable then return {5, 0, 0} end
 return history(0, 0, 0)

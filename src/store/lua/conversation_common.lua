@@ -1,6 +1,24 @@
 -- Shared by the conversation scripts. KEYS[1]: the conversation hash (metadata, markers, rate
--- limit), KEYS[2]: its history list (one JSON turn per element, oldest first).
-local conv, hist = KEYS[1], KEYS[2]
+-- limit, handoff, window), KEYS[2]: its history list (one JSON turn per element, oldest first),
+-- KEYS[3]: the partition's sorted set of conversations a person has (score: until, ms),
+-- KEYS[4] (only when events are on): the partition's event stream.
+local conv, hist, human, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+
+-- `<pnid>:<user>` of the conversation, from its key `{prefix:p}:conv:<pnid>:<user>`.
+local function conversation_id()
+  return string.match(conv, '}:conv:(.+)$')
+end
+
+-- A person has the conversation until `until_ms` (nil: nobody any more).
+local function with_person(until_ms, info)
+  if until_ms then
+    redis.call('HSET', conv, 'hu', until_ms, 'hi', info)
+    redis.call('ZADD', human, until_ms, conversation_id())
+  else
+    redis.call('HDEL', conv, 'hu', 'hi')
+    redis.call('ZREM', human, conversation_id())
+  end
+end
 
 -- The marker field of an inbound wamid: a 64-bit digest keeps the field short (wamids are ~60
 -- bytes), and the same digest as earlier versions keeps their markers valid.
@@ -39,4 +57,29 @@ local function trim_and_touch(len, keep, ttl)
   end
   redis.call('EXPIRE', conv, ttl)
   redis.call('EXPIRE', hist, ttl)
+end
+
+-- Appends an event for `events.webhook_url` (nothing when events are off). The conversation is
+-- named by its key, `{prefix:p}:conv:<pnid>:<user>`; the id is given at delivery (from the
+-- entry id, stable across redeliveries).
+local function emit(kind, body, now)
+  if not events then return end
+  local pnid, user = string.match(conv, '}:conv:([^:]+):(.+)$')
+  body.type = kind
+  body.at = now
+  body.phone_number_id = pnid
+  body.user = user
+  redis.call('XADD', events, 'MAXLEN', '~', 100000, '*', 'e', cjson.encode(body))
+end
+
+-- Who has the conversation: 'bot', 'human' (a person, until `hu`) or 'other_app' (Meta's
+-- conversation routing gave it to another app). An expired handoff is cleared.
+local function owner(hu, ro, now)
+  if ro and ro ~= '' then return 'other_app' end
+  local until_ms = tonumber(hu or '')
+  if until_ms then
+    if until_ms > now then return 'human' end
+    with_person(nil)
+  end
+  return 'bot'
 end

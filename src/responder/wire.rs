@@ -1,0 +1,238 @@
+//! The action schema responders receive from outside (`http` backends' JSON, `rules.toml`,
+//! the model's `actions` tool), kept apart from the domain `Action` so the public contract
+//! (docs/http-responder.md) can stay stable while the domain type changes.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Action, Choice, MediaKind, MediaSource, Section};
+
+/// One action as backends write it: `{"type": "text", "text": "Hola"}`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum WireAction {
+    Text {
+        text: String,
+    },
+    Buttons {
+        text: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        header: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        footer: Option<String>,
+        buttons: Vec<WireChoice>,
+    },
+    List {
+        text: String,
+        /// The label of the button that opens the list.
+        button: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        header: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        footer: Option<String>,
+        sections: Vec<WireSection>,
+    },
+    Image(WireMedia),
+    Document(WireMedia),
+    Audio(WireMedia),
+    Video(WireMedia),
+    Location {
+        latitude: f64,
+        longitude: f64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        address: Option<String>,
+    },
+    Template {
+        name: String,
+        language: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        components: Vec<serde_json::Value>,
+    },
+    Reaction {
+        emoji: String,
+    },
+    Handoff {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct WireChoice {
+    pub id: String,
+    pub title: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct WireSection {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    pub rows: Vec<WireChoice>,
+}
+
+/// `link` (public HTTPS URL) or `id` (uploaded media), exactly one.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct WireMedia {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caption: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filename: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WireError {
+    #[error("a {0} action needs exactly one of `link` and `id`")]
+    MediaSource(&'static str),
+}
+
+impl WireAction {
+    /// The domain action; Meta's limits are checked later, by `reply::validate`.
+    pub fn into_action(self) -> Result<Action, WireError> {
+        Ok(match self {
+            WireAction::Text { text } => Action::Text(text),
+            WireAction::Buttons {
+                text,
+                header,
+                footer,
+                buttons,
+            } => Action::Buttons {
+                text,
+                header,
+                footer,
+                buttons: buttons.into_iter().map(WireChoice::into_choice).collect(),
+            },
+            WireAction::List {
+                text,
+                button,
+                header,
+                footer,
+                sections,
+            } => Action::List {
+                text,
+                header,
+                footer,
+                button,
+                sections: sections
+                    .into_iter()
+                    .map(|s| Section {
+                        title: s.title,
+                        rows: s.rows.into_iter().map(WireChoice::into_choice).collect(),
+                    })
+                    .collect(),
+            },
+            WireAction::Image(media) => media.into_action(MediaKind::Image)?,
+            WireAction::Document(media) => media.into_action(MediaKind::Document)?,
+            WireAction::Audio(media) => media.into_action(MediaKind::Audio)?,
+            WireAction::Video(media) => media.into_action(MediaKind::Video)?,
+            WireAction::Location {
+                latitude,
+                longitude,
+                name,
+                address,
+            } => Action::Location {
+                latitude,
+                longitude,
+                name,
+                address,
+            },
+            WireAction::Template {
+                name,
+                language,
+                components,
+            } => Action::Template {
+                name,
+                language,
+                components,
+            },
+            WireAction::Reaction { emoji } => Action::React { emoji },
+            WireAction::Handoff { note } => Action::Handoff { note },
+        })
+    }
+}
+
+impl WireChoice {
+    fn into_choice(self) -> Choice {
+        Choice {
+            id: self.id,
+            title: self.title,
+            description: self.description,
+        }
+    }
+}
+
+impl WireMedia {
+    fn into_action(self, kind: MediaKind) -> Result<Action, WireError> {
+        let source = match (self.link, self.id) {
+            (Some(link), None) => MediaSource::Link(link),
+            (None, Some(id)) => MediaSource::Id(id),
+            _ => return Err(WireError::MediaSource(kind.as_str())),
+        };
+        Ok(Action::Media {
+            kind,
+            source,
+            caption: self.caption,
+            filename: self.filename,
+        })
+    }
+}
+
+/// A list of wire actions as domain actions; the first bad one fails them all (a backend's
+/// half-understood answer is worse than its fallback).
+pub fn into_actions(actions: Vec<WireAction>) -> Result<Vec<Action>, WireError> {
+    actions.into_iter().map(WireAction::into_action).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_shapes_parse() {
+        let actions: Vec<WireAction> = serde_json::from_value(serde_json::json!([
+            {"type": "text", "text": "Hola"},
+            {"type": "buttons", "text": "¿Algo más?",
+             "buttons": [{"id": "yes", "title": "Sí"}, {"id": "no", "title": "No"}]},
+            {"type": "image", "link": "https://example.com/a.jpg", "caption": "..."},
+            {"type": "list", "text": "Menú", "button": "Ver", "sections": [
+                {"rows": [{"id": "a", "title": "A", "description": "first"}]}]},
+            {"type": "location", "latitude": 40.4, "longitude": -3.7, "name": "Sol"},
+            {"type": "template", "name": "hello_world", "language": "en_US"},
+            {"type": "reaction", "emoji": "👍"},
+            {"type": "handoff"},
+            {"type": "document", "id": "123", "filename": "a.pdf"}
+        ]))
+        .expect("parses");
+        let actions = into_actions(actions).expect("converts");
+        assert_eq!(actions[0], Action::Text("Hola".into()));
+        assert!(matches!(&actions[1], Action::Buttons { buttons, .. } if buttons.len() == 2));
+        assert!(matches!(
+            &actions[2],
+            Action::Media { kind: MediaKind::Image, source: MediaSource::Link(l), .. } if l == "https://example.com/a.jpg"
+        ));
+        assert_eq!(actions[7], Action::Handoff { note: None });
+        assert!(matches!(
+            &actions[8],
+            Action::Media { kind: MediaKind::Document, source: MediaSource::Id(i), .. } if i == "123"
+        ));
+    }
+
+    #[test]
+    fn media_needs_one_source_and_unknown_types_are_refused() {
+        let both: Vec<WireAction> = serde_json::from_value(serde_json::json!([
+            {"type": "video", "link": "https://x/v.mp4", "id": "1"}
+        ]))
+        .expect("parses");
+        assert_eq!(into_actions(both), Err(WireError::MediaSource("video")));
+        assert!(serde_json::from_value::<Vec<WireAction>>(
+            serde_json::json!([{"type": "hologram"}])
+        )
+        .is_err());
+    }
+}

@@ -1,0 +1,41 @@
+-- Applies a delivery status of a message we sent to its turn in the history: states only move
+-- forward (sent < delivered < read < failed), so late or repeated statuses change nothing. A
+-- failure is also kept as the conversation's last failure and reported as an event. Does not
+-- extend the TTL (a status is not activity).
+-- ARGV: 1 our message's wamid, 2 status (`sent`, `delivered`, `read`, `played`, `failed`),
+-- 3 error JSON (`{"code":..,"title":..}`, or '').
+-- Returns {found (1/0), the turn's kind, already re-engaged (1/0)}.
+if redis.call('EXISTS', conv) == 0 then return {0, '', 0} end
+local rank = {sent = 1, delivered = 2, read = 3, played = 3, failed = 4}
+local new_rank = rank[ARGV[2]] or 0
+local needle = '"o":"' .. ARGV[1] .. '"'
+local turns = redis.call('LRANGE', hist, 0, -1)
+local found, kind, reengaged = 0, '', 0
+for i = #turns, 1, -1 do
+  if string.find(turns[i], needle, 1, true) then
+    local ok, turn = pcall(cjson.decode, turns[i])
+    if ok and type(turn) == 'table' then
+      found = 1
+      kind = turn.k or 'text'
+      if turn.re then reengaged = 1 end
+      if new_rank > (rank[turn.d or ''] or 0) then
+        turn.d = ARGV[2]
+        if ARGV[3] ~= '' then turn.fe = cjson.decode(ARGV[3]) end
+        redis.call('LSET', hist, i - 1, cjson.encode(turn))
+      end
+    end
+    break
+  end
+end
+if ARGV[2] == 'failed' then
+  local failure = {wamid = ARGV[1]}
+  local error = nil
+  if ARGV[3] ~= '' then
+    error = cjson.decode(ARGV[3])
+    failure.code = error.code
+    failure.title = error.title
+  end
+  redis.call('HSET', conv, 'lf', cjson.encode(failure))
+  emit('message.failed', {message_id = ARGV[1], error = error}, now_ms())
+end
+return {found, kind, reengaged}
