@@ -2,7 +2,9 @@
 # Lints the container deployment: the Dockerfile (hadolint), the Kubernetes manifests (schemas of
 # several Kubernetes versions, strict: unknown fields fail, via kubernetes-validate), how the pieces fit
 # together and keep the app's contract (deploy/lint_manifests.py: selectors, ports, probes, grace
-# period, non-root, compose wiring, Redis durability...) and the deploy scripts (shellcheck).
+# period, non-root, compose wiring, Redis durability...), the deploy scripts (shellcheck), and the
+# shipped alert rules and dashboard (promtool check/test rules; deploy/lint_observability.py: every
+# metric they use is exported by src/monitoring.rs, the dashboard is sound JSON and valid PromQL).
 # Exits non-zero on any finding.
 #
 #   bash deploy/lint.sh
@@ -11,6 +13,8 @@
 # WABOT_LINT_VENV), installed from PyPI on the first run and whenever the pinned versions below change;
 # later runs need no network. Needs python3 (3.11+) with pip or venv; on Debian without python3-venv
 # it falls back to `venv --without-pip` driven by the system pip, or installs python3-venv when root.
+# promtool comes from Debian's `prometheus` package, installed with apt-get when missing (as root,
+# or through sudo); the package's server is not started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -73,6 +77,24 @@ if [ ! -x "$VENV/bin/python" ] || [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$
 fi
 bin="$VENV/bin"
 
+if ! command -v promtool >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1; then
+    as_root() {
+      if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+      else
+        sudo "$@"
+      fi
+    }
+    say "installing promtool (Debian package prometheus)"
+    # Through env: sudo resets the environment, and a prompt would hang a CI job.
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1 ||
+      { as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null &&
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+  fi
+  command -v promtool >/dev/null 2>&1 || { echo "lint: promtool is required (Debian/Ubuntu: apt-get install prometheus)" >&2; exit 2; }
+fi
+
 status=0
 run() {
   local title=$1; shift
@@ -100,6 +122,11 @@ run "manifest, compose and Dockerfile consistency (deploy/lint_manifests.py)" \
   "$bin/python" deploy/lint_manifests.py
 
 run "shellcheck deploy/*.sh" "$bin/shellcheck" -x deploy/*.sh
+
+run "promtool check rules deploy/prometheus/alerts.yml" promtool check rules deploy/prometheus/alerts.yml
+run "promtool test rules deploy/prometheus/alerts_test.yml" promtool test rules deploy/prometheus/alerts_test.yml
+run "dashboard and alerts against src/monitoring.rs (deploy/lint_observability.py)" \
+  "$bin/python" deploy/lint_observability.py
 
 if [ "$status" -eq 0 ]; then
   say "lint: all checks passed"

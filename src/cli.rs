@@ -46,6 +46,14 @@ pub enum Command {
     DeadLetters(DeadLettersCommand),
     /// Load and validate the configuration, print it with secrets redacted.
     CheckConfig,
+    /// Check the WhatsApp setup against the Graph API with the configured token: the app's
+    /// webhook subscription to the WABA, each number's status and throughput, the re-engagement
+    /// template. Prints each problem with its fix; exit 1 when any check fails.
+    Doctor {
+        /// Subscribe the app to the WABA's webhooks when it is not.
+        #[arg(long)]
+        fix: bool,
+    },
     /// Queue a notification (a template, or text inside the 24-hour window) to a user; sent by
     /// the workers in order with the user's conversation (talks to Redis directly).
     Send {
@@ -139,6 +147,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("configuration OK");
             Ok(())
         }
+        Command::Doctor { fix } => {
+            let settings = Settings::load()?;
+            let report = crate::doctor::run(&settings, fix).await?;
+            print!("{report}");
+            anyhow::ensure!(report.failures() == 0, "the setup has problems (see above)");
+            Ok(())
+        }
         Command::Serve => {
             let settings = Settings::load()?;
             telemetry::init(settings.log.format);
@@ -149,7 +164,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 "wabot listening"
             );
             cancel_on_signals(app.shutdown_token());
-            app.run_until_stopped().await?;
+            let result = app.run_until_stopped().await;
+            crate::otel::shutdown();
+            result?;
             Ok(())
         }
         Command::Healthcheck { port } => {
@@ -326,6 +343,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             cancel_on_signals(stop.clone());
             stop.cancelled().await;
             workers.shutdown().await;
+            crate::otel::shutdown();
             Ok(())
         }
     }

@@ -73,6 +73,10 @@ pub struct WhatsAppSettings {
     pub access_token: SecretString,
     #[serde(default, deserialize_with = "empty_as_none")]
     pub phone_number_id: Option<String>,
+    /// The WhatsApp Business Account (WABA) of the numbers: `wabot doctor` checks its app
+    /// subscription and templates.
+    #[serde(default, deserialize_with = "empty_as_none")]
+    pub business_account_id: Option<String>,
     pub api_base_url: String,
     pub api_version: String,
     pub mark_as_read: bool,
@@ -929,6 +933,7 @@ mod tests {
         // Optional settings without a default value.
         let optional = [
             "whatsapp.phone_number_id",
+            "whatsapp.business_account_id",
             "whatsapp.reengagement_template.parameters",
             "responder.openai.tools",
         ];

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use backon::{ExponentialBuilder, Retryable};
+use tracing::Instrument;
 
 use crate::cloud_api::{CloudApi, Outgoing, Recipient};
 use crate::configuration::TemplateRef;
@@ -435,6 +436,11 @@ impl Engine {
                             )
                         }),
                     })
+                    .instrument(tracing::debug_span!(
+                        "responder",
+                        kind = self.options.responder_kind,
+                        turns = history.len(),
+                    ))
                     .await;
                 metrics::histogram!(monitoring::RESPONDER_SECONDS, "kind" => self.options.responder_kind)
                     .record(started.elapsed().as_secs_f64());

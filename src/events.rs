@@ -104,8 +104,14 @@ impl EventDispatcher {
                     continue;
                 }
             };
+            // A full batch may hide more behind it: then the stream's length says how many.
+            let backlog = if entries.len() as u64 == BATCH {
+                self.client.xlen(&key).await.unwrap_or(BATCH)
+            } else {
+                entries.len() as u64
+            };
             metrics::gauge!(monitoring::EVENTS_BACKLOG, "partition" => partition.to_string())
-                .set(entries.len() as f64);
+                .set(backlog as f64);
             if entries.is_empty() {
                 tokio::time::sleep(IDLE_POLL).await;
                 continue;

@@ -3,6 +3,7 @@
 pub mod cli;
 pub mod cloud_api;
 pub mod configuration;
+pub mod doctor;
 pub mod domain;
 pub mod engine;
 pub mod error;
@@ -10,6 +11,7 @@ pub mod events;
 pub mod handoff;
 pub mod i18n;
 pub mod monitoring;
+pub mod otel;
 pub mod outbound;
 pub mod reply;
 pub mod responder;

@@ -163,7 +163,7 @@ fn describe() {
     );
     describe_gauge!(
         EVENTS_BACKLOG,
-        "Events waiting for delivery (up to one read batch), per partition owned"
+        "Events waiting for delivery, per partition owned"
     );
     describe_counter!(
         DELIVERY_FAILURES,

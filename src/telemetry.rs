@@ -12,11 +12,14 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::{Error, HttpMessage};
 use tracing::Span;
 use tracing_actix_web::{DefaultRootSpanBuilder, RootSpanBuilder};
-use tracing_subscriber::{fmt, EnvFilter};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{fmt, EnvFilter, Layer, Registry};
 
 use crate::configuration::LogFormat;
 
-/// Installs the global subscriber once (level `info` unless `RUST_LOG` says otherwise); later
+/// Installs the global subscriber once (level `info` unless `RUST_LOG` says otherwise), with
+/// OpenTelemetry export when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (see [`crate::otel`]); later
 /// calls (tests) are ignored.
 pub fn init(format: LogFormat) {
     init_with_default(format, "info");
@@ -27,17 +30,46 @@ pub fn init_with_default(format: LogFormat, default_level: &str) {
     let mut filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     // tracing-actix-web logs every error answer a second time (with its Debug form);
-    // `ApiError::error_response` already logs each rejection once, rate-limited.
-    if let Ok(quiet) = "tracing_actix_web=off".parse() {
-        filter = filter.add_directive(quiet);
+    // `ApiError::error_response` already logs each rejection once, rate-limited. The
+    // OpenTelemetry crates' own chatter below warn is of no use to an operator.
+    for quiet in ["tracing_actix_web=off", "opentelemetry=warn"] {
+        if let Ok(quiet) = quiet.parse() {
+            filter = filter.add_directive(quiet);
+        }
     }
-    let builder = fmt().with_env_filter(filter).with_target(true);
-    let result = match format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Pretty => builder.compact().try_init(),
+    // Per-layer filters: the log level must not decide which spans the exporter sees (the
+    // pipeline's spans are debug-level, so that the log lines stay as they were).
+    let logs = match format {
+        LogFormat::Json => fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Pretty => fmt::layer().compact().with_filter(filter).boxed(),
     };
+    let (otel, otel_error) = match crate::otel::layer() {
+        Ok(layer) => (layer, None),
+        Err(error) => (None, Some(error)),
+    };
+    let layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> =
+        std::iter::once(logs).chain(otel).collect();
     // Already installed (tests spawn many apps in one process): keep the first.
-    let _ = result;
+    if tracing_subscriber::registry()
+        .with(layers)
+        .try_init()
+        .is_err()
+    {
+        return;
+    }
+    if let Some(error) = otel_error {
+        // Tracing is an aid: a bad OTEL_* variable is reported loudly but does not stop the bot.
+        tracing::error!(error = %crate::error::error_chain(&error), "OpenTelemetry tracing is off");
+    } else if crate::otel::is_on() {
+        tracing::info!("OpenTelemetry tracing on (OTLP/HTTP)");
+        for ignored in crate::otel::ignored_variables() {
+            tracing::warn!("{ignored}; spans are sent uncompressed");
+        }
+    }
 }
 
 /// The request path as logged: admin conversation paths carry a phone number in their last
@@ -136,19 +168,44 @@ impl RootSpanBuilder for RequestSpan {
             .get::<tracing_actix_web::RequestId>()
             .map(|id| id.to_string())
             .unwrap_or_default();
-        tracing::info_span!(
+        let span = tracing::info_span!(
             "http",
             method = %request.method(),
             path = %loggable_path(request.path()),
             request_id = %request_id,
             status = tracing::field::Empty,
-        )
+            trace_id = tracing::field::Empty,
+            otel.name = tracing::field::Empty,
+            otel.kind = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        if crate::otel::is_on() {
+            // A proxy in front may have started the trace already.
+            if let Some(parent) = request
+                .headers()
+                .get("traceparent")
+                .and_then(|v| v.to_str().ok())
+            {
+                crate::otel::set_parent(&span, parent);
+            }
+            // The route pattern, never the path: admin paths carry phone numbers.
+            let route = request
+                .match_pattern()
+                .unwrap_or_else(|| "unmatched".into());
+            span.record("otel.name", format!("{} {route}", request.method()));
+            span.record("otel.kind", "server");
+            if let Some(trace_id) = crate::otel::trace_id(&span) {
+                span.record("trace_id", trace_id);
+            }
+        }
+        span
     }
 
     fn on_request_end<B: MessageBody>(span: Span, outcome: &Result<ServiceResponse<B>, Error>) {
         if let Ok(response) = outcome {
             span.record("status", response.status().as_u16());
         }
+        // Also sets `otel.status_code` (ERROR for 5xx answers).
         DefaultRootSpanBuilder::on_request_end(span, outcome);
     }
 }

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use rand::Rng;
 use secrecy::{ExposeSecret, SecretString};
+use tracing::Instrument;
 
 use super::error::CloudApiError;
 use super::message::Outgoing;
@@ -144,7 +145,11 @@ impl CloudApi {
         let response: SendResponse = self
             .with_retries(from, || async {
                 self.pacer.wait(from.as_str(), to.key()).await;
-                let result = self.post(from, &body).await;
+                let span = graph_span("graph.send", from, Some(to), message.kind());
+                let result = self.post(from, &body).instrument(span.clone()).await;
+                record_outcome(&span, &result, |r: &SendResponse| {
+                    r.messages.first().map(|m| m.id.clone())
+                });
                 if let Err(error) = &result {
                     self.slow_down_after(error, from, to).await;
                 }
@@ -212,7 +217,10 @@ impl CloudApi {
         };
         let body =
             serde_json::to_value(&request).map_err(|e| CloudApiError::Decode(e.to_string()))?;
-        let response: SuccessResponse = self.post(from, &body).await?;
+        let span = graph_span("graph.mark_read", from, None, "read");
+        let result = self.post(from, &body).instrument(span.clone()).await;
+        record_outcome(&span, &result, |_: &SuccessResponse| None);
+        let response = result?;
         if response.success {
             Ok(())
         } else {
@@ -234,7 +242,19 @@ impl CloudApi {
         let info: MediaInfo = self
             .with_retries(receiving, || {
                 let request = self.http.get(&info_url).bearer_auth(&token);
-                async move { read_json(request.send().await.map_err(classify_transport)?).await }
+                let span = graph_span("graph.media", receiving, None, "media");
+                async move {
+                    let result = async {
+                        let response = request.send().await.map_err(classify_transport)?;
+                        tracing::Span::current()
+                            .record("http.response.status_code", response.status().as_u16());
+                        read_json(response).await
+                    }
+                    .instrument(span.clone())
+                    .await;
+                    record_outcome(&span, &result, |_: &MediaInfo| None);
+                    result
+                }
             })
             .await?;
         if info
@@ -374,7 +394,71 @@ impl CloudApi {
             .send()
             .await
             .map_err(classify_transport)?;
+        tracing::Span::current().record("http.response.status_code", response.status().as_u16());
         read_json(response).await
+    }
+}
+
+/// Management calls (`wabot doctor`): plain Graph API reads and writes outside `/messages`.
+impl CloudApi {
+    /// `GET {base}/{version}/{path}?{query}` with the token of `number` (the default token
+    /// without one), retried like any call.
+    pub(super) async fn get_graph<R: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+        number: Option<&PhoneNumberId>,
+    ) -> Result<R, CloudApiError> {
+        let url = format!("{}/{}/{}", self.base_url, self.version, path);
+        let token = match number {
+            Some(number) => self.token_for(number),
+            None => &self.token,
+        };
+        let attempts = self.retry.attempts;
+        let mut attempt = 1;
+        loop {
+            let request = self
+                .http
+                .get(&url)
+                .query(query)
+                .bearer_auth(token.expose_secret());
+            let result = match request.send().await {
+                Ok(response) => read_json(response).await,
+                Err(error) => Err(classify_transport(error)),
+            };
+            match result {
+                Err(error) if error.is_retryable() && attempt < attempts => {
+                    tokio::time::sleep(
+                        error.retry_after().unwrap_or_else(|| self.backoff(attempt)),
+                    )
+                    .await;
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    /// `POST {base}/{version}/{path}` without a body, with the default token. Not retried: it
+    /// changes something at Meta, and the caller checks the outcome again.
+    pub(super) async fn post_graph<R: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<R, CloudApiError> {
+        let url = format!("{}/{}/{}", self.base_url, self.version, path);
+        let response = self
+            .http
+            .post(url)
+            .bearer_auth(self.token.expose_secret())
+            .send()
+            .await
+            .map_err(classify_transport)?;
+        read_json(response).await
+    }
+
+    /// The Graph API root the calls go to, for messages (`https://graph.facebook.com/v24.0`).
+    pub fn api_root(&self) -> String {
+        format!("{}/{}", self.base_url, self.version)
     }
 }
 
@@ -457,6 +541,77 @@ async fn read_json<R: serde::de::DeserializeOwned>(
         Err(_) => Err(CloudApiError::Http {
             status: status.as_u16(),
         }),
+    }
+}
+
+/// The span of one Graph API request (debug level: traced, not logged). The recipient is masked;
+/// bodies (message text) are never recorded.
+fn graph_span(
+    name: &'static str,
+    from: &PhoneNumberId,
+    to: Option<&Recipient>,
+    kind: &str,
+) -> tracing::Span {
+    match name {
+        "graph.send" => tracing::debug_span!(
+            "graph.send",
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            http.request.method = "POST",
+            from = from.as_str(),
+            user = to
+                .map(|to| mask_user(to.key().trim_start_matches('+')))
+                .unwrap_or_default(),
+            kind,
+            http.response.status_code = tracing::field::Empty,
+            meta.error_code = tracing::field::Empty,
+            wamid = tracing::field::Empty,
+        ),
+        "graph.mark_read" => tracing::debug_span!(
+            "graph.mark_read",
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            http.request.method = "POST",
+            from = from.as_str(),
+            http.response.status_code = tracing::field::Empty,
+            meta.error_code = tracing::field::Empty,
+        ),
+        _ => tracing::debug_span!(
+            "graph.media",
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            http.request.method = "GET",
+            from = from.as_str(),
+            http.response.status_code = tracing::field::Empty,
+            meta.error_code = tracing::field::Empty,
+        ),
+    }
+}
+
+/// Records how a Graph API request ended on its span: Meta's error code, or the sent wamid.
+fn record_outcome<R>(
+    span: &tracing::Span,
+    result: &Result<R, CloudApiError>,
+    wamid: impl Fn(&R) -> Option<String>,
+) {
+    if span.is_disabled() {
+        return;
+    }
+    match result {
+        Ok(response) => {
+            if let Some(wamid) = wamid(response) {
+                span.record("wamid", wamid.as_str());
+            }
+        }
+        Err(error) => {
+            span.record("otel.status_code", "ERROR");
+            if let Some(code) = error.code() {
+                span.record("meta.error_code", code);
+            }
+            if let CloudApiError::Http { status } | CloudApiError::Api { status, .. } = error {
+                span.record("http.response.status_code", *status);
+            }
+        }
     }
 }
 

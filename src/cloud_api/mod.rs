@@ -1,5 +1,6 @@
 //! The Graph API client: everything that talks to `graph.facebook.com` lives here.
 
+mod account;
 mod client;
 mod error;
 pub mod message;
@@ -7,6 +8,7 @@ pub mod pacing;
 pub mod split;
 pub mod wire;
 
+pub use account::{AppInfo, PhoneNumberInfo, TemplateInfo, Throughput};
 pub(crate) use client::read_limited;
 pub use client::{CloudApi, MediaFile, Recipient, SentMessage};
 pub use error::{CloudApiError, ErrorClass};

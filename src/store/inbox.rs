@@ -5,6 +5,7 @@ use async_trait::async_trait;
 use fred::prelude::Client;
 use fred::types::scripts::Script;
 use futures_util::future::try_join_all;
+use tracing::Instrument;
 
 use super::error::StoreError;
 use super::keys::{Keys, SEEN_TTL_SECS, STATUS_SEEN_TTL_SECS};
@@ -57,7 +58,10 @@ impl RedisInbox {
             self.keys.seen(partition, &dedup),
             self.keys.inbox(partition),
         ];
-        let mut args = vec![ttl.to_string(), item.to_json()?, dedup];
+        // The worker continues the webhook's trace from here; an empty ARGV[4] (no stream
+        // field) while tracing is off.
+        let traceparent = crate::otel::traceparent(&tracing::Span::current()).unwrap_or_default();
+        let mut args = vec![ttl.to_string(), item.to_json()?, dedup, traceparent];
         let echo = matches!(item, InboxItem::Message(m) if m.origin == Origin::BusinessEcho);
         if echo && self.echo_pause_ms > 0 {
             keys.push(self.keys.conversation(partition, &pnid, &user));
@@ -70,6 +74,8 @@ impl RedisInbox {
             .script
             .evalsha_with_reload(&self.client, keys, args)
             .await?;
+        tracing::Span::current().record("partition", partition);
+        tracing::Span::current().record("duplicate", id.is_none());
         if id.is_some() && echo && self.echo_pause_ms > 0 {
             metrics::counter!(crate::monitoring::HANDOFFS, "reason" => "echo").increment(1);
         }
@@ -81,9 +87,13 @@ impl RedisInbox {
 impl EventSink for RedisInbox {
     async fn accept(&self, items: &[InboxItem]) -> Result<Accepted, SinkError> {
         // Issued together: fred pipelines them on the connection, one round trip for the batch.
-        let results = try_join_all(items.iter().map(|item| self.accept_one(item)))
-            .await
-            .map_err(|e| SinkError::Unavailable(Box::new(e)))?;
+        let results = try_join_all(
+            items
+                .iter()
+                .map(|item| self.accept_one(item).instrument(accept_span(item))),
+        )
+        .await
+        .map_err(|e| SinkError::Unavailable(Box::new(e)))?;
         // Counted for messages (inbound or outbound): statuses have their own series.
         let messages = items
             .iter()
@@ -98,4 +108,22 @@ impl EventSink for RedisInbox {
         });
         Ok(Accepted { new, duplicates })
     }
+}
+
+/// One item's hand-off, a child of the webhook request's span (debug level: traced, not logged).
+fn accept_span(item: &InboxItem) -> tracing::Span {
+    let (kind, wamid) = crate::otel::item_attributes(item);
+    // Field values are only computed when the span is enabled (tracing on, or RUST_LOG=debug).
+    tracing::debug_span!(
+        "inbox.accept",
+        otel.kind = "producer",
+        kind,
+        wamid,
+        user = item
+            .conversation()
+            .map(|(_, user)| user.masked())
+            .unwrap_or_default(),
+        partition = tracing::field::Empty,
+        duplicate = tracing::field::Empty,
+    )
 }

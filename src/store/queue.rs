@@ -29,6 +29,8 @@ pub struct Entry {
     /// dead-lettered.
     pub item: Option<InboxItem>,
     pub raw: String,
+    /// The W3C `traceparent` of the webhook that stored it (only while tracing was on).
+    pub traceparent: Option<String>,
 }
 
 /// A dead letter, for operators. Its public id is `<partition>:<stream id>`.
@@ -217,6 +219,7 @@ impl Queue {
                     id,
                     item: InboxItem::from_json(&raw).ok(),
                     raw,
+                    traceparent: fields.remove(crate::otel::TRACEPARENT_FIELD),
                 }
             })
             .collect())

@@ -13,6 +13,7 @@ use rand::Rng;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::handler::{HandleError, Handler, LeaseGuard};
 use crate::configuration::WorkerSettings;
@@ -263,10 +264,68 @@ fn spawn_batch(
 ) {
     let ctx = ctx.clone();
     let stop = stop.clone();
-    tasks.spawn(async move {
-        let outcome = process(&ctx, &stop, &batch).await;
-        (key, outcome)
-    });
+    let span = process_span(ctx.partition, &batch);
+    tasks.spawn(
+        async move {
+            let outcome = process(&ctx, &stop, &batch).await;
+            let span = tracing::Span::current();
+            span.record("outcome", format!("{outcome:?}").as_str());
+            if outcome == Outcome::DeadLettered {
+                span.record("otel.status_code", "ERROR");
+            }
+            (key, outcome)
+        }
+        .instrument(span),
+    );
+}
+
+/// The span of one batch's processing, continuing the trace of the webhook that stored its
+/// first entry (the others of a merged burst are linked). Debug level: traced, not logged.
+fn process_span(partition: u32, batch: &[Entry]) -> tracing::Span {
+    let span = tracing::debug_span!(
+        "worker.process",
+        otel.kind = "consumer",
+        otel.status_code = tracing::field::Empty,
+        partition,
+        entries = batch.len(),
+        entry = batch.first().map(|e| e.id.as_str()).unwrap_or_default(),
+        wamid = batch
+            .first()
+            .and_then(|e| e.item.as_ref())
+            .map(|item| crate::otel::item_attributes(item).1)
+            .unwrap_or_default(),
+        user = batch
+            .first()
+            .and_then(|e| e.item.as_ref()?.conversation())
+            .map(|(_, user)| user.masked())
+            .unwrap_or_default(),
+        outcome = tracing::field::Empty,
+    );
+    let mut traces = batch.iter().filter_map(|e| e.traceparent.as_deref());
+    if let Some(first) = batch.first().and_then(|e| e.traceparent.as_deref()) {
+        crate::otel::set_parent(&span, first);
+        traces.next();
+    }
+    for other in traces {
+        crate::otel::add_link(&span, other);
+    }
+    span
+}
+
+/// The span of one call of the handler (the engine): one per attempt, so retries show as
+/// siblings under the batch's span.
+fn handle_span(attempt: u32, item: &InboxItem, merged: usize) -> tracing::Span {
+    tracing::debug_span!(
+        "engine.handle",
+        attempt,
+        merged,
+        kind = crate::otel::item_attributes(item).0,
+        wamid = crate::otel::item_attributes(item).1,
+        user = item
+            .conversation()
+            .map(|(_, user)| user.masked())
+            .unwrap_or_default(),
+    )
 }
 
 /// Handles a batch (one entry, or a merged burst of one conversation) with retries, then
@@ -330,10 +389,16 @@ async fn handle_with_retries(
         attempt += 1;
         let call = async {
             if messages.len() > 1 && messages.len() == items.len() {
-                ctx.handler.handle_batch(&messages, &ctx.lease).await
+                ctx.handler
+                    .handle_batch(&messages, &ctx.lease)
+                    .instrument(handle_span(attempt, &items[items.len() - 1], items.len()))
+                    .await
             } else {
                 for item in items {
-                    ctx.handler.handle(item, &ctx.lease).await?;
+                    ctx.handler
+                        .handle(item, &ctx.lease)
+                        .instrument(handle_span(attempt, item, 1))
+                        .await?;
                 }
                 Ok(())
             }

@@ -1,0 +1,462 @@
+//! OpenTelemetry tracing end to end: a `wabot serve` process (the subscriber and the exporter are
+//! process-global) exports over OTLP/HTTP protobuf to an in-process receiver, and the spans of one
+//! message — webhook, stored entry, worker, engine, responder, Graph API send — form one trace.
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::helpers::{
+    eventually, free_port, mount_graph_ok, spawn, text_delivery, wait_for_replies, AppOptions,
+    RedisServer, APP_SECRET, VERIFY_TOKEN,
+};
+
+const WAIT: Duration = Duration::from_secs(30);
+const PNID: &str = "106540352242922";
+const USER: &str = "4915123456789";
+
+/// A `wabot serve` child process, killed when dropped.
+struct Served {
+    child: Child,
+    address: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn serve(redis: &RedisServer, graph: &MockServer, extra: &[(&str, String)]) -> Served {
+    serve_logging(redis, graph, extra, None).await
+}
+
+/// Like [`serve`]; with `log`, standard output (the log lines) goes to that file.
+async fn serve_logging(
+    redis: &RedisServer,
+    graph: &MockServer,
+    extra: &[(&str, String)],
+    log: Option<&std::path::Path>,
+) -> Served {
+    let stdout = match log {
+        Some(path) => Stdio::from(std::fs::File::create(path).expect("log file")),
+        None => Stdio::null(),
+    };
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_wabot"))
+        .arg("serve")
+        .env_clear()
+        .env("APP_CONFIG_DIR", "/nonexistent-wabot-test-config")
+        .env("PORT", port.to_string())
+        .env("WABOT_SERVER__HOST", "127.0.0.1")
+        .env("WABOT_SERVER__HTTP_WORKERS", "1")
+        .env("WABOT_WORKER__PARTITIONS", "4")
+        .env("WHATSAPP_APP_SECRET", APP_SECRET)
+        .env("WHATSAPP_VERIFY_TOKEN", VERIFY_TOKEN)
+        .env("WHATSAPP_ACCESS_TOKEN", "token")
+        .env("WHATSAPP_API_BASE_URL", graph.uri())
+        .env("WABOT_WHATSAPP__THROUGHPUT_PER_SEC", "0")
+        .env("WABOT_WHATSAPP__RECIPIENT_INTERVAL_MS", "0")
+        .env("REDIS_URL", redis.url())
+        .env(
+            "WABOT_REDIS__KEY_PREFIX",
+            format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
+        )
+        .env("RESPONDER", "echo")
+        // The log level does not decide what is traced: logs off, spans still exported.
+        .env("RUST_LOG", "off")
+        .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(stdout)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("wabot starts");
+    let served = Served {
+        child,
+        address: format!("http://127.0.0.1:{port}"),
+    };
+    let http = reqwest::Client::new();
+    let up = eventually(WAIT, || async {
+        let response = http
+            .get(format!("{}/health", served.address))
+            .send()
+            .await
+            .ok()?;
+        response.status().is_success().then_some(())
+    })
+    .await;
+    assert!(up.is_some(), "wabot serve did not come up");
+    served
+}
+
+/// An OTLP/HTTP receiver: accepts every export with an empty (valid) protobuf answer.
+async fn collector() -> MockServer {
+    let collector = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/traces"))
+        .respond_with(
+            ResponseTemplate::new(200).insert_header("content-type", "application/x-protobuf"),
+        )
+        .mount(&collector)
+        .await;
+    collector
+}
+
+/// The OTLP variables an operator sets, pointing at `collector`; exports every 100 ms.
+fn otel_env(collector: &MockServer) -> Vec<(&'static str, String)> {
+    vec![
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.uri()),
+        ("OTEL_SERVICE_NAME", "wabot-under-test".into()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100".into()),
+    ]
+}
+
+/// Everything exported so far: the raw bodies and the decoded spans with their service name.
+async fn exported(collector: &MockServer) -> (Vec<Vec<u8>>, Vec<(String, Span)>) {
+    let mut bodies = Vec::new();
+    let mut spans = Vec::new();
+    for request in collector.received_requests().await.unwrap_or_default() {
+        let Ok(export) = ExportTraceServiceRequest::decode(request.body.as_slice()) else {
+            continue;
+        };
+        for resource_spans in export.resource_spans {
+            let service = resource_spans
+                .resource
+                .iter()
+                .flat_map(|r| &r.attributes)
+                .find(|kv| kv.key == "service.name")
+                .and_then(|kv| string_value(kv.value.as_ref()?.value.as_ref()?))
+                .unwrap_or_default();
+            for scope in resource_spans.scope_spans {
+                spans.extend(scope.spans.into_iter().map(|s| (service.clone(), s)));
+            }
+        }
+        bodies.push(request.body);
+    }
+    (bodies, spans)
+}
+
+fn string_value(value: &Value) -> Option<String> {
+    match value {
+        Value::StringValue(s) => Some(s.clone()),
+        Value::IntValue(i) => Some(i.to_string()),
+        Value::BoolValue(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn attribute(span: &Span, key: &str) -> Option<String> {
+    span.attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| string_value(kv.value.as_ref()?.value.as_ref()?))
+}
+
+/// The one span named `name` whose `wamid` attribute is `wamid` (`None` for the request span).
+fn find<'a>(spans: &'a [(String, Span)], name: &str, wamid: Option<&str>) -> Option<&'a Span> {
+    spans.iter().map(|(_, s)| s).find(|s| {
+        s.name == name && wamid.is_none_or(|w| attribute(s, "wamid").as_deref() == Some(w))
+    })
+}
+
+async fn post(address: &str, body: Vec<u8>) {
+    let response = reqwest::Client::new()
+        .post(format!("{address}/webhook"))
+        .header("Content-Type", "application/json")
+        .header(
+            "X-Hub-Signature-256",
+            wabot::webhook::sign(APP_SECRET, &body),
+        )
+        .body(body)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn one_trace_from_the_webhook_post_to_the_graph_api_send() {
+    let redis = RedisServer::start();
+    let graph = Arc::new(MockServer::start().await);
+    mount_graph_ok(&graph).await;
+    let collector = collector().await;
+    let served = serve(&redis, &graph, &otel_env(&collector)).await;
+    let wamid = format!("wamid.trace.{}", uuid::Uuid::new_v4().simple());
+    let text = "my secret order number is 4711";
+    post(&served.address, text_delivery(PNID, USER, &wamid, text)).await;
+    wait_for_replies(&graph, 1, WAIT).await;
+
+    let names = [
+        "POST /webhook",
+        "inbox.accept",
+        "worker.process",
+        "engine.handle",
+        "responder",
+        "graph.send",
+    ];
+    let (bodies, spans) = eventually(WAIT, || async {
+        let (bodies, spans) = exported(&collector).await;
+        let accept = find(&spans, "inbox.accept", Some(&wamid))?;
+        // Every span of the message's trace has arrived (they are exported as they end).
+        names
+            .iter()
+            .all(|name| {
+                spans
+                    .iter()
+                    .any(|(_, s)| s.name == *name && s.trace_id == accept.trace_id)
+            })
+            .then_some((bodies, spans))
+    })
+    .await
+    .unwrap_or_else(|| panic!("the message's spans were not all exported within {WAIT:?}"));
+
+    let accept = find(&spans, "inbox.accept", Some(&wamid)).expect("accept span");
+    let in_trace = |name: &str| -> &Span {
+        let found: Vec<&Span> = spans
+            .iter()
+            .map(|(_, s)| s)
+            .filter(|s| s.name == name && s.trace_id == accept.trace_id)
+            .collect();
+        assert_eq!(found.len(), 1, "one {name} span in the trace");
+        found[0]
+    };
+    // Named by route (`otel.name`), never by path.
+    let http = in_trace("POST /webhook");
+    let worker = in_trace("worker.process");
+    let engine = in_trace("engine.handle");
+    let responder = in_trace("responder");
+    let send = in_trace("graph.send");
+
+    // Parent and child, through the stored stream entry between the webhook and the worker.
+    assert!(
+        http.parent_span_id.is_empty(),
+        "the webhook request starts the trace"
+    );
+    assert_eq!(
+        accept.parent_span_id, http.span_id,
+        "accept under the request"
+    );
+    assert_eq!(
+        worker.parent_span_id, accept.span_id,
+        "worker continues the stored entry's trace"
+    );
+    assert_eq!(
+        engine.parent_span_id, worker.span_id,
+        "engine under the worker"
+    );
+    assert_eq!(
+        responder.parent_span_id, engine.span_id,
+        "responder under the engine"
+    );
+    assert_eq!(
+        send.parent_span_id, engine.span_id,
+        "Graph API send under the engine"
+    );
+
+    // The wamid and the masked user as attributes.
+    let masked = wabot::domain::mask_user(USER);
+    for span in [accept, worker, engine] {
+        assert_eq!(
+            attribute(span, "wamid").as_deref(),
+            Some(wamid.as_str()),
+            "{}",
+            span.name
+        );
+        assert_eq!(
+            attribute(span, "user").as_deref(),
+            Some(masked.as_str()),
+            "{}",
+            span.name
+        );
+    }
+    assert_eq!(attribute(send, "user").as_deref(), Some(masked.as_str()));
+    assert_eq!(
+        attribute(send, "http.response.status_code").as_deref(),
+        Some("200")
+    );
+    assert!(
+        attribute(send, "wamid").is_some_and(|w| w.starts_with("wamid.out.")),
+        "the sent message's id"
+    );
+    assert_eq!(attribute(http, "status").as_deref(), Some("200"));
+    use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+    let kinds = [
+        (http, SpanKind::Server),
+        (accept, SpanKind::Producer),
+        (worker, SpanKind::Consumer),
+        (send, SpanKind::Client),
+    ];
+    for (span, kind) in kinds {
+        assert_eq!(span.kind, kind as i32, "{}", span.name);
+    }
+    assert_eq!(attribute(responder, "kind").as_deref(), Some("echo"));
+    assert!(
+        spans
+            .iter()
+            .all(|(service, _)| service == "wabot-under-test"),
+        "OTEL_SERVICE_NAME"
+    );
+
+    // Never the message text or the full phone number, anywhere in what was exported.
+    for body in &bodies {
+        let raw = String::from_utf8_lossy(body);
+        assert!(!raw.contains(USER), "the full phone number was exported");
+        assert!(
+            !raw.contains("secret order"),
+            "the message text was exported"
+        );
+    }
+}
+
+/// `XRANGE` of every partition, as `redis-cli` prints it.
+fn inbox_entries(redis: &RedisServer, prefix: &str, partitions: u32) -> String {
+    (0..partitions)
+        .map(|p| redis.cli(&["XRANGE", &format!("{{{prefix}:{p}}}:in"), "-", "+"]))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test]
+async fn the_stored_entry_carries_the_traceparent_only_while_tracing_is_on() {
+    // On: the entry's `tp` field is the W3C context of the webhook's trace.
+    let redis = RedisServer::start();
+    let graph = MockServer::start().await;
+    let collector = collector().await;
+    let prefix = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let mut env = otel_env(&collector);
+    env.push(("WABOT_WORKER__ENABLED", "false".into()));
+    env.push(("WABOT_REDIS__KEY_PREFIX", prefix.clone()));
+    let served = serve(&redis, &graph, &env).await;
+    let wamid = format!("wamid.tp.{}", uuid::Uuid::new_v4().simple());
+    post(&served.address, text_delivery(PNID, USER, &wamid, "hello")).await;
+    let entries = inbox_entries(&redis, &prefix, 4);
+    let lines: Vec<&str> = entries.lines().collect();
+    let tp = lines
+        .iter()
+        .position(|l| *l == "tp")
+        .and_then(|i| lines.get(i + 1))
+        .unwrap_or_else(|| panic!("no tp field in the stored entry:\n{entries}"));
+    let parts: Vec<&str> = tp.split('-').collect();
+    assert_eq!(parts.len(), 4, "{tp}");
+    assert_eq!(
+        (parts[0], parts[1].len(), parts[2].len()),
+        ("00", 32, 16),
+        "{tp}"
+    );
+    let accept = eventually(WAIT, || async {
+        let (_, spans) = exported(&collector).await;
+        find(&spans, "inbox.accept", Some(&wamid)).cloned()
+    })
+    .await
+    .expect("the accept span was exported");
+    assert_eq!(
+        parts[1],
+        hex(&accept.trace_id),
+        "the stored trace is the webhook's"
+    );
+    assert_eq!(
+        parts[2],
+        hex(&accept.span_id),
+        "the stored parent is the accept span"
+    );
+    drop(served);
+
+    // Off (no OTEL_EXPORTER_OTLP_ENDPOINT, as in this test process): the same entry, no `tp`.
+    let app = spawn(AppOptions {
+        workers: false,
+        ..AppOptions::default()
+    })
+    .await;
+    let wamid = format!("wamid.notp.{}", uuid::Uuid::new_v4().simple());
+    let response = app
+        .post_signed(&text_delivery(PNID, USER, &wamid, "hello"), APP_SECRET)
+        .await;
+    assert_eq!(response.status(), 200);
+    let redis = app.redis.as_ref().expect("own redis");
+    let entries = inbox_entries(
+        redis,
+        &app.settings.redis.key_prefix,
+        app.settings.worker.partitions,
+    );
+    assert!(entries.contains(&wamid), "the entry is stored:\n{entries}");
+    let fields: HashMap<&str, usize> = entries.lines().fold(HashMap::new(), |mut m, l| {
+        *m.entry(l).or_default() += 1;
+        m
+    });
+    assert_eq!(fields.get("m"), Some(&1), "{entries}");
+    assert_eq!(
+        fields.get("tp"),
+        None,
+        "no trace field while tracing is off:\n{entries}"
+    );
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test]
+async fn json_logs_stay_json_and_carry_the_trace_id_while_tracing_is_on() {
+    let redis = RedisServer::start();
+    let graph = Arc::new(MockServer::start().await);
+    mount_graph_ok(&graph).await;
+    let collector = collector().await;
+    let log = std::env::temp_dir().join(format!("wabot-trace-log-{}.jsonl", uuid::Uuid::new_v4()));
+    let mut env = otel_env(&collector);
+    env.push(("LOG_FORMAT", "json".into()));
+    env.push(("RUST_LOG", "info".into()));
+    let served = serve_logging(&redis, &graph, &env, Some(&log)).await;
+    let wamid = format!("wamid.log.{}", uuid::Uuid::new_v4().simple());
+    let text = "please do not log this sentence";
+    post(&served.address, text_delivery(PNID, USER, &wamid, text)).await;
+    wait_for_replies(&graph, 1, WAIT).await;
+    let stored = eventually(WAIT, || async {
+        let lines = std::fs::read_to_string(&log).ok()?;
+        lines
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|l| l["message"] == "webhook items stored")
+    })
+    .await
+    .expect("the intake line was logged");
+    drop(served);
+    let lines = std::fs::read_to_string(&log).expect("log file");
+    std::fs::remove_file(&log).ok();
+    assert!(lines.lines().count() > 2, "{lines}");
+    for line in lines.lines() {
+        let parsed: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            parsed["level"].is_string() && parsed["target"].is_string(),
+            "{line}"
+        );
+        assert!(!line.contains(text), "message text at info: {line}");
+        assert!(!line.contains(USER), "full phone number: {line}");
+    }
+    // The request's span fields as before, plus the trace id to look the request up with.
+    let span = &stored["span"];
+    assert_eq!(span["path"], "/webhook", "{stored}");
+    let trace_id = span["trace_id"].as_str().unwrap_or_default();
+    assert_eq!(trace_id.len(), 32, "{stored}");
+    let (_, spans) = exported(&collector).await;
+    let accept = eventually(WAIT, || async {
+        let (_, spans) = exported(&collector).await;
+        find(&spans, "inbox.accept", Some(&wamid)).cloned()
+    })
+    .await
+    .expect("accept span exported");
+    assert_eq!(
+        hex(&accept.trace_id),
+        trace_id,
+        "the logged trace id is the message's trace"
+    );
+    drop(spans);
+}
