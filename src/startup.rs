@@ -21,6 +21,7 @@ use crate::sink::EventSink;
 use crate::store::conversation::{ConversationLimits, ConversationStore};
 use crate::store::pacing::{PacingLimits, RedisPacer};
 use crate::store::queue::Queue;
+use crate::store::sessions::SessionStore;
 use crate::store::{self, Keys, RedisInbox};
 use crate::telemetry::RequestSpan;
 use crate::webhook::SignatureVerifier;
@@ -206,6 +207,17 @@ impl Application {
                 source,
             })?
             .port();
+        let console = match &admin {
+            Some(_) if settings.admin_enabled() => Some(crate::console::ConsoleState {
+                sessions: SessionStore::new(
+                    redis.clone(),
+                    Keys::new(&settings.redis.key_prefix, settings.worker.partitions),
+                    settings.admin.session_ttl_secs,
+                ),
+                reengagement_template: settings.whatsapp.reengagement_template.clone(),
+            }),
+            _ => None,
+        };
         let state = AppState {
             verifier: SignatureVerifier::new(settings.whatsapp.app_secrets()),
             verify_token: settings.whatsapp.verify_token.clone(),
@@ -216,6 +228,7 @@ impl Application {
             queue: admin.map(|a| a.queue),
             admin_token: settings.admin.token.clone(),
             handoff_minutes: settings.handoff.timeout_secs.div_ceil(60).max(1),
+            console,
         };
         let state = web::Data::new(state);
         let request_timeout = Duration::from_secs(settings.server.request_timeout_secs);
@@ -234,6 +247,7 @@ impl Application {
                 .route("/health", web::get().to(routes::health::health))
                 .route("/ready", web::get().to(routes::health::ready))
                 .route("/metrics", web::get().to(routes::metrics::metrics))
+                .service(crate::console::scope())
                 .service(
                     web::scope("/admin")
                         .route(

@@ -1,0 +1,192 @@
+//! The operator console at `/console` (on only while `admin.token` is set): server-rendered pages
+//! over the conversation store, sessions in Redis, a CSRF token on every form, a strict CSP.
+
+pub mod handlers;
+pub mod pages;
+pub mod session;
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::middleware::DefaultHeaders;
+use actix_web::{web, HttpResponse, ResponseError};
+
+use crate::configuration::TemplateRef;
+use crate::store::sessions::SessionStore;
+
+/// What the console needs beyond the admin API's state.
+#[derive(Clone)]
+pub struct ConsoleState {
+    pub sessions: SessionStore,
+    /// Offered when the 24-hour window is closed (when configured).
+    pub reengagement_template: TemplateRef,
+}
+
+/// Nothing but our own files: no inline script or style, no framing, forms only to us.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
+    style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; \
+    frame-ancestors 'none'; base-uri 'none'";
+
+const CSS: &str = include_str!("assets/console.css");
+const JS: &str = include_str!("assets/console.js");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConsoleError {
+    /// The console is off (no admin token) or the thing does not exist.
+    #[error("not found")]
+    NotFound,
+    /// No valid session: pages send the browser to the sign-in form.
+    #[error("sign in first")]
+    SignIn,
+    /// No valid session on a JSON endpoint.
+    #[error("the session has ended; sign in again")]
+    SessionEnded,
+    #[error(
+        "the form has expired or did not come from this console; reload the page and try again"
+    )]
+    Csrf,
+    #[error("wrong admin token")]
+    WrongToken,
+    #[error("too many failed sign-ins; try again in a few minutes")]
+    TooManySignIns,
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("the message store is unavailable, retry later")]
+    Sink(#[from] crate::sink::SinkError),
+}
+
+impl ResponseError for ConsoleError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ConsoleError::NotFound => StatusCode::NOT_FOUND,
+            ConsoleError::SignIn => StatusCode::SEE_OTHER,
+            ConsoleError::SessionEnded | ConsoleError::WrongToken => StatusCode::UNAUTHORIZED,
+            ConsoleError::Csrf => StatusCode::FORBIDDEN,
+            ConsoleError::TooManySignIns => StatusCode::TOO_MANY_REQUESTS,
+            ConsoleError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ConsoleError::Conflict(_) => StatusCode::CONFLICT,
+            ConsoleError::Store(error) if !error.is_outage() => StatusCode::INTERNAL_SERVER_ERROR,
+            ConsoleError::Store(_) | ConsoleError::Sink(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        match self {
+            ConsoleError::SignIn => {
+                return HttpResponse::SeeOther()
+                    .insert_header((header::LOCATION, "/console/sign-in"))
+                    .finish()
+            }
+            ConsoleError::SessionEnded => {
+                return HttpResponse::Unauthorized().json(serde_json::json!({
+                    "error": self.to_string(),
+                    "sign_in": "/console/sign-in",
+                }))
+            }
+            ConsoleError::Store(_) | ConsoleError::Sink(_) => {
+                tracing::error!(status = status.as_u16(), error = %crate::error::error_chain(self), "console request failed");
+            }
+            ConsoleError::NotFound => {}
+            _ => {
+                tracing::warn!(status = status.as_u16(), error = %self, "console request refused");
+            }
+        }
+        let title = match status {
+            StatusCode::NOT_FOUND => "Not found",
+            StatusCode::FORBIDDEN => "Refused",
+            StatusCode::UNAUTHORIZED => "Not signed in",
+            StatusCode::TOO_MANY_REQUESTS => "Too many attempts",
+            StatusCode::SERVICE_UNAVAILABLE => "Unavailable",
+            StatusCode::CONFLICT => "Not possible now",
+            _ => "Error",
+        };
+        let signed_in = !matches!(
+            self,
+            ConsoleError::WrongToken | ConsoleError::TooManySignIns | ConsoleError::NotFound
+        );
+        let mut response = HttpResponse::build(status);
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.insert_header(("Retry-After", "5"));
+        }
+        response
+            .content_type("text/html; charset=utf-8")
+            .body(pages::error(title, &self.to_string(), signed_in).into_string())
+    }
+}
+
+/// The `/console` scope with its security headers. Every route answers 404 while the console
+/// is off, like a route that does not exist.
+pub fn scope() -> actix_web::Scope<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    web::scope("/console")
+        .wrap(
+            DefaultHeaders::new()
+                .add((
+                    header::CONTENT_SECURITY_POLICY,
+                    HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+                ))
+                .add((header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
+                .add((
+                    header::X_CONTENT_TYPE_OPTIONS,
+                    HeaderValue::from_static("nosniff"),
+                ))
+                .add((
+                    header::REFERRER_POLICY,
+                    HeaderValue::from_static("no-referrer"),
+                ))
+                .add((header::CACHE_CONTROL, HeaderValue::from_static("no-store"))),
+        )
+        .app_data(
+            web::FormConfig::default()
+                .limit(64 * 1024)
+                .error_handler(|error, _| {
+                    ConsoleError::BadRequest(format!("the form could not be read: {error}")).into()
+                }),
+        )
+        .app_data(web::PathConfig::default().error_handler(|_, _| ConsoleError::NotFound.into()))
+        .app_data(web::QueryConfig::default().error_handler(|error, _| {
+            ConsoleError::BadRequest(format!("invalid query string: {error}")).into()
+        }))
+        .route("", web::get().to(handlers::home))
+        .route("/", web::get().to(handlers::home))
+        .route("/static/console.css", web::get().to(handlers::css))
+        .route("/static/console.js", web::get().to(handlers::js))
+        .route("/sign-in", web::get().to(handlers::sign_in_form))
+        .route("/sign-in", web::post().to(handlers::sign_in))
+        .route("/sign-out", web::post().to(handlers::sign_out))
+        .route("/conversations", web::get().to(handlers::conversations))
+        .route("/c/{pnid}/{user}", web::get().to(handlers::conversation))
+        .route("/c/{pnid}/{user}/live", web::get().to(handlers::live))
+        .route(
+            "/c/{pnid}/{user}/take-over",
+            web::post().to(handlers::take_over),
+        )
+        .route(
+            "/c/{pnid}/{user}/give-back",
+            web::post().to(handlers::give_back),
+        )
+        .route("/c/{pnid}/{user}/reply", web::post().to(handlers::reply))
+        .route(
+            "/c/{pnid}/{user}/template",
+            web::post().to(handlers::template),
+        )
+        .route("/dead-letters", web::get().to(handlers::dead_letters))
+        .route(
+            "/dead-letters/{id}/replay",
+            web::post().to(handlers::replay),
+        )
+        .default_service(web::to(|| async {
+            ConsoleError::NotFound.error_response()
+        }))
+}
