@@ -3,6 +3,7 @@
 mod admin_input;
 mod cloud_api;
 mod cluster;
+mod console;
 mod conversation_control;
 mod edge;
 mod engine;
