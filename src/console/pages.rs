@@ -234,7 +234,7 @@ fn delivery(turn: &Turn) -> Markup {
         Some("delivered") => html! { span.tick.delivered title="delivered" { "✓✓ delivered" } },
         Some("sent") => html! { span.tick.sent title="sent" { "✓ sent" } },
         Some(other) => html! { span.tick { (other) } },
-        None => html! { span.tick.accepted title="accepted by Meta" { "⏱ accepted" } },
+        None => html! { span.tick.accepted title="accepted by Meta" { "○ accepted" } },
     }
 }
 

@@ -41,6 +41,24 @@ pub fn user_text(user: &str, wamid: &str, body: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// A delivery status Meta reports for one of our messages.
+pub fn status(user: &str, wamid: &str, status: &str, error: Option<(i64, &str)>) -> Vec<u8> {
+    let mut entry = serde_json::json!({"id": wamid, "status": status,
+        "timestamp": now_secs().to_string(), "recipient_id": user});
+    if let Some((code, title)) = error {
+        entry["errors"] = serde_json::json!([{"code": code, "title": title}]);
+    }
+    serde_json::json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [
+        {"field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550000000", "phone_number_id": PNID},
+            "statuses": [entry]
+        }}
+    ]}]})
+    .to_string()
+    .into_bytes()
+}
+
 pub async fn post(app: &TestApp, body: &[u8]) {
     assert_eq!(app.post_signed(body, APP_SECRET).await.status(), 200);
 }
@@ -595,4 +613,65 @@ async fn dead_letters_are_listed_with_their_error_and_replayed() {
         client.post("/console/dead-letters/99999:1-0/replay", &[("csrf", &csrf)]).await.status(),
         400
     );
+}
+
+#[tokio::test]
+async fn each_turn_shows_its_role_kind_and_delivery_tick_with_the_error() {
+    let app = ok_app().await;
+    let user = "34600888001";
+    for (i, text) in ["uno", "dos", "tres", "cuatro"].iter().enumerate() {
+        post(&app, &user_text(user, &format!("wamid.tick.{i}"), text)).await;
+    }
+    let image = serde_json::json!({"object": "whatsapp_business_account", "entry": [{"id": "1",
+        "changes": [{"field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550000000", "phone_number_id": PNID},
+            "contacts": [{"profile": {"name": "Ana"}, "wa_id": user}],
+            "messages": [{"from": user, "id": "wamid.tick.img", "timestamp": now_secs().to_string(),
+                "type": "image", "image": {"id": "media-1", "mime_type": "image/jpeg", "caption": "mi foto"}}]
+        }}]}]})
+    .to_string()
+    .into_bytes();
+    post(&app, &image).await;
+    wait_for_replies(&app.graph, 4, WAIT).await;
+    let store = app.conversations().await;
+    let (pnid, uid) = conversation_ids(PNID, user);
+    let view = eventually(WAIT, || async {
+        let view = store.get(&pnid, &uid).await.ok()??;
+        (view.turns.iter().filter(|t| t.sent_wamid.is_some()).count() >= 4).then_some(view)
+    })
+    .await
+    .expect("four replies recorded");
+    let sent: Vec<String> = view
+        .turns
+        .iter()
+        .filter_map(|t| t.sent_wamid.clone())
+        .collect();
+    post(&app, &status(user, &sent[0], "sent", None)).await;
+    post(&app, &status(user, &sent[1], "delivered", None)).await;
+    post(&app, &status(user, &sent[2], "read", None)).await;
+    post(&app, &status(user, &sent[3], "failed", Some((131026, "Message undeliverable")))).await;
+    eventually(WAIT, || async {
+        let view = store.get(&pnid, &uid).await.ok()??;
+        view.turns
+            .iter()
+            .any(|t| t.delivery.as_deref() == Some("failed"))
+            .then_some(())
+    })
+    .await
+    .expect("the failure is recorded");
+    let mut client = signed_in(&app).await;
+    let (html, _) = client.page(&conversation_path(user)).await;
+    for expected in [
+        "class=\"turn user\"",
+        "class=\"turn bot\"",
+        "✓ sent",
+        "✓✓ delivered",
+        "class=\"tick read\"",
+        "✗ failed",
+        "131026: Message undeliverable",
+        "<span class=\"kind\">image</span>",
+    ] {
+        assert!(html.contains(expected), "{expected} in {html}");
+    }
 }

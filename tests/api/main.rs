@@ -4,6 +4,7 @@ mod admin_input;
 mod cloud_api;
 mod cluster;
 mod console;
+mod console_browser;
 mod conversation_control;
 mod edge;
 mod engine;
