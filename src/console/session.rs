@@ -26,7 +26,7 @@ fn well_formed(value: &str) -> bool {
 }
 
 /// The value of cookie `name`, when well formed.
-pub fn cookie<'a>(request: &'a HttpRequest, name: &str) -> Option<String> {
+pub fn cookie(request: &HttpRequest, name: &str) -> Option<String> {
     request
         .headers()
         .get_all(actix_web::http::header::COOKIE)

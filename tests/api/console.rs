@@ -165,7 +165,10 @@ impl Client {
 /// The CSRF token a page's forms carry.
 pub fn csrf_of(html: &str) -> String {
     let marker = "name=\"csrf\" value=\"";
-    let start = html.find(marker).map(|i| i + marker.len()).expect("a form with a CSRF token");
+    let start = html
+        .find(marker)
+        .map(|i| i + marker.len())
+        .expect("a form with a CSRF token");
     html[start..start + 64].to_string()
 }
 
@@ -236,7 +239,13 @@ async fn sign_in_gives_a_strict_http_only_session_and_sign_out_ends_it() {
     let response = client.get("/console/conversations").await;
     assert_eq!(response.status(), 303);
     assert_eq!(location(&response), "/console/sign-in");
-    assert_eq!(client.get(&format!("{}/live", conversation_path("1"))).await.status(), 401);
+    assert_eq!(
+        client
+            .get(&format!("{}/live", conversation_path("1")))
+            .await
+            .status(),
+        401
+    );
 
     let response = sign_in_with(&mut client, TOKEN).await;
     assert_eq!(response.status(), 303);
@@ -246,7 +255,12 @@ async fn sign_in_gives_a_strict_http_only_session_and_sign_out_ends_it() {
         .find(|c| c.starts_with("wabot_console=") && !c.contains("Max-Age=0"))
         .expect("a session cookie")
         .clone();
-    for flag in ["HttpOnly", "SameSite=Strict", "Path=/console", "Max-Age=28800"] {
+    for flag in [
+        "HttpOnly",
+        "SameSite=Strict",
+        "Path=/console",
+        "Max-Age=28800",
+    ] {
         assert!(session.contains(flag), "{flag} in {session}");
     }
     assert!(!session.contains("Secure"), "plain HTTP: {session}");
@@ -273,7 +287,10 @@ async fn sign_in_gives_a_strict_http_only_session_and_sign_out_ends_it() {
     assert_eq!(response.status(), 303);
     assert_eq!(location(&response), "/console/sign-in");
     assert!(!client.cookies.contains_key("wabot_console"));
-    assert_eq!(redis.cli(&["--scan", "--pattern", "*console:session:*"]), "");
+    assert_eq!(
+        redis.cli(&["--scan", "--pattern", "*console:session:*"]),
+        ""
+    );
     client.cookies.insert("wabot_console".into(), id);
     let response = client.get("/console/conversations").await;
     assert_eq!(response.status(), 303);
@@ -308,9 +325,7 @@ async fn wrong_tokens_are_refused_and_repeated_failures_lock_the_client_out() {
 
     // Without the form's own token (another site posting the form) nothing is checked.
     let mut stranger = Client::new(&app);
-    let response = stranger
-        .post("/console/sign-in", &[("token", TOKEN)])
-        .await;
+    let response = stranger.post("/console/sign-in", &[("token", TOKEN)]).await;
     assert_eq!(response.status(), 403);
     assert!(!stranger.cookies.contains_key("wabot_console"));
 
@@ -344,7 +359,10 @@ async fn posts_without_the_sessions_csrf_token_are_refused() {
 
     let store = app.conversations().await;
     let (pnid, uid) = conversation_ids(PNID, user);
-    assert_eq!(conversation(&store, &pnid, &uid).await.handoff.owner, Owner::Bot);
+    assert_eq!(
+        conversation(&store, &pnid, &uid).await.handoff.owner,
+        Owner::Bot
+    );
     assert!(!graph_bodies(&app.graph)
         .await
         .iter()
@@ -353,7 +371,10 @@ async fn posts_without_the_sessions_csrf_token_are_refused() {
     // The same form with its token works.
     let response = client.post(&path, &[("csrf", &csrf)]).await;
     assert_eq!(response.status(), 303);
-    assert_eq!(conversation(&store, &pnid, &uid).await.handoff.owner, Owner::Human);
+    assert_eq!(
+        conversation(&store, &pnid, &uid).await.handoff.owner,
+        Owner::Human
+    );
 }
 
 #[tokio::test]
@@ -368,14 +389,20 @@ async fn hostile_text_is_shown_as_text_under_a_strict_csp() {
     assert_eq!(response.status(), 200);
     let headers = response.headers().clone();
     let csp = headers["content-security-policy"].to_str().expect("ascii");
-    assert!(csp.contains("default-src 'none'") && csp.contains("script-src 'self'"), "{csp}");
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("script-src 'self'"),
+        "{csp}"
+    );
     assert!(!csp.contains("unsafe-inline"));
     assert_eq!(headers["x-frame-options"], "DENY");
     assert_eq!(headers["x-content-type-options"], "nosniff");
     let html = response.text().await.expect("body");
     assert!(!html.contains("<script>alert"), "{html}");
     assert!(!html.contains("<img src=x"));
-    assert!(html.contains("&lt;script&gt;alert('x')&lt;/script&gt;"), "{html}");
+    assert!(
+        html.contains("&lt;script&gt;alert('x')&lt;/script&gt;"),
+        "{html}"
+    );
     // The only script is the console's own file, and no element has an inline handler or style.
     assert_eq!(html.matches("<script").count(), 1);
     assert!(html.contains("<script src=\"/console/static/console.js\" defer></script>"));
@@ -422,8 +449,14 @@ async fn the_list_shows_who_waits_for_a_person_first_and_searches_by_phone() {
     let active_at = html.find("id=\"active\"").expect("an active section");
     assert!(waiting_at < active_at);
     let waiting_section = &html[waiting_at..active_at];
-    assert!(waiting_section.contains(&format!("+{waiting}")), "{waiting_section}");
-    assert!(waiting_section.contains("waiting "), "how long: {waiting_section}");
+    assert!(
+        waiting_section.contains(&format!("+{waiting}")),
+        "{waiting_section}"
+    );
+    assert!(
+        waiting_section.contains("waiting "),
+        "how long: {waiting_section}"
+    );
     assert!(waiting_section.contains("left"));
     assert!(waiting_section.contains("the user asked for a person"));
     assert!(!waiting_section.contains(calm));
@@ -444,7 +477,10 @@ async fn the_list_shows_who_waits_for_a_person_first_and_searches_by_phone() {
         400,
         "globs are not searches"
     );
-    assert_eq!(client.get("/console/conversations?cursor=x").await.status(), 400);
+    assert_eq!(
+        client.get("/console/conversations?cursor=x").await.status(),
+        400
+    );
 }
 
 #[tokio::test]
@@ -479,7 +515,11 @@ async fn an_operator_takes_over_replies_and_gives_back() {
         html[at..at + 64].to_string()
     };
     let reply = format!("{page}/reply");
-    let form = [("csrf", csrf.as_str()), ("key", &key), ("text", "Soy Marta, te ayudo")];
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("key", &key),
+        ("text", "Soy Marta, te ayudo"),
+    ];
     assert_eq!(client.post(&reply, &form).await.status(), 303);
     // A resubmitted form (reload, back) is the same message.
     assert_eq!(client.post(&reply, &form).await.status(), 303);
@@ -518,11 +558,17 @@ async fn an_operator_takes_over_replies_and_gives_back() {
         .post(&format!("{page}/give-back"), &[("csrf", &csrf)])
         .await;
     assert_eq!(response.status(), 303);
-    assert_eq!(conversation(&store, &pnid, &uid).await.handoff.owner, Owner::Bot);
+    assert_eq!(
+        conversation(&store, &pnid, &uid).await.handoff.owner,
+        Owner::Bot
+    );
     assert_eq!(replies_total(&app).await, 2, "nothing more was sent");
 
     // Unknown conversations are 404 pages.
-    assert_eq!(client.get(&conversation_path("34699999999")).await.status(), 404);
+    assert_eq!(
+        client.get(&conversation_path("34699999999")).await.status(),
+        404
+    );
     assert_eq!(client.get("/console/c/x!/y").await.status(), 404);
 }
 
@@ -550,11 +596,17 @@ async fn a_closed_window_disables_the_reply_and_offers_the_template() {
     let page = conversation_path(user);
     let (html, csrf) = client.page(&page).await;
     assert!(html.contains("24-hour window closed"));
-    assert!(html.contains("id=\"reply-disabled\""), "the reason is shown");
+    assert!(
+        html.contains("id=\"reply-disabled\""),
+        "the reason is shown"
+    );
     assert!(html.contains("textarea id=\"reply-text\" name=\"text\" rows=\"3\" disabled"));
     assert!(html.contains("follow_up"));
     let response = client
-        .post(&format!("{page}/reply"), &[("csrf", &csrf), ("text", "hola?")])
+        .post(
+            &format!("{page}/reply"),
+            &[("csrf", &csrf), ("text", "hola?")],
+        )
         .await;
     assert_eq!(response.status(), 409);
 
@@ -583,7 +635,11 @@ async fn dead_letters_are_listed_with_their_error_and_replayed() {
         .await;
     let app = console_app(graph, &[]).await;
     let user = "34600666001";
-    post(&app, &user_text(user, "wamid.dead.1", "<b>never</b> delivered")).await;
+    post(
+        &app,
+        &user_text(user, "wamid.dead.1", "<b>never</b> delivered"),
+    )
+    .await;
     let queue = app.queue().await;
     let letter = crate::helpers::wait_for_dead_letters(&queue, WAIT).await[0].clone();
 
@@ -592,7 +648,10 @@ async fn dead_letters_are_listed_with_their_error_and_replayed() {
     assert!(html.contains(&letter.public_id()));
     assert!(!letter.error.is_empty());
     assert!(html.contains(&escaped(&letter.error)), "the error: {html}");
-    assert!(html.contains("&lt;b&gt;never&lt;/b&gt;"), "the message, escaped");
+    assert!(
+        html.contains("&lt;b&gt;never&lt;/b&gt;"),
+        "the message, escaped"
+    );
     assert!(!html.contains("<b>never"));
 
     // A replay without the token is refused; with it, the message goes back and is answered.
@@ -608,9 +667,15 @@ async fn dead_letters_are_listed_with_their_error_and_replayed() {
     assert_eq!(client.post(&path, &[("csrf", &csrf)]).await.status(), 409);
     let (html, _) = client.page("/console/dead-letters?done=replayed").await;
     assert!(html.contains("No dead letters."));
-    assert_eq!(client.get("/console/dead-letters/x/replay").await.status(), 404);
     assert_eq!(
-        client.post("/console/dead-letters/99999:1-0/replay", &[("csrf", &csrf)]).await.status(),
+        client.get("/console/dead-letters/x/replay").await.status(),
+        404
+    );
+    assert_eq!(
+        client
+            .post("/console/dead-letters/99999:1-0/replay", &[("csrf", &csrf)])
+            .await
+            .status(),
         400
     );
 }
@@ -650,7 +715,16 @@ async fn each_turn_shows_its_role_kind_and_delivery_tick_with_the_error() {
     post(&app, &status(user, &sent[0], "sent", None)).await;
     post(&app, &status(user, &sent[1], "delivered", None)).await;
     post(&app, &status(user, &sent[2], "read", None)).await;
-    post(&app, &status(user, &sent[3], "failed", Some((131026, "Message undeliverable")))).await;
+    post(
+        &app,
+        &status(
+            user,
+            &sent[3],
+            "failed",
+            Some((131026, "Message undeliverable")),
+        ),
+    )
+    .await;
     eventually(WAIT, || async {
         let view = store.get(&pnid, &uid).await.ok()??;
         view.turns

@@ -37,8 +37,7 @@ impl ChromeDriver {
                      (scripts/test does this when they are missing)."
                 )
             });
-        let profile =
-            std::env::temp_dir().join(format!("wabot-chromium-{}", uuid::Uuid::new_v4()));
+        let profile = std::env::temp_dir().join(format!("wabot-chromium-{}", uuid::Uuid::new_v4()));
         let driver = ChromeDriver {
             port,
             child,
@@ -133,7 +132,10 @@ async fn shows(browser: &Client, css: &str, text: &str) -> bool {
 }
 
 async fn wait_until_shown(browser: &Client, css: &str, text: &str) {
-    let shown = eventually(WAIT, || async { shows(browser, css, text).await.then_some(()) }).await;
+    let shown = eventually(WAIT, || async {
+        shows(browser, css, text).await.then_some(())
+    })
+    .await;
     assert!(shown.is_some(), "`{css}` never showed {text:?}");
 }
 
@@ -183,7 +185,11 @@ async fn an_operator_uses_the_console_in_a_real_browser() {
         .execute("return window.pwned === undefined;", vec![])
         .await
         .expect("script runs");
-    assert_eq!(pwned, serde_json::json!(true), "the user's script never ran");
+    assert_eq!(
+        pwned,
+        serde_json::json!(true),
+        "the user's script never ran"
+    );
     assert!(shows(&browser, "#status", "24-hour window open").await);
 
     // Take over.
@@ -217,13 +223,21 @@ async fn an_operator_uses_the_console_in_a_real_browser() {
         .await
         .expect("script runs");
     assert_eq!(marker, serde_json::json!(true));
-    post(&app, &user_text(user, "wamid.browser.3", "¡Genial, gracias!")).await;
+    post(
+        &app,
+        &user_text(user, "wamid.browser.3", "¡Genial, gracias!"),
+    )
+    .await;
     wait_until_shown(&browser, "li.turn.user p.text", "¡Genial, gracias!").await;
     let same_page = browser
         .execute("return window.notReloaded === true;", vec![])
         .await
         .expect("script runs");
-    assert_eq!(same_page, serde_json::json!(true), "shown by the live update");
+    assert_eq!(
+        same_page,
+        serde_json::json!(true),
+        "shown by the live update"
+    );
     // While a person has it, the bot did not answer.
     assert_eq!(crate::helpers::replies(&app.graph).await.len(), 3);
     // Meta reports delivery states; the ticks change in place.
@@ -243,7 +257,7 @@ async fn an_operator_uses_the_console_in_a_real_browser() {
 
     // The screenshot of the conversation page, for people (and the README): the whole page.
     browser
-        .set_window_size(430, 1200)
+        .set_window_size(430, 1300)
         .await
         .expect("resizes the window");
     browser
