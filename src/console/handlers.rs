@@ -18,6 +18,7 @@ use crate::routes::AppState;
 use crate::store::conversation::{unix_ms, ConversationRef, ConversationStore, Owner};
 use crate::store::queue::Queue;
 use crate::store::sessions::Session;
+use crate::telemetry::{rejections, LogVerdict};
 
 type Result<T> = std::result::Result<T, ConsoleError>;
 
@@ -192,7 +193,9 @@ pub async fn sign_in(
         let failures = sessions
             .note_failed_sign_in(&client, session::SIGN_IN_WINDOW_SECS)
             .await?;
-        tracing::warn!(%client, failures, "console sign-in with a wrong token");
+        if let LogVerdict::Log { suppressed } = rejections().check("console_wrong_token") {
+            tracing::warn!(%client, failures, suppressed, "console sign-in with a wrong token");
+        }
         return Ok(HttpResponse::Unauthorized()
             .content_type("text/html; charset=utf-8")
             .body(pages::sign_in(&expected, Some("Wrong admin token.")).into_string()));

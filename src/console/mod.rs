@@ -12,6 +12,7 @@ use actix_web::{web, HttpResponse, ResponseError};
 
 use crate::configuration::TemplateRef;
 use crate::store::sessions::SessionStore;
+use crate::telemetry::LogVerdict;
 
 /// What the console needs beyond the admin API's state.
 #[derive(Clone)]
@@ -87,13 +88,8 @@ impl ResponseError for ConsoleError {
                     "sign_in": "/console/sign-in",
                 }))
             }
-            ConsoleError::Store(_) | ConsoleError::Sink(_) => {
-                tracing::error!(status = status.as_u16(), error = %crate::error::error_chain(self), "console request failed");
-            }
             ConsoleError::NotFound => {}
-            _ => {
-                tracing::warn!(status = status.as_u16(), error = %self, "console request refused");
-            }
+            _ => self.log(status),
         }
         let title = match status {
             StatusCode::NOT_FOUND => "Not found",
@@ -115,6 +111,41 @@ impl ResponseError for ConsoleError {
         response
             .content_type("text/html; charset=utf-8")
             .body(pages::error(title, &self.to_string(), signed_in).into_string())
+    }
+}
+
+impl ConsoleError {
+    /// Stable name of the kind, for logs and their rate limit.
+    fn kind(&self) -> &'static str {
+        match self {
+            ConsoleError::NotFound => "console_not_found",
+            ConsoleError::SignIn | ConsoleError::SessionEnded => "console_signed_out",
+            ConsoleError::Csrf => "console_csrf",
+            ConsoleError::WrongToken => "console_wrong_token",
+            ConsoleError::TooManySignIns => "console_sign_in_limit",
+            ConsoleError::BadRequest(_) => "console_bad_request",
+            ConsoleError::Conflict(_) => "console_conflict",
+            ConsoleError::Store(error) if !error.is_outage() => "console_stored_data",
+            ConsoleError::Store(_) | ConsoleError::Sink(_) => "console_redis",
+        }
+    }
+
+    /// One line per refusal kind and second at most (like `ApiError`); outages at error level.
+    fn log(&self, status: StatusCode) {
+        let outage = matches!(self, ConsoleError::Store(_) | ConsoleError::Sink(_));
+        let kind = self.kind();
+        let chain = crate::error::error_chain(self);
+        match crate::telemetry::rejections().check(kind) {
+            LogVerdict::Log { suppressed } if outage => {
+                tracing::error!(status = status.as_u16(), kind, suppressed, error = %chain, "console request failed");
+            }
+            LogVerdict::Log { suppressed } => {
+                tracing::warn!(status = status.as_u16(), kind, suppressed, error = %chain, "console request refused");
+            }
+            LogVerdict::Suppress => {
+                tracing::debug!(status = status.as_u16(), kind, error = %chain, "console request refused");
+            }
+        }
     }
 }
 
