@@ -40,7 +40,7 @@ fn parts(state: &AppState) -> Result<Parts<'_>> {
                 queue,
             })
         }
-        _ => Err(ConsoleError::NotFound),
+        _ => Err(ConsoleError::Off),
     }
 }
 
@@ -125,6 +125,12 @@ pub async fn js(state: web::Data<AppState>) -> Result<HttpResponse> {
     Ok(HttpResponse::Ok()
         .content_type("text/javascript; charset=utf-8")
         .body(JS))
+}
+
+/// Any other path under `/console`.
+pub async fn not_found(state: web::Data<AppState>) -> Result<HttpResponse> {
+    parts(&state)?;
+    Err(ConsoleError::NotFound)
 }
 
 pub async fn home(state: web::Data<AppState>) -> Result<HttpResponse> {
@@ -250,6 +256,7 @@ pub struct ListQuery {
 /// Conversations per SCAN call; a search reads further, since few keys match.
 const PAGE: u32 = 100;
 const SEARCH_PAGE: u32 = 1000;
+const MAX_SCANS_PER_PAGE: usize = 8;
 
 pub async fn conversations(
     request: HttpRequest,
@@ -283,14 +290,22 @@ pub async fn conversations(
     } else {
         Vec::new()
     };
-    let page = store
-        .search(
-            cursor,
-            if prefix.is_some() { SEARCH_PAGE } else { PAGE },
-            prefix.as_ref(),
-        )
-        .await?;
-    let mut active = store.summaries(&page.conversations).await?;
+    // SCAN may answer an empty page with more to come (few keys match; on a Cluster each node
+    // is its own series of pages): read on a little before showing an empty page.
+    let count = if prefix.is_some() { SEARCH_PAGE } else { PAGE };
+    let mut found = Vec::new();
+    let mut next_cursor = cursor.map(str::to_string);
+    for _ in 0..MAX_SCANS_PER_PAGE {
+        let page = store
+            .search(next_cursor.as_deref(), count, prefix.as_ref())
+            .await?;
+        found.extend(page.conversations);
+        next_cursor = page.next_cursor;
+        if !found.is_empty() || next_cursor.is_none() {
+            break;
+        }
+    }
+    let mut active = store.summaries(&found).await?;
     if prefix.is_none() {
         // A waiting conversation is listed once, up there.
         active.retain(|s| s.owner != Owner::Human);
@@ -303,7 +318,7 @@ pub async fn conversations(
         waiting: &waiting,
         active: &active,
         query: q_shown,
-        next_cursor: page.next_cursor.as_deref(),
+        next_cursor: next_cursor.as_deref(),
         error: None,
     })))
 }

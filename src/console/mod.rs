@@ -32,7 +32,10 @@ const JS: &str = include_str!("assets/console.js");
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConsoleError {
-    /// The console is off (no admin token) or the thing does not exist.
+    /// The console is off (no admin token): answered like a route that does not exist.
+    #[error("not found")]
+    Off,
+    /// The thing does not exist.
     #[error("not found")]
     NotFound,
     /// No valid session: pages send the browser to the sign-in form.
@@ -62,7 +65,7 @@ pub enum ConsoleError {
 impl ResponseError for ConsoleError {
     fn status_code(&self) -> StatusCode {
         match self {
-            ConsoleError::NotFound => StatusCode::NOT_FOUND,
+            ConsoleError::Off | ConsoleError::NotFound => StatusCode::NOT_FOUND,
             ConsoleError::SignIn => StatusCode::SEE_OTHER,
             ConsoleError::SessionEnded | ConsoleError::WrongToken => StatusCode::UNAUTHORIZED,
             ConsoleError::Csrf => StatusCode::FORBIDDEN,
@@ -77,6 +80,7 @@ impl ResponseError for ConsoleError {
     fn error_response(&self) -> HttpResponse {
         let status = self.status_code();
         match self {
+            ConsoleError::Off => return HttpResponse::NotFound().finish(),
             ConsoleError::SignIn => {
                 return HttpResponse::SeeOther()
                     .insert_header((header::LOCATION, "/console/sign-in"))
@@ -118,7 +122,7 @@ impl ConsoleError {
     /// Stable name of the kind, for logs and their rate limit.
     fn kind(&self) -> &'static str {
         match self {
-            ConsoleError::NotFound => "console_not_found",
+            ConsoleError::Off | ConsoleError::NotFound => "console_not_found",
             ConsoleError::SignIn | ConsoleError::SessionEnded => "console_signed_out",
             ConsoleError::Csrf => "console_csrf",
             ConsoleError::WrongToken => "console_wrong_token",
@@ -181,13 +185,22 @@ pub fn scope() -> actix_web::Scope<
         .app_data(
             web::FormConfig::default()
                 .limit(64 * 1024)
-                .error_handler(|error, _| {
-                    ConsoleError::BadRequest(format!("the form could not be read: {error}")).into()
+                .error_handler(|error, request| {
+                    refusal(
+                        request,
+                        ConsoleError::BadRequest(format!("the form could not be read: {error}")),
+                    )
                 }),
         )
-        .app_data(web::PathConfig::default().error_handler(|_, _| ConsoleError::NotFound.into()))
-        .app_data(web::QueryConfig::default().error_handler(|error, _| {
-            ConsoleError::BadRequest(format!("invalid query string: {error}")).into()
+        .app_data(
+            web::PathConfig::default()
+                .error_handler(|_, request| refusal(request, ConsoleError::NotFound)),
+        )
+        .app_data(web::QueryConfig::default().error_handler(|error, request| {
+            refusal(
+                request,
+                ConsoleError::BadRequest(format!("invalid query string: {error}")),
+            )
         }))
         .route("", web::get().to(handlers::home))
         .route("/", web::get().to(handlers::home))
@@ -217,7 +230,17 @@ pub fn scope() -> actix_web::Scope<
             "/dead-letters/{id}/replay",
             web::post().to(handlers::replay),
         )
-        .default_service(web::to(|| async {
-            ConsoleError::NotFound.error_response()
-        }))
+        .default_service(web::to(handlers::not_found))
+}
+
+/// An extractor's refusal: like any other while the console is off.
+fn refusal(request: &actix_web::HttpRequest, error: ConsoleError) -> actix_web::Error {
+    let on = request
+        .app_data::<web::Data<crate::routes::AppState>>()
+        .is_some_and(|state| state.console.is_some());
+    if on {
+        error.into()
+    } else {
+        ConsoleError::Off.into()
+    }
 }

@@ -228,6 +228,29 @@ async fn the_console_does_not_exist_without_an_admin_token() {
         .post("/console/sign-in", &[("csrf", "x"), ("token", "")])
         .await;
     assert_eq!(response.status(), 404);
+    let response = client
+        .http
+        .post(format!("{}/console/sign-in", client.base))
+        .header("Content-Type", "text/plain")
+        .body("not a form")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 404, "not even the form is read");
+    // Indistinguishable from a path that never existed.
+    let body = client
+        .get("/console/sign-in")
+        .await
+        .text()
+        .await
+        .expect("body");
+    let nothing = client
+        .get("/no-such-path")
+        .await
+        .text()
+        .await
+        .expect("body");
+    assert_eq!(body, nothing);
 }
 
 #[tokio::test]
@@ -570,6 +593,7 @@ async fn an_operator_takes_over_replies_and_gives_back() {
         404
     );
     assert_eq!(client.get("/console/c/x!/y").await.status(), 404);
+    assert_eq!(client.get("/console/nothing-here").await.status(), 404);
 }
 
 async fn replies_total(app: &TestApp) -> usize {
