@@ -253,6 +253,10 @@ async fn the_console_lists_and_searches_conversations_across_the_masters() {
             .page(&format!("/console/conversations?q={user}"))
             .await;
         assert!(found.contains(&format!("+{user}")), "{user} found");
-        assert_eq!(found.matches("href=\"/console/c/").count(), 1, "only {user}");
+        assert_eq!(
+            found.matches("href=\"/console/c/").count(),
+            1,
+            "only {user}"
+        );
     }
 }

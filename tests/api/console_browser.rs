@@ -139,8 +139,14 @@ async fn wait_until_shown(browser: &Client, css: &str, text: &str) {
     assert!(shown.is_some(), "`{css}` never showed {text:?}");
 }
 
-fn screenshot_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/console/conversation.png")
+/// Saves what the browser shows as `target/console/<name>` (`conversation.png` is the one in
+/// the README: `docs/console.png`).
+async fn save_screenshot(browser: &Client, name: &str) {
+    let png = browser.screenshot().await.expect("a screenshot");
+    assert!(png.starts_with(b"\x89PNG"), "a PNG");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/console");
+    std::fs::create_dir_all(&dir).expect("target dir");
+    std::fs::write(dir.join(name), &png).expect("screenshot written");
 }
 
 #[tokio::test]
@@ -205,6 +211,19 @@ async fn an_operator_uses_the_console_in_a_real_browser() {
         Owner::Human
     );
 
+    // The list now shows the conversation as waiting for a person, first.
+    click(&browser, "nav a[href=\"/console/conversations\"]").await;
+    element(&browser, "#waiting li.waiting").await;
+    assert!(shows(&browser, "#waiting li.waiting", &format!("+{user}")).await);
+    assert!(shows(&browser, "#waiting li.waiting", "waiting").await);
+    save_screenshot(&browser, "conversations.png").await;
+    click(
+        &browser,
+        &format!("#waiting a[href=\"/console/c/{PNID}/{user}\"]"),
+    )
+    .await;
+    element(&browser, "#give-back").await;
+
     // Reply: the fake Graph API receives it, the page shows it.
     element(&browser, "#reply-text")
         .await
@@ -264,11 +283,7 @@ async fn an_operator_uses_the_console_in_a_real_browser() {
         .execute("window.scrollTo(0, 0); return true;", vec![])
         .await
         .expect("scrolls");
-    let png = browser.screenshot().await.expect("a screenshot");
-    let path = screenshot_path();
-    std::fs::create_dir_all(path.parent().expect("a parent")).expect("target dir");
-    std::fs::write(&path, &png).expect("screenshot written");
-    assert!(png.starts_with(b"\x89PNG"), "a PNG");
+    save_screenshot(&browser, "conversation.png").await;
 
     // A POST without the CSRF token (same origin, with the session cookie) is refused.
     let status = browser
