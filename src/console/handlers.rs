@@ -285,10 +285,11 @@ pub async fn conversations(
         let waiting = store.waiting().await?;
         let refs: Vec<ConversationRef> = waiting.into_iter().map(|w| w.conversation).collect();
         let mut summaries = store.summaries(&refs).await?;
+        // The longest wait first.
         summaries.sort_by_key(|s| s.since_ms.unwrap_or(i64::MAX));
-        summaries
+        Some(summaries)
     } else {
-        Vec::new()
+        None
     };
     // SCAN may answer an empty page with more to come (few keys match; on a Cluster each node
     // is its own series of pages): read on a little before showing an empty page.
@@ -315,7 +316,7 @@ pub async fn conversations(
     Ok(html(pages::conversations(&pages::ListPage {
         csrf: signed.csrf(),
         now_ms: now,
-        waiting: &waiting,
+        waiting: waiting.as_deref(),
         active: &active,
         query: q_shown,
         next_cursor: next_cursor.as_deref(),

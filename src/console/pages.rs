@@ -120,7 +120,8 @@ fn name_of(profile_name: Option<&str>, user: &str) -> String {
 pub struct ListPage<'a> {
     pub csrf: &'a str,
     pub now_ms: i64,
-    pub waiting: &'a [ConversationSummary],
+    /// Shown on the first page of the plain list only.
+    pub waiting: Option<&'a [ConversationSummary]>,
     pub active: &'a [ConversationSummary],
     pub query: Option<&'a str>,
     pub next_cursor: Option<&'a str>,
@@ -144,14 +145,14 @@ pub fn conversations(page: &ListPage<'_>) -> Markup {
                 @if page.query.is_some() { a href="/console/conversations" { "clear" } }
             }
             @if let Some(error) = page.error { p.error role="alert" { (error) } }
-            @if page.query.is_none() {
+            @if let Some(waiting) = page.waiting {
                 section #waiting {
-                    h2 { "Waiting for a person " span.count { (page.waiting.len()) } }
-                    @if page.waiting.is_empty() {
+                    h2 { "Waiting for a person " span.count { (waiting.len()) } }
+                    @if waiting.is_empty() {
                         p.empty { "Nobody is waiting." }
                     } @else {
                         ul.conversations {
-                            @for c in page.waiting {
+                            @for c in waiting {
                                 li.waiting {
                                     a href=(conversation_path(&c.phone_number_id, &c.user)) {
                                         span.name { (name_of(c.profile_name.as_deref(), &c.user)) }
@@ -317,6 +318,9 @@ pub fn conversation(page: &ConversationPage<'_>) -> Markup {
                 }
                 @if let Some(notice) = page.notice { p.notice role="status" { (notice) } }
                 div.actions {
+                    @if view.handoff.owner == Owner::OtherApp {
+                        p.hint { "Another app owns this conversation (Meta's conversation routing): the bot stays silent until it passes the conversation back." }
+                    }
                     @if view.handoff.owner == Owner::Human {
                         form method="post" action=(format!("{base}/give-back")) {
                             input type="hidden" name="csrf" value=(page.csrf);

@@ -233,6 +233,12 @@ async fn the_console_lists_and_searches_conversations_across_the_masters() {
     for _ in 0..20 {
         let (html, _) = client.page(&path).await;
         let active_at = html.find("id=\"active\"").expect("an active section");
+        if path.contains("cursor=") {
+            assert!(
+                !html.contains("id=\"waiting\""),
+                "waiting is on the first page only"
+            );
+        }
         rest.push_str(&html[active_at..]);
         let marker = "class=\"more\" href=\"";
         match html.find(marker) {
