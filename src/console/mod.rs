@@ -48,8 +48,6 @@ pub enum ConsoleError {
         "the form has expired or did not come from this console; reload the page and try again"
     )]
     Csrf,
-    #[error("wrong admin token")]
-    WrongToken,
     #[error("too many failed sign-ins; try again in a few minutes")]
     TooManySignIns,
     #[error("{0}")]
@@ -67,7 +65,7 @@ impl ResponseError for ConsoleError {
         match self {
             ConsoleError::Off | ConsoleError::NotFound => StatusCode::NOT_FOUND,
             ConsoleError::SignIn => StatusCode::SEE_OTHER,
-            ConsoleError::SessionEnded | ConsoleError::WrongToken => StatusCode::UNAUTHORIZED,
+            ConsoleError::SessionEnded => StatusCode::UNAUTHORIZED,
             ConsoleError::Csrf => StatusCode::FORBIDDEN,
             ConsoleError::TooManySignIns => StatusCode::TOO_MANY_REQUESTS,
             ConsoleError::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -104,10 +102,8 @@ impl ResponseError for ConsoleError {
             StatusCode::CONFLICT => "Not possible now",
             _ => "Error",
         };
-        let signed_in = !matches!(
-            self,
-            ConsoleError::WrongToken | ConsoleError::TooManySignIns | ConsoleError::NotFound
-        );
+        // Any other page sends a signed-out browser on to the sign-in form anyway.
+        let signed_in = !matches!(self, ConsoleError::TooManySignIns);
         let mut response = HttpResponse::build(status);
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response.insert_header(("Retry-After", "5"));
@@ -125,7 +121,6 @@ impl ConsoleError {
             ConsoleError::Off | ConsoleError::NotFound => "console_not_found",
             ConsoleError::SignIn | ConsoleError::SessionEnded => "console_signed_out",
             ConsoleError::Csrf => "console_csrf",
-            ConsoleError::WrongToken => "console_wrong_token",
             ConsoleError::TooManySignIns => "console_sign_in_limit",
             ConsoleError::BadRequest(_) => "console_bad_request",
             ConsoleError::Conflict(_) => "console_conflict",
