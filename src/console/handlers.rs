@@ -175,7 +175,12 @@ pub async fn sign_in_form(
         .content_type("text/html; charset=utf-8")
         .insert_header((
             header::SET_COOKIE,
-            session::set_cookie(&request, SIGN_IN_COOKIE, &csrf, session::SIGN_IN_FORM_SECS),
+            session::set_cookie(
+                &request,
+                SIGN_IN_COOKIE,
+                &csrf,
+                Some(session::SIGN_IN_FORM_SECS),
+            ),
         ))
         .body(pages::sign_in(&csrf, None).into_string()))
 }
@@ -220,7 +225,7 @@ pub async fn sign_in(
         .insert_header((header::LOCATION, "/console/conversations"))
         .append_header((
             header::SET_COOKIE,
-            session::set_cookie(&request, SESSION_COOKIE, &id, sessions.ttl_secs()),
+            session::set_cookie(&request, SESSION_COOKIE, &id, None),
         ))
         .append_header((
             header::SET_COOKIE,

@@ -47,16 +47,22 @@ pub fn over_tls(request: &HttpRequest) -> bool {
 }
 
 /// A `Set-Cookie` value: HttpOnly, SameSite=Strict, scoped to the console, `Secure` over TLS.
-pub fn set_cookie(request: &HttpRequest, name: &str, value: &str, max_age_secs: u64) -> String {
+/// Without `max_age_secs` the browser keeps it until it closes (the session cookie: how long a
+/// session lives unused is up to Redis, whose TTL each use restarts).
+pub fn set_cookie(
+    request: &HttpRequest,
+    name: &str,
+    value: &str,
+    max_age_secs: Option<u64>,
+) -> String {
     let secure = if over_tls(request) { "; Secure" } else { "" };
-    format!(
-        "{name}={value}; Path=/console; Max-Age={max_age_secs}; HttpOnly; SameSite=Strict{secure}"
-    )
+    let max_age = max_age_secs.map_or(String::new(), |secs| format!("; Max-Age={secs}"));
+    format!("{name}={value}; Path=/console{max_age}; HttpOnly; SameSite=Strict{secure}")
 }
 
 /// A `Set-Cookie` value that removes cookie `name`.
 pub fn clear_cookie(request: &HttpRequest, name: &str) -> String {
-    set_cookie(request, name, "", 0)
+    set_cookie(request, name, "", Some(0))
 }
 
 /// Constant-time equality of a presented token with the expected one; empty never matches.
@@ -114,12 +120,12 @@ mod tests {
     #[test]
     fn cookies_are_secure_behind_a_tls_proxy_only() {
         let plain = actix_web::test::TestRequest::default().to_http_request();
-        let cookie = set_cookie(&plain, SESSION_COOKIE, "x", 60);
+        let cookie = set_cookie(&plain, SESSION_COOKIE, "x", None);
         assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"));
-        assert!(!cookie.contains("Secure"));
+        assert!(!cookie.contains("Secure") && !cookie.contains("Max-Age"));
         let proxied = actix_web::test::TestRequest::default()
             .insert_header(("X-Forwarded-Proto", "https"))
             .to_http_request();
-        assert!(set_cookie(&proxied, SESSION_COOKIE, "x", 60).ends_with("; Secure"));
+        assert!(set_cookie(&proxied, SESSION_COOKIE, "x", Some(60)).ends_with("; Secure"));
     }
 }

@@ -32,10 +32,6 @@ impl SessionStore {
         }
     }
 
-    pub fn ttl_secs(&self) -> u64 {
-        self.ttl_secs
-    }
-
     fn key(&self, id: &str) -> String {
         self.keys
             .console_session(&hex::encode(Sha256::digest(id.as_bytes())))
