@@ -369,6 +369,8 @@ pub struct AdminSettings {
     /// The admin API is off while this is empty.
     #[serde(serialize_with = "redact")]
     pub token: SecretString,
+    /// How long an operator console session lasts without being used.
+    pub session_ttl_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
@@ -571,6 +573,12 @@ impl Settings {
                     reason: "must be greater than 0".into(),
                 });
             }
+        }
+        if !(60..=30 * 24 * 3600).contains(&self.admin.session_ttl_secs) {
+            return Err(ConfigError::Invalid {
+                setting: "admin.session_ttl_secs",
+                reason: "must be between 60 s and 30 days".into(),
+            });
         }
         if self.handoff.timeout_secs == 0 {
             return Err(ConfigError::Invalid {

@@ -3,6 +3,7 @@
 pub mod cli;
 pub mod cloud_api;
 pub mod configuration;
+pub mod console;
 pub mod doctor;
 pub mod domain;
 pub mod engine;

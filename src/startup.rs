@@ -22,6 +22,7 @@ use crate::sink::EventSink;
 use crate::store::conversation::{ConversationLimits, ConversationStore};
 use crate::store::pacing::{PacingLimits, RedisPacer};
 use crate::store::queue::Queue;
+use crate::store::sessions::SessionStore;
 use crate::store::{self, Keys, RedisInbox};
 use crate::telemetry::RequestSpan;
 use crate::transcription::Transcriber;
@@ -226,6 +227,16 @@ impl Application {
                 source,
             })?
             .port();
+        let console = settings
+            .admin_enabled()
+            .then(|| crate::console::ConsoleState {
+                sessions: SessionStore::new(
+                    redis.clone(),
+                    services.keys.clone(),
+                    settings.admin.session_ttl_secs,
+                ),
+                reengagement_template: settings.whatsapp.reengagement_template.clone(),
+            });
         let state = AppState {
             verifier: SignatureVerifier::new(settings.whatsapp.app_secrets()),
             verify_token: settings.whatsapp.verify_token.clone(),
@@ -236,6 +247,7 @@ impl Application {
             queue: services.queue.clone(),
             admin_token: settings.admin.token.clone(),
             handoff_minutes: settings.handoff.timeout_secs.div_ceil(60).max(1),
+            console,
         };
         let state = web::Data::new(state);
         let request_timeout = Duration::from_secs(settings.server.request_timeout_secs);
@@ -254,6 +266,7 @@ impl Application {
                 .route("/health", web::get().to(routes::health::health))
                 .route("/ready", web::get().to(routes::health::ready))
                 .route("/metrics", web::get().to(routes::metrics::metrics))
+                .service(crate::console::scope())
                 .service(
                     web::scope("/admin")
                         .route(

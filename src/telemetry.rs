@@ -72,9 +72,23 @@ pub fn init_with_default(format: LogFormat, default_level: &str) {
     }
 }
 
-/// The request path as logged: admin conversation paths carry a phone number in their last
-/// segment, which is masked like everywhere else.
+/// The request path as logged: admin and console conversation paths carry a phone number,
+/// which is masked like everywhere else.
 pub fn loggable_path(path: &str) -> Cow<'_, str> {
+    if let Some(rest) = path.strip_prefix("/console/c/") {
+        // `/console/c/{pnid}/{user}[/{action}]`: the action stays readable.
+        return match rest.split_once('/') {
+            Some((pnid, tail)) if !tail.is_empty() => {
+                let (user, action) = tail.split_once('/').unwrap_or((tail, ""));
+                let sep = if action.is_empty() { "" } else { "/" };
+                Cow::Owned(format!(
+                    "/console/c/{pnid}/{}{sep}{action}",
+                    crate::domain::mask_user(user)
+                ))
+            }
+            _ => Cow::Borrowed(path),
+        };
+    }
     let Some(rest) = path.strip_prefix("/admin/conversations/") else {
         return Cow::Borrowed(path);
     };
@@ -255,6 +269,23 @@ mod tests {
         assert_eq!(
             loggable_path("/admin/dead-letters/3:1-0/replay"),
             "/admin/dead-letters/3:1-0/replay"
+        );
+    }
+
+    #[test]
+    fn console_paths_are_logged_without_the_phone_number() {
+        let logged = loggable_path("/console/c/123456/4915123456789/take-over");
+        assert!(!logged.contains("4915123456789"), "{logged}");
+        assert!(logged.starts_with("/console/c/123456/"), "{logged}");
+        assert!(logged.ends_with("/take-over"), "{logged}");
+        let page = loggable_path("/console/c/123456/4915123456789");
+        assert!(
+            !page.contains("4915123456789") && !page.ends_with('/'),
+            "{page}"
+        );
+        assert_eq!(
+            loggable_path("/console/conversations"),
+            "/console/conversations"
         );
     }
 }

@@ -37,7 +37,7 @@ fn query<T: serde::de::DeserializeOwned>(request: &HttpRequest) -> Result<T, Api
 
 /// A cursor `list` handed out: SCAN's number, on a Cluster `<node>:<number>`. Anything else
 /// would reach Redis as a command error and look like an outage.
-fn check_conversation_cursor(cursor: &str, clustered: bool) -> Result<(), ApiError> {
+pub(crate) fn check_conversation_cursor(cursor: &str, clustered: bool) -> Result<(), ApiError> {
     let number = |s: &str| !s.is_empty() && s.parse::<u64>().is_ok();
     let valid = match cursor.split_once(':') {
         Some((node, scan)) => clustered && number(node) && number(scan),
@@ -53,7 +53,7 @@ fn check_conversation_cursor(cursor: &str, clustered: bool) -> Result<(), ApiErr
 }
 
 /// A dead-letter id (`<partition>:<ms>-<seq>`) that names a partition of this deployment.
-fn dead_letter_id<'a>(id: &'a str, queue: &Queue) -> Result<(u32, &'a str), ApiError> {
+pub(crate) fn dead_letter_id<'a>(id: &'a str, queue: &Queue) -> Result<(u32, &'a str), ApiError> {
     let (partition, stream_id) = parse_dead_letter_id(id)
         .filter(|(_, stream_id)| {
             // Digits alone may still overflow Redis' 64-bit id parts.

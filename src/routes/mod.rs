@@ -30,4 +30,6 @@ pub struct AppState {
     pub admin_token: SecretString,
     /// Default length of an operator's takeover (`handoff.timeout_secs`).
     pub handoff_minutes: u64,
+    /// The operator console (production wiring with an admin token only).
+    pub console: Option<crate::console::ConsoleState>,
 }

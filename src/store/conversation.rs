@@ -312,6 +312,30 @@ pub struct ConversationRef {
     pub user: String,
 }
 
+/// A conversation a person has, for the console's waiting list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waiting {
+    pub conversation: ConversationRef,
+    /// Until when the person has it (ms).
+    pub until_ms: i64,
+}
+
+/// What a list shows of a conversation, without its history.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConversationSummary {
+    pub phone_number_id: String,
+    pub user: String,
+    pub profile_name: Option<String>,
+    pub owner: Owner,
+    /// While a person has it: until when (ms).
+    pub until_ms: Option<i64>,
+    /// While a person has it: since when (ms) and why (`requested`, `operator`, `echo`).
+    pub since_ms: Option<i64>,
+    pub reason: Option<String>,
+    pub updated_ms: Option<i64>,
+    pub last_user_ms: Option<i64>,
+}
+
 /// Limits a conversation store applies.
 #[derive(Debug, Clone)]
 pub struct ConversationLimits {
@@ -787,10 +811,131 @@ impl ConversationStore {
         Ok(deleted > 0)
     }
 
+    /// Conversations a person has now, across all partitions, the longest-held first (the
+    /// handoff that ends first). One sorted-set read per partition, concurrently: each partition
+    /// is its own Cluster slot.
+    pub async fn waiting(&self) -> Result<Vec<Waiting>> {
+        let now = unix_ms() as f64;
+        let reads = (0..self.keys.partitions()).map(|partition| {
+            let key = self.keys.with_person(partition);
+            async move {
+                let members: Vec<(String, f64)> = self
+                    .client
+                    .zrangebyscore(key, now, f64::INFINITY, true, None)
+                    .await?;
+                Ok::<_, StoreError>(members)
+            }
+        });
+        let mut waiting: Vec<Waiting> = Vec::new();
+        for members in futures_util::future::join_all(reads).await {
+            waiting.extend(members?.into_iter().filter_map(|(member, until)| {
+                let (pnid, user) = member.split_once(':')?;
+                Some(Waiting {
+                    conversation: ConversationRef {
+                        phone_number_id: pnid.to_string(),
+                        user: user.to_string(),
+                    },
+                    until_ms: until as i64,
+                })
+            }));
+        }
+        waiting.sort_by(|a, b| {
+            a.until_ms
+                .cmp(&b.until_ms)
+                .then_with(|| a.conversation.user.cmp(&b.conversation.user))
+        });
+        Ok(waiting)
+    }
+
+    /// The summaries of `conversations` (their hashes only), in the same order; conversations
+    /// that no longer exist (expired, deleted) or have invalid ids are left out.
+    pub async fn summaries(
+        &self,
+        conversations: &[ConversationRef],
+    ) -> Result<Vec<ConversationSummary>> {
+        let reads = conversations.iter().filter_map(|c| {
+            let pnid = PhoneNumberId::parse(&c.phone_number_id)?;
+            let user = UserId::parse(&c.user)?;
+            let key = self.keys_of(&pnid, &user).swap_remove(0);
+            Some(async move {
+                let fields: Vec<Option<String>> = self
+                    .client
+                    .hmget(
+                        key,
+                        vec![
+                            field::NAME,
+                            field::HUMAN_UNTIL,
+                            field::HUMAN_INFO,
+                            field::OTHER_APP,
+                            field::UPDATED,
+                            field::LAST_USER,
+                            field::CREATED,
+                        ],
+                    )
+                    .await?;
+                Ok::<_, StoreError>((pnid, user, fields))
+            })
+        });
+        let now = unix_ms();
+        let mut out = Vec::new();
+        for read in futures_util::future::join_all(reads).await {
+            let (pnid, user, fields) = read?;
+            let get = |i: usize| fields.get(i).cloned().flatten().filter(|v| !v.is_empty());
+            let number = |i: usize| get(i).and_then(|v| v.parse::<i64>().ok());
+            if get(4).is_none() && get(6).is_none() {
+                // Neither updated nor created: the hash is gone.
+                continue;
+            }
+            let until = number(1).filter(|until| *until > now);
+            let info: Option<serde_json::Value> = until
+                .and(get(2))
+                .and_then(|raw| serde_json::from_str(&raw).ok());
+            out.push(ConversationSummary {
+                phone_number_id: pnid.to_string(),
+                user: user.as_str().to_string(),
+                profile_name: get(0),
+                owner: if get(3).is_some() {
+                    Owner::OtherApp
+                } else if until.is_some() {
+                    Owner::Human
+                } else {
+                    Owner::Bot
+                },
+                until_ms: until,
+                since_ms: info
+                    .as_ref()
+                    .and_then(|i| i.get("since"))
+                    .and_then(serde_json::Value::as_i64),
+                reason: info
+                    .as_ref()
+                    .and_then(|i| i.get("reason"))
+                    .and_then(serde_json::Value::as_str)
+                    .map(str::to_string),
+                updated_ms: number(4),
+                last_user_ms: number(5),
+            });
+        }
+        Ok(out)
+    }
+
     /// One page of active conversations (SCAN, never KEYS). Start with `cursor = None`. On a
     /// Cluster the cursor also names the primary being scanned (`<node>:<cursor>`).
     pub async fn list(&self, cursor: Option<&str>, count: u32) -> Result<ConversationPage> {
-        let pattern = format!("{{{}:*}}:conv:*", self.keys.prefix());
+        self.search(cursor, count, None).await
+    }
+
+    /// Like [`list`](Self::list), only conversations whose user id starts with `user_prefix`
+    /// (a whole id matches exactly; ids hold no glob characters, [`UserId::parse`]).
+    pub async fn search(
+        &self,
+        cursor: Option<&str>,
+        count: u32,
+        user_prefix: Option<&UserId>,
+    ) -> Result<ConversationPage> {
+        let pattern = match user_prefix {
+            Some(user) => format!("{{{}:*}}:conv:*:{}*", self.keys.prefix(), user.as_str()),
+            None => format!("{{{}:*}}:conv:*", self.keys.prefix()),
+        };
         if !self.client.is_clustered() {
             let (next, keys) = scan(&self.client, cursor.unwrap_or("0"), &pattern, count).await?;
             return Ok(ConversationPage {

@@ -136,6 +136,17 @@ impl Keys {
         format!("{}:dead", self.tag(partition))
     }
 
+    /// An operator console session, named by the SHA-256 of its id: what Redis holds cannot be
+    /// presented as a cookie. Single-key commands only, so the slot does not matter.
+    pub fn console_session(&self, id_digest: &str) -> String {
+        format!("{}:console:session:{id_digest}", self.prefix)
+    }
+
+    /// Failed console sign-ins of one client within the current window.
+    pub fn console_sign_in_failures(&self, client: &str) -> String {
+        format!("{}:console:signin:{client}", self.prefix)
+    }
+
     /// Replica heartbeats (sorted set: replica id → expiry in ms). Not partitioned: it is only
     /// read and written by single-key commands.
     pub fn replicas(&self) -> String {

@@ -8,6 +8,7 @@ pub mod inbox;
 pub mod keys;
 pub mod pacing;
 pub mod queue;
+pub mod sessions;
 
 pub use connection::{connect, Client, RedisError};
 pub use error::StoreError;

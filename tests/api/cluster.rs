@@ -168,3 +168,108 @@ async fn the_pipeline_runs_on_a_three_master_cluster() {
         "keys on {masters_with_keys} masters only"
     );
 }
+
+#[tokio::test]
+async fn the_console_lists_and_searches_conversations_across_the_masters() {
+    let cluster = Cluster::start();
+    let graph = Arc::new(MockServer::start().await);
+    mount_graph_ok(&graph).await;
+    let options = AppOptions {
+        partitions: 16,
+        workers: false,
+        extra_env: vec![("ADMIN_TOKEN".into(), crate::console::TOKEN.into())],
+        ..AppOptions::default()
+    };
+    let app = spawn(AppOptions {
+        redis_url: Some(cluster.url()),
+        graph: Some(graph),
+        prefix: Some("cco".into()),
+        ..options
+    })
+    .await;
+    let store = app.conversations().await;
+    let pnid = wabot::domain::PhoneNumberId::parse("123").expect("pnid");
+    let until = wabot::store::conversation::unix_ms() + 3_600_000;
+    let users: Vec<String> = (0..8).map(|i| format!("1888000{i:04}")).collect();
+    for user in &users[..6] {
+        let user = wabot::domain::UserId::parse(user).expect("user");
+        store
+            .take_over(
+                &pnid,
+                &user,
+                until,
+                &serde_json::json!({"reason": "operator"}),
+                None,
+            )
+            .await
+            .expect("taken over");
+    }
+    // Back with the bot: active, not waiting.
+    for user in &users[6..] {
+        let user = wabot::domain::UserId::parse(user).expect("user");
+        let info = serde_json::json!({"reason": "operator"});
+        store
+            .take_over(&pnid, &user, until, &info, None)
+            .await
+            .expect("taken over");
+        assert!(store.give_back(&pnid, &user).await.expect("given back"));
+    }
+    let masters_with_keys = cluster
+        .nodes
+        .iter()
+        .filter(|n| n.cli(&["DBSIZE"]).trim() != "0")
+        .count();
+    assert!(
+        masters_with_keys >= 2,
+        "keys on {masters_with_keys} masters only"
+    );
+    let waiting = store.waiting().await.expect("waiting");
+    assert_eq!(waiting.len(), 6, "{waiting:?}");
+
+    // The console: every waiting conversation first, the others after (sessions live there too).
+    let mut client = crate::console::signed_in(&app).await;
+    let (html, _) = client.page("/console/conversations").await;
+    let active_at = html.find("id=\"active\"").expect("an active section");
+    for user in &users[..6] {
+        let at = html.find(&format!("+{user}")).expect("listed");
+        assert!(at < active_at, "{user} waits");
+    }
+    // The rest, page after page, node after node.
+    let mut rest = String::new();
+    let mut path = "/console/conversations".to_string();
+    for _ in 0..20 {
+        let (html, _) = client.page(&path).await;
+        let active_at = html.find("id=\"active\"").expect("an active section");
+        if path.contains("cursor=") {
+            assert!(
+                !html.contains("id=\"waiting\""),
+                "waiting is on the first page only"
+            );
+        }
+        rest.push_str(&html[active_at..]);
+        let marker = "class=\"more\" href=\"";
+        match html.find(marker) {
+            Some(at) => {
+                let start = at + marker.len();
+                let end = start + html[start..].find('"').expect("end of href");
+                path = html[start..end].replace("&amp;", "&");
+            }
+            None => break,
+        }
+    }
+    for user in &users[6..] {
+        assert!(rest.contains(&format!("+{user}")), "{user} listed");
+    }
+    // A search reads every node until it finds the number.
+    for user in [&users[1], &users[7]] {
+        let (found, _) = client
+            .page(&format!("/console/conversations?q={user}"))
+            .await;
+        assert!(found.contains(&format!("+{user}")), "{user} found");
+        assert_eq!(
+            found.matches("href=\"/console/c/").count(),
+            1,
+            "only {user}"
+        );
+    }
+}

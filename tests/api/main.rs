@@ -3,6 +3,8 @@
 mod admin_input;
 mod cloud_api;
 mod cluster;
+mod console;
+mod console_browser;
 mod conversation_control;
 mod doctor;
 mod edge;
