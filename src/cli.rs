@@ -172,10 +172,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Healthcheck { port } => {
             let port = match port {
                 Some(port) => port,
-                None => std::env::var("PORT")
-                    .ok()
-                    .and_then(|p| p.parse().ok())
-                    .unwrap_or(8000),
+                None => crate::configuration::port_from_env(),
             };
             let url = format!("http://127.0.0.1:{port}/health");
             let response = reqwest::Client::builder()

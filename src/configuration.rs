@@ -430,6 +430,24 @@ const FLAT_ENV: &[(&str, &str)] = &[
     ("LOG_FORMAT", "log.format"),
 ];
 
+/// `server.port` as the process environment sets it (the flat variable, else
+/// `WABOT_SERVER__PORT`), else the default: for `wabot healthcheck`, which must not need the
+/// secrets a full load checks.
+pub fn port_from_env() -> u16 {
+    let flat = FLAT_ENV
+        .iter()
+        .find(|(_, key)| *key == "server.port")
+        .map(|(var, _)| *var);
+    flat.into_iter()
+        .chain(["WABOT_SERVER__PORT"])
+        .find_map(|var| std::env::var(var).ok()?.trim().parse().ok())
+        .or_else(|| {
+            let defaults: toml::Table = toml::from_str(BUILT_IN).ok()?;
+            u16::try_from(defaults.get("server")?.get("port")?.as_integer()?).ok()
+        })
+        .unwrap_or(8000)
+}
+
 impl Settings {
     /// Loads settings the way the binary does: `APP_CONFIG_DIR` (default `./config`) and the process
     /// environment.

@@ -261,51 +261,7 @@ impl Application {
                 .wrap(TracingLogger::<RequestSpan>::new())
                 .app_data(state.clone())
                 .app_data(body_limits.clone())
-                .route("/webhook", web::get().to(routes::webhook::verify))
-                .route("/webhook", web::post().to(routes::webhook::receive))
-                .route("/health", web::get().to(routes::health::health))
-                .route("/ready", web::get().to(routes::health::ready))
-                .route("/metrics", web::get().to(routes::metrics::metrics))
-                .service(crate::console::scope())
-                .service(
-                    web::scope("/admin")
-                        .route(
-                            "/conversations",
-                            web::get().to(routes::admin::list_conversations),
-                        )
-                        .route(
-                            "/conversations/{phone_number_id}/{user}",
-                            web::get().to(routes::admin::show_conversation),
-                        )
-                        .route(
-                            "/conversations/{phone_number_id}/{user}",
-                            web::delete().to(routes::admin::delete_conversation),
-                        )
-                        .route(
-                            "/conversations/{phone_number_id}/{user}/handoff",
-                            web::post().to(routes::admin::take_over),
-                        )
-                        .route(
-                            "/conversations/{phone_number_id}/{user}/resume",
-                            web::post().to(routes::admin::give_back),
-                        )
-                        .route(
-                            "/conversations/{phone_number_id}/{user}/messages",
-                            web::post().to(routes::admin::send_operator_message),
-                        )
-                        .route(
-                            "/messages",
-                            web::post().to(routes::admin::send_notification),
-                        )
-                        .route(
-                            "/dead-letters",
-                            web::get().to(routes::admin::list_dead_letters),
-                        )
-                        .route(
-                            "/dead-letters/{id}/replay",
-                            web::post().to(routes::admin::replay_dead_letter),
-                        ),
-                )
+                .configure(routes::configure)
         })
         .listen(listener)
         .map_err(|source| StartupError::Bind { address, source })?

@@ -7,6 +7,8 @@ pub mod webhook;
 
 use std::sync::Arc;
 
+use actix_web::web;
+
 use secrecy::SecretString;
 
 use crate::sink::EventSink;
@@ -32,4 +34,44 @@ pub struct AppState {
     pub handoff_minutes: u64,
     /// The operator console (production wiring with an admin token only).
     pub console: Option<crate::console::ConsoleState>,
+}
+
+/// Every route of the service, in one place.
+pub fn configure(app: &mut web::ServiceConfig) {
+    app.route("/webhook", web::get().to(webhook::verify))
+        .route("/webhook", web::post().to(webhook::receive))
+        .route("/health", web::get().to(health::health))
+        .route("/ready", web::get().to(health::ready))
+        .route("/metrics", web::get().to(metrics::metrics))
+        .service(crate::console::scope())
+        .service(
+            web::scope("/admin")
+                .route("/conversations", web::get().to(admin::list_conversations))
+                .route(
+                    "/conversations/{phone_number_id}/{user}",
+                    web::get().to(admin::show_conversation),
+                )
+                .route(
+                    "/conversations/{phone_number_id}/{user}",
+                    web::delete().to(admin::delete_conversation),
+                )
+                .route(
+                    "/conversations/{phone_number_id}/{user}/handoff",
+                    web::post().to(admin::take_over),
+                )
+                .route(
+                    "/conversations/{phone_number_id}/{user}/resume",
+                    web::post().to(admin::give_back),
+                )
+                .route(
+                    "/conversations/{phone_number_id}/{user}/messages",
+                    web::post().to(admin::send_operator_message),
+                )
+                .route("/messages", web::post().to(admin::send_notification))
+                .route("/dead-letters", web::get().to(admin::list_dead_letters))
+                .route(
+                    "/dead-letters/{id}/replay",
+                    web::post().to(admin::replay_dead_letter),
+                ),
+        );
 }
