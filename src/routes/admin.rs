@@ -148,10 +148,7 @@ pub async fn show_conversation(
 ) -> Result<HttpResponse, ApiError> {
     let store = conversations(&request, &state)?;
     let (pnid, user) = conversation_ids(&path)?;
-    match store.get(&pnid, &user).await.map_err(ApiError::redis)? {
-        Some(view) => Ok(HttpResponse::Ok().json(view)),
-        None => Err(ApiError::Missing("no such conversation".into())),
-    }
+    show(store, &pnid, &user).await
 }
 
 pub async fn delete_conversation(

@@ -232,6 +232,17 @@ pub enum Owner {
 }
 
 impl Owner {
+    /// From the hash: another app owns it (`ro`), else a person until a future `hu`.
+    fn of(other_app: bool, with_person: bool) -> Owner {
+        if other_app {
+            Owner::OtherApp
+        } else if with_person {
+            Owner::Human
+        } else {
+            Owner::Bot
+        }
+    }
+
     fn parse(raw: &str) -> Owner {
         match raw {
             "human" => Owner::Human,
@@ -778,13 +789,7 @@ impl ConversationStore {
                 .get(field::LAST_FAILURE)
                 .and_then(|s| serde_json::from_str(s).ok()),
             handoff: HandoffView {
-                owner: if other {
-                    Owner::OtherApp
-                } else if until.is_some() {
-                    Owner::Human
-                } else {
-                    Owner::Bot
-                },
+                owner: Owner::of(other, until.is_some()),
                 until_ms: until,
                 info: until
                     .and(fields.get(field::HUMAN_INFO))
@@ -894,13 +899,7 @@ impl ConversationStore {
                 phone_number_id: pnid.to_string(),
                 user: user.as_str().to_string(),
                 profile_name: get(0),
-                owner: if get(3).is_some() {
-                    Owner::OtherApp
-                } else if until.is_some() {
-                    Owner::Human
-                } else {
-                    Owner::Bot
-                },
+                owner: Owner::of(get(3).is_some(), until.is_some()),
                 until_ms: until,
                 since_ms: info
                     .as_ref()

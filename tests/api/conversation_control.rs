@@ -168,6 +168,27 @@ async fn slow_llm_app(graph: Arc<MockServer>, text: &str) -> (TestApp, MockServe
     (app, llm)
 }
 
+/// An app with the re-engagement template `follow_up` in `language`.
+async fn template_app(graph: Arc<MockServer>, language: &str) -> TestApp {
+    app(
+        graph,
+        None,
+        &[
+            ("WABOT_WHATSAPP__REENGAGEMENT_TEMPLATE__NAME", "follow_up"),
+            ("WABOT_WHATSAPP__REENGAGEMENT_TEMPLATE__LANGUAGE", language),
+        ],
+    )
+    .await
+}
+
+/// The user writes once and the bot's answer is sent and recorded.
+async fn first_exchange(app: &TestApp, user: &str, wamid: &str, text: &str) {
+    let before = replies(&app.graph).await.len();
+    post(app, &user_text(user, wamid, text)).await;
+    wait_for_replies(&app.graph, before + 1, WAIT).await;
+    wait_until_drained(&app.queue().await, WAIT).await;
+}
+
 async fn receiver_ok() -> MockServer {
     let receiver = MockServer::start().await;
     Mock::given(method("POST"))
@@ -421,21 +442,11 @@ async fn outside_the_window_the_template_goes_instead_and_131047_sends_it_once()
         .mount(&graph)
         .await;
     mount_graph_ok(&graph).await;
-    let app = app(
-        graph.clone(),
-        None,
-        &[
-            ("WABOT_WHATSAPP__REENGAGEMENT_TEMPLATE__NAME", "follow_up"),
-            ("WABOT_WHATSAPP__REENGAGEMENT_TEMPLATE__LANGUAGE", "es"),
-        ],
-    )
-    .await;
+    let app = template_app(graph.clone(), "es").await;
     let user = "4915000000401";
     let (pnid, uid) = conversation_ids(PNID, user);
     let store = app.conversations().await;
-    post(&app, &user_text(user, "wamid.w1", "hola")).await;
-    wait_for_replies(&graph, 1, WAIT).await;
-    wait_until_drained(&app.queue().await, WAIT).await;
+    first_exchange(&app, user, "wamid.w1", "hola").await;
     // The user last wrote 25 h ago.
     let day_ago = (now_secs() - 25 * 3600) * 1000;
     store
@@ -1000,21 +1011,11 @@ async fn an_operator_can_send_buttons_and_a_bad_one_is_refused_before_meta() {
 async fn a_failed_status_with_131047_sends_the_template_once() {
     let graph = Arc::new(MockServer::start().await);
     mount_graph_ok(&graph).await;
-    let app = app(
-        graph.clone(),
-        None,
-        &[
-            ("WABOT_WHATSAPP__REENGAGEMENT_TEMPLATE__NAME", "follow_up"),
-            ("WABOT_WHATSAPP__REENGAGEMENT_TEMPLATE__LANGUAGE", "pt_BR"),
-        ],
-    )
-    .await;
+    let app = template_app(graph.clone(), "pt_BR").await;
     let user = "4915000001201";
     let (pnid, uid) = conversation_ids(PNID, user);
     let store = app.conversations().await;
-    post(&app, &user_text(user, "wamid.a1", "olá")).await;
-    wait_for_replies(&graph, 1, WAIT).await;
-    wait_until_drained(&app.queue().await, WAIT).await;
+    first_exchange(&app, user, "wamid.a1", "olá").await;
     let ours = conversation(&store, &pnid, &uid)
         .await
         .turns
