@@ -20,6 +20,7 @@ mod bodies;
 mod cpu;
 mod fake_graph;
 mod load;
+mod memory;
 mod redis;
 
 use std::collections::{BTreeMap, HashMap};
@@ -487,7 +488,9 @@ async fn measure(
         None
     };
     let memory = if args.mode == Mode::E2e {
-        conversation_memory(&stats, &env.settings).await?
+        let load = conversation_memory(&stats, &env.settings).await?;
+        let realistic = memory::realistic(&stats, &env.settings).await?;
+        Some((load, realistic))
     } else {
         None
     };
@@ -521,7 +524,6 @@ async fn conversation_memory(
     client: &fred::prelude::Client,
     settings: &Settings,
 ) -> anyhow::Result<Option<ConversationMemory>> {
-    use fred::prelude::ClientLike;
     let services = wabot::startup::Services::with_client(settings, client.clone());
     let store = &services.conversations;
     let page = store.list(None, 1000).await.context("SCAN")?;
@@ -539,22 +541,14 @@ async fn conversation_memory(
     };
     let keys = &services.keys;
     let partition = keys.partition(&pnid, &user);
-    let mut bytes = 0u64;
-    for key in [
-        keys.conversation(partition, &pnid, &user),
-        keys.history(partition, &pnid, &user),
-    ] {
-        let command = fred::types::CustomCommand::new_static(
-            "MEMORY",
-            fred::types::ClusterHash::FirstKey,
-            false,
-        );
-        let usage: Option<u64> = client
-            .custom(command, vec!["USAGE".to_string(), key])
-            .await
-            .context("MEMORY USAGE")?;
-        bytes += usage.unwrap_or(0);
-    }
+    let bytes = memory::memory_usage(
+        client,
+        &[
+            keys.conversation(partition, &pnid, &user),
+            keys.history(partition, &pnid, &user),
+        ],
+    )
+    .await?;
     Ok(Some(ConversationMemory {
         bytes,
         text_bytes: view.turns.iter().map(|t| t.text.len() as u64).sum(),
@@ -562,11 +556,7 @@ async fn conversation_memory(
     }))
 }
 
-struct ConversationMemory {
-    bytes: u64,
-    text_bytes: u64,
-    turns: usize,
-}
+use memory::ConversationMemory;
 
 /// Resident memory of this process (the whole app runs in it), from /proc.
 fn rss_bytes() -> Option<u64> {
@@ -777,7 +767,7 @@ fn print_report(
     idle: &CommandStats,
     stored: Option<u64>,
     drained: bool,
-    memory: Option<ConversationMemory>,
+    memory: Option<(Option<ConversationMemory>, ConversationMemory)>,
 ) {
     let mode = match args.mode {
         Mode::Ingest => "ingest (workers disabled)",
@@ -927,21 +917,24 @@ fn print_report(
     let top: Vec<String> = commands
         .by_calls()
         .iter()
-        .take(10)
+        .filter(|(_, calls)| *calls as f64 / per_message >= 0.005)
         .map(|(name, calls)| format!("{name} {:.2}", *calls as f64 / per_message))
         .collect();
     row("  per message, by command", top.join(", "));
-    if let Some(memory) = &memory {
-        row(
-            "memory of one conversation",
+    if let Some((load, realistic)) = &memory {
+        let describe = |memory: &ConversationMemory| {
             format!(
                 "{} bytes for {} turns holding {} bytes of text ({:.2}x)",
                 memory.bytes,
                 memory.turns,
                 memory.text_bytes,
                 memory.bytes as f64 / memory.text_bytes.max(1) as f64
-            ),
-        );
+            )
+        };
+        row("memory of a support conversation", describe(realistic));
+        if let Some(load) = load {
+            row("  one of this load's (tiny texts)", describe(load));
+        }
     }
     if let Some(rss) = rss_bytes() {
         row(

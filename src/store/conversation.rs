@@ -535,6 +535,7 @@ impl ConversationStore {
             self.limits.max_history.to_string(),
             parts_sent.to_string(),
             if last { "1" } else { "0" }.to_string(),
+            super::queue::now_ms().to_string(),
         ];
         for turn in turns {
             args.push(serde_json::to_string(turn)?);

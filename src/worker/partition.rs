@@ -10,7 +10,7 @@ use std::time::Duration;
 use backon::{ExponentialBuilder, Retryable};
 use futures_util::FutureExt;
 use rand::Rng;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -81,11 +81,10 @@ pub(crate) async fn run(ctx: Arc<PartitionContext>, stop: CancellationToken) {
     // Conversation key → how many of its front entries the running task handles.
     let mut batches: HashMap<String, usize> = HashMap::new();
     let mut tasks: JoinSet<(String, Outcome)> = JoinSet::new();
-    // Ids of the entries held in `conversations`, so a replay never dispatches one twice.
-    let mut held: HashSet<String> = HashSet::new();
+    let mut admission = Admission::default();
     // The reader blocks on its own connection and hands batches over; it is aborted (and its
     // connection closed) when this runner ends, whatever the reason.
-    let (batches_tx, mut read_batches) = mpsc::channel::<Vec<Entry>>(1);
+    let (batches_tx, mut read_batches) = mpsc::channel::<Read>(1);
     let mut reader = JoinSet::new();
     reader.spawn(read_loop(ctx.queue.dedicated(), partition, batches_tx));
     // The partition's events go out while we own it; aborted with the reader.
@@ -99,7 +98,7 @@ pub(crate) async fn run(ctx: Arc<PartitionContext>, stop: CancellationToken) {
         if stopping && tasks.is_empty() {
             break;
         }
-        let can_read = !stopping && held.len() < MAX_IN_FLIGHT;
+        let can_read = !stopping && admission.held() < MAX_IN_FLIGHT;
         if stopping {
             reader.abort_all();
         }
@@ -136,7 +135,7 @@ pub(crate) async fn run(ctx: Arc<PartitionContext>, stop: CancellationToken) {
                 }
                 for _ in 0..batches.remove(&key).unwrap_or(1) {
                     if let Some(done) = queue.pop_front() {
-                        held.remove(&done.id);
+                        admission.finished(done.id);
                     }
                 }
                 match queue.front().cloned() {
@@ -150,9 +149,21 @@ pub(crate) async fn run(ctx: Arc<PartitionContext>, stop: CancellationToken) {
             _ = stop.cancelled(), if !stopping => {
                 stopping = true;
             }
-            Some(entries) = read_batches.recv(), if can_read => {
+            Some(read) = read_batches.recv(), if can_read => {
+                let entries = match read {
+                    Read::SweepStarts(started) => {
+                        admission.sweep_starts();
+                        let _ = started.send(());
+                        continue;
+                    }
+                    Read::SweepEnded => {
+                        admission.sweep_ended();
+                        continue;
+                    }
+                    Read::Entries(entries) => entries,
+                };
                 for entry in entries {
-                    if !held.insert(entry.id.clone()) {
+                    if !admission.admit(&entry.id) {
                         continue;
                     }
                     let key = conversation_key(&entry);
@@ -168,22 +179,79 @@ pub(crate) async fn run(ctx: Arc<PartitionContext>, stop: CancellationToken) {
     tracing::info!(partition, "partition stopped");
 }
 
+/// Which read entries the runner starts: each entry once, however often sweeps return it.
+#[derive(Debug, Default)]
+struct Admission {
+    /// Ids of the entries held in `conversations` (read, not finished).
+    held: HashSet<String>,
+    /// Ids finished since the current sweep of pending entries began: a sweep's page may have
+    /// been read before they were acknowledged, and must not start them again.
+    swept_done: Option<HashSet<String>>,
+}
+
+impl Admission {
+    fn held(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Whether a read entry is new here (and now held).
+    fn admit(&mut self, id: &str) -> bool {
+        if self
+            .swept_done
+            .as_ref()
+            .is_some_and(|done| done.contains(id))
+        {
+            return false;
+        }
+        self.held.insert(id.to_string())
+    }
+
+    fn finished(&mut self, id: String) {
+        self.held.remove(&id);
+        if let Some(done) = self.swept_done.as_mut() {
+            done.insert(id);
+        }
+    }
+
+    fn sweep_starts(&mut self) {
+        self.swept_done = Some(HashSet::new());
+    }
+
+    fn sweep_ended(&mut self) {
+        self.swept_done = None;
+    }
+}
+
+/// What the reader hands the runner, in order.
+enum Read {
+    /// A sweep of our pending entries is about to be read: the runner remembers what finishes
+    /// from now on and answers once it does, before the first page is read.
+    SweepStarts(oneshot::Sender<()>),
+    Entries(Vec<Entry>),
+    /// The sweep's last page was handed over.
+    SweepEnded,
+}
+
 /// Reads the partition and hands batches to the runner: first our pending entries in id order
 /// (a take-over, a restart), then new ones, blocking while there are none. Pending entries are
 /// swept again now and then, and after every error: a read whose reply was lost (Redis died
-/// mid-command) leaves entries delivered to us that nobody holds.
+/// mid-command) leaves entries delivered to us that nobody holds. A sweep's page can be older
+/// than the runner's state (an entry acknowledged after Redis answered the read), so every
+/// sweep is announced first: the runner then skips what finished since.
 async fn read_loop(
     (queue, block): (DedicatedQueue, Duration),
     partition: u32,
-    batches: mpsc::Sender<Vec<Entry>>,
+    batches: mpsc::Sender<Read>,
 ) {
-    let mut replay: Option<String> = Some("0".to_string());
-    let mut next_sweep = tokio::time::Instant::now() + PENDING_SWEEP;
+    let mut replay: Option<String> = None;
+    let mut next_sweep = tokio::time::Instant::now();
     while !batches.is_closed() {
         if replay.is_none() && tokio::time::Instant::now() >= next_sweep {
+            let (started, confirmed) = oneshot::channel();
+            if batches.send(Read::SweepStarts(started)).await.is_err() || confirmed.await.is_err() {
+                break;
+            }
             replay = Some("0".to_string());
-        }
-        if replay.as_deref() == Some("0") {
             next_sweep = tokio::time::Instant::now() + PENDING_SWEEP;
         }
         let wait = replay.is_none().then_some(block);
@@ -195,18 +263,27 @@ async fn read_loop(
             Err(error) => {
                 metrics::counter!(monitoring::REDIS_ERRORS, "op" => "read").increment(1);
                 tracing::warn!(partition, error = %error, "reading the inbox failed; retrying");
-                replay = Some("0".to_string());
+                // Sweep again from the start (announced anew).
+                replay = None;
+                next_sweep = tokio::time::Instant::now();
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 continue;
             }
         };
+        let mut ended = false;
         if let Some(cursor) = replay.as_mut() {
             match entries.last() {
                 Some(last) => *cursor = last.id.clone(),
-                None => replay = None,
+                None => {
+                    replay = None;
+                    ended = true;
+                }
             }
         }
-        if !entries.is_empty() && batches.send(entries).await.is_err() {
+        if !entries.is_empty() && batches.send(Read::Entries(entries)).await.is_err() {
+            break;
+        }
+        if ended && batches.send(Read::SweepEnded).await.is_err() {
             break;
         }
     }
@@ -505,4 +582,41 @@ fn backoff(settings: &WorkerSettings, attempt: u32) -> Duration {
         .min(settings.retry_max_ms)
         .max(1);
     Duration::from_millis(rand::rng().random_range(ceiling / 2..=ceiling))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Admission;
+
+    #[test]
+    fn a_sweep_page_read_before_an_entry_finished_does_not_start_it_again() {
+        let mut admission = Admission::default();
+        assert!(admission.admit("1-0"));
+        admission.sweep_starts();
+        // Redis answers the sweep's read while 1-0 is still pending; it finishes before the
+        // page reaches the runner.
+        admission.finished("1-0".to_string());
+        assert!(
+            !admission.admit("1-0"),
+            "a finished entry was started again"
+        );
+        admission.sweep_ended();
+        assert_eq!(admission.held(), 0);
+    }
+
+    #[test]
+    fn held_entries_are_admitted_once_and_pending_ones_nobody_holds_are_admitted() {
+        let mut admission = Admission::default();
+        assert!(admission.admit("1-0"));
+        admission.sweep_starts();
+        assert!(!admission.admit("1-0"), "a held entry was started twice");
+        // Delivered to us by a read whose reply was lost: nobody holds it, so the sweep starts it.
+        assert!(admission.admit("2-0"));
+        admission.sweep_ended();
+        admission.finished("1-0".to_string());
+        admission.finished("2-0".to_string());
+        // Outside a sweep nothing is remembered: new reads never repeat an entry.
+        assert!(admission.swept_done.is_none());
+        assert_eq!(admission.held(), 0);
+    }
 }

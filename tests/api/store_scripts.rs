@@ -457,3 +457,58 @@ async fn routing_keeps_the_newest_handover() {
     );
     assert!(store.bot_owns(&pnid, &user).await.expect("owner"));
 }
+
+#[tokio::test]
+async fn the_sliding_ttl_is_refreshed_once_it_ran_down_and_a_new_history_always_gets_one() {
+    let redis = RedisServer::start();
+    // TTL 600 s: refreshed once 1 % of it (6 s) passed since the last refresh.
+    let store = store(&redis, 40, 100).await;
+    let keys = Keys::new("s", 8);
+    let pnid = PhoneNumberId::parse(PNID).expect("pnid");
+    let user = UserId::parse(USER).expect("user");
+    let partition = keys.partition(&pnid, &user);
+    let conv = keys.conversation(partition, &pnid, &user);
+    let hist = keys.history(partition, &pnid, &user);
+    let ttl = |key: &str| -> i64 { redis.cli(&["TTL", key]).parse().expect("ttl") };
+
+    let first = message("wamid.ttl1", "hola");
+    admit(&store, &first, AdmitMode::Answer).await;
+    store
+        .record_reply(&first, &[bot("b1")])
+        .await
+        .expect("record");
+    assert!(
+        ttl(&conv) > 590 && ttl(&hist) > 590,
+        "a new conversation gets the TTL"
+    );
+
+    // As if 100 s had passed, but the last refresh was moments ago: not refreshed again yet.
+    redis.cli(&["EXPIRE", &conv, "500"]);
+    redis.cli(&["EXPIRE", &hist, "500"]);
+    let second = message("wamid.ttl2", "otra");
+    admit(&store, &second, AdmitMode::Answer).await;
+    store
+        .record_reply(&second, &[bot("b2")])
+        .await
+        .expect("record");
+    assert!(
+        ttl(&conv) <= 500 && ttl(&hist) <= 500,
+        "refreshed before 1 % ran down"
+    );
+
+    // The last refresh 7 s ago: the next message slides both keys' TTL again.
+    let now_ms = wabot::store::queue::now_ms();
+    redis.cli(&["HSET", &conv, "x", &(now_ms - 7_000).to_string()]);
+    let third = message("wamid.ttl3", "y otra");
+    admit(&store, &third, AdmitMode::Answer).await;
+    assert!(ttl(&conv) > 590 && ttl(&hist) > 590, "the TTL slides");
+
+    // A reset drops the history; the list its reply creates has a TTL of its own.
+    let reset = message("wamid.ttl4", "/reset");
+    admit(&store, &reset, AdmitMode::Reset).await;
+    store
+        .record_reply(&reset, &[bot("reset")])
+        .await
+        .expect("record");
+    assert!(ttl(&hist) > 0, "the history after a reset has no TTL");
+}

@@ -14,7 +14,7 @@ local wamid, ttl, max_history = ARGV[1], tonumber(ARGV[4]), tonumber(ARGV[5])
 local interval, tolerance = tonumber(ARGV[6]), tonumber(ARGV[7])
 local want_history, mode = ARGV[10] == '1', ARGV[11]
 local marker = marker_of(wamid)
-local state = redis.call('HMGET', conv, marker, 'n', 'c', 'tat', 'nq', 'seq', 'hu', 'ro', 'lu')
+local state = redis.call('HMGET', conv, marker, 'n', 'c', 'tat', 'nq', 'seq', 'hu', 'ro', 'lu', 'x')
 local function event_message()
   local ok, message = pcall(cjson.decode, ARGV[16])
   if ok and type(message) == 'table' then return message end
@@ -50,6 +50,20 @@ if ARGV[17] == 'echo' then
 end
 local n = tonumber(state[2] or '') or migrate(state[6]) or 0
 local fields = {'u', now}
+-- The sliding TTL is refreshed when it has run down by 1 % (at most 30 s) since the last
+-- refresh (`x`): a busy conversation saves two EXPIREs per message, and it still expires
+-- within 30 s of SESSION_EXPIRE_TIME after its last message.
+local touch_due = now - (tonumber(state[10] or '0') or 0) >= math.min(ttl * 10, 30000)
+if touch_due then fields[#fields + 1] = 'x'; fields[#fields + 1] = now end
+local function touch(len)
+  if touch_due then
+    redis.call('EXPIRE', conv, ttl)
+    redis.call('EXPIRE', hist, ttl)
+  elseif len == 1 then
+    -- A history list created just now (after a reset) has no TTL yet.
+    redis.call('EXPIRE', hist, ttl)
+  end
+end
 if not state[3] then fields[#fields + 1] = 'c'; fields[#fields + 1] = now end
 if ARGV[9] ~= '' then fields[#fields + 1] = 'name'; fields[#fields + 1] = ARGV[9] end
 local wrote = tonumber(ARGV[14])
@@ -66,7 +80,8 @@ if answerable and owner(state[7], state[8], now) ~= 'bot' then
   fields[#fields + 1] = marker; fields[#fields + 1] = n .. ':r'
   redis.call('HSET', conv, unpack(fields))
   local len = redis.call('RPUSH', hist, ARGV[2])
-  trim_and_touch(len, max_history, ttl)
+  trim(len, max_history)
+  touch(len)
   emit('message.received', {message = event_message()}, now)
   return {6, 0, 0}
 end
@@ -102,7 +117,8 @@ if mode == 'edit' and not limited then
         redis.call('LSET', hist, index, cjson.encode(turn))
         fields[#fields + 1] = marker; fields[#fields + 1] = target_n .. ':r'
         redis.call('HSET', conv, unpack(fields))
-        trim_and_touch(len, max_history, ttl)
+        trim(len, max_history)
+        touch(len)
         return {5, 0, 0}
       end
     end
@@ -132,7 +148,8 @@ if mode == 'handoff' and not limited then
 end
 local len = redis.call('RPUSH', hist, turn)
 -- One turn of slack: the reply's record trims to the bound, so a message costs one trim.
-trim_and_touch(len, max_history + 1, ttl)
+trim(len, max_history + 1)
+touch(len)
 if limited then return {1, notice, 0} end
 if not answerable then return {5, 0, 0} end
 return history(0, 0, 0)

@@ -41,22 +41,18 @@ local function migrate(seq)
   return tonumber(seq)
 end
 
--- Drops the oldest turns beyond `keep` (and their markers), then refreshes the sliding TTL of
--- both keys.
-local function trim_and_touch(len, keep, ttl)
-  if len > keep then
-    local dropped = redis.call('LPOP', hist, len - keep)
-    local markers = {}
-    for _, raw in ipairs(dropped) do
-      local ok, turn = pcall(cjson.decode, raw)
-      if ok and type(turn) == 'table' and type(turn.w) == 'string' then
-        markers[#markers + 1] = 'w:' .. turn.w
-      end
+-- Drops the oldest turns beyond `keep` and their markers.
+local function trim(len, keep)
+  if len <= keep then return end
+  local dropped = redis.call('LPOP', hist, len - keep)
+  local markers = {}
+  for _, raw in ipairs(dropped) do
+    local ok, turn = pcall(cjson.decode, raw)
+    if ok and type(turn) == 'table' and type(turn.w) == 'string' then
+      markers[#markers + 1] = 'w:' .. turn.w
     end
-    if #markers > 0 then redis.call('HDEL', conv, unpack(markers)) end
   end
-  redis.call('EXPIRE', conv, ttl)
-  redis.call('EXPIRE', hist, ttl)
+  if #markers > 0 then redis.call('HDEL', conv, unpack(markers)) end
 end
 
 -- Appends an event for `events.webhook_url` (nothing when events are off). The conversation is
