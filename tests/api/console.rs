@@ -11,8 +11,8 @@ use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::{
-    conversation, conversation_ids, eventually, graph_bodies, mount_graph_ok, spawn, text_delivery,
-    wait_for_replies, AppOptions, TestApp, APP_SECRET,
+    conversation, conversation_ids, eventually, graph_bodies, graph_ok, mount_graph_ok, spawn,
+    text_delivery, wait_for_replies, AppOptions, TestApp, APP_SECRET,
 };
 
 pub const PNID: &str = "113948572261094";
@@ -76,8 +76,7 @@ pub async fn console_app(graph: Arc<MockServer>, extra: &[(&str, &str)]) -> Test
 }
 
 async fn ok_app() -> TestApp {
-    let graph = Arc::new(MockServer::start().await);
-    mount_graph_ok(&graph).await;
+    let graph = graph_ok().await;
     console_app(graph, &[]).await
 }
 
@@ -209,13 +208,7 @@ fn conversation_path(user: &str) -> String {
 
 #[tokio::test]
 async fn the_console_does_not_exist_without_an_admin_token() {
-    let graph = Arc::new(MockServer::start().await);
-    mount_graph_ok(&graph).await;
-    let app = spawn(AppOptions {
-        graph: Some(graph),
-        ..AppOptions::default()
-    })
-    .await;
+    let app = spawn(AppOptions::default()).await;
     let mut client = Client::new(&app);
     for path in [
         "/console",
@@ -604,8 +597,7 @@ async fn replies_total(app: &TestApp) -> usize {
 
 #[tokio::test]
 async fn a_closed_window_disables_the_reply_and_offers_the_template() {
-    let graph = Arc::new(MockServer::start().await);
-    mount_graph_ok(&graph).await;
+    let graph = graph_ok().await;
     let app = console_app(
         graph,
         &[

@@ -10,8 +10,8 @@ use wiremock::matchers::{body_string_contains, method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 use crate::helpers::{
-    conversation, conversation_ids, eventually, graph_bodies, mount_graph_ok, replies, spawn,
-    wait_for_replies, wait_until_drained, AppOptions, TestApp, APP_SECRET,
+    conversation, conversation_ids, eventually, graph_bodies, graph_ok, mount_graph_ok, replies,
+    spawn, wait_for_replies, wait_until_drained, AppOptions, TestApp, APP_SECRET,
 };
 
 const PNID: &str = "113948572261094";
@@ -201,8 +201,7 @@ async fn receiver_ok() -> MockServer {
 
 #[tokio::test]
 async fn a_user_asking_for_a_person_is_answered_once_then_the_operator_talks_until_resumed() {
-    let graph = Arc::new(MockServer::start().await);
-    mount_graph_ok(&graph).await;
+    let graph = graph_ok().await;
     let receiver = receiver_ok().await;
     let app = app(graph.clone(), Some(&receiver), &[]).await;
     let user = "4915000000201";
@@ -304,8 +303,7 @@ async fn a_user_asking_for_a_person_is_answered_once_then_the_operator_talks_unt
 
 #[tokio::test]
 async fn an_operator_takes_over_and_gives_back_through_the_admin_api() {
-    let graph = Arc::new(MockServer::start().await);
-    mount_graph_ok(&graph).await;
+    let graph = graph_ok().await;
     let app = app(graph.clone(), None, &[]).await;
     let user = "4915000000202";
     post(&app, &user_text(user, "wamid.t1", "hi")).await;
@@ -357,8 +355,7 @@ async fn an_operator_takes_over_and_gives_back_through_the_admin_api() {
 
 #[tokio::test]
 async fn events_wait_out_a_receiver_outage_and_arrive_once_each_with_unique_ids() {
-    let graph = Arc::new(MockServer::start().await);
-    mount_graph_ok(&graph).await;
+    let graph = graph_ok().await;
     let receiver = MockServer::start().await;
     // Down for the first deliveries, then up.
     Mock::given(method("POST"))
@@ -514,8 +511,7 @@ async fn outside_the_window_the_template_goes_instead_and_131047_sends_it_once()
 
 #[tokio::test]
 async fn without_a_template_a_message_outside_the_window_is_recorded_as_failed() {
-    let graph = Arc::new(MockServer::start().await);
-    mount_graph_ok(&graph).await;
+    let graph = graph_ok().await;
     let app = app(graph.clone(), None, &[]).await;
     let user = "4915000000402";
     let (pnid, uid) = conversation_ids(PNID, user);
@@ -547,8 +543,7 @@ async fn without_a_template_a_message_outside_the_window_is_recorded_as_failed()
 
 #[tokio::test]
 async fn a_notification_sends_once_per_idempotency_key_and_after_the_reply_in_flight() {
-    let graph = Arc::new(MockServer::start().await);
-    mount_graph_ok(&graph).await;
+    let graph = graph_ok().await;
     let (app, llm) = slow_llm_app(graph.clone(), "slow answer").await;
     let user = "4915000000501";
     post(
@@ -602,8 +597,7 @@ async fn a_notification_sends_once_per_idempotency_key_and_after_the_reply_in_fl
 
 #[tokio::test]
 async fn delivery_states_only_move_forward_and_failures_keep_code_and_title() {
-    let graph = Arc::new(MockServer::start().await);
-    mount_graph_ok(&graph).await;
+    let graph = graph_ok().await;
     let receiver = receiver_ok().await;
     let app = app(graph.clone(), Some(&receiver), &[]).await;
     let user = "4915000000601";
@@ -667,8 +661,7 @@ async fn delivery_states_only_move_forward_and_failures_keep_code_and_title() {
 
 #[tokio::test]
 async fn the_owner_answering_from_the_phone_stops_a_reply_in_preparation_but_our_echo_does_not() {
-    let graph = Arc::new(MockServer::start().await);
-    mount_graph_ok(&graph).await;
+    let graph = graph_ok().await;
     let (app, llm) = slow_llm_app(graph.clone(), "bot answer").await;
     let store = app.conversations().await;
     let echo = |user: &str, wamid: &str, text: &str| {
@@ -741,8 +734,7 @@ async fn the_owner_answering_from_the_phone_stops_a_reply_in_preparation_but_our
 
 #[tokio::test]
 async fn the_cli_hands_over_sends_and_resumes_like_the_admin_api() {
-    let graph = Arc::new(MockServer::start().await);
-    mount_graph_ok(&graph).await;
+    let graph = graph_ok().await;
     let app = app(graph.clone(), None, &[]).await;
     let user = "4915000000801";
     let (pnid, uid) = conversation_ids(PNID, user);
@@ -831,8 +823,7 @@ async fn the_cli_hands_over_sends_and_resumes_like_the_admin_api() {
 
 #[tokio::test]
 async fn conversation_routing_decides_whether_the_bot_answers() {
-    let graph = Arc::new(MockServer::start().await);
-    mount_graph_ok(&graph).await;
+    let graph = graph_ok().await;
     let app = app(graph.clone(), None, &[]).await;
     let user = "4915000000901";
     let (pnid, uid) = conversation_ids(PNID, user);
@@ -889,14 +880,7 @@ async fn two_replicas_never_interleave_operator_messages_with_replies_and_a_kill
         ..AppOptions::default()
     };
     let url = redis.url();
-    let spawn = || {
-        spawn(AppOptions {
-            redis_url: Some(url.to_string()),
-            graph: Some(graph.clone()),
-            prefix: Some("shared".to_string()),
-            ..options.clone()
-        })
-    };
+    let spawn = || spawn(options.clone().replica_of(&url, &graph, "shared"));
     let a = spawn().await;
     let b = spawn().await;
     let texts_to = |bodies: &[serde_json::Value], user: &str| -> Vec<String> {
@@ -969,8 +953,7 @@ async fn two_replicas_never_interleave_operator_messages_with_replies_and_a_kill
 
 #[tokio::test]
 async fn an_operator_can_send_buttons_and_a_bad_one_is_refused_before_meta() {
-    let graph = Arc::new(MockServer::start().await);
-    mount_graph_ok(&graph).await;
+    let graph = graph_ok().await;
     let app = app(graph.clone(), None, &[]).await;
     let user = "4915000001101";
     post(&app, &user_text(user, "wamid.b1", "hola")).await;
@@ -1009,8 +992,7 @@ async fn an_operator_can_send_buttons_and_a_bad_one_is_refused_before_meta() {
 
 #[tokio::test]
 async fn a_failed_status_with_131047_sends_the_template_once() {
-    let graph = Arc::new(MockServer::start().await);
-    mount_graph_ok(&graph).await;
+    let graph = graph_ok().await;
     let app = template_app(graph.clone(), "pt_BR").await;
     let user = "4915000001201";
     let (pnid, uid) = conversation_ids(PNID, user);

@@ -49,17 +49,12 @@ fn texts_to(replies: &[crate::helpers::Reply], user: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn a_corrupt_conversation_dead_letters_its_message_and_the_user_is_answered_again() {
-    let graph = Arc::new(MockServer::start().await);
-    mount_graph_ok(&graph).await;
-    let options = AppOptions {
+    let app = spawn(AppOptions {
         max_attempts: 3,
         ..AppOptions::default()
-    };
-    let app = spawn(AppOptions {
-        graph: Some(graph.clone()),
-        ..options
     })
     .await;
+    let graph = app.graph.clone();
     let user = "4915000000101";
     post(&app, &text_delivery(PNID, user, "wamid.p1", "one")).await;
     wait_for_replies(&graph, 1, WAIT).await;
@@ -96,13 +91,8 @@ async fn a_corrupt_conversation_dead_letters_its_message_and_the_user_is_answere
 
 #[tokio::test]
 async fn revokes_edits_echoes_and_standby_copies_are_recorded_never_answered() {
-    let graph = Arc::new(MockServer::start().await);
-    mount_graph_ok(&graph).await;
-    let app = spawn(AppOptions {
-        graph: Some(graph.clone()),
-        ..AppOptions::default()
-    })
-    .await;
+    let app = spawn(AppOptions::default()).await;
+    let graph = app.graph.clone();
     let user = "4915000000201";
     post(
         &app,
@@ -207,13 +197,7 @@ async fn replica(
         partitions,
         ..AppOptions::default()
     };
-    spawn(AppOptions {
-        redis_url: Some(redis.url().to_string()),
-        graph: Some(graph.clone()),
-        prefix: Some(prefix.to_string()),
-        ..options
-    })
-    .await
+    spawn(options.replica_of(&redis.url(), graph, prefix)).await
 }
 
 async fn wait_until_sent(graph: &MockServer, needle: &str) {
@@ -334,17 +318,12 @@ async fn a_split_reply_that_fails_midway_continues_where_it_stopped() {
 
 #[tokio::test]
 async fn commands_count_against_the_rate_limit() {
-    let graph = Arc::new(MockServer::start().await);
-    mount_graph_ok(&graph).await;
-    let options = AppOptions {
-        extra_env: env(&[("WABOT_RATE_LIMIT__MESSAGES", "3"), ("RESPONDER", "rules")]),
-        ..AppOptions::default()
-    };
-    let app = spawn(AppOptions {
-        graph: Some(graph.clone()),
-        ..options
-    })
+    let app = spawn(AppOptions::with_env(&[
+        ("WABOT_RATE_LIMIT__MESSAGES", "3"),
+        ("RESPONDER", "rules"),
+    ]))
     .await;
+    let graph = app.graph.clone();
     let user = "4915000000401";
     for i in 0..6 {
         let command = if i % 2 == 0 { "/help" } else { "/reset" };
@@ -393,20 +372,8 @@ async fn two_replicas_share_one_number_throughput() {
         ..AppOptions::default()
     };
     let prefix = "paced";
-    let a = spawn(AppOptions {
-        redis_url: Some(redis.url().to_string()),
-        graph: Some(graph.clone()),
-        prefix: Some(prefix.to_string()),
-        ..options.clone()
-    })
-    .await;
-    let _b = spawn(AppOptions {
-        redis_url: Some(redis.url().to_string()),
-        graph: Some(graph.clone()),
-        prefix: Some(prefix.to_string()),
-        ..options
-    })
-    .await;
+    let a = spawn(options.clone().replica_of(&redis.url(), &graph, prefix)).await;
+    let _b = spawn(options.replica_of(&redis.url(), &graph, prefix)).await;
     eventually(WAIT, || async {
         let leases: usize = (0..8)
             .filter(|p| {
@@ -446,20 +413,12 @@ async fn two_replicas_share_one_number_throughput() {
 
 #[tokio::test]
 async fn a_burst_from_one_user_is_answered_at_once_within_the_pair_limit() {
-    let graph = Arc::new(MockServer::start().await);
-    mount_graph_ok(&graph).await;
-    let options = AppOptions {
-        extra_env: env(&[
-            ("WABOT_WHATSAPP__RECIPIENT_INTERVAL_MS", "6000"),
-            ("WABOT_WHATSAPP__RECIPIENT_BURST", "45"),
-        ]),
-        ..AppOptions::default()
-    };
-    let app = spawn(AppOptions {
-        graph: Some(graph.clone()),
-        ..options
-    })
+    let app = spawn(AppOptions::with_env(&[
+        ("WABOT_WHATSAPP__RECIPIENT_INTERVAL_MS", "6000"),
+        ("WABOT_WHATSAPP__RECIPIENT_BURST", "45"),
+    ]))
     .await;
+    let graph = app.graph.clone();
     let user = "4915000000601";
     for i in 0..10 {
         post(
@@ -476,15 +435,9 @@ async fn a_burst_from_one_user_is_answered_at_once_within_the_pair_limit() {
 
 #[tokio::test]
 async fn statuses_are_queued_once_per_message_and_value() {
-    let graph = Arc::new(MockServer::start().await);
-    mount_graph_ok(&graph).await;
-    let options = AppOptions {
+    let app = spawn(AppOptions {
         workers: false,
         ..AppOptions::default()
-    };
-    let app = spawn(AppOptions {
-        graph: Some(graph.clone()),
-        ..options
     })
     .await;
     let statuses = fixture("status_updates.json");
@@ -514,20 +467,12 @@ async fn statuses_are_queued_once_per_message_and_value() {
 
 #[tokio::test]
 async fn a_huge_text_is_bounded_in_the_history_and_in_the_reply() {
-    let graph = Arc::new(MockServer::start().await);
-    mount_graph_ok(&graph).await;
-    let options = AppOptions {
-        extra_env: env(&[
-            ("WABOT_CONVERSATION__MAX_TURN_CHARS", "10000"),
-            ("WABOT_CONVERSATION__MAX_REPLY_PARTS", "3"),
-        ]),
-        ..AppOptions::default()
-    };
-    let app = spawn(AppOptions {
-        graph: Some(graph.clone()),
-        ..options
-    })
+    let app = spawn(AppOptions::with_env(&[
+        ("WABOT_CONVERSATION__MAX_TURN_CHARS", "10000"),
+        ("WABOT_CONVERSATION__MAX_REPLY_PARTS", "3"),
+    ]))
     .await;
+    let graph = app.graph.clone();
     let user = "4915000000701";
     let huge = "palabra ".repeat(50_000);
     post(
@@ -555,13 +500,7 @@ async fn a_draining_replica_starts_nothing_new_and_the_next_one_answers_the_rest
         extra_env: env(&[("WABOT_WORKER__CONCURRENCY", "1")]),
         ..AppOptions::default()
     };
-    let app = spawn(AppOptions {
-        redis_url: Some(redis.url().to_string()),
-        graph: Some(graph.clone()),
-        prefix: Some("drain".to_string()),
-        ..options.clone()
-    })
-    .await;
+    let app = spawn(options.clone().replica_of(&redis.url(), &graph, "drain")).await;
     post(
         &app,
         &text_delivery(PNID, "4915000000401", "wamid.dr1", "first"),
@@ -605,13 +544,7 @@ async fn a_draining_replica_starts_nothing_new_and_the_next_one_answers_the_rest
         ["echo: first"],
         "nothing new started while draining"
     );
-    let next = spawn(AppOptions {
-        redis_url: Some(redis.url().to_string()),
-        graph: Some(graph.clone()),
-        prefix: Some("drain".to_string()),
-        ..options
-    })
-    .await;
+    let next = spawn(options.replica_of(&redis.url(), &graph, "drain")).await;
     wait_until_drained(&next.queue().await, WAIT).await;
     let mut texts: Vec<String> = replies(&graph).await.into_iter().map(|r| r.text).collect();
     texts.sort();

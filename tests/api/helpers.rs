@@ -369,6 +369,34 @@ impl Default for AppOptions {
     }
 }
 
+impl AppOptions {
+    /// The defaults with these extra environment variables.
+    pub fn with_env(pairs: &[(&str, &str)]) -> AppOptions {
+        AppOptions {
+            extra_env: env_vars(pairs),
+            ..AppOptions::default()
+        }
+    }
+
+    /// One replica of a deployment: replicas share the Redis, the Graph API and the key prefix.
+    pub fn replica_of(self, redis_url: &str, graph: &Arc<MockServer>, prefix: &str) -> AppOptions {
+        AppOptions {
+            redis_url: Some(redis_url.to_string()),
+            graph: Some(graph.clone()),
+            prefix: Some(prefix.to_string()),
+            ..self
+        }
+    }
+}
+
+/// A fake Graph API of the test's own that answers every send; a test's own answers on it need
+/// `with_priority` to win.
+pub async fn graph_ok() -> Arc<MockServer> {
+    let graph = Arc::new(MockServer::start().await);
+    mount_graph_ok(&graph).await;
+    graph
+}
+
 /// A Redis URL where nothing listens.
 pub fn unreachable_redis() -> String {
     format!("redis://127.0.0.1:{}/0", free_port())
@@ -379,11 +407,7 @@ pub async fn spawn(options: AppOptions) -> TestApp {
     init_tracing();
     let graph = match options.graph.clone() {
         Some(graph) => graph,
-        None => {
-            let graph = Arc::new(MockServer::start().await);
-            mount_graph_ok(&graph).await;
-            graph
-        }
+        None => graph_ok().await,
     };
     let (own, redis_url) = match &options.redis_url {
         Some(url) => (None, url.clone()),

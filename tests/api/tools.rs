@@ -12,7 +12,7 @@ use wiremock::matchers::{body_string_contains, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::{
-    conversation, eventually, graph_bodies, mount_graph_ok, replies, spawn, text_delivery,
+    conversation, eventually, graph_bodies, graph_ok, replies, spawn, text_delivery,
     wait_for_replies, wait_until_drained, AppOptions, TestApp, APP_SECRET,
 };
 
@@ -43,8 +43,7 @@ async fn app(llm: &MockServer, graph: Arc<MockServer>, toml: String) -> TestApp 
 }
 
 async fn graph() -> Arc<MockServer> {
-    let graph = Arc::new(MockServer::start().await);
-    mount_graph_ok(&graph).await;
+    let graph = graph_ok().await;
     graph
 }
 

@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -15,7 +14,7 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::{
-    eventually, free_port, mount_graph_ok, spawn, text_delivery, wait_for_replies, AppOptions,
+    eventually, free_port, graph_ok, spawn, text_delivery, wait_for_replies, AppOptions,
     RedisServer, APP_SECRET, VERIFY_TOKEN,
 };
 
@@ -185,8 +184,7 @@ async fn post(address: &str, body: Vec<u8>) {
 #[tokio::test]
 async fn one_trace_from_the_webhook_post_to_the_graph_api_send() {
     let redis = RedisServer::start();
-    let graph = Arc::new(MockServer::start().await);
-    mount_graph_ok(&graph).await;
+    let graph = graph_ok().await;
     let collector = collector().await;
     let served = serve(&redis, &graph, &otel_env(&collector)).await;
     let wamid = format!("wamid.trace.{}", uuid::Uuid::new_v4().simple());
@@ -406,8 +404,7 @@ fn hex(bytes: &[u8]) -> String {
 #[tokio::test]
 async fn json_logs_stay_json_and_carry_the_trace_id_while_tracing_is_on() {
     let redis = RedisServer::start();
-    let graph = Arc::new(MockServer::start().await);
-    mount_graph_ok(&graph).await;
+    let graph = graph_ok().await;
     let collector = collector().await;
     let log = std::env::temp_dir().join(format!("wabot-trace-log-{}.jsonl", uuid::Uuid::new_v4()));
     let mut env = otel_env(&collector);
