@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use fred::prelude::{Client, ClientLike, ClusterInterface, HashesInterface, KeysInterface};
 use fred::prelude::{ListInterface, SortedSetsInterface, Value};
 use fred::types::scripts::Script;
-use fred::types::{ClusterHash, CustomCommand};
+use fred::types::{ClusterHash, CustomCommand, FromValue};
 use serde::{Deserialize, Serialize};
 use sha1::{Digest, Sha1};
 
@@ -418,6 +418,19 @@ impl ConversationStore {
         keys
     }
 
+    /// Runs one of the conversation scripts over the keys of `user`'s conversation.
+    async fn run<R: FromValue>(
+        &self,
+        script: &Script,
+        pnid: &PhoneNumberId,
+        user: &UserId,
+        args: Vec<String>,
+    ) -> Result<R> {
+        Ok(script
+            .evalsha_with_reload(&self.client, self.script_keys(pnid, user), args)
+            .await?)
+    }
+
     /// Deduplicates, rate-limits and records an inbound message in one script call.
     /// `want_history`: return the kept turns (a responder that reads them).
     pub async fn admit(
@@ -463,10 +476,10 @@ impl ConversationStore {
             String::new()
         };
         let reply: Vec<Value> = self
-            .begin
-            .evalsha_with_reload(
-                &self.client,
-                self.script_keys(&message.phone_number_id, &message.user),
+            .run(
+                &self.begin,
+                &message.phone_number_id,
+                &message.user,
                 vec![
                     message.id.as_str().to_string(),
                     serde_json::to_string(turn)?,
@@ -540,12 +553,7 @@ impl ConversationStore {
             args.push(serde_json::to_string(turn)?);
         }
         let recorded: i64 = self
-            .record
-            .evalsha_with_reload(
-                &self.client,
-                self.script_keys(subject.pnid, subject.user),
-                args,
-            )
+            .run(&self.record, subject.pnid, subject.user, args)
             .await?;
         Ok(recorded == 1)
     }
@@ -557,10 +565,10 @@ impl ConversationStore {
             OutboundSource::Notification => "notification",
         };
         let reply: Vec<Value> = self
-            .outbound
-            .evalsha_with_reload(
-                &self.client,
-                self.script_keys(&out.phone_number_id, &out.to),
+            .run(
+                &self.outbound,
+                &out.phone_number_id,
+                &out.to,
                 vec![
                     out.id.clone(),
                     source.to_string(),
@@ -606,10 +614,10 @@ impl ConversationStore {
             None => String::new(),
         };
         let reply: Vec<Value> = self
-            .status
-            .evalsha_with_reload(
-                &self.client,
-                self.script_keys(pnid, user),
+            .run(
+                &self.status,
+                pnid,
+                user,
                 vec![sent_wamid.to_string(), status.to_string(), error],
             )
             .await?;
@@ -635,10 +643,10 @@ impl ConversationStore {
         event: Option<&serde_json::Value>,
     ) -> Result<()> {
         let _: i64 = self
-            .handoff
-            .evalsha_with_reload(
-                &self.client,
-                self.script_keys(pnid, user),
+            .run(
+                &self.handoff,
+                pnid,
+                user,
                 vec![
                     "take".to_string(),
                     until_ms.to_string(),
@@ -654,10 +662,10 @@ impl ConversationStore {
     /// Gives the conversation back to the bot. Returns whether it exists.
     pub async fn give_back(&self, pnid: &PhoneNumberId, user: &UserId) -> Result<bool> {
         let done: i64 = self
-            .handoff
-            .evalsha_with_reload(
-                &self.client,
-                self.script_keys(pnid, user),
+            .run(
+                &self.handoff,
+                pnid,
+                user,
                 vec![
                     "resume".to_string(),
                     String::new(),
@@ -673,10 +681,10 @@ impl ConversationStore {
     /// Applies a conversation-routing handover; `false` when a newer one was applied before.
     pub async fn set_routing(&self, handover: &Handover) -> Result<bool> {
         let applied: i64 = self
-            .routing
-            .evalsha_with_reload(
-                &self.client,
-                self.script_keys(&handover.phone_number_id, &handover.user),
+            .run(
+                &self.routing,
+                &handover.phone_number_id,
+                &handover.user,
                 vec![
                     if handover.owned { "1" } else { "0" }.to_string(),
                     handover.timestamp.to_string(),
@@ -720,10 +728,10 @@ impl ConversationStore {
             return Ok(());
         };
         let _: i64 = self
-            .mark_answered
-            .evalsha_with_reload(
-                &self.client,
-                self.script_keys(&first.phone_number_id, &first.user),
+            .run(
+                &self.mark_answered,
+                &first.phone_number_id,
+                &first.user,
                 messages
                     .iter()
                     .map(|m| m.id.as_str().to_string())
