@@ -491,6 +491,15 @@ pub async fn conversation(
         .expect("conversation exists")
 }
 
+/// Who has the conversation now (the bot, a person, another app).
+pub async fn owner(
+    store: &wabot::store::conversation::ConversationStore,
+    pnid: &wabot::domain::PhoneNumberId,
+    user: &wabot::domain::UserId,
+) -> wabot::store::conversation::Owner {
+    conversation(store, pnid, user).await.handoff.owner
+}
+
 /// The JSON bodies the fake Graph API received, in arrival order.
 pub async fn graph_bodies(graph: &MockServer) -> Vec<serde_json::Value> {
     graph
@@ -500,6 +509,16 @@ pub async fn graph_bodies(graph: &MockServer) -> Vec<serde_json::Value> {
         .iter()
         .filter_map(|r| serde_json::from_slice(&r.body).ok())
         .collect()
+}
+
+/// Waits until the fake Graph API has received a request (a send started); `false` on timeout.
+pub async fn graph_called(graph: &MockServer, timeout: Duration) -> bool {
+    eventually(timeout, || async {
+        let requests = graph.received_requests().await.unwrap_or_default();
+        (!requests.is_empty()).then_some(())
+    })
+    .await
+    .is_some()
 }
 
 /// Waits until the dead-letter streams hold at least one message.
@@ -687,4 +706,39 @@ pub fn env_vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
+}
+
+/// A `wabot serve` child process, killed when dropped.
+pub struct Served {
+    child: Child,
+    pub address: String,
+}
+
+impl Served {
+    /// The process listening on `port`, once `GET /health` answers.
+    pub async fn when_healthy(child: Child, port: u16) -> Served {
+        let served = Served {
+            child,
+            address: format!("http://127.0.0.1:{port}"),
+        };
+        let http = reqwest::Client::new();
+        let up = eventually(Duration::from_secs(30), || async {
+            let response = http
+                .get(format!("{}/health", served.address))
+                .send()
+                .await
+                .ok()?;
+            response.status().is_success().then_some(())
+        })
+        .await;
+        assert!(up.is_some(), "wabot serve did not come up");
+        served
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

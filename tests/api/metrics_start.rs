@@ -2,25 +2,9 @@
 //! values from outside cannot create series. The recorder is process-global, so this runs the
 //! `wabot` binary (a process of its own) rather than an app inside the test binary.
 
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::{Command, Stdio};
 
-use crate::helpers::{eventually, free_port, RedisServer, APP_SECRET, VERIFY_TOKEN};
-
-const WAIT: Duration = Duration::from_secs(30);
-
-/// A `wabot serve` child process, killed when dropped.
-struct Served {
-    child: Child,
-    address: String,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use crate::helpers::{free_port, RedisServer, Served, APP_SECRET, VERIFY_TOKEN};
 
 async fn serve(redis: &RedisServer) -> Served {
     let port = free_port();
@@ -42,22 +26,7 @@ async fn serve(redis: &RedisServer) -> Served {
         .stderr(Stdio::null())
         .spawn()
         .expect("wabot starts");
-    let served = Served {
-        child,
-        address: format!("http://127.0.0.1:{port}"),
-    };
-    let http = reqwest::Client::new();
-    let up = eventually(WAIT, || async {
-        let response = http
-            .get(format!("{}/health", served.address))
-            .send()
-            .await
-            .ok()?;
-        response.status().is_success().then_some(())
-    })
-    .await;
-    assert!(up.is_some(), "wabot serve did not come up");
-    served
+    Served::when_healthy(child, port).await
 }
 
 async fn metrics(address: &str) -> String {

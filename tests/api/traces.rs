@@ -3,7 +3,7 @@
 //! message — webhook, stored entry, worker, engine, responder, Graph API send — form one trace.
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -15,25 +15,12 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::{
     eventually, free_port, graph_ok, spawn, text_delivery, wait_for_replies, AppOptions,
-    RedisServer, APP_SECRET, VERIFY_TOKEN,
+    RedisServer, Served, APP_SECRET, VERIFY_TOKEN,
 };
 
 const WAIT: Duration = Duration::from_secs(30);
 const PNID: &str = "106540352242922";
 const USER: &str = "4915123456789";
-
-/// A `wabot serve` child process, killed when dropped.
-struct Served {
-    child: Child,
-    address: String,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 async fn serve(redis: &RedisServer, graph: &MockServer, extra: &[(&str, String)]) -> Served {
     serve_logging(redis, graph, extra, None).await
@@ -78,22 +65,7 @@ async fn serve_logging(
         .stderr(Stdio::null())
         .spawn()
         .expect("wabot starts");
-    let served = Served {
-        child,
-        address: format!("http://127.0.0.1:{port}"),
-    };
-    let http = reqwest::Client::new();
-    let up = eventually(WAIT, || async {
-        let response = http
-            .get(format!("{}/health", served.address))
-            .send()
-            .await
-            .ok()?;
-        response.status().is_success().then_some(())
-    })
-    .await;
-    assert!(up.is_some(), "wabot serve did not come up");
-    served
+    Served::when_healthy(child, port).await
 }
 
 /// An OTLP/HTTP receiver: accepts every export with an empty (valid) protobuf answer.
