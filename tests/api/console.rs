@@ -11,8 +11,8 @@ use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::{
-    conversation, conversation_ids, eventually, graph_bodies, graph_ok, mount_graph_ok, spawn,
-    text_delivery, wait_for_replies, AppOptions, TestApp, APP_SECRET,
+    conversation, conversation_ids, eventually, graph_bodies, graph_ok, mount_graph_ok, owner,
+    spawn, text_delivery, wait_for_replies, AppOptions, TestApp, APP_SECRET,
 };
 
 pub const PNID: &str = "113948572261094";
@@ -377,10 +377,7 @@ async fn posts_without_the_sessions_csrf_token_are_refused() {
 
     let store = app.conversations().await;
     let (pnid, uid) = conversation_ids(PNID, user);
-    assert_eq!(
-        conversation(&store, &pnid, &uid).await.handoff.owner,
-        Owner::Bot
-    );
+    assert_eq!(owner(&store, &pnid, &uid).await, Owner::Bot);
     assert!(!graph_bodies(&app.graph)
         .await
         .iter()
@@ -389,10 +386,7 @@ async fn posts_without_the_sessions_csrf_token_are_refused() {
     // The same form with its token works.
     let response = client.post(&path, &[("csrf", &csrf)]).await;
     assert_eq!(response.status(), 303);
-    assert_eq!(
-        conversation(&store, &pnid, &uid).await.handoff.owner,
-        Owner::Human
-    );
+    assert_eq!(owner(&store, &pnid, &uid).await, Owner::Human);
 }
 
 #[tokio::test]
@@ -576,10 +570,7 @@ async fn an_operator_takes_over_replies_and_gives_back() {
         .post(&format!("{page}/give-back"), &[("csrf", &csrf)])
         .await;
     assert_eq!(response.status(), 303);
-    assert_eq!(
-        conversation(&store, &pnid, &uid).await.handoff.owner,
-        Owner::Bot
-    );
+    assert_eq!(owner(&store, &pnid, &uid).await, Owner::Bot);
     assert_eq!(replies_total(&app).await, 2, "nothing more was sent");
 
     // Unknown conversations are 404 pages.

@@ -11,7 +11,7 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use wabot::store::conversation::{Owner, Role};
 
 use super::console::{console_app, post, status, user_text, PNID, TOKEN, WAIT};
-use crate::helpers::{conversation_ids, eventually, free_port, graph_ok, wait_for_replies};
+use crate::helpers::{conversation_ids, eventually, free_port, graph_ok, owner, wait_for_replies};
 
 /// A `chromedriver` on a free port, killed when dropped.
 struct ChromeDriver {
@@ -200,13 +200,7 @@ async fn an_operator_uses_the_console_in_a_real_browser() {
     element(&browser, "#give-back").await;
     let store = app.conversations().await;
     let (pnid, uid) = conversation_ids(PNID, user);
-    assert_eq!(
-        crate::helpers::conversation(&store, &pnid, &uid)
-            .await
-            .handoff
-            .owner,
-        Owner::Human
-    );
+    assert_eq!(owner(&store, &pnid, &uid).await, Owner::Human);
 
     // The list now shows the conversation as waiting for a person, first.
     click(&browser, "nav a[href=\"/console/conversations\"]").await;
@@ -294,13 +288,7 @@ async fn an_operator_uses_the_console_in_a_real_browser() {
         .await
         .expect("fetch runs");
     assert_eq!(status, serde_json::json!(403));
-    assert_eq!(
-        crate::helpers::conversation(&store, &pnid, &uid)
-            .await
-            .handoff
-            .owner,
-        Owner::Human
-    );
+    assert_eq!(owner(&store, &pnid, &uid).await, Owner::Human);
 
     // Give back to the bot.
     click(&browser, "#give-back").await;

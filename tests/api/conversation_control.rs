@@ -5,13 +5,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use wabot::store::conversation::{Owner, Role};
+use wabot::domain::{PhoneNumberId, UserId};
+use wabot::store::conversation::{ConversationStore, Owner, Role};
 use wiremock::matchers::{body_string_contains, method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 use crate::helpers::{
-    conversation, conversation_ids, eventually, graph_bodies, graph_ok, mount_graph_ok, replies,
-    spawn, wait_for_replies, wait_until_drained, AppOptions, TestApp, APP_SECRET,
+    conversation, conversation_ids, eventually, graph_bodies, graph_ok, mount_graph_ok, owner,
+    replies, spawn, wait_for_replies, wait_until_drained, AppOptions, TestApp, APP_SECRET,
 };
 
 const PNID: &str = "113948572261094";
@@ -187,6 +188,20 @@ async fn first_exchange(app: &TestApp, user: &str, wamid: &str, text: &str) {
     post(app, &user_text(user, wamid, text)).await;
     wait_for_replies(&app.graph, before + 1, WAIT).await;
     wait_until_drained(&app.queue().await, WAIT).await;
+}
+
+/// The wamid Meta gave the first message we sent in the conversation.
+async fn first_sent_wamid(
+    store: &ConversationStore,
+    pnid: &PhoneNumberId,
+    user: &UserId,
+) -> String {
+    conversation(store, pnid, user)
+        .await
+        .turns
+        .iter()
+        .find_map(|t| t.sent_wamid.clone())
+        .expect("our reply")
 }
 
 async fn receiver_ok() -> MockServer {
@@ -679,18 +694,10 @@ async fn the_owner_answering_from_the_phone_stops_a_reply_in_preparation_but_our
     post(&app, &user_text(user, "wamid.c1", "first")).await;
     wait_for_replies(&graph, 1, WAIT).await;
     wait_until_drained(&app.queue().await, WAIT).await;
-    let ours = conversation(&store, &pnid, &uid)
-        .await
-        .turns
-        .iter()
-        .find_map(|t| t.sent_wamid.clone())
-        .expect("our reply");
+    let ours = first_sent_wamid(&store, &pnid, &uid).await;
     post(&app, &echo(user, &ours, "bot answer")).await;
     wait_until_drained(&app.queue().await, WAIT).await;
-    assert_eq!(
-        conversation(&store, &pnid, &uid).await.handoff.owner,
-        Owner::Bot
-    );
+    assert_eq!(owner(&store, &pnid, &uid).await, Owner::Bot);
 
     // The owner types on the phone while the model is still thinking.
     let other = "4915000000702";
@@ -760,31 +767,23 @@ async fn the_cli_hands_over_sends_and_resumes_like_the_admin_api() {
         "--by",
         "cli",
     ]);
-    assert_eq!(
-        conversation(&store, &pnid, &uid).await.handoff.owner,
-        Owner::Human
-    );
-    let queued = run(&[
-        "conversations",
-        "send",
-        PNID,
-        user,
-        "--text",
-        "from the cli",
-        "--idempotency-key",
-        "k1",
-    ]);
+    assert_eq!(owner(&store, &pnid, &uid).await, Owner::Human);
+    // Sent twice with one idempotency key: queued once.
+    let send = || {
+        run(&[
+            "conversations",
+            "send",
+            PNID,
+            user,
+            "--text",
+            "from the cli",
+            "--idempotency-key",
+            "k1",
+        ])
+    };
+    let queued = send();
     assert!(queued.contains("queued"), "{queued}");
-    let again = run(&[
-        "conversations",
-        "send",
-        PNID,
-        user,
-        "--text",
-        "from the cli",
-        "--idempotency-key",
-        "k1",
-    ]);
+    let again = send();
     assert!(again.contains("duplicate"), "{again}");
     let got = wait_for_replies(&graph, 2, WAIT).await;
     assert_eq!(got[1].text, "from the cli");
@@ -808,10 +807,7 @@ async fn the_cli_hands_over_sends_and_resumes_like_the_admin_api() {
         "order_shipped"
     );
     run(&["conversations", "resume", PNID, user]);
-    assert_eq!(
-        conversation(&store, &pnid, &uid).await.handoff.owner,
-        Owner::Bot
-    );
+    assert_eq!(owner(&store, &pnid, &uid).await, Owner::Bot);
     wait_until_drained(&app.queue().await, WAIT).await;
     assert_eq!(
         graph_bodies(&graph).await.len(),
@@ -852,10 +848,7 @@ async fn conversation_routing_decides_whether_the_bot_answers() {
     post(&app, &user_text(user, "wamid.rt2", "hello again")).await;
     let got = wait_for_replies(&graph, 1, WAIT).await;
     assert_eq!(got[0].text, "echo: hello again");
-    assert_eq!(
-        conversation(&store, &pnid, &uid).await.handoff.owner,
-        Owner::Bot
-    );
+    assert_eq!(owner(&store, &pnid, &uid).await, Owner::Bot);
     app.stop().await;
 }
 
@@ -998,12 +991,7 @@ async fn a_failed_status_with_131047_sends_the_template_once() {
     let (pnid, uid) = conversation_ids(PNID, user);
     let store = app.conversations().await;
     first_exchange(&app, user, "wamid.a1", "olá").await;
-    let ours = conversation(&store, &pnid, &uid)
-        .await
-        .turns
-        .iter()
-        .find_map(|t| t.sent_wamid.clone())
-        .expect("our reply");
+    let ours = first_sent_wamid(&store, &pnid, &uid).await;
     let failed = status(
         user,
         &ours,

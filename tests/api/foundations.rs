@@ -11,7 +11,7 @@ use wiremock::matchers::{body_string_contains, method};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 use crate::helpers::{
-    conversation, eventually, fixture, mount_graph_ok, replies, spawn, text_delivery,
+    conversation, eventually, fixture, graph_called, mount_graph_ok, replies, spawn, text_delivery,
     wait_for_dead_letters, wait_for_replies, wait_until_drained, AppOptions, RedisServer, TestApp,
     APP_SECRET,
 };
@@ -268,19 +268,29 @@ async fn a_failed_heartbeat_does_not_stop_lease_renewals() {
     answered_once(&a, &graph, &user, "slow two").await;
 }
 
-#[tokio::test]
-async fn a_split_reply_that_fails_midway_continues_where_it_stopped() {
-    let graph = Arc::new(MockServer::start().await);
+/// A Graph API that answers the first send whose body contains `needle` (any send, when empty)
+/// with `failure`, and every other send with success.
+async fn graph_failing_once(needle: &str, failure: ResponseTemplate) -> Arc<MockServer> {
+    let graph = crate::helpers::graph_ok().await;
     Mock::given(method("POST"))
-        .and(body_string_contains("bravo"))
-        .respond_with(ResponseTemplate::new(500).set_body_json(serde_json::json!({
-            "error": {"message": "(#131000) Something went wrong", "code": 131000, "fbtrace_id": "X"}
-        })))
+        .and(body_string_contains(needle))
+        .respond_with(failure)
         .up_to_n_times(1)
         .with_priority(1)
         .mount(&graph)
         .await;
-    mount_graph_ok(&graph).await;
+    graph
+}
+
+#[tokio::test]
+async fn a_split_reply_that_fails_midway_continues_where_it_stopped() {
+    let graph = graph_failing_once(
+        "bravo",
+        ResponseTemplate::new(500).set_body_json(serde_json::json!({
+            "error": {"message": "(#131000) Something went wrong", "code": 131000, "fbtrace_id": "X"}
+        })),
+    )
+    .await;
     let app = spawn(AppOptions {
         graph: Some(graph.clone()),
         ..AppOptions::default()
@@ -506,16 +516,10 @@ async fn a_draining_replica_starts_nothing_new_and_the_next_one_answers_the_rest
         &text_delivery(PNID, "4915000000401", "wamid.dr1", "first"),
     )
     .await;
-    eventually(WAIT, || async {
-        (!graph
-            .received_requests()
-            .await
-            .unwrap_or_default()
-            .is_empty())
-        .then_some(())
-    })
-    .await
-    .expect("the first reply is in flight");
+    assert!(
+        graph_called(&graph, WAIT).await,
+        "the first reply is in flight"
+    );
     post(
         &app,
         &text_delivery(PNID, "4915000000402", "wamid.dr2", "second"),
@@ -558,14 +562,7 @@ async fn a_draining_replica_starts_nothing_new_and_the_next_one_answers_the_rest
 
 #[tokio::test]
 async fn a_merged_burst_that_fails_once_is_answered_once_on_retry() {
-    let graph = Arc::new(MockServer::start().await);
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(500))
-        .up_to_n_times(1)
-        .with_priority(1)
-        .mount(&graph)
-        .await;
-    mount_graph_ok(&graph).await;
+    let graph = graph_failing_once("", ResponseTemplate::new(500)).await;
     let app = spawn(AppOptions {
         graph: Some(graph.clone()),
         extra_env: env(&[("WABOT_CONVERSATION__MERGE_WINDOW_MS", "800")]),

@@ -8,9 +8,9 @@ use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::{
-    assert_replies_in_order, eventually, graph_bodies, graph_ok, mount_graph_ok, replies, spawn,
-    text_delivery, wait_for_dead_letters, wait_for_replies, wait_until_drained, AppOptions,
-    RedisServer, APP_SECRET,
+    assert_replies_in_order, eventually, graph_bodies, graph_called, graph_ok, mount_graph_ok,
+    replies, spawn, text_delivery, wait_for_dead_letters, wait_for_replies, wait_until_drained,
+    AppOptions, RedisServer, APP_SECRET,
 };
 
 const PNID: &str = "113948572261094";
@@ -245,16 +245,7 @@ async fn pending_entries_of_a_killed_replica_are_replayed_in_order() {
         assert_eq!(a.post_signed(&body, APP_SECRET).await.status(), 200);
     }
     // Wait until A has tried at least once (the entries are pending in its partition).
-    eventually(WAIT, || async {
-        (!graph
-            .received_requests()
-            .await
-            .unwrap_or_default()
-            .is_empty())
-        .then_some(())
-    })
-    .await
-    .expect("A tried to send");
+    assert!(graph_called(&graph, WAIT).await, "A tried to send");
     a.kill();
     graph.reset().await;
     mount_graph_ok(&graph).await;

@@ -22,22 +22,15 @@ const TOOL_SECRET: &str = "tool-signing-secret";
 
 async fn app(llm: &MockServer, graph: Arc<MockServer>, toml: String) -> TestApp {
     let base = format!("{}/v1", llm.uri());
-    let options = AppOptions {
-        extra_env: [
+    spawn(AppOptions {
+        graph: Some(graph),
+        config_toml: Some(toml),
+        ..AppOptions::with_env(&[
             ("RESPONDER", "openai"),
             ("OPENAI_MODEL", "test-model"),
             ("OPENAI_BASE_URL", base.as_str()),
             ("WABOT_RESPONDER__OPENAI__FALLBACK", "fallback text"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect(),
-        config_toml: Some(toml),
-        ..AppOptions::default()
-    };
-    spawn(AppOptions {
-        graph: Some(graph),
-        ..options
+        ])
     })
     .await
 }
