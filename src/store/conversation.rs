@@ -512,7 +512,7 @@ impl ConversationStore {
     /// Notes that `parts_sent` outbound messages of the reply to `inbound` went out, so that a
     /// retry continues after them instead of sending them again.
     pub async fn record_progress(&self, inbound: &InboundMessage, parts_sent: u32) -> Result<()> {
-        self.run_record(&Subject::of(inbound), parts_sent, false, &[])
+        self.record_sent(&Subject::of(inbound), parts_sent, false, &[])
             .await?;
         Ok(())
     }
@@ -520,22 +520,13 @@ impl ConversationStore {
     /// Records the reply to `inbound` (its turns, possibly none) and marks it answered.
     /// Idempotent: returns `false` when a reply was already recorded.
     pub async fn record_reply(&self, inbound: &InboundMessage, turns: &[Turn]) -> Result<bool> {
-        self.run_record(&Subject::of(inbound), 0, true, turns).await
+        self.record_sent(&Subject::of(inbound), 0, true, turns)
+            .await
     }
 
     /// [`record_progress`](Self::record_progress) and [`record_reply`](Self::record_reply) for
     /// what was sent for `subject` (an outbound message, a re-engagement).
     pub async fn record_sent(
-        &self,
-        subject: &Subject<'_>,
-        parts_sent: u32,
-        last: bool,
-        turns: &[Turn],
-    ) -> Result<bool> {
-        self.run_record(subject, parts_sent, last, turns).await
-    }
-
-    async fn run_record(
         &self,
         subject: &Subject<'_>,
         parts_sent: u32,
@@ -1088,20 +1079,28 @@ mod tests {
         assert_eq!(parse_conversation_key("{wabot:3}:hist:1139:4915"), None);
     }
 
-    #[test]
-    fn turn_json_is_compact() {
-        let turn = Turn {
+    /// A plain text turn of the user, as the scripts store it.
+    fn user_turn(text: &str, at: i64) -> Turn {
+        Turn {
             role: Role::User,
-            text: "hi".into(),
-            marker: Some("0123456789abcdef".into()),
+            text: text.into(),
+            marker: None,
             sent_wamid: None,
-            at: 5,
+            at,
             kind: "text".into(),
             rate_limited: false,
             edited: false,
             delivery: None,
             failure: None,
             reengaged: false,
+        }
+    }
+
+    #[test]
+    fn turn_json_is_compact() {
+        let turn = Turn {
+            marker: Some("0123456789abcdef".into()),
+            ..user_turn("hi", 5)
         };
         assert_eq!(
             serde_json::to_string(&turn).expect("json"),
@@ -1132,19 +1131,7 @@ mod tests {
             parse_admission(reply).expect("parses"),
             Admission::Resume {
                 parts_sent: 3,
-                history: vec![Turn {
-                    role: Role::User,
-                    text: "hi".into(),
-                    marker: None,
-                    sent_wamid: None,
-                    at: 1,
-                    kind: "text".into(),
-                    rate_limited: false,
-                    edited: false,
-                    delivery: None,
-                    failure: None,
-                    reengaged: false,
-                }]
+                history: vec![user_turn("hi", 1)]
             }
         );
         let corrupt = vec![
