@@ -715,6 +715,35 @@ pub struct Served {
 }
 
 impl Served {
+    /// `wabot serve` on a free port with what every such test sets (no config directory, one
+    /// HTTP worker, the test secrets, this Redis and Graph API, logs off, output discarded);
+    /// `configure` adds or overrides the rest. Returned once healthy.
+    pub async fn start(
+        redis_url: &str,
+        graph_url: &str,
+        configure: impl FnOnce(&mut Command) -> &mut Command,
+    ) -> Served {
+        let port = free_port();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_wabot"));
+        command
+            .arg("serve")
+            .env_clear()
+            .env("APP_CONFIG_DIR", "/nonexistent-wabot-test-config")
+            .env("PORT", port.to_string())
+            .env("WABOT_SERVER__HOST", "127.0.0.1")
+            .env("WABOT_SERVER__HTTP_WORKERS", "1")
+            .env("WHATSAPP_APP_SECRET", APP_SECRET)
+            .env("WHATSAPP_VERIFY_TOKEN", VERIFY_TOKEN)
+            .env("WHATSAPP_ACCESS_TOKEN", "token")
+            .env("WHATSAPP_API_BASE_URL", graph_url)
+            .env("REDIS_URL", redis_url)
+            .env("RUST_LOG", "off")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = configure(&mut command).spawn().expect("wabot starts");
+        Served::when_healthy(child, port).await
+    }
+
     /// The process listening on `port`, once `GET /health` answers.
     pub async fn when_healthy(child: Child, port: u16) -> Served {
         let served = Served {
