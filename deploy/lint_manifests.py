@@ -15,11 +15,11 @@ Prints one line per finding and exits 1 when there is any.
 import re
 import sys
 import tomllib
-from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+from lint_findings import ROOT, check, report
+
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
 COMPOSE = DEPLOY / "docker-compose.yml"
@@ -27,26 +27,6 @@ APP_PORT = 8000
 # Variables the binary reads besides the flat ones listed in .env.example.
 EXTRA_ENV = {"APP_CONFIG_DIR", "APP_ENV", "RUST_LOG", "RUST_BACKTRACE", "PORT"}
 SECRET_NAMES = re.compile(r"(SECRET|TOKEN|PASSWORD|API_KEY)$")
-
-findings = []
-checks = 0
-
-
-def rel(path):
-    try:
-        return str(Path(path).relative_to(ROOT))
-    except ValueError:
-        return str(path)
-
-
-def check(condition, where, message):
-    """Counts one check; records a finding when `condition` is false."""
-    global checks
-    checks += 1
-    if not condition:
-        findings.append(f"{rel(where)}: {message}")
-    return bool(condition)
-
 
 class UniqueKeyLoader(yaml.SafeLoader):
     """SafeLoader that rejects duplicate mapping keys (PyYAML silently keeps the last one)."""
@@ -382,10 +362,7 @@ def main():
     lint_k8s(known_env)
     lint_compose(known_env)
     lint_dockerfile()
-    for f in findings:
-        print(f"  {f}")
-    print(f"manifest checks: {checks} checks, {len(findings)} findings")
-    return 1 if findings else 0
+    return report("manifest checks: ", indent="  ")
 
 
 if __name__ == "__main__":

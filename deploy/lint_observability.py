@@ -29,7 +29,8 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+from lint_findings import ROOT, check, report
+
 MONITORING = ROOT / "src" / "monitoring.rs"
 DASHBOARD = ROOT / "deploy" / "grafana" / "wabot.json"
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
@@ -61,25 +62,6 @@ ALERTS_MUST_HAVE = {
 SEVERITIES = {"critical", "warning", "info"}
 DATASOURCE_UID = "${datasource}"
 METRIC = re.compile(r"\bwabot_[a-z0-9_]+\b")
-
-findings = []
-checks = 0
-
-
-def rel(path):
-    try:
-        return str(Path(path).relative_to(ROOT))
-    except ValueError:
-        return str(path)
-
-
-def check(condition, where, message):
-    global checks
-    checks += 1
-    if not condition:
-        findings.append(f"{rel(where)}: {message}")
-    return bool(condition)
-
 
 def exported_series():
     """Every series name src/monitoring.rs can export."""
@@ -231,10 +213,7 @@ def main():
     exprs = lint_dashboard(known)
     promql_parses(exprs)
     lint_alerts(known)
-    for finding in findings:
-        print(finding)
-    print(f"{checks} checks, {len(findings)} findings")
-    return 1 if findings else 0
+    return report()
 
 
 if __name__ == "__main__":

@@ -107,22 +107,75 @@ pub fn install() -> Option<PrometheusHandle> {
         .clone()
 }
 
+/// The help text of every counter.
+const COUNTERS: &[(&str, &str)] = &[
+    (WEBHOOK_DELIVERIES, "POST /webhook answers, by HTTP status"),
+    (MESSAGES_ACCEPTED, "Inbound messages stored in the inbox"),
+    (
+        MESSAGES_DUPLICATE,
+        "Inbound messages dropped as duplicates (same wamid)",
+    ),
+    (
+        STATUSES,
+        "Status webhooks, by status (sent, delivered, read, failed...)",
+    ),
+    (
+        REPLIES,
+        "Messages sent to the Graph API, by outcome and Meta error code",
+    ),
+    (
+        RATE_LIMITED,
+        "Inbound messages dropped by the per-user rate limit",
+    ),
+    (DEAD_LETTERS, "Messages moved to the dead-letter stream"),
+    (REDIS_ERRORS, "Redis commands that failed, by operation"),
+    (
+        HANDOFFS,
+        "Conversations handed to a person, by reason (requested, operator, echo, routing)",
+    ),
+    (
+        EVENTS,
+        "Event deliveries to events.webhook_url, by outcome (delivered, retried)",
+    ),
+    (
+        DELIVERY_FAILURES,
+        "Our messages Meta reported as failed, by error code",
+    ),
+    (
+        OUTBOUND,
+        "Operator messages and notifications, by outcome (sent, template, refused, failed)",
+    ),
+];
+
+/// The help text of every gauge without a unit.
+const GAUGES: &[(&str, &str)] = &[
+    (
+        QUEUE_DEPTH,
+        "Messages waiting or in flight, per partition owned by this replica",
+    ),
+    (PARTITIONS_OWNED, "Inbox partitions leased by this replica"),
+    (
+        HANDOFFS_WAITING,
+        "Conversations a person has (handoff), per partition owned",
+    ),
+    (
+        EVENTS_BACKLOG,
+        "Events waiting for delivery, per partition owned",
+    ),
+    (
+        BUILD_INFO,
+        "Always 1; the version label says which build runs",
+    ),
+];
+
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
-    describe_counter!(WEBHOOK_DELIVERIES, "POST /webhook answers, by HTTP status");
-    describe_counter!(MESSAGES_ACCEPTED, "Inbound messages stored in the inbox");
-    describe_counter!(
-        MESSAGES_DUPLICATE,
-        "Inbound messages dropped as duplicates (same wamid)"
-    );
-    describe_counter!(
-        STATUSES,
-        "Status webhooks, by status (sent, delivered, read, failed...)"
-    );
-    describe_gauge!(
-        QUEUE_DEPTH,
-        "Messages waiting or in flight, per partition owned by this replica"
-    );
+    for (name, help) in COUNTERS {
+        describe_counter!(*name, *help);
+    }
+    for (name, help) in GAUGES {
+        describe_gauge!(*name, *help);
+    }
     describe_gauge!(
         QUEUE_OLDEST_AGE,
         Unit::Seconds,
@@ -133,49 +186,10 @@ fn describe() {
         Unit::Seconds,
         "From reading a message to acknowledging it"
     );
-    describe_counter!(
-        REPLIES,
-        "Messages sent to the Graph API, by outcome and Meta error code"
-    );
-    describe_counter!(
-        RATE_LIMITED,
-        "Inbound messages dropped by the per-user rate limit"
-    );
-    describe_counter!(DEAD_LETTERS, "Messages moved to the dead-letter stream");
     describe_histogram!(
         RESPONDER_SECONDS,
         Unit::Seconds,
         "Time the responder took, by kind"
-    );
-    describe_counter!(REDIS_ERRORS, "Redis commands that failed, by operation");
-    describe_gauge!(PARTITIONS_OWNED, "Inbox partitions leased by this replica");
-    describe_counter!(
-        HANDOFFS,
-        "Conversations handed to a person, by reason (requested, operator, echo, routing)"
-    );
-    describe_gauge!(
-        HANDOFFS_WAITING,
-        "Conversations a person has (handoff), per partition owned"
-    );
-    describe_counter!(
-        EVENTS,
-        "Event deliveries to events.webhook_url, by outcome (delivered, retried)"
-    );
-    describe_gauge!(
-        EVENTS_BACKLOG,
-        "Events waiting for delivery, per partition owned"
-    );
-    describe_counter!(
-        DELIVERY_FAILURES,
-        "Our messages Meta reported as failed, by error code"
-    );
-    describe_counter!(
-        OUTBOUND,
-        "Operator messages and notifications, by outcome (sent, template, refused, failed)"
-    );
-    describe_gauge!(
-        BUILD_INFO,
-        "Always 1; the version label says which build runs"
     );
 }
 

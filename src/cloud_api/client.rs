@@ -547,6 +547,23 @@ async fn read_json<R: serde::de::DeserializeOwned>(
     }
 }
 
+/// A Graph API span with the fields every request records; `tracing` wants each span's name as a
+/// literal, hence a macro rather than a function.
+macro_rules! graph_request_span {
+    ($name:literal, $method:literal, $from:expr $(, $field:ident = $value:expr)* $(,)?) => {
+        tracing::debug_span!(
+            $name,
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            http.request.method = $method,
+            from = $from,
+            $($field = $value,)*
+            http.response.status_code = tracing::field::Empty,
+            meta.error_code = tracing::field::Empty,
+        )
+    };
+}
+
 /// The span of one Graph API request (debug level: traced, not logged). The recipient is masked;
 /// bodies (message text) are never recorded.
 fn graph_span(
@@ -556,38 +573,18 @@ fn graph_span(
     kind: &str,
 ) -> tracing::Span {
     match name {
-        "graph.send" => tracing::debug_span!(
+        "graph.send" => graph_request_span!(
             "graph.send",
-            otel.kind = "client",
-            otel.status_code = tracing::field::Empty,
-            http.request.method = "POST",
-            from = from.as_str(),
+            "POST",
+            from.as_str(),
             user = to
                 .map(|to| mask_user(to.key().trim_start_matches('+')))
                 .unwrap_or_default(),
-            kind,
-            http.response.status_code = tracing::field::Empty,
-            meta.error_code = tracing::field::Empty,
+            kind = kind,
             wamid = tracing::field::Empty,
         ),
-        "graph.mark_read" => tracing::debug_span!(
-            "graph.mark_read",
-            otel.kind = "client",
-            otel.status_code = tracing::field::Empty,
-            http.request.method = "POST",
-            from = from.as_str(),
-            http.response.status_code = tracing::field::Empty,
-            meta.error_code = tracing::field::Empty,
-        ),
-        _ => tracing::debug_span!(
-            "graph.media",
-            otel.kind = "client",
-            otel.status_code = tracing::field::Empty,
-            http.request.method = "GET",
-            from = from.as_str(),
-            http.response.status_code = tracing::field::Empty,
-            meta.error_code = tracing::field::Empty,
-        ),
+        "graph.mark_read" => graph_request_span!("graph.mark_read", "POST", from.as_str()),
+        _ => graph_request_span!("graph.media", "GET", from.as_str()),
     }
 }
 

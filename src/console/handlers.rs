@@ -15,7 +15,9 @@ use crate::domain::{OutboundSource, PhoneNumberId, UserId};
 use crate::outbound;
 use crate::routes::admin::{check_conversation_cursor, dead_letter_id};
 use crate::routes::AppState;
-use crate::store::conversation::{unix_ms, ConversationRef, ConversationStore, Owner};
+use crate::store::conversation::{
+    unix_ms, ConversationRef, ConversationStore, ConversationView, Owner,
+};
 use crate::store::queue::Queue;
 use crate::store::sessions::Session;
 use crate::telemetry::{rejections, LogVerdict};
@@ -52,6 +54,15 @@ impl SignedIn<'_> {
         &self.session.csrf
     }
 
+    /// The conversation, which must exist.
+    async fn conversation(&self, pnid: &PhoneNumberId, user: &UserId) -> Result<ConversationView> {
+        self.parts
+            .store
+            .get(pnid, user)
+            .await?
+            .ok_or(ConsoleError::NotFound)
+    }
+
     /// The form's CSRF token must be this session's.
     fn check(&self, presented: Option<&str>) -> Result<()> {
         if session::tokens_match(presented, &self.session.csrf) {
@@ -72,6 +83,38 @@ async fn signed_in<'a>(request: &HttpRequest, state: &'a AppState) -> Result<Sig
         .await?
         .ok_or(ConsoleError::SignIn)?;
     Ok(SignedIn { parts, id, session })
+}
+
+/// A form posted by a signed-in operator: its CSRF token must be the session's.
+async fn signed_form<'a>(
+    request: &HttpRequest,
+    state: &'a AppState,
+    csrf: Option<&str>,
+) -> Result<SignedIn<'a>> {
+    let signed = signed_in(request, state).await?;
+    signed.check(csrf)?;
+    Ok(signed)
+}
+
+/// What an action on one conversation is given: the request, the state, the conversation's path
+/// (`/c/{pnid}/{user}/...`) and the posted form.
+type ConversationForm<F> = (
+    HttpRequest,
+    web::Data<AppState>,
+    web::Path<(String, String)>,
+    web::Form<F>,
+);
+
+/// The operator, signed in and with this session's CSRF token, and the conversation acted on.
+async fn acting_on<'a>(
+    request: &HttpRequest,
+    state: &'a AppState,
+    path: &(String, String),
+    csrf: Option<&str>,
+) -> Result<(SignedIn<'a>, PhoneNumberId, UserId)> {
+    let signed = signed_form(request, state, csrf).await?;
+    let (pnid, user) = conversation_ids(path)?;
+    Ok((signed, pnid, user))
 }
 
 fn html(markup: maud::Markup) -> HttpResponse {
@@ -235,8 +278,7 @@ pub async fn sign_out(
     state: web::Data<AppState>,
     form: web::Form<CsrfForm>,
 ) -> Result<HttpResponse> {
-    let signed = signed_in(&request, &state).await?;
-    signed.check(form.csrf.as_deref())?;
+    let signed = signed_form(&request, &state, form.csrf.as_deref()).await?;
     signed.parts.console.sessions.delete(&signed.id).await?;
     Ok(HttpResponse::SeeOther()
         .insert_header((header::LOCATION, "/console/sign-in"))
@@ -340,12 +382,7 @@ pub async fn conversation(
 ) -> Result<HttpResponse> {
     let signed = signed_in(&request, &state).await?;
     let (pnid, user) = conversation_ids(&path)?;
-    let view = signed
-        .parts
-        .store
-        .get(&pnid, &user)
-        .await?
-        .ok_or(ConsoleError::NotFound)?;
+    let view = signed.conversation(&pnid, &user).await?;
     let template = &signed.parts.console.reengagement_template;
     let reply_key = session::random_token();
     Ok(html(pages::conversation(&pages::ConversationPage {
@@ -369,12 +406,7 @@ pub async fn live(
         other => other,
     })?;
     let (pnid, user) = conversation_ids(&path)?;
-    let view = signed
-        .parts
-        .store
-        .get(&pnid, &user)
-        .await?
-        .ok_or(ConsoleError::NotFound)?;
+    let view = signed.conversation(&pnid, &user).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "history": pages::fragment(pages::history(&view)),
         "status": pages::fragment(pages::status(&view, unix_ms())),
@@ -385,14 +417,9 @@ pub async fn live(
 }
 
 pub async fn take_over(
-    request: HttpRequest,
-    state: web::Data<AppState>,
-    path: web::Path<(String, String)>,
-    form: web::Form<CsrfForm>,
+    (request, state, path, form): ConversationForm<CsrfForm>,
 ) -> Result<HttpResponse> {
-    let signed = signed_in(&request, &state).await?;
-    signed.check(form.csrf.as_deref())?;
-    let (pnid, user) = conversation_ids(&path)?;
+    let (signed, pnid, user) = acting_on(&request, &state, &path, form.csrf.as_deref()).await?;
     let until = unix_ms() + (state.handoff_minutes as i64).saturating_mul(60_000);
     let info = serde_json::json!({ "reason": "operator", "by": "console" });
     signed
@@ -409,14 +436,9 @@ pub async fn take_over(
 }
 
 pub async fn give_back(
-    request: HttpRequest,
-    state: web::Data<AppState>,
-    path: web::Path<(String, String)>,
-    form: web::Form<CsrfForm>,
+    (request, state, path, form): ConversationForm<CsrfForm>,
 ) -> Result<HttpResponse> {
-    let signed = signed_in(&request, &state).await?;
-    signed.check(form.csrf.as_deref())?;
-    let (pnid, user) = conversation_ids(&path)?;
+    let (signed, pnid, user) = acting_on(&request, &state, &path, form.csrf.as_deref()).await?;
     if !signed.parts.store.give_back(&pnid, &user).await? {
         return Err(ConsoleError::NotFound);
     }
@@ -444,22 +466,12 @@ async fn queue_operator_message(
 }
 
 pub async fn reply(
-    request: HttpRequest,
-    state: web::Data<AppState>,
-    path: web::Path<(String, String)>,
-    form: web::Form<ReplyForm>,
+    (request, state, path, form): ConversationForm<ReplyForm>,
 ) -> Result<HttpResponse> {
-    let signed = signed_in(&request, &state).await?;
-    signed.check(form.csrf.as_deref())?;
-    let (pnid, user) = conversation_ids(&path)?;
+    let (signed, pnid, user) = acting_on(&request, &state, &path, form.csrf.as_deref()).await?;
     let content = outbound::content(Some(form.text.as_deref().unwrap_or("")), None, None)
         .map_err(|e| ConsoleError::BadRequest(e.to_string()))?;
-    let view = signed
-        .parts
-        .store
-        .get(&pnid, &user)
-        .await?
-        .ok_or(ConsoleError::NotFound)?;
+    let view = signed.conversation(&pnid, &user).await?;
     if !view.window_open {
         return Err(ConsoleError::Conflict(
             "The 24-hour window is closed: WhatsApp only lets a template reach this user until they write again.".into(),
@@ -471,14 +483,9 @@ pub async fn reply(
 }
 
 pub async fn template(
-    request: HttpRequest,
-    state: web::Data<AppState>,
-    path: web::Path<(String, String)>,
-    form: web::Form<ReplyForm>,
+    (request, state, path, form): ConversationForm<ReplyForm>,
 ) -> Result<HttpResponse> {
-    let signed = signed_in(&request, &state).await?;
-    signed.check(form.csrf.as_deref())?;
-    let (pnid, user) = conversation_ids(&path)?;
+    let (signed, pnid, user) = acting_on(&request, &state, &path, form.csrf.as_deref()).await?;
     let Some(crate::cloud_api::message::Outgoing::Template {
         name,
         language,
@@ -524,8 +531,7 @@ pub async fn replay(
     id: web::Path<String>,
     form: web::Form<CsrfForm>,
 ) -> Result<HttpResponse> {
-    let signed = signed_in(&request, &state).await?;
-    signed.check(form.csrf.as_deref())?;
+    let signed = signed_form(&request, &state, form.csrf.as_deref()).await?;
     let queue = signed.parts.queue;
     let (partition, stream_id) =
         dead_letter_id(&id, queue).map_err(|e| ConsoleError::BadRequest(e.to_string()))?;

@@ -502,22 +502,8 @@ mod tests {
     #[test]
     fn history_is_bounded_by_characters_newest_kept() {
         let settings = OpenAiSettings {
-            base_url: "http://x".into(),
-            model: "m".into(),
-            api_key: SecretString::from(""),
-            system_prompt: "sys".into(),
-            temperature: 0.0,
-            max_tokens: 10,
             timeout_ms: 1000,
-            history_chars: 10,
-            fallback: "fb".into(),
-            tools: Vec::new(),
-            max_tool_rounds: 2,
-            tool_timeout_ms: 1000,
-            tools_deadline_ms: 5000,
-            tool_secret: SecretString::from(""),
-            actions_tool: false,
-            vision: false,
+            ..settings("http://x")
         };
         let responder = OpenAiResponder::new(&settings, Arc::default()).expect("client");
         let history = [

@@ -120,6 +120,24 @@ fn conversation_ids(path: &(String, String)) -> Result<(PhoneNumberId, UserId), 
     }
 }
 
+/// A request about one conversation, named by its path: `/admin/conversations/{pnid}/{user}`.
+type ConversationRequest = (
+    HttpRequest,
+    web::Data<AppState>,
+    web::Path<(String, String)>,
+);
+
+/// The conversation store and the conversation the path names, for an authorized caller.
+fn conversation<'a>(
+    request: &HttpRequest,
+    state: &'a AppState,
+    path: &(String, String),
+) -> Result<(&'a ConversationStore, PhoneNumberId, UserId), ApiError> {
+    let store = conversations(request, state)?;
+    let (pnid, user) = conversation_ids(path)?;
+    Ok((store, pnid, user))
+}
+
 pub async fn list_conversations(
     request: HttpRequest,
     state: web::Data<AppState>,
@@ -142,22 +160,16 @@ pub async fn list_conversations(
 }
 
 pub async fn show_conversation(
-    request: HttpRequest,
-    state: web::Data<AppState>,
-    path: web::Path<(String, String)>,
+    (request, state, path): ConversationRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let store = conversations(&request, &state)?;
-    let (pnid, user) = conversation_ids(&path)?;
+    let (store, pnid, user) = conversation(&request, &state, &path)?;
     show(store, &pnid, &user).await
 }
 
 pub async fn delete_conversation(
-    request: HttpRequest,
-    state: web::Data<AppState>,
-    path: web::Path<(String, String)>,
+    (request, state, path): ConversationRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let store = conversations(&request, &state)?;
-    let (pnid, user) = conversation_ids(&path)?;
+    let (store, pnid, user) = conversation(&request, &state, &path)?;
     if store.delete(&pnid, &user).await.map_err(ApiError::redis)? {
         tracing::info!(user = %user, "conversation deleted by an operator");
         Ok(HttpResponse::NoContent().finish())
@@ -357,8 +369,7 @@ pub async fn take_over(
     path: web::Path<(String, String)>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let store = conversations(&request, &state)?;
-    let (pnid, user) = conversation_ids(&path)?;
+    let (store, pnid, user) = conversation(&request, &state, &path)?;
     let body: HandoffBody = if body.iter().all(u8::is_ascii_whitespace) {
         HandoffBody {
             minutes: None,
@@ -397,12 +408,9 @@ pub async fn take_over(
 
 /// `POST /admin/conversations/{pnid}/{user}/resume`: back to the bot.
 pub async fn give_back(
-    request: HttpRequest,
-    state: web::Data<AppState>,
-    path: web::Path<(String, String)>,
+    (request, state, path): ConversationRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let store = conversations(&request, &state)?;
-    let (pnid, user) = conversation_ids(&path)?;
+    let (store, pnid, user) = conversation(&request, &state, &path)?;
     if !store
         .give_back(&pnid, &user)
         .await

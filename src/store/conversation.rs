@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use fred::prelude::{Client, ClientLike, ClusterInterface, HashesInterface, KeysInterface};
 use fred::prelude::{ListInterface, SortedSetsInterface, Value};
 use fred::types::scripts::Script;
-use fred::types::{ClusterHash, CustomCommand};
+use fred::types::{ClusterHash, CustomCommand, FromValue};
 use serde::{Deserialize, Serialize};
 use sha1::{Digest, Sha1};
 
@@ -418,6 +418,19 @@ impl ConversationStore {
         keys
     }
 
+    /// Runs one of the conversation scripts over the keys of `user`'s conversation.
+    async fn run<R: FromValue>(
+        &self,
+        script: &Script,
+        pnid: &PhoneNumberId,
+        user: &UserId,
+        args: Vec<String>,
+    ) -> Result<R> {
+        Ok(script
+            .evalsha_with_reload(&self.client, self.script_keys(pnid, user), args)
+            .await?)
+    }
+
     /// Deduplicates, rate-limits and records an inbound message in one script call.
     /// `want_history`: return the kept turns (a responder that reads them).
     pub async fn admit(
@@ -463,10 +476,10 @@ impl ConversationStore {
             String::new()
         };
         let reply: Vec<Value> = self
-            .begin
-            .evalsha_with_reload(
-                &self.client,
-                self.script_keys(&message.phone_number_id, &message.user),
+            .run(
+                &self.begin,
+                &message.phone_number_id,
+                &message.user,
                 vec![
                     message.id.as_str().to_string(),
                     serde_json::to_string(turn)?,
@@ -499,7 +512,7 @@ impl ConversationStore {
     /// Notes that `parts_sent` outbound messages of the reply to `inbound` went out, so that a
     /// retry continues after them instead of sending them again.
     pub async fn record_progress(&self, inbound: &InboundMessage, parts_sent: u32) -> Result<()> {
-        self.run_record(&Subject::of(inbound), parts_sent, false, &[])
+        self.record_sent(&Subject::of(inbound), parts_sent, false, &[])
             .await?;
         Ok(())
     }
@@ -507,22 +520,13 @@ impl ConversationStore {
     /// Records the reply to `inbound` (its turns, possibly none) and marks it answered.
     /// Idempotent: returns `false` when a reply was already recorded.
     pub async fn record_reply(&self, inbound: &InboundMessage, turns: &[Turn]) -> Result<bool> {
-        self.run_record(&Subject::of(inbound), 0, true, turns).await
+        self.record_sent(&Subject::of(inbound), 0, true, turns)
+            .await
     }
 
     /// [`record_progress`](Self::record_progress) and [`record_reply`](Self::record_reply) for
     /// what was sent for `subject` (an outbound message, a re-engagement).
     pub async fn record_sent(
-        &self,
-        subject: &Subject<'_>,
-        parts_sent: u32,
-        last: bool,
-        turns: &[Turn],
-    ) -> Result<bool> {
-        self.run_record(subject, parts_sent, last, turns).await
-    }
-
-    async fn run_record(
         &self,
         subject: &Subject<'_>,
         parts_sent: u32,
@@ -541,12 +545,7 @@ impl ConversationStore {
             args.push(serde_json::to_string(turn)?);
         }
         let recorded: i64 = self
-            .record
-            .evalsha_with_reload(
-                &self.client,
-                self.script_keys(subject.pnid, subject.user),
-                args,
-            )
+            .run(&self.record, subject.pnid, subject.user, args)
             .await?;
         Ok(recorded == 1)
     }
@@ -558,10 +557,10 @@ impl ConversationStore {
             OutboundSource::Notification => "notification",
         };
         let reply: Vec<Value> = self
-            .outbound
-            .evalsha_with_reload(
-                &self.client,
-                self.script_keys(&out.phone_number_id, &out.to),
+            .run(
+                &self.outbound,
+                &out.phone_number_id,
+                &out.to,
                 vec![
                     out.id.clone(),
                     source.to_string(),
@@ -607,10 +606,10 @@ impl ConversationStore {
             None => String::new(),
         };
         let reply: Vec<Value> = self
-            .status
-            .evalsha_with_reload(
-                &self.client,
-                self.script_keys(pnid, user),
+            .run(
+                &self.status,
+                pnid,
+                user,
                 vec![sent_wamid.to_string(), status.to_string(), error],
             )
             .await?;
@@ -636,10 +635,10 @@ impl ConversationStore {
         event: Option<&serde_json::Value>,
     ) -> Result<()> {
         let _: i64 = self
-            .handoff
-            .evalsha_with_reload(
-                &self.client,
-                self.script_keys(pnid, user),
+            .run(
+                &self.handoff,
+                pnid,
+                user,
                 vec![
                     "take".to_string(),
                     until_ms.to_string(),
@@ -655,10 +654,10 @@ impl ConversationStore {
     /// Gives the conversation back to the bot. Returns whether it exists.
     pub async fn give_back(&self, pnid: &PhoneNumberId, user: &UserId) -> Result<bool> {
         let done: i64 = self
-            .handoff
-            .evalsha_with_reload(
-                &self.client,
-                self.script_keys(pnid, user),
+            .run(
+                &self.handoff,
+                pnid,
+                user,
                 vec![
                     "resume".to_string(),
                     String::new(),
@@ -674,10 +673,10 @@ impl ConversationStore {
     /// Applies a conversation-routing handover; `false` when a newer one was applied before.
     pub async fn set_routing(&self, handover: &Handover) -> Result<bool> {
         let applied: i64 = self
-            .routing
-            .evalsha_with_reload(
-                &self.client,
-                self.script_keys(&handover.phone_number_id, &handover.user),
+            .run(
+                &self.routing,
+                &handover.phone_number_id,
+                &handover.user,
                 vec![
                     if handover.owned { "1" } else { "0" }.to_string(),
                     handover.timestamp.to_string(),
@@ -721,10 +720,10 @@ impl ConversationStore {
             return Ok(());
         };
         let _: i64 = self
-            .mark_answered
-            .evalsha_with_reload(
-                &self.client,
-                self.script_keys(&first.phone_number_id, &first.user),
+            .run(
+                &self.mark_answered,
+                &first.phone_number_id,
+                &first.user,
                 messages
                     .iter()
                     .map(|m| m.id.as_str().to_string())
@@ -1081,20 +1080,28 @@ mod tests {
         assert_eq!(parse_conversation_key("{wabot:3}:hist:1139:4915"), None);
     }
 
-    #[test]
-    fn turn_json_is_compact() {
-        let turn = Turn {
+    /// A plain text turn of the user, as the scripts store it.
+    fn user_turn(text: &str, at: i64) -> Turn {
+        Turn {
             role: Role::User,
-            text: "hi".into(),
-            marker: Some("0123456789abcdef".into()),
+            text: text.into(),
+            marker: None,
             sent_wamid: None,
-            at: 5,
+            at,
             kind: "text".into(),
             rate_limited: false,
             edited: false,
             delivery: None,
             failure: None,
             reengaged: false,
+        }
+    }
+
+    #[test]
+    fn turn_json_is_compact() {
+        let turn = Turn {
+            marker: Some("0123456789abcdef".into()),
+            ..user_turn("hi", 5)
         };
         assert_eq!(
             serde_json::to_string(&turn).expect("json"),
@@ -1125,19 +1132,7 @@ mod tests {
             parse_admission(reply).expect("parses"),
             Admission::Resume {
                 parts_sent: 3,
-                history: vec![Turn {
-                    role: Role::User,
-                    text: "hi".into(),
-                    marker: None,
-                    sent_wamid: None,
-                    at: 1,
-                    kind: "text".into(),
-                    rate_limited: false,
-                    edited: false,
-                    delivery: None,
-                    failure: None,
-                    reengaged: false,
-                }]
+                history: vec![user_turn("hi", 1)]
             }
         );
         let corrupt = vec![

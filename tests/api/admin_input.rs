@@ -2,26 +2,19 @@
 //! dead letters past the first thousand.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 
 use fred::prelude::{ClientLike, StreamsInterface};
-use wiremock::MockServer;
 
 use crate::helpers::{spawn, AppOptions, TestApp};
 
 const TOKEN: &str = "admin-input-token";
 
+/// The admin API alone: no workers, so nothing is ever sent.
 async fn admin_app() -> TestApp {
-    let graph = Arc::new(MockServer::start().await);
-    let options = AppOptions {
+    spawn(AppOptions {
         workers: false,
         partitions: 8,
-        extra_env: vec![("ADMIN_TOKEN".into(), TOKEN.into())],
-        ..AppOptions::default()
-    };
-    spawn(AppOptions {
-        graph: Some(graph),
-        ..options
+        ..AppOptions::with_env(&[("ADMIN_TOKEN", TOKEN)])
     })
     .await
 }

@@ -1,7 +1,6 @@
 //! The Cloud API client against a wiremock Graph API: splitting, retry classes, timeouts,
 //! multi-number tokens, media download.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wabot::cloud_api::{CloudApi, CloudApiError, ErrorClass, Recipient};
@@ -198,13 +197,8 @@ async fn each_number_uses_its_own_token() {
 
 #[tokio::test]
 async fn a_payload_for_number_a_is_answered_from_a_and_for_b_from_b() {
-    let graph = Arc::new(MockServer::start().await);
-    mount_graph_ok(&graph).await;
-    let app = spawn(AppOptions {
-        graph: Some(graph.clone()),
-        ..AppOptions::default()
-    })
-    .await;
+    let app = spawn(AppOptions::default()).await;
+    let graph = app.graph.clone();
     for (number, wamid) in [("111000111", "wamid.forA"), ("222000222", "wamid.forB")] {
         let body = text_delivery(number, "15550001234", wamid, &format!("to {number}"));
         assert_eq!(app.post_signed(&body, APP_SECRET).await.status(), 200);

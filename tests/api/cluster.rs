@@ -2,13 +2,10 @@
 //! hash tag, so nothing fails with CROSSSLOT, and conversations spread over the masters.
 
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Duration;
 
-use wiremock::MockServer;
-
 use crate::helpers::{
-    conversation, eventually, mount_graph_ok, replies, spawn, text_delivery, wait_for_replies,
+    conversation, eventually, graph_ok, replies, spawn, text_delivery, wait_for_replies,
     AppOptions, RedisServer, APP_SECRET,
 };
 
@@ -17,6 +14,20 @@ struct Cluster {
 }
 
 impl Cluster {
+    /// The keys must spread over the slots of more than one master, or the test proves nothing
+    /// about cross-slot work.
+    fn assert_keys_on_several_masters(&self) {
+        let masters_with_keys = self
+            .nodes
+            .iter()
+            .filter(|n| n.cli(&["DBSIZE"]).trim() != "0")
+            .count();
+        assert!(
+            masters_with_keys >= 2,
+            "keys on {masters_with_keys} masters only"
+        );
+    }
+
     fn start() -> Cluster {
         let nodes: Vec<RedisServer> = (0..3)
             .map(|_| {
@@ -76,8 +87,7 @@ impl Cluster {
 #[tokio::test]
 async fn the_pipeline_runs_on_a_three_master_cluster() {
     let cluster = Cluster::start();
-    let graph = Arc::new(MockServer::start().await);
-    mount_graph_ok(&graph).await;
+    let graph = graph_ok().await;
     let options = AppOptions {
         partitions: 16,
         extra_env: vec![
@@ -87,13 +97,7 @@ async fn the_pipeline_runs_on_a_three_master_cluster() {
         ],
         ..AppOptions::default()
     };
-    let app = spawn(AppOptions {
-        redis_url: Some(cluster.url().to_string()),
-        graph: Some(graph.clone()),
-        prefix: Some("clu".to_string()),
-        ..options
-    })
-    .await;
+    let app = spawn(options.replica_of(&cluster.url(), &graph, "clu")).await;
     assert_eq!(app.get("/ready").await.status(), 200);
     // 12 users x 2 messages, and one duplicate delivery.
     for round in 0..2 {
@@ -158,35 +162,20 @@ async fn the_pipeline_runs_on_a_three_master_cluster() {
         }
     }
     assert_eq!(listed.len(), 13, "{listed:?}");
-    let masters_with_keys = cluster
-        .nodes
-        .iter()
-        .filter(|n| n.cli(&["DBSIZE"]).trim() != "0")
-        .count();
-    assert!(
-        masters_with_keys >= 2,
-        "keys on {masters_with_keys} masters only"
-    );
+    cluster.assert_keys_on_several_masters();
 }
 
 #[tokio::test]
 async fn the_console_lists_and_searches_conversations_across_the_masters() {
     let cluster = Cluster::start();
-    let graph = Arc::new(MockServer::start().await);
-    mount_graph_ok(&graph).await;
+    let graph = graph_ok().await;
     let options = AppOptions {
         partitions: 16,
         workers: false,
         extra_env: vec![("ADMIN_TOKEN".into(), crate::console::TOKEN.into())],
         ..AppOptions::default()
     };
-    let app = spawn(AppOptions {
-        redis_url: Some(cluster.url()),
-        graph: Some(graph),
-        prefix: Some("cco".into()),
-        ..options
-    })
-    .await;
+    let app = spawn(options.replica_of(&cluster.url(), &graph, "cco")).await;
     let store = app.conversations().await;
     let pnid = wabot::domain::PhoneNumberId::parse("123").expect("pnid");
     let until = wabot::store::conversation::unix_ms() + 3_600_000;
@@ -214,15 +203,7 @@ async fn the_console_lists_and_searches_conversations_across_the_masters() {
             .expect("taken over");
         assert!(store.give_back(&pnid, &user).await.expect("given back"));
     }
-    let masters_with_keys = cluster
-        .nodes
-        .iter()
-        .filter(|n| n.cli(&["DBSIZE"]).trim() != "0")
-        .count();
-    assert!(
-        masters_with_keys >= 2,
-        "keys on {masters_with_keys} masters only"
-    );
+    cluster.assert_keys_on_several_masters();
     let waiting = store.waiting().await.expect("waiting");
     assert_eq!(waiting.len(), 6, "{waiting:?}");
 

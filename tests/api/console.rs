@@ -11,8 +11,8 @@ use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::{
-    conversation, conversation_ids, eventually, graph_bodies, mount_graph_ok, spawn, text_delivery,
-    wait_for_replies, AppOptions, TestApp, APP_SECRET,
+    conversation, conversation_ids, eventually, graph_bodies, graph_ok, mount_graph_ok, owner,
+    spawn, text_delivery, wait_for_replies, AppOptions, TestApp, APP_SECRET,
 };
 
 pub const PNID: &str = "113948572261094";
@@ -76,8 +76,7 @@ pub async fn console_app(graph: Arc<MockServer>, extra: &[(&str, &str)]) -> Test
 }
 
 async fn ok_app() -> TestApp {
-    let graph = Arc::new(MockServer::start().await);
-    mount_graph_ok(&graph).await;
+    let graph = graph_ok().await;
     console_app(graph, &[]).await
 }
 
@@ -209,13 +208,7 @@ fn conversation_path(user: &str) -> String {
 
 #[tokio::test]
 async fn the_console_does_not_exist_without_an_admin_token() {
-    let graph = Arc::new(MockServer::start().await);
-    mount_graph_ok(&graph).await;
-    let app = spawn(AppOptions {
-        graph: Some(graph),
-        ..AppOptions::default()
-    })
-    .await;
+    let app = spawn(AppOptions::default()).await;
     let mut client = Client::new(&app);
     for path in [
         "/console",
@@ -384,10 +377,7 @@ async fn posts_without_the_sessions_csrf_token_are_refused() {
 
     let store = app.conversations().await;
     let (pnid, uid) = conversation_ids(PNID, user);
-    assert_eq!(
-        conversation(&store, &pnid, &uid).await.handoff.owner,
-        Owner::Bot
-    );
+    assert_eq!(owner(&store, &pnid, &uid).await, Owner::Bot);
     assert!(!graph_bodies(&app.graph)
         .await
         .iter()
@@ -396,10 +386,7 @@ async fn posts_without_the_sessions_csrf_token_are_refused() {
     // The same form with its token works.
     let response = client.post(&path, &[("csrf", &csrf)]).await;
     assert_eq!(response.status(), 303);
-    assert_eq!(
-        conversation(&store, &pnid, &uid).await.handoff.owner,
-        Owner::Human
-    );
+    assert_eq!(owner(&store, &pnid, &uid).await, Owner::Human);
 }
 
 #[tokio::test]
@@ -583,10 +570,7 @@ async fn an_operator_takes_over_replies_and_gives_back() {
         .post(&format!("{page}/give-back"), &[("csrf", &csrf)])
         .await;
     assert_eq!(response.status(), 303);
-    assert_eq!(
-        conversation(&store, &pnid, &uid).await.handoff.owner,
-        Owner::Bot
-    );
+    assert_eq!(owner(&store, &pnid, &uid).await, Owner::Bot);
     assert_eq!(replies_total(&app).await, 2, "nothing more was sent");
 
     // Unknown conversations are 404 pages.
@@ -604,8 +588,7 @@ async fn replies_total(app: &TestApp) -> usize {
 
 #[tokio::test]
 async fn a_closed_window_disables_the_reply_and_offers_the_template() {
-    let graph = Arc::new(MockServer::start().await);
-    mount_graph_ok(&graph).await;
+    let graph = graph_ok().await;
     let app = console_app(
         graph,
         &[

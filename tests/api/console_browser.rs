@@ -5,15 +5,13 @@
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use wabot::store::conversation::{Owner, Role};
-use wiremock::MockServer;
 
 use super::console::{console_app, post, status, user_text, PNID, TOKEN, WAIT};
-use crate::helpers::{conversation_ids, eventually, free_port, mount_graph_ok, wait_for_replies};
+use crate::helpers::{conversation_ids, eventually, free_port, graph_ok, owner, wait_for_replies};
 
 /// A `chromedriver` on a free port, killed when dropped.
 struct ChromeDriver {
@@ -151,8 +149,7 @@ async fn save_screenshot(browser: &Client, name: &str) {
 
 #[tokio::test]
 async fn an_operator_uses_the_console_in_a_real_browser() {
-    let graph = Arc::new(MockServer::start().await);
-    mount_graph_ok(&graph).await;
+    let graph = graph_ok().await;
     let app = console_app(graph, &[]).await;
     let user = "34600777001";
     let hostile = "<script>window.pwned = 1</script>¿Tienen envío a Canarias?";
@@ -203,13 +200,7 @@ async fn an_operator_uses_the_console_in_a_real_browser() {
     element(&browser, "#give-back").await;
     let store = app.conversations().await;
     let (pnid, uid) = conversation_ids(PNID, user);
-    assert_eq!(
-        crate::helpers::conversation(&store, &pnid, &uid)
-            .await
-            .handoff
-            .owner,
-        Owner::Human
-    );
+    assert_eq!(owner(&store, &pnid, &uid).await, Owner::Human);
 
     // The list now shows the conversation as waiting for a person, first.
     click(&browser, "nav a[href=\"/console/conversations\"]").await;
@@ -297,13 +288,7 @@ async fn an_operator_uses_the_console_in_a_real_browser() {
         .await
         .expect("fetch runs");
     assert_eq!(status, serde_json::json!(403));
-    assert_eq!(
-        crate::helpers::conversation(&store, &pnid, &uid)
-            .await
-            .handoff
-            .owner,
-        Owner::Human
-    );
+    assert_eq!(owner(&store, &pnid, &uid).await, Owner::Human);
 
     // Give back to the bot.
     click(&browser, "#give-back").await;

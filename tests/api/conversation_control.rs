@@ -5,13 +5,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use wabot::store::conversation::{Owner, Role};
+use wabot::domain::{PhoneNumberId, UserId};
+use wabot::store::conversation::{ConversationStore, Owner, Role};
 use wiremock::matchers::{body_string_contains, method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 use crate::helpers::{
-    conversation, conversation_ids, eventually, graph_bodies, mount_graph_ok, replies, spawn,
-    wait_for_replies, wait_until_drained, AppOptions, TestApp, APP_SECRET,
+    conversation, conversation_ids, eventually, graph_bodies, graph_ok, mount_graph_ok, owner,
+    replies, spawn, wait_for_replies, wait_until_drained, AppOptions, TestApp, APP_SECRET,
 };
 
 const PNID: &str = "113948572261094";
@@ -189,6 +190,20 @@ async fn first_exchange(app: &TestApp, user: &str, wamid: &str, text: &str) {
     wait_until_drained(&app.queue().await, WAIT).await;
 }
 
+/// The wamid Meta gave the first message we sent in the conversation.
+async fn first_sent_wamid(
+    store: &ConversationStore,
+    pnid: &PhoneNumberId,
+    user: &UserId,
+) -> String {
+    conversation(store, pnid, user)
+        .await
+        .turns
+        .iter()
+        .find_map(|t| t.sent_wamid.clone())
+        .expect("our reply")
+}
+
 async fn receiver_ok() -> MockServer {
     let receiver = MockServer::start().await;
     Mock::given(method("POST"))
@@ -201,8 +216,7 @@ async fn receiver_ok() -> MockServer {
 
 #[tokio::test]
 async fn a_user_asking_for_a_person_is_answered_once_then_the_operator_talks_until_resumed() {
-    let graph = Arc::new(MockServer::start().await);
-    mount_graph_ok(&graph).await;
+    let graph = graph_ok().await;
     let receiver = receiver_ok().await;
     let app = app(graph.clone(), Some(&receiver), &[]).await;
     let user = "4915000000201";
@@ -304,8 +318,7 @@ async fn a_user_asking_for_a_person_is_answered_once_then_the_operator_talks_unt
 
 #[tokio::test]
 async fn an_operator_takes_over_and_gives_back_through_the_admin_api() {
-    let graph = Arc::new(MockServer::start().await);
-    mount_graph_ok(&graph).await;
+    let graph = graph_ok().await;
     let app = app(graph.clone(), None, &[]).await;
     let user = "4915000000202";
     post(&app, &user_text(user, "wamid.t1", "hi")).await;
@@ -357,8 +370,7 @@ async fn an_operator_takes_over_and_gives_back_through_the_admin_api() {
 
 #[tokio::test]
 async fn events_wait_out_a_receiver_outage_and_arrive_once_each_with_unique_ids() {
-    let graph = Arc::new(MockServer::start().await);
-    mount_graph_ok(&graph).await;
+    let graph = graph_ok().await;
     let receiver = MockServer::start().await;
     // Down for the first deliveries, then up.
     Mock::given(method("POST"))
@@ -514,8 +526,7 @@ async fn outside_the_window_the_template_goes_instead_and_131047_sends_it_once()
 
 #[tokio::test]
 async fn without_a_template_a_message_outside_the_window_is_recorded_as_failed() {
-    let graph = Arc::new(MockServer::start().await);
-    mount_graph_ok(&graph).await;
+    let graph = graph_ok().await;
     let app = app(graph.clone(), None, &[]).await;
     let user = "4915000000402";
     let (pnid, uid) = conversation_ids(PNID, user);
@@ -547,8 +558,7 @@ async fn without_a_template_a_message_outside_the_window_is_recorded_as_failed()
 
 #[tokio::test]
 async fn a_notification_sends_once_per_idempotency_key_and_after_the_reply_in_flight() {
-    let graph = Arc::new(MockServer::start().await);
-    mount_graph_ok(&graph).await;
+    let graph = graph_ok().await;
     let (app, llm) = slow_llm_app(graph.clone(), "slow answer").await;
     let user = "4915000000501";
     post(
@@ -602,8 +612,7 @@ async fn a_notification_sends_once_per_idempotency_key_and_after_the_reply_in_fl
 
 #[tokio::test]
 async fn delivery_states_only_move_forward_and_failures_keep_code_and_title() {
-    let graph = Arc::new(MockServer::start().await);
-    mount_graph_ok(&graph).await;
+    let graph = graph_ok().await;
     let receiver = receiver_ok().await;
     let app = app(graph.clone(), Some(&receiver), &[]).await;
     let user = "4915000000601";
@@ -667,8 +676,7 @@ async fn delivery_states_only_move_forward_and_failures_keep_code_and_title() {
 
 #[tokio::test]
 async fn the_owner_answering_from_the_phone_stops_a_reply_in_preparation_but_our_echo_does_not() {
-    let graph = Arc::new(MockServer::start().await);
-    mount_graph_ok(&graph).await;
+    let graph = graph_ok().await;
     let (app, llm) = slow_llm_app(graph.clone(), "bot answer").await;
     let store = app.conversations().await;
     let echo = |user: &str, wamid: &str, text: &str| {
@@ -686,18 +694,10 @@ async fn the_owner_answering_from_the_phone_stops_a_reply_in_preparation_but_our
     post(&app, &user_text(user, "wamid.c1", "first")).await;
     wait_for_replies(&graph, 1, WAIT).await;
     wait_until_drained(&app.queue().await, WAIT).await;
-    let ours = conversation(&store, &pnid, &uid)
-        .await
-        .turns
-        .iter()
-        .find_map(|t| t.sent_wamid.clone())
-        .expect("our reply");
+    let ours = first_sent_wamid(&store, &pnid, &uid).await;
     post(&app, &echo(user, &ours, "bot answer")).await;
     wait_until_drained(&app.queue().await, WAIT).await;
-    assert_eq!(
-        conversation(&store, &pnid, &uid).await.handoff.owner,
-        Owner::Bot
-    );
+    assert_eq!(owner(&store, &pnid, &uid).await, Owner::Bot);
 
     // The owner types on the phone while the model is still thinking.
     let other = "4915000000702";
@@ -741,8 +741,7 @@ async fn the_owner_answering_from_the_phone_stops_a_reply_in_preparation_but_our
 
 #[tokio::test]
 async fn the_cli_hands_over_sends_and_resumes_like_the_admin_api() {
-    let graph = Arc::new(MockServer::start().await);
-    mount_graph_ok(&graph).await;
+    let graph = graph_ok().await;
     let app = app(graph.clone(), None, &[]).await;
     let user = "4915000000801";
     let (pnid, uid) = conversation_ids(PNID, user);
@@ -768,31 +767,23 @@ async fn the_cli_hands_over_sends_and_resumes_like_the_admin_api() {
         "--by",
         "cli",
     ]);
-    assert_eq!(
-        conversation(&store, &pnid, &uid).await.handoff.owner,
-        Owner::Human
-    );
-    let queued = run(&[
-        "conversations",
-        "send",
-        PNID,
-        user,
-        "--text",
-        "from the cli",
-        "--idempotency-key",
-        "k1",
-    ]);
+    assert_eq!(owner(&store, &pnid, &uid).await, Owner::Human);
+    // Sent twice with one idempotency key: queued once.
+    let send = || {
+        run(&[
+            "conversations",
+            "send",
+            PNID,
+            user,
+            "--text",
+            "from the cli",
+            "--idempotency-key",
+            "k1",
+        ])
+    };
+    let queued = send();
     assert!(queued.contains("queued"), "{queued}");
-    let again = run(&[
-        "conversations",
-        "send",
-        PNID,
-        user,
-        "--text",
-        "from the cli",
-        "--idempotency-key",
-        "k1",
-    ]);
+    let again = send();
     assert!(again.contains("duplicate"), "{again}");
     let got = wait_for_replies(&graph, 2, WAIT).await;
     assert_eq!(got[1].text, "from the cli");
@@ -816,10 +807,7 @@ async fn the_cli_hands_over_sends_and_resumes_like_the_admin_api() {
         "order_shipped"
     );
     run(&["conversations", "resume", PNID, user]);
-    assert_eq!(
-        conversation(&store, &pnid, &uid).await.handoff.owner,
-        Owner::Bot
-    );
+    assert_eq!(owner(&store, &pnid, &uid).await, Owner::Bot);
     wait_until_drained(&app.queue().await, WAIT).await;
     assert_eq!(
         graph_bodies(&graph).await.len(),
@@ -831,8 +819,7 @@ async fn the_cli_hands_over_sends_and_resumes_like_the_admin_api() {
 
 #[tokio::test]
 async fn conversation_routing_decides_whether_the_bot_answers() {
-    let graph = Arc::new(MockServer::start().await);
-    mount_graph_ok(&graph).await;
+    let graph = graph_ok().await;
     let app = app(graph.clone(), None, &[]).await;
     let user = "4915000000901";
     let (pnid, uid) = conversation_ids(PNID, user);
@@ -861,10 +848,7 @@ async fn conversation_routing_decides_whether_the_bot_answers() {
     post(&app, &user_text(user, "wamid.rt2", "hello again")).await;
     let got = wait_for_replies(&graph, 1, WAIT).await;
     assert_eq!(got[0].text, "echo: hello again");
-    assert_eq!(
-        conversation(&store, &pnid, &uid).await.handoff.owner,
-        Owner::Bot
-    );
+    assert_eq!(owner(&store, &pnid, &uid).await, Owner::Bot);
     app.stop().await;
 }
 
@@ -889,14 +873,7 @@ async fn two_replicas_never_interleave_operator_messages_with_replies_and_a_kill
         ..AppOptions::default()
     };
     let url = redis.url();
-    let spawn = || {
-        spawn(AppOptions {
-            redis_url: Some(url.to_string()),
-            graph: Some(graph.clone()),
-            prefix: Some("shared".to_string()),
-            ..options.clone()
-        })
-    };
+    let spawn = || spawn(options.clone().replica_of(&url, &graph, "shared"));
     let a = spawn().await;
     let b = spawn().await;
     let texts_to = |bodies: &[serde_json::Value], user: &str| -> Vec<String> {
@@ -969,8 +946,7 @@ async fn two_replicas_never_interleave_operator_messages_with_replies_and_a_kill
 
 #[tokio::test]
 async fn an_operator_can_send_buttons_and_a_bad_one_is_refused_before_meta() {
-    let graph = Arc::new(MockServer::start().await);
-    mount_graph_ok(&graph).await;
+    let graph = graph_ok().await;
     let app = app(graph.clone(), None, &[]).await;
     let user = "4915000001101";
     post(&app, &user_text(user, "wamid.b1", "hola")).await;
@@ -1009,19 +985,13 @@ async fn an_operator_can_send_buttons_and_a_bad_one_is_refused_before_meta() {
 
 #[tokio::test]
 async fn a_failed_status_with_131047_sends_the_template_once() {
-    let graph = Arc::new(MockServer::start().await);
-    mount_graph_ok(&graph).await;
+    let graph = graph_ok().await;
     let app = template_app(graph.clone(), "pt_BR").await;
     let user = "4915000001201";
     let (pnid, uid) = conversation_ids(PNID, user);
     let store = app.conversations().await;
     first_exchange(&app, user, "wamid.a1", "olá").await;
-    let ours = conversation(&store, &pnid, &uid)
-        .await
-        .turns
-        .iter()
-        .find_map(|t| t.sent_wamid.clone())
-        .expect("our reply");
+    let ours = first_sent_wamid(&store, &pnid, &uid).await;
     let failed = status(
         user,
         &ours,

@@ -10,7 +10,7 @@ use wabot::startup::Application;
 use wiremock::MockServer;
 
 use crate::helpers::{
-    eventually, mount_graph_ok, settings_from, spawn, test_env, AppOptions, RedisServer,
+    eventually, graph_ok, settings_from, spawn, test_env, AppOptions, RedisServer,
 };
 
 /// Liveness bound for anything the server must eventually do; not a performance expectation.
@@ -130,8 +130,7 @@ async fn declared_bodies_beyond_the_budget_get_503_with_retry_after() {
 #[tokio::test]
 async fn shutdown_drains_workers_while_a_client_stalls_and_ends() {
     let redis = RedisServer::start();
-    let graph = Arc::new(MockServer::start().await);
-    mount_graph_ok(&graph).await;
+    let graph = graph_ok().await;
     let mut env = test_env(&redis.url(), &graph.uri());
     for (key, value) in [
         ("WABOT_SERVER__SHUTDOWN_TIMEOUT_SECS", "15"),

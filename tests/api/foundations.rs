@@ -11,7 +11,7 @@ use wiremock::matchers::{body_string_contains, method};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 use crate::helpers::{
-    conversation, eventually, fixture, mount_graph_ok, replies, spawn, text_delivery,
+    conversation, eventually, fixture, graph_called, mount_graph_ok, replies, spawn, text_delivery,
     wait_for_dead_letters, wait_for_replies, wait_until_drained, AppOptions, RedisServer, TestApp,
     APP_SECRET,
 };
@@ -49,17 +49,12 @@ fn texts_to(replies: &[crate::helpers::Reply], user: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn a_corrupt_conversation_dead_letters_its_message_and_the_user_is_answered_again() {
-    let graph = Arc::new(MockServer::start().await);
-    mount_graph_ok(&graph).await;
-    let options = AppOptions {
+    let app = spawn(AppOptions {
         max_attempts: 3,
         ..AppOptions::default()
-    };
-    let app = spawn(AppOptions {
-        graph: Some(graph.clone()),
-        ..options
     })
     .await;
+    let graph = app.graph.clone();
     let user = "4915000000101";
     post(&app, &text_delivery(PNID, user, "wamid.p1", "one")).await;
     wait_for_replies(&graph, 1, WAIT).await;
@@ -96,13 +91,8 @@ async fn a_corrupt_conversation_dead_letters_its_message_and_the_user_is_answere
 
 #[tokio::test]
 async fn revokes_edits_echoes_and_standby_copies_are_recorded_never_answered() {
-    let graph = Arc::new(MockServer::start().await);
-    mount_graph_ok(&graph).await;
-    let app = spawn(AppOptions {
-        graph: Some(graph.clone()),
-        ..AppOptions::default()
-    })
-    .await;
+    let app = spawn(AppOptions::default()).await;
+    let graph = app.graph.clone();
     let user = "4915000000201";
     post(
         &app,
@@ -207,13 +197,7 @@ async fn replica(
         partitions,
         ..AppOptions::default()
     };
-    spawn(AppOptions {
-        redis_url: Some(redis.url().to_string()),
-        graph: Some(graph.clone()),
-        prefix: Some(prefix.to_string()),
-        ..options
-    })
-    .await
+    spawn(options.replica_of(&redis.url(), graph, prefix)).await
 }
 
 async fn wait_until_sent(graph: &MockServer, needle: &str) {
@@ -284,19 +268,29 @@ async fn a_failed_heartbeat_does_not_stop_lease_renewals() {
     answered_once(&a, &graph, &user, "slow two").await;
 }
 
-#[tokio::test]
-async fn a_split_reply_that_fails_midway_continues_where_it_stopped() {
-    let graph = Arc::new(MockServer::start().await);
+/// A Graph API that answers the first send whose body contains `needle` (any send, when empty)
+/// with `failure`, and every other send with success.
+async fn graph_failing_once(needle: &str, failure: ResponseTemplate) -> Arc<MockServer> {
+    let graph = crate::helpers::graph_ok().await;
     Mock::given(method("POST"))
-        .and(body_string_contains("bravo"))
-        .respond_with(ResponseTemplate::new(500).set_body_json(serde_json::json!({
-            "error": {"message": "(#131000) Something went wrong", "code": 131000, "fbtrace_id": "X"}
-        })))
+        .and(body_string_contains(needle))
+        .respond_with(failure)
         .up_to_n_times(1)
         .with_priority(1)
         .mount(&graph)
         .await;
-    mount_graph_ok(&graph).await;
+    graph
+}
+
+#[tokio::test]
+async fn a_split_reply_that_fails_midway_continues_where_it_stopped() {
+    let graph = graph_failing_once(
+        "bravo",
+        ResponseTemplate::new(500).set_body_json(serde_json::json!({
+            "error": {"message": "(#131000) Something went wrong", "code": 131000, "fbtrace_id": "X"}
+        })),
+    )
+    .await;
     let app = spawn(AppOptions {
         graph: Some(graph.clone()),
         ..AppOptions::default()
@@ -334,17 +328,12 @@ async fn a_split_reply_that_fails_midway_continues_where_it_stopped() {
 
 #[tokio::test]
 async fn commands_count_against_the_rate_limit() {
-    let graph = Arc::new(MockServer::start().await);
-    mount_graph_ok(&graph).await;
-    let options = AppOptions {
-        extra_env: env(&[("WABOT_RATE_LIMIT__MESSAGES", "3"), ("RESPONDER", "rules")]),
-        ..AppOptions::default()
-    };
-    let app = spawn(AppOptions {
-        graph: Some(graph.clone()),
-        ..options
-    })
+    let app = spawn(AppOptions::with_env(&[
+        ("WABOT_RATE_LIMIT__MESSAGES", "3"),
+        ("RESPONDER", "rules"),
+    ]))
     .await;
+    let graph = app.graph.clone();
     let user = "4915000000401";
     for i in 0..6 {
         let command = if i % 2 == 0 { "/help" } else { "/reset" };
@@ -393,20 +382,8 @@ async fn two_replicas_share_one_number_throughput() {
         ..AppOptions::default()
     };
     let prefix = "paced";
-    let a = spawn(AppOptions {
-        redis_url: Some(redis.url().to_string()),
-        graph: Some(graph.clone()),
-        prefix: Some(prefix.to_string()),
-        ..options.clone()
-    })
-    .await;
-    let _b = spawn(AppOptions {
-        redis_url: Some(redis.url().to_string()),
-        graph: Some(graph.clone()),
-        prefix: Some(prefix.to_string()),
-        ..options
-    })
-    .await;
+    let a = spawn(options.clone().replica_of(&redis.url(), &graph, prefix)).await;
+    let _b = spawn(options.replica_of(&redis.url(), &graph, prefix)).await;
     eventually(WAIT, || async {
         let leases: usize = (0..8)
             .filter(|p| {
@@ -446,20 +423,12 @@ async fn two_replicas_share_one_number_throughput() {
 
 #[tokio::test]
 async fn a_burst_from_one_user_is_answered_at_once_within_the_pair_limit() {
-    let graph = Arc::new(MockServer::start().await);
-    mount_graph_ok(&graph).await;
-    let options = AppOptions {
-        extra_env: env(&[
-            ("WABOT_WHATSAPP__RECIPIENT_INTERVAL_MS", "6000"),
-            ("WABOT_WHATSAPP__RECIPIENT_BURST", "45"),
-        ]),
-        ..AppOptions::default()
-    };
-    let app = spawn(AppOptions {
-        graph: Some(graph.clone()),
-        ..options
-    })
+    let app = spawn(AppOptions::with_env(&[
+        ("WABOT_WHATSAPP__RECIPIENT_INTERVAL_MS", "6000"),
+        ("WABOT_WHATSAPP__RECIPIENT_BURST", "45"),
+    ]))
     .await;
+    let graph = app.graph.clone();
     let user = "4915000000601";
     for i in 0..10 {
         post(
@@ -476,15 +445,9 @@ async fn a_burst_from_one_user_is_answered_at_once_within_the_pair_limit() {
 
 #[tokio::test]
 async fn statuses_are_queued_once_per_message_and_value() {
-    let graph = Arc::new(MockServer::start().await);
-    mount_graph_ok(&graph).await;
-    let options = AppOptions {
+    let app = spawn(AppOptions {
         workers: false,
         ..AppOptions::default()
-    };
-    let app = spawn(AppOptions {
-        graph: Some(graph.clone()),
-        ..options
     })
     .await;
     let statuses = fixture("status_updates.json");
@@ -514,20 +477,12 @@ async fn statuses_are_queued_once_per_message_and_value() {
 
 #[tokio::test]
 async fn a_huge_text_is_bounded_in_the_history_and_in_the_reply() {
-    let graph = Arc::new(MockServer::start().await);
-    mount_graph_ok(&graph).await;
-    let options = AppOptions {
-        extra_env: env(&[
-            ("WABOT_CONVERSATION__MAX_TURN_CHARS", "10000"),
-            ("WABOT_CONVERSATION__MAX_REPLY_PARTS", "3"),
-        ]),
-        ..AppOptions::default()
-    };
-    let app = spawn(AppOptions {
-        graph: Some(graph.clone()),
-        ..options
-    })
+    let app = spawn(AppOptions::with_env(&[
+        ("WABOT_CONVERSATION__MAX_TURN_CHARS", "10000"),
+        ("WABOT_CONVERSATION__MAX_REPLY_PARTS", "3"),
+    ]))
     .await;
+    let graph = app.graph.clone();
     let user = "4915000000701";
     let huge = "palabra ".repeat(50_000);
     post(
@@ -555,28 +510,16 @@ async fn a_draining_replica_starts_nothing_new_and_the_next_one_answers_the_rest
         extra_env: env(&[("WABOT_WORKER__CONCURRENCY", "1")]),
         ..AppOptions::default()
     };
-    let app = spawn(AppOptions {
-        redis_url: Some(redis.url().to_string()),
-        graph: Some(graph.clone()),
-        prefix: Some("drain".to_string()),
-        ..options.clone()
-    })
-    .await;
+    let app = spawn(options.clone().replica_of(&redis.url(), &graph, "drain")).await;
     post(
         &app,
         &text_delivery(PNID, "4915000000401", "wamid.dr1", "first"),
     )
     .await;
-    eventually(WAIT, || async {
-        (!graph
-            .received_requests()
-            .await
-            .unwrap_or_default()
-            .is_empty())
-        .then_some(())
-    })
-    .await
-    .expect("the first reply is in flight");
+    assert!(
+        graph_called(&graph, WAIT).await,
+        "the first reply is in flight"
+    );
     post(
         &app,
         &text_delivery(PNID, "4915000000402", "wamid.dr2", "second"),
@@ -605,13 +548,7 @@ async fn a_draining_replica_starts_nothing_new_and_the_next_one_answers_the_rest
         ["echo: first"],
         "nothing new started while draining"
     );
-    let next = spawn(AppOptions {
-        redis_url: Some(redis.url().to_string()),
-        graph: Some(graph.clone()),
-        prefix: Some("drain".to_string()),
-        ..options
-    })
-    .await;
+    let next = spawn(options.replica_of(&redis.url(), &graph, "drain")).await;
     wait_until_drained(&next.queue().await, WAIT).await;
     let mut texts: Vec<String> = replies(&graph).await.into_iter().map(|r| r.text).collect();
     texts.sort();
@@ -625,14 +562,7 @@ async fn a_draining_replica_starts_nothing_new_and_the_next_one_answers_the_rest
 
 #[tokio::test]
 async fn a_merged_burst_that_fails_once_is_answered_once_on_retry() {
-    let graph = Arc::new(MockServer::start().await);
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(500))
-        .up_to_n_times(1)
-        .with_priority(1)
-        .mount(&graph)
-        .await;
-    mount_graph_ok(&graph).await;
+    let graph = graph_failing_once("", ResponseTemplate::new(500)).await;
     let app = spawn(AppOptions {
         graph: Some(graph.clone()),
         extra_env: env(&[("WABOT_CONVERSATION__MERGE_WINDOW_MS", "800")]),

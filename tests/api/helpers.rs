@@ -369,6 +369,34 @@ impl Default for AppOptions {
     }
 }
 
+impl AppOptions {
+    /// The defaults with these extra environment variables.
+    pub fn with_env(pairs: &[(&str, &str)]) -> AppOptions {
+        AppOptions {
+            extra_env: env_vars(pairs),
+            ..AppOptions::default()
+        }
+    }
+
+    /// One replica of a deployment: replicas share the Redis, the Graph API and the key prefix.
+    pub fn replica_of(self, redis_url: &str, graph: &Arc<MockServer>, prefix: &str) -> AppOptions {
+        AppOptions {
+            redis_url: Some(redis_url.to_string()),
+            graph: Some(graph.clone()),
+            prefix: Some(prefix.to_string()),
+            ..self
+        }
+    }
+}
+
+/// A fake Graph API of the test's own that answers every send; a test's own answers on it need
+/// `with_priority` to win.
+pub async fn graph_ok() -> Arc<MockServer> {
+    let graph = Arc::new(MockServer::start().await);
+    mount_graph_ok(&graph).await;
+    graph
+}
+
 /// A Redis URL where nothing listens.
 pub fn unreachable_redis() -> String {
     format!("redis://127.0.0.1:{}/0", free_port())
@@ -379,11 +407,7 @@ pub async fn spawn(options: AppOptions) -> TestApp {
     init_tracing();
     let graph = match options.graph.clone() {
         Some(graph) => graph,
-        None => {
-            let graph = Arc::new(MockServer::start().await);
-            mount_graph_ok(&graph).await;
-            graph
-        }
+        None => graph_ok().await,
     };
     let (own, redis_url) = match &options.redis_url {
         Some(url) => (None, url.clone()),
@@ -467,6 +491,15 @@ pub async fn conversation(
         .expect("conversation exists")
 }
 
+/// Who has the conversation now (the bot, a person, another app).
+pub async fn owner(
+    store: &wabot::store::conversation::ConversationStore,
+    pnid: &wabot::domain::PhoneNumberId,
+    user: &wabot::domain::UserId,
+) -> wabot::store::conversation::Owner {
+    conversation(store, pnid, user).await.handoff.owner
+}
+
 /// The JSON bodies the fake Graph API received, in arrival order.
 pub async fn graph_bodies(graph: &MockServer) -> Vec<serde_json::Value> {
     graph
@@ -476,6 +509,16 @@ pub async fn graph_bodies(graph: &MockServer) -> Vec<serde_json::Value> {
         .iter()
         .filter_map(|r| serde_json::from_slice(&r.body).ok())
         .collect()
+}
+
+/// Waits until the fake Graph API has received a request (a send started); `false` on timeout.
+pub async fn graph_called(graph: &MockServer, timeout: Duration) -> bool {
+    eventually(timeout, || async {
+        let requests = graph.received_requests().await.unwrap_or_default();
+        (!requests.is_empty()).then_some(())
+    })
+    .await
+    .is_some()
 }
 
 /// Waits until the dead-letter streams hold at least one message.
@@ -663,4 +706,68 @@ pub fn env_vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
+}
+
+/// A `wabot serve` child process, killed when dropped.
+pub struct Served {
+    child: Child,
+    pub address: String,
+}
+
+impl Served {
+    /// `wabot serve` on a free port with what every such test sets (no config directory, one
+    /// HTTP worker, the test secrets, this Redis and Graph API, logs off, output discarded);
+    /// `configure` adds or overrides the rest. Returned once healthy.
+    pub async fn start(
+        redis_url: &str,
+        graph_url: &str,
+        configure: impl FnOnce(&mut Command) -> &mut Command,
+    ) -> Served {
+        let port = free_port();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_wabot"));
+        command
+            .arg("serve")
+            .env_clear()
+            .env("APP_CONFIG_DIR", "/nonexistent-wabot-test-config")
+            .env("PORT", port.to_string())
+            .env("WABOT_SERVER__HOST", "127.0.0.1")
+            .env("WABOT_SERVER__HTTP_WORKERS", "1")
+            .env("WHATSAPP_APP_SECRET", APP_SECRET)
+            .env("WHATSAPP_VERIFY_TOKEN", VERIFY_TOKEN)
+            .env("WHATSAPP_ACCESS_TOKEN", "token")
+            .env("WHATSAPP_API_BASE_URL", graph_url)
+            .env("REDIS_URL", redis_url)
+            .env("RUST_LOG", "off")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = configure(&mut command).spawn().expect("wabot starts");
+        Served::when_healthy(child, port).await
+    }
+
+    /// The process listening on `port`, once `GET /health` answers.
+    pub async fn when_healthy(child: Child, port: u16) -> Served {
+        let served = Served {
+            child,
+            address: format!("http://127.0.0.1:{port}"),
+        };
+        let http = reqwest::Client::new();
+        let up = eventually(Duration::from_secs(30), || async {
+            let response = http
+                .get(format!("{}/health", served.address))
+                .send()
+                .await
+                .ok()?;
+            response.status().is_success().then_some(())
+        })
+        .await;
+        assert!(up.is_some(), "wabot serve did not come up");
+        served
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

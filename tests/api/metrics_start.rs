@@ -2,62 +2,13 @@
 //! values from outside cannot create series. The recorder is process-global, so this runs the
 //! `wabot` binary (a process of its own) rather than an app inside the test binary.
 
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
-
-use crate::helpers::{eventually, free_port, RedisServer, APP_SECRET, VERIFY_TOKEN};
-
-const WAIT: Duration = Duration::from_secs(30);
-
-/// A `wabot serve` child process, killed when dropped.
-struct Served {
-    child: Child,
-    address: String,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use crate::helpers::{RedisServer, Served, APP_SECRET};
 
 async fn serve(redis: &RedisServer) -> Served {
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_wabot"))
-        .arg("serve")
-        .env_clear()
-        .env("APP_CONFIG_DIR", "/nonexistent-wabot-test-config")
-        .env("PORT", port.to_string())
-        .env("WABOT_SERVER__HOST", "127.0.0.1")
-        .env("WABOT_SERVER__HTTP_WORKERS", "1")
-        .env("WABOT_WORKER__ENABLED", "false")
-        .env("WHATSAPP_APP_SECRET", APP_SECRET)
-        .env("WHATSAPP_VERIFY_TOKEN", VERIFY_TOKEN)
-        .env("WHATSAPP_ACCESS_TOKEN", "token")
-        .env("WHATSAPP_API_BASE_URL", "http://127.0.0.1:9")
-        .env("REDIS_URL", redis.url())
-        .env("RUST_LOG", "off")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("wabot starts");
-    let served = Served {
-        child,
-        address: format!("http://127.0.0.1:{port}"),
-    };
-    let http = reqwest::Client::new();
-    let up = eventually(WAIT, || async {
-        let response = http
-            .get(format!("{}/health", served.address))
-            .send()
-            .await
-            .ok()?;
-        response.status().is_success().then_some(())
+    Served::start(&redis.url(), "http://127.0.0.1:9", |command| {
+        command.env("WABOT_WORKER__ENABLED", "false")
     })
-    .await;
-    assert!(up.is_some(), "wabot serve did not come up");
-    served
+    .await
 }
 
 async fn metrics(address: &str) -> String {

@@ -15,23 +15,20 @@ const TOKEN: &str = "admin-secret-token";
 const WAIT: Duration = Duration::from_secs(30);
 
 async fn admin_app(graph_ok: bool) -> TestApp {
-    let graph = Arc::new(MockServer::start().await);
-    if graph_ok {
-        mount_graph_ok(&graph).await;
+    let graph = if graph_ok {
+        crate::helpers::graph_ok().await
     } else {
+        let graph = Arc::new(MockServer::start().await);
         Mock::given(method("POST"))
             .respond_with(ResponseTemplate::new(503))
             .mount(&graph)
             .await;
-    }
-    let options = AppOptions {
-        max_attempts: 2,
-        extra_env: vec![("ADMIN_TOKEN".into(), TOKEN.into())],
-        ..AppOptions::default()
+        graph
     };
     spawn(AppOptions {
         graph: Some(graph),
-        ..options
+        max_attempts: 2,
+        ..AppOptions::with_env(&[("ADMIN_TOKEN", TOKEN)])
     })
     .await
 }

@@ -8,9 +8,9 @@ use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::{
-    assert_replies_in_order, eventually, graph_bodies, mount_graph_ok, replies, spawn,
-    text_delivery, wait_for_dead_letters, wait_for_replies, wait_until_drained, AppOptions,
-    RedisServer, APP_SECRET,
+    assert_replies_in_order, eventually, graph_bodies, graph_called, graph_ok, mount_graph_ok,
+    replies, spawn, text_delivery, wait_for_dead_letters, wait_for_replies, wait_until_drained,
+    AppOptions, RedisServer, APP_SECRET,
 };
 
 const PNID: &str = "113948572261094";
@@ -71,17 +71,16 @@ async fn duplicate_deliveries_sequential_and_parallel_give_one_reply() {
 #[tokio::test]
 async fn fifty_concurrent_messages_of_one_user_are_answered_in_order() {
     let redis = RedisServer::start();
-    let graph = Arc::new(MockServer::start().await);
-    mount_graph_ok(&graph).await;
+    let graph = graph_ok().await;
     let prefix = "order";
     // Intake only: the messages pile up in the inbox in the order Redis accepted them.
-    let intake = spawn(AppOptions {
-        redis_url: Some(redis.url().to_string()),
-        graph: Some(graph.clone()),
-        prefix: Some(prefix.to_string()),
-        workers: false,
-        ..AppOptions::default()
-    })
+    let intake = spawn(
+        AppOptions {
+            workers: false,
+            ..AppOptions::default()
+        }
+        .replica_of(&redis.url(), &graph, prefix),
+    )
     .await;
     let posts = (0..50).map(|i| {
         let body = text_delivery(
@@ -98,13 +97,7 @@ async fn fifty_concurrent_messages_of_one_user_are_answered_in_order() {
     let accepted_order = accepted_texts(&intake).await;
     assert_eq!(accepted_order.len(), 50);
 
-    let _worker = spawn(AppOptions {
-        redis_url: Some(redis.url()),
-        graph: Some(graph.clone()),
-        prefix: Some(prefix.to_string()),
-        ..AppOptions::default()
-    })
-    .await;
+    let _worker = spawn(AppOptions::default().replica_of(&redis.url(), &graph, prefix)).await;
     let got = wait_for_replies(&graph, 50, WAIT).await;
     let texts: Vec<String> = got
         .iter()
@@ -170,23 +163,10 @@ async fn a_slow_reply_to_one_user_does_not_delay_another() {
 #[tokio::test]
 async fn two_replicas_split_partitions_and_survive_a_kill() {
     let redis = RedisServer::start();
-    let graph = Arc::new(MockServer::start().await);
-    mount_graph_ok(&graph).await;
+    let graph = graph_ok().await;
     let prefix = "pair";
-    let a = spawn(AppOptions {
-        redis_url: Some(redis.url()),
-        graph: Some(graph.clone()),
-        prefix: Some(prefix.to_string()),
-        ..AppOptions::default()
-    })
-    .await;
-    let b = spawn(AppOptions {
-        redis_url: Some(redis.url()),
-        graph: Some(graph.clone()),
-        prefix: Some(prefix.to_string()),
-        ..AppOptions::default()
-    })
-    .await;
+    let a = spawn(AppOptions::default().replica_of(&redis.url(), &graph, prefix)).await;
+    let b = spawn(AppOptions::default().replica_of(&redis.url(), &graph, prefix)).await;
     let keys = a.keys();
     // Both replicas end up owning half of the 8 partitions.
     let split = eventually(WAIT, || async {
@@ -254,13 +234,7 @@ async fn pending_entries_of_a_killed_replica_are_replayed_in_order() {
         max_attempts: 1000,
         ..AppOptions::default()
     };
-    let a = spawn(AppOptions {
-        redis_url: Some(redis.url().to_string()),
-        graph: Some(graph.clone()),
-        prefix: Some(prefix.to_string()),
-        ..options
-    })
-    .await;
+    let a = spawn(options.replica_of(&redis.url(), &graph, prefix)).await;
     for i in 0..5 {
         let body = text_delivery(
             PNID,
@@ -271,26 +245,11 @@ async fn pending_entries_of_a_killed_replica_are_replayed_in_order() {
         assert_eq!(a.post_signed(&body, APP_SECRET).await.status(), 200);
     }
     // Wait until A has tried at least once (the entries are pending in its partition).
-    eventually(WAIT, || async {
-        (!graph
-            .received_requests()
-            .await
-            .unwrap_or_default()
-            .is_empty())
-        .then_some(())
-    })
-    .await
-    .expect("A tried to send");
+    assert!(graph_called(&graph, WAIT).await, "A tried to send");
     a.kill();
     graph.reset().await;
     mount_graph_ok(&graph).await;
-    let b = spawn(AppOptions {
-        redis_url: Some(redis.url()),
-        graph: Some(graph.clone()),
-        prefix: Some(prefix.to_string()),
-        ..AppOptions::default()
-    })
-    .await;
+    let b = spawn(AppOptions::default().replica_of(&redis.url(), &graph, prefix)).await;
     let got = wait_for_replies(&graph, 5, WAIT).await;
     let texts: Vec<&str> = got.iter().map(|r| r.text.as_str()).collect();
     assert_eq!(
@@ -305,15 +264,13 @@ async fn pending_entries_of_a_killed_replica_are_replayed_in_order() {
 async fn redis_restart_loses_nothing_acknowledged() {
     let mut redis = RedisServer::start_durable();
     let url = redis.url();
-    let graph = Arc::new(MockServer::start().await);
-    mount_graph_ok(&graph).await;
     let app = spawn(AppOptions {
-        graph: Some(graph.clone()),
         redis_url: Some(url.clone()),
         lease_ttl_ms: 10_000,
         ..AppOptions::default()
     })
     .await;
+    let graph = app.graph.clone();
     let mut acknowledged = Vec::new();
     let mut refused = 0;
     for i in 0..30 {
@@ -490,20 +447,8 @@ async fn graceful_stop_under_load_loses_nothing() {
         .mount(&graph)
         .await;
     let prefix = "sigterm";
-    let a = spawn(AppOptions {
-        redis_url: Some(redis.url()),
-        graph: Some(graph.clone()),
-        prefix: Some(prefix.to_string()),
-        ..AppOptions::default()
-    })
-    .await;
-    let b = spawn(AppOptions {
-        redis_url: Some(redis.url()),
-        graph: Some(graph.clone()),
-        prefix: Some(prefix.to_string()),
-        ..AppOptions::default()
-    })
-    .await;
+    let a = spawn(AppOptions::default().replica_of(&redis.url(), &graph, prefix)).await;
+    let b = spawn(AppOptions::default().replica_of(&redis.url(), &graph, prefix)).await;
     for round in 0..3 {
         for user in 0..10 {
             let body = text_delivery(

@@ -8,8 +8,8 @@ use std::time::Duration;
 use wiremock::MockServer;
 
 use crate::helpers::{
-    free_port, mount_graph_ok, spawn, text_delivery, wait_for_replies, wait_until_listening,
-    AppOptions, RedisServer, APP_SECRET,
+    free_port, graph_ok, spawn, text_delivery, wait_for_replies, wait_until_listening, AppOptions,
+    RedisServer, APP_SECRET,
 };
 
 struct Process(Child, std::path::PathBuf);
@@ -28,8 +28,7 @@ fn redis(args: &[&str]) -> (u16, RedisServer) {
 }
 
 async fn answers_through(url: &str, extra_env: Vec<(String, String)>) {
-    let graph = Arc::new(MockServer::start().await);
-    mount_graph_ok(&graph).await;
+    let graph = graph_ok().await;
     let options = AppOptions {
         extra_env,
         ..AppOptions::default()

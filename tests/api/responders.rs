@@ -483,20 +483,13 @@ async fn a_retry_after_a_failed_part_sends_only_the_parts_not_yet_sent() {
         .mount(&graph)
         .await;
     mount_graph_ok(&graph).await;
-    let options = AppOptions {
-        extra_env: [
+    let app = spawn(AppOptions {
+        graph: Some(graph.clone()),
+        ..AppOptions::with_env(&[
             ("RESPONDER", "http"),
             ("HTTP_RESPONDER_URL", backend.uri().as_str()),
             ("HTTP_RESPONDER_SECRET", BACKEND_SECRET),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect(),
-        ..AppOptions::default()
-    };
-    let app = spawn(AppOptions {
-        graph: Some(graph.clone()),
-        ..options
+        ])
     })
     .await;
     post(

@@ -12,7 +12,7 @@ use wiremock::matchers::{body_string_contains, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::{
-    conversation, eventually, graph_bodies, mount_graph_ok, replies, spawn, text_delivery,
+    conversation, eventually, graph_bodies, graph_ok, replies, spawn, text_delivery,
     wait_for_replies, wait_until_drained, AppOptions, TestApp, APP_SECRET,
 };
 
@@ -22,29 +22,21 @@ const TOOL_SECRET: &str = "tool-signing-secret";
 
 async fn app(llm: &MockServer, graph: Arc<MockServer>, toml: String) -> TestApp {
     let base = format!("{}/v1", llm.uri());
-    let options = AppOptions {
-        extra_env: [
+    spawn(AppOptions {
+        graph: Some(graph),
+        config_toml: Some(toml),
+        ..AppOptions::with_env(&[
             ("RESPONDER", "openai"),
             ("OPENAI_MODEL", "test-model"),
             ("OPENAI_BASE_URL", base.as_str()),
             ("WABOT_RESPONDER__OPENAI__FALLBACK", "fallback text"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect(),
-        config_toml: Some(toml),
-        ..AppOptions::default()
-    };
-    spawn(AppOptions {
-        graph: Some(graph),
-        ..options
+        ])
     })
     .await
 }
 
 async fn graph() -> Arc<MockServer> {
-    let graph = Arc::new(MockServer::start().await);
-    mount_graph_ok(&graph).await;
+    let graph = graph_ok().await;
     graph
 }
 

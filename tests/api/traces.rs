@@ -3,8 +3,7 @@
 //! message — webhook, stored entry, worker, engine, responder, Graph API send — form one trace.
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::process::Stdio;
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -15,26 +14,13 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::{
-    eventually, free_port, mount_graph_ok, spawn, text_delivery, wait_for_replies, AppOptions,
-    RedisServer, APP_SECRET, VERIFY_TOKEN,
+    eventually, graph_ok, spawn, text_delivery, wait_for_replies, AppOptions, RedisServer, Served,
+    APP_SECRET,
 };
 
 const WAIT: Duration = Duration::from_secs(30);
 const PNID: &str = "106540352242922";
 const USER: &str = "4915123456789";
-
-/// A `wabot serve` child process, killed when dropped.
-struct Served {
-    child: Child,
-    address: String,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 async fn serve(redis: &RedisServer, graph: &MockServer, extra: &[(&str, String)]) -> Served {
     serve_logging(redis, graph, extra, None).await
@@ -51,50 +37,21 @@ async fn serve_logging(
         Some(path) => Stdio::from(std::fs::File::create(path).expect("log file")),
         None => Stdio::null(),
     };
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_wabot"))
-        .arg("serve")
-        .env_clear()
-        .env("APP_CONFIG_DIR", "/nonexistent-wabot-test-config")
-        .env("PORT", port.to_string())
-        .env("WABOT_SERVER__HOST", "127.0.0.1")
-        .env("WABOT_SERVER__HTTP_WORKERS", "1")
-        .env("WABOT_WORKER__PARTITIONS", "4")
-        .env("WHATSAPP_APP_SECRET", APP_SECRET)
-        .env("WHATSAPP_VERIFY_TOKEN", VERIFY_TOKEN)
-        .env("WHATSAPP_ACCESS_TOKEN", "token")
-        .env("WHATSAPP_API_BASE_URL", graph.uri())
-        .env("WABOT_WHATSAPP__THROUGHPUT_PER_SEC", "0")
-        .env("WABOT_WHATSAPP__RECIPIENT_INTERVAL_MS", "0")
-        .env("REDIS_URL", redis.url())
-        .env(
-            "WABOT_REDIS__KEY_PREFIX",
-            format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
-        )
-        .env("RESPONDER", "echo")
-        // The log level does not decide what is traced: logs off, spans still exported.
-        .env("RUST_LOG", "off")
-        .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdout(stdout)
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("wabot starts");
-    let served = Served {
-        child,
-        address: format!("http://127.0.0.1:{port}"),
-    };
-    let http = reqwest::Client::new();
-    let up = eventually(WAIT, || async {
-        let response = http
-            .get(format!("{}/health", served.address))
-            .send()
-            .await
-            .ok()?;
-        response.status().is_success().then_some(())
+    // The log level (off) does not decide what is traced: spans are still exported.
+    Served::start(&redis.url(), &graph.uri(), |command| {
+        command
+            .env("WABOT_WORKER__PARTITIONS", "4")
+            .env("WABOT_WHATSAPP__THROUGHPUT_PER_SEC", "0")
+            .env("WABOT_WHATSAPP__RECIPIENT_INTERVAL_MS", "0")
+            .env(
+                "WABOT_REDIS__KEY_PREFIX",
+                format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
+            )
+            .env("RESPONDER", "echo")
+            .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(stdout)
     })
-    .await;
-    assert!(up.is_some(), "wabot serve did not come up");
-    served
+    .await
 }
 
 /// An OTLP/HTTP receiver: accepts every export with an empty (valid) protobuf answer.
@@ -185,8 +142,7 @@ async fn post(address: &str, body: Vec<u8>) {
 #[tokio::test]
 async fn one_trace_from_the_webhook_post_to_the_graph_api_send() {
     let redis = RedisServer::start();
-    let graph = Arc::new(MockServer::start().await);
-    mount_graph_ok(&graph).await;
+    let graph = graph_ok().await;
     let collector = collector().await;
     let served = serve(&redis, &graph, &otel_env(&collector)).await;
     let wamid = format!("wamid.trace.{}", uuid::Uuid::new_v4().simple());
@@ -240,26 +196,15 @@ async fn one_trace_from_the_webhook_post_to_the_graph_api_send() {
         http.parent_span_id.is_empty(),
         "the webhook request starts the trace"
     );
-    assert_eq!(
-        accept.parent_span_id, http.span_id,
-        "accept under the request"
-    );
-    assert_eq!(
-        worker.parent_span_id, accept.span_id,
-        "worker continues the stored entry's trace"
-    );
-    assert_eq!(
-        engine.parent_span_id, worker.span_id,
-        "engine under the worker"
-    );
-    assert_eq!(
-        responder.parent_span_id, engine.span_id,
-        "responder under the engine"
-    );
-    assert_eq!(
-        send.parent_span_id, engine.span_id,
-        "Graph API send under the engine"
-    );
+    for (child, parent, why) in [
+        (accept, http, "accept under the request"),
+        (worker, accept, "worker continues the stored entry's trace"),
+        (engine, worker, "engine under the worker"),
+        (responder, engine, "responder under the engine"),
+        (send, engine, "Graph API send under the engine"),
+    ] {
+        assert_eq!(child.parent_span_id, parent.span_id, "{why}");
+    }
 
     // The wamid and the masked user as attributes.
     let masked = wabot::domain::mask_user(USER);
@@ -406,8 +351,7 @@ fn hex(bytes: &[u8]) -> String {
 #[tokio::test]
 async fn json_logs_stay_json_and_carry_the_trace_id_while_tracing_is_on() {
     let redis = RedisServer::start();
-    let graph = Arc::new(MockServer::start().await);
-    mount_graph_ok(&graph).await;
+    let graph = graph_ok().await;
     let collector = collector().await;
     let log = std::env::temp_dir().join(format!("wabot-trace-log-{}.jsonl", uuid::Uuid::new_v4()));
     let mut env = otel_env(&collector);

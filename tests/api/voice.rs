@@ -55,8 +55,9 @@ async fn graph_with_media() -> Arc<MockServer> {
 }
 
 async fn app(graph: Arc<MockServer>, whisper: &MockServer) -> TestApp {
-    let options = AppOptions {
-        extra_env: [
+    spawn(AppOptions {
+        graph: Some(graph),
+        ..AppOptions::with_env(&[
             ("RESPONDER", "rules"),
             ("WABOT_CONVERSATION__LANGUAGE", "auto"),
             (
@@ -64,15 +65,7 @@ async fn app(graph: Arc<MockServer>, whisper: &MockServer) -> TestApp {
                 &format!("{}/v1", whisper.uri()),
             ),
             ("WABOT_TRANSCRIPTION__MODEL", "whisper-small"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect(),
-        ..AppOptions::default()
-    };
-    spawn(AppOptions {
-        graph: Some(graph),
-        ..options
+        ])
     })
     .await
 }
@@ -162,23 +155,16 @@ async fn a_voice_note_in_a_merged_burst_is_still_transcribed() {
         )
         .mount(&whisper)
         .await;
-    let options = AppOptions {
-        extra_env: [
+    let app = spawn(AppOptions {
+        graph: Some(graph.clone()),
+        ..AppOptions::with_env(&[
             ("RESPONDER", "rules"),
             ("WABOT_CONVERSATION__MERGE_WINDOW_MS", "500"),
             (
                 "WABOT_TRANSCRIPTION__BASE_URL",
                 &format!("{}/v1", whisper.uri()),
             ),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect(),
-        ..AppOptions::default()
-    };
-    let app = spawn(AppOptions {
-        graph: Some(graph.clone()),
-        ..options
+        ])
     })
     .await;
     let user = "4915000000079";
