@@ -77,6 +77,12 @@ fn bot(text: &str) -> Turn {
     )
 }
 
+/// One exchange: the user's message admitted and answered with `reply`.
+async fn exchange(store: &ConversationStore, m: &InboundMessage, reply: &str) {
+    admit(store, m, AdmitMode::Answer).await;
+    store.record_reply(m, &[bot(reply)]).await.expect("record");
+}
+
 fn texts(history: &[Turn]) -> Vec<&str> {
     history.iter().map(|t| t.text.as_str()).collect()
 }
@@ -167,11 +173,7 @@ async fn history_is_trimmed_with_its_markers_and_reset_keeps_the_markers() {
     let store = store(&redis, 4, 100).await;
     for i in 0..5 {
         let m = message(&format!("wamid.t{i}"), &format!("u{i}"));
-        admit(&store, &m, AdmitMode::Answer).await;
-        store
-            .record_reply(&m, &[bot(&format!("b{i}"))])
-            .await
-            .expect("record");
+        exchange(&store, &m, &format!("b{i}")).await;
     }
     let pnid = PhoneNumberId::parse(PNID).expect("pnid");
     let user = UserId::parse(USER).expect("user");
@@ -207,11 +209,7 @@ async fn an_edit_replaces_the_kept_turn_and_is_never_answered() {
     let redis = RedisServer::start();
     let store = store(&redis, 40, 100).await;
     let original = message("wamid.e1", "precio del plan basico");
-    admit(&store, &original, AdmitMode::Answer).await;
-    store
-        .record_reply(&original, &[bot("20 €")])
-        .await
-        .expect("record");
+    exchange(&store, &original, "20 €").await;
     let edit = message("wamid.e2", "[edited]");
     let mode = AdmitMode::Edit {
         original: "wamid.e1",
@@ -314,8 +312,7 @@ async fn status_moves_a_turns_delivery_state_forward_only() {
     let redis = RedisServer::start();
     let store = store(&redis, 10, 100).await;
     let m = message("wamid.st1", "hi");
-    admit(&store, &m, AdmitMode::Answer).await;
-    store.record_reply(&m, &[bot("one")]).await.expect("record");
+    exchange(&store, &m, "one").await;
     let (pnid, user) = ids();
     let state = |store: ConversationStore| async move {
         let view = store.get(&pnid, &user).await.expect("get").expect("exists");
@@ -472,11 +469,7 @@ async fn the_sliding_ttl_is_refreshed_once_it_ran_down_and_a_new_history_always_
     let ttl = |key: &str| -> i64 { redis.cli(&["TTL", key]).parse().expect("ttl") };
 
     let first = message("wamid.ttl1", "hola");
-    admit(&store, &first, AdmitMode::Answer).await;
-    store
-        .record_reply(&first, &[bot("b1")])
-        .await
-        .expect("record");
+    exchange(&store, &first, "b1").await;
     assert!(
         ttl(&conv) > 590 && ttl(&hist) > 590,
         "a new conversation gets the TTL"
@@ -486,11 +479,7 @@ async fn the_sliding_ttl_is_refreshed_once_it_ran_down_and_a_new_history_always_
     redis.cli(&["EXPIRE", &conv, "500"]);
     redis.cli(&["EXPIRE", &hist, "500"]);
     let second = message("wamid.ttl2", "otra");
-    admit(&store, &second, AdmitMode::Answer).await;
-    store
-        .record_reply(&second, &[bot("b2")])
-        .await
-        .expect("record");
+    exchange(&store, &second, "b2").await;
     assert!(
         ttl(&conv) <= 500 && ttl(&hist) <= 500,
         "refreshed before 1 % ran down"
