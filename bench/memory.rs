@@ -100,7 +100,7 @@ pub async fn realistic(client: &Client, settings: &Settings) -> anyhow::Result<C
             Role::Bot,
             BOT_LINES[i % BOT_LINES.len()].to_string(),
             "text",
-            sent.clone(),
+            &sent,
             message.timestamp + 2,
         );
         store

@@ -252,7 +252,7 @@ impl Engine {
                     Role::Bot,
                     format!("[template: {}]", self.options.reengagement_template.name),
                     "template",
-                    wamid,
+                    &wamid,
                     unix_now(),
                 )
             }
@@ -336,7 +336,7 @@ impl Engine {
         let turn = match delivery {
             Delivery::Sent { wamid } => {
                 metrics::counter!(monitoring::OUTBOUND, "outcome" => "sent").increment(1);
-                Turn::sent(role, text, kind, wamid, now)
+                Turn::sent(role, text, kind, &wamid, now)
             }
             Delivery::Template { wamid, name } => {
                 metrics::counter!(monitoring::OUTBOUND, "outcome" => "template").increment(1);
@@ -345,7 +345,7 @@ impl Engine {
                     role,
                     format!("[template: {name}] instead of: {text}"),
                     "template",
-                    wamid,
+                    &wamid,
                     now,
                 )
             }
@@ -508,7 +508,7 @@ impl Engine {
                     Role::Bot,
                     bounded(text, self.options.max_turn_chars),
                     kind,
-                    wamid.unwrap_or_default(),
+                    wamid.as_deref().unwrap_or_default(),
                     now,
                 )
             })

@@ -16,11 +16,11 @@ use fred::prelude::{Client, ClientLike, ClusterInterface, HashesInterface, KeysI
 use fred::prelude::{ListInterface, SortedSetsInterface, Value};
 use fred::types::scripts::Script;
 use fred::types::{ClusterHash, CustomCommand, FromValue};
-use serde::{Deserialize, Serialize};
-use sha1::{Digest, Sha1};
+use serde::Serialize;
 
 use super::error::{Result, StoreError};
 use super::keys::Keys;
+pub use super::turn::{marker_digest, DeliveryError, Role, Turn};
 use crate::domain::{
     Handover, InboundMessage, Origin, OutboundMessage, OutboundSource, PhoneNumberId, UserId,
 };
@@ -49,7 +49,11 @@ pub fn unix_ms() -> i64 {
         .unwrap_or(0)
 }
 
-const COMMON: &str = include_str!("lua/conversation_common.lua");
+const COMMON: &str = concat!(
+    include_str!("lua/turns.lua"),
+    "\n",
+    include_str!("lua/conversation_common.lua")
+);
 
 /// Hash field names read by Rust (the scripts write the same names).
 pub mod field {
@@ -69,119 +73,6 @@ pub const WINDOW_MS: i64 = 24 * 3600 * 1000;
 
 /// How long a quarantined (corrupt) conversation is kept for inspection.
 const QUARANTINE_SECS: u64 = 7 * 24 * 3600;
-
-/// Who spoke.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Role {
-    #[serde(rename = "u")]
-    User,
-    #[serde(rename = "b")]
-    Bot,
-    /// A person of the business: an operator, or the owner answering from the WhatsApp
-    /// Business app (a coexistence echo).
-    #[serde(rename = "o")]
-    Operator,
-}
-
-/// One turn as stored (short keys: a conversation holds up to `max_history` of them).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Turn {
-    #[serde(rename = "r")]
-    pub role: Role,
-    #[serde(rename = "t")]
-    pub text: String,
-    /// Digest of the inbound message's wamid (user turns): names its marker.
-    #[serde(rename = "w", default, skip_serializing_if = "Option::is_none")]
-    pub marker: Option<String>,
-    /// The wamid Meta gave a message we sent (bot and operator turns).
-    #[serde(rename = "o", default, skip_serializing_if = "Option::is_none")]
-    pub sent_wamid: Option<String>,
-    /// Unix seconds.
-    #[serde(rename = "ts")]
-    pub at: i64,
-    /// Message type (`text`, `image`, `interactive`...); `text` is not stored.
-    #[serde(
-        rename = "k",
-        default = "text_kind",
-        skip_serializing_if = "is_text_kind"
-    )]
-    pub kind: String,
-    #[serde(rename = "rl", default, skip_serializing_if = "std::ops::Not::not")]
-    pub rate_limited: bool,
-    /// The user edited this message after sending it (the text is the edited one).
-    #[serde(rename = "ed", default, skip_serializing_if = "std::ops::Not::not")]
-    pub edited: bool,
-    /// Our messages: the last delivery status Meta reported (`sent`, `delivered`, `read`,
-    /// `failed`); none yet means accepted by Meta.
-    #[serde(rename = "d", default, skip_serializing_if = "Option::is_none")]
-    pub delivery: Option<String>,
-    /// Why it failed: Meta's code and title, or ours when it was never sent.
-    #[serde(rename = "fe", default, skip_serializing_if = "Option::is_none")]
-    pub failure: Option<DeliveryError>,
-    /// A re-engagement template was sent for it after Meta refused it (131047).
-    #[serde(rename = "re", default, skip_serializing_if = "std::ops::Not::not")]
-    pub reengaged: bool,
-}
-
-/// Why one of our messages did not reach the user.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeliveryError {
-    pub code: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub title: Option<String>,
-}
-
-impl Turn {
-    /// The user turn of an inbound message.
-    pub fn of_user(message: &InboundMessage, role: Role) -> Turn {
-        Turn {
-            role,
-            text: message.content.describe(),
-            marker: Some(marker_digest(message.id.as_str())),
-            sent_wamid: None,
-            at: message.timestamp,
-            kind: message.content.kind().to_string(),
-            rate_limited: false,
-            edited: false,
-            delivery: None,
-            failure: None,
-            reengaged: false,
-        }
-    }
-
-    /// A turn of ours (bot or operator) that Meta accepted as `sent_wamid`.
-    pub fn sent(role: Role, text: String, kind: &str, sent_wamid: String, at: i64) -> Turn {
-        Turn {
-            role,
-            text,
-            marker: None,
-            sent_wamid: Some(sent_wamid),
-            at,
-            kind: kind.to_string(),
-            rate_limited: false,
-            edited: false,
-            delivery: None,
-            failure: None,
-            reengaged: false,
-        }
-    }
-
-    /// A turn of ours that was never sent, with why.
-    pub fn failed(role: Role, text: String, kind: &str, failure: DeliveryError, at: i64) -> Turn {
-        Turn {
-            delivery: Some("failed".into()),
-            failure: Some(failure),
-            sent_wamid: None,
-            ..Turn::sent(role, text, kind, String::new(), at)
-        }
-    }
-}
-
-/// The digest naming an inbound message's marker (the scripts compute the same).
-pub fn marker_digest(wamid: &str) -> String {
-    let digest = Sha1::digest(wamid.as_bytes());
-    hex::encode(&digest[..8])
-}
 
 /// How `admit` treats a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -482,8 +373,8 @@ impl ConversationStore {
                 &message.user,
                 vec![
                     message.id.as_str().to_string(),
-                    serde_json::to_string(turn)?,
-                    serde_json::to_string(&limited_turn)?,
+                    turn.encode(),
+                    limited_turn.encode(),
                     self.limits.session_ttl_secs.to_string(),
                     self.limits.max_history.to_string(),
                     if rated { interval } else { 0 }.to_string(),
@@ -542,7 +433,7 @@ impl ConversationStore {
             super::queue::now_ms().to_string(),
         ];
         for turn in turns {
-            args.push(serde_json::to_string(turn)?);
+            args.push(turn.encode());
         }
         let recorded: i64 = self
             .run(&self.record, subject.pnid, subject.user, args)
@@ -765,10 +656,7 @@ impl ConversationStore {
         }
         let turns = turns
             .iter()
-            .map(|raw| {
-                serde_json::from_str(raw)
-                    .map_err(|e| StoreError::Corrupt(format!("a turn does not decode: {e}")))
-            })
+            .map(|raw| decode_turn(raw))
             .collect::<Result<Vec<Turn>>>()?;
         let number = |name: &str| fields.get(name).and_then(|s| s.parse::<i64>().ok());
         let now = unix_ms();
@@ -985,6 +873,10 @@ impl ConversationStore {
 }
 
 /// The script's `{code, notice, parts_sent, history...}` as an [`Admission`].
+fn decode_turn(raw: &str) -> Result<Turn> {
+    Turn::decode(raw).map_err(|e| StoreError::Corrupt(format!("a turn does not decode: {e}")))
+}
+
 fn parse_admission(reply: Vec<Value>) -> Result<Admission> {
     let mut values = reply.into_iter();
     let mut number = || {
@@ -1001,8 +893,7 @@ fn parse_admission(reply: Vec<Value>) -> Result<Admission> {
             let raw = v
                 .as_string()
                 .ok_or_else(|| StoreError::Corrupt("a turn is not a string".into()))?;
-            serde_json::from_str(&raw)
-                .map_err(|e| StoreError::Corrupt(format!("a turn does not decode: {e}")))
+            decode_turn(&raw)
         })
         .collect::<Result<Vec<Turn>>>()?;
     Ok(match code {
@@ -1055,14 +946,6 @@ fn parse_conversation_key(key: &str) -> Option<ConversationRef> {
     })
 }
 
-fn text_kind() -> String {
-    "text".into()
-}
-
-fn is_text_kind(kind: &str) -> bool {
-    kind == "text"
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1080,61 +963,29 @@ mod tests {
         assert_eq!(parse_conversation_key("{wabot:3}:hist:1139:4915"), None);
     }
 
-    /// A plain text turn of the user, as the scripts store it.
-    fn user_turn(text: &str, at: i64) -> Turn {
-        Turn {
-            role: Role::User,
-            text: text.into(),
-            marker: None,
-            sent_wamid: None,
-            at,
-            kind: "text".into(),
-            rate_limited: false,
-            edited: false,
-            delivery: None,
-            failure: None,
-            reengaged: false,
-        }
-    }
-
-    #[test]
-    fn turn_json_is_compact() {
-        let turn = Turn {
-            marker: Some("0123456789abcdef".into()),
-            ..user_turn("hi", 5)
-        };
-        assert_eq!(
-            serde_json::to_string(&turn).expect("json"),
-            r#"{"r":"u","t":"hi","w":"0123456789abcdef","ts":5}"#
-        );
-    }
-
-    #[test]
-    fn marker_digest_is_the_scripts_one() {
-        // sha1("wamid.X") starts with these 16 hex digits (redis.sha1hex gives the same).
-        assert_eq!(marker_digest("wamid.X").len(), 16);
-        assert_eq!(
-            marker_digest("abc"),
-            "a9993e364706816a" // SHA-1("abc") = a9993e364706816aba3e25717850c26c9cd0d89d
-        );
-    }
-
     #[test]
     fn admissions_parse_from_the_script_reply() {
-        let turn = r#"{"r":"u","t":"hi","ts":1}"#;
+        let turn = r#"["u",1,"","hi"]"#;
         let reply = vec![
             Value::from(2),
             Value::from(0),
             Value::from(3),
             Value::from(turn),
         ];
-        assert_eq!(
-            parse_admission(reply).expect("parses"),
+        match parse_admission(reply).expect("parses") {
             Admission::Resume {
-                parts_sent: 3,
-                history: vec![user_turn("hi", 1)]
+                parts_sent,
+                history,
+            } => {
+                assert_eq!(parts_sent, 3);
+                let turn = &history[..];
+                assert!(
+                    matches!(turn, [t] if t.role == Role::User && t.text == "hi" && t.at == 1),
+                    "{turn:?}"
+                );
             }
-        );
+            other => panic!("not a resume: {other:?}"),
+        }
         let corrupt = vec![
             Value::from(0),
             Value::from(0),

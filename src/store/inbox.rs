@@ -28,7 +28,11 @@ impl RedisInbox {
         RedisInbox {
             client,
             keys,
-            script: Script::from_lua(include_str!("lua/accept.lua")),
+            script: Script::from_lua(concat!(
+                include_str!("lua/turns.lua"),
+                "\n",
+                include_str!("lua/accept.lua")
+            )),
             echo_pause_ms: 0,
             session_ttl_secs: 3600,
         }

@@ -712,15 +712,12 @@ async fn each_turn_shows_its_role_kind_and_delivery_tick_with_the_error() {
     let (pnid, uid) = conversation_ids(PNID, user);
     let view = eventually(WAIT, || async {
         let view = store.get(&pnid, &uid).await.ok()??;
-        (view.turns.iter().filter(|t| t.sent_wamid.is_some()).count() >= 4).then_some(view)
+        let recorded = crate::helpers::sent_wamids(&app.graph, &view);
+        (recorded.len() >= 4).then_some(recorded)
     })
     .await
     .expect("four replies recorded");
-    let sent: Vec<String> = view
-        .turns
-        .iter()
-        .filter_map(|t| t.sent_wamid.clone())
-        .collect();
+    let sent = view;
     post(&app, &status(user, &sent[0], "sent", None)).await;
     post(&app, &status(user, &sent[1], "delivered", None)).await;
     post(&app, &status(user, &sent[2], "read", None)).await;

@@ -252,15 +252,11 @@ async fn an_operator_uses_the_console_in_a_real_browser() {
     assert_eq!(crate::helpers::replies(&app.graph).await.len(), 3);
     // Meta reports delivery states; the ticks change in place.
     let view = crate::helpers::conversation(&store, &pnid, &uid).await;
-    let ours: Vec<(Role, String)> = view
-        .turns
-        .iter()
-        .filter_map(|t| Some((t.role, t.sent_wamid.clone()?)))
-        .collect();
+    let ours = crate::helpers::sent_wamids(&app.graph, &view);
     assert_eq!(ours.len(), 3, "two bot replies and the operator's");
-    post(&app, &status(user, &ours[0].1, "read", None)).await;
-    post(&app, &status(user, &ours[1].1, "delivered", None)).await;
-    post(&app, &status(user, &ours[2].1, "sent", None)).await;
+    post(&app, &status(user, &ours[0], "read", None)).await;
+    post(&app, &status(user, &ours[1], "delivered", None)).await;
+    post(&app, &status(user, &ours[2], "sent", None)).await;
     wait_until_shown(&browser, "li.turn.bot .delivery", "read").await;
     wait_until_shown(&browser, "li.turn.bot .delivery", "delivered").await;
     wait_until_shown(&browser, "li.turn.operator .delivery", "sent").await;

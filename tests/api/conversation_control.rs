@@ -12,7 +12,8 @@ use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 use crate::helpers::{
     conversation, conversation_ids, eventually, graph_bodies, graph_ok, mount_graph_ok, owner,
-    replies, spawn, wait_for_replies, wait_until_drained, AppOptions, TestApp, APP_SECRET,
+    replies, sent_wamids, spawn, wait_for_replies, wait_until_drained, AppOptions, TestApp,
+    APP_SECRET,
 };
 
 const PNID: &str = "113948572261094";
@@ -190,17 +191,17 @@ async fn first_exchange(app: &TestApp, user: &str, wamid: &str, text: &str) {
     wait_until_drained(&app.queue().await, WAIT).await;
 }
 
-/// The wamid Meta gave the first message we sent in the conversation.
+/// The wamid Meta (`graph`) gave the first message we sent in the conversation.
 async fn first_sent_wamid(
+    graph: &MockServer,
     store: &ConversationStore,
     pnid: &PhoneNumberId,
     user: &UserId,
 ) -> String {
-    conversation(store, pnid, user)
-        .await
-        .turns
-        .iter()
-        .find_map(|t| t.sent_wamid.clone())
+    let view = conversation(store, pnid, user).await;
+    sent_wamids(graph, &view)
+        .into_iter()
+        .next()
         .expect("our reply")
 }
 
@@ -299,7 +300,8 @@ async fn a_user_asking_for_a_person_is_answered_once_then_the_operator_talks_unt
         (last.role, last.text.as_str()),
         (Role::Operator, "Hola, soy Marta")
     );
-    assert!(last.sent_wamid.is_some());
+    assert_eq!(sent_wamids(&graph, &view).len(), 2, "the bot's and Marta's");
+    assert!(last.is_message(&sent_wamids(&graph, &view)[1]));
 
     // Back to the bot: the next message is answered by the responder.
     let path = format!("/admin/conversations/{PNID}/{user}/resume");
@@ -623,11 +625,7 @@ async fn delivery_states_only_move_forward_and_failures_keep_code_and_title() {
     wait_for_replies(&graph, 2, WAIT).await;
     wait_until_drained(&app.queue().await, WAIT).await;
     let view = conversation(&store, &pnid, &uid).await;
-    let sent: Vec<String> = view
-        .turns
-        .iter()
-        .filter_map(|t| t.sent_wamid.clone())
-        .collect();
+    let sent = sent_wamids(&graph, &view);
     assert_eq!(sent.len(), 2);
     // Out of order and repeated: read first, then late delivered and sent.
     for value in ["read", "delivered", "sent", "delivered", "read"] {
@@ -649,7 +647,7 @@ async fn delivery_states_only_move_forward_and_failures_keep_code_and_title() {
     let by_wamid = |wamid: &str| {
         view.turns
             .iter()
-            .find(|t| t.sent_wamid.as_deref() == Some(wamid))
+            .find(|t| t.is_message(wamid))
             .expect("turn")
             .clone()
     };
@@ -694,7 +692,7 @@ async fn the_owner_answering_from_the_phone_stops_a_reply_in_preparation_but_our
     post(&app, &user_text(user, "wamid.c1", "first")).await;
     wait_for_replies(&graph, 1, WAIT).await;
     wait_until_drained(&app.queue().await, WAIT).await;
-    let ours = first_sent_wamid(&store, &pnid, &uid).await;
+    let ours = first_sent_wamid(&graph, &store, &pnid, &uid).await;
     post(&app, &echo(user, &ours, "bot answer")).await;
     wait_until_drained(&app.queue().await, WAIT).await;
     assert_eq!(owner(&store, &pnid, &uid).await, Owner::Bot);
@@ -991,7 +989,7 @@ async fn a_failed_status_with_131047_sends_the_template_once() {
     let (pnid, uid) = conversation_ids(PNID, user);
     let store = app.conversations().await;
     first_exchange(&app, user, "wamid.a1", "olá").await;
-    let ours = first_sent_wamid(&store, &pnid, &uid).await;
+    let ours = first_sent_wamid(&graph, &store, &pnid, &uid).await;
     let failed = status(
         user,
         &ours,

@@ -14,6 +14,7 @@ use wabot::configuration::Settings;
 use wabot::domain::{InboundMessage, InboxItem};
 use wabot::sink::{Accepted, EventSink, SinkError};
 use wabot::startup::{Application, KillSwitch};
+use wabot::store::conversation::{ConversationView, Role};
 use wabot::store::queue::Queue;
 use wabot::store::Keys;
 use wiremock::MockServer;
@@ -534,20 +535,60 @@ pub async fn wait_for_dead_letters(
     .unwrap_or_else(|| panic!("no dead letter within {timeout:?}"))
 }
 
-/// Every send succeeds with a unique wamid.
+/// The wamids `mount_graph_ok` servers gave, per server and recipient (no `+`), in send order.
+/// The history keeps only their digests, and statuses in tests need the real ones.
+type HandedOut = HashMap<(String, String), Vec<String>>;
+static HANDED_OUT: std::sync::LazyLock<Mutex<HandedOut>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// Every send succeeds with a unique wamid (see [`sent_wamids`]).
 pub async fn mount_graph_ok(graph: &MockServer) {
     use wiremock::matchers::{method, path_regex};
+    let server = graph.uri();
     wiremock::Mock::given(method("POST"))
         .and(path_regex(r"^/v24\.0/[0-9]+/messages$"))
-        .respond_with(|_: &wiremock::Request| {
+        .respond_with(move |request: &wiremock::Request| {
+            let wamid = format!("wamid.out.{}", uuid::Uuid::new_v4().simple());
+            let to = serde_json::from_slice::<serde_json::Value>(&request.body)
+                .ok()
+                .and_then(|body| {
+                    body["to"]
+                        .as_str()
+                        .map(|to| to.trim_start_matches('+').to_string())
+                })
+                .unwrap_or_default();
+            if let Ok(mut handed_out) = HANDED_OUT.lock() {
+                handed_out
+                    .entry((server.clone(), to))
+                    .or_default()
+                    .push(wamid.clone());
+            }
             wiremock::ResponseTemplate::new(200).set_body_json(serde_json::json!({
                 "messaging_product": "whatsapp",
                 "contacts": [{"input": "+1", "wa_id": "1"}],
-                "messages": [{"id": format!("wamid.out.{}", uuid::Uuid::new_v4().simple())}]
+                "messages": [{"id": wamid}]
             }))
         })
         .mount(graph)
         .await;
+}
+
+/// The wamids of our turns (bot and operator) in `view`, in the history's order: each found
+/// among what `graph` (a `mount_graph_ok` server) handed out for the conversation's user.
+pub fn sent_wamids(graph: &MockServer, view: &ConversationView) -> Vec<String> {
+    let handed_out = HANDED_OUT
+        .lock()
+        .map(|all| {
+            all.get(&(graph.uri(), view.user.clone()))
+                .cloned()
+                .unwrap_or_default()
+        })
+        .unwrap_or_default();
+    view.turns
+        .iter()
+        .filter(|t| t.role != Role::User)
+        .filter_map(|t| handed_out.iter().find(|w| t.is_message(w)).cloned())
+        .collect()
 }
 
 /// Asserts that each of `users` (phone numbers without `+`) got exactly `echo: <text>` for its

@@ -72,7 +72,7 @@ fn bot(text: &str) -> Turn {
         Role::Bot,
         text.into(),
         "text",
-        format!("wamid.out.{text}"),
+        &format!("wamid.out.{text}"),
         1,
     )
 }
@@ -500,4 +500,66 @@ async fn the_sliding_ttl_is_refreshed_once_it_ran_down_and_a_new_history_always_
         .await
         .expect("record");
     assert!(ttl(&hist) > 0, "the history after a reset has no TTL");
+}
+
+#[tokio::test]
+async fn turns_an_earlier_version_stored_are_found_updated_and_trimmed_with_their_markers() {
+    use fred::prelude::{HashesInterface, ListInterface};
+    use wabot::store::turn::marker_digest;
+    let redis = RedisServer::start();
+    let client = client(&redis).await;
+    let store = store(&redis, 2, 100).await;
+    let (pnid, user) = ids();
+    let keys = Keys::new("s", 8);
+    let partition = keys.partition(&pnid, &user);
+    let conv = keys.conversation(partition, &pnid, &user);
+    let hist = keys.history(partition, &pnid, &user);
+    // What versions before the positional encoding wrote: objects, our full wamid in `o`.
+    let first = format!("w:{}", marker_digest("wamid.old1"));
+    let third = format!("w:{}", marker_digest("wamid.old3"));
+    let _: () = client
+        .hset(
+            &conv,
+            vec![("n", "3"), ("c", "1"), (&first, "1:r"), (&third, "3:r")],
+        )
+        .await
+        .expect("hset");
+    let legacy = [
+        format!(
+            r#"{{"r":"u","t":"hola","w":"{}","ts":1}}"#,
+            marker_digest("wamid.old1")
+        ),
+        r#"{"r":"b","t":"20 €","o":"wamid.out.old","ts":2,"d":"delivered"}"#.to_string(),
+        format!(
+            r#"{{"r":"u","t":"precio","w":"{}","ts":3}}"#,
+            marker_digest("wamid.old3")
+        ),
+    ];
+    let _: () = client.rpush(&hist, legacy.to_vec()).await.expect("rpush");
+
+    let applied = store
+        .apply_status(&pnid, &user, "wamid.out.old", "read", None)
+        .await
+        .expect("status");
+    assert!(applied.found);
+    // The edit finds its old turn; over the bound of 2, the oldest (untouched) old turn goes
+    // and takes its marker along.
+    let edit = message("wamid.old4", "[edited]");
+    let mode = AdmitMode::Edit {
+        original: "wamid.old3",
+        text: "precio del plan pro",
+    };
+    assert_eq!(admit(&store, &edit, mode).await, Admission::Recorded);
+    let view = store.get(&pnid, &user).await.expect("get").expect("exists");
+    assert_eq!(texts(&view.turns), ["20 €", "precio del plan pro"]);
+    assert!(view.turns[0].is_message("wamid.out.old"));
+    assert_eq!(view.turns[0].delivery.as_deref(), Some("read"));
+    assert!(view.turns[1].edited);
+    let dropped: Option<String> = client.hget(&conv, &first).await.expect("hget");
+    assert_eq!(dropped, None);
+    let kept: Option<String> = client.hget(&conv, &third).await.expect("hget");
+    assert_eq!(kept.as_deref(), Some("3:r"));
+    // Rewritten turns take the new encoding.
+    let raw: Vec<String> = client.lrange(&hist, 0, -1).await.expect("lrange");
+    assert!(raw.iter().all(|t| t.starts_with('[')), "{raw:?}");
 }

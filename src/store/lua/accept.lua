@@ -18,11 +18,7 @@ if KEYS[3] and tonumber(ARGV[5]) > 0 then
   -- A person of the business answered from the phone: the bot steps back at once (before the
   -- echo's turn is processed), so a reply still being prepared is not sent. An echo of a
   -- message wabot sent itself never does this.
-  local ours = false
-  local needle = '"o":"' .. ARGV[3] .. '"'
-  for _, turn in ipairs(redis.call('LRANGE', KEYS[4], 0, -1)) do
-    if string.find(turn, needle, 1, true) then ours = true; break end
-  end
+  local ours = find_turn(redis.call('LRANGE', KEYS[4], 0, -1), ARGV[3]) ~= nil
   if not ours and (redis.call('HGET', KEYS[3], 'ro') or '') == '' then
     local t = redis.call('TIME')
     local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)

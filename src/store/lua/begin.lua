@@ -40,12 +40,9 @@ end
 local now = now_ms()
 if ARGV[17] == 'echo' then
   -- The echo of a message wabot sent itself is already in the history as the bot's turn.
-  local needle = '"o":"' .. wamid .. '"'
-  for _, kept in ipairs(redis.call('LRANGE', hist, 0, -1)) do
-    if string.find(kept, needle, 1, true) then
-      redis.call('HSET', conv, marker, '0:r')
-      return {5, 0, 0}
-    end
+  if find_turn(redis.call('LRANGE', hist, 0, -1), wamid) then
+    redis.call('HSET', conv, marker, '0:r')
+    return {5, 0, 0}
   end
 end
 local n = tonumber(state[2] or '') or migrate(state[6]) or 0
@@ -110,11 +107,11 @@ if mode == 'edit' and not limited then
     local len = redis.call('LLEN', hist)
     local index = target_n - (n - len + 1)
     if index >= 0 and index < len then
-      local ok, turn = pcall(cjson.decode, redis.call('LINDEX', hist, index))
-      if ok and type(turn) == 'table' then
-        turn.t = ARGV[13]
-        turn.ed = true
-        redis.call('LSET', hist, index, cjson.encode(turn))
+      local turn = decode_turn(redis.call('LINDEX', hist, index))
+      if turn then
+        turn[4] = ARGV[13]
+        rare_of(turn, true).ed = true
+        redis.call('LSET', hist, index, encode_turn(turn))
         fields[#fields + 1] = marker; fields[#fields + 1] = target_n .. ':r'
         redis.call('HSET', conv, unpack(fields))
         trim(len, max_history)

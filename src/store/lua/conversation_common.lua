@@ -1,5 +1,6 @@
 -- Shared by the conversation scripts. KEYS[1]: the conversation hash (metadata, markers, rate
--- limit, handoff, window), KEYS[2]: its history list (one JSON turn per element, oldest first),
+-- limit, handoff, window), KEYS[2]: its history list (one turn per element, oldest first: see
+-- `turns.lua`),
 -- KEYS[3]: the partition's sorted set of conversations a person has (score: until, ms),
 -- KEYS[4] (only when events are on): the partition's event stream.
 local conv, hist, human, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
@@ -20,10 +21,9 @@ local function with_person(until_ms, info)
   end
 end
 
--- The marker field of an inbound wamid: a 64-bit digest keeps the field short (wamids are ~60
--- bytes), and the same digest as earlier versions keeps their markers valid.
+-- The marker field of a message: the same digest as earlier versions keeps their markers valid.
 local function marker_of(wamid)
-  return 'w:' .. string.sub(redis.sha1hex(wamid), 1, 16)
+  return 'w:' .. digest_of(wamid)
 end
 
 local function now_ms()
@@ -47,9 +47,9 @@ local function trim(len, keep)
   local dropped = redis.call('LPOP', hist, len - keep)
   local markers = {}
   for _, raw in ipairs(dropped) do
-    local ok, turn = pcall(cjson.decode, raw)
-    if ok and type(turn) == 'table' and type(turn.w) == 'string' then
-      markers[#markers + 1] = 'w:' .. turn.w
+    local turn = decode_turn(raw)
+    if turn and type(turn[3]) == 'string' and turn[3] ~= '' then
+      markers[#markers + 1] = 'w:' .. turn[3]
     end
   end
   if #markers > 0 then redis.call('HDEL', conv, unpack(markers)) end

@@ -8,23 +8,17 @@
 if redis.call('EXISTS', conv) == 0 then return {0, '', 0} end
 local rank = {sent = 1, delivered = 2, read = 3, played = 3, failed = 4}
 local new_rank = rank[ARGV[2]] or 0
-local needle = '"o":"' .. ARGV[1] .. '"'
-local turns = redis.call('LRANGE', hist, 0, -1)
 local found, kind, reengaged = 0, '', 0
-for i = #turns, 1, -1 do
-  if string.find(turns[i], needle, 1, true) then
-    local ok, turn = pcall(cjson.decode, turns[i])
-    if ok and type(turn) == 'table' then
-      found = 1
-      kind = turn.k or 'text'
-      if turn.re then reengaged = 1 end
-      if new_rank > (rank[turn.d or ''] or 0) then
-        turn.d = ARGV[2]
-        if ARGV[3] ~= '' then turn.fe = cjson.decode(ARGV[3]) end
-        redis.call('LSET', hist, i - 1, cjson.encode(turn))
-      end
-    end
-    break
+local index, turn = find_turn(redis.call('LRANGE', hist, 0, -1), ARGV[1])
+if index then
+  found = 1
+  local rare = rare_of(turn, false)
+  kind = rare.k or 'text'
+  if rare.re then reengaged = 1 end
+  if new_rank > (rank[turn[5] or ''] or 0) then
+    turn[5] = ARGV[2]
+    if ARGV[3] ~= '' then rare_of(turn, true).fe = cjson.decode(ARGV[3]) end
+    redis.call('LSET', hist, index - 1, encode_turn(turn))
   end
 end
 if ARGV[2] == 'failed' then
