@@ -77,6 +77,12 @@ fn bot(text: &str) -> Turn {
     )
 }
 
+/// The user's edit `wamid` of the message `original`, admitted.
+async fn edit(store: &ConversationStore, wamid: &str, original: &str, text: &str) -> Admission {
+    let m = message(wamid, "[edited]");
+    admit(store, &m, AdmitMode::Edit { original, text }).await
+}
+
 /// One exchange: the user's message admitted and answered with `reply`.
 async fn exchange(store: &ConversationStore, m: &InboundMessage, reply: &str) {
     admit(store, m, AdmitMode::Answer).await;
@@ -210,25 +216,19 @@ async fn an_edit_replaces_the_kept_turn_and_is_never_answered() {
     let store = store(&redis, 40, 100).await;
     let original = message("wamid.e1", "precio del plan basico");
     exchange(&store, &original, "20 €").await;
-    let edit = message("wamid.e2", "[edited]");
-    let mode = AdmitMode::Edit {
-        original: "wamid.e1",
-        text: "precio del plan pro",
-    };
-    assert_eq!(admit(&store, &edit, mode).await, Admission::Recorded);
-    assert_eq!(admit(&store, &edit, mode).await, Admission::Done);
+    let edit_e2 = || edit(&store, "wamid.e2", "wamid.e1", "precio del plan pro");
+    assert_eq!(edit_e2().await, Admission::Recorded);
+    assert_eq!(edit_e2().await, Admission::Done);
     let pnid = PhoneNumberId::parse(PNID).expect("pnid");
     let user = UserId::parse(USER).expect("user");
     let view = store.get(&pnid, &user).await.expect("get").expect("exists");
     assert_eq!(texts(&view.turns), ["precio del plan pro", "20 €"]);
     assert!(view.turns[0].edited);
     // The edit of a message no longer kept is appended instead.
-    let stray = message("wamid.e3", "[edited] something");
-    let mode = AdmitMode::Edit {
-        original: "wamid.gone",
-        text: "something",
-    };
-    assert_eq!(admit(&store, &stray, mode).await, Admission::Recorded);
+    assert_eq!(
+        edit(&store, "wamid.e3", "wamid.gone", "something").await,
+        Admission::Recorded
+    );
     let view = store.get(&pnid, &user).await.expect("get").expect("exists");
     assert_eq!(view.turns.len(), 3);
 }
@@ -544,12 +544,10 @@ async fn turns_an_earlier_version_stored_are_found_updated_and_trimmed_with_thei
     assert!(applied.found);
     // The edit finds its old turn; over the bound of 2, the oldest (untouched) old turn goes
     // and takes its marker along.
-    let edit = message("wamid.old4", "[edited]");
-    let mode = AdmitMode::Edit {
-        original: "wamid.old3",
-        text: "precio del plan pro",
-    };
-    assert_eq!(admit(&store, &edit, mode).await, Admission::Recorded);
+    assert_eq!(
+        edit(&store, "wamid.old4", "wamid.old3", "precio del plan pro").await,
+        Admission::Recorded
+    );
     let view = store.get(&pnid, &user).await.expect("get").expect("exists");
     assert_eq!(texts(&view.turns), ["20 €", "precio del plan pro"]);
     assert!(view.turns[0].is_message("wamid.out.old"));
