@@ -112,7 +112,8 @@ pub struct Roles {
 }
 
 pub const APP_HTTP: &str = "app: HTTP intake (actix workers)";
-pub const APP_RUNTIME: &str = "app: workers + Redis client (tokio)";
+pub const APP_WORKERS: &str = "app: workers (own runtime, lower priority)";
+pub const APP_RUNTIME: &str = "app: intake's Redis client (tokio main)";
 pub const LOAD: &str = "bench: load generator (reqwest)";
 pub const FAKE_GRAPH: &str = "bench: fake Graph API (actix)";
 pub const CONTROL: &str = "bench: main thread / other";
@@ -121,6 +122,8 @@ impl Roles {
     fn role(&self, tid: Tid, name: &str) -> &'static str {
         if self.fake_graph.contains(&tid) {
             FAKE_GRAPH
+        } else if name.starts_with(wabot::worker::runtime::THREAD_NAME) {
+            APP_WORKERS
         } else if self.app_http.contains(&tid) {
             APP_HTTP
         } else if name.starts_with(crate::LOAD_THREAD_NAME) {

@@ -334,7 +334,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Worker => {
             let settings = Settings::load()?;
             telemetry::init(settings.log.format);
-            let workers = Services::new(&settings)?.spawn_workers()?;
+            // No receiver in this process to keep fast: the workers take the main runtime.
+            let workers = Services::new(&settings)?.spawn_workers_here()?;
             tracing::info!(replica = workers.replica(), "wabot worker running");
             let stop = tokio_util::sync::CancellationToken::new();
             cancel_on_signals(stop.clone());

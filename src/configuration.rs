@@ -362,6 +362,12 @@ pub struct WorkerSettings {
     pub retry_max_ms: u64,
     /// Whether `wabot serve` also runs the workers (`wabot worker` always does).
     pub enabled: bool,
+    /// Threads of the workers' own runtime in `wabot serve` (0: one per core). The HTTP receiver
+    /// keeps its own threads, so a backlog never delays a webhook's 200.
+    pub threads: usize,
+    /// How much lower than the receiver's the workers' threads run (`nice`, 0–19): under load
+    /// the kernel runs intake first; the backlog is durable, so waiting is safe.
+    pub nice: i32,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -596,6 +602,12 @@ impl Settings {
             return Err(ConfigError::Invalid {
                 setting: "admin.session_ttl_secs",
                 reason: "must be between 60 s and 30 days".into(),
+            });
+        }
+        if !(0..=19).contains(&self.worker.nice) {
+            return Err(ConfigError::Invalid {
+                setting: "worker.nice",
+                reason: "must be between 0 and 19".into(),
             });
         }
         if self.handoff.timeout_secs == 0 {
@@ -893,6 +905,15 @@ mod tests {
         let mut pairs = required();
         pairs.push(("RESPONDER", "magic"));
         assert!(Settings::load_from(&no_dir(), &env(&pairs)).is_err());
+        let mut pairs = required();
+        pairs.push(("WABOT_WORKER__NICE", "20"));
+        let err = Settings::load_from(&no_dir(), &env(&pairs)).expect_err("must fail");
+        assert!(err.to_string().contains("worker.nice"), "{err}");
+        let mut pairs = required();
+        pairs.push(("WABOT_WORKER__NICE", "0"));
+        pairs.push(("WABOT_WORKER__THREADS", "3"));
+        let settings = Settings::load_from(&no_dir(), &env(&pairs)).expect("valid");
+        assert_eq!((settings.worker.nice, settings.worker.threads), (0, 3));
     }
 
     #[test]

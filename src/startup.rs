@@ -27,7 +27,7 @@ use crate::store::{self, Keys, RedisInbox};
 use crate::telemetry::RequestSpan;
 use crate::transcription::Transcriber;
 use crate::webhook::SignatureVerifier;
-use crate::worker::{Handler, Workers};
+use crate::worker::{Handler, WorkerRuntime, Workers};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -41,6 +41,8 @@ pub enum StartupError {
     Events(#[from] EventError),
     #[error(transparent)]
     Texts(#[from] I18nError),
+    #[error("could not start the workers' runtime")]
+    Runtime(#[source] std::io::Error),
     #[error("could not listen on {address}")]
     Bind {
         address: String,
@@ -135,8 +137,24 @@ impl Services {
         Ok(self)
     }
 
-    /// The worker side: the conversation engine over these stores as the queue's handler.
+    /// The worker side on a runtime of its own (`worker.threads`, `worker.nice`), with its own
+    /// Redis connection: a process that also receives webhooks keeps its receiver's threads and
+    /// connection for intake.
     pub fn spawn_workers(&self) -> Result<Workers, StartupError> {
+        let settings = &self.settings;
+        let runtime = WorkerRuntime::start(settings.worker.threads, settings.worker.nice)
+            .map_err(StartupError::Runtime)?;
+        let (workers, client) = {
+            let _entered = runtime.enter();
+            let services = Services::new(settings)?;
+            (services.spawn_workers_here()?, services.redis)
+        };
+        Ok(workers.running_on(runtime, client))
+    }
+
+    /// The worker side on the current runtime: the conversation engine over these stores as the
+    /// queue's handler.
+    pub fn spawn_workers_here(&self) -> Result<Workers, StartupError> {
         let settings = &self.settings;
         let pacer = RedisPacer::new(
             self.redis.clone(),

@@ -4,6 +4,7 @@
 
 pub mod handler;
 mod partition;
+pub mod runtime;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,14 +19,18 @@ use crate::events::EventDispatcher;
 use crate::monitoring;
 use crate::store::queue::now_ms;
 use crate::store::queue::Queue;
+use crate::store::Client;
 pub use handler::{HandleError, Handler, LeaseGuard};
 use partition::PartitionContext;
+pub use runtime::WorkerRuntime;
 
 /// A running set of workers.
 pub struct Workers {
     replica: String,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
+    /// Set when the workers run on a runtime of their own, with a Redis client connected there.
+    own: Option<(WorkerRuntime, Client)>,
 }
 
 struct Runner {
@@ -61,7 +66,14 @@ impl Workers {
             replica,
             stop,
             task,
+            own: None,
         }
+    }
+
+    /// These workers were spawned on `runtime` with `client`: both end with them.
+    pub fn running_on(mut self, runtime: WorkerRuntime, client: Client) -> Workers {
+        self.own = Some((runtime, client));
+        self
     }
 
     pub fn replica(&self) -> &str {
@@ -73,6 +85,14 @@ impl Workers {
     pub async fn shutdown(self) {
         self.stop.cancel();
         let _ = self.task.await;
+        if let Some((runtime, client)) = self.own {
+            let _ = tokio::time::timeout(
+                Duration::from_secs(2),
+                fred::prelude::ClientLike::quit(&client),
+            )
+            .await;
+            drop(runtime);
+        }
     }
 
     /// Aborting it is a crash-like stop: nothing is released or acknowledged (`KillSwitch`).
