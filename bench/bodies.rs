@@ -27,7 +27,7 @@ pub struct BodiesReport {
 pub async fn run(
     base: &str,
     concurrency: usize,
-    rss: fn() -> Option<u64>,
+    rss: impl Fn() -> Option<u64> + Copy + Send + 'static,
 ) -> anyhow::Result<BodiesReport> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))

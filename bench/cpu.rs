@@ -1,5 +1,6 @@
-//! Where the CPU time goes: user+system time per thread of this process (grouped by role) and of
-//! the private `redis-server`, read from `/proc`. Linux only; elsewhere nothing is sampled.
+//! Where the CPU time goes: user+system time per thread of this process and of the app's
+//! (grouped by role) and of the private `redis-server`, read from `/proc`. Linux only; elsewhere
+//! nothing is sampled.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
@@ -15,8 +16,17 @@ pub struct ThreadSample {
 
 /// Every thread of this process right now.
 pub fn sample_threads() -> HashMap<Tid, ThreadSample> {
+    sample_threads_of("self")
+}
+
+/// Every thread of another process (the app's) right now.
+pub fn sample_process_threads(pid: u32) -> HashMap<Tid, ThreadSample> {
+    sample_threads_of(&pid.to_string())
+}
+
+fn sample_threads_of(process: &str) -> HashMap<Tid, ThreadSample> {
     let mut out = HashMap::new();
-    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{process}/task")) else {
         return out;
     };
     for entry in dir.flatten() {
@@ -109,6 +119,8 @@ pub fn ticks_per_second() -> f64 {
 pub struct Roles {
     pub fake_graph: HashSet<Tid>,
     pub app_http: HashSet<Tid>,
+    /// The app runs in this process (`--in-process`): its threads are among ours.
+    pub app_in_process: bool,
 }
 
 pub const APP_HTTP: &str = "app: HTTP intake (actix workers)";
@@ -117,18 +129,19 @@ pub const APP_RUNTIME: &str = "app: intake's Redis client (tokio main)";
 pub const LOAD: &str = "bench: load generator (reqwest)";
 pub const FAKE_GRAPH: &str = "bench: fake Graph API (actix)";
 pub const CONTROL: &str = "bench: main thread / other";
+pub const APP_OTHER: &str = "app: other threads";
 
 impl Roles {
     fn role(&self, tid: Tid, name: &str) -> &'static str {
         if self.fake_graph.contains(&tid) {
             FAKE_GRAPH
-        } else if name.starts_with(wabot::worker::runtime::THREAD_NAME) {
+        } else if self.app_in_process && name.starts_with(wabot::worker::runtime::THREAD_NAME) {
             APP_WORKERS
         } else if self.app_http.contains(&tid) {
             APP_HTTP
         } else if name.starts_with(crate::LOAD_THREAD_NAME) {
             LOAD
-        } else if name.starts_with("tokio-r") {
+        } else if self.app_in_process && name.starts_with("tokio-r") {
             APP_RUNTIME
         } else {
             CONTROL
@@ -141,12 +154,37 @@ impl Roles {
         before: &HashMap<Tid, ThreadSample>,
         after: &HashMap<Tid, ThreadSample>,
     ) -> BTreeMap<&'static str, u64> {
-        let mut out = BTreeMap::new();
-        for (tid, sample) in after {
-            let start = before.get(tid).map(|s| s.ticks).unwrap_or(0);
-            *out.entry(self.role(*tid, &sample.name)).or_insert(0) +=
-                sample.ticks.saturating_sub(start);
-        }
-        out
+        usage(before, after, |tid, name| self.role(tid, name))
     }
+}
+
+/// The same for the app's own process, whose threads are told apart by name alone.
+pub fn app_usage(
+    before: &HashMap<Tid, ThreadSample>,
+    after: &HashMap<Tid, ThreadSample>,
+) -> BTreeMap<&'static str, u64> {
+    usage(before, after, |_, name| {
+        if name.starts_with(wabot::worker::runtime::THREAD_NAME) {
+            APP_WORKERS
+        } else if name.starts_with(crate::ACTIX_WORKER) {
+            APP_HTTP
+        } else if name.starts_with("tokio-r") {
+            APP_RUNTIME
+        } else {
+            APP_OTHER
+        }
+    })
+}
+
+fn usage(
+    before: &HashMap<Tid, ThreadSample>,
+    after: &HashMap<Tid, ThreadSample>,
+    role: impl Fn(Tid, &str) -> &'static str,
+) -> BTreeMap<&'static str, u64> {
+    let mut out = BTreeMap::new();
+    for (tid, sample) in after {
+        let start = before.get(tid).map(|s| s.ticks).unwrap_or(0);
+        *out.entry(role(*tid, &sample.name)).or_insert(0) += sample.ticks.saturating_sub(start);
+    }
+    out
 }

@@ -1,7 +1,8 @@
 //! `wabot-bench`: load generator and benchmark for the durable pipeline.
 //!
-//! It runs the real application in-process (HTTP intake on 127.0.0.1:0, Redis inbox, and in `e2e`
-//! mode the workers), a private `redis-server` child (or `--redis-url`), and a fake Graph API
+//! It runs the real application in a child process of its own (HTTP intake on 127.0.0.1:0, Redis
+//! inbox, and in `e2e` mode the workers; `--in-process` runs it inside the bench instead), a
+//! private `redis-server` child (or `--redis-url`), and a fake Graph API
 //! that records every reply. Simulated users post signed text deliveries to `/webhook`, each user
 //! strictly in order, many users concurrently, with a share of deliveries re-sent under the same
 //! wamid. It then reports ingest throughput and ack latency, end-to-end throughput and latency
@@ -16,6 +17,7 @@
 //! cargo run --release --bin wabot-bench -- --mode bodies --concurrency 100   # RSS under 2 MiB bodies
 //! ```
 
+mod app;
 mod bodies;
 mod cpu;
 mod fake_graph;
@@ -24,7 +26,6 @@ mod memory;
 mod redis;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -36,7 +37,6 @@ use fred::prelude::ClientLike;
 use hdrhistogram::Histogram;
 use tokio::sync::Semaphore;
 use wabot::configuration::{redact_url_userinfo, Settings};
-use wabot::startup::Application;
 
 use fake_graph::{FakeGraph, Reply};
 use load::{Shared, UserOutcome};
@@ -45,7 +45,7 @@ use redis::{CommandStats, PrivateRedis};
 /// Threads of the load generator's own runtime are named after this (CPU attribution).
 pub const LOAD_THREAD_NAME: &str = "bench-load";
 /// actix-server names its worker threads `actix-server worker N` (truncated to 15 bytes).
-const ACTIX_WORKER: &str = "actix-server wo";
+pub const ACTIX_WORKER: &str = "actix-server wo";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Mode {
@@ -112,10 +112,20 @@ struct Args {
     /// No progress lines on stderr.
     #[arg(long)]
     quiet: bool,
+    /// Run the app inside the bench's process instead of a child process of its own (RSS is
+    /// then the bench's and the app's together).
+    #[arg(long)]
+    in_process: bool,
+    /// Internal: be the app under test (started by the bench itself).
+    #[arg(long, hide = true)]
+    serve_app: bool,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.serve_app {
+        return app::serve_child();
+    }
     let runtimes = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -171,6 +181,8 @@ struct Environment {
     settings: Settings,
     port: u16,
     roles: cpu::Roles,
+    /// The app's own process (none with `--in-process`).
+    app_pid: Option<u32>,
 }
 
 async fn run(args: Args, load: tokio::runtime::Handle) -> anyhow::Result<bool> {
@@ -191,20 +203,20 @@ async fn run(args: Args, load: tokio::runtime::Handle) -> anyhow::Result<bool> {
     roles.fake_graph = cpu::new_threads(&threads_before, ACTIX_WORKER, 1).await;
 
     let env = app_env(&args, &redis_url, &graph.url)?;
-    let settings = Settings::load_from(Path::new("/nonexistent-wabot-bench-config"), &env)
-        .context("app settings")?;
-    if std::env::var_os("RUST_LOG").is_some() {
-        wabot::telemetry::init(settings.log.format);
-    }
-    let settings_workers = settings.server.http_workers.max(1);
-    let threads_before = cpu::thread_ids();
-    let app = Application::build(settings.clone())
-        .await
-        .context("building the app")?;
-    let port = app.port();
-    let shutdown = app.shutdown_token();
-    let app_task = tokio::spawn(app.run_until_stopped());
-    roles.app_http = cpu::new_threads(&threads_before, ACTIX_WORKER, settings_workers).await;
+    let settings = app::settings(&env)?;
+    let (port, app) = if args.in_process {
+        if std::env::var_os("RUST_LOG").is_some() {
+            wabot::telemetry::init(settings.log.format);
+        }
+        let threads_before = cpu::thread_ids();
+        let started = app::start_in_process(settings.clone()).await?;
+        roles.app_in_process = true;
+        let http_workers = settings.server.http_workers.max(1);
+        roles.app_http = cpu::new_threads(&threads_before, ACTIX_WORKER, http_workers).await;
+        started
+    } else {
+        app::start_child(&env).await?
+    };
 
     let environment = Environment {
         private_redis,
@@ -213,6 +225,7 @@ async fn run(args: Args, load: tokio::runtime::Handle) -> anyhow::Result<bool> {
         settings,
         port,
         roles,
+        app_pid: app.pid(),
     };
     // Interrupted or not, the app is stopped and the private redis-server killed below.
     let result = tokio::select! {
@@ -220,13 +233,7 @@ async fn run(args: Args, load: tokio::runtime::Handle) -> anyhow::Result<bool> {
         signal = interrupted() => Err(anyhow::anyhow!("interrupted by {signal}")),
     };
 
-    shutdown.cancel();
-    match tokio::time::timeout(Duration::from_secs(15), app_task).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(error))) => eprintln!("wabot-bench: the app stopped with an error: {error}"),
-        Ok(Err(error)) => eprintln!("wabot-bench: the app task failed: {error}"),
-        Err(_) => eprintln!("wabot-bench: the app did not stop within 15 s"),
-    }
+    app.stop().await;
     let Environment {
         private_redis,
         graph,
@@ -352,6 +359,8 @@ struct Sample {
     at: Instant,
     commands: CommandStats,
     threads: HashMap<cpu::Tid, cpu::ThreadSample>,
+    /// The app process's threads (empty when it runs in the bench's process).
+    app_threads: HashMap<cpu::Tid, cpu::ThreadSample>,
     redis_ticks: Option<u64>,
     machine_ticks: Option<u64>,
 }
@@ -360,6 +369,10 @@ async fn sample(client: &fred::prelude::Client, env: &Environment) -> anyhow::Re
     Ok(Sample {
         commands: CommandStats::read(client).await?,
         threads: cpu::sample_threads(),
+        app_threads: env
+            .app_pid
+            .map(cpu::sample_process_threads)
+            .unwrap_or_default(),
         redis_ticks: env
             .private_redis
             .as_ref()
@@ -383,7 +396,8 @@ async fn measure(
         .context("connecting to Redis for statistics")?;
 
     if args.mode == Mode::Bodies {
-        let report = bodies::run(&base, args.concurrency, rss_bytes).await?;
+        let app_pid = env.app_pid;
+        let report = bodies::run(&base, args.concurrency, move || rss_bytes(app_pid)).await?;
         let mb = |b: u64| b as f64 / 1e6;
         println!(
             "wabot-bench: bodies ({} x 2 MiB, wrong signature)",
@@ -558,10 +572,16 @@ async fn conversation_memory(
 
 use memory::ConversationMemory;
 
-/// Resident memory of this process (the whole app runs in it), from /proc.
-fn rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+/// Resident memory of the app's process, or of this one (`None`: the app runs in it).
+fn rss_bytes(pid: Option<u32>) -> Option<u64> {
+    status_bytes(pid, "VmRSS:")
+}
+
+/// A `/proc/<pid>/status` memory field (`VmRSS:`, `VmHWM:` the peak RSS) in bytes.
+fn status_bytes(pid: Option<u32>, field: &str) -> Option<u64> {
+    let process = pid.map_or_else(|| "self".to_string(), |pid| pid.to_string());
+    let status = std::fs::read_to_string(format!("/proc/{process}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
 }
@@ -936,11 +956,27 @@ fn print_report(
             row("  one of this load's (tiny texts)", describe(load));
         }
     }
-    if let Some(rss) = rss_bytes() {
-        row(
-            "RSS (bench + app, one process)",
-            format!("{:.1} MB", rss as f64 / 1e6),
-        );
+    let mb = |bytes: u64| format!("{:.1} MB", bytes as f64 / 1e6);
+    match env.app_pid {
+        Some(pid) => {
+            if let (Some(rss), Some(peak)) = (
+                status_bytes(Some(pid), "VmRSS:"),
+                status_bytes(Some(pid), "VmHWM:"),
+            ) {
+                row(
+                    "wabot RSS (app process)",
+                    format!("{} at the end, peak {}", mb(rss), mb(peak)),
+                );
+            }
+            if let Some(rss) = rss_bytes(None) {
+                row("  the bench's own process", mb(rss));
+            }
+        }
+        None => {
+            if let Some(rss) = rss_bytes(None) {
+                row("RSS (bench + app, one process)", mb(rss));
+            }
+        }
     }
     let idle_top: Vec<String> = idle
         .by_calls()
@@ -958,7 +994,10 @@ fn print_report(
     );
 
     let ticks_per_sec = cpu::ticks_per_second();
-    let usage = env.roles.usage(&before.threads, &after.threads);
+    let mut usage = env.roles.usage(&before.threads, &after.threads);
+    for (role, ticks) in cpu::app_usage(&before.app_threads, &after.app_threads) {
+        *usage.entry(role).or_insert(0) += ticks;
+    }
     if !usage.is_empty() && window > 0.0 {
         println!();
         println!(
@@ -981,7 +1020,7 @@ fn print_report(
         for (role, percent) in sorted {
             row(role, format!("{percent:>5.1}%"));
         }
-        row("total (bench process + redis)", format!("{total:>5.1}%"));
+        row("total (bench, app and redis)", format!("{total:>5.1}%"));
         if let (Some(start), Some(end)) = (before.machine_ticks, after.machine_ticks) {
             let machine = end.saturating_sub(start) as f64 / ticks_per_sec / window * 100.0;
             row(

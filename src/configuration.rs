@@ -368,6 +368,11 @@ pub struct WorkerSettings {
     /// How much lower than the receiver's the workers' threads run (`nice`, 0–19): under load
     /// the kernel runs intake first; the backlog is durable, so waiting is safe.
     pub nice: i32,
+    /// Entries one inbox read takes at most.
+    pub read_batch: u64,
+    /// Entries of one partition read but not finished; reading pauses above this. A small bound
+    /// leaves the backlog in Redis (durable) instead of in the workers' memory and queues.
+    pub max_in_flight: usize,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -563,7 +568,7 @@ impl Settings {
                 reason: "must be non-empty without `{`, `}`, `:` or spaces".into(),
             });
         }
-        let positive: [(&'static str, u64); 10] = [
+        let positive: [(&'static str, u64); 12] = [
             (
                 "server.request_timeout_secs",
                 self.server.request_timeout_secs,
@@ -581,6 +586,8 @@ impl Settings {
             ("worker.partitions", u64::from(self.worker.partitions)),
             ("worker.concurrency", self.worker.concurrency as u64),
             ("worker.max_attempts", u64::from(self.worker.max_attempts)),
+            ("worker.read_batch", self.worker.read_batch),
+            ("worker.max_in_flight", self.worker.max_in_flight as u64),
             (
                 "conversation.max_turn_chars",
                 self.conversation.max_turn_chars as u64,
@@ -914,6 +921,10 @@ mod tests {
         pairs.push(("WABOT_WORKER__THREADS", "3"));
         let settings = Settings::load_from(&no_dir(), &env(&pairs)).expect("valid");
         assert_eq!((settings.worker.nice, settings.worker.threads), (0, 3));
+        let mut pairs = required();
+        pairs.push(("WABOT_WORKER__MAX_IN_FLIGHT", "0"));
+        let err = Settings::load_from(&no_dir(), &env(&pairs)).expect_err("must fail");
+        assert!(err.to_string().contains("worker.max_in_flight"), "{err}");
     }
 
     #[test]

@@ -106,6 +106,74 @@ async fn fifty_concurrent_messages_of_one_user_are_answered_in_order() {
     assert_eq!(texts, accepted_order);
 }
 
+/// A backlog far above `worker.max_in_flight`: the partition reads a little, pauses, and reads
+/// on as entries finish; every message is answered once, each user's in order.
+#[tokio::test]
+async fn a_backlog_above_the_in_flight_bound_is_answered_in_order() {
+    let redis = RedisServer::start();
+    let graph = graph_ok().await;
+    let prefix = "bounded";
+    let options = || AppOptions {
+        partitions: 1,
+        ..AppOptions::with_env(&[
+            ("WABOT_WORKER__MAX_IN_FLIGHT", "2"),
+            ("WABOT_WORKER__READ_BATCH", "1"),
+            ("WABOT_WORKER__CONCURRENCY", "2"),
+        ])
+    };
+    let intake = spawn(
+        AppOptions {
+            workers: false,
+            ..options()
+        }
+        .replica_of(&redis.url(), &graph, prefix),
+    )
+    .await;
+    let users: Vec<String> = (0..4).map(|u| format!("1555000100{u}")).collect();
+    for i in 0..6 {
+        for user in &users {
+            let body = text_delivery(PNID, user, &format!("wamid.{user}.{i}"), &format!("m{i}"));
+            assert_eq!(intake.post_signed(&body, APP_SECRET).await.status(), 200);
+        }
+    }
+    // Every reply takes 200 ms, so the backlog is still there while we look.
+    crate::helpers::mount_slow_send(&graph, "echo: m", Duration::from_millis(200)).await;
+    let worker = spawn(options().replica_of(&redis.url(), &graph, prefix)).await;
+    wait_for_replies(&graph, 2, WAIT).await;
+    // Read but not acknowledged: the 2 held, and at most one read ahead in the reader's hands
+    // and one in its channel. The other ~20 are still unread in the stream.
+    let delivered = pending_count(&worker, 0).await;
+    assert!(delivered <= 4, "{delivered} entries read at once");
+    let got = wait_for_replies(&graph, 24, WAIT).await;
+    wait_until_drained(&worker.queue().await, WAIT).await;
+    assert_eq!(replies(&graph).await.len(), 24, "no reply twice");
+    assert_replies_in_order(&got, &users, |_| (0..6).map(|i| format!("m{i}")).collect());
+}
+
+/// Entries of a partition delivered to a consumer and not acknowledged yet (`XPENDING`).
+async fn pending_count(app: &crate::helpers::TestApp, partition: u32) -> u64 {
+    let client = wabot::store::connect(&app.settings.redis).expect("client");
+    fred::prelude::ClientLike::wait_for_connect(&client)
+        .await
+        .expect("connects");
+    let summary: fred::types::Value = fred::prelude::StreamsInterface::xpending(
+        &client,
+        app.keys().inbox(partition),
+        wabot::store::keys::GROUP,
+        (),
+    )
+    .await
+    .expect("XPENDING");
+    let _ = fred::prelude::ClientLike::quit(&client).await;
+    match summary {
+        fred::types::Value::Array(fields) => fields
+            .first()
+            .and_then(|count| count.as_u64())
+            .expect("a count"),
+        other => panic!("XPENDING answered {other:?}"),
+    }
+}
+
 /// Texts in the inboxes, in stream order (one user: one partition).
 async fn accepted_texts(app: &crate::helpers::TestApp) -> Vec<String> {
     use fred::prelude::StreamsInterface;
