@@ -149,12 +149,19 @@ impl Engine {
             Origin::BusinessEcho => Role::Operator,
             Origin::User | Origin::Standby => Role::User,
         };
-        let mode = mode_of(message, &self.options.handoff);
+        let mut mode = mode_of(message, &self.options.handoff);
         let mut turn = Turn::of_user(message, role);
         let (message, command) = match self.transcribed(message).await {
             Some(Ok(heard)) => {
                 turn.text = format!("[voice] {}", heard.content.text().unwrap_or_default());
-                (std::borrow::Cow::Owned(heard), None)
+                // Saying "I want to talk to a person" is asking for one; a spoken "/reset" is
+                // not a command anyone gives, so only the handoff is heard in a voice note.
+                let command = command(&heard.content, &self.options.handoff)
+                    .filter(|command| *command == Command::Handoff);
+                if command.is_some() {
+                    mode = AdmitMode::Handoff;
+                }
+                (std::borrow::Cow::Owned(heard), command)
             }
             Some(Err(())) => (
                 std::borrow::Cow::Borrowed(message),

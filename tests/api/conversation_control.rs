@@ -1017,3 +1017,33 @@ async fn a_failed_status_with_131047_sends_the_template_once() {
     assert_eq!((last.role, last.kind.as_str()), (Role::Bot, "template"));
     app.stop().await;
 }
+
+#[tokio::test]
+async fn while_a_person_has_the_conversation_messages_are_marked_read_only_when_configured() {
+    for (mark_read, user, expected) in [("false", "4915000000298", 0), ("true", "4915000000299", 1)]
+    {
+        let graph = graph_ok().await;
+        let app = app(
+            graph.clone(),
+            None,
+            &[("WABOT_HANDOFF__MARK_READ", mark_read)],
+        )
+        .await;
+        post(&app, &user_text(user, "wamid.mr1", "/agent")).await;
+        wait_for_replies(&graph, 1, WAIT).await;
+        post(&app, &user_text(user, "wamid.mr2", "hola?")).await;
+        wait_until_drained(&app.queue().await, WAIT).await;
+        let receipts = graph_bodies(&graph)
+            .await
+            .into_iter()
+            .filter(|body| body["status"] == "read" && body["message_id"] == "wamid.mr2")
+            .count();
+        assert_eq!(receipts, expected, "handoff.mark_read = {mark_read}");
+        assert_eq!(
+            replies(&graph).await.len(),
+            1,
+            "the person answers, not the bot"
+        );
+        app.stop().await;
+    }
+}

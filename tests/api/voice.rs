@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use wabot::store::conversation::Role;
+use wabot::store::conversation::{Owner, Role};
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -70,26 +70,33 @@ async fn app(graph: Arc<MockServer>, whisper: &MockServer) -> TestApp {
     .await
 }
 
-#[tokio::test]
-async fn a_voice_note_is_transcribed_recorded_and_answered_like_text() {
-    let graph = graph_with_media().await;
+/// A transcription endpoint that hears `text` in every upload.
+async fn whisper_hearing(text: &str) -> MockServer {
     let whisper = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path("/v1/audio/transcriptions"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(json!({"text": " What are your opening hours? "})),
-        )
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"text": text})))
         .mount(&whisper)
         .await;
-    let app = app(graph.clone(), &whisper).await;
-    let user = "4915000000077";
+    whisper
+}
+
+async fn post_voice(app: &TestApp, user: &str, wamid: &str) {
     assert_eq!(
-        app.post_signed(&voice_delivery(user, "wamid.voice1"), APP_SECRET)
+        app.post_signed(&voice_delivery(user, wamid), APP_SECRET)
             .await
             .status(),
         200
     );
+}
+
+#[tokio::test]
+async fn a_voice_note_is_transcribed_recorded_and_answered_like_text() {
+    let graph = graph_with_media().await;
+    let whisper = whisper_hearing(" What are your opening hours? ").await;
+    let app = app(graph.clone(), &whisper).await;
+    let user = "4915000000077";
+    post_voice(&app, user, "wamid.voice1").await;
     let got = wait_for_replies(&graph, 1, WAIT).await;
     assert!(got[0].text.starts_with("We are open Monday"), "{got:?}");
     let requests = whisper.received_requests().await.unwrap_or_default();
@@ -130,12 +137,7 @@ async fn a_voice_note_that_cannot_be_transcribed_gets_the_could_not_listen_text(
         .mount(&whisper)
         .await;
     let app = app(graph.clone(), &whisper).await;
-    assert_eq!(
-        app.post_signed(&voice_delivery("4915000000078", "wamid.voice2"), APP_SECRET)
-            .await
-            .status(),
-        200
-    );
+    post_voice(&app, "4915000000078", "wamid.voice2").await;
     let got = wait_for_replies(&graph, 1, WAIT).await;
     assert_eq!(
         got[0].text,
@@ -193,4 +195,31 @@ async fn a_voice_note_in_a_merged_burst_is_still_transcribed() {
     let view = conversation(&app.conversations().await, &pnid, &uid).await;
     assert!(crate::helpers::roles_and_texts(&view)
         .contains(&(Role::User, "[voice] When are you open?")));
+}
+
+#[tokio::test]
+async fn a_voice_note_asking_for_a_person_hands_the_conversation_over() {
+    let graph = graph_with_media().await;
+    let whisper = whisper_hearing("Hola, quiero hablar con una persona, por favor").await;
+    let app = app(graph.clone(), &whisper).await;
+    let user = "4915000000080";
+    post_voice(&app, user, "wamid.voice3").await;
+    let got = wait_for_replies(&graph, 1, WAIT).await;
+    let texts = wabot::i18n::Texts::from_settings(&app.settings).expect("texts");
+    assert_eq!(
+        got[0].text,
+        texts.get(
+            wabot::i18n::Language::Es,
+            wabot::i18n::Sentence::HandoffRequested
+        ),
+        "the handoff text, in the language spoken"
+    );
+    let (pnid, uid) = crate::helpers::conversation_ids(PNID, user);
+    let view = conversation(&app.conversations().await, &pnid, &uid).await;
+    assert_eq!(view.handoff.owner, Owner::Human);
+    // A person has it now: the bot records the next message and stays silent.
+    let text = crate::helpers::text_delivery(PNID, user, "wamid.voice4", "hola?");
+    assert_eq!(app.post_signed(&text, APP_SECRET).await.status(), 200);
+    wait_until_drained(&app.queue().await, WAIT).await;
+    assert_eq!(replies(&graph).await.len(), 1, "answered once, by the bot");
 }
