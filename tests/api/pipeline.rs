@@ -542,6 +542,22 @@ async fn graceful_stop_under_load_loses_nothing() {
     });
 }
 
+/// Name and nice value of each thread of a process (`/proc/<pid>/task/*/stat`).
+#[cfg(target_os = "linux")]
+fn threads_of(pid: u32) -> Vec<(String, i64)> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the process's threads");
+    tasks
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("stat")).ok())
+        .filter_map(|stat| {
+            // `tid (comm) state ...`: comm may hold spaces; nice is the 19th field.
+            let (head, tail) = stat.rsplit_once(')')?;
+            let name = head.split_once('(')?.1.to_owned();
+            let nice = tail.split_whitespace().nth(16)?.parse().ok()?;
+            Some((name, nice))
+        })
+        .collect()
+}
+
 /// The real binary: SIGTERM → graceful stop → exit code 0.
 #[tokio::test]
 async fn the_binary_exits_zero_on_sigterm() {
@@ -570,6 +586,19 @@ async fn the_binary_exits_zero_on_sigterm() {
     })
     .await;
     assert!(healthy.is_some(), "the server came up");
+    #[cfg(target_os = "linux")]
+    {
+        // `serve` runs the workers on their own, nicer threads (issue 12), not the receiver's.
+        let threads = threads_of(child.id());
+        let nice_of = |name: &str| threads.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
+        let receiver = nice_of("wabot").expect("the main thread");
+        let worker = nice_of(wabot::worker::runtime::THREAD_NAME);
+        assert_eq!(
+            worker,
+            Some((receiver + 10).min(19)),
+            "a worker thread, worker.nice (10) lower than the receiver: {threads:?}"
+        );
+    }
     let killed = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
