@@ -230,10 +230,9 @@ async fn a_user_asking_for_a_person_is_answered_once_then_the_operator_talks_unt
     )
     .await;
     let got = wait_for_replies(&graph, 1, WAIT).await;
-    let texts = wabot::i18n::Texts::from_settings(&app.settings).expect("texts");
     assert_eq!(
         got[0].text,
-        texts.get(
+        app.sentence(
             wabot::i18n::Language::En,
             wabot::i18n::Sentence::HandoffRequested
         ),

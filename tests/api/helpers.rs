@@ -234,6 +234,18 @@ impl EventSink for RecordingSink {
 }
 
 impl TestApp {
+    /// What wabot says by itself in `language` with this app's settings (overrides included).
+    pub fn sentence(
+        &self,
+        language: wabot::i18n::Language,
+        sentence: wabot::i18n::Sentence,
+    ) -> String {
+        wabot::i18n::Texts::from_settings(&self.settings)
+            .expect("texts")
+            .get(language, sentence)
+            .to_owned()
+    }
+
     /// POSTs `body` to `/webhook`, signed with `secret`.
     pub async fn post_signed(&self, body: &[u8], secret: &str) -> reqwest::Response {
         self.post_webhook(body, Some(wabot::webhook::sign(secret, body)))

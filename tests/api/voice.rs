@@ -81,6 +81,14 @@ async fn whisper_hearing(text: &str) -> MockServer {
     whisper
 }
 
+/// The app with a Graph API serving the voice note and a transcription endpoint hearing `text`.
+async fn app_hearing(text: &str) -> (Arc<MockServer>, MockServer, TestApp) {
+    let graph = graph_with_media().await;
+    let whisper = whisper_hearing(text).await;
+    let app = app(graph.clone(), &whisper).await;
+    (graph, whisper, app)
+}
+
 async fn post_voice(app: &TestApp, user: &str, wamid: &str) {
     assert_eq!(
         app.post_signed(&voice_delivery(user, wamid), APP_SECRET)
@@ -92,9 +100,7 @@ async fn post_voice(app: &TestApp, user: &str, wamid: &str) {
 
 #[tokio::test]
 async fn a_voice_note_is_transcribed_recorded_and_answered_like_text() {
-    let graph = graph_with_media().await;
-    let whisper = whisper_hearing(" What are your opening hours? ").await;
-    let app = app(graph.clone(), &whisper).await;
+    let (graph, whisper, app) = app_hearing(" What are your opening hours? ").await;
     let user = "4915000000077";
     post_voice(&app, user, "wamid.voice1").await;
     let got = wait_for_replies(&graph, 1, WAIT).await;
@@ -199,16 +205,14 @@ async fn a_voice_note_in_a_merged_burst_is_still_transcribed() {
 
 #[tokio::test]
 async fn a_voice_note_asking_for_a_person_hands_the_conversation_over() {
-    let graph = graph_with_media().await;
-    let whisper = whisper_hearing("Hola, quiero hablar con una persona, por favor").await;
-    let app = app(graph.clone(), &whisper).await;
+    let (graph, _whisper, app) =
+        app_hearing("Hola, quiero hablar con una persona, por favor").await;
     let user = "4915000000080";
     post_voice(&app, user, "wamid.voice3").await;
     let got = wait_for_replies(&graph, 1, WAIT).await;
-    let texts = wabot::i18n::Texts::from_settings(&app.settings).expect("texts");
     assert_eq!(
         got[0].text,
-        texts.get(
+        app.sentence(
             wabot::i18n::Language::Es,
             wabot::i18n::Sentence::HandoffRequested
         ),
