@@ -553,7 +553,7 @@ impl ConversationStore {
                     "resume".to_string(),
                     String::new(),
                     String::new(),
-                    String::new(),
+                    self.limits.session_ttl_secs.to_string(),
                     String::new(),
                 ],
             )

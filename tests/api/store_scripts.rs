@@ -561,3 +561,124 @@ async fn turns_an_earlier_version_stored_are_found_updated_and_trimmed_with_thei
     let raw: Vec<String> = client.lrange(&hist, 0, -1).await.expect("lrange");
     assert!(raw.iter().all(|t| t.starts_with('[')), "{raw:?}");
 }
+
+#[tokio::test]
+async fn a_handoff_longer_than_the_session_ttl_keeps_the_conversation_until_it_ends() {
+    let redis = RedisServer::start();
+    // The session TTL is 600 s; a person keeps a conversation for an hour.
+    let store = store(&redis, 40, 100).await;
+    let keys = Keys::new("s", 8);
+    let (pnid, user) = ids();
+    let partition = keys.partition(&pnid, &user);
+    let conv = keys.conversation(partition, &pnid, &user);
+    let hist = keys.history(partition, &pnid, &user);
+    let ttl = |key: &str| -> i64 { redis.cli(&["TTL", key]).parse().expect("ttl") };
+    let both = || (ttl(&conv), ttl(&hist));
+    let kept_for_the_handoff = |(c, h): (i64, i64)| c > 3_500 && h > 3_500;
+    let sliding = |(c, h): (i64, i64)| c > 0 && c <= 600 && h > 0 && h <= 600;
+
+    // Asked for a person moments after the last refresh: both keys outlast the session TTL.
+    exchange(&store, &message("wamid.long1", "hola"), "b1").await;
+    assert!(sliding(both()), "{:?}", both());
+    let asked = message("wamid.long2", "/agent");
+    assert!(matches!(
+        admit(&store, &asked, AdmitMode::Handoff).await,
+        Admission::Answer { .. }
+    ));
+    assert!(kept_for_the_handoff(both()), "{:?}", both());
+
+    // A message while the person has it, its refresh due: not cut back to the session TTL.
+    let now_ms = wabot::store::queue::now_ms();
+    redis.cli(&["HSET", &conv, "x", &(now_ms - 60_000).to_string()]);
+    assert_eq!(
+        admit(
+            &store,
+            &message("wamid.long3", "sigo aquí"),
+            AdmitMode::Answer
+        )
+        .await,
+        Admission::WithPerson
+    );
+    assert!(kept_for_the_handoff(both()), "{:?}", both());
+
+    // Meta's routing notification is activity too, and keeps the handoff's span.
+    let handover = wabot::domain::Handover {
+        phone_number_id: pnid.clone(),
+        user: user.clone(),
+        owned: true,
+        timestamp: 100,
+    };
+    assert!(store.set_routing(&handover).await.expect("routing"));
+    assert!(kept_for_the_handoff(both()), "{:?}", both());
+
+    // Given back: the ordinary sliding TTL again.
+    assert!(store.give_back(&pnid, &user).await.expect("resume"));
+    assert!(sliding(both()), "{:?}", both());
+    assert!(store.bot_owns(&pnid, &user).await.expect("owner"));
+
+    // An operator's message takes the conversation for an hour.
+    let out = wabot::outbound::request(
+        pnid.clone(),
+        user.clone(),
+        wabot::domain::OutboundSource::Operator,
+        wabot::outbound::content(Some("le ayudo"), None, None).expect("content"),
+        Some("long-op"),
+    )
+    .expect("request");
+    store.begin_outbound(&out, "").await.expect("begin");
+    assert!(kept_for_the_handoff(both()), "{:?}", both());
+
+    // Taken from the console for two hours.
+    assert!(store.give_back(&pnid, &user).await.expect("resume"));
+    let until = wabot::store::queue::now_ms() + 7_200_000;
+    store
+        .take_over(&pnid, &user, until, &serde_json::json!({"by": "ops"}), None)
+        .await
+        .expect("take");
+    let (c, h) = both();
+    assert!(c > 7_100 && h > 7_100, "{:?}", (c, h));
+    let view = store.get(&pnid, &user).await.expect("get").expect("exists");
+    assert_eq!(view.handoff.owner, wabot::store::conversation::Owner::Human);
+}
+
+#[tokio::test]
+async fn an_echo_pausing_the_bot_longer_than_the_session_ttl_keeps_the_conversation() {
+    let redis = RedisServer::start();
+    let store = store(&redis, 40, 100).await;
+    let keys = Keys::new("s", 8);
+    let (pnid, user) = ids();
+    let partition = keys.partition(&pnid, &user);
+    let conv = keys.conversation(partition, &pnid, &user);
+    let hist = keys.history(partition, &pnid, &user);
+    let ttl = |key: &str| -> i64 { redis.cli(&["TTL", key]).parse().expect("ttl") };
+    exchange(&store, &message("wamid.echo1", "hola"), "b1").await;
+
+    // The business answers from the phone; the bot pauses for two hours, the session is 600 s.
+    let inbox = wabot::store::RedisInbox::new(client(&redis).await, keys.clone())
+        .with_echo_pause(7_200_000, 600);
+    let mut echo = message("wamid.echo2", "Soy Pedro, le ayudo yo");
+    echo.origin = wabot::domain::Origin::BusinessEcho;
+    let item = wabot::domain::InboxItem::Message(echo);
+    assert!(inbox.accept_one(&item).await.expect("accept"));
+    assert!(
+        ttl(&conv) > 7_100 && ttl(&hist) > 7_100,
+        "{:?}",
+        (ttl(&conv), ttl(&hist))
+    );
+    assert!(!store.bot_owns(&pnid, &user).await.expect("owner"));
+
+    // A short pause keeps the session TTL.
+    let short =
+        wabot::store::RedisInbox::new(client(&redis).await, keys).with_echo_pause(60_000, 600);
+    assert!(store.give_back(&pnid, &user).await.expect("resume"));
+    redis.cli(&["EXPIRE", &conv, "100"]);
+    redis.cli(&["EXPIRE", &hist, "100"]);
+    let mut again = message("wamid.echo3", "Otra vez Pedro");
+    again.origin = wabot::domain::Origin::BusinessEcho;
+    assert!(short
+        .accept_one(&wabot::domain::InboxItem::Message(again))
+        .await
+        .expect("accept"));
+    let (c, h) = (ttl(&conv), ttl(&hist));
+    assert!(c > 590 && c <= 600 && h > 590 && h <= 600, "{:?}", (c, h));
+}

@@ -27,7 +27,14 @@ if KEYS[3] and tonumber(ARGV[5]) > 0 then
       redis.call('HSET', KEYS[3], 'hu', until_ms,
         'hi', cjson.encode({reason = 'echo', by = 'whatsapp_business_app', since = now}))
       redis.call('ZADD', KEYS[5], until_ms, string.match(KEYS[3], '}:conv:(.+)$'))
-      redis.call('EXPIRE', KEYS[3], tonumber(ARGV[6]))
+      -- The pause may outlast SESSION_EXPIRE_TIME (as in `keep`, conversation_common.lua).
+      for i = 3, 4 do
+        if tonumber(ARGV[5]) > tonumber(ARGV[6]) * 1000 then
+          redis.call('PEXPIREAT', KEYS[i], until_ms)
+        else
+          redis.call('EXPIRE', KEYS[i], tonumber(ARGV[6]))
+        end
+      end
     end
   end
 end

@@ -52,13 +52,15 @@ local fields = {'u', now}
 -- within 30 s of SESSION_EXPIRE_TIME after its last message.
 local touch_due = now - (tonumber(state[10] or '0') or 0) >= math.min(ttl * 10, 30000)
 if touch_due then fields[#fields + 1] = 'x'; fields[#fields + 1] = now end
+-- Who has the conversation until when (ms), as the keys' TTL must cover it.
+local person_until = state[7]
 local function touch(len)
   if touch_due then
-    redis.call('EXPIRE', conv, ttl)
-    redis.call('EXPIRE', hist, ttl)
+    keep(conv, ttl, person_until, now)
+    keep(hist, ttl, person_until, now)
   elseif len == 1 then
     -- A history list created just now (after a reset) has no TTL yet.
-    redis.call('EXPIRE', hist, ttl)
+    keep(hist, ttl, person_until, now)
   end
 end
 if not state[3] then fields[#fields + 1] = 'c'; fields[#fields + 1] = now end
@@ -130,13 +132,16 @@ fields[#fields + 1] = 'n'; fields[#fields + 1] = n
 fields[#fields + 1] = marker; fields[#fields + 1] = mark
 redis.call('HSET', conv, unpack(fields))
 if mode == 'handoff' and not limited then
-  with_person(now + tonumber(ARGV[15]), cjson.encode({reason = 'requested', by = 'user', since = now}))
+  person_until = now + tonumber(ARGV[15])
+  with_person(person_until, cjson.encode({reason = 'requested', by = 'user', since = now}))
+  -- The handoff may outlast the TTL the last refresh set: both keys are kept for it now.
+  touch_due = true
 end
 if mode == 'reset' and not limited then
   -- The history and a handoff start over; markers and the rate limit survive a reset.
   redis.call('DEL', hist)
   with_person(nil)
-  redis.call('EXPIRE', conv, ttl)
+  keep(conv, ttl, nil, now)
   emit('conversation.reset', {by = 'user'}, now)
   return {0, 0, 0}
 end

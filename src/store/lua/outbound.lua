@@ -18,6 +18,7 @@ else
   if redis.call('HEXISTS', conv, 'c') == 0 then redis.call('HSET', conv, 'c', now) end
 end
 local who = owner(state[2], state[3], now)
+local person_until = state[2]
 if ARGV[2] == 'operator' and who ~= 'other_app' then
   -- A person answering has the conversation, measured from their last message.
   local info = {reason = 'operator', since = now}
@@ -26,12 +27,13 @@ if ARGV[2] == 'operator' and who ~= 'other_app' then
     local ok, old = pcall(cjson.decode, redis.call('HGET', conv, 'hi') or '')
     if ok and type(old) == 'table' then info = old end
   end
-  with_person(now + tonumber(ARGV[4]), cjson.encode(info))
+  person_until = now + tonumber(ARGV[4])
+  with_person(person_until, cjson.encode(info))
   who = 'human'
 end
 local ttl = tonumber(ARGV[3])
-redis.call('EXPIRE', conv, ttl)
-if redis.call('EXISTS', hist) == 1 then redis.call('EXPIRE', hist, ttl) end
+keep(conv, ttl, person_until, now)
+keep(hist, ttl, person_until, now)
 local code = 0
 if seen then code = 2 end
 return {code, parts, state[2] or '', who}
