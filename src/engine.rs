@@ -688,6 +688,11 @@ impl Engine {
                 requested_at: unix_now(),
             };
             self.handle_outbound(&again, lease).await?;
+            // After the send: a crash in between leaves the flag unset, and the template's id
+            // still keeps a redelivered failure from sending it twice.
+            self.store
+                .mark_reengaged(&again.phone_number_id, &again.to, &status.message_id)
+                .await?;
         }
         Ok(())
     }

@@ -174,6 +174,7 @@ pub struct StatusApplied {
     pub found: bool,
     /// Its kind (`text`, `template`...).
     pub kind: String,
+    /// The re-engagement template went out for it already (see `mark_reengaged`).
     pub reengaged: bool,
 }
 
@@ -513,6 +514,30 @@ impl ConversationStore {
                 .to_string(),
             reengaged: reply.get(2).and_then(Value::as_i64) == Some(1),
         })
+    }
+
+    /// Marks our failed message `sent_wamid` as answered by the re-engagement template (the
+    /// console shows it; a later copy of its failure status sends none). `false` when the turn
+    /// is no longer in the kept history.
+    pub async fn mark_reengaged(
+        &self,
+        pnid: &PhoneNumberId,
+        user: &UserId,
+        sent_wamid: &str,
+    ) -> Result<bool> {
+        let reply: Vec<Value> = self
+            .run(
+                &self.status,
+                pnid,
+                user,
+                vec![
+                    sent_wamid.to_string(),
+                    "reengaged".to_string(),
+                    String::new(),
+                ],
+            )
+            .await?;
+        Ok(reply.first().and_then(Value::as_i64) == Some(1))
     }
 
     /// A person takes the conversation until `until_ms` (`info`: who, why, a note); with

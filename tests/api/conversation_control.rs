@@ -1014,6 +1014,14 @@ async fn a_failed_status_with_131047_sends_the_template_once() {
     let view = conversation(&store, &pnid, &uid).await;
     let last = view.turns.last().expect("turns");
     assert_eq!((last.role, last.kind.as_str()), (Role::Bot, "template"));
+    // The failed reply is marked as answered by the template (the console flags it), and only it.
+    let flagged: Vec<_> = view
+        .turns
+        .iter()
+        .filter(|t| t.reengaged)
+        .map(|t| (t.role, t.failure.as_ref().map(|f| f.code)))
+        .collect();
+    assert_eq!(flagged, [(Role::Bot, Some(131047))]);
     app.stop().await;
 }
 

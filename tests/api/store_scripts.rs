@@ -345,6 +345,25 @@ async fn status_moves_a_turns_delivery_state_forward_only() {
         .await
         .expect("status");
     assert!(!unknown.found);
+
+    // The re-engagement template went out for the failed turn: flagged, its state kept.
+    assert!(!store
+        .mark_reengaged(&p, &u, "wamid.out.nope")
+        .await
+        .expect("mark"));
+    assert!(store
+        .mark_reengaged(&p, &u, "wamid.out.one")
+        .await
+        .expect("mark"));
+    let again = store
+        .apply_status(&p, &u, "wamid.out.one", "failed", Some(&error))
+        .await
+        .expect("status");
+    assert!(again.reengaged, "a later copy of the failure sees the flag");
+    let view = store.get(&p, &u).await.expect("get").expect("exists");
+    assert!(view.turns[1].reengaged && !view.turns[0].reengaged);
+    assert_eq!(view.turns[1].delivery.as_deref(), Some("failed"));
+    assert_eq!(view.turns[1].failure.as_ref(), Some(&error));
 }
 
 #[tokio::test]
