@@ -29,6 +29,7 @@ pub const EVENTS: &str = "wabot_events_total";
 pub const EVENTS_BACKLOG: &str = "wabot_events_backlog";
 pub const DELIVERY_FAILURES: &str = "wabot_delivery_failures_total";
 pub const OUTBOUND: &str = "wabot_outbound_total";
+pub const WORKER_TASKS: &str = "wabot_worker_tasks";
 
 /// Every family above, for the registration at start and its test.
 pub const FAMILIES: &[&str] = &[
@@ -52,6 +53,7 @@ pub const FAMILIES: &[&str] = &[
     EVENTS_BACKLOG,
     DELIVERY_FAILURES,
     OUTBOUND,
+    WORKER_TASKS,
 ];
 
 /// Why a conversation went to a person (`wabot_handoffs_total{reason}`).
@@ -155,6 +157,10 @@ const GAUGES: &[(&str, &str)] = &[
     ),
     (PARTITIONS_OWNED, "Inbox partitions leased by this replica"),
     (
+        WORKER_TASKS,
+        "Tasks alive on the workers' runtime: conversations being processed (at most worker.concurrency) plus a few per partition",
+    ),
+    (
         HANDOFFS_WAITING,
         "Conversations a person has (handoff), per partition owned",
     ),
@@ -218,6 +224,7 @@ fn register_at_zero() {
         counter!(REDIS_ERRORS, "op" => op).absolute(0);
     }
     gauge!(PARTITIONS_OWNED).set(0.0);
+    gauge!(WORKER_TASKS).set(0.0);
     for reason in HANDOFF_REASONS {
         counter!(HANDOFFS, "reason" => *reason).absolute(0);
     }

@@ -315,6 +315,11 @@ impl Application {
         self.shutdown.clone()
     }
 
+    /// The workers' own runtime, when this process runs workers.
+    pub fn worker_runtime(&self) -> Option<tokio::runtime::Handle> {
+        self.workers.as_ref().and_then(Workers::runtime)
+    }
+
     pub fn kill_switch(&self) -> KillSwitch {
         KillSwitch {
             server: self.server.handle(),

@@ -80,6 +80,13 @@ impl Workers {
         &self.replica
     }
 
+    /// The runtime of their own the workers run on (`None`: they share the caller's).
+    pub fn runtime(&self) -> Option<tokio::runtime::Handle> {
+        self.own
+            .as_ref()
+            .map(|(runtime, _)| runtime.handle().clone())
+    }
+
     /// Graceful stop: no new reads, in-flight messages finish (bounded by the shutdown timeout),
     /// leases are released so other replicas take over at once.
     pub async fn shutdown(self) {
@@ -314,6 +321,13 @@ impl Coordinator {
     /// Queue depth and oldest age of the partitions we own, for /metrics.
     async fn report_backlog(&self, owned: &HashMap<u32, Runner>) {
         metrics::gauge!(monitoring::PARTITIONS_OWNED).set(owned.len() as f64);
+        // A batch's task exists only while it holds a permit, so this stays near
+        // worker.concurrency however long the backlog: memory follows it, not the backlog.
+        metrics::gauge!(monitoring::WORKER_TASKS).set(
+            tokio::runtime::Handle::current()
+                .metrics()
+                .num_alive_tasks() as f64,
+        );
         let partitions: Vec<u32> = owned.keys().copied().collect();
         let backlogs =
             futures_util::future::join_all(partitions.iter().map(|p| self.queue.backlog(*p))).await;

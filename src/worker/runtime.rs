@@ -51,6 +51,10 @@ impl WorkerRuntime {
     pub fn enter(&self) -> EnterGuard<'_> {
         self.handle.enter()
     }
+
+    pub fn handle(&self) -> &Handle {
+        &self.handle
+    }
 }
 
 /// Raises the calling thread's nice value by `nice` (up to 19). On Linux a thread id is a valid

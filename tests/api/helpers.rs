@@ -209,6 +209,7 @@ pub struct TestApp {
     shutdown: CancellationToken,
     kill: Option<KillSwitch>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    worker_runtime: Option<tokio::runtime::Handle>,
 }
 
 /// A sink that records what the receiver handed over (tests of the receiver alone).
@@ -234,6 +235,13 @@ impl EventSink for RecordingSink {
 }
 
 impl TestApp {
+    /// Tasks alive on the app's worker runtime (0 without workers).
+    pub fn worker_tasks(&self) -> usize {
+        self.worker_runtime
+            .as_ref()
+            .map_or(0, |runtime| runtime.metrics().num_alive_tasks())
+    }
+
     /// What wabot says by itself in `language` with this app's settings (overrides included).
     pub fn sentence(
         &self,
@@ -328,6 +336,7 @@ async fn launch(
     let address = format!("http://127.0.0.1:{}", app.port());
     let shutdown = app.shutdown_token();
     let kill = Some(app.kill_switch());
+    let worker_runtime = app.worker_runtime();
     let task = tokio::spawn(app.run_until_stopped());
     TestApp {
         address,
@@ -338,6 +347,7 @@ async fn launch(
         shutdown,
         kill,
         task: Some(task),
+        worker_runtime,
     }
 }
 

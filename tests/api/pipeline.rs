@@ -150,6 +150,57 @@ async fn a_backlog_above_the_in_flight_bound_is_answered_in_order() {
     assert_replies_in_order(&got, &users, |_| (0..6).map(|i| format!("m{i}")).collect());
 }
 
+/// A batch's task is spawned only once it holds one of `worker.concurrency` permits: a backlog of
+/// waiting conversations costs their entries, not a processing task (and its memory) each.
+#[tokio::test]
+async fn conversations_waiting_for_a_permit_hold_no_task() {
+    let redis = RedisServer::start();
+    let graph = graph_ok().await;
+    let worker = spawn(
+        AppOptions {
+            partitions: 1,
+            ..AppOptions::with_env(&[
+                ("WABOT_WORKER__MAX_IN_FLIGHT", "64"),
+                ("WABOT_WORKER__READ_BATCH", "64"),
+                ("WABOT_WORKER__CONCURRENCY", "1"),
+            ])
+        }
+        .replica_of(&redis.url(), &graph, "permits"),
+    )
+    .await;
+    // Warm: the partition is owned and the Graph API client has its connections.
+    let body = text_delivery(PNID, "15550002000", "wamid.warm", "warm");
+    assert_eq!(worker.post_signed(&body, APP_SECRET).await.status(), 200);
+    wait_for_replies(&graph, 1, WAIT).await;
+    wait_until_drained(&worker.queue().await, WAIT).await;
+    let idle = worker.worker_tasks();
+
+    crate::helpers::mount_slow_send(&graph, "echo: m", Duration::from_millis(150)).await;
+    let users: Vec<String> = (0..30).map(|u| format!("155500021{u:02}")).collect();
+    for user in &users {
+        let body = text_delivery(PNID, user, &format!("wamid.{user}"), "m");
+        assert_eq!(worker.post_signed(&body, APP_SECRET).await.status(), 200);
+    }
+    // All 30 read and held by the partition, one processed at a time (150 ms each).
+    eventually(WAIT, || async {
+        (pending_count(&worker, 0).await >= 25).then_some(())
+    })
+    .await
+    .expect("the backlog is read");
+    let mut most = 0;
+    for _ in 0..20 {
+        most = most.max(worker.worker_tasks());
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    // The one batch running, and a Graph API connection or two it may open.
+    assert!(
+        most <= idle + 4,
+        "{most} tasks alive with 30 conversations waiting (idle: {idle})"
+    );
+    let got = wait_for_replies(&graph, 31, WAIT).await;
+    assert_eq!(got.len(), 31);
+}
+
 /// Entries of a partition delivered to a consumer and not acknowledged yet (`XPENDING`).
 async fn pending_count(app: &crate::helpers::TestApp, partition: u32) -> u64 {
     let client = wabot::store::connect(&app.settings.redis).expect("client");
