@@ -307,6 +307,22 @@ fn ids() -> (PhoneNumberId, UserId) {
     )
 }
 
+/// The conversation's hash and history keys (prefix `s`, 8 partitions, as `store` uses).
+fn conversation_keys() -> (String, String) {
+    let keys = Keys::new("s", 8);
+    let (pnid, user) = ids();
+    let partition = keys.partition(&pnid, &user);
+    (
+        keys.conversation(partition, &pnid, &user),
+        keys.history(partition, &pnid, &user),
+    )
+}
+
+/// A key's TTL in seconds (-2: no such key, -1: none).
+fn ttl_of(redis: &RedisServer, key: &str) -> i64 {
+    redis.cli(&["TTL", key]).parse().expect("ttl")
+}
+
 #[tokio::test]
 async fn status_moves_a_turns_delivery_state_forward_only() {
     let redis = RedisServer::start();
@@ -479,13 +495,8 @@ async fn the_sliding_ttl_is_refreshed_once_it_ran_down_and_a_new_history_always_
     let redis = RedisServer::start();
     // TTL 600 s: refreshed once 1 % of it (6 s) passed since the last refresh.
     let store = store(&redis, 40, 100).await;
-    let keys = Keys::new("s", 8);
-    let pnid = PhoneNumberId::parse(PNID).expect("pnid");
-    let user = UserId::parse(USER).expect("user");
-    let partition = keys.partition(&pnid, &user);
-    let conv = keys.conversation(partition, &pnid, &user);
-    let hist = keys.history(partition, &pnid, &user);
-    let ttl = |key: &str| -> i64 { redis.cli(&["TTL", key]).parse().expect("ttl") };
+    let (conv, hist) = conversation_keys();
+    let ttl = |key: &str| ttl_of(&redis, key);
 
     let first = message("wamid.ttl1", "hola");
     exchange(&store, &first, "b1").await;
@@ -529,10 +540,7 @@ async fn turns_an_earlier_version_stored_are_found_updated_and_trimmed_with_thei
     let client = client(&redis).await;
     let store = store(&redis, 2, 100).await;
     let (pnid, user) = ids();
-    let keys = Keys::new("s", 8);
-    let partition = keys.partition(&pnid, &user);
-    let conv = keys.conversation(partition, &pnid, &user);
-    let hist = keys.history(partition, &pnid, &user);
+    let (conv, hist) = conversation_keys();
     // What versions before the positional encoding wrote: objects, our full wamid in `o`.
     let first = format!("w:{}", marker_digest("wamid.old1"));
     let third = format!("w:{}", marker_digest("wamid.old3"));
@@ -586,12 +594,9 @@ async fn a_handoff_longer_than_the_session_ttl_keeps_the_conversation_until_it_e
     let redis = RedisServer::start();
     // The session TTL is 600 s; a person keeps a conversation for an hour.
     let store = store(&redis, 40, 100).await;
-    let keys = Keys::new("s", 8);
     let (pnid, user) = ids();
-    let partition = keys.partition(&pnid, &user);
-    let conv = keys.conversation(partition, &pnid, &user);
-    let hist = keys.history(partition, &pnid, &user);
-    let ttl = |key: &str| -> i64 { redis.cli(&["TTL", key]).parse().expect("ttl") };
+    let (conv, hist) = conversation_keys();
+    let ttl = |key: &str| ttl_of(&redis, key);
     let both = || (ttl(&conv), ttl(&hist));
     let kept_for_the_handoff = |(c, h): (i64, i64)| c > 3_500 && h > 3_500;
     let sliding = |(c, h): (i64, i64)| c > 0 && c <= 600 && h > 0 && h <= 600;
@@ -664,15 +669,13 @@ async fn a_handoff_longer_than_the_session_ttl_keeps_the_conversation_until_it_e
 async fn an_echo_pausing_the_bot_longer_than_the_session_ttl_keeps_the_conversation() {
     let redis = RedisServer::start();
     let store = store(&redis, 40, 100).await;
-    let keys = Keys::new("s", 8);
     let (pnid, user) = ids();
-    let partition = keys.partition(&pnid, &user);
-    let conv = keys.conversation(partition, &pnid, &user);
-    let hist = keys.history(partition, &pnid, &user);
-    let ttl = |key: &str| -> i64 { redis.cli(&["TTL", key]).parse().expect("ttl") };
+    let (conv, hist) = conversation_keys();
+    let ttl = |key: &str| ttl_of(&redis, key);
     exchange(&store, &message("wamid.echo1", "hola"), "b1").await;
 
     // The business answers from the phone; the bot pauses for two hours, the session is 600 s.
+    let keys = Keys::new("s", 8);
     let inbox = wabot::store::RedisInbox::new(client(&redis).await, keys.clone())
         .with_echo_pause(7_200_000, 600);
     let mut echo = message("wamid.echo2", "Soy Pedro, le ayudo yo");
