@@ -52,6 +52,8 @@ pub fn unix_ms() -> i64 {
 const COMMON: &str = concat!(
     include_str!("lua/turns.lua"),
     "\n",
+    include_str!("lua/expiry.lua"),
+    "\n",
     include_str!("lua/conversation_common.lua")
 );
 

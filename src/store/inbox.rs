@@ -31,6 +31,8 @@ impl RedisInbox {
             script: Script::from_lua(concat!(
                 include_str!("lua/turns.lua"),
                 "\n",
+                include_str!("lua/expiry.lua"),
+                "\n",
                 include_str!("lua/accept.lua")
             )),
             echo_pause_ms: 0,

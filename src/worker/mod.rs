@@ -318,7 +318,7 @@ impl Coordinator {
         Runner { stop, abort, lease }
     }
 
-    /// Queue depth and oldest age of the partitions we own, for /metrics.
+    /// Queue depth and oldest age of the partitions we own, and the tasks alive, for /metrics.
     async fn report_backlog(&self, owned: &HashMap<u32, Runner>) {
         metrics::gauge!(monitoring::PARTITIONS_OWNED).set(owned.len() as f64);
         // A batch's task exists only while it holds a permit, so this stays near

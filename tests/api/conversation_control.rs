@@ -229,15 +229,8 @@ async fn a_user_asking_for_a_person_is_answered_once_then_the_operator_talks_unt
         &user_text(user, "wamid.h1", "quiero hablar con un asesor"),
     )
     .await;
-    let got = wait_for_replies(&graph, 1, WAIT).await;
-    assert_eq!(
-        got[0].text,
-        app.sentence(
-            wabot::i18n::Language::En,
-            wabot::i18n::Sentence::HandoffRequested
-        ),
-        "the handoff text, once"
-    );
+    app.expect_handoff_reply(wabot::i18n::Language::En, "the handoff text, once")
+        .await;
     for (i, text) in ["hola?", "sigo aquí", "necesito ayuda"].iter().enumerate() {
         post(&app, &user_text(user, &format!("wamid.h{}", i + 2), text)).await;
     }

@@ -254,6 +254,17 @@ impl TestApp {
             .to_owned()
     }
 
+    /// Waits for the first reply at the fake Graph API and checks it is the handoff text in
+    /// `language` (`why` says what the test expects of it).
+    pub async fn expect_handoff_reply(&self, language: wabot::i18n::Language, why: &str) {
+        let got = wait_for_replies(&self.graph, 1, Duration::from_secs(30)).await;
+        assert_eq!(
+            got[0].text,
+            self.sentence(language, wabot::i18n::Sentence::HandoffRequested),
+            "{why}"
+        );
+    }
+
     /// POSTs `body` to `/webhook`, signed with `secret`.
     pub async fn post_signed(&self, body: &[u8], secret: &str) -> reqwest::Response {
         self.post_webhook(body, Some(wabot::webhook::sign(secret, body)))

@@ -209,15 +209,11 @@ async fn a_voice_note_asking_for_a_person_hands_the_conversation_over() {
         app_hearing("Hola, quiero hablar con una persona, por favor").await;
     let user = "4915000000080";
     post_voice(&app, user, "wamid.voice3").await;
-    let got = wait_for_replies(&graph, 1, WAIT).await;
-    assert_eq!(
-        got[0].text,
-        app.sentence(
-            wabot::i18n::Language::Es,
-            wabot::i18n::Sentence::HandoffRequested
-        ),
-        "the handoff text, in the language spoken"
-    );
+    app.expect_handoff_reply(
+        wabot::i18n::Language::Es,
+        "the handoff text, in the language spoken",
+    )
+    .await;
     let (pnid, uid) = crate::helpers::conversation_ids(PNID, user);
     let view = conversation(&app.conversations().await, &pnid, &uid).await;
     assert_eq!(view.handoff.owner, Owner::Human);

@@ -20,21 +20,14 @@ if KEYS[3] and tonumber(ARGV[5]) > 0 then
   -- message wabot sent itself never does this.
   local ours = find_turn(redis.call('LRANGE', KEYS[4], 0, -1), ARGV[3]) ~= nil
   if not ours and (redis.call('HGET', KEYS[3], 'ro') or '') == '' then
-    local t = redis.call('TIME')
-    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    local now = now_ms()
     local until_ms = now + tonumber(ARGV[5])
     if (tonumber(redis.call('HGET', KEYS[3], 'hu') or '0') or 0) < until_ms then
       redis.call('HSET', KEYS[3], 'hu', until_ms,
         'hi', cjson.encode({reason = 'echo', by = 'whatsapp_business_app', since = now}))
       redis.call('ZADD', KEYS[5], until_ms, string.match(KEYS[3], '}:conv:(.+)$'))
-      -- The pause may outlast SESSION_EXPIRE_TIME (as in `keep`, conversation_common.lua).
-      for i = 3, 4 do
-        if tonumber(ARGV[5]) > tonumber(ARGV[6]) * 1000 then
-          redis.call('PEXPIREAT', KEYS[i], until_ms)
-        else
-          redis.call('EXPIRE', KEYS[i], tonumber(ARGV[6]))
-        end
-      end
+      keep(KEYS[3], tonumber(ARGV[6]), until_ms, now)
+      keep(KEYS[4], tonumber(ARGV[6]), until_ms, now)
     end
   end
 end
