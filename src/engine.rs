@@ -32,7 +32,7 @@ use crate::store::conversation::{
 use crate::store::StoreError;
 use crate::transcription::{self, Transcriber};
 use crate::window::{self, Delivery};
-use crate::worker::{HandleError, Handler, LeaseGuard};
+use crate::worker::{HandleError, Handled, Handler, LeaseGuard};
 
 /// Answers the engine gives itself instead of asking the responder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,7 +144,7 @@ impl Engine {
         &self,
         message: &InboundMessage,
         lease: &LeaseGuard,
-    ) -> Result<(), HandleError> {
+    ) -> Result<Handled, HandleError> {
         let role = match message.origin {
             Origin::BusinessEcho => Role::Operator,
             Origin::User | Origin::Standby => Role::User,
@@ -204,7 +204,7 @@ impl Engine {
                         tracing::debug!(user = %message.user, error = %error, "mark as read failed (ignored)");
                     }
                 }
-                Ok(())
+                Ok(Handled::done())
             }
             Admission::Limited { notice } => {
                 metrics::counter!(monitoring::RATE_LIMITED).increment(1);
@@ -217,15 +217,15 @@ impl Engine {
                         tracing::warn!(user = %message.user, error = %error, "rate-limit notice not sent");
                     }
                 }
-                Ok(())
+                Ok(Handled::done())
             }
             Admission::Done => {
                 tracing::debug!(user = %message.user, "already handled; not answering twice");
-                Ok(())
+                Ok(Handled::done())
             }
             Admission::Recorded => {
                 tracing::debug!(user = %message.user, kind = message.content.kind(), "recorded, not answered");
-                Ok(())
+                Ok(Handled::done())
             }
         }
     }
@@ -251,7 +251,10 @@ impl Engine {
     /// after the user wrote, e.g. after a long outage): the re-engagement template instead, or
     /// nothing (logged), recorded as the reply. The user's own timestamp is not trusted for
     /// this up front: Meta's answer is the authority, and it costs one refused call.
-    async fn answer_outside_window(&self, message: &InboundMessage) -> Result<(), HandleError> {
+    async fn answer_outside_window(
+        &self,
+        message: &InboundMessage,
+    ) -> Result<Handled, HandleError> {
         let turn = match window::template_message(&self.options.reengagement_template) {
             Some(template) => {
                 let wamid = self.send(message, &template).await?;
@@ -277,15 +280,9 @@ impl Engine {
                 )
             }
         };
-        self.persist(
-            || {
-                self.store
-                    .record_reply(message, std::slice::from_ref(&turn))
-            },
-            message,
-        )
-        .await;
-        Ok(())
+        Ok(Handled::with(
+            self.store.reply_write(message, std::slice::from_ref(&turn)),
+        ))
     }
 
     /// An operator's message or a notification, in the conversation's order: free-form only
@@ -396,7 +393,7 @@ impl Engine {
         parts_sent: u32,
         command: Option<Command>,
         lease: &LeaseGuard,
-    ) -> Result<(), HandleError> {
+    ) -> Result<Handled, HandleError> {
         if self.options.mark_as_read && parts_sent == 0 {
             if let Err(error) = self
                 .api
@@ -458,9 +455,7 @@ impl Engine {
                         .await?
                 {
                     tracing::info!(user = %message.user, "a person took the conversation over while the reply was prepared; not sent");
-                    self.persist(|| self.store.record_reply(message, &[]), message)
-                        .await;
-                    return Ok(());
+                    return Ok(Handled::with(self.store.reply_write(message, &[])));
                 }
                 reply
             }
@@ -520,9 +515,8 @@ impl Engine {
                 )
             })
             .collect();
-        self.persist(|| self.store.record_reply(message, &turns), message)
-            .await;
-        Ok(())
+        // Recorded by the runner, with the entry's acknowledgement (one Redis call).
+        Ok(Handled::with(self.store.reply_write(message, &turns)))
     }
 
     /// A user's audio as the text message it says (`None`: not audio, or no transcription
@@ -636,17 +630,28 @@ impl Engine {
         &self,
         status: &StatusUpdate,
         lease: &LeaseGuard,
-    ) -> Result<(), HandleError> {
+    ) -> Result<Handled, HandleError> {
         if matches!(status.status, DeliveryStatus::Other(_)) {
-            return Ok(());
+            return Ok(Handled::done());
         }
         let Some((pnid, user)) = status.conversation() else {
-            return Ok(());
+            return Ok(Handled::done());
         };
         let error = status.errors.first().map(|e| DeliveryError {
             code: e.code,
             title: e.title.clone(),
         });
+        if status.status != DeliveryStatus::Failed {
+            // Nothing here depends on the answer: the runner applies it with the entry's
+            // acknowledgement (a reply brings three statuses: one Redis call each, not two).
+            return Ok(Handled::with(self.store.status_write(
+                &pnid,
+                &user,
+                &status.message_id,
+                status.status.as_str(),
+                error.as_ref(),
+            )?));
+        }
         let applied = self
             .store
             .apply_status(
@@ -657,9 +662,6 @@ impl Engine {
                 error.as_ref(),
             )
             .await?;
-        if status.status != DeliveryStatus::Failed {
-            return Ok(());
-        }
         let code = error.as_ref().map(|e| e.code);
         metrics::counter!(monitoring::DELIVERY_FAILURES, "code" => monitoring::code_label(code))
             .increment(1);
@@ -694,7 +696,7 @@ impl Engine {
                 .mark_reengaged(&again.phone_number_id, &again.to, &status.message_id)
                 .await?;
         }
-        Ok(())
+        Ok(Handled::done())
     }
 }
 
@@ -714,17 +716,20 @@ fn history_turn(turn: &Turn) -> HistoryTurn {
 
 #[async_trait]
 impl Handler for Engine {
-    async fn handle(&self, item: &InboxItem, lease: &LeaseGuard) -> Result<(), HandleError> {
+    async fn handle(&self, item: &InboxItem, lease: &LeaseGuard) -> Result<Handled, HandleError> {
         match item {
             InboxItem::Message(message) => self.handle_message(message, lease).await,
             InboxItem::Status(status) => self.handle_status(status, lease).await,
-            InboxItem::Outbound(out) => self.handle_outbound(out, lease).await,
+            InboxItem::Outbound(out) => {
+                self.handle_outbound(out, lease).await?;
+                Ok(Handled::done())
+            }
             InboxItem::Handover(handover) => {
                 if self.store.set_routing(handover).await? && !handover.owned {
                     metrics::counter!(monitoring::HANDOFFS, "reason" => "routing").increment(1);
                 }
                 tracing::info!(user = %handover.user, owned = handover.owned, "conversation routing changed the owner");
-                Ok(())
+                Ok(Handled::done())
             }
         }
     }
@@ -736,7 +741,7 @@ impl Handler for Engine {
         &self,
         messages: &[InboundMessage],
         lease: &LeaseGuard,
-    ) -> Result<(), HandleError> {
+    ) -> Result<Handled, HandleError> {
         let handoff = &self.options.handoff;
         // Voice notes to transcribe and commands take the one-by-one path.
         let plain = |m: &InboundMessage| {
@@ -745,10 +750,15 @@ impl Handler for Engine {
                 && !(self.options.transcriber.is_some() && transcription::is_user_audio(m))
         };
         if messages.len() < 2 || !messages.iter().all(plain) {
+            let mut handled = Handled::done();
             for message in messages {
-                self.handle_message(message, lease).await?;
+                // Each message sees the reply recorded for the one before.
+                if let Some(write) = handled.write.take() {
+                    self.store.apply(write).await?;
+                }
+                handled = self.handle_message(message, lease).await?;
             }
-            return Ok(());
+            return Ok(handled);
         }
         let mut pending: Vec<(&InboundMessage, u32)> = Vec::with_capacity(messages.len());
         let mut answered: Vec<&InboundMessage> = Vec::new();
@@ -788,17 +798,25 @@ impl Handler for Engine {
             self.store.mark_answered(&answered).await?;
         }
         let Some(&(target, parts_sent)) = pending.last() else {
-            return Ok(());
+            return Ok(Handled::done());
         };
         tracing::debug!(user = %target.user, merged = pending.len(), "answering a burst once");
-        self.answer(target, &history, parts_sent, None, lease)
-            .await?;
+        // The reply's record comes before the others are marked answered by it: a redelivery
+        // in between then finds the target done and marks them, instead of answering again.
+        if let Some(write) = self
+            .answer(target, &history, parts_sent, None, lease)
+            .await?
+            .write
+        {
+            self.persist(|| self.store.apply(write.clone()), target)
+                .await;
+        }
         let others: Vec<&InboundMessage> = pending[..pending.len() - 1]
             .iter()
             .map(|(m, _)| *m)
             .collect();
         self.store.mark_answered(&others).await?;
-        Ok(())
+        Ok(Handled::done())
     }
 
     async fn dead_lettered(&self, items: &[InboxItem], error: &HandleError) {

@@ -57,6 +57,37 @@ const COMMON: &str = concat!(
     include_str!("lua/conversation_common.lua")
 );
 
+/// A conversation script's source as it runs inside another script (the worker's
+/// acknowledgement, `Queue::ack`): the shared functions, then the body.
+pub(super) fn step_source(step: Step) -> String {
+    let body = match step {
+        Step::Record => include_str!("lua/record.lua"),
+        Step::Status => include_str!("lua/status.lua"),
+    };
+    format!("{COMMON}\n{body}")
+}
+
+/// The conversation scripts a worker can leave for its acknowledgement to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// `lua/record.lua`: what was sent for a message.
+    Record,
+    /// `lua/status.lua`: a delivery status.
+    Status,
+}
+
+/// A conversation write prepared and not yet run. The worker runs it in the same Redis call
+/// that acknowledges the inbox entry it belongs to (`Queue::ack`): one round trip and one
+/// socket write less per message, and the record and the acknowledgement land together.
+/// [`ConversationStore::apply`] runs it alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use = "a prepared write changes nothing until it is applied"]
+pub struct ConversationWrite {
+    pub(super) step: Step,
+    pub(super) keys: Vec<String>,
+    pub(super) args: Vec<String>,
+}
+
 /// Hash field names read by Rust (the scripts write the same names).
 pub mod field {
     pub const TURNS: &str = "n";
@@ -418,6 +449,12 @@ impl ConversationStore {
             .await
     }
 
+    /// The write [`record_reply`](Self::record_reply) makes, prepared: the worker runs it with
+    /// the entry's acknowledgement.
+    pub fn reply_write(&self, inbound: &InboundMessage, turns: &[Turn]) -> ConversationWrite {
+        self.sent_write(&Subject::of(inbound), 0, true, turns)
+    }
+
     /// [`record_progress`](Self::record_progress) and [`record_reply`](Self::record_reply) for
     /// what was sent for `subject` (an outbound message, a re-engagement).
     pub async fn record_sent(
@@ -427,21 +464,50 @@ impl ConversationStore {
         last: bool,
         turns: &[Turn],
     ) -> Result<bool> {
-        let mut args = vec![
+        let recorded: i64 = self
+            .run_write(self.sent_write(subject, parts_sent, last, turns))
+            .await?;
+        Ok(recorded == 1)
+    }
+
+    fn sent_write(
+        &self,
+        subject: &Subject<'_>,
+        parts_sent: u32,
+        last: bool,
+        turns: &[Turn],
+    ) -> ConversationWrite {
+        let mut args = Vec::with_capacity(6 + turns.len());
+        args.extend([
             subject.id.to_string(),
             self.limits.session_ttl_secs.to_string(),
             self.limits.max_history.to_string(),
             parts_sent.to_string(),
             if last { "1" } else { "0" }.to_string(),
             super::queue::now_ms().to_string(),
-        ];
-        for turn in turns {
-            args.push(turn.encode());
+        ]);
+        args.extend(turns.iter().map(Turn::encode));
+        ConversationWrite {
+            step: Step::Record,
+            keys: self.script_keys(subject.pnid, subject.user),
+            args,
         }
-        let recorded: i64 = self
-            .run(&self.record, subject.pnid, subject.user, args)
-            .await?;
-        Ok(recorded == 1)
+    }
+
+    /// Runs a prepared write on its own.
+    pub async fn apply(&self, write: ConversationWrite) -> Result<()> {
+        let _: Value = self.run_write(write).await?;
+        Ok(())
+    }
+
+    async fn run_write<R: FromValue>(&self, write: ConversationWrite) -> Result<R> {
+        let script = match write.step {
+            Step::Record => &self.record,
+            Step::Status => &self.status,
+        };
+        Ok(script
+            .evalsha_with_reload(&self.client, write.keys, write.args)
+            .await?)
     }
 
     /// Starts an outbound message: see `lua/outbound.lua`.
@@ -495,17 +561,8 @@ impl ConversationStore {
         status: &str,
         error: Option<&DeliveryError>,
     ) -> Result<StatusApplied> {
-        let error = match error {
-            Some(error) => serde_json::to_string(error)?,
-            None => String::new(),
-        };
         let reply: Vec<Value> = self
-            .run(
-                &self.status,
-                pnid,
-                user,
-                vec![sent_wamid.to_string(), status.to_string(), error],
-            )
+            .run_write(self.status_write(pnid, user, sent_wamid, status, error)?)
             .await?;
         Ok(StatusApplied {
             found: reply.first().and_then(Value::as_i64) == Some(1),
@@ -515,6 +572,27 @@ impl ConversationStore {
                 .unwrap_or_default()
                 .to_string(),
             reengaged: reply.get(2).and_then(Value::as_i64) == Some(1),
+        })
+    }
+
+    /// The write [`apply_status`](Self::apply_status) makes, prepared (for a status whose
+    /// answer is not needed: the worker runs it with the entry's acknowledgement).
+    pub fn status_write(
+        &self,
+        pnid: &PhoneNumberId,
+        user: &UserId,
+        sent_wamid: &str,
+        status: &str,
+        error: Option<&DeliveryError>,
+    ) -> Result<ConversationWrite> {
+        let error = match error {
+            Some(error) => serde_json::to_string(error)?,
+            None => String::new(),
+        };
+        Ok(ConversationWrite {
+            step: Step::Status,
+            keys: self.script_keys(pnid, user),
+            args: vec![sent_wamid.to_string(), status.to_string(), error],
         })
     }
 

@@ -10,6 +10,7 @@ use fred::prelude::{
 use fred::types::scripts::Script;
 use fred::types::streams::XReadResponse;
 
+use super::conversation::{step_source, ConversationWrite, Step};
 use super::keys::{Keys, GROUP};
 use crate::domain::InboxItem;
 
@@ -65,7 +66,36 @@ pub struct Queue {
     renew: Script,
     release: Script,
     finish: Script,
+    /// `finish` after a conversation step in the same call: [`Step::Record`], [`Step::Status`].
+    finish_after_record: Script,
+    finish_after_status: Script,
     replay: Script,
+}
+
+/// The finish script: the lease check, then `finish.lua`.
+fn finish_source() -> String {
+    format!("{LEASE}{}", include_str!("lua/finish.lua"))
+}
+
+/// A conversation step and `finish.lua` as one script. Each runs as a function whose `KEYS` and
+/// `ARGV` are its own slice of the call's (ARGV 1 and 2: how many keys and arguments the step
+/// takes), so both scripts run unchanged. The step comes first and is not undone when the lease
+/// turns out lost: what was sent is recorded whoever finishes the entry.
+fn finish_after(step: Step) -> Script {
+    Script::from_lua(format!(
+        "local function slice(t, from, to)\n\
+         \x20 local out = {{}}\n\
+         \x20 for i = from, to do out[#out + 1] = t[i] end\n\
+         \x20 return out\n\
+         end\n\
+         local function step(KEYS, ARGV)\n{}\nend\n\
+         local function finish(KEYS, ARGV)\n{}\nend\n\
+         local nk, na = tonumber(ARGV[1]), tonumber(ARGV[2])\n\
+         step(slice(KEYS, 1, nk), slice(ARGV, 3, 2 + na))\n\
+         return finish(slice(KEYS, nk + 1, #KEYS), slice(ARGV, 3 + na, #ARGV))\n",
+        step_source(step),
+        finish_source(),
+    ))
 }
 
 impl Queue {
@@ -77,7 +107,9 @@ impl Queue {
             lease_ttl_ms,
             renew: Script::from_lua(format!("{LEASE}{}", include_str!("lua/renew.lua"))),
             release: Script::from_lua(include_str!("lua/release.lua")),
-            finish: Script::from_lua(format!("{LEASE}{}", include_str!("lua/finish.lua"))),
+            finish: Script::from_lua(finish_source()),
+            finish_after_record: finish_after(Step::Record),
+            finish_after_status: finish_after(Step::Status),
             replay: Script::from_lua(include_str!("lua/replay.lua")),
         }
     }
@@ -225,9 +257,38 @@ impl Queue {
             .collect())
     }
 
-    /// Acknowledges a processed entry; `false` when the lease was lost (someone else replays it).
-    pub async fn ack(&self, partition: u32, token: &str, entry_id: &str) -> Result<bool> {
-        self.finish(partition, token, entry_id, Vec::new()).await
+    /// Acknowledges processed entries, after running `write` (the conversation write their
+    /// handling left) in the same call; `false` when the lease was lost (someone else replays
+    /// them; `write` was applied all the same). With no entries, only applies `write`.
+    pub async fn ack(
+        &self,
+        partition: u32,
+        token: &str,
+        entry_ids: &[&str],
+        write: Option<&ConversationWrite>,
+    ) -> Result<bool> {
+        let mut args = Vec::with_capacity(6 + entry_ids.len());
+        let mut keys = Vec::with_capacity(7);
+        let script = match write {
+            None => &self.finish,
+            Some(write) => {
+                args.extend([write.keys.len().to_string(), write.args.len().to_string()]);
+                args.extend(write.args.iter().cloned());
+                keys.extend(write.keys.iter().cloned());
+                match write.step {
+                    Step::Record => &self.finish_after_record,
+                    Step::Status => &self.finish_after_status,
+                }
+            }
+        };
+        args.extend([
+            token.to_string(),
+            GROUP.to_string(),
+            self.lease_ttl_ms.to_string(),
+            "ack".to_string(),
+        ]);
+        args.extend(entry_ids.iter().map(|id| id.to_string()));
+        self.finish(partition, script, keys, args).await
     }
 
     /// Moves an entry that keeps failing to the partition's dead-letter stream.
@@ -239,41 +300,34 @@ impl Queue {
         error: &str,
         attempts: u32,
     ) -> Result<bool> {
-        let letter = vec![
+        let args = vec![
+            token.to_string(),
+            GROUP.to_string(),
+            self.lease_ttl_ms.to_string(),
+            "dead".to_string(),
+            entry.id.clone(),
             entry.raw.clone(),
             error.to_string(),
             attempts.to_string(),
             now_ms().to_string(),
         ];
-        self.finish(partition, token, &entry.id, letter).await
+        self.finish(partition, &self.finish, Vec::new(), args).await
     }
 
+    /// Runs `script` with `keys` followed by the partition's lease, inbox and dead letters.
     async fn finish(
         &self,
         partition: u32,
-        token: &str,
-        entry_id: &str,
-        letter: Vec<String>,
+        script: &Script,
+        mut keys: Vec<String>,
+        args: Vec<String>,
     ) -> Result<bool> {
-        let mut args = vec![
-            token.to_string(),
-            GROUP.to_string(),
-            entry_id.to_string(),
-            self.lease_ttl_ms.to_string(),
-        ];
-        args.extend(letter);
-        let done: i64 = self
-            .finish
-            .evalsha_with_reload(
-                &self.client,
-                vec![
-                    self.keys.lease(partition),
-                    self.keys.inbox(partition),
-                    self.keys.dead_letters(partition),
-                ],
-                args,
-            )
-            .await?;
+        keys.extend([
+            self.keys.lease(partition),
+            self.keys.inbox(partition),
+            self.keys.dead_letters(partition),
+        ]);
+        let done: i64 = script.evalsha_with_reload(&self.client, keys, args).await?;
         Ok(done == 1)
     }
 

@@ -10,7 +10,28 @@ use async_trait::async_trait;
 
 use crate::cloud_api::CloudApiError;
 use crate::domain::{InboundMessage, InboxItem};
+use crate::store::conversation::ConversationWrite;
 use crate::store::StoreError;
+
+/// A handler's success, and the conversation write it left for the runner: the runner runs it
+/// in the same Redis call that acknowledges the entry (one round trip less per message; the
+/// record and the acknowledgement land together).
+#[derive(Debug, Default)]
+#[must_use = "a write left for the runner is lost unless it is applied"]
+pub struct Handled {
+    pub write: Option<ConversationWrite>,
+}
+
+impl Handled {
+    /// Nothing left to write.
+    pub fn done() -> Handled {
+        Handled { write: None }
+    }
+
+    pub fn with(write: ConversationWrite) -> Handled {
+        Handled { write: Some(write) }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum HandleError {
@@ -139,24 +160,19 @@ impl LeaseGuard {
 }
 
 /// Processes stored items. Called at least once per item, one at a time per conversation, in
-/// order.
+/// order; the next item of a conversation starts only after the write an item's [`Handled`]
+/// left was applied.
 #[async_trait]
 pub trait Handler: Send + Sync + 'static {
-    async fn handle(&self, item: &InboxItem, lease: &LeaseGuard) -> Result<(), HandleError>;
+    async fn handle(&self, item: &InboxItem, lease: &LeaseGuard) -> Result<Handled, HandleError>;
 
-    /// Processes consecutive messages of one conversation together (burst merging); by default
-    /// one after the other.
+    /// Processes consecutive messages of one conversation together (burst merging). What it
+    /// leaves in [`Handled`] is applied after the whole batch.
     async fn handle_batch(
         &self,
         messages: &[InboundMessage],
         lease: &LeaseGuard,
-    ) -> Result<(), HandleError> {
-        for message in messages {
-            self.handle(&InboxItem::Message(message.clone()), lease)
-                .await?;
-        }
-        Ok(())
-    }
+    ) -> Result<Handled, HandleError>;
 
     /// `items` failed for good and went to the dead-letter stream with `error`.
     async fn dead_lettered(&self, _items: &[InboxItem], _error: &HandleError) {}

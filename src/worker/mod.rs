@@ -20,7 +20,7 @@ use crate::monitoring;
 use crate::store::queue::now_ms;
 use crate::store::queue::Queue;
 use crate::store::Client;
-pub use handler::{HandleError, Handler, LeaseGuard};
+pub use handler::{HandleError, Handled, Handler, LeaseGuard};
 use partition::PartitionContext;
 pub use runtime::WorkerRuntime;
 

@@ -18,13 +18,15 @@ use tokio::task::JoinSet;
 use tokio_util::sync::{CancellationToken, PollSemaphore};
 use tracing::Instrument;
 
-use super::handler::{HandleError, Handler, LeaseGuard};
+use super::handler::{HandleError, Handled, Handler, LeaseGuard};
 use crate::configuration::WorkerSettings;
 use crate::domain::InboxItem;
 use crate::error::error_chain;
 use crate::events::EventDispatcher;
 use crate::monitoring;
+use crate::store::conversation::ConversationWrite;
 use crate::store::queue::{DedicatedQueue, Entry, Queue};
+use crate::store::StoreError;
 
 /// How often an idle partition re-reads its pending entries (see `run`).
 const PENDING_SWEEP: Duration = Duration::from_secs(5);
@@ -446,7 +448,7 @@ async fn process(ctx: &PartitionContext, stop: &CancellationToken, batch: &[Entr
     let started = std::time::Instant::now();
     let result = match batch
         .iter()
-        .map(|e| e.item.clone())
+        .map(|e| e.item.as_ref())
         .collect::<Option<Vec<_>>>()
     {
         Some(items) => handle_with_retries(ctx, stop, &items).await,
@@ -455,13 +457,19 @@ async fn process(ctx: &PartitionContext, stop: &CancellationToken, batch: &[Entr
     let Some(result) = result else {
         return Outcome::Abandoned;
     };
-    let mut outcome = Outcome::Done;
-    for entry in batch {
-        outcome = finish(ctx, stop, entry, result.clone()).await;
-        if matches!(outcome, Outcome::Abandoned | Outcome::LeaseLost) {
-            break;
+    let outcome = match result {
+        Ok(write) => acknowledge(ctx, stop, batch, write).await,
+        Err(failure) => {
+            let mut outcome = Outcome::DeadLettered;
+            for entry in batch {
+                outcome = dead_letter(ctx, stop, entry, &failure).await;
+                if matches!(outcome, Outcome::Abandoned | Outcome::LeaseLost) {
+                    break;
+                }
+            }
+            outcome
         }
-    }
+    };
     match outcome {
         Outcome::Done => metrics::histogram!(monitoring::PROCESSING_SECONDS)
             .record(started.elapsed().as_secs_f64()),
@@ -478,40 +486,53 @@ async fn process(ctx: &PartitionContext, stop: &CancellationToken, batch: &[Entr
 async fn handle_with_retries(
     ctx: &PartitionContext,
     stop: &CancellationToken,
-    items: &[InboxItem],
-) -> Option<Result<(), (String, u32)>> {
-    let messages: Vec<_> = items
-        .iter()
-        .filter_map(|item| match item {
-            InboxItem::Message(m) => Some(m.clone()),
-            InboxItem::Status(_) | InboxItem::Outbound(_) | InboxItem::Handover(_) => None,
-        })
-        .collect();
+    items: &[&InboxItem],
+) -> Option<Result<Option<ConversationWrite>, (String, u32)>> {
+    // Only a burst needs its messages apart (one entry, the usual batch, is not copied).
+    let messages: Vec<_> = if items.len() > 1 {
+        items
+            .iter()
+            .filter_map(|item| match item {
+                InboxItem::Message(m) => Some(m.clone()),
+                InboxItem::Status(_) | InboxItem::Outbound(_) | InboxItem::Handover(_) => None,
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let mut attempt = 0u32;
     loop {
         attempt += 1;
         let call = async {
             if messages.len() > 1 && messages.len() == items.len() {
-                ctx.handler
+                return ctx
+                    .handler
                     .handle_batch(&messages, &ctx.lease)
-                    .instrument(handle_span(attempt, &items[items.len() - 1], items.len()))
-                    .await
-            } else {
-                for item in items {
-                    ctx.handler
-                        .handle(item, &ctx.lease)
-                        .instrument(handle_span(attempt, item, 1))
+                    .instrument(handle_span(attempt, items[items.len() - 1], items.len()))
+                    .await;
+            }
+            let mut handled = Handled::done();
+            for item in items {
+                // The next item must see what the previous one left to write.
+                if let Some(write) = handled.write.take() {
+                    ctx.queue
+                        .ack(ctx.partition, &ctx.token, &[], Some(&write))
                         .await?;
                 }
-                Ok(())
+                handled = ctx
+                    .handler
+                    .handle(item, &ctx.lease)
+                    .instrument(handle_span(attempt, item, 1))
+                    .await?;
             }
+            Ok(handled)
         };
         let result = AssertUnwindSafe(call)
             .catch_unwind()
             .await
             .unwrap_or_else(|_| Err(HandleError::retryable("the handler panicked")));
         let wait = match result {
-            Ok(()) => return Some(Ok(())),
+            Ok(handled) => return Some(Ok(handled.write)),
             Err(HandleError::Unavailable(error)) => {
                 // Not the message's fault: wait for the infrastructure without spending attempts.
                 attempt -= 1;
@@ -553,7 +574,8 @@ async fn handle_with_retries(
                     error = %error,
                     "handling failed for good; moving the message to the dead-letter stream"
                 );
-                ctx.handler.dead_lettered(items, &error).await;
+                let items: Vec<InboxItem> = items.iter().map(|item| (*item).clone()).collect();
+                ctx.handler.dead_lettered(&items, &error).await;
                 return Some(Err((error.to_string(), attempt)));
             }
         };
@@ -564,40 +586,82 @@ async fn handle_with_retries(
     }
 }
 
-/// Acknowledges (`Ok`) or dead-letters (`Err((error, attempts))`) an entry, retrying while Redis
-/// is unavailable: the work is done, only the bookkeeping is missing.
-async fn finish(
+/// Acknowledges the batch's entries in one call, with the write their handling left, retrying
+/// while Redis is unavailable: the work is done, only the bookkeeping is missing. A write Redis
+/// refuses (corrupt state, not an outage) is given up on, logged, so that the entries are still
+/// acknowledged instead of retried forever.
+async fn acknowledge(
+    ctx: &PartitionContext,
+    stop: &CancellationToken,
+    batch: &[Entry],
+    mut write: Option<ConversationWrite>,
+) -> Outcome {
+    let ids: Vec<&str> = batch.iter().map(|e| e.id.as_str()).collect();
+    let mut delay = Duration::from_millis(50);
+    loop {
+        let error = match ctx
+            .queue
+            .ack(ctx.partition, &ctx.token, &ids, write.as_ref())
+            .await
+        {
+            Ok(true) => return Outcome::Done,
+            Ok(false) => return Outcome::LeaseLost,
+            Err(error) => error,
+        };
+        if !error.is_outage() && write.take().is_some() {
+            tracing::error!(partition = ctx.partition, entry = %ids[0], error = %error_chain(&error), "recording what was sent failed; a redelivery would send it again");
+            continue;
+        }
+        if !wait_for_redis(ctx, stop, ids[0], &error, &mut delay).await {
+            return Outcome::Abandoned;
+        }
+    }
+}
+
+/// Moves an entry that failed for good to the dead-letter stream, retrying while Redis is
+/// unavailable.
+async fn dead_letter(
     ctx: &PartitionContext,
     stop: &CancellationToken,
     entry: &Entry,
-    result: Result<(), (String, u32)>,
+    (error, attempts): &(String, u32),
 ) -> Outcome {
     let mut delay = Duration::from_millis(50);
     loop {
-        let written = match &result {
-            Ok(()) => ctx.queue.ack(ctx.partition, &ctx.token, &entry.id).await,
-            Err((error, attempts)) => {
-                ctx.queue
-                    .dead_letter(ctx.partition, &ctx.token, entry, error, *attempts)
-                    .await
-            }
-        };
-        match written {
-            Ok(true) if result.is_ok() => return Outcome::Done,
+        match ctx
+            .queue
+            .dead_letter(ctx.partition, &ctx.token, entry, error, *attempts)
+            .await
+        {
             Ok(true) => return Outcome::DeadLettered,
             Ok(false) => return Outcome::LeaseLost,
-            Err(error) => {
-                metrics::counter!(monitoring::REDIS_ERRORS, "op" => "ack").increment(1);
-                tracing::warn!(partition = ctx.partition, entry = %entry.id, error = %error_chain(&error), "acknowledgement failed; retrying");
-                // A graceful stop still waits for Redis a little; the shutdown timeout bounds it.
-                if stop.is_cancelled() && delay >= Duration::from_secs(2) {
+            Err(failure) => {
+                if !wait_for_redis(ctx, stop, &entry.id, &failure, &mut delay).await {
                     return Outcome::Abandoned;
                 }
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
             }
         }
     }
+}
+
+/// Backs off after a failed acknowledgement; `false`: give up (stopping, and Redis stayed
+/// away; the entry stays pending and is replayed).
+async fn wait_for_redis(
+    ctx: &PartitionContext,
+    stop: &CancellationToken,
+    entry: &str,
+    error: &StoreError,
+    delay: &mut Duration,
+) -> bool {
+    metrics::counter!(monitoring::REDIS_ERRORS, "op" => "ack").increment(1);
+    tracing::warn!(partition = ctx.partition, entry = %entry, error = %error_chain(error), "acknowledgement failed; retrying");
+    // A graceful stop still waits for Redis a little; the shutdown timeout bounds it.
+    if stop.is_cancelled() && *delay >= Duration::from_secs(2) {
+        return false;
+    }
+    tokio::time::sleep(*delay).await;
+    *delay = (*delay * 2).min(Duration::from_secs(2));
+    true
 }
 
 /// Exponential backoff with equal jitter (half fixed, half random): spreads retries, never 0.

@@ -668,3 +668,52 @@ async fn the_binary_exits_zero_on_sigterm() {
     };
     assert!(status.success(), "exit status {status:?}");
 }
+
+#[tokio::test]
+async fn a_reply_redis_refuses_to_record_is_still_acknowledged() {
+    let graph = Arc::new(MockServer::start().await);
+    crate::helpers::mount_slow_send(&graph, "record me", Duration::from_secs(1)).await;
+    mount_graph_ok(&graph).await;
+    let app = spawn(AppOptions {
+        graph: Some(graph.clone()),
+        ..AppOptions::default()
+    })
+    .await;
+    let user = "15550000003";
+    let body = text_delivery(PNID, user, "wamid.rec1", "record me");
+    assert_eq!(app.post_signed(&body, APP_SECRET).await.status(), 200);
+    eventually(WAIT, || async {
+        let requests = graph.received_requests().await.unwrap_or_default();
+        requests
+            .iter()
+            .any(|r| String::from_utf8_lossy(&r.body).contains("echo: record me"))
+            .then_some(())
+    })
+    .await
+    .expect("the reply's send started");
+    // While the reply is on its way, the conversation becomes something Redis cannot record
+    // into: the record (run with the acknowledgement) fails as a data error, not an outage.
+    let keys = app.keys();
+    let (pnid, user_id) = (
+        wabot::domain::PhoneNumberId::parse(PNID).expect("pnid"),
+        wabot::domain::UserId::parse(user).expect("user"),
+    );
+    let partition = keys.partition(&pnid, &user_id);
+    let redis = app.redis.as_ref().expect("own redis");
+    redis.cli(&[
+        "DEL",
+        &keys.conversation(partition, &pnid, &user_id),
+        &keys.history(partition, &pnid, &user_id),
+    ]);
+    redis.cli(&["SET", &keys.conversation(partition, &pnid, &user_id), "x"]);
+    // The entry is acknowledged without its record instead of being retried forever.
+    let queue = app.queue().await;
+    wait_until_drained(&queue, WAIT).await;
+    assert!(queue
+        .dead_letters(10)
+        .await
+        .expect("dead letters")
+        .is_empty());
+    let sent: Vec<String> = replies(&graph).await.into_iter().map(|r| r.text).collect();
+    assert_eq!(sent, ["echo: record me"]);
+}

@@ -7,6 +7,7 @@ use wabot::store::conversation::{
     Admission, AdmitMode, ConversationLimits, ConversationStore, Role, Turn,
 };
 use wabot::store::pacing::{PacingLimits, RedisPacer};
+use wabot::store::queue::Queue;
 use wabot::store::Keys;
 
 use crate::helpers::RedisServer;
@@ -703,4 +704,84 @@ async fn an_echo_pausing_the_bot_longer_than_the_session_ttl_keeps_the_conversat
         .expect("accept"));
     let (c, h) = (ttl(&conv), ttl(&hist));
     assert!(c > 590 && c <= 600 && h > 590 && h <= 600, "{:?}", (c, h));
+}
+
+#[tokio::test]
+async fn the_acknowledgement_applies_the_write_a_message_left_even_when_the_lease_is_lost() {
+    let redis = RedisServer::start();
+    let store = store(&redis, 10, 100).await;
+    let keys = Keys::new("s", 8);
+    let queue = Queue::new(client(&redis).await, keys.clone(), 10_000);
+    let (pnid, user) = ids();
+    let partition = keys.partition(&pnid, &user);
+    let inbox = keys.inbox(partition);
+    queue.ensure_group(partition).await.expect("group");
+    assert!(queue.acquire(partition, "me").await.expect("lease"));
+    let mut stored = Vec::new();
+    for n in 0..3 {
+        stored.push(redis.cli(&["XADD", &inbox, "*", "m", "{}", "w", &format!("wamid.q{n}")]));
+    }
+    let read = queue.read(partition, None, 10, None).await.expect("read");
+    assert_eq!(read.len(), 3);
+    let pending = || redis.cli(&["XPENDING", &inbox, "workers"]);
+
+    // The reply's record and the acknowledgement of two entries: one call.
+    let m = message("wamid.q0", "hola");
+    assert!(matches!(
+        admit(&store, &m, AdmitMode::Answer).await,
+        Admission::Answer { .. }
+    ));
+    let write = store.reply_write(&m, &[bot("¡Hola!")]);
+    assert!(queue
+        .ack(partition, "me", &[&stored[0], &stored[1]], Some(&write))
+        .await
+        .expect("ack"));
+    assert_eq!(redis.cli(&["XLEN", &inbox]), "1", "both entries deleted");
+    assert!(matches!(
+        admit(&store, &m, AdmitMode::Answer).await,
+        Admission::Done
+    ));
+    let view = store.get(&pnid, &user).await.expect("get").expect("exists");
+    assert_eq!(texts(&view.turns), ["hola", "¡Hola!"]);
+
+    // A status left for the acknowledgement moves the turn's delivery state.
+    let status = store
+        .status_write(&pnid, &user, "wamid.out.¡Hola!", "read", None)
+        .expect("status write");
+    assert!(queue
+        .ack(partition, "me", &[], Some(&status))
+        .await
+        .expect("ack"));
+    let view = store.get(&pnid, &user).await.expect("get").expect("exists");
+    assert_eq!(view.turns[1].delivery.as_deref(), Some("read"));
+
+    // Another replica took the partition over: the entry stays pending for it, and what was
+    // sent is recorded all the same (the new owner must not send it again).
+    redis.cli(&["SET", &keys.lease(partition), "someone-else"]);
+    let m2 = message("wamid.q2", "¿sigues?");
+    admit(&store, &m2, AdmitMode::Answer).await;
+    let write = store.reply_write(&m2, &[bot("sí")]);
+    assert!(!queue
+        .ack(partition, "me", &[&stored[2]], Some(&write))
+        .await
+        .expect("ack"));
+    assert_eq!(redis.cli(&["XLEN", &inbox]), "1");
+    assert!(pending().starts_with('1'), "{}", pending());
+    assert!(matches!(
+        admit(&store, &m2, AdmitMode::Answer).await,
+        Admission::Done
+    ));
+
+    // A conversation Redis refuses to write is a data error, not an outage: the runner drops
+    // the write and acknowledges without it instead of retrying forever.
+    redis.cli(&["SET", &keys.lease(partition), "me"]);
+    let (conv, hist) = conversation_keys();
+    redis.cli(&["DEL", &conv, &hist]);
+    redis.cli(&["SET", &conv, "not a hash"]);
+    let refused = queue
+        .ack(partition, "me", &[&stored[2]], Some(&write))
+        .await
+        .expect_err("a string is not a conversation");
+    assert!(!refused.is_outage(), "{refused}");
+    assert_eq!(redis.cli(&["XLEN", &inbox]), "1", "nothing acknowledged");
 }
