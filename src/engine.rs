@@ -22,7 +22,7 @@ use crate::domain::{
 };
 use crate::error::error_chain;
 use crate::handoff::HandoffDetector;
-use crate::i18n::{Sentence, Texts};
+use crate::i18n::{Language, Sentence, Texts};
 use crate::monitoring;
 use crate::reply;
 use crate::responder::{Action, HistoryTurn, Reply, Responder, ResponderInput, Speaker};
@@ -384,7 +384,7 @@ impl Engine {
         Ok(())
     }
 
-    /// Marks the message read (first try only), decides the reply, sends its parts from
+    /// Marks the message read (first try only) while the reply is decided, sends its parts from
     /// `parts_sent` on and records it.
     async fn answer(
         &self,
@@ -394,71 +394,30 @@ impl Engine {
         command: Option<Command>,
         lease: &LeaseGuard,
     ) -> Result<Handled, HandleError> {
-        if self.options.mark_as_read && parts_sent == 0 {
-            if let Err(error) = self
-                .api
-                .mark_read(
-                    &message.phone_number_id,
-                    message.id.as_str(),
-                    self.options.typing_indicator,
-                )
-                .await
-            {
-                tracing::debug!(user = %message.user, error = %error, "mark as read failed (ignored)");
+        let read = async {
+            if self.options.mark_as_read && parts_sent == 0 {
+                if let Err(error) = self
+                    .api
+                    .mark_read(
+                        &message.phone_number_id,
+                        message.id.as_str(),
+                        self.options.typing_indicator,
+                    )
+                    .await
+                {
+                    tracing::debug!(user = %message.user, error = %error, "mark as read failed (ignored)");
+                }
             }
-        }
+        };
         let texts = &self.options.texts;
         let language = texts.language_of(message);
-        let reply = match command {
-            Some(Command::Reset) => {
-                tracing::info!(user = %message.user, "conversation reset by the user");
-                Reply::text(texts.get(language, Sentence::Reset))
-            }
-            Some(Command::Help) => Reply::text(self.responder.help(language)),
-            Some(Command::CouldNotListen) => {
-                Reply::text(texts.get(language, Sentence::CouldNotListen))
-            }
-            Some(Command::Handoff) => Reply::text(self.handoff_text(language)),
-            None => {
-                let history: Vec<HistoryTurn> = history.iter().map(history_turn).collect();
-                let image = if self.responder.wants_images() {
-                    transcription::user_image(&self.api, message).await
-                } else {
-                    None
-                };
-                let started = std::time::Instant::now();
-                let reply = self
-                    .responder
-                    .respond(ResponderInput {
-                        message,
-                        history: &history,
-                        language,
-                        image: image.as_ref().map(|file| {
-                            (
-                                file.bytes.as_ref(),
-                                file.mime_type.as_deref().unwrap_or("image/jpeg"),
-                            )
-                        }),
-                    })
-                    .instrument(tracing::debug_span!(
-                        "responder",
-                        kind = self.options.responder_kind,
-                        turns = history.len(),
-                    ))
-                    .await;
-                metrics::histogram!(monitoring::RESPONDER_SECONDS, "kind" => self.options.responder_kind)
-                    .record(started.elapsed().as_secs_f64());
-                if started.elapsed() >= RECHECK_AFTER
-                    && !self
-                        .store
-                        .bot_owns(&message.phone_number_id, &message.user)
-                        .await?
-                {
-                    tracing::info!(user = %message.user, "a person took the conversation over while the reply was prepared; not sent");
-                    return Ok(Handled::with(self.store.reply_write(message, &[])));
-                }
-                reply
-            }
+        // The read receipt (and typing indicator) costs a Graph round trip: it runs while the
+        // responder works, not before it, and is joined before the first part goes out so the
+        // user never sees the receipt after the reply.
+        let ((), decided) = tokio::join!(read, self.decide(message, history, command, language));
+        let Some(reply) = decided? else {
+            tracing::info!(user = %message.user, "a person took the conversation over while the reply was prepared; not sent");
+            return Ok(Handled::with(self.store.reply_write(message, &[])));
         };
         let reply = reply::checked(
             reply,
@@ -517,6 +476,69 @@ impl Engine {
             .collect();
         // Recorded by the runner, with the entry's acknowledgement (one Redis call).
         Ok(Handled::with(self.store.reply_write(message, &turns)))
+    }
+
+    /// The reply to a message: a command's sentence or the responder's answer. `None`: a person
+    /// took the conversation over while a slow responder worked, so nothing is sent.
+    async fn decide(
+        &self,
+        message: &InboundMessage,
+        history: &[Turn],
+        command: Option<Command>,
+        language: Language,
+    ) -> Result<Option<Reply>, HandleError> {
+        let texts = &self.options.texts;
+        let reply = match command {
+            Some(Command::Reset) => {
+                tracing::info!(user = %message.user, "conversation reset by the user");
+                Reply::text(texts.get(language, Sentence::Reset))
+            }
+            Some(Command::Help) => Reply::text(self.responder.help(language)),
+            Some(Command::CouldNotListen) => {
+                Reply::text(texts.get(language, Sentence::CouldNotListen))
+            }
+            Some(Command::Handoff) => Reply::text(self.handoff_text(language)),
+            None => {
+                let history: Vec<HistoryTurn> = history.iter().map(history_turn).collect();
+                let image = if self.responder.wants_images() {
+                    transcription::user_image(&self.api, message).await
+                } else {
+                    None
+                };
+                let started = std::time::Instant::now();
+                let reply = self
+                    .responder
+                    .respond(ResponderInput {
+                        message,
+                        history: &history,
+                        language,
+                        image: image.as_ref().map(|file| {
+                            (
+                                file.bytes.as_ref(),
+                                file.mime_type.as_deref().unwrap_or("image/jpeg"),
+                            )
+                        }),
+                    })
+                    .instrument(tracing::debug_span!(
+                        "responder",
+                        kind = self.options.responder_kind,
+                        turns = history.len(),
+                    ))
+                    .await;
+                metrics::histogram!(monitoring::RESPONDER_SECONDS, "kind" => self.options.responder_kind)
+                    .record(started.elapsed().as_secs_f64());
+                if started.elapsed() >= RECHECK_AFTER
+                    && !self
+                        .store
+                        .bot_owns(&message.phone_number_id, &message.user)
+                        .await?
+                {
+                    return Ok(None);
+                }
+                reply
+            }
+        };
+        Ok(Some(reply))
     }
 
     /// A user's audio as the text message it says (`None`: not audio, or no transcription
@@ -581,7 +603,7 @@ impl Engine {
     }
 
     /// What the bot answers a user asking for a person.
-    fn handoff_text(&self, language: crate::i18n::Language) -> String {
+    fn handoff_text(&self, language: Language) -> String {
         if self.options.handoff_text.trim().is_empty() {
             self.options
                 .texts

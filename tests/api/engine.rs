@@ -446,6 +446,88 @@ async fn mark_as_read_with_typing_goes_out_before_the_reply() {
     assert_eq!(bodies[1]["text"]["body"], "echo: read me");
 }
 
+/// The read receipt is in flight while the backend is asked (the Graph API holds it until the
+/// backend has the request; before, the responder only started once the receipt was answered),
+/// and the reply goes out only after the receipt's answer.
+#[tokio::test]
+async fn the_backend_is_asked_while_the_read_receipt_is_in_flight() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let asked = Arc::new(AtomicBool::new(false));
+    let receipt_answered = Arc::new(AtomicBool::new(false));
+    let backend = MockServer::start().await;
+    let flag = asked.clone();
+    Mock::given(method("POST"))
+        .respond_with(move |_: &wiremock::Request| {
+            flag.store(true, Ordering::SeqCst);
+            ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({"actions": [{"type": "text", "text": "Claro"}]}))
+        })
+        .mount(&backend)
+        .await;
+    let graph = std::sync::Arc::new(MockServer::start().await);
+    let (seen, answered) = (asked.clone(), receipt_answered.clone());
+    let backend_seen_by_receipt = Arc::new(Mutex::new(None));
+    let record = backend_seen_by_receipt.clone();
+    // Each MockServer runs on its own thread: holding the receipt here does not hold the backend.
+    Mock::given(method("POST"))
+        .and(wiremock::matchers::body_partial_json(
+            serde_json::json!({"status": "read"}),
+        ))
+        .respond_with(move |_: &wiremock::Request| {
+            let until = std::time::Instant::now() + Duration::from_secs(3);
+            while !seen.load(Ordering::SeqCst) && std::time::Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if let Ok(mut slot) = record.lock() {
+                *slot = Some(seen.load(Ordering::SeqCst));
+            }
+            answered.store(true, Ordering::SeqCst);
+            ResponseTemplate::new(200).set_body_json(serde_json::json!({"success": true}))
+        })
+        .mount(&graph)
+        .await;
+    let sent_after_receipt = Arc::new(Mutex::new(Vec::new()));
+    let (answered, sends) = (receipt_answered.clone(), sent_after_receipt.clone());
+    Mock::given(method("POST"))
+        .and(path(format!("/v24.0/{PNID}/messages")))
+        .respond_with(move |_: &wiremock::Request| {
+            if let Ok(mut sends) = sends.lock() {
+                sends.push(answered.load(Ordering::SeqCst));
+            }
+            ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({"messages": [{"id": "wamid.out.claro"}]}))
+        })
+        .mount(&graph)
+        .await;
+    let app = spawn(AppOptions {
+        graph: Some(graph.clone()),
+        ..AppOptions::with_env(&[
+            ("WABOT_WHATSAPP__MARK_AS_READ", "true"),
+            ("RESPONDER", "http"),
+            ("HTTP_RESPONDER_URL", backend.uri().as_str()),
+            ("HTTP_RESPONDER_SECRET", "backend-shared-secret"),
+        ])
+    })
+    .await;
+    post_text(&app, "34600000031", "wamid.concurrent", "¿Tenéis talla M?").await;
+    wait_until_drained(&app.queue().await, WAIT).await;
+    assert_eq!(
+        *backend_seen_by_receipt.lock().expect("not poisoned"),
+        Some(true),
+        "the backend was asked while the read receipt was held"
+    );
+    assert_eq!(
+        *sent_after_receipt.lock().expect("not poisoned"),
+        [true],
+        "one reply, sent after the receipt was answered"
+    );
+    let bodies = graph_bodies(&graph).await;
+    assert_eq!(bodies.len(), 2, "{bodies:?}");
+    assert_eq!(bodies[0]["status"], "read");
+    assert_eq!(bodies[1]["text"]["body"], "Claro");
+}
+
 /// Reports the Redis memory of a 40-turn conversation (~100 characters a turn) against the raw
 /// text, and bounds the layout's overhead.
 #[tokio::test]
