@@ -97,7 +97,8 @@ impl FakeGraph {
         })
         .workers(1)
         .disable_signals()
-        .listen(listener)
+        // HTTP/1.1, or h2c with prior knowledge when the app runs with `whatsapp.http2`.
+        .listen_auto_h2c(listener)
         .context("listening for the fake Graph API")?
         .run();
         let handle = server.handle();

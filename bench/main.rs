@@ -834,13 +834,18 @@ fn print_report(
     row(
         "graph api",
         format!(
-            "fake, in-process; pacing {}; mark as read {}",
+            "fake, in-process; pacing {}; mark as read {}; {}",
             if args.pacing {
                 "as configured (--pacing)"
             } else {
                 "lifted"
             },
-            env.settings.whatsapp.mark_as_read
+            env.settings.whatsapp.mark_as_read,
+            if env.settings.whatsapp.http2 {
+                "HTTP/2 (h2c, one connection)"
+            } else {
+                "HTTP/1.1"
+            }
         ),
     );
     row("redis", redis_text);

@@ -82,6 +82,11 @@ pub struct WhatsAppSettings {
     pub mark_as_read: bool,
     pub typing_indicator: bool,
     pub request_timeout_ms: u64,
+    /// HTTP/2 to the Graph API: every call in flight multiplexed on one connection (negotiated
+    /// by TLS ALPN, falling back to HTTP/1.1; spoken with prior knowledge on a plain `http://`
+    /// base URL, which must then speak h2c). Off: HTTP/1.1, one connection per call in flight.
+    #[serde(default)]
+    pub http2: bool,
     /// Extra tokens for numbers owned by other apps/businesses: `pnid=token,pnid2=token2`.
     #[serde(serialize_with = "redact")]
     pub access_tokens: SecretString,

@@ -93,6 +93,8 @@ impl Transcriber {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_millis(settings.timeout_ms))
             .connect_timeout(Duration::from_secs(5))
+            // See the HTTP responder: one HTTP/1.1 connection per call in flight.
+            .http1_only()
             .build()?;
         Ok(Some(Transcriber {
             http,

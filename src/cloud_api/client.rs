@@ -96,9 +96,15 @@ impl CloudApi {
             // below the worker concurrency made each burst close and reopen connections (a TCP
             // and TLS handshake each, ~400 per second in the benchmark).
             .pool_idle_timeout(Duration::from_secs(90))
-            .user_agent(concat!("wabot/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(CloudApiError::Network)?;
+            .user_agent(concat!("wabot/", env!("CARGO_PKG_VERSION")));
+        let http = match (settings.http2, settings.api_base_url.starts_with("http://")) {
+            (false, _) => http.http1_only(),
+            // Plain HTTP has no ALPN to negotiate with, and hyper's client does not do the h2c
+            // upgrade dance.
+            (true, true) => http.http2_prior_knowledge(),
+            (true, false) => http,
+        };
+        let http = http.build().map_err(CloudApiError::Network)?;
         let tokens = settings
             .tokens_by_number()
             .map_err(|e| CloudApiError::Decode(e.to_string()))?

@@ -147,6 +147,10 @@ impl HttpResponder {
             .timeout(Duration::from_millis(settings.timeout_ms))
             .connect_timeout(Duration::from_secs(5))
             .user_agent(concat!("wabot/", env!("CARGO_PKG_VERSION")))
+            // reqwest is built with HTTP/2 for the Graph API's opt-in; an h2 backend that
+            // allows fewer streams than the worker concurrency would queue calls behind one
+            // connection, so the backends keep one HTTP/1.1 connection per call in flight.
+            .http1_only()
             .build()?;
         Ok(HttpResponder {
             http,

@@ -122,6 +122,8 @@ impl OpenAiResponder {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_millis(settings.timeout_ms))
             .connect_timeout(Duration::from_secs(5))
+            // See the HTTP responder: one HTTP/1.1 connection per call in flight.
+            .http1_only()
             .build()?;
         Ok(OpenAiResponder {
             http,

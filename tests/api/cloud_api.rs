@@ -9,8 +9,8 @@ use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::{
-    mount_graph_ok, replies, settings_from, spawn, test_env, text_delivery, wait_for_replies,
-    AppOptions, APP_SECRET,
+    mount_graph_ok, mount_slow_send, replies, settings_from, spawn, test_env, text_delivery,
+    wait_for_replies, AppOptions, APP_SECRET,
 };
 
 fn client(graph: &MockServer, extra: &[(&str, &str)]) -> CloudApi {
@@ -242,4 +242,97 @@ async fn media_is_downloaded_with_the_token_and_a_size_limit() {
         .await
         .expect_err("too large");
     assert!(matches!(error, CloudApiError::TooLarge { limit: 5 }));
+}
+
+/// What a TCP relay in front of the fake Graph API saw: connections, and how each began.
+#[derive(Default)]
+struct Wire {
+    connections: std::sync::atomic::AtomicUsize,
+    openings: std::sync::Mutex<Vec<Vec<u8>>>,
+}
+
+/// Relays 127.0.0.1:<port> to `upstream`, recording every connection's first bytes.
+async fn relay(upstream: std::net::SocketAddr) -> (String, std::sync::Arc<Wire>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind relay");
+    let port = listener.local_addr().expect("relay address").port();
+    let wire = std::sync::Arc::new(Wire::default());
+    let seen = wire.clone();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            seen.connections
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut opening = [0u8; 4];
+                if inbound.read_exact(&mut opening).await.is_err() {
+                    return;
+                }
+                seen.openings
+                    .lock()
+                    .expect("openings")
+                    .push(opening.to_vec());
+                let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await else {
+                    return;
+                };
+                if outbound.write_all(&opening).await.is_ok() {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    (format!("http://127.0.0.1:{port}"), wire)
+}
+
+/// Sends 12 texts at once through the relay, each answered after 300 ms so they overlap.
+async fn twelve_overlapping_sends(http2: bool) -> std::sync::Arc<Wire> {
+    let graph = MockServer::start().await;
+    mount_slow_send(&graph, "overlap", Duration::from_millis(300)).await;
+    let (url, wire) = relay(*graph.address()).await;
+    let mut env = test_env("redis://127.0.0.1:1/0", &url);
+    env.insert("WABOT_WHATSAPP__HTTP2".into(), http2.to_string());
+    let api = CloudApi::new(&settings_from(&env).whatsapp).expect("client");
+    let sends = (0..12).map(|i| {
+        let api = api.clone();
+        async move {
+            api.send_text(&pnid("123"), &to(), &format!("overlap {i}"), None)
+                .await
+        }
+    });
+    for sent in futures_util::future::join_all(sends).await {
+        assert!(sent.expect("sent").wamid.starts_with("wamid.slow."));
+    }
+    assert_eq!(graph.received_requests().await.map(|r| r.len()), Some(12));
+    wire
+}
+
+#[tokio::test]
+async fn with_http2_the_calls_in_flight_share_one_connection() {
+    let wire = twelve_overlapping_sends(true).await;
+    assert_eq!(
+        wire.connections.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+    // h2c with prior knowledge opens with the connection preface "PRI * HTTP/2.0".
+    assert_eq!(
+        *wire.openings.lock().expect("openings"),
+        vec![b"PRI ".to_vec()]
+    );
+}
+
+#[tokio::test]
+async fn by_default_each_call_in_flight_has_an_http1_connection_of_its_own() {
+    let wire = twelve_overlapping_sends(false).await;
+    assert_eq!(
+        wire.connections.load(std::sync::atomic::Ordering::SeqCst),
+        12
+    );
+    assert!(wire
+        .openings
+        .lock()
+        .expect("openings")
+        .iter()
+        .all(|opening| opening == b"POST"));
 }
