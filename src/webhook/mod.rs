@@ -3,6 +3,7 @@
 pub mod payload;
 pub mod signature;
 
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::domain::{
@@ -23,16 +24,25 @@ pub enum ParseError {
 /// Parses a verified body. Only a body that is not a JSON object fails; everything inside it is
 /// read leniently, and what cannot be understood is counted, not fatal.
 pub fn parse(body: &VerifiedBody) -> Result<WebhookBatch, ParseError> {
-    let value: Value =
-        serde_json::from_slice(body.as_bytes()).map_err(|e| ParseError::NotJson(e.to_string()))?;
-    if !value.is_object() {
-        return Err(ParseError::NotObject);
-    }
-    // Entry and change shapes are all-optional and lenient, so this cannot fail on an object.
-    let payload: Payload = serde_json::from_value(value).unwrap_or(Payload {
-        object: None,
-        entry: Vec::new(),
-    });
+    let bytes = body.as_bytes();
+    let is_object = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    // Straight from the bytes into the wire types: no `Value` tree on the hot path.
+    let payload = match serde_json::from_slice::<Payload>(bytes) {
+        Ok(payload) if is_object => payload,
+        _ => {
+            let value: Value =
+                serde_json::from_slice(bytes).map_err(|e| ParseError::NotJson(e.to_string()))?;
+            if !value.is_object() {
+                return Err(ParseError::NotObject);
+            }
+            // An object the direct decoding refused (a key sent twice, a field of the wrong
+            // type): read through the `Value`, which is as lenient as it gets, or as empty.
+            serde_json::from_value(value).unwrap_or(Payload {
+                object: None,
+                entry: Vec::new(),
+            })
+        }
+    };
     if let Some(object) = payload.object.as_deref() {
         if object != "whatsapp_business_account" {
             tracing::debug!(object, "webhook for an unexpected object type");
@@ -48,10 +58,15 @@ pub fn parse(body: &VerifiedBody) -> Result<WebhookBatch, ParseError> {
                     read_messages_change(change.value, Origin::BusinessEcho, &mut batch)
                 }
                 Some("standby") => read_messages_change(change.value, Origin::Standby, &mut batch),
-                Some("messaging_handovers") => match read_handover(&change.value) {
-                    Some(handover) => batch.handovers.push(handover),
-                    None => batch.ignored_changes += 1,
-                },
+                Some("messaging_handovers") => {
+                    let value = change
+                        .value
+                        .and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok());
+                    match value.as_ref().and_then(read_handover) {
+                        Some(handover) => batch.handovers.push(handover),
+                        None => batch.ignored_changes += 1,
+                    }
+                }
                 other => {
                     tracing::debug!(field = other.unwrap_or(""), "ignoring webhook field");
                     batch.ignored_changes += 1;
@@ -102,8 +117,10 @@ fn read_handover(value: &Value) -> Option<Handover> {
     })
 }
 
-fn read_messages_change(value: Value, origin: Origin, batch: &mut WebhookBatch) {
-    let value: MessagesValue = serde_json::from_value(value).unwrap_or_default();
+fn read_messages_change(value: Option<Box<RawValue>>, origin: Origin, batch: &mut WebhookBatch) {
+    let value: MessagesValue = value
+        .and_then(|raw| payload::decode_lenient(raw.get()))
+        .unwrap_or_default();
     let metadata = value.metadata.as_ref();
     let phone_number_id = metadata
         .and_then(|m| m.phone_number_id.as_deref())
@@ -120,13 +137,13 @@ fn read_messages_change(value: Value, origin: Origin, batch: &mut WebhookBatch) 
         .into_iter()
         .map(|raw| (raw, echo_origin));
     for (raw, origin) in messages.chain(echoes) {
-        match read_message(raw, phone_number_id.as_ref(), &value.contacts, origin) {
+        match read_message(&raw, phone_number_id.as_ref(), &value.contacts, origin) {
             Some(message) => batch.messages.push(message),
             None => batch.dropped_messages += 1,
         }
     }
     for raw in value.statuses {
-        let Ok(status) = serde_json::from_value::<payload::Status>(raw) else {
+        let Some(status) = payload::decode_lenient::<payload::Status>(raw.get()) else {
             tracing::debug!("skipping a malformed status entry");
             continue;
         };
@@ -152,31 +169,49 @@ fn read_messages_change(value: Value, origin: Origin, batch: &mut WebhookBatch) 
 /// (an id, a receiving number, a sender). A message whose body does not match Meta's documented
 /// shape is kept as `Unsupported { kind: "malformed" }`: it is still deduplicated and recorded.
 fn read_message(
-    raw: Value,
+    raw: &RawValue,
     phone_number_id: Option<&PhoneNumberId>,
     contacts: &[Contact],
     origin: Origin,
 ) -> Option<InboundMessage> {
-    let id_of = |raw: &Value, key: &str| raw.get(key).and_then(Value::as_str).map(str::to_string);
-    let (message, content) = match serde_json::from_value::<Message>(raw.clone()) {
+    let (message, content, value) = match serde_json::from_str::<Message>(raw.get()) {
         Ok(message) => {
             let content = content_of(&message);
-            (Some(message), content)
+            (Some(message), content, None)
         }
+        // The slow path, for what the direct decoding refused: through a `Value` (a key sent
+        // twice, the last wins), else whatever fields can still be read off it.
         Err(error) => {
-            tracing::debug!(%error, "message entry does not match the documented shape");
-            (
-                None,
-                MessageContent::Unsupported {
-                    kind: "malformed".into(),
-                    error_code: None,
-                },
-            )
+            let value = serde_json::from_str::<Value>(raw.get()).ok();
+            match value
+                .clone()
+                .and_then(|value| serde_json::from_value::<Message>(value).ok())
+            {
+                Some(message) => {
+                    let content = content_of(&message);
+                    (Some(message), content, None)
+                }
+                None => {
+                    tracing::debug!(%error, "message entry does not match the documented shape");
+                    let malformed = MessageContent::Unsupported {
+                        kind: "malformed".into(),
+                        error_code: None,
+                    };
+                    (None, malformed, value)
+                }
+            }
         }
+    };
+    let id_of = |key: &str| {
+        value
+            .as_ref()
+            .and_then(|v| v.get(key))
+            .and_then(Value::as_str)
+            .map(str::to_string)
     };
     let id = match &message {
         Some(m) => m.id.clone(),
-        None => id_of(&raw, "id"),
+        None => id_of("id"),
     };
     let Some(id) = id.as_deref().and_then(WaMessageId::parse) else {
         tracing::debug!("message entry without a usable id dropped");
@@ -194,12 +229,12 @@ fn read_message(
     let from = match (&message, origin) {
         (Some(m), Origin::BusinessEcho) => m.to.clone(),
         (Some(m), _) => m.from.clone(),
-        (None, _) => id_of(&raw, user_key),
+        (None, _) => id_of(user_key),
     };
     let from_user_id = match (&message, origin) {
         (Some(m), Origin::BusinessEcho) => m.to_user_id.clone(),
         (Some(m), _) => m.from_user_id.clone(),
-        (None, _) => id_of(&raw, user_id_key),
+        (None, _) => id_of(user_id_key),
     };
     let sender = sender_of(from, from_user_id, contacts);
     let Some(user) = sender.user_id() else {

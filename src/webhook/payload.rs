@@ -1,7 +1,11 @@
 //! Wire types: Meta's webhook JSON as documented, modelled leniently (every field optional,
 //! unknown fields ignored, timestamps as string or number) so that no delivery fails on shape.
 
+use std::fmt;
+
+use serde::de::{DeserializeOwned, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 #[derive(Debug, Deserialize)]
@@ -24,9 +28,10 @@ pub struct Entry {
 pub struct Change {
     #[serde(default)]
     pub field: Option<String>,
-    /// Kept raw: only `messages` changes are decoded further, others are acknowledged and ignored.
+    /// Kept raw (the bytes, not a `Value` tree): only the fields wabot reads are decoded
+    /// further, and a change it ignores costs no allocation but this one.
     #[serde(default)]
-    pub value: Value,
+    pub value: Option<Box<RawValue>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -36,14 +41,14 @@ pub struct MessagesValue {
     #[serde(default, deserialize_with = "lenient_vec")]
     pub contacts: Vec<Contact>,
     /// Raw, so that one malformed message does not hide the others of the same change.
-    #[serde(default, deserialize_with = "lenient_vec")]
-    pub messages: Vec<Value>,
-    #[serde(default, deserialize_with = "lenient_vec")]
-    pub statuses: Vec<Value>,
+    #[serde(default, deserialize_with = "raw_vec")]
+    pub messages: Vec<Box<RawValue>>,
+    #[serde(default, deserialize_with = "raw_vec")]
+    pub statuses: Vec<Box<RawValue>>,
     /// Coexistence (`smb_message_echoes`, and `standby` copies of them): what the business sent
     /// from the WhatsApp Business app; `from` is the business, `to` the customer.
-    #[serde(default, deserialize_with = "lenient_vec")]
-    pub message_echoes: Vec<Value>,
+    #[serde(default, deserialize_with = "raw_vec")]
+    pub message_echoes: Vec<Box<RawValue>>,
     #[serde(default, deserialize_with = "lenient_vec")]
     pub errors: Vec<WireError>,
 }
@@ -323,19 +328,82 @@ pub struct ErrorData {
 
 /// Meta sends most numbers and ids as strings, some as numbers: accept both, drop anything else.
 fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    Ok(match Value::deserialize(d)? {
-        Value::String(s) => Some(s),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    })
+    fn text(scalar: Scalar<'_>) -> Option<String> {
+        match scalar {
+            Scalar::Str(s) => Some(s.to_string()),
+            Scalar::Unsigned(n) => Some(n.to_string()),
+            Scalar::Signed(n) => Some(n.to_string()),
+            Scalar::Float(f) => serde_json::Number::from_f64(f).map(|n| n.to_string()),
+            Scalar::Other => None,
+        }
+    }
+    d.deserialize_any(ScalarVisitor(text))
 }
 
 fn number_or_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
-    Ok(match Value::deserialize(d)? {
-        Value::Number(n) => n.as_f64(),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
-    })
+    fn number(scalar: Scalar<'_>) -> Option<f64> {
+        match scalar {
+            Scalar::Str(s) => s.trim().parse().ok(),
+            // As serde_json's `Number::as_f64` converts them.
+            Scalar::Unsigned(n) => Some(n as f64),
+            Scalar::Signed(n) => Some(n as f64),
+            Scalar::Float(f) => Some(f),
+            Scalar::Other => None,
+        }
+    }
+    d.deserialize_any(ScalarVisitor(number))
+}
+
+/// What a lenient scalar field was sent as; objects, lists, booleans and null are `Other`.
+enum Scalar<'a> {
+    Str(&'a str),
+    Unsigned(u64),
+    Signed(i64),
+    Float(f64),
+    Other,
+}
+
+/// Visits any JSON value without building a `Value` for it, handing scalars to `F`.
+struct ScalarVisitor<T>(fn(Scalar<'_>) -> Option<T>);
+
+impl<'de, T> Visitor<'de> for ScalarVisitor<T> {
+    type Value = Option<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Option<T>, E> {
+        Ok((self.0)(Scalar::Str(v)))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Option<T>, E> {
+        Ok((self.0)(Scalar::Unsigned(v)))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Option<T>, E> {
+        Ok((self.0)(Scalar::Signed(v)))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Option<T>, E> {
+        Ok((self.0)(Scalar::Float(v)))
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Option<T>, E> {
+        Ok((self.0)(Scalar::Other))
+    }
+    fn visit_unit<E>(self) -> Result<Option<T>, E> {
+        Ok((self.0)(Scalar::Other))
+    }
+    fn visit_none<E>(self) -> Result<Option<T>, E> {
+        Ok((self.0)(Scalar::Other))
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Option<T>, D::Error> {
+        d.deserialize_any(self)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Option<T>, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok((self.0)(Scalar::Other))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Option<T>, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok((self.0)(Scalar::Other))
+    }
 }
 
 /// A list whose malformed elements are skipped instead of failing the whole payload; a
@@ -343,13 +411,72 @@ fn number_or_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::E
 fn lenient_vec<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
 where
     D: Deserializer<'de>,
-    T: serde::de::DeserializeOwned,
+    T: DeserializeOwned,
 {
-    Ok(match Value::deserialize(d)? {
-        Value::Array(items) => items
-            .into_iter()
-            .filter_map(|item| serde_json::from_value(item).ok())
-            .collect(),
-        _ => Vec::new(),
+    d.deserialize_any(ListVisitor(|raw: Box<RawValue>| decode_lenient(raw.get())))
+}
+
+/// A list kept as each element's raw JSON; a non-list becomes empty.
+fn raw_vec<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Box<RawValue>>, D::Error> {
+    d.deserialize_any(ListVisitor(Some))
+}
+
+/// Decodes `T` straight from the text; only when that fails, through a `Value`, which
+/// tolerates what a struct refuses (a key sent twice: the last one wins), as this parser always
+/// did.
+pub fn decode_lenient<T: DeserializeOwned>(raw: &str) -> Option<T> {
+    serde_json::from_str(raw).ok().or_else(|| {
+        serde_json::from_str::<Value>(raw)
+            .ok()
+            .and_then(|value| serde_json::from_value(value).ok())
     })
+}
+
+/// Visits a list element by element as raw JSON, keeping what `F` makes of each.
+struct ListVisitor<F>(F);
+
+impl<'de, F, T> Visitor<'de> for ListVisitor<F>
+where
+    F: FnMut(Box<RawValue>) -> Option<T>,
+{
+    type Value = Vec<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<Vec<T>, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+        while let Some(raw) = seq.next_element::<Box<RawValue>>()? {
+            items.extend((self.0)(raw));
+        }
+        Ok(items)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Vec<T>, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Vec::new())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Vec<T>, E> {
+        Ok(Vec::new())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Vec<T>, E> {
+        Ok(Vec::new())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Vec<T>, E> {
+        Ok(Vec::new())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Vec<T>, E> {
+        Ok(Vec::new())
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Vec<T>, E> {
+        Ok(Vec::new())
+    }
+    fn visit_unit<E>(self) -> Result<Vec<T>, E> {
+        Ok(Vec::new())
+    }
+    fn visit_none<E>(self) -> Result<Vec<T>, E> {
+        Ok(Vec::new())
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Vec<T>, D::Error> {
+        d.deserialize_any(self)
+    }
 }

@@ -342,6 +342,83 @@ fn not_json_or_not_object_fails() {
     );
 }
 
+/// A body the direct decoding refuses (a key sent twice) is read through a `Value`: the last
+/// one wins, at every level, as serde_json's maps do.
+#[test]
+fn a_key_sent_twice_is_read_with_the_last_one_winning() {
+    let body = r#"{"object": "whatsapp_business_account", "entry": [{"changes": [
+        {"field": "messages", "value": {
+            "metadata": {"phone_number_id": "123"},
+            "messages": [
+                {"from": "15551230000", "id": "wamid.A", "type": "text",
+                 "text": {"body": "first"}, "text": {"body": "second"}},
+                {"from": "15551230000", "id": "wamid.B", "type": "text", "text": {"body": "ok"}}
+            ],
+            "statuses": [{"id": "wamid.S", "status": "sent", "status": "read", "timestamp": 7}]
+        }}]}]}"#;
+    // Twice at the envelope too: the whole body goes the slow way.
+    let envelope_twice = body.replacen('{', r#"{"object": "x", "#, 1);
+    for body in [body.to_string(), envelope_twice] {
+        let batch = parse(&VerifiedBody::trusted(body)).expect("parses");
+        a_key_sent_twice_gives(&batch);
+    }
+}
+
+fn a_key_sent_twice_gives(batch: &WebhookBatch) {
+    assert_eq!(batch.messages.len(), 2, "{batch:?}");
+    assert_eq!(
+        batch.messages[0].content,
+        MessageContent::Text {
+            body: "second".into()
+        }
+    );
+    assert_eq!(batch.messages[1].id.as_str(), "wamid.B");
+    assert_eq!(batch.statuses.len(), 1);
+    assert_eq!(batch.statuses[0].status, DeliveryStatus::parse("read"));
+    assert_eq!(batch.statuses[0].timestamp, 7);
+}
+
+/// A message whose shape is wrong is still kept by its id and sender, read off the raw JSON.
+#[test]
+fn a_message_of_the_wrong_shape_keeps_its_id_and_sender() {
+    let batch = wrap(serde_json::json!({
+        "from": "15551230000", "id": "wamid.W", "type": "text", "text": ["not", "an", "object"]
+    }));
+    let m = only_message(&batch);
+    assert_eq!(m.id.as_str(), "wamid.W");
+    assert_eq!(m.user.as_str(), "15551230000");
+    assert!(matches!(&m.content, MessageContent::Unsupported { kind, .. } if kind == "malformed"));
+}
+
+/// Ids, timestamps and coordinates arrive as strings or numbers; anything else reads as absent
+/// without failing the message.
+#[test]
+fn lenient_scalars_take_strings_and_numbers_and_skip_the_rest() {
+    let m = wrap(serde_json::json!({
+        "from": 15551230000u64, "id": "wamid.N", "timestamp": {"nested": [1, 2]},
+        "type": "location", "location": {"latitude": "-23.5", "longitude": -46}
+    }));
+    let m = only_message(&m);
+    assert_eq!(m.user.as_str(), "15551230000");
+    assert_eq!(m.timestamp, 0);
+    match &m.content {
+        MessageContent::Location {
+            latitude,
+            longitude,
+            ..
+        } => {
+            assert_eq!(*latitude, -23.5);
+            assert_eq!(*longitude, -46.0);
+        }
+        other => panic!("{other:?}"),
+    }
+    let m = wrap(serde_json::json!({
+        "from": "15551230000", "id": "wamid.F", "timestamp": 1700000000,
+        "type": "text", "text": {"body": "x"}
+    }));
+    assert_eq!(only_message(&m).timestamp, 1700000000);
+}
+
 #[test]
 fn missing_phone_key_falls_back_to_bsuid() {
     let batch = wrap(serde_json::json!({
