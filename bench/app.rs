@@ -52,7 +52,17 @@ pub async fn start_child(env: &HashMap<String, String>) -> anyhow::Result<(u16, 
         .context("starting the app process")?;
     let stdout = child.stdout.take().context("the app's stdout")?;
     let mut lines = BufReader::new(stdout).lines();
-    let first = tokio::time::timeout(Duration::from_secs(15), lines.next_line())
+    // The app's log lines share stdout with the port line: skip them.
+    let port_line = async {
+        loop {
+            match lines.next_line().await? {
+                Some(line) if line.starts_with(PORT_LINE) => return Ok(Some(line)),
+                Some(_) => continue,
+                None => return Ok::<_, std::io::Error>(None),
+            }
+        }
+    };
+    let first = tokio::time::timeout(Duration::from_secs(15), port_line)
         .await
         .context("the app process did not report its port within 15 s")?
         .context("reading the app's stdout")?;
@@ -62,7 +72,7 @@ pub async fn start_child(env: &HashMap<String, String>) -> anyhow::Result<(u16, 
         .and_then(|port| port.trim().parse::<u16>().ok())
     else {
         let status = child.try_wait().ok().flatten();
-        bail!("the app process did not start (first line {first:?}, exit {status:?})");
+        bail!("the app process did not start (port line {first:?}, exit {status:?})");
     };
     // Keep draining stdout so that the child never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
@@ -145,9 +155,10 @@ pub fn serve_child() -> ExitCode {
 async fn serve() -> anyhow::Result<()> {
     let env: HashMap<String, String> = std::env::vars().collect();
     let settings = settings(&env)?;
-    if env.contains_key("RUST_LOG") {
-        wabot::telemetry::init(settings.log.format);
-    }
+    // Always, as `wabot serve` does: without a subscriber, tracing's `log` compatibility makes
+    // every disabled span evaluate its fields (masking a number, formatting ids) for a logger
+    // that is not there, a cost the real process never pays. Its lines go to the drained stdout.
+    wabot::telemetry::init(settings.log.format);
     let app = Application::build(settings)
         .await
         .context("building the app")?;
