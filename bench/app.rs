@@ -11,8 +11,8 @@ use anyhow::{bail, Context};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
-use wabot::configuration::Settings;
-use wabot::startup::Application;
+use wabot::app::startup::Application;
+use wabot::config::Settings;
 
 /// Settings are taken from the environment only: no `config/` directory is read.
 const NO_CONFIG_DIR: &str = "/nonexistent-wabot-bench-config";
@@ -158,7 +158,7 @@ async fn serve() -> anyhow::Result<()> {
     // Always, as `wabot serve` does: without a subscriber, tracing's `log` compatibility makes
     // every disabled span evaluate its fields (masking a number, formatting ids) for a logger
     // that is not there, a cost the real process never pays. Its lines go to the drained stdout.
-    wabot::telemetry::init(settings.log.format);
+    wabot::ops::telemetry::init(settings.log.format);
     let app = Application::build(settings)
         .await
         .context("building the app")?;

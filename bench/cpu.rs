@@ -135,7 +135,9 @@ impl Roles {
     fn role(&self, tid: Tid, name: &str) -> &'static str {
         if self.fake_graph.contains(&tid) {
             FAKE_GRAPH
-        } else if self.app_in_process && name.starts_with(wabot::worker::runtime::THREAD_NAME) {
+        } else if self.app_in_process
+            && name.starts_with(wabot::pipeline::worker::runtime::THREAD_NAME)
+        {
             APP_WORKERS
         } else if self.app_http.contains(&tid) {
             APP_HTTP
@@ -164,7 +166,7 @@ pub fn app_usage(
     after: &HashMap<Tid, ThreadSample>,
 ) -> BTreeMap<&'static str, u64> {
     usage(before, after, |_, name| {
-        if name.starts_with(wabot::worker::runtime::THREAD_NAME) {
+        if name.starts_with(wabot::pipeline::worker::runtime::THREAD_NAME) {
             APP_WORKERS
         } else if name.starts_with(crate::ACTIX_WORKER) {
             APP_HTTP

@@ -100,7 +100,7 @@ fn delivery(shared: &Shared, user: usize, seq: usize) -> Delivery {
     })
     .to_string();
     let body = Bytes::from(body);
-    let signature = wabot::webhook::sign(&shared.app_secret, &body);
+    let signature = wabot::meta::webhook::sign(&shared.app_secret, &body);
     Delivery { body, signature }
 }
 

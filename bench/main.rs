@@ -36,7 +36,7 @@ use clap::{Parser, ValueEnum};
 use fred::prelude::ClientLike;
 use hdrhistogram::Histogram;
 use tokio::sync::Semaphore;
-use wabot::configuration::{redact_url_userinfo, Settings};
+use wabot::config::{redact_url_userinfo, Settings};
 
 use fake_graph::{FakeGraph, Reply};
 use load::{Shared, UserOutcome};
@@ -206,7 +206,7 @@ async fn run(args: Args, load: tokio::runtime::Handle) -> anyhow::Result<bool> {
     let settings = app::settings(&env)?;
     let (port, app) = if args.in_process {
         if std::env::var_os("RUST_LOG").is_some() {
-            wabot::telemetry::init(settings.log.format);
+            wabot::ops::telemetry::init(settings.log.format);
         }
         let threads_before = cpu::thread_ids();
         let started = app::start_in_process(settings.clone()).await?;
@@ -538,7 +538,7 @@ async fn conversation_memory(
     client: &fred::prelude::Client,
     settings: &Settings,
 ) -> anyhow::Result<Option<ConversationMemory>> {
-    let services = wabot::startup::Services::with_client(settings, client.clone());
+    let services = wabot::app::startup::Services::with_client(settings, client.clone());
     let store = &services.conversations;
     let page = store.list(None, 1000).await.context("SCAN")?;
     let Some(found) = page.conversations.first() else {
@@ -588,7 +588,7 @@ fn status_bytes(pid: Option<u32>, field: &str) -> Option<u64> {
 
 /// Entries left in the inbox streams (ingest mode: every unique message, nothing more).
 async fn inbox_depth(client: &fred::prelude::Client, settings: &Settings) -> anyhow::Result<u64> {
-    let queue = wabot::startup::Services::with_client(settings, client.clone()).queue;
+    let queue = wabot::app::startup::Services::with_client(settings, client.clone()).queue;
     let mut total = 0;
     for partition in 0..settings.worker.partitions {
         total += queue.depth(partition).await.context("XLEN")?;

@@ -5,7 +5,7 @@
 //! too short to say anything about the encoding's overhead.
 
 use anyhow::Context;
-use wabot::configuration::Settings;
+use wabot::config::Settings;
 use wabot::domain::{InboundMessage, MessageContent, PhoneNumberId, Sender, UserId, WaMessageId};
 use wabot::store::conversation::{AdmitMode, Role, Turn};
 use wabot::store::Client;
@@ -63,7 +63,7 @@ fn wamid(kind: &str, i: usize) -> String {
 /// Writes the conversation under `settings`' prefix and measures it; its keys are deleted
 /// afterwards.
 pub async fn realistic(client: &Client, settings: &Settings) -> anyhow::Result<ConversationMemory> {
-    let services = wabot::startup::Services::with_client(settings, client.clone());
+    let services = wabot::app::startup::Services::with_client(settings, client.clone());
     let store = &services.conversations;
     let pnid = PhoneNumberId::parse("106540352242922").context("pnid")?;
     let user = UserId::parse("5491155500001").context("user")?;

@@ -4,7 +4,7 @@
 # together and keep the app's contract (deploy/lint_manifests.py: selectors, ports, probes, grace
 # period, non-root, compose wiring, Redis durability...), the deploy scripts (shellcheck), and the
 # shipped alert rules and dashboard (promtool check/test rules; deploy/lint_observability.py: every
-# metric they use is exported by src/monitoring.rs, the dashboard is sound JSON and valid PromQL).
+# metric they use is exported by src/ops/monitoring.rs, the dashboard is sound JSON and valid PromQL).
 # Exits non-zero on any finding.
 #
 #   bash deploy/lint.sh
@@ -125,7 +125,7 @@ run "shellcheck deploy/*.sh" "$bin/shellcheck" -x deploy/*.sh
 
 run "promtool check rules deploy/prometheus/alerts.yml" promtool check rules deploy/prometheus/alerts.yml
 run "promtool test rules deploy/prometheus/alerts_test.yml" promtool test rules deploy/prometheus/alerts_test.yml
-run "dashboard and alerts against src/monitoring.rs (deploy/lint_observability.py)" \
+run "dashboard and alerts against src/ops/monitoring.rs (deploy/lint_observability.py)" \
   "$bin/python" deploy/lint_observability.py
 
 if [ "$status" -eq 0 ]; then

@@ -8,7 +8,7 @@
   a refId and a PromQL expression that promtool parses (Grafana's $variables replaced);
 - deploy/prometheus/alerts.yml: every rule has an alert name (unique), an expression, a severity
   and a summary and description;
-- every `wabot_*` metric either references is a family of src/monitoring.rs (histograms with their
+- every `wabot_*` metric either references is a family of src/ops/monitoring.rs (histograms with their
   _bucket/_sum/_count series), so a renamed metric cannot leave a dashboard or an alert silently
   empty;
 - the panels and alerts the project promises exist (intake, backlog and oldest age per partition,
@@ -31,13 +31,13 @@ import yaml
 
 from lint_findings import ROOT, check, report
 
-MONITORING = ROOT / "src" / "monitoring.rs"
+MONITORING = ROOT / "src" / "ops" / "monitoring.rs"
 DASHBOARD = ROOT / "deploy" / "grafana" / "wabot.json"
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
 
 # Families the conversation-control issue (handoff, events, delivery tracking) adds to
-# src/monitoring.rs. Listed so the dashboard and alerts can use their final names before that work
-# lands; once a name is in src/monitoring.rs this list no longer matters for it (and can shrink).
+# src/ops/monitoring.rs. Listed so the dashboard and alerts can use their final names before that work
+# lands; once a name is in src/ops/monitoring.rs this list no longer matters for it (and can shrink).
 PENDING: set[str] = set()
 
 # What the dashboard must show (a metric each) and which alerts must exist.
@@ -64,7 +64,7 @@ DATASOURCE_UID = "${datasource}"
 METRIC = re.compile(r"\bwabot_[a-z0-9_]+\b")
 
 def exported_series():
-    """Every series name src/monitoring.rs can export."""
+    """Every series name src/ops/monitoring.rs can export."""
     source = MONITORING.read_text(encoding="utf-8")
     constants = dict(re.findall(r'pub const ([A-Z_]+): &str = "(wabot_[a-z0-9_]+)";', source))
     check(constants, MONITORING, "no `pub const NAME: &str = \"wabot_...\"` found")
@@ -82,7 +82,7 @@ def check_metrics(where, context, expr, known):
         check(
             metric in known,
             where,
-            f"{context}: {metric} is not exported by src/monitoring.rs (renamed? misspelt?)",
+            f"{context}: {metric} is not exported by src/ops/monitoring.rs (renamed? misspelt?)",
         )
 
 

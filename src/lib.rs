@@ -1,28 +1,30 @@
-//! wabot: a WhatsApp Cloud API bot worker. See `docs/ARCHITECTURE.md` for the module map.
+//! wabot: a WhatsApp Cloud API bot worker. The folders are layers, listed here bottom to top; a
+//! module imports only from its own layer and the layers below it (checked by
+//! `tests/api/layering.rs`). `docs/ARCHITECTURE.md` walks one message through them.
 
-pub mod cli;
-pub mod cloud_api;
-pub mod configuration;
-pub mod console;
-pub mod doctor;
+/// The domain types and the one model of what the bot sends.
 pub mod domain;
-pub mod engine;
-pub mod error;
-pub mod events;
-pub mod handoff;
-pub mod i18n;
-pub mod monitoring;
-pub mod otel;
-pub mod outbound;
-pub mod reply;
-pub mod responder;
-pub mod routes;
-pub mod sandbox;
-pub mod sink;
-pub mod startup;
+
+/// Typed, layered settings.
+pub mod config;
+
+/// Logs, traces, metrics.
+pub mod ops;
+
+/// Meta's protocol: webhook in, Cloud API out, the 24-hour window.
+pub mod meta;
+
+/// Redis: keys, scripts, the inbox.
 pub mod store;
-pub mod telemetry;
-pub mod transcription;
-pub mod webhook;
-pub mod window;
-pub mod worker;
+
+/// Durable ordered processing: workers, events, outbound messages.
+pub mod pipeline;
+
+/// What the bot answers: engine, responders, texts.
+pub mod bot;
+
+/// Routes, console, HTTP errors.
+pub mod http;
+
+/// Command line, start-up, sandbox, doctor.
+pub mod app;

@@ -4,11 +4,11 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let cli = wabot::cli::Cli::parse();
-    match wabot::cli::run(cli).await {
+    let cli = wabot::app::cli::Cli::parse();
+    match wabot::app::cli::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("wabot: {}", wabot::error::error_chain(error.as_ref()));
+            eprintln!("wabot: {}", wabot::http::error::error_chain(error.as_ref()));
             std::process::ExitCode::FAILURE
         }
     }

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wabot::webhook::{parse, VerifiedBody};
+use wabot::meta::webhook::{parse, VerifiedBody};
 
 fuzz_target!(|data: &[u8]| {
     let _ = parse(&VerifiedBody::trusted(data.to_vec()));

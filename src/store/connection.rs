@@ -6,7 +6,7 @@ use std::time::Duration;
 use fred::prelude::{Builder, ClientLike, Config, ReconnectPolicy};
 use secrecy::ExposeSecret;
 
-use crate::configuration::RedisSettings;
+use crate::config::RedisSettings;
 
 pub use fred::prelude::Client;
 

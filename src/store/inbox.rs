@@ -10,7 +10,7 @@ use tracing::Instrument;
 use super::error::StoreError;
 use super::keys::{Keys, SEEN_TTL_SECS, STATUS_SEEN_TTL_SECS};
 use crate::domain::{InboxItem, Origin};
-use crate::sink::{Accepted, EventSink, SinkError};
+use crate::store::sink::{Accepted, EventSink, SinkError};
 
 /// Stores inbound items in Redis streams, partitioned by conversation.
 #[derive(Clone)]
@@ -66,7 +66,8 @@ impl RedisInbox {
         ];
         // The worker continues the webhook's trace from here; an empty ARGV[4] (no stream
         // field) while tracing is off.
-        let traceparent = crate::otel::traceparent(&tracing::Span::current()).unwrap_or_default();
+        let traceparent =
+            crate::ops::otel::traceparent(&tracing::Span::current()).unwrap_or_default();
         let mut args = vec![ttl.to_string(), item.to_json()?, dedup, traceparent];
         let echo = matches!(item, InboxItem::Message(m) if m.origin == Origin::BusinessEcho);
         if echo && self.echo_pause_ms > 0 {
@@ -83,7 +84,7 @@ impl RedisInbox {
         tracing::Span::current().record("partition", partition);
         tracing::Span::current().record("duplicate", id.is_none());
         if id.is_some() && echo && self.echo_pause_ms > 0 {
-            metrics::counter!(crate::monitoring::HANDOFFS, "reason" => "echo").increment(1);
+            metrics::counter!(crate::ops::monitoring::HANDOFFS, "reason" => "echo").increment(1);
         }
         Ok(id.is_some())
     }
@@ -118,7 +119,7 @@ impl EventSink for RedisInbox {
 
 /// One item's hand-off, a child of the webhook request's span (debug level: traced, not logged).
 fn accept_span(item: &InboxItem) -> tracing::Span {
-    let (kind, wamid) = crate::otel::item_attributes(item);
+    let (kind, wamid) = crate::ops::otel::item_attributes(item);
     // Field values are only computed when the span is enabled (tracing on, or RUST_LOG=debug).
     tracing::debug_span!(
         "inbox.accept",

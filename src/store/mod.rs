@@ -9,6 +9,7 @@ pub mod keys;
 pub mod pacing;
 pub mod queue;
 pub mod sessions;
+pub mod sink;
 pub mod turn;
 
 pub use connection::{connect, Client, RedisError};

@@ -9,7 +9,7 @@ use fred::prelude::Client;
 use fred::types::scripts::Script;
 
 use super::keys::Keys;
-use crate::cloud_api::SendPacer;
+use crate::meta::cloud_api::SendPacer;
 
 /// Limits of [`RedisPacer`]. An interval of 0 switches that limiter off.
 #[derive(Debug, Clone, Copy)]

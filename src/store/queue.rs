@@ -251,7 +251,7 @@ impl Queue {
                     id,
                     item: InboxItem::from_json(&raw).ok(),
                     raw,
-                    traceparent: fields.remove(crate::otel::TRACEPARENT_FIELD),
+                    traceparent: fields.remove(crate::ops::otel::TRACEPARENT_FIELD),
                 }
             })
             .collect())

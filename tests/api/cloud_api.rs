@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use wabot::cloud_api::{CloudApi, CloudApiError, ErrorClass, Recipient};
 use wabot::domain::PhoneNumberId;
+use wabot::meta::cloud_api::{CloudApi, CloudApiError, ErrorClass, Recipient};
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 

@@ -127,7 +127,7 @@ async fn events(receiver: &MockServer) -> Vec<serde_json::Value> {
                 .to_string();
             assert_eq!(
                 signature,
-                wabot::webhook::signature::sign(EVENTS_SECRET, &request.body),
+                wabot::meta::webhook::signature::sign(EVENTS_SECRET, &request.body),
                 "the signature covers the raw body"
             );
             serde_json::from_slice(&request.body).expect("an event is JSON")
@@ -229,7 +229,7 @@ async fn a_user_asking_for_a_person_is_answered_once_then_the_operator_talks_unt
         &user_text(user, "wamid.h1", "quiero hablar con un asesor"),
     )
     .await;
-    app.expect_handoff_reply(wabot::i18n::Language::En, "the handoff text, once")
+    app.expect_handoff_reply(wabot::bot::i18n::Language::En, "the handoff text, once")
         .await;
     for (i, text) in ["hola?", "sigo aquí", "necesito ayuda"].iter().enumerate() {
         post(&app, &user_text(user, &format!("wamid.h{}", i + 2), text)).await;

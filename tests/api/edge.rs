@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use wabot::startup::Application;
+use wabot::app::startup::Application;
 use wiremock::MockServer;
 
 use crate::helpers::{

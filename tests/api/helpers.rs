@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
-use wabot::configuration::Settings;
+use wabot::app::startup::{Application, KillSwitch};
+use wabot::config::Settings;
 use wabot::domain::{InboundMessage, InboxItem};
-use wabot::sink::{Accepted, EventSink, SinkError};
-use wabot::startup::{Application, KillSwitch};
 use wabot::store::conversation::{ConversationView, Role};
 use wabot::store::queue::Queue;
+use wabot::store::sink::{Accepted, EventSink, SinkError};
 use wabot::store::Keys;
 use wiremock::MockServer;
 
@@ -30,7 +30,7 @@ static TRACING: std::sync::Once = std::sync::Once::new();
 fn init_tracing() {
     TRACING.call_once(|| {
         if std::env::var_os("TEST_LOG").is_some() {
-            wabot::telemetry::init(wabot::configuration::LogFormat::Pretty);
+            wabot::ops::telemetry::init(wabot::config::LogFormat::Pretty);
         }
     });
 }
@@ -245,10 +245,10 @@ impl TestApp {
     /// What wabot says by itself in `language` with this app's settings (overrides included).
     pub fn sentence(
         &self,
-        language: wabot::i18n::Language,
-        sentence: wabot::i18n::Sentence,
+        language: wabot::bot::i18n::Language,
+        sentence: wabot::bot::i18n::Sentence,
     ) -> String {
-        wabot::i18n::Texts::from_settings(&self.settings)
+        wabot::bot::i18n::Texts::from_settings(&self.settings)
             .expect("texts")
             .get(language, sentence)
             .to_owned()
@@ -256,18 +256,18 @@ impl TestApp {
 
     /// Waits for the first reply at the fake Graph API and checks it is the handoff text in
     /// `language` (`why` says what the test expects of it).
-    pub async fn expect_handoff_reply(&self, language: wabot::i18n::Language, why: &str) {
+    pub async fn expect_handoff_reply(&self, language: wabot::bot::i18n::Language, why: &str) {
         let got = wait_for_replies(&self.graph, 1, Duration::from_secs(30)).await;
         assert_eq!(
             got[0].text,
-            self.sentence(language, wabot::i18n::Sentence::HandoffRequested),
+            self.sentence(language, wabot::bot::i18n::Sentence::HandoffRequested),
             "{why}"
         );
     }
 
     /// POSTs `body` to `/webhook`, signed with `secret`.
     pub async fn post_signed(&self, body: &[u8], secret: &str) -> reqwest::Response {
-        self.post_webhook(body, Some(wabot::webhook::sign(secret, body)))
+        self.post_webhook(body, Some(wabot::meta::webhook::sign(secret, body)))
             .await
     }
 
@@ -300,8 +300,8 @@ impl TestApp {
 
     /// A queue over the app's Redis, for inspection (depth, dead letters).
     /// The stores over the app's Redis (a client of its own), for inspection.
-    pub async fn services(&self) -> wabot::startup::Services {
-        wabot::startup::Services::new(&self.settings)
+    pub async fn services(&self) -> wabot::app::startup::Services {
+        wabot::app::startup::Services::new(&self.settings)
             .expect("redis client")
             .connected()
             .await

@@ -25,7 +25,7 @@ async fn every_family_is_exported_at_zero_right_after_start() {
     let redis = RedisServer::start();
     let served = serve(&redis).await;
     let text = metrics(&served.address).await;
-    for family in wabot::monitoring::FAMILIES {
+    for family in wabot::ops::monitoring::FAMILIES {
         let present = text.lines().any(|line| {
             line.strip_prefix(family)
                 .is_some_and(|rest| rest.starts_with(['{', ' ', '_']))
@@ -64,7 +64,7 @@ async fn an_unknown_status_is_counted_as_other_without_a_series_of_its_own() {
         .header("Content-Type", "application/json")
         .header(
             "X-Hub-Signature-256",
-            wabot::webhook::sign(APP_SECRET, body.as_bytes()),
+            wabot::meta::webhook::sign(APP_SECRET, body.as_bytes()),
         )
         .body(body)
         .send()
@@ -85,7 +85,7 @@ async fn an_unknown_status_is_counted_as_other_without_a_series_of_its_own() {
 
 #[test]
 fn labels_from_outside_map_onto_a_fixed_set() {
-    use wabot::monitoring::{code_label, status_label};
+    use wabot::ops::monitoring::{code_label, status_label};
     assert_eq!(status_label("delivered"), "delivered");
     assert_eq!(status_label("DELIVERED"), "other");
     assert_eq!(status_label("x\"y"), "other");

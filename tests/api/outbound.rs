@@ -1,8 +1,8 @@
 //! Outbound HTTP hygiene: the access token only goes to Meta, and answers are read with a size
 //! limit.
 
-use wabot::cloud_api::{CloudApi, CloudApiError, Recipient};
 use wabot::domain::PhoneNumberId;
+use wabot::meta::cloud_api::{CloudApi, CloudApiError, Recipient};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 

@@ -643,7 +643,7 @@ async fn the_binary_exits_zero_on_sigterm() {
         let threads = threads_of(child.id());
         let nice_of = |name: &str| threads.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
         let receiver = nice_of("wabot").expect("the main thread");
-        let worker = nice_of(wabot::worker::runtime::THREAD_NAME);
+        let worker = nice_of(wabot::pipeline::worker::runtime::THREAD_NAME);
         assert_eq!(
             worker,
             Some((receiver + 10).min(19)),

@@ -277,7 +277,7 @@ async fn the_backend_gets_a_signed_body_with_the_history_and_its_actions_are_sen
             .unwrap_or_default();
         assert_eq!(
             signature,
-            wabot::webhook::sign(BACKEND_SECRET, &request.body)
+            wabot::meta::webhook::sign(BACKEND_SECRET, &request.body)
         );
     }
     let second: Value = serde_json::from_slice(&requests[1].body).expect("JSON");

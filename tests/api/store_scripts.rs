@@ -388,11 +388,11 @@ async fn outbound_is_once_per_id_and_an_operator_takes_the_conversation() {
     let redis = RedisServer::start();
     let store = store(&redis, 10, 100).await;
     let (pnid, user) = ids();
-    let out = wabot::outbound::request(
+    let out = wabot::pipeline::outbound::request(
         pnid.clone(),
         user.clone(),
         wabot::domain::OutboundSource::Operator,
-        wabot::outbound::content(Some("hola"), None, None).expect("content"),
+        wabot::pipeline::outbound::content(Some("hola"), None, None).expect("content"),
         Some("key"),
     )
     .expect("request");
@@ -642,11 +642,11 @@ async fn a_handoff_longer_than_the_session_ttl_keeps_the_conversation_until_it_e
     assert!(store.bot_owns(&pnid, &user).await.expect("owner"));
 
     // An operator's message takes the conversation for an hour.
-    let out = wabot::outbound::request(
+    let out = wabot::pipeline::outbound::request(
         pnid.clone(),
         user.clone(),
         wabot::domain::OutboundSource::Operator,
-        wabot::outbound::content(Some("le ayudo"), None, None).expect("content"),
+        wabot::pipeline::outbound::content(Some("le ayudo"), None, None).expect("content"),
         Some("long-op"),
     )
     .expect("request");

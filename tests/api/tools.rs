@@ -137,7 +137,10 @@ async fn the_model_calls_a_tool_the_tool_gets_the_arguments_and_the_final_text_i
         .get("x-wabot-signature-256")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    assert_eq!(signature, wabot::webhook::sign(TOOL_SECRET, &calls[0].body));
+    assert_eq!(
+        signature,
+        wabot::meta::webhook::sign(TOOL_SECRET, &calls[0].body)
+    );
     let rounds = llm.received_requests().await.unwrap_or_default();
     assert_eq!(rounds.len(), 2);
     let first = json_of(&rounds[0]);

@@ -130,7 +130,7 @@ async fn post(address: &str, body: Vec<u8>) {
         .header("Content-Type", "application/json")
         .header(
             "X-Hub-Signature-256",
-            wabot::webhook::sign(APP_SECRET, &body),
+            wabot::meta::webhook::sign(APP_SECRET, &body),
         )
         .body(body)
         .send()

@@ -210,7 +210,7 @@ async fn a_voice_note_asking_for_a_person_hands_the_conversation_over() {
     let user = "4915000000080";
     post_voice(&app, user, "wamid.voice3").await;
     app.expect_handoff_reply(
-        wabot::i18n::Language::Es,
+        wabot::bot::i18n::Language::Es,
         "the handoff text, in the language spoken",
     )
     .await;

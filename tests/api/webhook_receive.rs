@@ -59,10 +59,10 @@ async fn escaped_unicode_vector_verifies_with_its_recorded_signature() {
 async fn wrong_missing_or_malformed_signature_is_401_and_nothing_is_stored() {
     let (app, sink) = app().await;
     let body = fixture("text_message.json");
-    let good = wabot::webhook::sign(APP_SECRET, &body);
+    let good = wabot::meta::webhook::sign(APP_SECRET, &body);
     let cases = [
         None,
-        Some(wabot::webhook::sign("not-our-secret", &body)),
+        Some(wabot::meta::webhook::sign("not-our-secret", &body)),
         Some(good.trim_start_matches("sha256=").to_string()),
         Some(good.replace("sha256=", "sha1=")),
         Some("sha256=".to_string()),
@@ -108,7 +108,7 @@ async fn body_over_three_mib_is_413() {
         .post(format!("{}/webhook", app.address))
         .header(
             "X-Hub-Signature-256",
-            wabot::webhook::sign(APP_SECRET, &body),
+            wabot::meta::webhook::sign(APP_SECRET, &body),
         )
         .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
             chunks,

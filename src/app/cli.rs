@@ -1,0 +1,379 @@
+//! The command line: `wabot serve`, `wabot worker`, `wabot sandbox` and the operator commands.
+
+use clap::{Parser, Subcommand};
+
+use crate::app::startup::{cancel_on_signals, Application, Services};
+use crate::config::Settings;
+use crate::domain::OutboundSource;
+use crate::ops::telemetry;
+use crate::pipeline::outbound;
+
+#[derive(Debug, Parser)]
+#[command(name = "wabot", version, about = "WhatsApp Cloud API bot worker")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the webhook receiver (and the workers).
+    Serve,
+    /// Run only the workers (no HTTP): scale processing apart from intake.
+    Worker,
+    /// Exit 0 when the local server answers /health (for container HEALTHCHECKs without curl).
+    Healthcheck {
+        /// Port of the local server; defaults to the configured `server.port` (`PORT`).
+        #[arg(long)]
+        port: Option<u16>,
+    },
+    /// Try the bot end to end without a Meta account: a terminal chat with a fake user, the real
+    /// server and workers, and an in-process fake Graph API. Uses the configured Redis, or a
+    /// private `redis-server` for the session when none answers.
+    Sandbox {
+        /// Send the lines of this file instead of reading the terminal, and print the transcript.
+        #[arg(long)]
+        script: Option<std::path::PathBuf>,
+        /// The fake user's phone number (digits with country code).
+        #[arg(long, default_value = "15550001234")]
+        user: String,
+    },
+    /// Look into conversations (talks to Redis directly).
+    #[command(subcommand)]
+    Conversations(ConversationsCommand),
+    /// Look into and replay dead letters (talks to Redis directly).
+    #[command(subcommand, name = "dead-letters")]
+    DeadLetters(DeadLettersCommand),
+    /// Load and validate the configuration, print it with secrets redacted.
+    CheckConfig,
+    /// Check the WhatsApp setup against the Graph API with the configured token: the app's
+    /// webhook subscription to the WABA, each number's status and throughput, the re-engagement
+    /// template. Prints each problem with its fix; exit 1 when any check fails.
+    Doctor {
+        /// Subscribe the app to the WABA's webhooks when it is not.
+        #[arg(long)]
+        fix: bool,
+    },
+    /// Queue a notification (a template, or text inside the 24-hour window) to a user; sent by
+    /// the workers in order with the user's conversation (talks to Redis directly).
+    Send {
+        phone_number_id: String,
+        to: String,
+        #[command(flatten)]
+        message: MessageArgs,
+    },
+}
+
+/// What to send: `--text`, or `--template` with `--language` (and `--components` JSON).
+#[derive(Debug, clap::Args)]
+pub struct MessageArgs {
+    #[arg(long, conflicts_with = "template")]
+    text: Option<String>,
+    #[arg(long)]
+    template: Option<String>,
+    #[arg(long, default_value = "en")]
+    language: String,
+    /// The template's components as Meta documents them (a JSON array).
+    #[arg(long)]
+    components: Option<String>,
+    /// Sending again with the same key sends once.
+    #[arg(long)]
+    idempotency_key: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConversationsCommand {
+    /// One page of active conversations (SCAN; pass the printed cursor for the next page).
+    List {
+        #[arg(long)]
+        cursor: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        count: u32,
+    },
+    /// One conversation: turns, TTL left, count.
+    Show {
+        phone_number_id: String,
+        user: String,
+    },
+    /// Delete one conversation.
+    Delete {
+        phone_number_id: String,
+        user: String,
+    },
+    /// A person takes the conversation: the bot stays silent until `resume` or the timeout.
+    Handoff {
+        phone_number_id: String,
+        user: String,
+        /// How long (default `handoff.timeout_secs`).
+        #[arg(long)]
+        minutes: Option<u64>,
+        #[arg(long)]
+        note: Option<String>,
+        /// Who takes it.
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// Give the conversation back to the bot.
+    Resume {
+        phone_number_id: String,
+        user: String,
+    },
+    /// An operator's message to the user, in the conversation's order (recorded as `operator`).
+    Send {
+        phone_number_id: String,
+        user: String,
+        #[command(flatten)]
+        message: MessageArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeadLettersCommand {
+    /// Failed messages and their last error.
+    List {
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Send one back to its partition (`<partition>:<stream id>` as listed).
+    Replay { id: String },
+}
+
+/// Runs one command; the exit code is derived from the result by `main`.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::CheckConfig => {
+            let settings = Settings::load()?;
+            print!("{}", settings.redacted_toml());
+            eprintln!("configuration OK");
+            Ok(())
+        }
+        Command::Doctor { fix } => {
+            let settings = Settings::load()?;
+            let report = crate::app::doctor::run(&settings, fix).await?;
+            print!("{report}");
+            anyhow::ensure!(report.failures() == 0, "the setup has problems (see above)");
+            Ok(())
+        }
+        Command::Serve => {
+            let settings = Settings::load()?;
+            telemetry::init(settings.log.format);
+            let app = Application::build(settings.clone()).await?;
+            tracing::info!(
+                port = app.port(),
+                redis = %crate::config::redact_url_userinfo(&settings.redis.url),
+                "wabot listening"
+            );
+            cancel_on_signals(app.shutdown_token());
+            let result = app.run_until_stopped().await;
+            crate::ops::otel::shutdown();
+            result?;
+            Ok(())
+        }
+        Command::Healthcheck { port } => {
+            let port = match port {
+                Some(port) => port,
+                None => crate::config::port_from_env(),
+            };
+            let url = format!("http://127.0.0.1:{port}/health");
+            let response = reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(3))
+                .build()?
+                .get(&url)
+                .send()
+                .await?;
+            anyhow::ensure!(
+                response.status().is_success(),
+                "{url} answered {}",
+                response.status()
+            );
+            Ok(())
+        }
+        Command::Sandbox { script, user } => {
+            telemetry::init_with_default(crate::config::LogFormat::Pretty, "warn");
+            anyhow::ensure!(
+                crate::domain::UserId::parse(&user).is_some_and(|u| u.is_phone()),
+                "--user must be a phone number in digits, e.g. 15550001234"
+            );
+            crate::app::sandbox::run(crate::app::sandbox::SandboxOptions { script, user }).await
+        }
+        Command::Conversations(command) => {
+            let settings = Settings::load()?;
+            let services = Services::new(&settings)?.connected().await?;
+            let store = &services.conversations;
+            let ids = |pnid: &str, user: &str| {
+                Ok::<_, anyhow::Error>((
+                    crate::domain::PhoneNumberId::parse(pnid)
+                        .ok_or_else(|| anyhow::anyhow!("invalid phone_number_id {pnid:?}"))?,
+                    crate::domain::UserId::parse(user)
+                        .ok_or_else(|| anyhow::anyhow!("invalid user {user:?}"))?,
+                ))
+            };
+            match command {
+                ConversationsCommand::List { cursor, count } => {
+                    print_json(&store.list(cursor.as_deref(), count).await?)
+                }
+                ConversationsCommand::Show {
+                    phone_number_id,
+                    user,
+                } => {
+                    let (pnid, user) = ids(&phone_number_id, &user)?;
+                    match store.get(&pnid, &user).await? {
+                        Some(view) => print_json(&view),
+                        None => anyhow::bail!(
+                            "no such conversation (never started, expired or deleted)"
+                        ),
+                    }
+                }
+                ConversationsCommand::Delete {
+                    phone_number_id,
+                    user,
+                } => {
+                    let (pnid, user) = ids(&phone_number_id, &user)?;
+                    anyhow::ensure!(store.delete(&pnid, &user).await?, "no such conversation");
+                    println!("deleted");
+                    Ok(())
+                }
+                ConversationsCommand::Handoff {
+                    phone_number_id,
+                    user,
+                    minutes,
+                    note,
+                    by,
+                } => {
+                    let (pnid, user) = ids(&phone_number_id, &user)?;
+                    let minutes = minutes.unwrap_or(settings.handoff.timeout_secs.div_ceil(60));
+                    anyhow::ensure!(minutes > 0, "--minutes must be at least 1");
+                    let until = crate::store::conversation::unix_ms() + (minutes as i64) * 60_000;
+                    let mut info = serde_json::json!({"reason": "operator"});
+                    if let Some(note) = note {
+                        info["note"] = note.into();
+                    }
+                    if let Some(by) = by {
+                        info["by"] = by.into();
+                    }
+                    store.take_over(&pnid, &user, until, &info, None).await?;
+                    println!("a person has the conversation for {minutes} min");
+                    Ok(())
+                }
+                ConversationsCommand::Resume {
+                    phone_number_id,
+                    user,
+                } => {
+                    let (pnid, user) = ids(&phone_number_id, &user)?;
+                    anyhow::ensure!(store.give_back(&pnid, &user).await?, "no such conversation");
+                    println!("back with the bot");
+                    Ok(())
+                }
+                ConversationsCommand::Send {
+                    phone_number_id,
+                    user,
+                    message,
+                } => {
+                    let (pnid, user) = ids(&phone_number_id, &user)?;
+                    queue_message(
+                        &services.inbox,
+                        pnid,
+                        user,
+                        OutboundSource::Operator,
+                        &message,
+                    )
+                    .await
+                }
+            }
+        }
+        Command::Send {
+            phone_number_id,
+            to,
+            message,
+        } => {
+            let settings = Settings::load()?;
+            let services = Services::new(&settings)?.connected().await?;
+            let pnid = crate::domain::PhoneNumberId::parse(&phone_number_id)
+                .ok_or_else(|| anyhow::anyhow!("invalid phone_number_id {phone_number_id:?}"))?;
+            let to = crate::domain::UserId::parse(&to)
+                .ok_or_else(|| anyhow::anyhow!("invalid recipient {to:?}"))?;
+            queue_message(
+                &services.inbox,
+                pnid,
+                to,
+                OutboundSource::Notification,
+                &message,
+            )
+            .await
+        }
+        Command::DeadLetters(command) => {
+            let settings = Settings::load()?;
+            let queue = Services::new(&settings)?.connected().await?.queue;
+            match command {
+                DeadLettersCommand::List { limit } => {
+                    for letter in queue.dead_letters(limit).await? {
+                        println!(
+                            "{}\tattempts={}\terror={}\n  {}",
+                            letter.public_id(),
+                            letter.attempts,
+                            letter.error,
+                            letter.message_json
+                        );
+                    }
+                    Ok(())
+                }
+                DeadLettersCommand::Replay { id } => {
+                    let (partition, stream_id) = crate::store::queue::parse_dead_letter_id(&id)
+                        .ok_or_else(|| {
+                            anyhow::anyhow!("invalid id {id:?}: expected <partition>:<stream id>")
+                        })?;
+                    anyhow::ensure!(
+                        queue.replay_dead_letter(partition, stream_id).await?,
+                        "no dead letter {id}"
+                    );
+                    println!("replayed {id}");
+                    Ok(())
+                }
+            }
+        }
+        Command::Worker => {
+            let settings = Settings::load()?;
+            telemetry::init(settings.log.format);
+            // No receiver in this process to keep fast: the workers take the main runtime.
+            let workers = Services::new(&settings)?.spawn_workers_here()?;
+            tracing::info!(replica = workers.replica(), "wabot worker running");
+            let stop = tokio_util::sync::CancellationToken::new();
+            cancel_on_signals(stop.clone());
+            stop.cancelled().await;
+            workers.shutdown().await;
+            crate::ops::otel::shutdown();
+            Ok(())
+        }
+    }
+}
+
+async fn queue_message(
+    inbox: &crate::store::RedisInbox,
+    pnid: crate::domain::PhoneNumberId,
+    to: crate::domain::UserId,
+    source: OutboundSource,
+    args: &MessageArgs,
+) -> anyhow::Result<()> {
+    let components: Vec<serde_json::Value> = match &args.components {
+        Some(raw) => serde_json::from_str(raw)
+            .map_err(|e| anyhow::anyhow!("--components is not a JSON array: {e}"))?,
+        None => Vec::new(),
+    };
+    let content = outbound::content(
+        args.text.as_deref(),
+        args.template
+            .as_deref()
+            .map(|name| (name, args.language.as_str(), components.as_slice())),
+        None,
+    )?;
+    let message = outbound::request(pnid, to, source, content, args.idempotency_key.as_deref())?;
+    let id = message.id.clone();
+    let new = outbound::enqueue(inbox, message).await?;
+    println!("{id}\t{}", if new { "queued" } else { "duplicate" });
+    Ok(())
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}

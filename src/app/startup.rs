@@ -1,0 +1,404 @@
+//! Builds the running service from settings: Redis client, HTTP server (bound, port 0 in tests),
+//! and owns its graceful shutdown.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{web, App, HttpServer};
+use tokio_util::sync::CancellationToken;
+use tracing_actix_web::TracingLogger;
+
+use crate::bot::engine::{Engine, EngineOptions};
+use crate::bot::handoff::HandoffDetector;
+use crate::bot::i18n::{I18nError, Texts};
+use crate::bot::responder::{self, ResponderError};
+use crate::bot::transcription::Transcriber;
+use crate::config::Settings;
+use crate::http::routes::{self, AppState};
+use crate::meta::cloud_api::{CloudApi, CloudApiError};
+use crate::meta::webhook::SignatureVerifier;
+use crate::ops::telemetry::RequestSpan;
+use crate::pipeline::worker::events::{EventDispatcher, EventError};
+use crate::pipeline::worker::{Handler, WorkerRuntime, Workers};
+use crate::store::conversation::{ConversationLimits, ConversationStore};
+use crate::store::pacing::{PacingLimits, RedisPacer};
+use crate::store::queue::Queue;
+use crate::store::sessions::SessionStore;
+use crate::store::sink::EventSink;
+use crate::store::{self, Keys, RedisInbox};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Redis(#[from] store::RedisError),
+    #[error(transparent)]
+    CloudApi(#[from] CloudApiError),
+    #[error(transparent)]
+    Responder(#[from] ResponderError),
+    #[error(transparent)]
+    Events(#[from] EventError),
+    #[error(transparent)]
+    Texts(#[from] I18nError),
+    #[error("could not start the workers' runtime")]
+    Runtime(#[source] std::io::Error),
+    #[error("could not listen on {address}")]
+    Bind {
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A built, bound, not yet running service.
+pub struct Application {
+    port: u16,
+    server: Server,
+    shutdown: CancellationToken,
+    redis: store::Client,
+    workers: Option<Workers>,
+}
+
+/// Stops an application abruptly, like `kill -9`: no graceful HTTP stop, no lease release.
+#[derive(Clone)]
+pub struct KillSwitch {
+    server: ServerHandle,
+    workers: Option<tokio::task::AbortHandle>,
+}
+
+impl KillSwitch {
+    pub fn kill(&self) {
+        if let Some(workers) = &self.workers {
+            workers.abort();
+        }
+        // The command is sent when `stop` is called; awaiting only waits for completion.
+        drop(self.server.stop(false));
+    }
+}
+
+/// What every entry point shares, built once from the settings: the Redis client and the stores
+/// over it. `serve`, `worker`, the CLI, the sandbox, the benchmark and the tests all start here.
+#[derive(Clone)]
+pub struct Services {
+    pub settings: Settings,
+    pub redis: store::Client,
+    pub keys: Keys,
+    pub queue: Queue,
+    pub conversations: ConversationStore,
+    /// The durable hand-off of the webhook and of outbound requests.
+    pub inbox: RedisInbox,
+}
+
+impl Services {
+    /// A client for `redis.url` (it connects in the background and reconnects forever) and the
+    /// stores over it.
+    pub fn new(settings: &Settings) -> Result<Services, StartupError> {
+        let redis = store::connect(&settings.redis)?;
+        Ok(Services::with_client(settings, redis))
+    }
+
+    /// The stores over an existing client.
+    pub fn with_client(settings: &Settings, redis: store::Client) -> Services {
+        let keys = Keys::new(&settings.redis.key_prefix, settings.worker.partitions);
+        let conversations = ConversationStore::new(
+            redis.clone(),
+            keys.clone(),
+            ConversationLimits {
+                session_ttl_secs: settings.conversation.session_expire_secs,
+                max_history: settings.conversation.max_history,
+                rate_messages: settings.rate_limit.messages,
+                rate_window_ms: settings.rate_limit.window_secs * 1000,
+                handoff_ms: settings.handoff.timeout_secs.saturating_mul(1000),
+                events: settings.events.enabled(),
+            },
+        );
+        let inbox = RedisInbox::new(redis.clone(), keys.clone()).with_echo_pause(
+            settings
+                .handoff
+                .echo_pause_secs
+                .min(settings.handoff.timeout_secs)
+                .saturating_mul(1000),
+            settings.conversation.session_expire_secs,
+        );
+        Services {
+            settings: settings.clone(),
+            queue: Queue::new(redis.clone(), keys.clone(), settings.worker.lease_ttl_ms),
+            redis,
+            keys,
+            conversations,
+            inbox,
+        }
+    }
+
+    /// Waits until Redis answers (the CLI's commands, which have nothing to do without it).
+    pub async fn connected(self) -> Result<Services, store::RedisError> {
+        fred::prelude::ClientLike::wait_for_connect(&self.redis).await?;
+        Ok(self)
+    }
+
+    /// The worker side on a runtime of its own (`worker.threads`, `worker.nice`), with its own
+    /// Redis connection: a process that also receives webhooks keeps its receiver's threads and
+    /// connection for intake.
+    pub fn spawn_workers(&self) -> Result<Workers, StartupError> {
+        let settings = &self.settings;
+        let runtime = WorkerRuntime::start(settings.worker.threads, settings.worker.nice)
+            .map_err(StartupError::Runtime)?;
+        let (workers, client) = {
+            let _entered = runtime.enter();
+            let services = Services::new(settings)?;
+            (services.spawn_workers_here()?, services.redis)
+        };
+        Ok(workers.running_on(runtime, client))
+    }
+
+    /// The worker side on the current runtime: the conversation engine over these stores as the
+    /// queue's handler.
+    pub fn spawn_workers_here(&self) -> Result<Workers, StartupError> {
+        let settings = &self.settings;
+        let pacer = RedisPacer::new(
+            self.redis.clone(),
+            self.keys.clone(),
+            PacingLimits {
+                per_number_per_sec: settings.whatsapp.throughput_per_sec,
+                pair_interval: Duration::from_millis(settings.whatsapp.recipient_interval_ms),
+                pair_burst: settings.whatsapp.recipient_burst,
+            },
+        );
+        // One retry budget: the workers retry whole messages (`worker.max_attempts`), so each
+        // Graph API call is tried once here.
+        let api = CloudApi::new(&settings.whatsapp)?
+            .with_pacer(Arc::new(pacer))
+            .with_attempts(1);
+        let texts = Arc::new(Texts::from_settings(settings)?);
+        let transcriber = Transcriber::new(&settings.transcription)
+            .map_err(|e| ResponderError::Http("transcription", e))?;
+        let handler: Arc<dyn Handler> = Arc::new(Engine::new(
+            self.conversations.clone(),
+            responder::build(settings, texts.clone())?,
+            api,
+            EngineOptions {
+                transcriber: transcriber.map(Arc::new),
+                responder_kind: settings.responder.kind.as_str(),
+                mark_as_read: settings.whatsapp.mark_as_read,
+                typing_indicator: settings.whatsapp.typing_indicator,
+                texts,
+                max_turn_chars: settings.conversation.max_turn_chars,
+                max_reply_parts: settings.conversation.max_reply_parts,
+                handoff: HandoffDetector::new(&settings.handoff.keyword_list()),
+                handoff_text: settings.handoff.requested_text.clone(),
+                handoff_ms: settings.handoff.timeout_secs.saturating_mul(1000),
+                handoff_mark_read: settings.handoff.mark_read,
+                reengagement_template: settings.whatsapp.reengagement_template.clone(),
+            },
+        ));
+        let events = EventDispatcher::new(self.redis.clone(), self.keys.clone(), &settings.events)?
+            .map(Arc::new);
+        Ok(Workers::spawn(
+            self.queue.clone(),
+            handler,
+            settings.worker.clone(),
+            Duration::from_millis(settings.conversation.merge_window_ms),
+            Duration::from_secs(settings.server.shutdown_timeout_secs),
+            events,
+        ))
+    }
+}
+
+impl Application {
+    /// The production wiring: messages go to the Redis inbox, and (when `worker.enabled`) this
+    /// process also runs workers.
+    pub async fn build(settings: Settings) -> Result<Application, StartupError> {
+        let services = Services::new(&settings)?;
+        let sink = Arc::new(services.inbox.clone());
+        let mut app = Application::build_with(&services, sink)?;
+        if settings.worker.enabled {
+            app.workers = Some(services.spawn_workers()?);
+        }
+        Ok(app)
+    }
+
+    /// Wiring with a caller-chosen sink (tests of the receiver on its own); no workers.
+    pub async fn build_with_sink(
+        settings: Settings,
+        sink: Arc<dyn EventSink>,
+    ) -> Result<Application, StartupError> {
+        Application::build_with(&Services::new(&settings)?, sink)
+    }
+
+    fn build_with(
+        services: &Services,
+        sink: Arc<dyn EventSink>,
+    ) -> Result<Application, StartupError> {
+        let settings = &services.settings;
+        let redis = services.redis.clone();
+        crate::ops::monitoring::install();
+        let address = format!("{}:{}", settings.server.host, settings.server.port);
+        let listener = TcpListener::bind(&address).map_err(|source| StartupError::Bind {
+            address: address.clone(),
+            source,
+        })?;
+        let port = listener
+            .local_addr()
+            .map_err(|source| StartupError::Bind {
+                address: address.clone(),
+                source,
+            })?
+            .port();
+        let console = settings
+            .admin_enabled()
+            .then(|| crate::http::console::ConsoleState {
+                sessions: SessionStore::new(
+                    redis.clone(),
+                    services.keys.clone(),
+                    settings.admin.session_ttl_secs,
+                ),
+                reengagement_template: settings.whatsapp.reengagement_template.clone(),
+            });
+        let state = AppState {
+            verifier: SignatureVerifier::new(settings.whatsapp.app_secrets()),
+            verify_token: settings.whatsapp.verify_token.clone(),
+            sink,
+            redis: redis.clone(),
+            max_body_bytes: settings.server.max_body_bytes,
+            conversations: services.conversations.clone(),
+            queue: services.queue.clone(),
+            admin_token: settings.admin.token.clone(),
+            handoff_minutes: settings.handoff.timeout_secs.div_ceil(60).max(1),
+            console,
+        };
+        let state = web::Data::new(state);
+        let request_timeout = Duration::from_secs(settings.server.request_timeout_secs);
+        // One budget for the whole process: every HTTP worker's bodies count against it.
+        let body_limits = web::Data::new(routes::webhook::BodyLimits::new(
+            settings.server.max_inflight_body_bytes,
+            request_timeout,
+        ));
+        let server = HttpServer::new(move || {
+            App::new()
+                .wrap(TracingLogger::<RequestSpan>::new())
+                .app_data(state.clone())
+                .app_data(body_limits.clone())
+                .configure(routes::configure)
+        })
+        .listen(listener)
+        .map_err(|source| StartupError::Bind { address, source })?
+        .disable_signals()
+        .workers(settings.server.http_workers.max(1))
+        // A client that stalls in its headers is cut off like one that stalls in its body.
+        .client_request_timeout(request_timeout)
+        .client_disconnect_timeout(Duration::from_secs(1))
+        // No request legitimately outlives the request timeout, so neither does the HTTP drain;
+        // the workers' drain runs at the same time (`run_until_stopped`).
+        .shutdown_timeout(
+            settings
+                .server
+                .request_timeout_secs
+                .min(settings.server.shutdown_timeout_secs),
+        )
+        .run();
+        Ok(Application {
+            port,
+            server,
+            shutdown: CancellationToken::new(),
+            redis,
+            workers: None,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Cancelling this token stops the service gracefully (what SIGTERM does).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// The workers' own runtime, when this process runs workers.
+    pub fn worker_runtime(&self) -> Option<tokio::runtime::Handle> {
+        self.workers.as_ref().and_then(Workers::runtime)
+    }
+
+    pub fn kill_switch(&self) -> KillSwitch {
+        KillSwitch {
+            server: self.server.handle(),
+            workers: self.workers.as_ref().map(Workers::abort_handle),
+        }
+    }
+
+    /// Runs until the shutdown token is cancelled, then stops taking requests, lets in-flight
+    /// requests and conversations finish, releases leases and closes Redis.
+    ///
+    /// The HTTP drain and the workers' drain start at the same moment: one stalled client must
+    /// not hold up the workers or eat their share of the orchestrator's grace period.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let Application {
+            server,
+            shutdown,
+            redis,
+            workers,
+            ..
+        } = self;
+        let handle = server.handle();
+        let token = shutdown.clone();
+        let stopper = tokio::spawn(async move {
+            token.cancelled().await;
+            tracing::info!("shutting down: no new requests, finishing in-flight ones");
+            handle.stop(true).await;
+        });
+        // Also ends the workers when the server stops on its own (bind failure, kill switch).
+        let server_done = CancellationToken::new();
+        let http = async {
+            let result = server.await;
+            server_done.cancel();
+            result
+        };
+        let work = async {
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = server_done.cancelled() => {}
+            }
+            if let Some(workers) = workers {
+                workers.shutdown().await;
+            }
+        };
+        let (result, ()) = tokio::join!(http, work);
+        stopper.abort();
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            fred::prelude::ClientLike::quit(&redis),
+        )
+        .await;
+        tracing::info!("stopped");
+        result
+    }
+}
+
+/// Cancels `token` on SIGTERM or Ctrl-C.
+pub fn cancel_on_signals(token: CancellationToken) {
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term = match tokio::signal::unix::signal(
+                tokio::signal::unix::SignalKind::terminate(),
+            ) {
+                Ok(term) => term,
+                Err(error) => {
+                    tracing::error!(%error, "cannot listen for SIGTERM; only Ctrl-C stops gracefully");
+                    let _ = ctrl_c.await;
+                    token.cancel();
+                    return;
+                }
+            };
+            tokio::select! {
+                _ = ctrl_c => {},
+                _ = term.recv() => {},
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        token.cancel();
+    });
+}

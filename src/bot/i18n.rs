@@ -1,0 +1,313 @@
+//! Built-in sentences (reset, help, rate-limit notice, non-text, handoff, fallbacks) in the
+//! conversation's language (`conversation.language`: `en`, `es`, `pt`, or `auto` from the user's
+//! text), each overridable per language under `[texts.<language>]`.
+
+use std::collections::HashMap;
+
+use crate::bot::responder::normalize;
+use crate::config::{SentenceOverrides, Settings};
+use crate::domain::InboundMessage;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Language {
+    En,
+    Es,
+    Pt,
+}
+
+impl Language {
+    pub const ALL: [Language; 3] = [Language::En, Language::Es, Language::Pt];
+
+    pub fn code(self) -> &'static str {
+        match self {
+            Language::En => "en",
+            Language::Es => "es",
+            Language::Pt => "pt",
+        }
+    }
+
+    pub fn parse(code: &str) -> Option<Language> {
+        Language::ALL
+            .into_iter()
+            .find(|l| l.code() == code.trim().to_lowercase())
+    }
+}
+
+/// Every sentence wabot says on its own. The `key` is the name under `[texts.<language>]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Sentence {
+    /// After `/reset`.
+    Reset,
+    /// `/help` of a responder without a help text of its own.
+    Help,
+    /// Once per window to a user over the rate limit.
+    RateLimited,
+    /// To media, locations, contacts... a responder cannot read.
+    NonText,
+    /// When a conversation is handed to a person.
+    HandoffRequested,
+    /// When the model or backend behind a responder fails, or a reply cannot be sent as it is.
+    Fallback,
+    /// The `rules` responder when no rule matches.
+    NotUnderstood,
+    /// A voice note that could not be transcribed.
+    CouldNotListen,
+}
+
+impl Sentence {
+    pub const ALL: [Sentence; 8] = [
+        Sentence::Reset,
+        Sentence::Help,
+        Sentence::RateLimited,
+        Sentence::NonText,
+        Sentence::HandoffRequested,
+        Sentence::Fallback,
+        Sentence::NotUnderstood,
+        Sentence::CouldNotListen,
+    ];
+
+    pub fn key(self) -> &'static str {
+        match self {
+            Sentence::Reset => "reset",
+            Sentence::Help => "help",
+            Sentence::RateLimited => "rate_limited",
+            Sentence::NonText => "non_text",
+            Sentence::HandoffRequested => "handoff_requested",
+            Sentence::Fallback => "fallback",
+            Sentence::NotUnderstood => "not_understood",
+            Sentence::CouldNotListen => "could_not_listen",
+        }
+    }
+
+    fn built_in(self, language: Language) -> &'static str {
+        use Language::*;
+        use Sentence::*;
+        match (self, language) {
+            (Reset, En) => "Your conversation has been reset. How can I help you?",
+            (Reset, Es) => "Tu conversación se ha reiniciado. ¿En qué puedo ayudarte?",
+            (Reset, Pt) => "Sua conversa foi reiniciada. Como posso ajudar?",
+            (Help, En) => "I can answer your questions here. Type /reset to start over.",
+            (Help, Es) => "Puedo responder a tus preguntas aquí. Escribe /reset para empezar de nuevo.",
+            (Help, Pt) => "Posso responder às suas perguntas aqui. Digite /reset para recomeçar.",
+            (RateLimited, En) => "You are sending messages faster than I can answer. Please wait a moment before writing again.",
+            (RateLimited, Es) => "Estás enviando mensajes más rápido de lo que puedo responder. Espera un momento antes de volver a escribir.",
+            (RateLimited, Pt) => "Você está enviando mensagens mais rápido do que consigo responder. Aguarde um momento antes de escrever novamente.",
+            (NonText, En) => "Thanks! I can only read text messages for now. Please type your question.",
+            (NonText, Es) => "¡Gracias! Por ahora solo puedo leer mensajes de texto. Escribe tu pregunta, por favor.",
+            (NonText, Pt) => "Obrigado! Por enquanto só consigo ler mensagens de texto. Digite sua pergunta, por favor.",
+            (HandoffRequested, En) => "I have asked a colleague to get back to you here as soon as possible.",
+            (HandoffRequested, Es) => "He pedido a un compañero que te responda aquí lo antes posible.",
+            (HandoffRequested, Pt) => "Pedi a um colega que responda você aqui o mais rápido possível.",
+            (Fallback, En) => "Sorry, I cannot answer right now. Please try again in a moment.",
+            (Fallback, Es) => "Lo siento, ahora no puedo responder. Inténtalo de nuevo en un momento.",
+            (Fallback, Pt) => "Desculpe, não consigo responder agora. Tente novamente em instantes.",
+            (NotUnderstood, En) => "Sorry, I did not understand that. Type *help* to see what I can do.",
+            (NotUnderstood, Es) => "Lo siento, no te he entendido. Escribe *ayuda* para ver lo que puedo hacer.",
+            (NotUnderstood, Pt) => "Desculpe, não entendi. Digite *ajuda* para ver o que posso fazer.",
+            (CouldNotListen, En) => "Sorry, I could not listen to your voice message. Could you type it instead?",
+            (CouldNotListen, Es) => "Lo siento, no he podido escuchar tu mensaje de voz. ¿Puedes escribirlo?",
+            (CouldNotListen, Pt) => "Desculpe, não consegui ouvir sua mensagem de voz. Pode escrevê-la?",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Choice {
+    Fixed(Language),
+    /// Guessed from each message's text, `En` when nothing gives it away.
+    Auto,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum I18nError {
+    #[error("`conversation.language` must be en, es, pt or auto, not `{0}`")]
+    Language(String),
+    #[error("`texts.{0}` is not a shipped language (en, es, pt)")]
+    OverrideLanguage(String),
+}
+
+/// The sentences of one deployment: built-ins, the configured overrides on top.
+#[derive(Debug, Clone)]
+pub struct Texts {
+    choice: Choice,
+    overrides: HashMap<(Language, Sentence), String>,
+}
+
+impl Default for Texts {
+    fn default() -> Texts {
+        Texts {
+            choice: Choice::Fixed(Language::En),
+            overrides: HashMap::new(),
+        }
+    }
+}
+
+impl Texts {
+    pub fn from_settings(settings: &Settings) -> Result<Texts, I18nError> {
+        let language = settings.conversation.language.trim().to_lowercase();
+        let choice = match language.as_str() {
+            "auto" => Choice::Auto,
+            code => Choice::Fixed(
+                Language::parse(code).ok_or_else(|| I18nError::Language(code.to_string()))?,
+            ),
+        };
+        let mut texts = Texts {
+            choice,
+            overrides: HashMap::new(),
+        };
+        for (code, overrides) in &settings.texts {
+            let language = Language::parse(code)
+                .ok_or_else(|| I18nError::OverrideLanguage(code.to_string()))?;
+            for sentence in Sentence::ALL {
+                let text = overrides.get(sentence);
+                if !text.trim().is_empty() {
+                    texts.set(language, sentence, text);
+                }
+            }
+        }
+        // The older single-language settings still win, for every language.
+        for (setting, sentence) in [
+            (&settings.rate_limit.notice, Sentence::RateLimited),
+            (&settings.responder.openai.fallback, Sentence::Fallback),
+        ] {
+            if !setting.trim().is_empty() {
+                for language in Language::ALL {
+                    texts.set(language, sentence, setting);
+                }
+            }
+        }
+        Ok(texts)
+    }
+
+    /// Fixed to one language, without overrides (tests, tools).
+    pub fn fixed(language: Language) -> Texts {
+        Texts {
+            choice: Choice::Fixed(language),
+            overrides: HashMap::new(),
+        }
+    }
+
+    pub fn set(&mut self, language: Language, sentence: Sentence, text: &str) {
+        self.overrides
+            .insert((language, sentence), text.to_string());
+    }
+
+    pub fn get(&self, language: Language, sentence: Sentence) -> &str {
+        self.overrides
+            .get(&(language, sentence))
+            .map(String::as_str)
+            .unwrap_or_else(|| sentence.built_in(language))
+    }
+
+    /// The language to answer `message` in.
+    pub fn language_of(&self, message: &InboundMessage) -> Language {
+        match self.choice {
+            Choice::Fixed(language) => language,
+            Choice::Auto => message
+                .content
+                .text()
+                .and_then(detect)
+                .unwrap_or(Language::En),
+        }
+    }
+}
+
+impl SentenceOverrides {
+    fn get(&self, sentence: Sentence) -> &str {
+        match sentence {
+            Sentence::Reset => &self.reset,
+            Sentence::Help => &self.help,
+            Sentence::RateLimited => &self.rate_limited,
+            Sentence::NonText => &self.non_text,
+            Sentence::HandoffRequested => &self.handoff_requested,
+            Sentence::Fallback => &self.fallback,
+            Sentence::NotUnderstood => &self.not_understood,
+            Sentence::CouldNotListen => &self.could_not_listen,
+        }
+    }
+}
+
+/// A small heuristic over common words and letters; `None` when the text gives nothing away
+/// (short, ambiguous, or another language).
+pub fn detect(text: &str) -> Option<Language> {
+    const EN: &[&str] = &[
+        "the", "is", "are", "you", "your", "please", "thanks", "thank", "what", "how", "when",
+        "where", "hello", "hi", "hey", "want", "need", "price", "prices", "my", "i", "can", "do",
+        "does", "open", "hours", "good", "morning", "with", "and", "of", "to", "it", "this",
+    ];
+    const ES: &[&str] = &[
+        "hola", "gracias", "quiero", "necesito", "precio", "precios", "cuanto", "cuanta", "cual",
+        "donde", "cuando", "buenos", "buenas", "dias", "usted", "tengo", "estoy", "puedo",
+        "hablar", "el", "los", "las", "una", "y", "es", "esta", "horario", "horarios", "ayuda",
+        "por", "favor", "muchas", "quisiera", "hay", "mi", "su", "del", "al", "con",
+    ];
+    const PT: &[&str] = &[
+        "ola", "oi", "obrigado", "obrigada", "voce", "nao", "sim", "bom", "boa", "dia", "tarde",
+        "quero", "preciso", "preco", "precos", "quanto", "onde", "quando", "tenho", "estou",
+        "posso", "falar", "o", "os", "as", "um", "uma", "e", "esta", "horario", "ajuda", "por",
+        "favor", "muito", "gostaria", "tem", "meu", "seu", "do", "da", "ao", "com",
+    ];
+    let lower = text.to_lowercase();
+    let mut scores = [0u32; 3];
+    // Letters and marks only one of the two Iberian languages uses weigh most.
+    if lower.contains(['ñ', '¿', '¡']) {
+        scores[1] += 3;
+    }
+    if lower.contains(['ã', 'õ', 'ç', 'ê', 'ô']) {
+        scores[2] += 3;
+    }
+    let normalized = normalize(text);
+    for word in normalized
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+    {
+        for (score, words) in scores.iter_mut().zip([EN, ES, PT]) {
+            if words.contains(&word) {
+                *score += 1;
+            }
+        }
+    }
+    let best = scores.iter().copied().max().unwrap_or(0);
+    if best == 0 || scores.iter().filter(|s| **s == best).count() > 1 {
+        return None;
+    }
+    Language::ALL
+        .into_iter()
+        .zip(scores)
+        .find(|(_, s)| *s == best)
+        .map(|(l, _)| l)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detects_the_three_shipped_languages() {
+        assert_eq!(detect("Hola, ¿cuánto cuesta?"), Some(Language::Es));
+        assert_eq!(detect("quiero hablar con una persona"), Some(Language::Es));
+        assert_eq!(detect("Olá, você tem horário amanhã?"), Some(Language::Pt));
+        assert_eq!(detect("não sei"), Some(Language::Pt));
+        assert_eq!(detect("What are your opening hours?"), Some(Language::En));
+        assert_eq!(detect("ok"), None);
+        assert_eq!(detect("12345"), None);
+    }
+
+    #[test]
+    fn overrides_win_and_every_sentence_exists_in_every_language() {
+        let mut texts = Texts::fixed(Language::Es);
+        for language in Language::ALL {
+            for sentence in Sentence::ALL {
+                assert!(!texts.get(language, sentence).is_empty());
+            }
+        }
+        assert!(texts
+            .get(Language::Es, Sentence::Reset)
+            .starts_with("Tu conversación"));
+        texts.set(Language::Es, Sentence::Reset, "Listo.");
+        assert_eq!(texts.get(Language::Es, Sentence::Reset), "Listo.");
+        assert!(texts
+            .get(Language::En, Sentence::Reset)
+            .starts_with("Your conversation"));
+    }
+}

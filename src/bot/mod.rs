@@ -1,0 +1,10 @@
+//! What the bot says: the engine (one message's decisions), the responders, the reply's parts,
+//! handoff requests, languages and texts, voice transcription. May import pipeline, store, meta,
+//! ops, config, domain.
+
+pub mod engine;
+pub mod handoff;
+pub mod i18n;
+pub mod reply;
+pub mod responder;
+pub mod transcription;

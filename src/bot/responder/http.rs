@@ -1,0 +1,348 @@
+//! The `http` responder: the business's own backend (any language) decides. Each message is
+//! POSTed as JSON signed with `X-Wabot-Signature-256` (HMAC-SHA256 of the raw body with
+//! `responder.http.secret`); the backend answers `{"actions": [...]}` (docs/http-responder.md).
+//! Timeouts, network errors, 429 and 5xx are retried a bounded number of times, then the
+//! fallback text is said; a malformed answer is logged (status, body prefix) and answered with
+//! the fallback too.
+
+use backon::{ExponentialBuilder, Retryable};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+use super::wire::{into_actions, WireAction, WireError};
+use super::{HistoryTurn, Reply, Responder, ResponderInput, Speaker};
+use crate::bot::i18n::{Language, Sentence, Texts};
+use crate::config::HttpResponderSettings;
+use crate::domain::{InboundMessage, MessageContent};
+use crate::http::error::error_chain;
+use crate::meta::cloud_api::read_limited;
+
+/// The header carrying the body's signature, like Meta's `X-Hub-Signature-256`.
+pub const SIGNATURE_HEADER: &str = "X-Wabot-Signature-256";
+/// Largest answer read; a real one is a few kilobytes.
+pub const MAX_ANSWER_BYTES: usize = 1024 * 1024;
+/// How much of a bad answer is logged.
+const LOGGED_PREFIX_CHARS: usize = 200;
+/// Meta's customer-service window: free-form messages up to 24 h after the user's last one.
+const WINDOW_SECS: i64 = 24 * 3600;
+
+pub struct HttpResponder {
+    http: reqwest::Client,
+    url: String,
+    secret: SecretString,
+    attempts: u32,
+    retry_base: Duration,
+    fallback: Option<String>,
+    texts: Arc<Texts>,
+}
+
+/// What the backend receives (docs/http-responder.schema.json).
+#[derive(Debug, Serialize)]
+pub struct BackendRequest<'a> {
+    pub message: WireMessage<'a>,
+    pub contact: WireContact<'a>,
+    pub history: Vec<WireTurn<'a>>,
+    pub conversation: WireConversation<'a>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct WireMessage<'a> {
+    pub id: &'a str,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// What the user wrote, a tapped button's or row's title, a caption; `null` otherwise.
+    pub text: Option<&'a str>,
+    /// The id of the tapped button or list row (or a template button's payload).
+    pub reply_id: Option<&'a str>,
+    /// Unix seconds.
+    pub timestamp: i64,
+    /// Everything wabot knows about the message, by `type`.
+    pub content: &'a MessageContent,
+}
+
+#[derive(Debug, Serialize)]
+pub struct WireContact<'a> {
+    /// The key of the conversation: the phone number (`wa_id`), or the business-scoped user id.
+    pub id: &'a str,
+    pub wa_id: Option<&'a str>,
+    pub user_id: Option<&'a str>,
+    pub name: Option<&'a str>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct WireTurn<'a> {
+    /// `user`, `bot` or `operator`.
+    pub role: &'static str,
+    pub text: &'a str,
+    #[serde(rename = "type")]
+    pub kind: &'a str,
+    pub at: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct WireConversation<'a> {
+    pub phone_number_id: &'a str,
+    /// Unix seconds until which free-form messages may be sent (after it: templates only).
+    pub window_open_until: i64,
+    pub language: &'static str,
+}
+
+#[derive(Debug, Deserialize)]
+struct BackendAnswer {
+    actions: Vec<WireAction>,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum BackendError {
+    #[error("the backend did not answer in time")]
+    Timeout(#[source] reqwest::Error),
+    #[error("could not reach the backend")]
+    Network(#[source] reqwest::Error),
+    #[error("the backend answered HTTP {status}: {prefix:?}")]
+    Status { status: u16, prefix: String },
+    #[error("the backend's answer (HTTP {status}) is larger than {MAX_ANSWER_BYTES} bytes")]
+    TooLarge { status: u16 },
+    #[error("the backend's answer (HTTP {status}) is not {{\"actions\": [...]}}: {reason}; it starts {prefix:?}")]
+    Malformed {
+        status: u16,
+        reason: String,
+        prefix: String,
+    },
+    #[error("the backend's answer (HTTP {status}) has an unusable action")]
+    Action {
+        status: u16,
+        #[source]
+        source: WireError,
+    },
+}
+
+impl BackendError {
+    /// Worth another try: the backend may be restarting or overloaded.
+    fn retryable(&self) -> bool {
+        match self {
+            BackendError::Timeout(_) | BackendError::Network(_) => true,
+            BackendError::Status { status, .. } => *status >= 500 || *status == 429,
+            _ => false,
+        }
+    }
+}
+
+fn prefix(body: &[u8]) -> String {
+    String::from_utf8_lossy(body)
+        .chars()
+        .take(LOGGED_PREFIX_CHARS)
+        .collect()
+}
+
+impl HttpResponder {
+    pub fn new(
+        settings: &HttpResponderSettings,
+        texts: Arc<Texts>,
+    ) -> Result<HttpResponder, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_millis(settings.timeout_ms))
+            .connect_timeout(Duration::from_secs(5))
+            .user_agent(concat!("wabot/", env!("CARGO_PKG_VERSION")))
+            // reqwest is built with HTTP/2 for the Graph API's opt-in; an h2 backend that
+            // allows fewer streams than the worker concurrency would queue calls behind one
+            // connection, so the backends keep one HTTP/1.1 connection per call in flight.
+            .http1_only()
+            .build()?;
+        Ok(HttpResponder {
+            http,
+            url: settings.url.clone(),
+            secret: settings.secret.clone(),
+            attempts: settings.attempts.max(1),
+            retry_base: Duration::from_millis(settings.retry_base_ms),
+            fallback: Some(settings.fallback.clone()).filter(|f| !f.trim().is_empty()),
+            texts,
+        })
+    }
+
+    /// The request body for `input`, as bytes (what is signed is exactly what is sent).
+    pub fn body(input: &ResponderInput<'_>) -> Result<Vec<u8>, serde_json::Error> {
+        serde_json::to_vec(&request(input.message, input.history, input.language))
+    }
+
+    async fn call(&self, body: &[u8]) -> Result<Reply, BackendError> {
+        let signature = crate::meta::webhook::sign(self.secret.expose_secret(), body);
+        let classify = |e: reqwest::Error| {
+            if e.is_timeout() {
+                BackendError::Timeout(e)
+            } else {
+                BackendError::Network(e)
+            }
+        };
+        let response = self
+            .http
+            .post(&self.url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(SIGNATURE_HEADER, signature)
+            .body(body.to_vec())
+            .send()
+            .await
+            .map_err(classify)?;
+        let status = response.status().as_u16();
+        let answer = read_limited(response, MAX_ANSWER_BYTES)
+            .await
+            .map_err(classify)?
+            .ok_or(BackendError::TooLarge { status })?;
+        if !(200..300).contains(&status) {
+            return Err(BackendError::Status {
+                status,
+                prefix: prefix(&answer),
+            });
+        }
+        let parsed: BackendAnswer =
+            serde_json::from_slice(&answer).map_err(|e| BackendError::Malformed {
+                status,
+                reason: e.to_string(),
+                prefix: prefix(&answer),
+            })?;
+        let actions = into_actions(parsed.actions)
+            .map_err(|source| BackendError::Action { status, source })?;
+        Ok(Reply { actions })
+    }
+
+    fn fallback(&self, language: Language) -> Reply {
+        Reply::text(
+            self.fallback
+                .clone()
+                .unwrap_or_else(|| self.texts.get(language, Sentence::Fallback).to_string()),
+        )
+    }
+}
+
+fn request<'a>(
+    message: &'a InboundMessage,
+    history: &'a [HistoryTurn],
+    language: Language,
+) -> BackendRequest<'a> {
+    let reply_id = match &message.content {
+        MessageContent::InteractiveReply { id, .. } => Some(id.as_str()),
+        MessageContent::TemplateButton { payload, .. } => Some(payload.as_str()),
+        _ => None,
+    };
+    let received = if message.timestamp > 0 {
+        message.timestamp
+    } else {
+        unix_now()
+    };
+    BackendRequest {
+        message: WireMessage {
+            id: message.id.as_str(),
+            kind: message.content.kind(),
+            text: message.content.text(),
+            reply_id,
+            timestamp: message.timestamp,
+            content: &message.content,
+        },
+        contact: WireContact {
+            id: message.user.as_str(),
+            wa_id: message.sender.phone.as_deref(),
+            user_id: message.sender.bsuid.as_deref(),
+            name: message.sender.profile_name.as_deref(),
+        },
+        history: history
+            .iter()
+            .map(|turn| WireTurn {
+                role: match turn.speaker {
+                    Speaker::User => "user",
+                    Speaker::Bot => "bot",
+                    Speaker::Operator => "operator",
+                },
+                text: &turn.text,
+                kind: &turn.kind,
+                at: turn.at,
+            })
+            .collect(),
+        conversation: WireConversation {
+            phone_number_id: message.phone_number_id.as_str(),
+            window_open_until: received + WINDOW_SECS,
+            language: language.code(),
+        },
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+#[async_trait]
+impl Responder for HttpResponder {
+    async fn respond(&self, input: ResponderInput<'_>) -> Reply {
+        if matches!(
+            input.message.content,
+            MessageContent::Reaction { .. } | MessageContent::System { .. }
+        ) {
+            return Reply::nothing();
+        }
+        let body = match HttpResponder::body(&input) {
+            Ok(body) => body,
+            Err(error) => {
+                tracing::error!(wamid = %input.message.id, error = %error, "could not encode the backend request");
+                return self.fallback(input.language);
+            }
+        };
+        let retries = ExponentialBuilder::default()
+            .with_min_delay(self.retry_base)
+            .with_max_delay(Duration::from_secs(5))
+            .with_max_times(self.attempts.saturating_sub(1) as usize);
+        let started = std::time::Instant::now();
+        let answer = (|| self.call(&body))
+            .retry(retries)
+            .when(|error: &BackendError| error.retryable())
+            .notify(|error, _| {
+                tracing::warn!(wamid = %input.message.id, error = %error_chain(error), "backend call failed; retrying");
+            })
+            .await;
+        match answer {
+            Ok(reply) => {
+                tracing::debug!(
+                    actions = reply.actions.len(),
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "backend answered"
+                );
+                reply
+            }
+            Err(error) => {
+                tracing::warn!(
+                    wamid = %input.message.id,
+                    error = %error_chain(&error),
+                    "backend call failed; answering with the fallback text"
+                );
+                self.fallback(input.language)
+            }
+        }
+    }
+
+    fn help(&self, language: Language) -> String {
+        self.texts.get(language, Sentence::Help).to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retryable_errors_are_the_transient_ones() {
+        let status = |status| BackendError::Status {
+            status,
+            prefix: String::new(),
+        };
+        assert!(status(500).retryable());
+        assert!(status(503).retryable());
+        assert!(status(429).retryable());
+        assert!(!status(400).retryable());
+        assert!(!status(404).retryable());
+        assert!(!BackendError::TooLarge { status: 200 }.retryable());
+    }
+}

@@ -1,0 +1,226 @@
+//! Responders: what the bot answers. One trait, four kinds chosen by `responder.kind`:
+//! `rules` (keywords/regex from a TOML file), `echo`, `openai` (any Chat Completions API) and
+//! `http` (the business's own backend).
+
+mod http;
+mod openai;
+mod rules;
+pub mod wire;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::bot::i18n::{Language, Texts};
+use crate::config::{ResponderKind, Settings};
+use crate::domain::{InboundMessage, MessageContent};
+pub use http::HttpResponder;
+pub use openai::OpenAiResponder;
+pub use rules::{normalize, RulesError, RulesResponder};
+
+/// Who said a turn of the history, as responders see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Speaker {
+    User,
+    Bot,
+    /// A person of the business (an operator, or the owner on the WhatsApp Business app).
+    Operator,
+}
+
+/// One turn of the conversation as responders see it (not the stored row).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryTurn {
+    pub speaker: Speaker,
+    /// The text, or a bracketed description of what was sent (`[image] caption`).
+    pub text: String,
+    /// Message type: `text`, `image`, `interactive`...
+    pub kind: String,
+    /// Unix seconds.
+    pub at: i64,
+    /// Dropped by the rate limit (not answered at the time).
+    pub rate_limited: bool,
+}
+
+/// What a responder sees: the message and the conversation so far (ending with this message;
+/// empty for a responder that does not read history).
+pub struct ResponderInput<'a> {
+    pub message: &'a InboundMessage,
+    pub history: &'a [HistoryTurn],
+    /// The language built-in sentences are said in (`conversation.language`).
+    pub language: Language,
+    /// The bytes and MIME type of the image the user sent, for a responder that
+    /// `wants_images` (downloaded by the engine; `None` otherwise or when that failed).
+    pub image: Option<(&'a [u8], &'a str)>,
+}
+
+/// One thing the bot does in answer, sent in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// A text of any length (split into WhatsApp's 4096-character messages when longer).
+    Text(String),
+    /// Up to 3 reply buttons under a text; a tap comes back as a `button_reply` with the id.
+    Buttons {
+        text: String,
+        header: Option<String>,
+        footer: Option<String>,
+        buttons: Vec<Choice>,
+    },
+    /// A list opened by `button`: sections of rows (10 rows in all); a tap comes back as a
+    /// `list_reply` with the row's id.
+    List {
+        text: String,
+        header: Option<String>,
+        footer: Option<String>,
+        button: String,
+        sections: Vec<Section>,
+    },
+    Media {
+        kind: MediaKind,
+        source: MediaSource,
+        caption: Option<String>,
+        /// Documents only: the name the user sees.
+        filename: Option<String>,
+    },
+    Location {
+        latitude: f64,
+        longitude: f64,
+        name: Option<String>,
+        address: Option<String>,
+    },
+    /// A pre-approved template (the only thing that reaches a user outside the 24-hour window).
+    Template {
+        name: String,
+        language: String,
+        /// Meta's `components`, passed through as they are.
+        components: Vec<serde_json::Value>,
+    },
+    /// A reaction to the message being answered.
+    React { emoji: String },
+    /// Hand the conversation to a person. Sends nothing itself; see `Engine::hand_off`.
+    Handoff { note: Option<String> },
+}
+
+/// A reply button, or a row of a list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Choice {
+    pub id: String,
+    pub title: String,
+    /// List rows only.
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Section {
+    /// Optional when the list has one section.
+    pub title: Option<String>,
+    pub rows: Vec<Choice>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaKind {
+    Image,
+    Document,
+    Audio,
+    Video,
+}
+
+impl MediaKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MediaKind::Image => "image",
+            MediaKind::Document => "document",
+            MediaKind::Audio => "audio",
+            MediaKind::Video => "video",
+        }
+    }
+}
+
+/// A public HTTPS link, or the id of media uploaded to Meta.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaSource {
+    Link(String),
+    Id(String),
+}
+
+/// A responder's answer: the actions to take, in order; none says nothing.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Reply {
+    pub actions: Vec<Action>,
+}
+
+impl Reply {
+    pub fn text(text: impl Into<String>) -> Reply {
+        Reply {
+            actions: vec![Action::Text(text.into())],
+        }
+    }
+
+    /// Say nothing (e.g. to a reaction).
+    pub fn nothing() -> Reply {
+        Reply::default()
+    }
+}
+
+/// Produces the answer to one message. Never fails: a responder that depends on a remote
+/// service answers with its configured fallback text when that service fails.
+#[async_trait]
+pub trait Responder: Send + Sync + 'static {
+    async fn respond(&self, input: ResponderInput<'_>) -> Reply;
+    /// The answer to `/help`.
+    fn help(&self, language: Language) -> String;
+    /// Whether it reads the history (the engine does not fetch it otherwise).
+    fn reads_history(&self) -> bool {
+        true
+    }
+    /// Whether the engine should download a user's image for it (`ResponderInput::image`).
+    fn wants_images(&self) -> bool {
+        false
+    }
+}
+
+/// `echo: <text>` (tests, benchmarks, smoke checks).
+pub struct EchoResponder;
+
+#[async_trait]
+impl Responder for EchoResponder {
+    async fn respond(&self, input: ResponderInput<'_>) -> Reply {
+        Reply::text(match &input.message.content {
+            MessageContent::Text { body } => format!("echo: {body}"),
+            other => format!("echo: {}", other.describe()),
+        })
+    }
+
+    fn help(&self, _: Language) -> String {
+        "I repeat what you write. Type /reset to clear the conversation.".into()
+    }
+
+    fn reads_history(&self) -> bool {
+        false
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResponderError {
+    #[error(transparent)]
+    Rules(#[from] RulesError),
+    #[error("could not build the HTTP client of the {0} responder")]
+    Http(&'static str, #[source] reqwest::Error),
+}
+
+/// The responder the settings ask for; `texts` gives the built-in sentences it falls back on.
+pub fn build(settings: &Settings, texts: Arc<Texts>) -> Result<Arc<dyn Responder>, ResponderError> {
+    Ok(match settings.responder.kind {
+        ResponderKind::Echo => Arc::new(EchoResponder),
+        ResponderKind::Rules => {
+            Arc::new(RulesResponder::load(&settings.responder.rules_file, texts)?)
+        }
+        ResponderKind::Openai => Arc::new(
+            OpenAiResponder::new(&settings.responder.openai, texts)
+                .map_err(|e| ResponderError::Http("openai", e))?,
+        ),
+        ResponderKind::Http => Arc::new(
+            HttpResponder::new(&settings.responder.http, texts)
+                .map_err(|e| ResponderError::Http("http", e))?,
+        ),
+    })
+}

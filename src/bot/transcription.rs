@@ -1,0 +1,221 @@
+//! Voice notes as text: an inbound audio is downloaded through the Graph API client (its size
+//! limit, the token only to Meta's hosts) and sent to an OpenAI-compatible
+//! `POST {transcription.base_url}/audio/transcriptions` (OpenAI, whisper.cpp server,
+//! faster-whisper...); the transcript is answered like a typed message. Images for a vision
+//! model are fetched the same way (`user_image`).
+
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use crate::config::TranscriptionSettings;
+use crate::domain::{InboundMessage, MediaKind, MessageContent, Origin};
+use crate::meta::cloud_api::{read_limited, CloudApi, CloudApiError};
+
+/// A transcript is short; this bounds what a misbehaving server can make us read.
+const MAX_ANSWER_BYTES: usize = 256 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TranscriptionError {
+    #[error("the voice note has no media id")]
+    NoMedia,
+    #[error("could not download the voice note")]
+    Download(#[source] CloudApiError),
+    #[error("the transcription endpoint did not answer in time")]
+    Timeout(#[source] reqwest::Error),
+    #[error("could not reach the transcription endpoint")]
+    Network(#[source] reqwest::Error),
+    #[error("the transcription endpoint answered HTTP {status}")]
+    Status { status: u16 },
+    #[error("the transcription answer is not {{\"text\": ...}} or is too large")]
+    Decode,
+    #[error("the transcript is empty")]
+    Empty,
+}
+
+pub struct Transcriber {
+    http: reqwest::Client,
+    url: String,
+    model: String,
+    api_key: SecretString,
+}
+
+#[derive(Debug, Deserialize)]
+struct TranscriptionAnswer {
+    text: String,
+}
+
+/// Whether the message is audio a user sent us (voice note or audio file).
+pub fn is_user_audio(message: &InboundMessage) -> bool {
+    message.origin == Origin::User
+        && matches!(
+            message.content,
+            MessageContent::Media {
+                media: MediaKind::Audio,
+                ..
+            }
+        )
+}
+
+/// The image a user sent, downloaded for a responder that reads images; `None` when it is not
+/// one or the download failed (logged: the responder then answers from the text alone).
+pub async fn user_image(
+    api: &CloudApi,
+    message: &InboundMessage,
+) -> Option<crate::meta::cloud_api::MediaFile> {
+    let MessageContent::Media {
+        media: MediaKind::Image,
+        id: Some(media_id),
+        ..
+    } = &message.content
+    else {
+        return None;
+    };
+    if message.origin != Origin::User {
+        return None;
+    }
+    match api.download_media(&message.phone_number_id, media_id).await {
+        Ok(file) => Some(file),
+        Err(error) => {
+            tracing::warn!(user = %message.user, error = %crate::http::error::error_chain(&error), "could not download an image for the model");
+            None
+        }
+    }
+}
+
+impl Transcriber {
+    /// `None` while `transcription.base_url` is empty (voice notes get the `non_text` answer).
+    pub fn new(settings: &TranscriptionSettings) -> Result<Option<Transcriber>, reqwest::Error> {
+        if settings.base_url.trim().is_empty() {
+            return Ok(None);
+        }
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_millis(settings.timeout_ms))
+            .connect_timeout(Duration::from_secs(5))
+            // See the HTTP responder: one HTTP/1.1 connection per call in flight.
+            .http1_only()
+            .build()?;
+        Ok(Some(Transcriber {
+            http,
+            url: format!(
+                "{}/audio/transcriptions",
+                settings.base_url.trim_end_matches('/')
+            ),
+            model: settings.model.clone(),
+            api_key: settings.api_key.clone(),
+        }))
+    }
+
+    /// The transcript of an audio message.
+    pub async fn transcribe(
+        &self,
+        api: &CloudApi,
+        message: &InboundMessage,
+    ) -> Result<String, TranscriptionError> {
+        let MessageContent::Media {
+            id: Some(media_id),
+            mime_type,
+            ..
+        } = &message.content
+        else {
+            return Err(TranscriptionError::NoMedia);
+        };
+        let audio = api
+            .download_media(&message.phone_number_id, media_id)
+            .await
+            .map_err(TranscriptionError::Download)?;
+        let mime = audio
+            .mime_type
+            .as_deref()
+            .or(mime_type.as_deref())
+            .unwrap_or("audio/ogg");
+        let (content_type, body) = multipart(&self.model, mime, &audio.bytes);
+        let mut request = self
+            .http
+            .post(&self.url)
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(body);
+        let key = self.api_key.expose_secret();
+        if !key.is_empty() {
+            request = request.bearer_auth(key);
+        }
+        let classify = |e: reqwest::Error| {
+            if e.is_timeout() {
+                TranscriptionError::Timeout(e)
+            } else {
+                TranscriptionError::Network(e)
+            }
+        };
+        let response = request.send().await.map_err(classify)?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(TranscriptionError::Status {
+                status: status.as_u16(),
+            });
+        }
+        let body = read_limited(response, MAX_ANSWER_BYTES)
+            .await
+            .map_err(classify)?
+            .ok_or(TranscriptionError::Decode)?;
+        let answer: TranscriptionAnswer =
+            serde_json::from_slice(&body).map_err(|_| TranscriptionError::Decode)?;
+        let text = answer.text.trim().to_string();
+        if text.is_empty() {
+            return Err(TranscriptionError::Empty);
+        }
+        Ok(text)
+    }
+}
+
+/// A `multipart/form-data` body with `model`, `response_format=json` and the audio as `file`.
+/// Built by hand: three fields do not justify another dependency.
+fn multipart(model: &str, mime: &str, audio: &[u8]) -> (String, Vec<u8>) {
+    let boundary = format!("wabot-{}", uuid::Uuid::new_v4().simple());
+    let extension = match mime.split(';').next().unwrap_or_default().trim() {
+        "audio/mpeg" => "mp3",
+        "audio/mp4" | "audio/aac" => "m4a",
+        "audio/amr" => "amr",
+        "audio/wav" | "audio/x-wav" => "wav",
+        _ => "ogg",
+    };
+    let mut body = Vec::with_capacity(audio.len() + 512);
+    for (name, value) in [("model", model), ("response_format", "json")] {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+            )
+            .as_bytes(),
+        );
+    }
+    body.extend_from_slice(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"voice.{extension}\"\r\nContent-Type: {mime}\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(audio);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_multipart_body_carries_the_model_and_the_audio() {
+        let (content_type, body) =
+            multipart("whisper-1", "audio/ogg; codecs=opus", b"OggS\x00\x01");
+        let boundary = content_type
+            .strip_prefix("multipart/form-data; boundary=")
+            .expect("boundary");
+        let text = String::from_utf8_lossy(&body);
+        assert!(text.starts_with(&format!("--{boundary}\r\n")));
+        assert!(text.contains("name=\"model\"\r\n\r\nwhisper-1\r\n"));
+        assert!(text.contains(
+            "filename=\"voice.ogg\"\r\nContent-Type: audio/ogg; codecs=opus\r\n\r\nOggS"
+        ));
+        assert!(text.ends_with(&format!("--{boundary}--\r\n")));
+    }
+}

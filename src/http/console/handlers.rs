@@ -1,0 +1,546 @@
+//! The console's HTTP handlers: sign-in and sign-out, the conversation list, one conversation
+//! (take over, give back, reply, live updates) and dead letters. Actions go through the same
+//! store calls and outbound queue as the admin API.
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use fred::prelude::ClientLike;
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+
+use super::pages;
+use super::session::{self, SESSION_COOKIE, SIGN_IN_COOKIE};
+use super::{ConsoleError, ConsoleState, CSS, JS};
+use crate::domain::{OutboundSource, PhoneNumberId, UserId};
+use crate::http::routes::admin::{check_conversation_cursor, dead_letter_id};
+use crate::http::routes::AppState;
+use crate::ops::telemetry::{rejections, LogVerdict};
+use crate::pipeline::outbound;
+use crate::store::conversation::{
+    unix_ms, ConversationRef, ConversationStore, ConversationView, Owner,
+};
+use crate::store::queue::Queue;
+use crate::store::sessions::Session;
+
+type Result<T> = std::result::Result<T, ConsoleError>;
+
+/// The console's parts, when it is on.
+struct Parts<'a> {
+    console: &'a ConsoleState,
+    store: &'a ConversationStore,
+    queue: &'a Queue,
+}
+
+fn parts(state: &AppState) -> Result<Parts<'_>> {
+    match &state.console {
+        Some(console) if !state.admin_token.expose_secret().is_empty() => Ok(Parts {
+            console,
+            store: &state.conversations,
+            queue: &state.queue,
+        }),
+        _ => Err(ConsoleError::Off),
+    }
+}
+
+/// A signed-in request.
+struct SignedIn<'a> {
+    parts: Parts<'a>,
+    id: String,
+    session: Session,
+}
+
+impl SignedIn<'_> {
+    fn csrf(&self) -> &str {
+        &self.session.csrf
+    }
+
+    /// The conversation, which must exist.
+    async fn conversation(&self, pnid: &PhoneNumberId, user: &UserId) -> Result<ConversationView> {
+        self.parts
+            .store
+            .get(pnid, user)
+            .await?
+            .ok_or(ConsoleError::NotFound)
+    }
+
+    /// The form's CSRF token must be this session's.
+    fn check(&self, presented: Option<&str>) -> Result<()> {
+        if session::tokens_match(presented, &self.session.csrf) {
+            Ok(())
+        } else {
+            Err(ConsoleError::Csrf)
+        }
+    }
+}
+
+async fn signed_in<'a>(request: &HttpRequest, state: &'a AppState) -> Result<SignedIn<'a>> {
+    let parts = parts(state)?;
+    let id = session::cookie(request, SESSION_COOKIE).ok_or(ConsoleError::SignIn)?;
+    let session = parts
+        .console
+        .sessions
+        .get(&id)
+        .await?
+        .ok_or(ConsoleError::SignIn)?;
+    Ok(SignedIn { parts, id, session })
+}
+
+/// A form posted by a signed-in operator: its CSRF token must be the session's.
+async fn signed_form<'a>(
+    request: &HttpRequest,
+    state: &'a AppState,
+    csrf: Option<&str>,
+) -> Result<SignedIn<'a>> {
+    let signed = signed_in(request, state).await?;
+    signed.check(csrf)?;
+    Ok(signed)
+}
+
+/// What an action on one conversation is given: the request, the state, the conversation's path
+/// (`/c/{pnid}/{user}/...`) and the posted form.
+type ConversationForm<F> = (
+    HttpRequest,
+    web::Data<AppState>,
+    web::Path<(String, String)>,
+    web::Form<F>,
+);
+
+/// The operator, signed in and with this session's CSRF token, and the conversation acted on.
+async fn acting_on<'a>(
+    request: &HttpRequest,
+    state: &'a AppState,
+    path: &(String, String),
+    csrf: Option<&str>,
+) -> Result<(SignedIn<'a>, PhoneNumberId, UserId)> {
+    let signed = signed_form(request, state, csrf).await?;
+    let (pnid, user) = conversation_ids(path)?;
+    Ok((signed, pnid, user))
+}
+
+fn html(markup: maud::Markup) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(markup.into_string())
+}
+
+fn see_other(location: &str) -> HttpResponse {
+    HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, location))
+        .finish()
+}
+
+fn conversation_ids(path: &(String, String)) -> Result<(PhoneNumberId, UserId)> {
+    match (PhoneNumberId::parse(&path.0), UserId::parse(&path.1)) {
+        (Some(pnid), Some(user)) => Ok((pnid, user)),
+        _ => Err(ConsoleError::NotFound),
+    }
+}
+
+fn conversation_path(pnid: &PhoneNumberId, user: &UserId) -> String {
+    format!("/console/c/{pnid}/{}", user.as_str())
+}
+
+/// What an action redirect tells the next page; fixed texts, nothing from the request.
+fn notice(done: Option<&str>) -> Option<&'static str> {
+    Some(match done? {
+        "taken" => "You have the conversation: the bot stays silent until you give it back.",
+        "given_back" => "The bot answers this conversation again.",
+        "queued" => "Reply queued: it is sent in the conversation's order and appears below.",
+        "template" => "Re-engagement template queued.",
+        "replayed" => "Dead letter sent back to its partition.",
+        _ => return None,
+    })
+}
+
+pub async fn css(state: web::Data<AppState>) -> Result<HttpResponse> {
+    parts(&state)?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/css; charset=utf-8")
+        .body(CSS))
+}
+
+pub async fn js(state: web::Data<AppState>) -> Result<HttpResponse> {
+    parts(&state)?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/javascript; charset=utf-8")
+        .body(JS))
+}
+
+/// Any other path under `/console`.
+pub async fn not_found(state: web::Data<AppState>) -> Result<HttpResponse> {
+    parts(&state)?;
+    Err(ConsoleError::NotFound)
+}
+
+pub async fn home(state: web::Data<AppState>) -> Result<HttpResponse> {
+    parts(&state)?;
+    Ok(see_other("/console/conversations"))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct SignInForm {
+    csrf: Option<String>,
+    token: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct CsrfForm {
+    csrf: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct ReplyForm {
+    csrf: Option<String>,
+    text: Option<String>,
+    /// Rendered into the form: a resubmitted form sends once.
+    key: Option<String>,
+}
+
+/// The sign-in form, with a fresh double-submit token (a cookie and the same value in the form).
+pub async fn sign_in_form(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse> {
+    match signed_in(&request, &state).await {
+        Ok(_) => return Ok(see_other("/console/conversations")),
+        Err(ConsoleError::SignIn) => {}
+        Err(other) => return Err(other),
+    }
+    let csrf = session::random_token();
+    Ok(HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header((
+            header::SET_COOKIE,
+            session::set_cookie(
+                &request,
+                SIGN_IN_COOKIE,
+                &csrf,
+                Some(session::SIGN_IN_FORM_SECS),
+            ),
+        ))
+        .body(pages::sign_in(&csrf, None).into_string()))
+}
+
+pub async fn sign_in(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+    form: web::Form<SignInForm>,
+) -> Result<HttpResponse> {
+    let parts = parts(&state)?;
+    let expected = session::cookie(&request, SIGN_IN_COOKIE).unwrap_or_default();
+    if !session::tokens_match(form.csrf.as_deref(), &expected) {
+        return Err(ConsoleError::Csrf);
+    }
+    let sessions = &parts.console.sessions;
+    let client = session::client_key(&request);
+    if sessions.failed_sign_ins(&client).await? >= session::MAX_FAILED_SIGN_INS {
+        return Err(ConsoleError::TooManySignIns);
+    }
+    if !session::tokens_match(form.token.as_deref(), state.admin_token.expose_secret()) {
+        let failures = sessions
+            .note_failed_sign_in(&client, session::SIGN_IN_WINDOW_SECS)
+            .await?;
+        if let LogVerdict::Log { suppressed } = rejections().check("console_wrong_token") {
+            tracing::warn!(%client, failures, suppressed, "console sign-in with a wrong token");
+        }
+        return Ok(HttpResponse::Unauthorized()
+            .content_type("text/html; charset=utf-8")
+            .body(pages::sign_in(&expected, Some("Wrong admin token.")).into_string()));
+    }
+    let id = session::random_token();
+    sessions
+        .create(
+            &id,
+            &Session {
+                csrf: session::random_token(),
+            },
+        )
+        .await?;
+    tracing::info!(%client, "operator signed in to the console");
+    Ok(HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, "/console/conversations"))
+        .append_header((
+            header::SET_COOKIE,
+            session::set_cookie(&request, SESSION_COOKIE, &id, None),
+        ))
+        .append_header((
+            header::SET_COOKIE,
+            session::clear_cookie(&request, SIGN_IN_COOKIE),
+        ))
+        .finish())
+}
+
+pub async fn sign_out(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+    form: web::Form<CsrfForm>,
+) -> Result<HttpResponse> {
+    let signed = signed_form(&request, &state, form.csrf.as_deref()).await?;
+    signed.parts.console.sessions.delete(&signed.id).await?;
+    Ok(HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, "/console/sign-in"))
+        .append_header((
+            header::SET_COOKIE,
+            session::clear_cookie(&request, SESSION_COOKIE),
+        ))
+        .finish())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct ListQuery {
+    q: Option<String>,
+    cursor: Option<String>,
+}
+
+/// Conversations per SCAN call; a search reads further, since few keys match.
+const PAGE: u32 = 100;
+const SEARCH_PAGE: u32 = 1000;
+const MAX_SCANS_PER_PAGE: usize = 8;
+
+pub async fn conversations(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse> {
+    let signed = signed_in(&request, &state).await?;
+    let store = signed.parts.store;
+    let now = unix_ms();
+    let q = query.q.as_deref().map(str::trim).filter(|q| !q.is_empty());
+    let prefix = match q {
+        Some(q) => Some(UserId::parse(q).ok_or_else(|| {
+            ConsoleError::BadRequest(
+                "search by phone number: digits (a prefix or the whole number)".into(),
+            )
+        })?),
+        None => None,
+    };
+    let cursor = query.cursor.as_deref().filter(|c| !c.is_empty());
+    if let Some(cursor) = cursor {
+        check_conversation_cursor(cursor, state.redis.is_clustered())
+            .map_err(|e| ConsoleError::BadRequest(e.to_string()))?;
+    }
+    // Waiting conversations come first, all of them, on the first page of the plain list.
+    let waiting = if prefix.is_none() && cursor.is_none() {
+        let waiting = store.waiting().await?;
+        let refs: Vec<ConversationRef> = waiting.into_iter().map(|w| w.conversation).collect();
+        let mut summaries = store.summaries(&refs).await?;
+        // The longest wait first.
+        summaries.sort_by_key(|s| s.since_ms.unwrap_or(i64::MAX));
+        Some(summaries)
+    } else {
+        None
+    };
+    // SCAN may answer an empty page with more to come (few keys match; on a Cluster each node
+    // is its own series of pages): read on a little before showing an empty page.
+    let count = if prefix.is_some() { SEARCH_PAGE } else { PAGE };
+    let mut found = Vec::new();
+    let mut next_cursor = cursor.map(str::to_string);
+    for _ in 0..MAX_SCANS_PER_PAGE {
+        let page = store
+            .search(next_cursor.as_deref(), count, prefix.as_ref())
+            .await?;
+        found.extend(page.conversations);
+        next_cursor = page.next_cursor;
+        if !found.is_empty() || next_cursor.is_none() {
+            break;
+        }
+    }
+    let mut active = store.summaries(&found).await?;
+    if prefix.is_none() {
+        // A waiting conversation is listed once, up there.
+        active.retain(|s| s.owner != Owner::Human);
+    }
+    active.sort_by_key(|s| std::cmp::Reverse(s.updated_ms.unwrap_or(0)));
+    let q_shown = prefix.as_ref().map(UserId::as_str);
+    Ok(html(pages::conversations(&pages::ListPage {
+        csrf: signed.csrf(),
+        now_ms: now,
+        waiting: waiting.as_deref(),
+        active: &active,
+        query: q_shown,
+        next_cursor: next_cursor.as_deref(),
+        error: None,
+    })))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct DoneQuery {
+    done: Option<String>,
+    cursor: Option<String>,
+}
+
+pub async fn conversation(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    query: web::Query<DoneQuery>,
+) -> Result<HttpResponse> {
+    let signed = signed_in(&request, &state).await?;
+    let (pnid, user) = conversation_ids(&path)?;
+    let view = signed.conversation(&pnid, &user).await?;
+    let template = &signed.parts.console.reengagement_template;
+    let reply_key = session::random_token();
+    Ok(html(pages::conversation(&pages::ConversationPage {
+        csrf: signed.csrf(),
+        now_ms: unix_ms(),
+        view: &view,
+        template: template.is_configured().then_some(template),
+        notice: notice(query.done.as_deref()),
+        reply_key: &reply_key,
+    })))
+}
+
+/// The history and status as HTML fragments (rendered like the page), polled by the page.
+pub async fn live(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse> {
+    let signed = signed_in(&request, &state).await.map_err(|e| match e {
+        ConsoleError::SignIn => ConsoleError::SessionEnded,
+        other => other,
+    })?;
+    let (pnid, user) = conversation_ids(&path)?;
+    let view = signed.conversation(&pnid, &user).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "history": pages::fragment(pages::history(&view)),
+        "status": pages::fragment(pages::status(&view, unix_ms())),
+        "owner": view.handoff.owner,
+        "window_open": view.window_open,
+        "count": view.count,
+    })))
+}
+
+pub async fn take_over(
+    (request, state, path, form): ConversationForm<CsrfForm>,
+) -> Result<HttpResponse> {
+    let (signed, pnid, user) = acting_on(&request, &state, &path, form.csrf.as_deref()).await?;
+    let until = unix_ms() + (state.handoff_minutes as i64).saturating_mul(60_000);
+    let info = serde_json::json!({ "reason": "operator", "by": "console" });
+    signed
+        .parts
+        .store
+        .take_over(&pnid, &user, until, &info, None)
+        .await?;
+    metrics::counter!(crate::ops::monitoring::HANDOFFS, "reason" => "operator").increment(1);
+    tracing::info!(user = %user, "an operator took the conversation over in the console");
+    Ok(see_other(&format!(
+        "{}?done=taken",
+        conversation_path(&pnid, &user)
+    )))
+}
+
+pub async fn give_back(
+    (request, state, path, form): ConversationForm<CsrfForm>,
+) -> Result<HttpResponse> {
+    let (signed, pnid, user) = acting_on(&request, &state, &path, form.csrf.as_deref()).await?;
+    if !signed.parts.store.give_back(&pnid, &user).await? {
+        return Err(ConsoleError::NotFound);
+    }
+    tracing::info!(user = %user, "the conversation is back with the bot (console)");
+    Ok(see_other(&format!(
+        "{}?done=given_back",
+        conversation_path(&pnid, &user)
+    )))
+}
+
+/// Queues an operator's message in the conversation's order (like the admin API).
+async fn queue_operator_message(
+    state: &AppState,
+    pnid: PhoneNumberId,
+    user: UserId,
+    content: crate::domain::OutboundContent,
+    key: Option<&str>,
+) -> Result<()> {
+    let key = key.filter(|k| !k.is_empty());
+    let message = outbound::request(pnid, user.clone(), OutboundSource::Operator, content, key)
+        .map_err(|e| ConsoleError::BadRequest(e.to_string()))?;
+    let new = outbound::enqueue(state.sink.as_ref(), message).await?;
+    tracing::info!(user = %user, duplicate = !new, "operator message queued from the console");
+    Ok(())
+}
+
+pub async fn reply(
+    (request, state, path, form): ConversationForm<ReplyForm>,
+) -> Result<HttpResponse> {
+    let (signed, pnid, user) = acting_on(&request, &state, &path, form.csrf.as_deref()).await?;
+    let content = outbound::content(Some(form.text.as_deref().unwrap_or("")), None, None)
+        .map_err(|e| ConsoleError::BadRequest(e.to_string()))?;
+    let view = signed.conversation(&pnid, &user).await?;
+    if !view.window_open {
+        return Err(ConsoleError::Conflict(
+            "The 24-hour window is closed: WhatsApp only lets a template reach this user until they write again.".into(),
+        ));
+    }
+    let location = format!("{}?done=queued", conversation_path(&pnid, &user));
+    queue_operator_message(&state, pnid, user, content, form.key.as_deref()).await?;
+    Ok(see_other(&location))
+}
+
+pub async fn template(
+    (request, state, path, form): ConversationForm<ReplyForm>,
+) -> Result<HttpResponse> {
+    let (signed, pnid, user) = acting_on(&request, &state, &path, form.csrf.as_deref()).await?;
+    let Some(crate::meta::cloud_api::message::Outgoing::Template {
+        name,
+        language,
+        components,
+    }) = crate::meta::window::template_message(&signed.parts.console.reengagement_template)
+    else {
+        return Err(ConsoleError::Conflict(
+            "No re-engagement template is configured (whatsapp.reengagement_template).".into(),
+        ));
+    };
+    let content = outbound::content(None, Some((&name, &language, &components)), None)
+        .map_err(|e| ConsoleError::BadRequest(e.to_string()))?;
+    let location = format!("{}?done=template", conversation_path(&pnid, &user));
+    queue_operator_message(&state, pnid, user, content, form.key.as_deref()).await?;
+    Ok(see_other(&location))
+}
+
+pub async fn dead_letters(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+    query: web::Query<DoneQuery>,
+) -> Result<HttpResponse> {
+    let signed = signed_in(&request, &state).await?;
+    let queue = signed.parts.queue;
+    let cursor = match query.cursor.as_deref().filter(|c| !c.is_empty()) {
+        Some(cursor) => Some(
+            dead_letter_id(cursor, queue).map_err(|e| ConsoleError::BadRequest(e.to_string()))?,
+        ),
+        None => None,
+    };
+    let page = queue.dead_letters_page(50, cursor).await?;
+    Ok(html(pages::dead_letters(&pages::DeadLettersPage {
+        csrf: signed.csrf(),
+        letters: &page.letters,
+        next_cursor: page.next_cursor.as_deref(),
+        notice: notice(query.done.as_deref()),
+    })))
+}
+
+pub async fn replay(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    form: web::Form<CsrfForm>,
+) -> Result<HttpResponse> {
+    let signed = signed_form(&request, &state, form.csrf.as_deref()).await?;
+    let queue = signed.parts.queue;
+    let (partition, stream_id) =
+        dead_letter_id(&id, queue).map_err(|e| ConsoleError::BadRequest(e.to_string()))?;
+    if !queue.replay_dead_letter(partition, stream_id).await? {
+        return Err(ConsoleError::Conflict(format!(
+            "No dead letter {} (already replayed, or never existed).",
+            id.as_str()
+        )));
+    }
+    tracing::info!(id = %id.as_str(), "dead letter replayed from the console");
+    Ok(see_other("/console/dead-letters?done=replayed"))
+}

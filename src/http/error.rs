@@ -1,0 +1,132 @@
+//! The one place where errors become HTTP answers; the cause chain is logged here, once.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+
+use crate::meta::webhook::{ParseError, SignatureError};
+use crate::ops::telemetry::LogVerdict;
+use crate::store::sink::SinkError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Signature(#[from] SignatureError),
+    #[error(transparent)]
+    Parse(#[from] ParseError),
+    #[error("the request body is larger than {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("the request body could not be read")]
+    BodyRead(#[source] actix_web::error::PayloadError),
+    #[error("the request did not arrive within {secs} s")]
+    Timeout { secs: u64 },
+    #[error("too many request bodies are being received at once, retry later")]
+    BodyBudgetExhausted,
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("webhook verification failed")]
+    VerificationFailed,
+    #[error("a valid bearer token is required")]
+    Unauthorized,
+    #[error("not found")]
+    NotFound,
+    /// A resource the caller named does not exist; the message says which kind.
+    #[error("{0}")]
+    Missing(String),
+    #[error("the message store is unavailable, retry later")]
+    Unavailable(#[from] SinkError),
+    #[error("Redis is unavailable, retry later")]
+    Redis(#[from] crate::store::RedisError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::Signature(_) | ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Parse(_) | ApiError::BodyRead(_) | ApiError::BadRequest(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            ApiError::Timeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::VerificationFailed => StatusCode::FORBIDDEN,
+            ApiError::NotFound | ApiError::Missing(_) => StatusCode::NOT_FOUND,
+            ApiError::Unavailable(_) | ApiError::Redis(_) | ApiError::BodyBudgetExhausted => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ApiError::Store(error) if error.is_outage() => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        let chain = error_chain(self);
+        let kind = self.kind();
+        // The only line for a rejected request (the middleware's own is filtered out), and at
+        // most one per kind and second: an outage fails every request the same way.
+        match crate::ops::telemetry::rejections().check(kind) {
+            LogVerdict::Log { suppressed } if self.is_outage() => {
+                tracing::error!(status = status.as_u16(), kind, suppressed, error = %chain, "request failed");
+            }
+            LogVerdict::Log { suppressed } => {
+                tracing::warn!(status = status.as_u16(), kind, suppressed, error = %chain, "request rejected");
+            }
+            LogVerdict::Suppress => {
+                tracing::debug!(status = status.as_u16(), kind, error = %chain, "request rejected");
+            }
+        }
+        let mut response = HttpResponse::build(status);
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.insert_header(("Retry-After", "5"));
+        }
+        response.json(serde_json::json!({ "error": self.to_string() }))
+    }
+}
+
+impl ApiError {
+    /// Stable name of the error's kind, for logs and the log rate limit.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ApiError::Signature(_) => "signature",
+            ApiError::Parse(_) => "parse",
+            ApiError::TooLarge { .. } => "too_large",
+            ApiError::BodyRead(_) => "body_read",
+            ApiError::Timeout { .. } => "timeout",
+            ApiError::BodyBudgetExhausted => "body_budget",
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::VerificationFailed => "verification",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::NotFound | ApiError::Missing(_) => "not_found",
+            ApiError::Unavailable(_) => "sink_unavailable",
+            ApiError::Redis(_) => "redis",
+            ApiError::Store(error) if error.is_outage() => "redis",
+            ApiError::Store(_) => "stored_data",
+        }
+    }
+
+    /// Our side is broken (Redis down), as opposed to a request we refuse or shed.
+    fn is_outage(&self) -> bool {
+        match self {
+            ApiError::Unavailable(_) | ApiError::Redis(_) => true,
+            ApiError::Store(error) => error.is_outage(),
+            _ => false,
+        }
+    }
+
+    pub fn redis(error: crate::store::StoreError) -> ApiError {
+        ApiError::Store(error)
+    }
+}
+
+/// `error: cause: cause` on one line.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
+}

@@ -1,0 +1,434 @@
+//! Admin API (Bearer `admin.token`, compared in constant time; off while the token is empty):
+//! look into conversations and dead letters, delete a conversation, replay a dead letter, hand
+//! a conversation to a person and back, and queue operator messages and notifications.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use fred::prelude::ClientLike;
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+
+use super::AppState;
+use crate::domain::{OutboundSource, PhoneNumberId, UserId};
+use crate::http::error::ApiError;
+use crate::pipeline::outbound;
+use crate::store::conversation::ConversationStore;
+use crate::store::queue::{parse_dead_letter_id, Queue};
+
+#[derive(Debug, Deserialize)]
+pub struct Page {
+    cursor: Option<String>,
+    count: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DeadLetterQuery {
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+/// The query string as `T`; a malformed one is the caller's mistake (400 with the reason), not
+/// actix's plain-text default.
+fn query<T: serde::de::DeserializeOwned>(request: &HttpRequest) -> Result<T, ApiError> {
+    web::Query::<T>::from_query(request.query_string())
+        .map(web::Query::into_inner)
+        .map_err(|e| ApiError::BadRequest(format!("invalid query string: {e}")))
+}
+
+/// A cursor `list` handed out: SCAN's number, on a Cluster `<node>:<number>`. Anything else
+/// would reach Redis as a command error and look like an outage.
+pub(crate) fn check_conversation_cursor(cursor: &str, clustered: bool) -> Result<(), ApiError> {
+    let number = |s: &str| !s.is_empty() && s.parse::<u64>().is_ok();
+    let valid = match cursor.split_once(':') {
+        Some((node, scan)) => clustered && number(node) && number(scan),
+        None => !clustered && number(cursor),
+    };
+    if valid {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(
+            "invalid cursor: pass the next_cursor of the previous page".into(),
+        ))
+    }
+}
+
+/// A dead-letter id (`<partition>:<ms>-<seq>`) that names a partition of this deployment.
+pub(crate) fn dead_letter_id<'a>(id: &'a str, queue: &Queue) -> Result<(u32, &'a str), ApiError> {
+    let (partition, stream_id) = parse_dead_letter_id(id)
+        .filter(|(_, stream_id)| {
+            // Digits alone may still overflow Redis' 64-bit id parts.
+            stream_id
+                .split_once('-')
+                .is_some_and(|(ms, seq)| ms.parse::<u64>().is_ok() && seq.parse::<u64>().is_ok())
+        })
+        .ok_or_else(|| {
+            ApiError::BadRequest(
+                "invalid dead-letter id: expected <partition>:<ms>-<seq>, e.g. 3:1717000000000-0"
+                    .into(),
+            )
+        })?;
+    let partitions = queue.keys().partitions();
+    if partition >= partitions {
+        return Err(ApiError::BadRequest(format!(
+            "invalid dead-letter id: partition {partition} is out of range (0..{partitions})"
+        )));
+    }
+    Ok((partition, stream_id))
+}
+
+fn authorize(request: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
+    let token = state.admin_token.expose_secret().as_bytes();
+    if token.is_empty() {
+        // Disabled: indistinguishable from a route that does not exist.
+        return Err(ApiError::NotFound);
+    }
+    let presented = request
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if bool::from(presented.as_bytes().ct_eq(token)) {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized)
+    }
+}
+
+/// The conversation store, for an authorized caller.
+fn conversations<'a>(
+    request: &HttpRequest,
+    state: &'a AppState,
+) -> Result<&'a ConversationStore, ApiError> {
+    authorize(request, state)?;
+    Ok(&state.conversations)
+}
+
+/// The dead-letter queue, for an authorized caller.
+fn dead_letters<'a>(request: &HttpRequest, state: &'a AppState) -> Result<&'a Queue, ApiError> {
+    authorize(request, state)?;
+    Ok(&state.queue)
+}
+
+fn conversation_ids(path: &(String, String)) -> Result<(PhoneNumberId, UserId), ApiError> {
+    match (PhoneNumberId::parse(&path.0), UserId::parse(&path.1)) {
+        (Some(pnid), Some(user)) => Ok((pnid, user)),
+        _ => Err(ApiError::BadRequest(
+            "invalid conversation: expected /admin/conversations/<phone number id>/<user id>"
+                .into(),
+        )),
+    }
+}
+
+/// A request about one conversation, named by its path: `/admin/conversations/{pnid}/{user}`.
+type ConversationRequest = (
+    HttpRequest,
+    web::Data<AppState>,
+    web::Path<(String, String)>,
+);
+
+/// The conversation store and the conversation the path names, for an authorized caller.
+fn conversation<'a>(
+    request: &HttpRequest,
+    state: &'a AppState,
+    path: &(String, String),
+) -> Result<(&'a ConversationStore, PhoneNumberId, UserId), ApiError> {
+    let store = conversations(request, state)?;
+    let (pnid, user) = conversation_ids(path)?;
+    Ok((store, pnid, user))
+}
+
+pub async fn list_conversations(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let store = conversations(&request, &state)?;
+    let page: Page = query(&request)?;
+    if let Some(cursor) = &page.cursor {
+        check_conversation_cursor(cursor, state.redis.is_clustered())?;
+    }
+    let count = match page.count {
+        Some(0) => return Err(ApiError::BadRequest("count must be at least 1".into())),
+        Some(count) => count.min(1000),
+        None => 100,
+    };
+    let page = store
+        .list(page.cursor.as_deref(), count)
+        .await
+        .map_err(ApiError::redis)?;
+    Ok(HttpResponse::Ok().json(page))
+}
+
+pub async fn show_conversation(
+    (request, state, path): ConversationRequest,
+) -> Result<HttpResponse, ApiError> {
+    let (store, pnid, user) = conversation(&request, &state, &path)?;
+    show(store, &pnid, &user).await
+}
+
+pub async fn delete_conversation(
+    (request, state, path): ConversationRequest,
+) -> Result<HttpResponse, ApiError> {
+    let (store, pnid, user) = conversation(&request, &state, &path)?;
+    if store.delete(&pnid, &user).await.map_err(ApiError::redis)? {
+        tracing::info!(user = %user, "conversation deleted by an operator");
+        Ok(HttpResponse::NoContent().finish())
+    } else {
+        Err(ApiError::Missing("no such conversation".into()))
+    }
+}
+
+pub async fn list_dead_letters(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let queue = dead_letters(&request, &state)?;
+    let params: DeadLetterQuery = query(&request)?;
+    let cursor = match &params.cursor {
+        Some(cursor) => Some(dead_letter_id(cursor, queue).map_err(|_| {
+            ApiError::BadRequest("invalid cursor: pass the next_cursor of the previous page".into())
+        })?),
+        None => None,
+    };
+    let limit = match params.limit {
+        Some(0) => return Err(ApiError::BadRequest("limit must be at least 1".into())),
+        Some(limit) => limit.min(1000),
+        None => 100,
+    };
+    let page = queue
+        .dead_letters_page(limit, cursor)
+        .await
+        .map_err(ApiError::redis)?;
+    let letters: Vec<serde_json::Value> = page
+        .letters
+        .iter()
+        .map(|d| {
+            serde_json::json!({
+                "id": d.public_id(),
+                "error": d.error,
+                "attempts": d.attempts,
+                "failed_at_ms": d.failed_at_ms,
+                "message": serde_json::from_str::<serde_json::Value>(&d.message_json).unwrap_or_default(),
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "dead_letters": letters,
+        "next_cursor": page.next_cursor,
+    })))
+}
+
+pub async fn replay_dead_letter(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let queue = dead_letters(&request, &state)?;
+    let (partition, stream_id) = dead_letter_id(&id, queue)?;
+    if queue
+        .replay_dead_letter(partition, stream_id)
+        .await
+        .map_err(ApiError::redis)?
+    {
+        tracing::info!(id = %id, "dead letter replayed by an operator");
+        Ok(HttpResponse::Accepted().json(serde_json::json!({ "replayed": id.as_str() })))
+    } else {
+        Err(ApiError::Missing(format!(
+            "no dead letter {id} (already replayed, or never existed)"
+        )))
+    }
+}
+
+/// What an operator or a notification says: free-form `text` or a `template`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboundBody {
+    /// Required by `POST /admin/messages`; taken from the path for a conversation's messages.
+    phone_number_id: Option<String>,
+    to: Option<String>,
+    text: Option<String>,
+    template: Option<TemplateBody>,
+    /// Buttons, a list, media or a location, in the http responder's action schema.
+    message: Option<crate::bot::responder::wire::WireAction>,
+    /// A retried POST with the same key sends once.
+    idempotency_key: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateBody {
+    name: String,
+    language: String,
+    #[serde(default)]
+    components: Vec<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HandoffBody {
+    /// How long the person keeps the conversation (default `handoff.timeout_secs`).
+    minutes: Option<u64>,
+    note: Option<String>,
+    /// Who takes it (an operator's name or id), shown in the conversation.
+    by: Option<String>,
+}
+
+/// A JSON body as `T`; malformed is a 400 naming the problem.
+fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::BadRequest("a JSON body is required".into()));
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+}
+
+/// Queues an outbound message in its conversation's order; 202 once stored.
+async fn enqueue(
+    state: &AppState,
+    pnid: PhoneNumberId,
+    to: UserId,
+    source: OutboundSource,
+    body: &OutboundBody,
+) -> Result<HttpResponse, ApiError> {
+    let invalid = |e: outbound::OutboundError| ApiError::BadRequest(e.to_string());
+    let content = outbound::content(
+        body.text.as_deref(),
+        body.template.as_ref().map(|t| {
+            (
+                t.name.as_str(),
+                t.language.as_str(),
+                t.components.as_slice(),
+            )
+        }),
+        body.message.as_ref(),
+    )
+    .map_err(invalid)?;
+    let message = outbound::request(
+        pnid,
+        to.clone(),
+        source,
+        content,
+        body.idempotency_key.as_deref(),
+    )
+    .map_err(invalid)?;
+    let id = message.id.clone();
+    let new = outbound::enqueue(state.sink.as_ref(), message).await?;
+    tracing::info!(user = %to, duplicate = !new, ?source, "outbound message queued");
+    Ok(HttpResponse::Accepted().json(serde_json::json!({
+        "id": id,
+        "status": if new { "queued" } else { "duplicate" },
+    })))
+}
+
+fn unix_now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// `POST /admin/conversations/{pnid}/{user}/messages`: an operator answers the user.
+pub async fn send_operator_message(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    conversations(&request, &state)?;
+    let (pnid, user) = conversation_ids(&path)?;
+    let body: OutboundBody = json_body(&body)?;
+    if body.phone_number_id.is_some() || body.to.is_some() {
+        return Err(ApiError::BadRequest(
+            "the conversation is named by the path; leave out phone_number_id and to".into(),
+        ));
+    }
+    enqueue(&state, pnid, user, OutboundSource::Operator, &body).await
+}
+
+/// `POST /admin/messages`: a notification (a template outside the window).
+pub async fn send_notification(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    conversations(&request, &state)?;
+    let body: OutboundBody = json_body(&body)?;
+    let (Some(pnid), Some(to)) = (&body.phone_number_id, &body.to) else {
+        return Err(ApiError::BadRequest(
+            "phone_number_id and to are required".into(),
+        ));
+    };
+    let (pnid, to) = conversation_ids(&(pnid.clone(), to.clone()))?;
+    enqueue(&state, pnid, to, OutboundSource::Notification, &body).await
+}
+
+/// `POST /admin/conversations/{pnid}/{user}/handoff`: a person takes the conversation.
+pub async fn take_over(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let (store, pnid, user) = conversation(&request, &state, &path)?;
+    let body: HandoffBody = if body.iter().all(u8::is_ascii_whitespace) {
+        HandoffBody {
+            minutes: None,
+            note: None,
+            by: None,
+        }
+    } else {
+        json_body(&body)?
+    };
+    let minutes = match body.minutes {
+        Some(0) => return Err(ApiError::BadRequest("minutes must be at least 1".into())),
+        Some(m) if m > 7 * 24 * 60 => {
+            return Err(ApiError::BadRequest(
+                "minutes must be at most a week".into(),
+            ))
+        }
+        Some(m) => m,
+        None => state.handoff_minutes,
+    };
+    let until = unix_now_secs() * 1000 + (minutes as i64) * 60_000;
+    let mut info = serde_json::json!({ "reason": "operator" });
+    if let Some(note) = body.note {
+        info["note"] = serde_json::Value::String(note.chars().take(500).collect());
+    }
+    if let Some(by) = body.by {
+        info["by"] = serde_json::Value::String(by.chars().take(100).collect());
+    }
+    store
+        .take_over(&pnid, &user, until, &info, None)
+        .await
+        .map_err(ApiError::Store)?;
+    metrics::counter!(crate::ops::monitoring::HANDOFFS, "reason" => "operator").increment(1);
+    tracing::info!(user = %user, minutes, "an operator took the conversation over");
+    show(store, &pnid, &user).await
+}
+
+/// `POST /admin/conversations/{pnid}/{user}/resume`: back to the bot.
+pub async fn give_back(
+    (request, state, path): ConversationRequest,
+) -> Result<HttpResponse, ApiError> {
+    let (store, pnid, user) = conversation(&request, &state, &path)?;
+    if !store
+        .give_back(&pnid, &user)
+        .await
+        .map_err(ApiError::Store)?
+    {
+        return Err(ApiError::Missing("no such conversation".into()));
+    }
+    tracing::info!(user = %user, "the conversation is back with the bot");
+    show(store, &pnid, &user).await
+}
+
+async fn show(
+    store: &ConversationStore,
+    pnid: &PhoneNumberId,
+    user: &UserId,
+) -> Result<HttpResponse, ApiError> {
+    match store.get(pnid, user).await.map_err(ApiError::Store)? {
+        Some(view) => Ok(HttpResponse::Ok().json(view)),
+        None => Err(ApiError::Missing("no such conversation".into())),
+    }
+}

@@ -1,0 +1,16 @@
+//! Liveness (`/health`: the process answers) and readiness (`/ready`: Redis answers PING).
+
+use actix_web::{web, HttpResponse};
+
+use super::AppState;
+use crate::http::error::ApiError;
+use crate::store::connection::ping;
+
+pub async fn health() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
+}
+
+pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    ping(&state.redis).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "status": "ready" })))
+}

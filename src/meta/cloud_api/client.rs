@@ -1,0 +1,648 @@
+//! Sends through `POST {base}/{version}/{phone_number_id}/messages` with the Bearer token of the
+//! sending number: retries retryable error codes with exponential backoff and full jitter
+//! (honouring `Retry-After`), paces sends per number and per recipient, splits long texts.
+//!
+//! One retry budget: the workers build the client with one attempt per call
+//! ([`CloudApi::with_attempts`]) and retry the whole message instead, so `worker.max_attempts`
+//! bounds every Graph API try of a message; `whatsapp.send_attempts` applies to calls made
+//! outside the workers. Double sends: a request that times out may still have reached Meta, so
+//! the user can, rarely, get a message twice; the engine's per-message record stops repeats
+//! across retries and redeliveries.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use secrecy::{ExposeSecret, SecretString};
+use tracing::Instrument;
+
+use super::error::CloudApiError;
+use super::message::Outgoing;
+use super::pacing::{NoPacing, SendPacer};
+use super::split::{split_text, MAX_TEXT_LEN};
+use super::wire::{
+    ErrorEnvelope, MarkReadRequest, MediaInfo, SendResponse, SuccessResponse, TypingIndicator,
+};
+use crate::config::WhatsAppSettings;
+use crate::domain::{mask_user, PhoneNumberId, UserId};
+use crate::ops::monitoring;
+
+/// Who a message goes to: a phone number (`to`) or, for username-only users, their BSUID
+/// (`recipient`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Recipient {
+    Phone(String),
+    Bsuid(String),
+}
+
+impl Recipient {
+    pub fn of(user: &UserId) -> Recipient {
+        if user.is_phone() {
+            // With the `+`, Meta never prepends the business number's country code.
+            Recipient::Phone(format!("+{}", user.as_str()))
+        } else {
+            Recipient::Bsuid(user.as_str().to_string())
+        }
+    }
+
+    fn key(&self) -> &str {
+        match self {
+            Recipient::Phone(p) => p,
+            Recipient::Bsuid(b) => b,
+        }
+    }
+}
+
+/// What Meta answered to a successful send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentMessage {
+    pub wamid: String,
+}
+
+/// Downloaded media.
+#[derive(Debug, Clone)]
+pub struct MediaFile {
+    pub bytes: bytes::Bytes,
+    pub mime_type: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct RetryPolicy {
+    attempts: u32,
+    base: Duration,
+    max: Duration,
+}
+
+/// The Graph API client; cheap to clone.
+#[derive(Clone)]
+pub struct CloudApi {
+    http: reqwest::Client,
+    base_url: String,
+    version: String,
+    token: SecretString,
+    tokens: Arc<HashMap<String, SecretString>>,
+    retry: RetryPolicy,
+    pacer: Arc<dyn SendPacer>,
+    media_max_bytes: u64,
+}
+
+impl CloudApi {
+    pub fn new(settings: &WhatsAppSettings) -> Result<CloudApi, CloudApiError> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_millis(settings.request_timeout_ms))
+            .connect_timeout(Duration::from_secs(5))
+            // Every connection a busy replica opened stays reusable: capping the idle pool
+            // below the worker concurrency made each burst close and reopen connections (a TCP
+            // and TLS handshake each, ~400 per second in the benchmark).
+            .pool_idle_timeout(Duration::from_secs(90))
+            .user_agent(concat!("wabot/", env!("CARGO_PKG_VERSION")));
+        let http = match (settings.http2, settings.api_base_url.starts_with("http://")) {
+            (false, _) => http.http1_only(),
+            // Plain HTTP has no ALPN to negotiate with, and hyper's client does not do the h2c
+            // upgrade dance.
+            (true, true) => http.http2_prior_knowledge(),
+            (true, false) => http,
+        };
+        let http = http.build().map_err(CloudApiError::Network)?;
+        let tokens = settings
+            .tokens_by_number()
+            .map_err(|e| CloudApiError::Decode(e.to_string()))?
+            .into_iter()
+            .collect();
+        Ok(CloudApi {
+            http,
+            base_url: settings.api_base_url.trim_end_matches('/').to_string(),
+            version: settings.api_version.clone(),
+            token: settings.access_token.clone(),
+            tokens: Arc::new(tokens),
+            retry: RetryPolicy {
+                attempts: settings.send_attempts.max(1),
+                base: Duration::from_millis(settings.retry_base_ms),
+                max: Duration::from_millis(settings.retry_max_ms.max(settings.retry_base_ms)),
+            },
+            pacer: Arc::new(NoPacing),
+            media_max_bytes: settings.media_max_bytes,
+        })
+    }
+
+    /// Paces every send through `pacer` (shared across replicas in production).
+    pub fn with_pacer(mut self, pacer: Arc<dyn SendPacer>) -> CloudApi {
+        self.pacer = pacer;
+        self
+    }
+
+    /// At most `attempts` tries per call (the workers use 1: they retry the whole message).
+    pub fn with_attempts(mut self, attempts: u32) -> CloudApi {
+        self.retry.attempts = attempts.max(1);
+        self
+    }
+
+    fn token_for(&self, from: &PhoneNumberId) -> &SecretString {
+        self.tokens.get(from.as_str()).unwrap_or(&self.token)
+    }
+
+    /// Sends one message from the business number `from`, retrying retryable failures.
+    pub async fn send(
+        &self,
+        from: &PhoneNumberId,
+        to: &Recipient,
+        message: &Outgoing,
+        reply_to: Option<&str>,
+    ) -> Result<SentMessage, CloudApiError> {
+        let body = message.to_body(to, reply_to);
+        let response: SendResponse = self
+            .with_retries(from, || async {
+                self.pacer.wait(from.as_str(), to.key()).await;
+                let span = graph_span("graph.send", from, Some(to), message.kind());
+                let result = self.post(from, &body).instrument(span.clone()).await;
+                record_outcome(&span, &result, |r: &SendResponse| {
+                    r.messages.first().map(|m| m.id.clone())
+                });
+                if let Err(error) = &result {
+                    self.slow_down_after(error, from, to).await;
+                }
+                result
+            })
+            .await
+            .inspect_err(|e| {
+                let code = monitoring::code_label(e.code());
+                metrics::counter!(monitoring::REPLIES, "outcome" => "failed", "code" => code)
+                    .increment(1);
+                log_failure(e, from, to, message.kind());
+            })?;
+        metrics::counter!(monitoring::REPLIES, "outcome" => "sent", "code" => "none").increment(1);
+        response
+            .messages
+            .into_iter()
+            .next()
+            .map(|m| SentMessage { wamid: m.id })
+            .ok_or_else(|| CloudApiError::Decode("no messages[0].id in the send response".into()))
+    }
+
+    /// Sends one text message (≤ 4096 characters).
+    pub async fn send_text(
+        &self,
+        from: &PhoneNumberId,
+        to: &Recipient,
+        body: &str,
+        reply_to: Option<&str>,
+    ) -> Result<SentMessage, CloudApiError> {
+        self.send(from, to, &Outgoing::text(body), reply_to).await
+    }
+
+    /// Sends a text of any length: split into parts of at most 4096 characters at paragraph,
+    /// sentence or word boundaries, sent in order and paced per recipient. Returns every wamid.
+    pub async fn send_long_text(
+        &self,
+        from: &PhoneNumberId,
+        to: &Recipient,
+        body: &str,
+        reply_to: Option<&str>,
+    ) -> Result<Vec<SentMessage>, CloudApiError> {
+        let parts = split_text(body, MAX_TEXT_LEN);
+        let mut sent = Vec::with_capacity(parts.len());
+        for (i, part) in parts.iter().enumerate() {
+            // Only the first part quotes the message it answers.
+            let quote = if i == 0 { reply_to } else { None };
+            sent.push(self.send_text(from, to, part, quote).await?);
+        }
+        Ok(sent)
+    }
+
+    /// Marks an inbound message (and the ones before it) as read; with `typing`, also shows the
+    /// typing indicator (up to 25 s or until we answer). Not retried: it is cosmetic.
+    pub async fn mark_read(
+        &self,
+        from: &PhoneNumberId,
+        wamid: &str,
+        typing: bool,
+    ) -> Result<(), CloudApiError> {
+        let request = MarkReadRequest {
+            messaging_product: "whatsapp",
+            status: "read",
+            message_id: wamid,
+            typing_indicator: typing.then_some(TypingIndicator { kind: "text" }),
+        };
+        let body =
+            serde_json::to_value(&request).map_err(|e| CloudApiError::Decode(e.to_string()))?;
+        let span = graph_span("graph.mark_read", from, None, "read");
+        let result = self.post(from, &body).instrument(span.clone()).await;
+        record_outcome(&span, &result, |_: &SuccessResponse| None);
+        let response = result?;
+        if response.success {
+            Ok(())
+        } else {
+            Err(CloudApiError::Decode(
+                "mark-as-read answered success: false".into(),
+            ))
+        }
+    }
+
+    /// Downloads a media file a user sent: `GET /{media_id}` for a short-lived URL, then the
+    /// bytes with the same token, refusing more than `media_max_bytes`.
+    pub async fn download_media(
+        &self,
+        receiving: &PhoneNumberId,
+        media_id: &str,
+    ) -> Result<MediaFile, CloudApiError> {
+        let token = self.token_for(receiving).expose_secret().to_string();
+        let info_url = format!("{}/{}/{}", self.base_url, self.version, media_id);
+        let info: MediaInfo = self
+            .with_retries(receiving, || {
+                let request = self.http.get(&info_url).bearer_auth(&token);
+                let span = graph_span("graph.media", receiving, None, "media");
+                async move {
+                    let result = async {
+                        let response = request.send().await.map_err(classify_transport)?;
+                        tracing::Span::current()
+                            .record("http.response.status_code", response.status().as_u16());
+                        read_json(response).await
+                    }
+                    .instrument(span.clone())
+                    .await;
+                    record_outcome(&span, &result, |_: &MediaInfo| None);
+                    result
+                }
+            })
+            .await?;
+        if info
+            .file_size
+            .is_some_and(|size| size > self.media_max_bytes)
+        {
+            return Err(CloudApiError::TooLarge {
+                limit: self.media_max_bytes,
+            });
+        }
+        if !self.is_meta_host(&info.url) {
+            // The URL comes from a response body; the token must never follow it elsewhere.
+            return Err(CloudApiError::Decode(format!(
+                "the media URL's host ({}) is not a Meta host; the download is refused so the \
+                 access token is not sent there",
+                url_authority(&info.url)
+            )));
+        }
+        let response = self
+            .http
+            .get(&info.url)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .map_err(classify_transport)?;
+        if !response.status().is_success() {
+            return Err(CloudApiError::Http {
+                status: response.status().as_u16(),
+            });
+        }
+        let limit = usize::try_from(self.media_max_bytes).unwrap_or(usize::MAX);
+        let bytes = read_limited(response, limit)
+            .await
+            .map_err(classify_transport)?
+            .ok_or(CloudApiError::TooLarge {
+                limit: self.media_max_bytes,
+            })?;
+        Ok(MediaFile {
+            bytes,
+            mime_type: info.mime_type,
+        })
+    }
+
+    /// Meta's own rate-limit answers push the shared pacing back, so other replicas wait too.
+    async fn slow_down_after(&self, error: &CloudApiError, from: &PhoneNumberId, to: &Recipient) {
+        let pair = match error.code() {
+            Some(130429) => false,
+            Some(131056) => true,
+            _ => return,
+        };
+        let by = error
+            .retry_after()
+            .unwrap_or(Duration::from_secs(if pair { 6 } else { 1 }));
+        self.pacer
+            .slow_down(from.as_str(), to.key(), pair, by)
+            .await;
+    }
+
+    /// Whether `url` may receive the access token: the configured Graph API (same scheme, host and
+    /// port) or, over HTTPS, Meta's media hosts.
+    fn is_meta_host(&self, url: &str) -> bool {
+        let (Ok(url), Ok(base)) = (
+            reqwest::Url::parse(url),
+            reqwest::Url::parse(&self.base_url),
+        ) else {
+            return false;
+        };
+        let same_as_base = url.scheme() == base.scheme()
+            && url.host_str() == base.host_str()
+            && url.port_or_known_default() == base.port_or_known_default();
+        let meta_cdn = url.scheme() == "https"
+            && url.host_str().is_some_and(|host| {
+                let host = host.to_ascii_lowercase();
+                META_MEDIA_HOST_SUFFIXES
+                    .iter()
+                    .any(|suffix| host.ends_with(suffix))
+            });
+        same_as_base || meta_cdn
+    }
+
+    /// Runs `call` until it succeeds, fails permanently, or the attempts are used up.
+    async fn with_retries<T, F, Fut>(
+        &self,
+        from: &PhoneNumberId,
+        mut call: F,
+    ) -> Result<T, CloudApiError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, CloudApiError>>,
+    {
+        let mut attempt = 1;
+        loop {
+            match call().await {
+                Ok(value) => return Ok(value),
+                Err(error) if error.is_retryable() && attempt < self.retry.attempts => {
+                    let delay = error
+                        .retry_after()
+                        .unwrap_or_else(|| self.backoff(attempt))
+                        .min(Duration::from_secs(60));
+                    tracing::debug!(
+                        from = %from,
+                        attempt,
+                        delay_ms = delay.as_millis() as u64,
+                        error = %error,
+                        "Graph API call failed; retrying"
+                    );
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// Full jitter: uniform in [0, min(max, base * 2^(attempt-1))].
+    fn backoff(&self, attempt: u32) -> Duration {
+        let ceiling = self
+            .retry
+            .base
+            .saturating_mul(1u32 << (attempt - 1).min(16))
+            .min(self.retry.max);
+        let millis = ceiling.as_millis() as u64;
+        Duration::from_millis(rand::rng().random_range(0..=millis))
+    }
+
+    async fn post<R: serde::de::DeserializeOwned>(
+        &self,
+        from: &PhoneNumberId,
+        body: &serde_json::Value,
+    ) -> Result<R, CloudApiError> {
+        let url = format!("{}/{}/{}/messages", self.base_url, self.version, from);
+        let response = self
+            .http
+            .post(url)
+            .bearer_auth(self.token_for(from).expose_secret())
+            .json(body)
+            .send()
+            .await
+            .map_err(classify_transport)?;
+        tracing::Span::current().record("http.response.status_code", response.status().as_u16());
+        read_json(response).await
+    }
+}
+
+/// Management calls (`wabot doctor`): plain Graph API reads and writes outside `/messages`.
+impl CloudApi {
+    /// `GET {base}/{version}/{path}?{query}` with the token of `number` (the default token
+    /// without one), retried like any call.
+    pub(super) async fn get_graph<R: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+        number: Option<&PhoneNumberId>,
+    ) -> Result<R, CloudApiError> {
+        let url = format!("{}/{}/{}", self.base_url, self.version, path);
+        let token = match number {
+            Some(number) => self.token_for(number),
+            None => &self.token,
+        };
+        let attempts = self.retry.attempts;
+        let mut attempt = 1;
+        loop {
+            let request = self
+                .http
+                .get(&url)
+                .query(query)
+                .bearer_auth(token.expose_secret());
+            let result = match request.send().await {
+                Ok(response) => read_json(response).await,
+                Err(error) => Err(classify_transport(error)),
+            };
+            match result {
+                Err(error) if error.is_retryable() && attempt < attempts => {
+                    tokio::time::sleep(
+                        error.retry_after().unwrap_or_else(|| self.backoff(attempt)),
+                    )
+                    .await;
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    /// `POST {base}/{version}/{path}` without a body, with the default token. Not retried: it
+    /// changes something at Meta, and the caller checks the outcome again.
+    pub(super) async fn post_graph<R: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<R, CloudApiError> {
+        let url = format!("{}/{}/{}", self.base_url, self.version, path);
+        let response = self
+            .http
+            .post(url)
+            .bearer_auth(self.token.expose_secret())
+            .send()
+            .await
+            .map_err(classify_transport)?;
+        read_json(response).await
+    }
+
+    /// The Graph API root the calls go to, for messages (`https://graph.facebook.com/v24.0`).
+    pub fn api_root(&self) -> String {
+        format!("{}/{}", self.base_url, self.version)
+    }
+}
+
+/// Where Meta serves media from (`lookaside.fbsbx.com`, `*.fbcdn.net`, ...).
+const META_MEDIA_HOST_SUFFIXES: &[&str] =
+    &[".fbcdn.net", ".facebook.com", ".fbsbx.com", ".whatsapp.net"];
+
+/// Largest JSON answer read from the Graph API; real ones are a few hundred bytes.
+pub(crate) const MAX_JSON_RESPONSE_BYTES: usize = 1024 * 1024;
+
+/// `host:port` of a URL for messages (never its path or query, which may carry signatures).
+fn url_authority(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(url) => match (url.host_str(), url.port()) {
+            (Some(host), Some(port)) => format!("{host}:{port}"),
+            (Some(host), None) => host.to_string(),
+            _ => "none".into(),
+        },
+        Err(_) => "unparseable URL".into(),
+    }
+}
+
+/// The body, or `Ok(None)` as soon as it would exceed `limit` bytes (nothing more is read, so a
+/// huge or endless answer costs at most `limit`).
+pub(crate) async fn read_limited(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Option<bytes::Bytes>, reqwest::Error> {
+    if response
+        .content_length()
+        .is_some_and(|len| len > limit as u64)
+    {
+        return Ok(None);
+    }
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > limit {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body.freeze()))
+}
+
+/// Success body as `R`, or Meta's error envelope as a typed error.
+async fn read_json<R: serde::de::DeserializeOwned>(
+    response: reqwest::Response,
+) -> Result<R, CloudApiError> {
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let bytes = read_limited(response, MAX_JSON_RESPONSE_BYTES)
+        .await
+        .map_err(classify_transport)?
+        .ok_or_else(|| {
+            CloudApiError::Decode(format!(
+                "the answer (HTTP {}) is larger than {MAX_JSON_RESPONSE_BYTES} bytes",
+                status.as_u16()
+            ))
+        })?;
+    if status.is_success() {
+        return serde_json::from_slice(&bytes).map_err(|e| CloudApiError::Decode(e.to_string()));
+    }
+    match serde_json::from_slice::<ErrorEnvelope>(&bytes) {
+        Ok(envelope) => {
+            let e = envelope.error;
+            Err(CloudApiError::Api {
+                status: status.as_u16(),
+                code: e.code,
+                subcode: e.error_subcode,
+                message: e.message,
+                details: e.error_data.and_then(|d| d.details),
+                fbtrace_id: e.fbtrace_id,
+                retry_after_secs: retry_after,
+            })
+        }
+        Err(_) => Err(CloudApiError::Http {
+            status: status.as_u16(),
+        }),
+    }
+}
+
+/// A Graph API span with the fields every request records; `tracing` wants each span's name as a
+/// literal, hence a macro rather than a function.
+macro_rules! graph_request_span {
+    ($name:literal, $method:literal, $from:expr $(, $field:ident = $value:expr)* $(,)?) => {
+        tracing::debug_span!(
+            $name,
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            http.request.method = $method,
+            from = $from,
+            $($field = $value,)*
+            http.response.status_code = tracing::field::Empty,
+            meta.error_code = tracing::field::Empty,
+        )
+    };
+}
+
+/// The span of one Graph API request (debug level: traced, not logged). The recipient is masked;
+/// bodies (message text) are never recorded.
+fn graph_span(
+    name: &'static str,
+    from: &PhoneNumberId,
+    to: Option<&Recipient>,
+    kind: &str,
+) -> tracing::Span {
+    match name {
+        "graph.send" => graph_request_span!(
+            "graph.send",
+            "POST",
+            from.as_str(),
+            user = to
+                .map(|to| mask_user(to.key().trim_start_matches('+')))
+                .unwrap_or_default(),
+            kind = kind,
+            wamid = tracing::field::Empty,
+        ),
+        "graph.mark_read" => graph_request_span!("graph.mark_read", "POST", from.as_str()),
+        _ => graph_request_span!("graph.media", "GET", from.as_str()),
+    }
+}
+
+/// Records how a Graph API request ended on its span: Meta's error code, or the sent wamid.
+fn record_outcome<R>(
+    span: &tracing::Span,
+    result: &Result<R, CloudApiError>,
+    wamid: impl Fn(&R) -> Option<String>,
+) {
+    if span.is_disabled() {
+        return;
+    }
+    match result {
+        Ok(response) => {
+            if let Some(wamid) = wamid(response) {
+                span.record("wamid", wamid.as_str());
+            }
+        }
+        Err(error) => {
+            span.record("otel.status_code", "ERROR");
+            if let Some(code) = error.code() {
+                span.record("meta.error_code", code);
+            }
+            if let CloudApiError::Http { status } | CloudApiError::Api { status, .. } = error {
+                span.record("http.response.status_code", *status);
+            }
+        }
+    }
+}
+
+fn classify_transport(error: reqwest::Error) -> CloudApiError {
+    if error.is_timeout() {
+        CloudApiError::Timeout(error)
+    } else {
+        CloudApiError::Network(error)
+    }
+}
+
+fn log_failure(error: &CloudApiError, from: &PhoneNumberId, to: &Recipient, kind: &str) {
+    let code = error.code().unwrap_or(0);
+    let to = mask_user(to.key().trim_start_matches('+'));
+    match code {
+        190 => tracing::error!(
+            from = %from, code, error = %error,
+            "the WhatsApp access token is expired or invalid: every send fails until it is replaced"
+        ),
+        131047 => tracing::warn!(
+            from = %from, %to, code,
+            "outside the 24-hour customer service window: only a template can reach this user"
+        ),
+        _ => {
+            tracing::warn!(from = %from, %to, kind, code, class = ?error.class(), error = %error, "send failed")
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! Meta's 24-hour customer-service window: free-form messages only within 24 h of the user's
+//! last message; outside it (or when Meta still answers 131047) the configured re-engagement
+//! template is sent instead, once, or the message is refused with a clear reason.
+
+use serde_json::json;
+
+use crate::config::TemplateRef;
+use crate::domain::{PhoneNumberId, UserId};
+use crate::meta::cloud_api::{CloudApi, CloudApiError, Outgoing, Recipient};
+use crate::store::conversation::{unix_ms, WINDOW_MS};
+
+/// Meta's "re-engagement message": more than 24 h since the user's last message.
+pub const REENGAGEMENT_CODE: i64 = 131047;
+
+/// How a free-form message ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    Sent {
+        wamid: String,
+    },
+    /// The window was closed: the re-engagement template went instead.
+    Template {
+        wamid: String,
+        name: String,
+    },
+    /// Not sent: the window is closed and no template is configured.
+    Refused {
+        reason: String,
+    },
+}
+
+/// Whether free-form messages may be sent, given when the user last wrote (ms).
+pub fn is_open(last_user_ms: Option<i64>) -> bool {
+    last_user_ms.is_some_and(|at| at + WINDOW_MS > unix_ms())
+}
+
+/// The configured re-engagement template as a message, if one is configured.
+pub fn template_message(template: &TemplateRef) -> Option<Outgoing> {
+    if !template.is_configured() {
+        return None;
+    }
+    let components = if template.parameters.is_empty() {
+        Vec::new()
+    } else {
+        let parameters: Vec<_> = template
+            .parameters
+            .iter()
+            .map(|text| json!({"type": "text", "text": text}))
+            .collect();
+        vec![json!({"type": "body", "parameters": parameters})]
+    };
+    Some(Outgoing::Template {
+        name: template.name.clone(),
+        language: template.language.clone(),
+        components,
+    })
+}
+
+/// Sends `message`, respecting the window: a free-form message with the window closed, or
+/// refused by Meta with 131047, becomes the re-engagement template (once; no loop).
+pub async fn send(
+    api: &CloudApi,
+    template: &TemplateRef,
+    pnid: &PhoneNumberId,
+    user: &UserId,
+    message: &Outgoing,
+    window_open: bool,
+) -> Result<Delivery, CloudApiError> {
+    let free_form = !matches!(message, Outgoing::Template { .. });
+    let to = Recipient::of(user);
+    if free_form && !window_open {
+        return instead(api, template, pnid, &to, "the 24-hour window is closed").await;
+    }
+    match api.send(pnid, &to, message, None).await {
+        Ok(sent) => Ok(Delivery::Sent { wamid: sent.wamid }),
+        Err(error) if free_form && error.code() == Some(REENGAGEMENT_CODE) => {
+            instead(
+                api,
+                template,
+                pnid,
+                &to,
+                "Meta answered 131047 (window closed)",
+            )
+            .await
+        }
+        Err(error) => Err(error),
+    }
+}
+
+async fn instead(
+    api: &CloudApi,
+    template: &TemplateRef,
+    pnid: &PhoneNumberId,
+    to: &Recipient,
+    why: &str,
+) -> Result<Delivery, CloudApiError> {
+    let Some(message) = template_message(template) else {
+        return Ok(Delivery::Refused {
+            reason: format!("{why} and no whatsapp.reengagement_template is configured"),
+        });
+    };
+    let sent = api.send(pnid, to, &message, None).await?;
+    Ok(Delivery::Template {
+        wamid: sent.wamid,
+        name: template.name.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_window_is_24_hours_from_the_users_last_message() {
+        let now = unix_ms();
+        assert!(is_open(Some(now - 3600 * 1000)));
+        assert!(!is_open(Some(now - 25 * 3600 * 1000)));
+        assert!(!is_open(None));
+    }
+
+    #[test]
+    fn template_parameters_become_body_parameters() {
+        let template = TemplateRef {
+            name: "follow_up".into(),
+            language: "es".into(),
+            parameters: vec!["Ana".into()],
+        };
+        let Some(Outgoing::Template { components, .. }) = template_message(&template) else {
+            panic!("a template");
+        };
+        assert_eq!(components[0]["parameters"][0]["text"], "Ana");
+        let none = TemplateRef {
+            name: String::new(),
+            language: "en".into(),
+            parameters: vec![],
+        };
+        assert!(template_message(&none).is_none());
+    }
+}

@@ -1,0 +1,6 @@
+//! Durable, ordered processing: partition leases, per-conversation FIFOs, retries and dead letters
+//! (`worker`, with the events dispatcher inside it), and outbound messages made inbox items. Knows
+//! nothing of what the bot answers (the `Handler` trait). May import store, meta, ops, config, domain.
+
+pub mod outbound;
+pub mod worker;
