@@ -8,7 +8,10 @@ async fn main() -> std::process::ExitCode {
     match wabot::app::cli::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("wabot: {}", wabot::http::error::error_chain(error.as_ref()));
+            eprintln!(
+                "wabot: {}",
+                wabot::ops::telemetry::error_chain(error.as_ref())
+            );
             std::process::ExitCode::FAILURE
         }
     }

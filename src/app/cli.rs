@@ -243,7 +243,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     let (pnid, user) = ids(&phone_number_id, &user)?;
                     let minutes = minutes.unwrap_or(settings.handoff.timeout_secs.div_ceil(60));
                     anyhow::ensure!(minutes > 0, "--minutes must be at least 1");
-                    let until = crate::store::conversation::unix_ms() + (minutes as i64) * 60_000;
+                    let until = crate::domain::clock::unix_ms() + (minutes as i64) * 60_000;
                     let mut info = serde_json::json!({"reason": "operator"});
                     if let Some(note) = note {
                         info["note"] = note.into();

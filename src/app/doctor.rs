@@ -98,7 +98,7 @@ impl fmt::Display for Report {
 
 /// What an error of a Graph API call means for the operator.
 fn explain(error: &CloudApiError) -> String {
-    let cause = crate::http::error::error_chain(error);
+    let cause = crate::ops::telemetry::error_chain(error);
     match error.code() {
         Some(190) => format!("{cause} (the access token is expired or invalid)"),
         Some(10) | Some(200) => format!("{cause} (the token lacks a permission)"),

@@ -16,7 +16,7 @@ use crate::bot::i18n::{I18nError, Texts};
 use crate::bot::responder::{self, ResponderError};
 use crate::bot::transcription::Transcriber;
 use crate::config::Settings;
-use crate::http::routes::{self, AppState};
+use crate::http::state::{AppState, ConsoleState};
 use crate::meta::cloud_api::{CloudApi, CloudApiError};
 use crate::meta::webhook::SignatureVerifier;
 use crate::ops::telemetry::RequestSpan;
@@ -245,16 +245,14 @@ impl Application {
                 source,
             })?
             .port();
-        let console = settings
-            .admin_enabled()
-            .then(|| crate::http::console::ConsoleState {
-                sessions: SessionStore::new(
-                    redis.clone(),
-                    services.keys.clone(),
-                    settings.admin.session_ttl_secs,
-                ),
-                reengagement_template: settings.whatsapp.reengagement_template.clone(),
-            });
+        let console = settings.admin_enabled().then(|| ConsoleState {
+            sessions: SessionStore::new(
+                redis.clone(),
+                services.keys.clone(),
+                settings.admin.session_ttl_secs,
+            ),
+            reengagement_template: settings.whatsapp.reengagement_template.clone(),
+        });
         let state = AppState {
             verifier: SignatureVerifier::new(settings.whatsapp.app_secrets()),
             verify_token: settings.whatsapp.verify_token.clone(),
@@ -270,7 +268,7 @@ impl Application {
         let state = web::Data::new(state);
         let request_timeout = Duration::from_secs(settings.server.request_timeout_secs);
         // One budget for the whole process: every HTTP worker's bodies count against it.
-        let body_limits = web::Data::new(routes::webhook::BodyLimits::new(
+        let body_limits = web::Data::new(crate::http::routes::webhook::BodyLimits::new(
             settings.server.max_inflight_body_bytes,
             request_timeout,
         ));
@@ -279,7 +277,7 @@ impl Application {
                 .wrap(TracingLogger::<RequestSpan>::new())
                 .app_data(state.clone())
                 .app_data(body_limits.clone())
-                .configure(routes::configure)
+                .configure(crate::http::configure)
         })
         .listen(listener)
         .map_err(|source| StartupError::Bind { address, source })?

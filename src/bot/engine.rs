@@ -24,10 +24,10 @@ use crate::domain::{
     DeliveryStatus, InboundMessage, InboxItem, MessageContent, Origin, OutboundContent,
     OutboundMessage, OutboundSource, StatusUpdate,
 };
-use crate::http::error::error_chain;
 use crate::meta::cloud_api::{CloudApi, Outgoing, Recipient};
 use crate::meta::window::{self, Delivery};
 use crate::ops::monitoring;
+use crate::ops::telemetry::error_chain;
 use crate::pipeline::worker::{HandleError, Handled, Handler, LeaseGuard};
 use crate::store::conversation::{
     Admission, AdmitMode, ConversationStore, DeliveryError, OutboundStart, Role, Subject, Turn,
@@ -263,7 +263,7 @@ impl Engine {
                     format!("[template: {}]", self.options.reengagement_template.name),
                     "template",
                     &wamid,
-                    unix_now(),
+                    crate::domain::clock::unix_secs(),
                 )
             }
             None => {
@@ -276,7 +276,7 @@ impl Engine {
                         code: window::REENGAGEMENT_CODE,
                         title: Some("the 24-hour window is closed and no re-engagement template is configured".into()),
                     },
-                    unix_now(),
+                    crate::domain::clock::unix_secs(),
                 )
             }
         };
@@ -336,7 +336,7 @@ impl Engine {
             window::is_open(last_user_ms),
         )
         .await?;
-        let now = unix_now();
+        let now = crate::domain::clock::unix_secs();
         let turn = match delivery {
             Delivery::Sent { wamid } => {
                 metrics::counter!(monitoring::OUTBOUND, "outcome" => "sent").increment(1);
@@ -458,7 +458,7 @@ impl Engine {
                 self.hand_off(message, note.as_deref()).await;
             }
         }
-        let now = unix_now();
+        let now = crate::domain::clock::unix_secs();
         let turns: Vec<Turn> = reply
             .actions
             .iter()
@@ -570,7 +570,7 @@ impl Engine {
     /// runs it again on the retry: what it does must be idempotent.
     async fn hand_off(&self, message: &InboundMessage, note: Option<&str>) {
         // Idempotent: a retry sets the same deadline again (and the event goes out at least once).
-        let until = crate::store::conversation::unix_ms()
+        let until = crate::domain::clock::unix_ms()
             .saturating_add(i64::try_from(self.options.handoff_ms).unwrap_or(i64::MAX));
         let mut info = serde_json::json!({"reason": "requested", "by": "bot"});
         if let Some(note) = note {
@@ -709,7 +709,7 @@ impl Engine {
                         _ => Vec::new(),
                     },
                 },
-                requested_at: unix_now(),
+                requested_at: crate::domain::clock::unix_secs(),
             };
             self.handle_outbound(&again, lease).await?;
             // After the send: a crash in between leaves the flag unset, and the template's id
@@ -858,13 +858,6 @@ impl Handler for Engine {
             }
         }
     }
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -1,23 +1,6 @@
 //! When a user asks for a person: the `/agent` command and the configured keywords, compared
 //! as whole words with case and accents ignored ("Quiero hablar con un ASESOR", "atendénte").
-
-/// Lower case without accents, so "Asesór" matches "asesor".
-pub fn normalise(text: &str) -> String {
-    text.trim()
-        .chars()
-        .flat_map(char::to_lowercase)
-        .map(|c| match c {
-            'á' | 'à' | 'â' | 'ã' | 'ä' => 'a',
-            'é' | 'è' | 'ê' | 'ë' => 'e',
-            'í' | 'ì' | 'î' | 'ï' => 'i',
-            'ó' | 'ò' | 'ô' | 'õ' | 'ö' => 'o',
-            'ú' | 'ù' | 'û' | 'ü' => 'u',
-            'ç' => 'c',
-            'ñ' => 'n',
-            other => other,
-        })
-        .collect()
-}
+use crate::bot::i18n::normalize;
 
 /// Recognises a request for a person in a user's text.
 #[derive(Debug, Clone, Default)]
@@ -31,7 +14,7 @@ impl HandoffDetector {
         HandoffDetector {
             keywords: keywords
                 .iter()
-                .map(|k| words(&normalise(k)))
+                .map(|k| words(&normalize(k)))
                 .filter(|k| !k.is_empty())
                 .collect(),
         }
@@ -39,7 +22,7 @@ impl HandoffDetector {
 
     /// Whether `text` asks for a person.
     pub fn asks_for_person(&self, text: &str) -> bool {
-        let text = normalise(text);
+        let text = normalize(text);
         if matches!(text.as_str(), "/agent" | "/human" | "/humano" | "/agente") {
             return true;
         }

@@ -4,33 +4,20 @@
 
 use std::collections::HashMap;
 
-use crate::bot::responder::normalize;
+use unicode_normalization::UnicodeNormalization;
+
 use crate::config::{SentenceOverrides, Settings};
+pub use crate::domain::language::Language;
 use crate::domain::InboundMessage;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Language {
-    En,
-    Es,
-    Pt,
-}
-
-impl Language {
-    pub const ALL: [Language; 3] = [Language::En, Language::Es, Language::Pt];
-
-    pub fn code(self) -> &'static str {
-        match self {
-            Language::En => "en",
-            Language::Es => "es",
-            Language::Pt => "pt",
-        }
-    }
-
-    pub fn parse(code: &str) -> Option<Language> {
-        Language::ALL
-            .into_iter()
-            .find(|l| l.code() == code.trim().to_lowercase())
-    }
+/// Text as keywords compare it: lower case, accents and other combining marks removed (NFD),
+/// so "Asesór" matches "asesor" and "Öffnungszeiten" matches "offnungszeiten". The one
+/// normaliser of the rules, the handoff keywords and language detection.
+pub fn normalize(text: &str) -> String {
+    text.nfd()
+        .filter(|c| !unicode_normalization::char::is_combining_mark(*c))
+        .flat_map(char::to_lowercase)
+        .collect()
 }
 
 /// Every sentence wabot says on its own. The `key` is the name under `[texts.<language>]`.
@@ -291,6 +278,27 @@ mod tests {
         assert_eq!(detect("What are your opening hours?"), Some(Language::En));
         assert_eq!(detect("ok"), None);
         assert_eq!(detect("12345"), None);
+    }
+
+    #[test]
+    fn sentences_are_overridden_per_language_from_the_settings() {
+        let s = crate::config::testing::settings(&[
+            ("WABOT_CONVERSATION__LANGUAGE", "es"),
+            ("WABOT_TEXTS__ES__RESET", "Listo."),
+        ])
+        .expect("loads");
+        let texts = Texts::from_settings(&s).expect("texts");
+        assert_eq!(texts.get(Language::Es, Sentence::Reset), "Listo.");
+        assert!(texts
+            .get(Language::Es, Sentence::RateLimited)
+            .starts_with("Estás"));
+    }
+
+    #[test]
+    fn the_one_normaliser_drops_case_and_accents() {
+        assert_eq!(normalize("Olá! HORÁRIO"), "ola! horario");
+        assert_eq!(normalize("Öffnungszeiten"), "offnungszeiten");
+        assert_eq!(normalize("Asesór atendénte"), "asesor atendente");
     }
 
     #[test]

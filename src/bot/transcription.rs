@@ -78,7 +78,7 @@ pub async fn user_image(
     match api.download_media(&message.phone_number_id, media_id).await {
         Ok(file) => Some(file),
         Err(error) => {
-            tracing::warn!(user = %message.user, error = %crate::http::error::error_chain(&error), "could not download an image for the model");
+            tracing::warn!(user = %message.user, error = %crate::ops::telemetry::error_chain(&error), "could not download an image for the model");
             None
         }
     }

@@ -6,6 +6,7 @@
 //! The environment is passed in as a map so tests can load settings without touching the
 //! process environment (which every test thread shares).
 
+use crate::domain::language::Language;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -141,11 +142,11 @@ pub struct HandoffSettings {
 }
 
 impl HandoffSettings {
-    /// The keywords, normalised the way user text is compared with them.
+    /// The keywords, trimmed (the handoff detector normalises them as it does user text).
     pub fn keyword_list(&self) -> Vec<String> {
         self.keywords
             .split(',')
-            .map(crate::bot::handoff::normalise)
+            .map(|k| k.trim().to_string())
             .filter(|k| !k.is_empty())
             .collect()
     }
@@ -719,13 +720,23 @@ impl Settings {
                 });
             }
         }
-        crate::bot::i18n::Texts::from_settings(self).map_err(|e| ConfigError::Invalid {
-            setting: match e {
-                crate::bot::i18n::I18nError::Language(_) => "conversation.language",
-                crate::bot::i18n::I18nError::OverrideLanguage(_) => "texts",
-            },
-            reason: e.to_string(),
-        })?;
+        let language = self.conversation.language.trim().to_lowercase();
+        if language != "auto" && Language::parse(&language).is_none() {
+            return Err(ConfigError::Invalid {
+                setting: "conversation.language",
+                reason: format!("must be en, es, pt or auto, not `{language}`"),
+            });
+        }
+        if let Some(code) = self
+            .texts
+            .keys()
+            .find(|code| Language::parse(code).is_none())
+        {
+            return Err(ConfigError::Invalid {
+                setting: "texts",
+                reason: format!("`texts.{code}` is not a shipped language (en, es, pt)"),
+            });
+        }
         Ok(())
     }
 
@@ -821,18 +832,22 @@ fn empty_as_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String
     Ok(value.filter(|v| !v.trim().is_empty()))
 }
 
+/// Settings from environment pairs alone, for the unit tests of the layers above.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub mod testing {
+    use std::collections::HashMap;
+    use std::path::PathBuf;
 
-    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    use super::{ConfigError, Settings};
+
+    pub fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
     }
 
-    fn required() -> Vec<(&'static str, &'static str)> {
+    pub fn required() -> Vec<(&'static str, &'static str)> {
         vec![
             ("WHATSAPP_APP_SECRET", "s1"),
             ("WHATSAPP_VERIFY_TOKEN", "vt"),
@@ -840,9 +855,22 @@ mod tests {
         ]
     }
 
-    fn no_dir() -> PathBuf {
+    pub fn no_dir() -> PathBuf {
         PathBuf::from("/nonexistent-wabot-config")
     }
+
+    /// The required settings, then `pairs` on top.
+    pub fn settings(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let mut all = required();
+        all.extend_from_slice(pairs);
+        Settings::load_from(&no_dir(), &env(&all))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{env, no_dir, required};
+    use super::*;
 
     #[test]
     fn defaults_apply_without_files() {
@@ -1016,16 +1044,11 @@ mod tests {
 
     #[test]
     fn sentences_are_overridden_per_language_and_typos_are_refused() {
-        use crate::bot::i18n::{Language, Sentence, Texts};
         let mut pairs = required();
         pairs.push(("WABOT_CONVERSATION__LANGUAGE", "es"));
         pairs.push(("WABOT_TEXTS__ES__RESET", "Listo."));
         let s = Settings::load_from(&no_dir(), &env(&pairs)).expect("loads");
-        let texts = Texts::from_settings(&s).expect("texts");
-        assert_eq!(texts.get(Language::Es, Sentence::Reset), "Listo.");
-        assert!(texts
-            .get(Language::Es, Sentence::RateLimited)
-            .starts_with("Estás"));
+        assert_eq!(s.texts["es"].reset, "Listo.");
         let mut typo = required();
         typo.push(("WABOT_TEXTS__ES__RESETT", "x"));
         let err = Settings::load_from(&no_dir(), &env(&typo)).expect_err("must fail");

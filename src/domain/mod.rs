@@ -3,6 +3,9 @@
 //! These types are also the stored form of an accepted message (serde), so changing them is a
 //! storage format change: add fields with defaults, never rename.
 
+pub mod clock;
+pub mod language;
+
 use std::fmt;
 
 use serde::{Deserialize, Serialize};

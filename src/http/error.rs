@@ -4,7 +4,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 
 use crate::meta::webhook::{ParseError, SignatureError};
-use crate::ops::telemetry::LogVerdict;
+use crate::ops::telemetry::{error_chain, LogVerdict};
 use crate::store::sink::SinkError;
 
 #[derive(Debug, thiserror::Error)]
@@ -117,16 +117,4 @@ impl ApiError {
     pub fn redis(error: crate::store::StoreError) -> ApiError {
         ApiError::Store(error)
     }
-}
-
-/// `error: cause: cause` on one line.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut out = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    out
 }

@@ -4,3 +4,12 @@
 pub mod console;
 pub mod error;
 pub mod routes;
+pub mod state;
+
+use actix_web::web;
+
+/// Every route of the service: the API's and the console's.
+pub fn configure(app: &mut web::ServiceConfig) {
+    routes::configure(app);
+    app.service(console::scope());
+}

@@ -5,9 +5,9 @@
 use serde_json::json;
 
 use crate::config::TemplateRef;
+use crate::domain::clock::unix_ms;
 use crate::domain::{PhoneNumberId, UserId};
 use crate::meta::cloud_api::{CloudApi, CloudApiError, Outgoing, Recipient};
-use crate::store::conversation::{unix_ms, WINDOW_MS};
 
 /// Meta's "re-engagement message": more than 24 h since the user's last message.
 pub const REENGAGEMENT_CODE: i64 = 131047;
@@ -28,6 +28,9 @@ pub enum Delivery {
         reason: String,
     },
 }
+
+/// Meta's customer-service window: free-form messages only this long after the user wrote.
+pub const WINDOW_MS: i64 = 24 * 3600 * 1000;
 
 /// Whether free-form messages may be sent, given when the user last wrote (ms).
 pub fn is_open(last_user_ms: Option<i64>) -> bool {

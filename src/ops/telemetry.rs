@@ -63,7 +63,7 @@ pub fn init_with_default(format: LogFormat, default_level: &str) {
     }
     if let Some(error) = otel_error {
         // Tracing is an aid: a bad OTEL_* variable is reported loudly but does not stop the bot.
-        tracing::error!(error = %crate::http::error::error_chain(&error), "OpenTelemetry tracing is off");
+        tracing::error!(error = %crate::ops::telemetry::error_chain(&error), "OpenTelemetry tracing is off");
     } else if crate::ops::otel::is_on() {
         tracing::info!("OpenTelemetry tracing on (OTLP/HTTP)");
         for ignored in crate::ops::otel::ignored_variables() {
@@ -222,6 +222,18 @@ impl RootSpanBuilder for RequestSpan {
         // Also sets `otel.status_code` (ERROR for 5xx answers).
         DefaultRootSpanBuilder::on_request_end(span, outcome);
     }
+}
+
+/// `error: cause: cause` on one line.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
 }
 
 #[cfg(test)]

@@ -100,10 +100,7 @@ pub fn request(
         to,
         source,
         content,
-        requested_at: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0),
+        requested_at: crate::domain::clock::unix_secs(),
     })
 }
 

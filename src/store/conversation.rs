@@ -10,6 +10,8 @@
 //! `<turn>` seen, `<turn>:<k>` k outbound messages of its reply sent, `<turn>:r` answered (or
 //! never to be answered), `l` dropped by the rate limit. Scripts: `lua/*.lua`.
 
+use crate::domain::clock::unix_ms;
+use crate::meta::window::WINDOW_MS;
 use std::collections::HashMap;
 
 use fred::prelude::{Client, ClientLike, ClusterInterface, HashesInterface, KeysInterface};
@@ -40,13 +42,6 @@ impl<'a> Subject<'a> {
             id: message.id.as_str(),
         }
     }
-}
-
-pub fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 const COMMON: &str = concat!(
@@ -100,9 +95,6 @@ pub mod field {
     pub const HUMAN_INFO: &str = "hi";
     pub const OTHER_APP: &str = "ro";
 }
-
-/// Meta's customer-service window: free-form messages only this long after the user wrote.
-pub const WINDOW_MS: i64 = 24 * 3600 * 1000;
 
 /// How long a quarantined (corrupt) conversation is kept for inspection.
 const QUARANTINE_SECS: u64 = 7 * 24 * 3600;
@@ -484,7 +476,7 @@ impl ConversationStore {
             self.limits.max_history.to_string(),
             parts_sent.to_string(),
             if last { "1" } else { "0" }.to_string(),
-            super::queue::now_ms().to_string(),
+            unix_ms().to_string(),
         ]);
         args.extend(turns.iter().map(Turn::encode));
         ConversationWrite {

@@ -1,6 +1,7 @@
 //! The worker side of the inbox: partition leases, replica heartbeats, reading a partition's
 //! stream through the consumer group, and lease-checked acknowledgement and dead-lettering.
 
+use crate::domain::clock::unix_ms;
 use std::collections::HashMap;
 
 use fred::prelude::{
@@ -309,7 +310,7 @@ impl Queue {
             entry.raw.clone(),
             error.to_string(),
             attempts.to_string(),
-            now_ms().to_string(),
+            unix_ms().to_string(),
         ];
         self.finish(partition, &self.finish, Vec::new(), args).await
     }
@@ -429,7 +430,7 @@ impl Queue {
         let oldest = first
             .first()
             .and_then(|(id, _)| id.split('-').next()?.parse::<i64>().ok())
-            .map(|ms| (now_ms() - ms).max(0))
+            .map(|ms| (unix_ms() - ms).max(0))
             .unwrap_or(0);
         Ok((depth, oldest))
     }
@@ -440,7 +441,7 @@ impl Queue {
         let key = self.keys.with_person(partition);
         let pipeline = self.client.pipeline();
         let _: () = pipeline
-            .zremrangebyscore(&key, f64::NEG_INFINITY, now_ms() as f64)
+            .zremrangebyscore(&key, f64::NEG_INFINITY, unix_ms() as f64)
             .await?;
         let _: () = pipeline.zcard(&key).await?;
         let (_, waiting): (i64, u64) = pipeline.all().await?;
@@ -472,14 +473,6 @@ impl Drop for DedicatedQueue {
             });
         }
     }
-}
-
-/// Wall-clock milliseconds since the Unix epoch (heartbeats, dead-letter times).
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 impl DeadLetter {

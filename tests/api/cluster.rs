@@ -178,7 +178,7 @@ async fn the_console_lists_and_searches_conversations_across_the_masters() {
     let app = spawn(options.replica_of(&cluster.url(), &graph, "cco")).await;
     let store = app.conversations().await;
     let pnid = wabot::domain::PhoneNumberId::parse("123").expect("pnid");
-    let until = wabot::store::conversation::unix_ms() + 3_600_000;
+    let until = wabot::domain::clock::unix_ms() + 3_600_000;
     let users: Vec<String> = (0..8).map(|i| format!("1888000{i:04}")).collect();
     for user in &users[..6] {
         let user = wabot::domain::UserId::parse(user).expect("user");

@@ -517,7 +517,7 @@ async fn the_sliding_ttl_is_refreshed_once_it_ran_down_and_a_new_history_always_
     );
 
     // The last refresh 7 s ago: the next message slides both keys' TTL again.
-    let now_ms = wabot::store::queue::now_ms();
+    let now_ms = wabot::domain::clock::unix_ms();
     redis.cli(&["HSET", &conv, "x", &(now_ms - 7_000).to_string()]);
     let third = message("wamid.ttl3", "y otra");
     admit(&store, &third, AdmitMode::Answer).await;
@@ -613,7 +613,7 @@ async fn a_handoff_longer_than_the_session_ttl_keeps_the_conversation_until_it_e
     assert!(kept_for_the_handoff(both()), "{:?}", both());
 
     // A message while the person has it, its refresh due: not cut back to the session TTL.
-    let now_ms = wabot::store::queue::now_ms();
+    let now_ms = wabot::domain::clock::unix_ms();
     redis.cli(&["HSET", &conv, "x", &(now_ms - 60_000).to_string()]);
     assert_eq!(
         admit(
@@ -655,7 +655,7 @@ async fn a_handoff_longer_than_the_session_ttl_keeps_the_conversation_until_it_e
 
     // Taken from the console for two hours.
     assert!(store.give_back(&pnid, &user).await.expect("resume"));
-    let until = wabot::store::queue::now_ms() + 7_200_000;
+    let until = wabot::domain::clock::unix_ms() + 7_200_000;
     store
         .take_over(&pnid, &user, until, &serde_json::json!({"by": "ops"}), None)
         .await

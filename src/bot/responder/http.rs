@@ -18,8 +18,8 @@ use super::{HistoryTurn, Reply, Responder, ResponderInput, Speaker};
 use crate::bot::i18n::{Language, Sentence, Texts};
 use crate::config::HttpResponderSettings;
 use crate::domain::{InboundMessage, MessageContent};
-use crate::http::error::error_chain;
 use crate::meta::cloud_api::read_limited;
+use crate::ops::telemetry::error_chain;
 
 /// The header carrying the body's signature, like Meta's `X-Hub-Signature-256`.
 pub const SIGNATURE_HEADER: &str = "X-Wabot-Signature-256";
@@ -27,8 +27,6 @@ pub const SIGNATURE_HEADER: &str = "X-Wabot-Signature-256";
 pub const MAX_ANSWER_BYTES: usize = 1024 * 1024;
 /// How much of a bad answer is logged.
 const LOGGED_PREFIX_CHARS: usize = 200;
-/// Meta's customer-service window: free-form messages up to 24 h after the user's last one.
-const WINDOW_SECS: i64 = 24 * 3600;
 
 pub struct HttpResponder {
     http: reqwest::Client,
@@ -230,7 +228,7 @@ fn request<'a>(
     let received = if message.timestamp > 0 {
         message.timestamp
     } else {
-        unix_now()
+        crate::domain::clock::unix_secs()
     };
     BackendRequest {
         message: WireMessage {
@@ -262,17 +260,10 @@ fn request<'a>(
             .collect(),
         conversation: WireConversation {
             phone_number_id: message.phone_number_id.as_str(),
-            window_open_until: received + WINDOW_SECS,
+            window_open_until: received + crate::meta::window::WINDOW_MS / 1000,
             language: language.code(),
         },
     }
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 #[async_trait]

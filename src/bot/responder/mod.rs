@@ -16,7 +16,7 @@ use crate::config::{ResponderKind, Settings};
 use crate::domain::{InboundMessage, MessageContent};
 pub use http::HttpResponder;
 pub use openai::OpenAiResponder;
-pub use rules::{normalize, RulesError, RulesResponder};
+pub use rules::{RulesError, RulesResponder};
 
 /// Who said a turn of the history, as responders see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

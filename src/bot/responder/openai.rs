@@ -20,8 +20,8 @@ use super::{Reply, Responder, ResponderInput};
 use crate::bot::i18n::{Language, Sentence, Texts};
 use crate::config::{OpenAiSettings, ToolSettings};
 use crate::domain::{InboundMessage, MessageContent};
-use crate::http::error::error_chain;
 use crate::meta::cloud_api::read_limited;
+use crate::ops::telemetry::error_chain;
 
 /// The built-in tool that turns its arguments into reply actions.
 const ACTIONS_TOOL: &str = "actions";

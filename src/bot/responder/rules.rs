@@ -9,11 +9,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use regex::{Regex, RegexBuilder};
 use serde::Deserialize;
-use unicode_normalization::UnicodeNormalization;
 
 use super::wire::{into_actions, WireAction};
 use super::{Action, Reply, Responder, ResponderInput};
-use crate::bot::i18n::{Language, Sentence, Texts};
+use crate::bot::i18n::{normalize, Language, Sentence, Texts};
 use crate::domain::MessageContent;
 
 /// Used when the configured rules file does not exist.
@@ -253,14 +252,6 @@ impl Responder for RulesResponder {
     }
 }
 
-/// Lowercase without accents: "Horário" → "horario", "Öffnungszeiten" → "offnungszeiten".
-pub fn normalize(text: &str) -> String {
-    text.nfd()
-        .filter(|c| !unicode_normalization::char::is_combining_mark(*c))
-        .flat_map(char::to_lowercase)
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -283,12 +274,6 @@ mod tests {
             .map(|a| crate::bot::reply::describe(a).0)
             .collect::<Vec<_>>()
             .join("\n")
-    }
-
-    #[test]
-    fn normalizes_case_and_accents() {
-        assert_eq!(normalize("Olá! HORÁRIO"), "ola! horario");
-        assert_eq!(normalize("Öffnungszeiten"), "offnungszeiten");
     }
 
     #[test]

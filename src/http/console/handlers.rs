@@ -2,6 +2,7 @@
 //! (take over, give back, reply, live updates) and dead letters. Actions go through the same
 //! store calls and outbound queue as the admin API.
 
+use crate::domain::clock::unix_ms;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use fred::prelude::ClientLike;
@@ -13,12 +14,10 @@ use super::session::{self, SESSION_COOKIE, SIGN_IN_COOKIE};
 use super::{ConsoleError, ConsoleState, CSS, JS};
 use crate::domain::{OutboundSource, PhoneNumberId, UserId};
 use crate::http::routes::admin::{check_conversation_cursor, dead_letter_id};
-use crate::http::routes::AppState;
+use crate::http::state::AppState;
 use crate::ops::telemetry::{rejections, LogVerdict};
 use crate::pipeline::outbound;
-use crate::store::conversation::{
-    unix_ms, ConversationRef, ConversationStore, ConversationView, Owner,
-};
+use crate::store::conversation::{ConversationRef, ConversationStore, ConversationView, Owner};
 use crate::store::queue::Queue;
 use crate::store::sessions::Session;
 

@@ -10,17 +10,9 @@ use actix_web::http::StatusCode;
 use actix_web::middleware::DefaultHeaders;
 use actix_web::{web, HttpResponse, ResponseError};
 
-use crate::config::TemplateRef;
 use crate::ops::telemetry::LogVerdict;
-use crate::store::sessions::SessionStore;
 
-/// What the console needs beyond the admin API's state.
-#[derive(Clone)]
-pub struct ConsoleState {
-    pub sessions: SessionStore,
-    /// Offered when the 24-hour window is closed (when configured).
-    pub reengagement_template: TemplateRef,
-}
+pub use crate::http::state::ConsoleState;
 
 /// Nothing but our own files: no inline script or style, no framing, forms only to us.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
@@ -133,7 +125,7 @@ impl ConsoleError {
     fn log(&self, status: StatusCode) {
         let outage = matches!(self, ConsoleError::Store(_) | ConsoleError::Sink(_));
         let kind = self.kind();
-        let chain = crate::http::error::error_chain(self);
+        let chain = crate::ops::telemetry::error_chain(self);
         match crate::ops::telemetry::rejections().check(kind) {
             LogVerdict::Log { suppressed } if outage => {
                 tracing::error!(status = status.as_u16(), kind, suppressed, error = %chain, "console request failed");
@@ -231,7 +223,7 @@ pub fn scope() -> actix_web::Scope<
 /// An extractor's refusal: like any other while the console is off.
 fn refusal(request: &actix_web::HttpRequest, error: ConsoleError) -> actix_web::Error {
     let on = request
-        .app_data::<web::Data<crate::http::routes::AppState>>()
+        .app_data::<web::Data<crate::http::state::AppState>>()
         .is_some_and(|state| state.console.is_some());
     if on {
         error.into()

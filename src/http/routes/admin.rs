@@ -8,9 +8,9 @@ use secrecy::ExposeSecret;
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
-use super::AppState;
 use crate::domain::{OutboundSource, PhoneNumberId, UserId};
 use crate::http::error::ApiError;
+use crate::http::state::AppState;
 use crate::pipeline::outbound;
 use crate::store::conversation::ConversationStore;
 use crate::store::queue::{parse_dead_letter_id, Queue};
@@ -320,13 +320,6 @@ async fn enqueue(
     })))
 }
 
-fn unix_now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 /// `POST /admin/conversations/{pnid}/{user}/messages`: an operator answers the user.
 pub async fn send_operator_message(
     request: HttpRequest,
@@ -389,7 +382,7 @@ pub async fn take_over(
         Some(m) => m,
         None => state.handoff_minutes,
     };
-    let until = unix_now_secs() * 1000 + (minutes as i64) * 60_000;
+    let until = crate::domain::clock::unix_ms() + (minutes as i64) * 60_000;
     let mut info = serde_json::json!({ "reason": "operator" });
     if let Some(note) = body.note {
         info["note"] = serde_json::Value::String(note.chars().take(500).collect());

@@ -2,8 +2,8 @@
 
 use actix_web::{web, HttpResponse};
 
-use super::AppState;
 use crate::http::error::ApiError;
+use crate::http::state::AppState;
 use crate::store::connection::ping;
 
 pub async fn health() -> HttpResponse {

@@ -13,9 +13,9 @@ use secrecy::ExposeSecret;
 use subtle::ConstantTimeEq;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::AppState;
 use crate::domain::{mask_user, DeliveryStatus, InboxItem, WebhookBatch};
 use crate::http::error::ApiError;
+use crate::http::state::AppState;
 use crate::meta::webhook::{self as wh, SIGNATURE_HEADER};
 use crate::ops::monitoring;
 

@@ -157,7 +157,7 @@ impl EventDispatcher {
             .body(body.to_string())
             .send()
             .await
-            .map_err(|e| Refused::Transport(crate::http::error::error_chain(&e)))?;
+            .map_err(|e| Refused::Transport(crate::ops::telemetry::error_chain(&e)))?;
         if response.status().is_success() {
             Ok(())
         } else {

@@ -80,7 +80,7 @@ impl HandleError {
 
 impl From<CloudApiError> for HandleError {
     fn from(error: CloudApiError) -> HandleError {
-        let message = crate::http::error::error_chain(&error);
+        let message = crate::ops::telemetry::error_chain(&error);
         if error.is_retryable() {
             HandleError::Retryable {
                 message,
@@ -94,7 +94,7 @@ impl From<CloudApiError> for HandleError {
 
 impl From<StoreError> for HandleError {
     fn from(error: StoreError) -> HandleError {
-        let message = format!("Redis: {}", crate::http::error::error_chain(&error));
+        let message = format!("Redis: {}", crate::ops::telemetry::error_chain(&error));
         if error.is_outage() {
             HandleError::Unavailable(message)
         } else {

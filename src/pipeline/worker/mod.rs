@@ -16,9 +16,9 @@ use tokio::task::{AbortHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::WorkerSettings;
+use crate::domain::clock::unix_ms;
 use crate::ops::monitoring;
 use crate::pipeline::worker::events::EventDispatcher;
-use crate::store::queue::now_ms;
 use crate::store::queue::Queue;
 use crate::store::Client;
 pub use handler::{HandleError, Handled, Handler, LeaseGuard};
@@ -159,7 +159,7 @@ impl Coordinator {
 
             // A failed heartbeat must not stop the renewals: the leases would expire under
             // running work while another replica takes the partitions over.
-            match self.queue.heartbeat(&self.replica, now_ms()).await {
+            match self.queue.heartbeat(&self.replica, unix_ms()).await {
                 Ok(count) => live = count,
                 Err(error) => {
                     tracing::warn!(error = %error, "heartbeat failed; renewing the current leases anyway");

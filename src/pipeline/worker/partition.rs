@@ -21,8 +21,8 @@ use tracing::Instrument;
 use super::handler::{HandleError, Handled, Handler, LeaseGuard};
 use crate::config::WorkerSettings;
 use crate::domain::InboxItem;
-use crate::http::error::error_chain;
 use crate::ops::monitoring;
+use crate::ops::telemetry::error_chain;
 use crate::pipeline::worker::events::EventDispatcher;
 use crate::store::conversation::ConversationWrite;
 use crate::store::queue::{DedicatedQueue, Entry, Queue};
@@ -356,7 +356,7 @@ fn start(
         .next()
         .and_then(|ms| ms.parse::<i64>().ok())
         .unwrap_or(0);
-    let waited = Duration::from_millis((crate::store::queue::now_ms() - stored_ms).max(0) as u64);
+    let waited = Duration::from_millis((crate::domain::clock::unix_ms() - stored_ms).max(0) as u64);
     let wait = ctx.merge_window.saturating_sub(waited);
     let stop = stop.clone();
     tasks.spawn(async move {
