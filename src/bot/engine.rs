@@ -24,7 +24,7 @@ use crate::domain::{
     DeliveryStatus, InboundMessage, InboxItem, MessageContent, Origin, OutboundContent,
     OutboundMessage, OutboundSource, StatusUpdate,
 };
-use crate::meta::cloud_api::{CloudApi, Outgoing, Recipient};
+use crate::meta::cloud_api::{CloudApi, Recipient};
 use crate::meta::window::{self, Delivery};
 use crate::ops::monitoring;
 use crate::ops::telemetry::error_chain;
@@ -211,9 +211,13 @@ impl Engine {
                 tracing::info!(user = %message.user, notice, "rate limited");
                 if notice && lease.is_valid() {
                     let language = self.options.texts.language_of(message);
-                    let text =
-                        Outgoing::text(self.options.texts.get(language, Sentence::RateLimited));
-                    if let Err(error) = self.send(message, &text).await {
+                    let text = Action::Text(
+                        self.options
+                            .texts
+                            .get(language, Sentence::RateLimited)
+                            .into(),
+                    );
+                    if let Err(error) = self.send(message, &text, None).await {
                         tracing::warn!(user = %message.user, error = %error, "rate-limit notice not sent");
                     }
                 }
@@ -233,7 +237,8 @@ impl Engine {
     async fn send(
         &self,
         message: &InboundMessage,
-        outgoing: &Outgoing,
+        outgoing: &Action,
+        context: Option<&str>,
     ) -> Result<String, crate::meta::cloud_api::CloudApiError> {
         let sent = self
             .api
@@ -241,7 +246,7 @@ impl Engine {
                 &message.phone_number_id,
                 &Recipient::of(&message.user),
                 outgoing,
-                None,
+                context,
             )
             .await?;
         Ok(sent.wamid)
@@ -257,7 +262,7 @@ impl Engine {
     ) -> Result<Handled, HandleError> {
         let turn = match window::template_message(&self.options.reengagement_template) {
             Some(template) => {
-                let wamid = self.send(message, &template).await?;
+                let wamid = self.send(message, &template, None).await?;
                 Turn::sent(
                     Role::Bot,
                     format!("[template: {}]", self.options.reengagement_template.name),
@@ -305,26 +310,7 @@ impl Engine {
         if out.source == OutboundSource::Operator {
             metrics::counter!(monitoring::HANDOFFS, "reason" => "operator").increment(1);
         }
-        let message = match &out.content {
-            OutboundContent::Text { text } => Outgoing::text(text),
-            OutboundContent::Template {
-                name,
-                language,
-                components,
-            } => Outgoing::Template {
-                name: name.clone(),
-                language: language.clone(),
-                components: components.clone(),
-            },
-            OutboundContent::Message { message } => message
-                .clone()
-                .into_action()
-                .ok()
-                .and_then(|action| reply::outgoing(&action, ""))
-                .ok_or_else(|| {
-                    HandleError::Permanent("the outbound message is not a sendable action".into())
-                })?,
-        };
+        let message = out.content.action();
         let text = out.content.describe();
         let kind = out.content.kind();
         let delivery = window::send(
@@ -436,7 +422,10 @@ impl Engine {
         let mut sent: Vec<Option<String>> = vec![None; reply.actions.len()];
         for (index, part) in parts.iter().enumerate().skip(parts_sent as usize) {
             lease.check()?;
-            let wamid = match self.send(message, &part.message).await {
+            let wamid = match self
+                .send(message, &part.message, part.context.as_deref())
+                .await
+            {
                 Ok(wamid) => wamid,
                 Err(error) if error.code() == Some(window::REENGAGEMENT_CODE) => {
                     tracing::warn!(user = %message.user, "Meta says the 24-hour window is closed (131047)");
@@ -464,7 +453,7 @@ impl Engine {
             .iter()
             .zip(sent)
             .map(|(action, wamid)| {
-                let (text, kind) = reply::describe(action);
+                let (text, kind) = action.describe();
                 Turn::sent(
                     Role::Bot,
                     bounded(text, self.options.max_turn_chars),
@@ -705,7 +694,7 @@ impl Engine {
                     name: template.name.clone(),
                     language: template.language.clone(),
                     components: match window::template_message(template) {
-                        Some(Outgoing::Template { components, .. }) => components,
+                        Some(Action::Template { components, .. }) => components,
                         _ => Vec::new(),
                     },
                 },

@@ -3,6 +3,7 @@
 //! These types are also the stored form of an accepted message (serde), so changing them is a
 //! storage format change: add fields with defaults, never rename.
 
+pub mod action;
 pub mod clock;
 pub mod language;
 
@@ -482,21 +483,33 @@ pub enum OutboundContent {
     },
     /// Any other message (buttons, list, media, location) in the public action schema
     /// (docs/http-responder.md); free-form, so only inside the window.
-    Message {
-        message: crate::bot::responder::wire::WireAction,
-    },
+    Message { message: action::Action },
 }
 
 impl OutboundContent {
+    /// What goes out.
+    pub fn action(&self) -> action::Action {
+        match self {
+            OutboundContent::Text { text } => action::Action::Text(text.clone()),
+            OutboundContent::Template {
+                name,
+                language,
+                components,
+            } => action::Action::Template {
+                name: name.clone(),
+                language: language.clone(),
+                components: components.clone(),
+            },
+            OutboundContent::Message { message } => message.clone(),
+        }
+    }
+
     /// The history's text for it.
     pub fn describe(&self) -> String {
         match self {
             OutboundContent::Text { text } => text.clone(),
             OutboundContent::Template { name, .. } => format!("[template: {name}]"),
-            OutboundContent::Message { message } => match message.clone().into_action() {
-                Ok(action) => crate::bot::reply::describe(&action).0,
-                Err(_) => "[message]".into(),
-            },
+            OutboundContent::Message { message } => message.describe().0,
         }
     }
 
@@ -504,10 +517,7 @@ impl OutboundContent {
         match self {
             OutboundContent::Text { .. } => "text",
             OutboundContent::Template { .. } => "template",
-            OutboundContent::Message { message } => match message.clone().into_action() {
-                Ok(action) => crate::bot::reply::describe(&action).1,
-                Err(_) => "unsupported",
-            },
+            OutboundContent::Message { message } => message.describe().1,
         }
     }
 }

@@ -5,9 +5,10 @@
 use serde_json::json;
 
 use crate::config::TemplateRef;
+use crate::domain::action::Action;
 use crate::domain::clock::unix_ms;
 use crate::domain::{PhoneNumberId, UserId};
-use crate::meta::cloud_api::{CloudApi, CloudApiError, Outgoing, Recipient};
+use crate::meta::cloud_api::{CloudApi, CloudApiError, Recipient};
 
 /// Meta's "re-engagement message": more than 24 h since the user's last message.
 pub const REENGAGEMENT_CODE: i64 = 131047;
@@ -38,7 +39,7 @@ pub fn is_open(last_user_ms: Option<i64>) -> bool {
 }
 
 /// The configured re-engagement template as a message, if one is configured.
-pub fn template_message(template: &TemplateRef) -> Option<Outgoing> {
+pub fn template_message(template: &TemplateRef) -> Option<Action> {
     if !template.is_configured() {
         return None;
     }
@@ -52,7 +53,7 @@ pub fn template_message(template: &TemplateRef) -> Option<Outgoing> {
             .collect();
         vec![json!({"type": "body", "parameters": parameters})]
     };
-    Some(Outgoing::Template {
+    Some(Action::Template {
         name: template.name.clone(),
         language: template.language.clone(),
         components,
@@ -66,10 +67,10 @@ pub async fn send(
     template: &TemplateRef,
     pnid: &PhoneNumberId,
     user: &UserId,
-    message: &Outgoing,
+    message: &Action,
     window_open: bool,
 ) -> Result<Delivery, CloudApiError> {
-    let free_form = !matches!(message, Outgoing::Template { .. });
+    let free_form = !matches!(message, Action::Template { .. });
     let to = Recipient::of(user);
     if free_form && !window_open {
         return instead(api, template, pnid, &to, "the 24-hour window is closed").await;
@@ -128,7 +129,7 @@ mod tests {
             language: "es".into(),
             parameters: vec!["Ana".into()],
         };
-        let Some(Outgoing::Template { components, .. }) = template_message(&template) else {
+        let Some(Action::Template { components, .. }) = template_message(&template) else {
             panic!("a template");
         };
         assert_eq!(components[0]["parameters"][0]["text"], "Ana");

@@ -4,8 +4,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::bot::reply::validate::check;
-use crate::bot::responder::wire::WireAction;
+use crate::domain::action::WireAction;
 use crate::domain::{
     InboxItem, OutboundContent, OutboundMessage, OutboundSource, PhoneNumberId, UserId,
 };
@@ -43,11 +42,10 @@ pub fn content(
                 .clone()
                 .into_action()
                 .map_err(|e| OutboundError::Invalid(format!("invalid message: {e}")))?;
-            check(&action)
+            action
+                .check()
                 .map_err(|v| OutboundError::Invalid(format!("over Meta's limits: {v}")))?;
-            Ok(OutboundContent::Message {
-                message: message.clone(),
-            })
+            Ok(OutboundContent::Message { message: action })
         }
         (Some(text), None, None) => {
             if text.trim().is_empty() {

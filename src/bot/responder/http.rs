@@ -13,10 +13,10 @@ use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-use super::wire::{into_actions, WireAction, WireError};
 use super::{HistoryTurn, Reply, Responder, ResponderInput, Speaker};
 use crate::bot::i18n::{Language, Sentence, Texts};
 use crate::config::HttpResponderSettings;
+use crate::domain::action::wire::{into_actions, WireAction, WireError};
 use crate::domain::{InboundMessage, MessageContent};
 use crate::meta::cloud_api::read_limited;
 use crate::ops::telemetry::error_chain;

@@ -5,7 +5,6 @@
 mod http;
 mod openai;
 mod rules;
-pub mod wire;
 
 use std::sync::Arc;
 
@@ -13,6 +12,7 @@ use async_trait::async_trait;
 
 use crate::bot::i18n::{Language, Texts};
 use crate::config::{ResponderKind, Settings};
+pub use crate::domain::action::{Action, Choice, MediaKind, MediaSource, Section};
 use crate::domain::{InboundMessage, MessageContent};
 pub use http::HttpResponder;
 pub use openai::OpenAiResponder;
@@ -51,95 +51,6 @@ pub struct ResponderInput<'a> {
     /// The bytes and MIME type of the image the user sent, for a responder that
     /// `wants_images` (downloaded by the engine; `None` otherwise or when that failed).
     pub image: Option<(&'a [u8], &'a str)>,
-}
-
-/// One thing the bot does in answer, sent in order.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Action {
-    /// A text of any length (split into WhatsApp's 4096-character messages when longer).
-    Text(String),
-    /// Up to 3 reply buttons under a text; a tap comes back as a `button_reply` with the id.
-    Buttons {
-        text: String,
-        header: Option<String>,
-        footer: Option<String>,
-        buttons: Vec<Choice>,
-    },
-    /// A list opened by `button`: sections of rows (10 rows in all); a tap comes back as a
-    /// `list_reply` with the row's id.
-    List {
-        text: String,
-        header: Option<String>,
-        footer: Option<String>,
-        button: String,
-        sections: Vec<Section>,
-    },
-    Media {
-        kind: MediaKind,
-        source: MediaSource,
-        caption: Option<String>,
-        /// Documents only: the name the user sees.
-        filename: Option<String>,
-    },
-    Location {
-        latitude: f64,
-        longitude: f64,
-        name: Option<String>,
-        address: Option<String>,
-    },
-    /// A pre-approved template (the only thing that reaches a user outside the 24-hour window).
-    Template {
-        name: String,
-        language: String,
-        /// Meta's `components`, passed through as they are.
-        components: Vec<serde_json::Value>,
-    },
-    /// A reaction to the message being answered.
-    React { emoji: String },
-    /// Hand the conversation to a person. Sends nothing itself; see `Engine::hand_off`.
-    Handoff { note: Option<String> },
-}
-
-/// A reply button, or a row of a list.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Choice {
-    pub id: String,
-    pub title: String,
-    /// List rows only.
-    pub description: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Section {
-    /// Optional when the list has one section.
-    pub title: Option<String>,
-    pub rows: Vec<Choice>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MediaKind {
-    Image,
-    Document,
-    Audio,
-    Video,
-}
-
-impl MediaKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MediaKind::Image => "image",
-            MediaKind::Document => "document",
-            MediaKind::Audio => "audio",
-            MediaKind::Video => "video",
-        }
-    }
-}
-
-/// A public HTTPS link, or the id of media uploaded to Meta.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MediaSource {
-    Link(String),
-    Id(String),
 }
 
 /// A responder's answer: the actions to take, in order; none says nothing.

@@ -14,11 +14,11 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::wire::{into_actions, WireAction};
 use super::{Action, HistoryTurn, Speaker};
 use super::{Reply, Responder, ResponderInput};
 use crate::bot::i18n::{Language, Sentence, Texts};
 use crate::config::{OpenAiSettings, ToolSettings};
+use crate::domain::action::wire::{into_actions, WireAction};
 use crate::domain::{InboundMessage, MessageContent};
 use crate::meta::cloud_api::read_limited;
 use crate::ops::telemetry::error_chain;

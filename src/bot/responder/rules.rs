@@ -10,9 +10,9 @@ use async_trait::async_trait;
 use regex::{Regex, RegexBuilder};
 use serde::Deserialize;
 
-use super::wire::{into_actions, WireAction};
 use super::{Action, Reply, Responder, ResponderInput};
 use crate::bot::i18n::{normalize, Language, Sentence, Texts};
+use crate::domain::action::wire::{into_actions, WireAction};
 use crate::domain::MessageContent;
 
 /// Used when the configured rules file does not exist.
@@ -162,7 +162,8 @@ impl RulesResponder {
             // Meta's limits are checked once here too, so a bad menu fails at start-up rather
             // than in front of a user.
             for action in &actions {
-                crate::bot::reply::validate::check(action)
+                action
+                    .check()
                     .map_err(|e| invalid(format!("rule `{}`: {e}", spec.name)))?;
             }
             rules.push(Rule {
@@ -271,7 +272,7 @@ mod tests {
             .reply_of(rules.answer(id, text), Language::En)
             .actions
             .iter()
-            .map(|a| crate::bot::reply::describe(a).0)
+            .map(|a| a.describe().0)
             .collect::<Vec<_>>()
             .join("\n")
     }

@@ -485,7 +485,7 @@ pub async fn template(
     (request, state, path, form): ConversationForm<ReplyForm>,
 ) -> Result<HttpResponse> {
     let (signed, pnid, user) = acting_on(&request, &state, &path, form.csrf.as_deref()).await?;
-    let Some(crate::meta::cloud_api::message::Outgoing::Template {
+    let Some(crate::domain::action::Action::Template {
         name,
         language,
         components,

@@ -249,7 +249,7 @@ pub struct OutboundBody {
     text: Option<String>,
     template: Option<TemplateBody>,
     /// Buttons, a list, media or a location, in the http responder's action schema.
-    message: Option<crate::bot::responder::wire::WireAction>,
+    message: Option<crate::domain::action::WireAction>,
     /// A retried POST with the same key sends once.
     idempotency_key: Option<String>,
 }

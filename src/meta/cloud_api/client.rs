@@ -18,13 +18,14 @@ use secrecy::{ExposeSecret, SecretString};
 use tracing::Instrument;
 
 use super::error::CloudApiError;
-use super::message::Outgoing;
+use super::message::{graph_type, to_body};
 use super::pacing::{NoPacing, SendPacer};
 use super::split::{split_text, MAX_TEXT_LEN};
 use super::wire::{
     ErrorEnvelope, MarkReadRequest, MediaInfo, SendResponse, SuccessResponse, TypingIndicator,
 };
 use crate::config::WhatsAppSettings;
+use crate::domain::action::Action;
 use crate::domain::{mask_user, PhoneNumberId, UserId};
 use crate::ops::monitoring;
 
@@ -143,18 +144,20 @@ impl CloudApi {
     }
 
     /// Sends one message from the business number `from`, retrying retryable failures.
+    /// `context`: the message a reaction reacts to, or the one the message quotes.
     pub async fn send(
         &self,
         from: &PhoneNumberId,
         to: &Recipient,
-        message: &Outgoing,
-        reply_to: Option<&str>,
+        message: &Action,
+        context: Option<&str>,
     ) -> Result<SentMessage, CloudApiError> {
-        let body = message.to_body(to, reply_to);
+        let body = to_body(message, to, context)?;
+        let kind = graph_type(message).unwrap_or("none");
         let response: SendResponse = self
             .with_retries(from, || async {
                 self.pacer.wait(from.as_str(), to.key()).await;
-                let span = graph_span("graph.send", from, Some(to), message.kind());
+                let span = graph_span("graph.send", from, Some(to), kind);
                 let result = self.post(from, &body).instrument(span.clone()).await;
                 record_outcome(&span, &result, |r: &SendResponse| {
                     r.messages.first().map(|m| m.id.clone())
@@ -169,7 +172,7 @@ impl CloudApi {
                 let code = monitoring::code_label(e.code());
                 metrics::counter!(monitoring::REPLIES, "outcome" => "failed", "code" => code)
                     .increment(1);
-                log_failure(e, from, to, message.kind());
+                log_failure(e, from, to, kind);
             })?;
         metrics::counter!(monitoring::REPLIES, "outcome" => "sent", "code" => "none").increment(1);
         response
@@ -188,7 +191,8 @@ impl CloudApi {
         body: &str,
         reply_to: Option<&str>,
     ) -> Result<SentMessage, CloudApiError> {
-        self.send(from, to, &Outgoing::text(body), reply_to).await
+        self.send(from, to, &Action::Text(body.to_string()), reply_to)
+            .await
     }
 
     /// Sends a text of any length: split into parts of at most 4096 characters at paragraph,

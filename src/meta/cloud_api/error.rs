@@ -35,6 +35,8 @@ pub enum CloudApiError {
     Decode(String),
     #[error("the media file is larger than {limit} bytes")]
     TooLarge { limit: u64 },
+    #[error(transparent)]
+    NotSendable(#[from] super::message::NotSendable),
 }
 
 /// Meta error codes worth retrying (docs/whatsapp-cloud-api.md §6).
@@ -60,7 +62,9 @@ impl CloudApiError {
                 }
             }
             CloudApiError::Timeout(_) | CloudApiError::Network(_) => ErrorClass::Retryable,
-            CloudApiError::Decode(_) | CloudApiError::TooLarge { .. } => ErrorClass::Permanent,
+            CloudApiError::Decode(_)
+            | CloudApiError::TooLarge { .. }
+            | CloudApiError::NotSendable(_) => ErrorClass::Permanent,
         }
     }
 

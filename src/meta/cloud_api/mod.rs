@@ -12,5 +12,5 @@ pub use account::{AppInfo, PhoneNumberInfo, TemplateInfo, Throughput};
 pub(crate) use client::read_limited;
 pub use client::{CloudApi, MediaFile, Recipient, SentMessage};
 pub use error::{CloudApiError, ErrorClass};
-pub use message::{ListRow, ListSection, MediaSource, Outgoing, OutgoingMedia};
+pub use message::NotSendable;
 pub use pacing::{NoPacing, SendPacer};

@@ -93,7 +93,7 @@ pub enum WireError {
 }
 
 impl WireAction {
-    /// The domain action; Meta's limits are checked later, by `reply::validate`.
+    /// The domain action; Meta's limits are checked later (`Action::check`).
     pub fn into_action(self) -> Result<Action, WireError> {
         Ok(match self {
             WireAction::Text { text } => Action::Text(text),
@@ -183,6 +183,102 @@ impl WireMedia {
     }
 }
 
+impl TryFrom<WireAction> for Action {
+    type Error = WireError;
+
+    fn try_from(wire: WireAction) -> Result<Action, WireError> {
+        wire.into_action()
+    }
+}
+
+impl From<Action> for WireAction {
+    fn from(action: Action) -> WireAction {
+        let choice = |c: Choice| WireChoice {
+            id: c.id,
+            title: c.title,
+            description: c.description,
+        };
+        match action {
+            Action::Text(text) => WireAction::Text { text },
+            Action::Buttons {
+                text,
+                header,
+                footer,
+                buttons,
+            } => WireAction::Buttons {
+                text,
+                header,
+                footer,
+                buttons: buttons.into_iter().map(choice).collect(),
+            },
+            Action::List {
+                text,
+                header,
+                footer,
+                button,
+                sections,
+            } => WireAction::List {
+                text,
+                button,
+                header,
+                footer,
+                sections: sections
+                    .into_iter()
+                    .map(|s| WireSection {
+                        title: s.title,
+                        rows: s.rows.into_iter().map(choice).collect(),
+                    })
+                    .collect(),
+            },
+            Action::Media {
+                kind,
+                source,
+                caption,
+                filename,
+            } => {
+                let (link, id) = match source {
+                    MediaSource::Link(link) => (Some(link), None),
+                    MediaSource::Id(id) => (None, Some(id)),
+                };
+                let media = WireMedia {
+                    link,
+                    id,
+                    caption,
+                    filename,
+                };
+                match kind {
+                    MediaKind::Image => WireAction::Image(media),
+                    MediaKind::Document => WireAction::Document(media),
+                    MediaKind::Audio => WireAction::Audio(media),
+                    MediaKind::Video => WireAction::Video(media),
+                }
+            }
+            Action::Location {
+                latitude,
+                longitude,
+                name,
+                address,
+            } => WireAction::Location {
+                latitude,
+                longitude,
+                name,
+                address,
+            },
+            Action::Template {
+                name,
+                language,
+                components,
+            } => WireAction::Template {
+                name,
+                language,
+                components,
+            },
+            Action::React { emoji } => WireAction::Reaction { emoji },
+            Action::Handoff { note } => WireAction::Handoff { note },
+        }
+    }
+}
+
 /// A list of wire actions as domain actions; the first bad one fails them all (a backend's
 /// half-understood answer is worse than its fallback).
 pub fn into_actions(actions: Vec<WireAction>) -> Result<Vec<Action>, WireError> {
@@ -221,6 +317,29 @@ mod tests {
             &actions[8],
             Action::Media { kind: MediaKind::Document, source: MediaSource::Id(i), .. } if i == "123"
         ));
+    }
+
+    #[test]
+    fn every_action_reads_back_as_it_was_written() {
+        let written = serde_json::json!([
+            {"type": "text", "text": "Hola"},
+            {"type": "buttons", "text": "¿Algo más?", "footer": "f",
+             "buttons": [{"id": "yes", "title": "Sí"}, {"id": "no", "title": "No"}]},
+            {"type": "image", "link": "https://example.com/a.jpg", "caption": "..."},
+            {"type": "list", "text": "Menú", "button": "Ver", "header": "h", "sections": [
+                {"title": "t", "rows": [{"id": "a", "title": "A", "description": "first"}]}]},
+            {"type": "location", "latitude": 40.4, "longitude": -3.7, "name": "Sol"},
+            {"type": "template", "name": "hello_world", "language": "en_US",
+             "components": [{"type": "body"}]},
+            {"type": "reaction", "emoji": "👍"},
+            {"type": "handoff", "note": "n"},
+            {"type": "document", "id": "123", "filename": "a.pdf"},
+            {"type": "audio", "id": "9"},
+            {"type": "video", "link": "https://example.com/v.mp4"}
+        ]);
+        let actions: Vec<Action> = serde_json::from_value(written.clone()).expect("parses");
+        assert_eq!(actions.len(), 11);
+        assert_eq!(serde_json::to_value(&actions).expect("writes"), written);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 
-use crate::bot::responder::{Action, Choice, MediaSource};
+use super::{Action, Choice, MediaSource};
 
 /// Button replies: body, header and footer; button titles and ids.
 pub const BUTTONS_BODY_MAX: usize = 1024;
@@ -205,7 +205,7 @@ pub fn check(action: &Action) -> Result<(), Violation> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bot::responder::{MediaKind, Section};
+    use crate::domain::action::{MediaKind, Section};
 
     fn choice(id: &str, title: &str) -> Choice {
         Choice {

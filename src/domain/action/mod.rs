@@ -1,0 +1,223 @@
+//! The one model of what the bot sends: an `Action` (text, buttons, list, media, location,
+//! template, reaction, handoff) from the responder to the Graph API call. Its public JSON form
+//! (`wire`: the http backend's answers, `rules.toml`, stored outbound messages) and Meta's
+//! (`meta::cloud_api::message`) are the only other shapes, each at its edge.
+
+pub mod validate;
+pub mod wire;
+
+use serde::{Deserialize, Serialize};
+
+pub use validate::Violation;
+pub use wire::{WireAction, WireError};
+
+/// One thing the bot does in answer, sent in order.
+/// Stored and exchanged in its public JSON form (`wire`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(into = "WireAction", try_from = "WireAction")]
+pub enum Action {
+    /// A text of any length (split into WhatsApp's 4096-character messages when longer).
+    Text(String),
+    /// Up to 3 reply buttons under a text; a tap comes back as a `button_reply` with the id.
+    Buttons {
+        text: String,
+        header: Option<String>,
+        footer: Option<String>,
+        buttons: Vec<Choice>,
+    },
+    /// A list opened by `button`: sections of rows (10 rows in all); a tap comes back as a
+    /// `list_reply` with the row's id.
+    List {
+        text: String,
+        header: Option<String>,
+        footer: Option<String>,
+        button: String,
+        sections: Vec<Section>,
+    },
+    Media {
+        kind: MediaKind,
+        source: MediaSource,
+        caption: Option<String>,
+        /// Documents only: the name the user sees.
+        filename: Option<String>,
+    },
+    Location {
+        latitude: f64,
+        longitude: f64,
+        name: Option<String>,
+        address: Option<String>,
+    },
+    /// A pre-approved template (the only thing that reaches a user outside the 24-hour window).
+    Template {
+        name: String,
+        language: String,
+        /// Meta's `components`, passed through as they are.
+        components: Vec<serde_json::Value>,
+    },
+    /// A reaction to the message being answered.
+    React { emoji: String },
+    /// Hand the conversation to a person. Sends nothing itself; see `Engine::hand_off`.
+    Handoff { note: Option<String> },
+}
+
+/// A reply button, or a row of a list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Choice {
+    pub id: String,
+    pub title: String,
+    /// List rows only.
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Section {
+    /// Optional when the list has one section.
+    pub title: Option<String>,
+    pub rows: Vec<Choice>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaKind {
+    Image,
+    Document,
+    Audio,
+    Video,
+}
+
+impl MediaKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MediaKind::Image => "image",
+            MediaKind::Document => "document",
+            MediaKind::Audio => "audio",
+            MediaKind::Video => "video",
+        }
+    }
+}
+
+/// A public HTTPS link, or the id of media uploaded to Meta.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaSource {
+    Link(String),
+    Id(String),
+}
+
+impl Action {
+    /// A short label of an action for logs (never its content).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Action::Text(_) => "text",
+            Action::Buttons { .. } => "buttons",
+            Action::List { .. } => "list",
+            Action::Media { kind, .. } => kind.as_str(),
+            Action::Location { .. } => "location",
+            Action::Template { .. } => "template",
+            Action::React { .. } => "reaction",
+            Action::Handoff { .. } => "handoff",
+        }
+    }
+
+    /// How an action reads in the history, and the message type it is recorded as.
+    pub fn describe(&self) -> (String, &'static str) {
+        let with = |label: &str, extra: Option<&str>| match extra.filter(|e| !e.is_empty()) {
+            Some(extra) => format!("[{label}] {extra}"),
+            None => format!("[{label}]"),
+        };
+        match self {
+            Action::Text(text) => (text.clone(), "text"),
+            Action::Buttons { text, buttons, .. } => {
+                let titles: Vec<&str> = buttons.iter().map(|b| b.title.as_str()).collect();
+                (
+                    format!("[buttons: {}] {text}", titles.join(" | ")),
+                    "interactive",
+                )
+            }
+            Action::List { text, sections, .. } => {
+                let titles: Vec<&str> = sections
+                    .iter()
+                    .flat_map(|s| &s.rows)
+                    .map(|r| r.title.as_str())
+                    .collect();
+                (
+                    format!("[list: {}] {text}", titles.join(" | ")),
+                    "interactive",
+                )
+            }
+            Action::Media { kind, caption, .. } => {
+                (with(kind.as_str(), caption.as_deref()), kind.as_str())
+            }
+            Action::Location { name, address, .. } => {
+                let place = [name.as_deref(), address.as_deref()]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                (with("location", Some(&place)), "location")
+            }
+            Action::Template { name, .. } => (with("template", Some(name)), "template"),
+            Action::React { emoji } => (with("reaction", Some(emoji)), "reaction"),
+            Action::Handoff { note } => (with("handoff", note.as_deref()), "handoff"),
+        }
+    }
+
+    /// What the user should still read when the rich form cannot be sent.
+    pub fn as_text(&self) -> Option<String> {
+        let options = |text: &str, choices: &mut dyn Iterator<Item = &Choice>| {
+            let mut out = text.to_string();
+            for choice in choices {
+                out.push_str("\n• ");
+                out.push_str(&choice.title);
+                if let Some(description) = &choice.description {
+                    out.push_str(" – ");
+                    out.push_str(description);
+                }
+            }
+            out
+        };
+        let text = match self {
+            Action::Text(text) => text.clone(),
+            Action::Buttons { text, buttons, .. } => options(text, &mut buttons.iter()),
+            Action::List { text, sections, .. } => {
+                options(text, &mut sections.iter().flat_map(|s| s.rows.iter()))
+            }
+            Action::Media {
+                source, caption, ..
+            } => [
+                caption.clone(),
+                match source {
+                    MediaSource::Link(link) => Some(link.clone()),
+                    MediaSource::Id(_) => None,
+                },
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join("\n"),
+            Action::Location {
+                latitude,
+                longitude,
+                name,
+                address,
+            } => [
+                name.clone(),
+                address.clone(),
+                Some(format!(
+                    "https://www.google.com/maps?q={latitude},{longitude}"
+                )),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join("\n"),
+            Action::React { emoji } => emoji.clone(),
+            Action::Template { .. } | Action::Handoff { .. } => String::new(),
+        };
+        let text = text.trim().to_string();
+        (!text.is_empty()).then_some(text)
+    }
+
+    /// Checked against Meta's documented limits.
+    pub fn check(&self) -> Result<(), Violation> {
+        validate::check(self)
+    }
+}
