@@ -13,6 +13,7 @@ mod examples;
 mod foundations;
 mod health;
 mod helpers;
+mod layering;
 mod metrics_start;
 mod operations;
 mod outbound;
