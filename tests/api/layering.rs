@@ -145,7 +145,7 @@ fn parse_tree(text: &str, prefix: &mut Vec<String>, out: &mut Vec<Vec<String>>) 
         if let Some(open) = group {
             at += open;
             let depth = prefix.len();
-            prefix.extend(segments.drain(..));
+            prefix.append(&mut segments);
             loop {
                 at += text[at..].len() - text[at..].trim_start().len();
                 if text[at..].starts_with('}') || at >= text.len() {
