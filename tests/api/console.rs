@@ -12,7 +12,7 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::{
     conversation, conversation_ids, eventually, graph_bodies, graph_ok, mount_graph_ok, owner,
-    spawn, text_delivery, wait_for_replies, AppOptions, TestApp, APP_SECRET,
+    spawn, text_delivery, wait_for_replies, AppOptions, TestApp,
 };
 
 pub const PNID: &str = "113948572261094";
@@ -57,10 +57,6 @@ pub fn status(user: &str, wamid: &str, status: &str, error: Option<(i64, &str)>)
     ]}]})
     .to_string()
     .into_bytes()
-}
-
-pub async fn post(app: &TestApp, body: &[u8]) {
-    assert_eq!(app.post_signed(body, APP_SECRET).await.status(), 200);
 }
 
 pub async fn console_app(graph: Arc<MockServer>, extra: &[(&str, &str)]) -> TestApp {
@@ -360,7 +356,7 @@ async fn wrong_tokens_are_refused_and_repeated_failures_lock_the_client_out() {
 async fn posts_without_the_sessions_csrf_token_are_refused() {
     let app = ok_app().await;
     let user = "34600111001";
-    post(&app, &user_text(user, "wamid.csrf.1", "hola")).await;
+    app.deliver(&user_text(user, "wamid.csrf.1", "hola")).await;
     wait_for_replies(&app.graph, 1, WAIT).await;
     let mut client = signed_in(&app).await;
     let (_, csrf) = client.page(&conversation_path(user)).await;
@@ -394,7 +390,7 @@ async fn hostile_text_is_shown_as_text_under_a_strict_csp() {
     let app = ok_app().await;
     let user = "34600111002";
     let hostile = "<script>alert('x')</script><img src=x onerror=alert(1)>";
-    post(&app, &user_text(user, "wamid.xss.1", hostile)).await;
+    app.deliver(&user_text(user, "wamid.xss.1", hostile)).await;
     wait_for_replies(&app.graph, 1, WAIT).await;
     let mut client = signed_in(&app).await;
     let response = client.get(&conversation_path(user)).await;
@@ -443,8 +439,9 @@ async fn hostile_text_is_shown_as_text_under_a_strict_csp() {
 async fn the_list_shows_who_waits_for_a_person_first_and_searches_by_phone() {
     let app = ok_app().await;
     let (calm, waiting) = ("34600222001", "34600333002");
-    post(&app, &user_text(calm, "wamid.list.1", "hola")).await;
-    post(&app, &user_text(waiting, "wamid.list.2", "/agent")).await;
+    app.deliver(&user_text(calm, "wamid.list.1", "hola")).await;
+    app.deliver(&user_text(waiting, "wamid.list.2", "/agent"))
+        .await;
     let store = app.conversations().await;
     let (pnid, uid) = conversation_ids(PNID, waiting);
     eventually(WAIT, || async {
@@ -499,7 +496,7 @@ async fn the_list_shows_who_waits_for_a_person_first_and_searches_by_phone() {
 async fn an_operator_takes_over_replies_and_gives_back() {
     let app = ok_app().await;
     let user = "34600444001";
-    post(&app, &user_text(user, "wamid.op.1", "hola")).await;
+    app.deliver(&user_text(user, "wamid.op.1", "hola")).await;
     wait_for_replies(&app.graph, 1, WAIT).await;
     let store = app.conversations().await;
     let (pnid, uid) = conversation_ids(PNID, user);
@@ -599,7 +596,8 @@ async fn a_closed_window_disables_the_reply_and_offers_the_template() {
     .await;
     let user = "34600555001";
     // An old timestamp: the user wrote long ago.
-    post(&app, &text_delivery(PNID, user, "wamid.old.1", "hola")).await;
+    app.deliver(&text_delivery(PNID, user, "wamid.old.1", "hola"))
+        .await;
     wait_for_replies(&app.graph, 1, WAIT).await;
     let mut client = signed_in(&app).await;
     let page = conversation_path(user);
@@ -644,11 +642,8 @@ async fn dead_letters_are_listed_with_their_error_and_replayed() {
         .await;
     let app = console_app(graph, &[]).await;
     let user = "34600666001";
-    post(
-        &app,
-        &user_text(user, "wamid.dead.1", "<b>never</b> delivered"),
-    )
-    .await;
+    app.deliver(&user_text(user, "wamid.dead.1", "<b>never</b> delivered"))
+        .await;
     let queue = app.queue().await;
     let letter = crate::helpers::wait_for_dead_letters(&queue, WAIT).await[0].clone();
 
@@ -694,7 +689,8 @@ async fn each_turn_shows_its_role_kind_and_delivery_tick_with_the_error() {
     let app = ok_app().await;
     let user = "34600888001";
     for (i, text) in ["uno", "dos", "tres", "cuatro"].iter().enumerate() {
-        post(&app, &user_text(user, &format!("wamid.tick.{i}"), text)).await;
+        app.deliver(&user_text(user, &format!("wamid.tick.{i}"), text))
+            .await;
     }
     let image = serde_json::json!({"object": "whatsapp_business_account", "entry": [{"id": "1",
         "changes": [{"field": "messages", "value": {
@@ -706,7 +702,7 @@ async fn each_turn_shows_its_role_kind_and_delivery_tick_with_the_error() {
         }}]}]})
     .to_string()
     .into_bytes();
-    post(&app, &image).await;
+    app.deliver(&image).await;
     wait_for_replies(&app.graph, 4, WAIT).await;
     let store = app.conversations().await;
     let (pnid, uid) = conversation_ids(PNID, user);
@@ -718,18 +714,16 @@ async fn each_turn_shows_its_role_kind_and_delivery_tick_with_the_error() {
     .await
     .expect("four replies recorded");
     let sent = view;
-    post(&app, &status(user, &sent[0], "sent", None)).await;
-    post(&app, &status(user, &sent[1], "delivered", None)).await;
-    post(&app, &status(user, &sent[2], "read", None)).await;
-    post(
-        &app,
-        &status(
-            user,
-            &sent[3],
-            "failed",
-            Some((131026, "Message undeliverable")),
-        ),
-    )
+    app.deliver(&status(user, &sent[0], "sent", None)).await;
+    app.deliver(&status(user, &sent[1], "delivered", None))
+        .await;
+    app.deliver(&status(user, &sent[2], "read", None)).await;
+    app.deliver(&status(
+        user,
+        &sent[3],
+        "failed",
+        Some((131026, "Message undeliverable")),
+    ))
     .await;
     eventually(WAIT, || async {
         let view = store.get(&pnid, &uid).await.ok()??;

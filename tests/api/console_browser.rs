@@ -10,7 +10,7 @@ use std::time::Duration;
 use fantoccini::{Client, ClientBuilder, Locator};
 use wabot::store::conversation::{Owner, Role};
 
-use super::console::{console_app, post, status, user_text, PNID, TOKEN, WAIT};
+use super::console::{console_app, status, user_text, PNID, TOKEN, WAIT};
 use crate::helpers::{conversation_ids, eventually, free_port, graph_ok, owner, wait_for_replies};
 
 /// A `chromedriver` on a free port, killed when dropped.
@@ -153,8 +153,10 @@ async fn an_operator_uses_the_console_in_a_real_browser() {
     let app = console_app(graph, &[]).await;
     let user = "34600777001";
     let hostile = "<script>window.pwned = 1</script>¿Tienen envío a Canarias?";
-    post(&app, &user_text(user, "wamid.browser.1", "hola")).await;
-    post(&app, &user_text(user, "wamid.browser.2", hostile)).await;
+    app.deliver(&user_text(user, "wamid.browser.1", "hola"))
+        .await;
+    app.deliver(&user_text(user, "wamid.browser.2", hostile))
+        .await;
     wait_for_replies(&app.graph, 2, WAIT).await;
 
     let driver = ChromeDriver::start();
@@ -233,11 +235,8 @@ async fn an_operator_uses_the_console_in_a_real_browser() {
         .await
         .expect("script runs");
     assert_eq!(marker, serde_json::json!(true));
-    post(
-        &app,
-        &user_text(user, "wamid.browser.3", "¡Genial, gracias!"),
-    )
-    .await;
+    app.deliver(&user_text(user, "wamid.browser.3", "¡Genial, gracias!"))
+        .await;
     wait_until_shown(&browser, "li.turn.user p.text", "¡Genial, gracias!").await;
     let same_page = browser
         .execute("return window.notReloaded === true;", vec![])
@@ -254,9 +253,10 @@ async fn an_operator_uses_the_console_in_a_real_browser() {
     let view = crate::helpers::conversation(&store, &pnid, &uid).await;
     let ours = crate::helpers::sent_wamids(&app.graph, &view);
     assert_eq!(ours.len(), 3, "two bot replies and the operator's");
-    post(&app, &status(user, &ours[0], "read", None)).await;
-    post(&app, &status(user, &ours[1], "delivered", None)).await;
-    post(&app, &status(user, &ours[2], "sent", None)).await;
+    app.deliver(&status(user, &ours[0], "read", None)).await;
+    app.deliver(&status(user, &ours[1], "delivered", None))
+        .await;
+    app.deliver(&status(user, &ours[2], "sent", None)).await;
     wait_until_shown(&browser, "li.turn.bot .delivery", "read").await;
     wait_until_shown(&browser, "li.turn.bot .delivery", "delivered").await;
     wait_until_shown(&browser, "li.turn.operator .delivery", "sent").await;

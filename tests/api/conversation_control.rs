@@ -13,7 +13,6 @@ use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 use crate::helpers::{
     conversation, conversation_ids, eventually, graph_bodies, graph_ok, mount_graph_ok, owner,
     replies, sent_wamids, spawn, wait_for_replies, wait_until_drained, AppOptions, TestApp,
-    APP_SECRET,
 };
 
 const PNID: &str = "113948572261094";
@@ -64,10 +63,6 @@ fn status(user: &str, wamid: &str, status: &str, error: Option<(i64, &str)>) -> 
         serde_json::json!({"messaging_product": "whatsapp", "metadata": metadata(),
             "statuses": [entry]}),
     )
-}
-
-async fn post(app: &TestApp, body: &[u8]) {
-    assert_eq!(app.post_signed(body, APP_SECRET).await.status(), 200);
 }
 
 async fn admin_post(app: &TestApp, path: &str, body: serde_json::Value) -> reqwest::Response {
@@ -186,7 +181,7 @@ async fn template_app(graph: Arc<MockServer>, language: &str) -> TestApp {
 /// The user writes once and the bot's answer is sent and recorded.
 async fn first_exchange(app: &TestApp, user: &str, wamid: &str, text: &str) {
     let before = replies(&app.graph).await.len();
-    post(app, &user_text(user, wamid, text)).await;
+    app.deliver(&user_text(user, wamid, text)).await;
     wait_for_replies(&app.graph, before + 1, WAIT).await;
     wait_until_drained(&app.queue().await, WAIT).await;
 }
@@ -224,15 +219,13 @@ async fn a_user_asking_for_a_person_is_answered_once_then_the_operator_talks_unt
     let (pnid, uid) = conversation_ids(PNID, user);
     let store = app.conversations().await;
 
-    post(
-        &app,
-        &user_text(user, "wamid.h1", "quiero hablar con un asesor"),
-    )
-    .await;
+    app.deliver(&user_text(user, "wamid.h1", "quiero hablar con un asesor"))
+        .await;
     app.expect_handoff_reply(wabot::bot::i18n::Language::En, "the handoff text, once")
         .await;
     for (i, text) in ["hola?", "sigo aquí", "necesito ayuda"].iter().enumerate() {
-        post(&app, &user_text(user, &format!("wamid.h{}", i + 2), text)).await;
+        app.deliver(&user_text(user, &format!("wamid.h{}", i + 2), text))
+            .await;
     }
     wait_until_drained(&app.queue().await, WAIT).await;
     let view = conversation(&store, &pnid, &uid).await;
@@ -302,7 +295,7 @@ async fn a_user_asking_for_a_person_is_answered_once_then_the_operator_talks_unt
     let shown: serde_json::Value = response.json().await.expect("json");
     assert_eq!(shown["handoff"]["owner"], "bot");
     assert_eq!(queue.with_person(partition).await.expect("count"), 0);
-    post(&app, &user_text(user, "wamid.h9", "gracias")).await;
+    app.deliver(&user_text(user, "wamid.h9", "gracias")).await;
     let got = wait_for_replies(&graph, 3, WAIT).await;
     assert_eq!(got[2].text, "echo: gracias");
     let view = conversation(&store, &pnid, &uid).await;
@@ -315,7 +308,7 @@ async fn an_operator_takes_over_and_gives_back_through_the_admin_api() {
     let graph = graph_ok().await;
     let app = app(graph.clone(), None, &[]).await;
     let user = "4915000000202";
-    post(&app, &user_text(user, "wamid.t1", "hi")).await;
+    app.deliver(&user_text(user, "wamid.t1", "hi")).await;
     wait_for_replies(&graph, 1, WAIT).await;
     let path = format!("/admin/conversations/{PNID}/{user}/handoff");
     let response = admin_post(
@@ -329,7 +322,8 @@ async fn an_operator_takes_over_and_gives_back_through_the_admin_api() {
     assert_eq!(shown["handoff"]["owner"], "human");
     assert_eq!(shown["handoff"]["info"]["note"], "VIP");
     assert_eq!(shown["handoff"]["info"]["by"], "marta");
-    post(&app, &user_text(user, "wamid.t2", "are you there?")).await;
+    app.deliver(&user_text(user, "wamid.t2", "are you there?"))
+        .await;
     wait_until_drained(&app.queue().await, WAIT).await;
     assert_eq!(replies(&graph).await.len(), 1, "the bot stays silent");
     // Bad input is the caller's mistake.
@@ -356,7 +350,7 @@ async fn an_operator_takes_over_and_gives_back_through_the_admin_api() {
             .status(),
         200
     );
-    post(&app, &user_text(user, "wamid.t3", "back?")).await;
+    app.deliver(&user_text(user, "wamid.t3", "back?")).await;
     let got = wait_for_replies(&graph, 2, WAIT).await;
     assert_eq!(got[1].text, "echo: back?");
     app.stop().await;
@@ -381,14 +375,13 @@ async fn events_wait_out_a_receiver_outage_and_arrive_once_each_with_unique_ids(
     let app = app(graph.clone(), Some(&receiver), &[]).await;
     let users: Vec<String> = (0..6).map(|i| format!("49150000003{i:02}")).collect();
     for (i, user) in users.iter().enumerate() {
-        post(&app, &user_text(user, &format!("wamid.e{i}"), "/agent")).await;
-        post(
-            &app,
-            &user_text(user, &format!("wamid.f{i}"), "still there?"),
-        )
-        .await;
+        app.deliver(&user_text(user, &format!("wamid.e{i}"), "/agent"))
+            .await;
+        app.deliver(&user_text(user, &format!("wamid.f{i}"), "still there?"))
+            .await;
     }
-    post(&app, &user_text("4915000000399", "wamid.r1", "/reset")).await;
+    app.deliver(&user_text("4915000000399", "wamid.r1", "/reset"))
+        .await;
     // 6 requested + 6 received + 1 reset.
     let expected = 13;
     let all = eventually(WAIT, || async {
@@ -555,11 +548,8 @@ async fn a_notification_sends_once_per_idempotency_key_and_after_the_reply_in_fl
     let graph = graph_ok().await;
     let (app, llm) = slow_llm_app(graph.clone(), "slow answer").await;
     let user = "4915000000501";
-    post(
-        &app,
-        &user_text(user, "wamid.n1", "what's my order status?"),
-    )
-    .await;
+    app.deliver(&user_text(user, "wamid.n1", "what's my order status?"))
+        .await;
     // Wait until the reply is being prepared (the model was asked), then notify.
     eventually(WAIT, || async {
         let asked = llm.received_requests().await.unwrap_or_default();
@@ -612,8 +602,8 @@ async fn delivery_states_only_move_forward_and_failures_keep_code_and_title() {
     let user = "4915000000601";
     let (pnid, uid) = conversation_ids(PNID, user);
     let store = app.conversations().await;
-    post(&app, &user_text(user, "wamid.d1", "one")).await;
-    post(&app, &user_text(user, "wamid.d2", "two")).await;
+    app.deliver(&user_text(user, "wamid.d1", "one")).await;
+    app.deliver(&user_text(user, "wamid.d2", "two")).await;
     wait_for_replies(&graph, 2, WAIT).await;
     wait_until_drained(&app.queue().await, WAIT).await;
     let view = conversation(&store, &pnid, &uid).await;
@@ -621,19 +611,17 @@ async fn delivery_states_only_move_forward_and_failures_keep_code_and_title() {
     assert_eq!(sent.len(), 2);
     // Out of order and repeated: read first, then late delivered and sent.
     for value in ["read", "delivered", "sent", "delivered", "read"] {
-        post(&app, &status(user, &sent[0], value, None)).await;
+        app.deliver(&status(user, &sent[0], value, None)).await;
     }
-    post(
-        &app,
-        &status(
-            user,
-            &sent[1],
-            "failed",
-            Some((131026, "Message undeliverable")),
-        ),
-    )
+    app.deliver(&status(
+        user,
+        &sent[1],
+        "failed",
+        Some((131026, "Message undeliverable")),
+    ))
     .await;
-    post(&app, &status(user, &sent[1], "delivered", None)).await;
+    app.deliver(&status(user, &sent[1], "delivered", None))
+        .await;
     wait_until_drained(&app.queue().await, WAIT).await;
     let view = conversation(&store, &pnid, &uid).await;
     let by_wamid = |wamid: &str| {
@@ -681,11 +669,11 @@ async fn the_owner_answering_from_the_phone_stops_a_reply_in_preparation_but_our
     // Our own message echoed back never pauses the bot.
     let user = "4915000000701";
     let (pnid, uid) = conversation_ids(PNID, user);
-    post(&app, &user_text(user, "wamid.c1", "first")).await;
+    app.deliver(&user_text(user, "wamid.c1", "first")).await;
     wait_for_replies(&graph, 1, WAIT).await;
     wait_until_drained(&app.queue().await, WAIT).await;
     let ours = first_sent_wamid(&graph, &store, &pnid, &uid).await;
-    post(&app, &echo(user, &ours, "bot answer")).await;
+    app.deliver(&echo(user, &ours, "bot answer")).await;
     wait_until_drained(&app.queue().await, WAIT).await;
     assert_eq!(owner(&store, &pnid, &uid).await, Owner::Bot);
 
@@ -693,17 +681,18 @@ async fn the_owner_answering_from_the_phone_stops_a_reply_in_preparation_but_our
     let other = "4915000000702";
     let (pnid2, uid2) = conversation_ids(PNID, other);
     let asked_before = llm.received_requests().await.unwrap_or_default().len();
-    post(&app, &user_text(other, "wamid.c2", "hello?")).await;
+    app.deliver(&user_text(other, "wamid.c2", "hello?")).await;
     eventually(WAIT, || async {
         let asked = llm.received_requests().await.unwrap_or_default().len();
         (asked > asked_before).then_some(())
     })
     .await
     .expect("the model is asked");
-    post(
-        &app,
-        &echo(other, "wamid.owner1", "Hi, it's Pedro, I'll help you"),
-    )
+    app.deliver(&echo(
+        other,
+        "wamid.owner1",
+        "Hi, it's Pedro, I'll help you",
+    ))
     .await;
     wait_until_drained(&app.queue().await, WAIT).await;
     let to_other: Vec<_> = replies(&graph)
@@ -736,7 +725,7 @@ async fn the_cli_hands_over_sends_and_resumes_like_the_admin_api() {
     let user = "4915000000801";
     let (pnid, uid) = conversation_ids(PNID, user);
     let store = app.conversations().await;
-    post(&app, &user_text(user, "wamid.cli1", "hola")).await;
+    app.deliver(&user_text(user, "wamid.cli1", "hola")).await;
     wait_for_replies(&graph, 1, WAIT).await;
     let run = |args: &[&str]| {
         let output = crate::helpers::run_cli(&app.settings, args);
@@ -825,17 +814,18 @@ async fn conversation_routing_decides_whether_the_bot_answers() {
         )
     };
     let now = now_secs();
-    post(&app, &handover("control_taken", now - 10)).await;
-    post(&app, &user_text(user, "wamid.rt1", "anyone?")).await;
+    app.deliver(&handover("control_taken", now - 10)).await;
+    app.deliver(&user_text(user, "wamid.rt1", "anyone?")).await;
     wait_until_drained(&app.queue().await, WAIT).await;
     assert!(replies(&graph).await.is_empty(), "another app owns it");
     let view = conversation(&store, &pnid, &uid).await;
     assert_eq!(view.handoff.owner, Owner::OtherApp);
     assert_eq!(view.turns.len(), 1, "still recorded");
-    post(&app, &handover("control_passed", now - 5)).await;
+    app.deliver(&handover("control_passed", now - 5)).await;
     // A late, older notification changes nothing.
-    post(&app, &handover("control_taken", now - 8)).await;
-    post(&app, &user_text(user, "wamid.rt2", "hello again")).await;
+    app.deliver(&handover("control_taken", now - 8)).await;
+    app.deliver(&user_text(user, "wamid.rt2", "hello again"))
+        .await;
     let got = wait_for_replies(&graph, 1, WAIT).await;
     assert_eq!(got[0].text, "echo: hello again");
     assert_eq!(owner(&store, &pnid, &uid).await, Owner::Bot);
@@ -875,7 +865,8 @@ async fn two_replicas_never_interleave_operator_messages_with_replies_and_a_kill
     };
     let users: Vec<String> = (0..4).map(|i| format!("49150000010{i:02}")).collect();
     for (i, user) in users.iter().enumerate() {
-        post(&a, &user_text(user, &format!("wamid.s{i}"), "slow")).await;
+        a.deliver(&user_text(user, &format!("wamid.s{i}"), "slow"))
+            .await;
         let path = format!("/admin/conversations/{PNID}/{user}/messages");
         let response = admin_post(&b, &path, serde_json::json!({"text": format!("op {i}")})).await;
         assert_eq!(response.status(), 202);
@@ -896,7 +887,7 @@ async fn two_replicas_never_interleave_operator_messages_with_replies_and_a_kill
 
     // A replica dies right after a handoff and queued operator messages: nothing is lost.
     let user = "4915000001099";
-    post(&a, &user_text(user, "wamid.k1", "/agent")).await;
+    a.deliver(&user_text(user, "wamid.k1", "/agent")).await;
     let path = format!("/admin/conversations/{PNID}/{user}/messages");
     for i in 0..3 {
         let response =
@@ -939,7 +930,7 @@ async fn an_operator_can_send_buttons_and_a_bad_one_is_refused_before_meta() {
     let graph = graph_ok().await;
     let app = app(graph.clone(), None, &[]).await;
     let user = "4915000001101";
-    post(&app, &user_text(user, "wamid.b1", "hola")).await;
+    app.deliver(&user_text(user, "wamid.b1", "hola")).await;
     wait_for_replies(&graph, 1, WAIT).await;
     let path = format!("/admin/conversations/{PNID}/{user}/messages");
     let buttons = serde_json::json!({"message": {"type": "buttons", "text": "¿Confirmamos la cita?",
@@ -988,7 +979,7 @@ async fn a_failed_status_with_131047_sends_the_template_once() {
         "failed",
         Some((131047, "Re-engagement message")),
     );
-    post(&app, &failed).await;
+    app.deliver(&failed).await;
     wait_until_drained(&app.queue().await, WAIT).await;
     // The same status once more past the intake's dedup (as after its 1-day marker expired):
     // the template still goes once.
@@ -996,7 +987,7 @@ async fn a_failed_status_with_131047_sends_the_template_once() {
     let seen = keys.seen(keys.partition(&pnid, &uid), &format!("{ours}:failed"));
     let redis = app.redis.as_ref().expect("own redis");
     assert_eq!(redis.cli(&["DEL", &seen]), "1");
-    post(&app, &failed).await;
+    app.deliver(&failed).await;
     wait_until_drained(&app.queue().await, WAIT).await;
     let templates = template_requests(&graph_bodies(&graph).await)
         .into_iter()
@@ -1029,9 +1020,9 @@ async fn while_a_person_has_the_conversation_messages_are_marked_read_only_when_
             &[("WABOT_HANDOFF__MARK_READ", mark_read)],
         )
         .await;
-        post(&app, &user_text(user, "wamid.mr1", "/agent")).await;
+        app.deliver(&user_text(user, "wamid.mr1", "/agent")).await;
         wait_for_replies(&graph, 1, WAIT).await;
-        post(&app, &user_text(user, "wamid.mr2", "hola?")).await;
+        app.deliver(&user_text(user, "wamid.mr2", "hola?")).await;
         wait_until_drained(&app.queue().await, WAIT).await;
         let receipts = graph_bodies(&graph)
             .await

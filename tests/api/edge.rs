@@ -6,12 +6,9 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use wabot::app::startup::Application;
 use wiremock::MockServer;
 
-use crate::helpers::{
-    eventually, graph_ok, settings_from, spawn, test_env, AppOptions, RedisServer,
-};
+use crate::helpers::{eventually, spawn, AppOptions};
 
 /// Liveness bound for anything the server must eventually do; not a performance expectation.
 const LIVENESS: Duration = Duration::from_secs(40);
@@ -129,25 +126,21 @@ async fn declared_bodies_beyond_the_budget_get_503_with_retry_after() {
 
 #[tokio::test]
 async fn shutdown_drains_workers_while_a_client_stalls_and_ends() {
-    let redis = RedisServer::start();
-    let graph = graph_ok().await;
-    let mut env = test_env(&redis.url(), &graph.uri());
-    for (key, value) in [
-        ("WABOT_SERVER__SHUTDOWN_TIMEOUT_SECS", "15"),
-        ("WABOT_SERVER__REQUEST_TIMEOUT_SECS", "15"),
-        ("WABOT_WORKER__PARTITIONS", "4"),
-        ("WABOT_WORKER__LEASE_TTL_MS", "2000"),
-    ] {
-        env.insert(key.into(), value.into());
-    }
-    let settings = settings_from(&env);
-    let app = Application::build(settings.clone())
-        .await
-        .expect("app builds");
-    let address = format!("http://127.0.0.1:{}", app.port());
-    let shutdown = app.shutdown_token();
-    let task = tokio::spawn(app.run_until_stopped());
-    let replicas = format!("{}:replicas", settings.redis.key_prefix);
+    let app = spawn(AppOptions {
+        partitions: 4,
+        lease_ttl_ms: 2000,
+        extra_env: [
+            ("WABOT_SERVER__SHUTDOWN_TIMEOUT_SECS", "15"),
+            ("WABOT_SERVER__REQUEST_TIMEOUT_SECS", "15"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .to_vec(),
+        ..AppOptions::default()
+    })
+    .await;
+    let redis = app.redis.as_ref().expect("a redis-server of its own");
+    let address = app.address.clone();
+    let replicas = format!("{}:replicas", app.settings.redis.key_prefix);
     let registered = eventually(LIVENESS, || async {
         (redis.cli(&["ZCARD", &replicas]) == "1").then_some(())
     })
@@ -165,7 +158,7 @@ async fn shutdown_drains_workers_while_a_client_stalls_and_ends() {
             .status(),
         200
     );
-    shutdown.cancel();
+    app.begin_stop();
 
     // The workers stop (and deregister) while the stalled request is still open.
     let deregistered = eventually(LIVENESS, || async {
@@ -179,9 +172,9 @@ async fn shutdown_drains_workers_while_a_client_stalls_and_ends() {
         "the stalled request ended before the workers stopped: the drains ran one after the other"
     );
 
-    let finished = tokio::time::timeout(LIVENESS, task).await;
+    let finished = app.stopped(LIVENESS).await;
     assert!(
-        matches!(finished, Ok(Ok(Ok(())))),
+        matches!(finished, Some(Ok(()))),
         "the app did not stop: {finished:?}"
     );
 }

@@ -13,7 +13,6 @@ use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 use crate::helpers::{
     conversation, eventually, fixture, graph_called, mount_graph_ok, replies, spawn, text_delivery,
     wait_for_dead_letters, wait_for_replies, wait_until_drained, AppOptions, RedisServer, TestApp,
-    APP_SECRET,
 };
 
 const PNID: &str = "113948572261094";
@@ -21,10 +20,6 @@ const WAIT: Duration = Duration::from_secs(30);
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     crate::helpers::env_vars(pairs)
-}
-
-async fn post(app: &TestApp, body: &[u8]) {
-    assert_eq!(app.post_signed(body, APP_SECRET).await.status(), 200);
 }
 
 fn ids(user: &str) -> (PhoneNumberId, UserId) {
@@ -56,7 +51,8 @@ async fn a_corrupt_conversation_dead_letters_its_message_and_the_user_is_answere
     .await;
     let graph = app.graph.clone();
     let user = "4915000000101";
-    post(&app, &text_delivery(PNID, user, "wamid.p1", "one")).await;
+    app.deliver(&text_delivery(PNID, user, "wamid.p1", "one"))
+        .await;
     wait_for_replies(&graph, 1, WAIT).await;
     // Corrupt the conversation by hand: a string where the hash should be.
     let keys = app.keys();
@@ -64,18 +60,17 @@ async fn a_corrupt_conversation_dead_letters_its_message_and_the_user_is_answere
     let key = keys.conversation(keys.partition(&pnid, &uid), &pnid, &uid);
     let redis = app.redis.as_ref().expect("own redis");
     assert_eq!(redis.cli(&["SET", &key, "garbage"]), "OK");
-    post(&app, &text_delivery(PNID, user, "wamid.p2", "two")).await;
+    app.deliver(&text_delivery(PNID, user, "wamid.p2", "two"))
+        .await;
     let dead = wait_for_dead_letters(&app.queue().await, WAIT).await;
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].attempts, 3, "{:?}", dead[0]);
     assert!(dead[0].message_json.contains("wamid.p2"));
     // Other users were never blocked, and the same user's next message starts afresh.
-    post(
-        &app,
-        &text_delivery(PNID, "4915000000102", "wamid.q1", "other"),
-    )
-    .await;
-    post(&app, &text_delivery(PNID, user, "wamid.p3", "three")).await;
+    app.deliver(&text_delivery(PNID, "4915000000102", "wamid.q1", "other"))
+        .await;
+    app.deliver(&text_delivery(PNID, user, "wamid.p3", "three"))
+        .await;
     wait_until_drained(&app.queue().await, WAIT).await;
     let got = replies(&graph).await;
     assert_eq!(texts_to(&got, user), ["echo: one", "echo: three"]);
@@ -94,11 +89,8 @@ async fn revokes_edits_echoes_and_standby_copies_are_recorded_never_answered() {
     let app = spawn(AppOptions::default()).await;
     let graph = app.graph.clone();
     let user = "4915000000201";
-    post(
-        &app,
-        &text_delivery(PNID, user, "wamid.o1", "precio plan basico"),
-    )
-    .await;
+    app.deliver(&text_delivery(PNID, user, "wamid.o1", "precio plan basico"))
+        .await;
     wait_for_replies(&graph, 1, WAIT).await;
     let metadata =
         serde_json::json!({"display_phone_number": "15550000000", "phone_number_id": PNID});
@@ -137,7 +129,7 @@ async fn revokes_edits_echoes_and_standby_copies_are_recorded_never_answered() {
         }),
     );
     for body in [&edit, &revoke, &echo, &standby] {
-        post(&app, body).await;
+        app.deliver(body).await;
     }
     wait_until_drained(&app.queue().await, WAIT).await;
     assert_eq!(
@@ -230,10 +222,12 @@ async fn slow_send_on(
     })
     .await
     .expect("A owns the partition");
-    post(
-        &a,
-        &text_delivery(PNID, &user, &format!("wamid.{prefix}"), text),
-    )
+    a.deliver(&text_delivery(
+        PNID,
+        &user,
+        &format!("wamid.{prefix}"),
+        text,
+    ))
     .await;
     wait_until_sent(&graph, text).await;
     (a, graph, user)
@@ -303,11 +297,8 @@ async fn a_split_reply_that_fails_midway_continues_where_it_stopped() {
         "charlie ".repeat(300)
     );
     let user = "4915000000301";
-    post(
-        &app,
-        &text_delivery(PNID, user, "wamid.s1", text.trim_end()),
-    )
-    .await;
+    app.deliver(&text_delivery(PNID, user, "wamid.s1", text.trim_end()))
+        .await;
     wait_until_drained(&app.queue().await, WAIT).await;
     let sent = texts_to(&replies(&graph).await, user);
     // Part 1, part 2 (refused once), part 2 again, part 3: nothing delivered twice.
@@ -337,11 +328,8 @@ async fn commands_count_against_the_rate_limit() {
     let user = "4915000000401";
     for i in 0..6 {
         let command = if i % 2 == 0 { "/help" } else { "/reset" };
-        post(
-            &app,
-            &text_delivery(PNID, user, &format!("wamid.rl{i}"), command),
-        )
-        .await;
+        app.deliver(&text_delivery(PNID, user, &format!("wamid.rl{i}"), command))
+            .await;
     }
     wait_until_drained(&app.queue().await, WAIT).await;
     // Three within the limit, then one notice for the window.
@@ -399,11 +387,8 @@ async fn two_replicas_share_one_number_throughput() {
     .expect("both replicas run");
     let users: Vec<String> = (0..16).map(|i| format!("4915000005{i:02}")).collect();
     for (i, user) in users.iter().enumerate() {
-        post(
-            &a,
-            &text_delivery(PNID, user, &format!("wamid.tp{i}"), "hi"),
-        )
-        .await;
+        a.deliver(&text_delivery(PNID, user, &format!("wamid.tp{i}"), "hi"))
+            .await;
     }
     wait_for_replies(&graph, 16, WAIT).await;
     let times = arrivals.0.lock().expect("not poisoned").clone();
@@ -431,10 +416,12 @@ async fn a_burst_from_one_user_is_answered_at_once_within_the_pair_limit() {
     let graph = app.graph.clone();
     let user = "4915000000601";
     for i in 0..10 {
-        post(
-            &app,
-            &text_delivery(PNID, user, &format!("wamid.b{i}"), &format!("m{i}")),
-        )
+        app.deliver(&text_delivery(
+            PNID,
+            user,
+            &format!("wamid.b{i}"),
+            &format!("m{i}"),
+        ))
         .await;
     }
     // Spaced 6 s apart these would take a minute; the burst allowance sends them at once.
@@ -451,8 +438,8 @@ async fn statuses_are_queued_once_per_message_and_value() {
     })
     .await;
     let statuses = fixture("status_updates.json");
-    post(&app, &statuses).await;
-    post(&app, &statuses).await;
+    app.deliver(&statuses).await;
+    app.deliver(&statuses).await;
     let queue = app.queue().await;
     let mut stored = 0;
     for p in 0..queue.keys().partitions() {
@@ -485,11 +472,8 @@ async fn a_huge_text_is_bounded_in_the_history_and_in_the_reply() {
     let graph = app.graph.clone();
     let user = "4915000000701";
     let huge = "palabra ".repeat(50_000);
-    post(
-        &app,
-        &text_delivery(PNID, user, "wamid.big", huge.trim_end()),
-    )
-    .await;
+    app.deliver(&text_delivery(PNID, user, "wamid.big", huge.trim_end()))
+        .await;
     wait_until_drained(&app.queue().await, WAIT).await;
     assert_eq!(texts_to(&replies(&graph).await, user).len(), 3);
     let (pnid, uid) = ids(user);
@@ -511,25 +495,16 @@ async fn a_draining_replica_starts_nothing_new_and_the_next_one_answers_the_rest
         ..AppOptions::default()
     };
     let app = spawn(options.clone().replica_of(&redis.url(), &graph, "drain")).await;
-    post(
-        &app,
-        &text_delivery(PNID, "4915000000401", "wamid.dr1", "first"),
-    )
-    .await;
+    app.deliver(&text_delivery(PNID, "4915000000401", "wamid.dr1", "first"))
+        .await;
     assert!(
         graph_called(&graph, WAIT).await,
         "the first reply is in flight"
     );
-    post(
-        &app,
-        &text_delivery(PNID, "4915000000402", "wamid.dr2", "second"),
-    )
-    .await;
-    post(
-        &app,
-        &text_delivery(PNID, "4915000000403", "wamid.dr3", "third"),
-    )
-    .await;
+    app.deliver(&text_delivery(PNID, "4915000000402", "wamid.dr2", "second"))
+        .await;
+    app.deliver(&text_delivery(PNID, "4915000000403", "wamid.dr3", "third"))
+        .await;
     // Read by the replica (pending), waiting for the permit, when the stop comes.
     let queue = app.queue().await;
     eventually(WAIT, || async {
@@ -571,11 +546,8 @@ async fn a_merged_burst_that_fails_once_is_answered_once_on_retry() {
     .await;
     let user = "4915000000411";
     for (i, text) in ["one", "two", "three"].iter().enumerate() {
-        post(
-            &app,
-            &text_delivery(PNID, user, &format!("wamid.mr{i}"), text),
-        )
-        .await;
+        app.deliver(&text_delivery(PNID, user, &format!("wamid.mr{i}"), text))
+            .await;
     }
     wait_until_drained(&app.queue().await, WAIT).await;
     let requests = graph.received_requests().await.unwrap_or_default().len();

@@ -265,6 +265,12 @@ impl TestApp {
         );
     }
 
+    /// Delivers `body` to `/webhook` as Meta would (signed with the app secret) and expects
+    /// the 200 that says it is stored.
+    pub async fn deliver(&self, body: &[u8]) {
+        assert_eq!(self.post_signed(body, APP_SECRET).await.status(), 200);
+    }
+
     /// POSTs `body` to `/webhook`, signed with `secret`.
     pub async fn post_signed(&self, body: &[u8], secret: &str) -> reqwest::Response {
         self.post_webhook(body, Some(wabot::meta::webhook::sign(secret, body)))
@@ -321,6 +327,22 @@ impl TestApp {
             &self.settings.redis.key_prefix,
             self.settings.worker.partitions,
         )
+    }
+
+    /// Starts the graceful stop (what SIGTERM does) and returns at once.
+    pub fn begin_stop(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Waits up to `timeout` for the app to end after `begin_stop`: `None` if it did not, else
+    /// what `run_until_stopped` returned.
+    pub async fn stopped(mut self, timeout: Duration) -> Option<std::io::Result<()>> {
+        let task = self.task.take()?;
+        match tokio::time::timeout(timeout, task).await {
+            Ok(Ok(result)) => Some(result),
+            Ok(Err(panicked)) => Some(Err(std::io::Error::other(panicked.to_string()))),
+            Err(_) => None,
+        }
     }
 
     /// Graceful stop (what SIGTERM does).

@@ -12,7 +12,7 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::{
     conversation, eventually, free_port, graph_bodies, mount_graph_ok, replies, spawn,
-    text_delivery, wait_for_replies, wait_until_drained, AppOptions, TestApp, APP_SECRET,
+    text_delivery, wait_for_replies, wait_until_drained, AppOptions, TestApp,
 };
 
 const PNID: &str = "113948572261094";
@@ -25,10 +25,6 @@ pub async fn app_with(env: &[(&str, &str)]) -> TestApp {
         ..AppOptions::default()
     })
     .await
-}
-
-async fn post(app: &TestApp, body: &[u8]) {
-    assert_eq!(app.post_signed(body, APP_SECRET).await.status(), 200);
 }
 
 fn list_reply(user: &str, wamid: &str, id: &str, title: &str) -> Vec<u8> {
@@ -66,7 +62,8 @@ async fn wait_for_sends(graph: &MockServer, n: usize) -> Vec<Value> {
 async fn the_rules_menu_is_a_list_whose_rows_route_and_a_redelivered_tap_is_not_answered_twice() {
     let app = app_with(&[("RESPONDER", "rules")]).await;
     let user = "34612345678";
-    post(&app, &text_delivery(PNID, user, "wamid.menu1", "Hola")).await;
+    app.deliver(&text_delivery(PNID, user, "wamid.menu1", "Hola"))
+        .await;
     let got = wait_for_sends(&app.graph, 1).await;
     assert_eq!(
         got[0],
@@ -91,7 +88,7 @@ async fn the_rules_menu_is_a_list_whose_rows_route_and_a_redelivered_tap_is_not_
     );
     // Tapping row 2.
     let tap = list_reply(user, "wamid.tap2", "menu_precios", "2 Precios");
-    post(&app, &tap).await;
+    app.deliver(&tap).await;
     let got = wait_for_sends(&app.graph, 2).await;
     assert_eq!(got[1]["type"], "interactive");
     assert_eq!(got[1]["interactive"]["type"], "button");
@@ -112,14 +109,16 @@ async fn the_rules_menu_is_a_list_whose_rows_route_and_a_redelivered_tap_is_not_
         .as_ref()
         .expect("redis")
         .cli(&["DEL", &keys.seen(p, "wamid.tap2")]);
-    post(&app, &tap).await;
+    app.deliver(&tap).await;
     wait_until_drained(&app.queue().await, WAIT).await;
     assert_eq!(sends(&app.graph).await.len(), 2, "no second answer");
     // Row 3 hands off: the text is sent, the handoff is recorded.
-    post(
-        &app,
-        &list_reply(user, "wamid.tap3", "menu_humano", "3 Hablar con alguien"),
-    )
+    app.deliver(&list_reply(
+        user,
+        "wamid.tap3",
+        "menu_humano",
+        "3 Hablar con alguien",
+    ))
     .await;
     wait_for_replies(&app.graph, 1, WAIT).await;
     wait_until_drained(&app.queue().await, WAIT).await;
@@ -155,8 +154,10 @@ async fn in_spanish_reset_and_the_rate_limit_notice_are_spanish() {
     ])
     .await;
     let user = "34600000001";
-    post(&app, &text_delivery(PNID, user, "wamid.es1", "/reset")).await;
-    post(&app, &text_delivery(PNID, user, "wamid.es2", "otra vez")).await;
+    app.deliver(&text_delivery(PNID, user, "wamid.es1", "/reset"))
+        .await;
+    app.deliver(&text_delivery(PNID, user, "wamid.es2", "otra vez"))
+        .await;
     let got = wait_for_replies(&app.graph, 2, WAIT).await;
     assert_eq!(
         got[0].text,
@@ -177,15 +178,19 @@ async fn auto_answers_each_user_in_the_language_they_write_and_overrides_win() {
     ])
     .await;
     // Nothing matches: the fallback in the language of the text.
-    post(
-        &app,
-        &text_delivery(PNID, "5511900000001", "wamid.a1", "você não sabe nada"),
-    )
+    app.deliver(&text_delivery(
+        PNID,
+        "5511900000001",
+        "wamid.a1",
+        "você não sabe nada",
+    ))
     .await;
-    post(
-        &app,
-        &text_delivery(PNID, "34600000002", "wamid.a2", "¿y tú qué sabes?"),
-    )
+    app.deliver(&text_delivery(
+        PNID,
+        "34600000002",
+        "wamid.a2",
+        "¿y tú qué sabes?",
+    ))
     .await;
     let got = wait_for_replies(&app.graph, 2, WAIT).await;
     let to = |user: &str| {
@@ -202,11 +207,8 @@ async fn auto_answers_each_user_in_the_language_they_write_and_overrides_win() {
         Some("Lo siento, no te he entendido. Escribe *ayuda* para ver lo que puedo hacer.")
     );
     // A command gives no language away: the default one, overridden in config.
-    post(
-        &app,
-        &text_delivery(PNID, "34600000002", "wamid.a3", "/reset"),
-    )
-    .await;
+    app.deliver(&text_delivery(PNID, "34600000002", "wamid.a3", "/reset"))
+        .await;
     let got = wait_for_replies(&app.graph, 3, WAIT).await;
     assert_eq!(got[2].text, "Fresh start.");
 }
@@ -250,7 +252,8 @@ async fn the_backend_gets_a_signed_body_with_the_history_and_its_actions_are_sen
         .await;
     let app = http_app(&format!("{}/bot", backend.uri()), &[]).await;
     let user = "34600000010";
-    post(&app, &text_delivery(PNID, user, "wamid.b1", "primero")).await;
+    app.deliver(&text_delivery(PNID, user, "wamid.b1", "primero"))
+        .await;
     let got = wait_for_sends(&app.graph, 3).await;
     let kinds: Vec<&str> = got.iter().filter_map(|b| b["type"].as_str()).collect();
     assert_eq!(kinds, ["text", "interactive", "image"]);
@@ -265,7 +268,8 @@ async fn the_backend_gets_a_signed_body_with_the_history_and_its_actions_are_sen
         json!({"link": "https://example.com/a.jpg", "caption": "Nuestra tienda"})
     );
     wait_until_drained(&app.queue().await, WAIT).await;
-    post(&app, &text_delivery(PNID, user, "wamid.b2", "segundo")).await;
+    app.deliver(&text_delivery(PNID, user, "wamid.b2", "segundo"))
+        .await;
     wait_for_sends(&app.graph, 6).await;
     let requests = backend.received_requests().await.unwrap_or_default();
     assert_eq!(requests.len(), 2);
@@ -329,11 +333,8 @@ async fn a_backend_failing_twice_then_answering_gives_one_answer() {
         .mount(&backend)
         .await;
     let app = http_app(&backend.uri(), &[]).await;
-    post(
-        &app,
-        &text_delivery(PNID, "34600000011", "wamid.r1", "hola"),
-    )
-    .await;
+    app.deliver(&text_delivery(PNID, "34600000011", "wamid.r1", "hola"))
+        .await;
     wait_for_replies(&app.graph, 1, WAIT).await;
     wait_until_drained(&app.queue().await, WAIT).await;
     let got = replies(&app.graph).await;
@@ -356,11 +357,8 @@ async fn a_backend_that_is_down_gets_the_fallback_once() {
         ],
     )
     .await;
-    post(
-        &app,
-        &text_delivery(PNID, "34600000012", "wamid.d1", "hola"),
-    )
-    .await;
+    app.deliver(&text_delivery(PNID, "34600000012", "wamid.d1", "hola"))
+        .await;
     wait_for_replies(&app.graph, 1, WAIT).await;
     wait_until_drained(&app.queue().await, WAIT).await;
     let got = replies(&app.graph).await;
@@ -391,10 +389,12 @@ async fn a_huge_or_non_json_or_malformed_answer_gets_the_fallback() {
         .await;
     let app = http_app(&backend.uri(), &[("WABOT_CONVERSATION__LANGUAGE", "es")]).await;
     for (n, text) in ["huge", "html", "shape"].iter().enumerate() {
-        post(
-            &app,
-            &text_delivery(PNID, "34600000013", &format!("wamid.m{n}"), text),
-        )
+        app.deliver(&text_delivery(
+            PNID,
+            "34600000013",
+            &format!("wamid.m{n}"),
+            text,
+        ))
         .await;
     }
     wait_for_replies(&app.graph, 3, WAIT).await;
@@ -432,17 +432,15 @@ async fn an_action_over_meta_limits_is_sent_as_text_and_nothing_says_nothing() {
         .await;
     let app = http_app(&backend.uri(), &[]).await;
     let user = "34600000014";
-    post(
-        &app,
-        &text_delivery(PNID, user, "wamid.s1", "silence please"),
-    )
-    .await;
+    app.deliver(&text_delivery(PNID, user, "wamid.s1", "silence please"))
+        .await;
     wait_until_drained(&app.queue().await, WAIT).await;
     assert!(
         sends(&app.graph).await.is_empty(),
         "an empty list says nothing"
     );
-    post(&app, &text_delivery(PNID, user, "wamid.s2", "botones")).await;
+    app.deliver(&text_delivery(PNID, user, "wamid.s2", "botones"))
+        .await;
     let got = wait_for_sends(&app.graph, 3).await;
     assert_eq!(got[0]["type"], "text");
     assert_eq!(
@@ -492,11 +490,8 @@ async fn a_retry_after_a_failed_part_sends_only_the_parts_not_yet_sent() {
         ])
     })
     .await;
-    post(
-        &app,
-        &text_delivery(PNID, "34600000015", "wamid.p1", "hola"),
-    )
-    .await;
+    app.deliver(&text_delivery(PNID, "34600000015", "wamid.p1", "hola"))
+        .await;
     let got = wait_for_sends(&graph, 4).await;
     wait_until_drained(&app.queue().await, WAIT).await;
     let got_now = sends(&graph).await;

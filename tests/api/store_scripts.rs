@@ -785,3 +785,65 @@ async fn the_acknowledgement_applies_the_write_a_message_left_even_when_the_leas
     assert!(!refused.is_outage(), "{refused}");
     assert_eq!(redis.cli(&["XLEN", &inbox]), "1", "nothing acknowledged");
 }
+
+#[tokio::test]
+async fn a_lease_is_renewed_and_released_only_by_its_holder() {
+    let redis = RedisServer::start();
+    let keys = Keys::new("s", 8);
+    let queue = Queue::new(client(&redis).await, keys.clone(), 10_000);
+    let lease = keys.lease(3);
+    let pttl = || -> i64 { redis.cli(&["PTTL", &lease]).parse().expect("number") };
+    assert!(queue.acquire(3, "me").await.expect("acquire"));
+    assert!(!queue.acquire(3, "other").await.expect("acquire"));
+    redis.cli(&["PEXPIRE", &lease, "500"]);
+    assert!(queue.renew(3, "me").await.expect("renew"));
+    assert!(pttl() > 9_000, "renewed to the full ttl: {}", pttl());
+    // Another replica can neither renew nor release it.
+    assert!(!queue.renew(3, "other").await.expect("renew"));
+    queue.release(3, "other").await.expect("release");
+    assert_eq!(redis.cli(&["GET", &lease]), "me");
+    // Its holder releases it; a renewal of a lease nobody holds takes it again.
+    queue.release(3, "me").await.expect("release");
+    assert_eq!(redis.cli(&["EXISTS", &lease]), "0");
+    assert!(queue.renew(3, "other").await.expect("renew"));
+    assert_eq!(redis.cli(&["GET", &lease]), "other");
+    assert!(pttl() > 9_000);
+    assert!(!queue.renew(3, "me").await.expect("renew"));
+}
+
+#[tokio::test]
+async fn mark_answered_closes_the_earlier_messages_of_a_burst_answered_together() {
+    let redis = RedisServer::start();
+    let store = store(&redis, 10, 100).await;
+    let first = message("wamid.burst.1", "hola");
+    let second = message("wamid.burst.2", "¿estás?");
+    for m in [&first, &second] {
+        assert!(matches!(
+            admit(&store, m, AdmitMode::Answer).await,
+            Admission::Answer { .. }
+        ));
+    }
+    // One reply for both, recorded on the later message.
+    store
+        .record_reply(&second, &[bot("¡Hola! Sí.")])
+        .await
+        .expect("record");
+    assert!(matches!(
+        admit(&store, &second, AdmitMode::Answer).await,
+        Admission::Done
+    ));
+    let before = admit(&store, &first, AdmitMode::Answer).await;
+    assert!(
+        !matches!(before, Admission::Done),
+        "the earlier message is still open: {before:?}"
+    );
+    store.mark_answered(&[&first]).await.expect("mark");
+    assert!(matches!(
+        admit(&store, &first, AdmitMode::Answer).await,
+        Admission::Done
+    ));
+    // Nothing else moved: the history is the two messages and the one reply.
+    let (pnid, user) = ids();
+    let view = store.get(&pnid, &user).await.expect("get").expect("exists");
+    assert_eq!(texts(&view.turns), ["hola", "¿estás?", "¡Hola! Sí."]);
+}

@@ -13,7 +13,7 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::{
     conversation, eventually, graph_bodies, graph_ok, replies, spawn, text_delivery,
-    wait_for_replies, wait_until_drained, AppOptions, TestApp, APP_SECRET,
+    wait_for_replies, wait_until_drained, AppOptions, TestApp,
 };
 
 const PNID: &str = "113948572261094";
@@ -79,10 +79,6 @@ fn with_tool_result() -> wiremock::matchers::BodyContainsMatcher {
     body_string_contains(r#""role":"tool""#)
 }
 
-async fn post(app: &TestApp, body: &[u8]) {
-    assert_eq!(app.post_signed(body, APP_SECRET).await.status(), 200);
-}
-
 fn json_of(request: &wiremock::Request) -> Value {
     serde_json::from_slice(&request.body).expect("JSON body")
 }
@@ -119,10 +115,12 @@ async fn the_model_calls_a_tool_the_tool_gets_the_arguments_and_the_final_text_i
         tools_toml(&format!("{}/orders", tool.uri()), ""),
     )
     .await;
-    post(
-        &app,
-        &text_delivery(PNID, "4915000000101", "wamid.t1", "where is my order A-42?"),
-    )
+    app.deliver(&text_delivery(
+        PNID,
+        "4915000000101",
+        "wamid.t1",
+        "where is my order A-42?",
+    ))
     .await;
     let got = wait_for_replies(&graph, 1, WAIT).await;
     assert_eq!(got[0].text, "Your order A-42 has shipped.");
@@ -177,11 +175,8 @@ async fn a_tool_loop_is_cut_after_the_configured_rounds() {
         .await;
     let graph = graph().await;
     let app = app(&llm, graph.clone(), tools_toml(&tool.uri(), "")).await;
-    post(
-        &app,
-        &text_delivery(PNID, "4915000000102", "wamid.t2", "status?"),
-    )
-    .await;
+    app.deliver(&text_delivery(PNID, "4915000000102", "wamid.t2", "status?"))
+        .await;
     wait_for_replies(&graph, 1, WAIT).await;
     wait_until_drained(&app.queue().await, WAIT).await;
     let got = replies(&graph).await;
@@ -223,11 +218,8 @@ async fn the_actions_tool_sends_buttons_and_hands_off() {
     )
     .await;
     let user = "4915000000103";
-    post(
-        &app,
-        &text_delivery(PNID, user, "wamid.t3", "this is broken!"),
-    )
-    .await;
+    app.deliver(&text_delivery(PNID, user, "wamid.t3", "this is broken!"))
+        .await;
     let sent = eventually(WAIT, || async {
         let got = graph_bodies(&graph).await;
         (got.len() >= 2).then_some(got)
@@ -284,7 +276,8 @@ async fn a_vision_model_gets_the_users_image_as_a_content_part() {
         "[responder.openai]\nvision = true\n".to_string(),
     )
     .await;
-    post(&app, &crate::helpers::fixture("image_message.json")).await;
+    app.deliver(&crate::helpers::fixture("image_message.json"))
+        .await;
     let got = wait_for_replies(&graph, 1, WAIT).await;
     assert_eq!(got[0].text, "A fake JPEG, nicely framed.");
     let request = json_of(&llm.received_requests().await.unwrap_or_default()[0]);

@@ -124,7 +124,7 @@ fn find<'a>(spans: &'a [(String, Span)], name: &str, wamid: Option<&str>) -> Opt
     })
 }
 
-async fn post(address: &str, body: Vec<u8>) {
+async fn deliver_to(address: &str, body: Vec<u8>) {
     let response = reqwest::Client::new()
         .post(format!("{address}/webhook"))
         .header("Content-Type", "application/json")
@@ -147,7 +147,7 @@ async fn one_trace_from_the_webhook_post_to_the_graph_api_send() {
     let served = serve(&redis, &graph, &otel_env(&collector)).await;
     let wamid = format!("wamid.trace.{}", uuid::Uuid::new_v4().simple());
     let text = "my secret order number is 4711";
-    post(&served.address, text_delivery(PNID, USER, &wamid, text)).await;
+    deliver_to(&served.address, text_delivery(PNID, USER, &wamid, text)).await;
     wait_for_replies(&graph, 1, WAIT).await;
 
     let names = [
@@ -281,7 +281,7 @@ async fn the_stored_entry_carries_the_traceparent_only_while_tracing_is_on() {
     env.push(("WABOT_REDIS__KEY_PREFIX", prefix.clone()));
     let served = serve(&redis, &graph, &env).await;
     let wamid = format!("wamid.tp.{}", uuid::Uuid::new_v4().simple());
-    post(&served.address, text_delivery(PNID, USER, &wamid, "hello")).await;
+    deliver_to(&served.address, text_delivery(PNID, USER, &wamid, "hello")).await;
     let entries = inbox_entries(&redis, &prefix, 4);
     let lines: Vec<&str> = entries.lines().collect();
     let tp = lines
@@ -360,7 +360,7 @@ async fn json_logs_stay_json_and_carry_the_trace_id_while_tracing_is_on() {
     let served = serve_logging(&redis, &graph, &env, Some(&log)).await;
     let wamid = format!("wamid.log.{}", uuid::Uuid::new_v4().simple());
     let text = "please do not log this sentence";
-    post(&served.address, text_delivery(PNID, USER, &wamid, text)).await;
+    deliver_to(&served.address, text_delivery(PNID, USER, &wamid, text)).await;
     wait_for_replies(&graph, 1, WAIT).await;
     let stored = eventually(WAIT, || async {
         let lines = std::fs::read_to_string(&log).ok()?;
