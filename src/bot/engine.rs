@@ -260,18 +260,32 @@ impl Engine {
         &self,
         message: &InboundMessage,
     ) -> Result<Handled, HandleError> {
-        let turn = match window::template_message(&self.options.reengagement_template) {
-            Some(template) => {
-                let wamid = self.send(message, &template, None).await?;
-                Turn::sent(
-                    Role::Bot,
-                    format!("[template: {}]", self.options.reengagement_template.name),
-                    "template",
-                    &wamid,
-                    crate::domain::clock::unix_secs(),
-                )
-            }
-            None => {
+        let delivery = window::reengage(
+            &self.api,
+            &self.options.reengagement_template,
+            &message.phone_number_id,
+            &Recipient::of(&message.user),
+            "the 24-hour window is closed",
+        )
+        .await?;
+        let now = crate::domain::clock::unix_secs();
+        let turn = match delivery {
+            window::Delivery::Template { wamid, name } => Turn::sent(
+                Role::Bot,
+                format!("[template: {name}]"),
+                "template",
+                &wamid,
+                now,
+            ),
+            // `reengage` sends only the template; said for completeness.
+            window::Delivery::Sent { wamid } => Turn::sent(
+                Role::Bot,
+                format!("[template: {}]", self.options.reengagement_template.name),
+                "template",
+                &wamid,
+                now,
+            ),
+            window::Delivery::Refused { .. } => {
                 tracing::warn!(user = %message.user, "the 24-hour window is closed and no whatsapp.reengagement_template is configured; the reply is not sent");
                 Turn::failed(
                     Role::Bot,
@@ -281,7 +295,7 @@ impl Engine {
                         code: window::REENGAGEMENT_CODE,
                         title: Some("the 24-hour window is closed and no re-engagement template is configured".into()),
                     },
-                    crate::domain::clock::unix_secs(),
+                    now,
                 )
             }
         };

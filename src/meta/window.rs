@@ -73,12 +73,12 @@ pub async fn send(
     let free_form = !matches!(message, Action::Template { .. });
     let to = Recipient::of(user);
     if free_form && !window_open {
-        return instead(api, template, pnid, &to, "the 24-hour window is closed").await;
+        return reengage(api, template, pnid, &to, "the 24-hour window is closed").await;
     }
     match api.send(pnid, &to, message, None).await {
         Ok(sent) => Ok(Delivery::Sent { wamid: sent.wamid }),
         Err(error) if free_form && error.code() == Some(REENGAGEMENT_CODE) => {
-            instead(
+            reengage(
                 api,
                 template,
                 pnid,
@@ -91,7 +91,9 @@ pub async fn send(
     }
 }
 
-async fn instead(
+/// The re-engagement template in place of a free-form message the window does not allow, or
+/// `Refused` (saying `why`) when none is configured. The one place that decides it.
+pub async fn reengage(
     api: &CloudApi,
     template: &TemplateRef,
     pnid: &PhoneNumberId,
