@@ -28,13 +28,7 @@ impl RedisInbox {
         RedisInbox {
             client,
             keys,
-            script: Script::from_lua(concat!(
-                include_str!("lua/turns.lua"),
-                "\n",
-                include_str!("lua/expiry.lua"),
-                "\n",
-                include_str!("lua/accept.lua")
-            )),
+            script: super::scripts::accept(),
             echo_pause_ms: 0,
             session_ttl_secs: 3600,
         }

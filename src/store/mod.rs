@@ -8,6 +8,7 @@ pub mod inbox;
 pub mod keys;
 pub mod pacing;
 pub mod queue;
+pub mod scripts;
 pub mod sessions;
 pub mod sink;
 pub mod turn;

@@ -46,7 +46,7 @@ impl RedisPacer {
             keys,
             number: (number_interval, 0),
             pair: (pair_interval, pair_tolerance),
-            script: Script::from_lua(include_str!("lua/pace.lua")),
+            script: super::scripts::alone(include_str!("lua/pace.lua")),
         }
     }
 

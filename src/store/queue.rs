@@ -13,14 +13,13 @@ use fred::types::streams::XReadResponse;
 
 use super::conversation::{step_source, ConversationWrite, Step};
 use super::keys::{Keys, GROUP};
+use super::scripts;
 use crate::domain::InboxItem;
 
 pub use super::error::{Result, StoreError};
 
 /// A raw stream entry: id and fields.
 type StreamEntry = (String, HashMap<String, String>);
-
-const LEASE: &str = include_str!("lua/lease.lua");
 
 /// One stored item read from a partition.
 #[derive(Debug, Clone)]
@@ -75,28 +74,13 @@ pub struct Queue {
 
 /// The finish script: the lease check, then `finish.lua`.
 fn finish_source() -> String {
-    format!("{LEASE}{}", include_str!("lua/finish.lua"))
+    scripts::leased_source(include_str!("lua/finish.lua"))
 }
 
-/// A conversation step and `finish.lua` as one script. Each runs as a function whose `KEYS` and
-/// `ARGV` are its own slice of the call's (ARGV 1 and 2: how many keys and arguments the step
-/// takes), so both scripts run unchanged. The step comes first and is not undone when the lease
-/// turns out lost: what was sent is recorded whoever finishes the entry.
+/// A conversation step and `finish.lua` as one script. The step comes first and is not undone
+/// when the lease turns out lost: what was sent is recorded whoever finishes the entry.
 fn finish_after(step: Step) -> Script {
-    Script::from_lua(format!(
-        "local function slice(t, from, to)\n\
-         \x20 local out = {{}}\n\
-         \x20 for i = from, to do out[#out + 1] = t[i] end\n\
-         \x20 return out\n\
-         end\n\
-         local function step(KEYS, ARGV)\n{}\nend\n\
-         local function finish(KEYS, ARGV)\n{}\nend\n\
-         local nk, na = tonumber(ARGV[1]), tonumber(ARGV[2])\n\
-         step(slice(KEYS, 1, nk), slice(ARGV, 3, 2 + na))\n\
-         return finish(slice(KEYS, nk + 1, #KEYS), slice(ARGV, 3 + na, #ARGV))\n",
-        step_source(step),
-        finish_source(),
-    ))
+    scripts::chained(&step_source(step), &finish_source())
 }
 
 impl Queue {
@@ -106,12 +90,12 @@ impl Queue {
             client,
             keys,
             lease_ttl_ms,
-            renew: Script::from_lua(format!("{LEASE}{}", include_str!("lua/renew.lua"))),
-            release: Script::from_lua(include_str!("lua/release.lua")),
-            finish: Script::from_lua(finish_source()),
+            renew: scripts::leased(include_str!("lua/renew.lua")),
+            release: scripts::alone(include_str!("lua/release.lua")),
+            finish: scripts::leased(include_str!("lua/finish.lua")),
             finish_after_record: finish_after(Step::Record),
             finish_after_status: finish_after(Step::Status),
-            replay: Script::from_lua(include_str!("lua/replay.lua")),
+            replay: scripts::alone(include_str!("lua/replay.lua")),
         }
     }
 

@@ -1,0 +1,178 @@
+//! Admission of an inbound message (`begin.lua`): dedup, the rate limit, the user's turn, the history.
+
+use super::*;
+
+impl ConversationStore {
+    /// Deduplicates, rate-limits and records an inbound message in one script call.
+    /// `want_history`: return the kept turns (a responder that reads them).
+    pub async fn admit(
+        &self,
+        message: &InboundMessage,
+        turn: &Turn,
+        mode: AdmitMode<'_>,
+        want_history: bool,
+    ) -> Result<Admission> {
+        let limited_turn = Turn {
+            rate_limited: true,
+            ..turn.clone()
+        };
+        let rated = matches!(
+            mode,
+            AdmitMode::Answer | AdmitMode::Reset | AdmitMode::Handoff
+        );
+        // GCRA: `messages` per window as a burst, refilled at one per window/messages.
+        let burst = u64::from(self.limits.rate_messages.max(1));
+        let interval = (self.limits.rate_window_ms / burst).max(1);
+        let tolerance = interval * (burst - 1);
+        let (mode_name, original, new_text) = match mode {
+            AdmitMode::Answer => ("answer", "", ""),
+            AdmitMode::Record => ("record", "", ""),
+            AdmitMode::Reset => ("reset", "", ""),
+            AdmitMode::Edit { original, text } => ("edit", original, text),
+            AdmitMode::Handoff => ("handoff", "", ""),
+        };
+        let wrote = if message.origin == Origin::User {
+            (message.timestamp.max(0) * 1000).to_string()
+        } else {
+            String::new()
+        };
+        let for_events = if self.limits.events {
+            serde_json::json!({
+                "id": message.id.as_str(),
+                "kind": message.content.kind(),
+                "text": turn.text,
+                "profile_name": message.sender.profile_name,
+            })
+            .to_string()
+        } else {
+            String::new()
+        };
+        let args = BeginArgs {
+            wamid: message.id.as_str(),
+            turn: turn.encode(),
+            limited_turn: limited_turn.encode(),
+            ttl_secs: self.limits.session_ttl_secs,
+            max_history: self.limits.max_history,
+            gcra_interval_ms: if rated { interval } else { 0 },
+            gcra_tolerance_ms: tolerance,
+            notice_window_ms: self.limits.rate_window_ms,
+            profile_name: message.sender.profile_name.as_deref().unwrap_or_default(),
+            want_history,
+            mode: mode_name,
+            edit_original: original,
+            edit_text: new_text,
+            user_wrote_ms: wrote,
+            handoff_ms: self.limits.handoff_ms,
+            event_message: for_events,
+            echo: message.origin == Origin::BusinessEcho,
+        };
+        let reply: Vec<Value> = self
+            .run(
+                &self.begin,
+                &message.phone_number_id,
+                &message.user,
+                args.argv(),
+            )
+            .await?;
+        parse_admission(reply)
+    }
+}
+
+/// `begin.lua`'s arguments by name; `argv` is the one place their order lives (the script's
+/// header lists the same order).
+struct BeginArgs<'a> {
+    wamid: &'a str,
+    turn: String,
+    limited_turn: String,
+    ttl_secs: u64,
+    max_history: usize,
+    /// 0: not rate-limited.
+    gcra_interval_ms: u64,
+    gcra_tolerance_ms: u64,
+    notice_window_ms: u64,
+    profile_name: &'a str,
+    want_history: bool,
+    /// `answer`, `record`, `reset`, `edit`, `handoff`.
+    mode: &'a str,
+    edit_original: &'a str,
+    edit_text: &'a str,
+    /// Empty when the user did not write it (it opens the 24-hour window).
+    user_wrote_ms: String,
+    handoff_ms: u64,
+    /// The message for events (JSON), empty without events.
+    event_message: String,
+    echo: bool,
+}
+
+impl BeginArgs<'_> {
+    fn argv(self) -> Vec<String> {
+        vec![
+            self.wamid.to_string(),
+            self.turn,
+            self.limited_turn,
+            self.ttl_secs.to_string(),
+            self.max_history.to_string(),
+            self.gcra_interval_ms.to_string(),
+            self.gcra_tolerance_ms.to_string(),
+            self.notice_window_ms.to_string(),
+            self.profile_name.to_string(),
+            if self.want_history { "1" } else { "0" }.to_string(),
+            self.mode.to_string(),
+            self.edit_original.to_string(),
+            self.edit_text.to_string(),
+            self.user_wrote_ms,
+            self.handoff_ms.to_string(),
+            self.event_message,
+            if self.echo { "echo" } else { "" }.to_string(),
+        ]
+    }
+}
+
+/// `begin.lua`'s result codes, as its header documents them.
+mod code {
+    pub const ANSWER: i64 = 0;
+    pub const LIMITED: i64 = 1;
+    pub const RESUME: i64 = 2;
+    pub const SEEN_LIMITED: i64 = 3;
+    pub const DONE: i64 = 4;
+    pub const RECORDED: i64 = 5;
+    pub const WITH_PERSON: i64 = 6;
+}
+
+/// The script's `{code, notice, parts_sent, history...}` as an [`Admission`].
+pub(super) fn parse_admission(reply: Vec<Value>) -> Result<Admission> {
+    let mut values = reply.into_iter();
+    let mut number = || {
+        values
+            .next()
+            .and_then(|v| v.as_i64())
+            .ok_or_else(|| StoreError::Corrupt("the admit script answered out of shape".into()))
+    };
+    let code = number()?;
+    let notice = number()? == 1;
+    let parts_sent = u32::try_from(number()?).unwrap_or(0);
+    let history = values
+        .map(|v| {
+            let raw = v
+                .as_string()
+                .ok_or_else(|| StoreError::Corrupt("a turn is not a string".into()))?;
+            decode_turn(&raw)
+        })
+        .collect::<Result<Vec<Turn>>>()?;
+    Ok(match code {
+        code::ANSWER => Admission::Answer { history },
+        code::LIMITED => Admission::Limited { notice },
+        code::RESUME => Admission::Resume {
+            parts_sent,
+            history,
+        },
+        code::DONE => Admission::Done,
+        code::SEEN_LIMITED | code::RECORDED => Admission::Recorded,
+        code::WITH_PERSON => Admission::WithPerson,
+        other => {
+            return Err(StoreError::Corrupt(format!(
+                "the admit script answered code {other}"
+            )))
+        }
+    })
+}

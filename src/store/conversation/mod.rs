@@ -1,0 +1,404 @@
+//! Conversations: per `(phone_number_id, user)` a Redis hash (metadata, per-message markers, the
+//! GCRA rate limit) and a list of turns beside it, both with the sliding TTL, written by scripts
+//! that are idempotent per wamid and return typed results.
+//!
+//! Hash fields ([`field`]): `n` turns ever appended, `c`/`u` created/updated (ms), `name`,
+//! `tat` (GCRA theoretical arrival time, ms), `nq` (no rate-limit notice before, ms), `lf` (last
+//! failed reply), `lu` when the user last wrote (ms: the 24-hour window), `hu`/`hi` a person has
+//! the conversation until (ms) / who and why (JSON), `ro` another app owns it (Meta's
+//! conversation routing), and one marker `w:<digest of id>` per inbound or outbound message:
+//! `<turn>` seen, `<turn>:<k>` k outbound messages of its reply sent, `<turn>:r` answered (or
+//! never to be answered), `l` dropped by the rate limit. Scripts: `lua/*.lua`.
+
+mod admit;
+mod handoff;
+mod record;
+mod views;
+
+use crate::domain::clock::unix_ms;
+use crate::meta::window::WINDOW_MS;
+use std::collections::HashMap;
+
+use fred::prelude::{Client, ClientLike, ClusterInterface, HashesInterface, KeysInterface};
+use fred::prelude::{ListInterface, SortedSetsInterface, Value};
+use fred::types::scripts::Script;
+use fred::types::{ClusterHash, CustomCommand, FromValue};
+use serde::Serialize;
+
+use super::error::{Result, StoreError};
+use super::keys::Keys;
+pub use super::turn::{marker_digest, DeliveryError, Role, Turn};
+use crate::domain::{
+    Handover, InboundMessage, Origin, OutboundMessage, OutboundSource, PhoneNumberId, UserId,
+};
+
+/// What a record is about: the conversation and the id of the inbound or outbound message.
+pub struct Subject<'a> {
+    pub pnid: &'a PhoneNumberId,
+    pub user: &'a UserId,
+    pub id: &'a str,
+}
+
+impl<'a> Subject<'a> {
+    pub fn of(message: &'a InboundMessage) -> Subject<'a> {
+        Subject {
+            pnid: &message.phone_number_id,
+            user: &message.user,
+            id: message.id.as_str(),
+        }
+    }
+}
+
+/// A conversation script's source as it runs inside another script (the worker's
+/// acknowledgement, `Queue::ack`): the shared functions, then the body.
+pub(super) fn step_source(step: Step) -> String {
+    let body = match step {
+        Step::Record => include_str!("../lua/record.lua"),
+        Step::Status => include_str!("../lua/status.lua"),
+    };
+    super::scripts::conversation_source(body)
+}
+
+/// The conversation scripts a worker can leave for its acknowledgement to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// `lua/record.lua`: what was sent for a message.
+    Record,
+    /// `lua/status.lua`: a delivery status.
+    Status,
+}
+
+/// A conversation write prepared and not yet run. The worker runs it in the same Redis call
+/// that acknowledges the inbox entry it belongs to (`Queue::ack`): one round trip and one
+/// socket write less per message, and the record and the acknowledgement land together.
+/// [`ConversationStore::apply`] runs it alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use = "a prepared write changes nothing until it is applied"]
+pub struct ConversationWrite {
+    pub(super) step: Step,
+    pub(super) keys: Vec<String>,
+    pub(super) args: Vec<String>,
+}
+
+/// Hash field names read by Rust (the scripts write the same names).
+pub mod field {
+    pub const TURNS: &str = "n";
+    pub const CREATED: &str = "c";
+    pub const UPDATED: &str = "u";
+    pub const NAME: &str = "name";
+    pub const LAST_FAILURE: &str = "lf";
+    pub const LAST_USER: &str = "lu";
+    pub const HUMAN_UNTIL: &str = "hu";
+    pub const HUMAN_INFO: &str = "hi";
+    pub const OTHER_APP: &str = "ro";
+}
+
+/// How long a quarantined (corrupt) conversation is kept for inspection.
+const QUARANTINE_SECS: u64 = 7 * 24 * 3600;
+
+/// How `admit` treats a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdmitMode<'a> {
+    /// A message to answer: rate-limited, recorded, history returned.
+    Answer,
+    /// Recorded in the history, never answered, not rate-limited (echoes, standby copies,
+    /// revokes, reactions).
+    Record,
+    /// `/reset`: rate-limited like any message; the history starts over.
+    Reset,
+    /// The user edited `original`: its turn gets `text` while kept; never answered.
+    Edit { original: &'a str, text: &'a str },
+    /// The user asks for a person: rate-limited, recorded, answered (with the handoff text);
+    /// the conversation goes to a person for `handoff_ms` and `handoff.requested` is emitted.
+    Handoff,
+}
+
+/// What `admit` decided.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Admission {
+    /// New and within the rate limit: answer it. `history` ends with this message (empty when
+    /// the history was not asked for).
+    Answer { history: Vec<Turn> },
+    /// Seen before but not fully answered (a retry, a redelivery): answer it, skipping the
+    /// `parts_sent` outbound messages that already went out.
+    Resume { parts_sent: u32, history: Vec<Turn> },
+    /// Over the rate limit: recorded, not answered; `notice` once per window.
+    Limited { notice: bool },
+    /// Seen before and already answered.
+    Done,
+    /// Recorded in the history, not to be answered (a kind that is never answered, or a
+    /// redelivery of a message the rate limit dropped).
+    Recorded,
+    /// Recorded while a person (or another app) has the conversation: not answered.
+    WithPerson,
+}
+
+/// Who answers a conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Owner {
+    Bot,
+    /// A person of the business, until the handoff ends.
+    Human,
+    /// Another app, by Meta's conversation routing.
+    OtherApp,
+}
+
+impl Owner {
+    /// From the hash: another app owns it (`ro`), else a person until a future `hu`.
+    fn of(other_app: bool, with_person: bool) -> Owner {
+        if other_app {
+            Owner::OtherApp
+        } else if with_person {
+            Owner::Human
+        } else {
+            Owner::Bot
+        }
+    }
+
+    fn parse(raw: &str) -> Owner {
+        match raw {
+            "human" => Owner::Human,
+            "other_app" => Owner::OtherApp,
+            _ => Owner::Bot,
+        }
+    }
+}
+
+/// What `begin_outbound` decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutboundStart {
+    /// To send, after the `parts_sent` already sent (a retry).
+    Send {
+        parts_sent: u32,
+        /// When the user last wrote (ms), if ever.
+        last_user_ms: Option<i64>,
+        owner: Owner,
+    },
+    /// Sent before.
+    Done,
+}
+
+/// Whose conversation it is now, for operators.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HandoffView {
+    pub owner: Owner,
+    /// While a person has it: until when (ms).
+    pub until_ms: Option<i64>,
+    /// Who took it and why (`reason`: requested, operator, echo; `by`, `note`, `since`).
+    pub info: Option<serde_json::Value>,
+}
+
+/// A delivery status applied to its turn.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusApplied {
+    /// The turn was found in the kept history.
+    pub found: bool,
+    /// Its kind (`text`, `template`...).
+    pub kind: String,
+    /// The re-engagement template went out for it already (see `mark_reengaged`).
+    pub reengaged: bool,
+}
+
+/// A conversation for operators.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConversationView {
+    pub phone_number_id: String,
+    pub user: String,
+    pub profile_name: Option<String>,
+    pub turns: Vec<Turn>,
+    /// Total turns ever appended (kept ones are the last `turns.len()`).
+    pub count: u64,
+    /// Seconds until it expires without activity.
+    pub ttl_secs: i64,
+    pub created_ms: Option<i64>,
+    pub updated_ms: Option<i64>,
+    /// The last reply Meta reported as failed: `{"wamid": ..., "code": 131047, "title": ...}`.
+    pub last_failure: Option<serde_json::Value>,
+    pub handoff: HandoffView,
+    /// When the user last wrote (ms).
+    pub last_user_ms: Option<i64>,
+    /// Free-form messages may be sent until then (ms); `None`: the user never wrote.
+    pub window_open_until_ms: Option<i64>,
+    pub window_open: bool,
+}
+
+/// A page of `list`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConversationPage {
+    pub conversations: Vec<ConversationRef>,
+    /// Pass back to get the next page; `None` at the end.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConversationRef {
+    pub phone_number_id: String,
+    pub user: String,
+}
+
+/// A conversation a person has, for the console's waiting list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waiting {
+    pub conversation: ConversationRef,
+    /// Until when the person has it (ms).
+    pub until_ms: i64,
+}
+
+/// What a list shows of a conversation, without its history.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConversationSummary {
+    pub phone_number_id: String,
+    pub user: String,
+    pub profile_name: Option<String>,
+    pub owner: Owner,
+    /// While a person has it: until when (ms).
+    pub until_ms: Option<i64>,
+    /// While a person has it: since when (ms) and why (`requested`, `operator`, `echo`).
+    pub since_ms: Option<i64>,
+    pub reason: Option<String>,
+    pub updated_ms: Option<i64>,
+    pub last_user_ms: Option<i64>,
+}
+
+/// Limits a conversation store applies.
+#[derive(Debug, Clone)]
+pub struct ConversationLimits {
+    pub session_ttl_secs: u64,
+    pub max_history: usize,
+    pub rate_messages: u32,
+    pub rate_window_ms: u64,
+    /// How long a person keeps a conversation after a handoff.
+    pub handoff_ms: u64,
+    /// Whether events are kept for `events.webhook_url`.
+    pub events: bool,
+}
+
+#[derive(Clone)]
+pub struct ConversationStore {
+    client: Client,
+    keys: Keys,
+    limits: ConversationLimits,
+    begin: Script,
+    record: Script,
+    mark_answered: Script,
+    status: Script,
+    outbound: Script,
+    handoff: Script,
+    routing: Script,
+    quarantine: Script,
+}
+
+impl ConversationStore {
+    pub fn new(client: Client, keys: Keys, limits: ConversationLimits) -> ConversationStore {
+        ConversationStore {
+            client,
+            keys,
+            limits,
+            begin: super::scripts::conversation(include_str!("../lua/begin.lua")),
+            record: super::scripts::conversation(include_str!("../lua/record.lua")),
+            mark_answered: super::scripts::conversation(include_str!("../lua/mark_answered.lua")),
+            status: super::scripts::conversation(include_str!("../lua/status.lua")),
+            outbound: super::scripts::conversation(include_str!("../lua/outbound.lua")),
+            handoff: super::scripts::conversation(include_str!("../lua/handoff.lua")),
+            routing: super::scripts::conversation(include_str!("../lua/routing.lua")),
+            quarantine: super::scripts::alone(include_str!("../lua/quarantine.lua")),
+        }
+    }
+
+    /// The hash and the list of a conversation.
+    pub(super) fn keys_of(&self, pnid: &PhoneNumberId, user: &UserId) -> Vec<String> {
+        let partition = self.keys.partition(pnid, user);
+        vec![
+            self.keys.conversation(partition, pnid, user),
+            self.keys.history(partition, pnid, user),
+        ]
+    }
+
+    /// What the conversation scripts are given (`lua/conversation_common.lua`): the hash, the
+    /// list, the partition's set of conversations with a person, and its event stream when
+    /// events are on.
+    pub(super) fn script_keys(&self, pnid: &PhoneNumberId, user: &UserId) -> Vec<String> {
+        let partition = self.keys.partition(pnid, user);
+        let mut keys = self.keys_of(pnid, user);
+        keys.push(self.keys.with_person(partition));
+        if self.limits.events {
+            keys.push(self.keys.events(partition));
+        }
+        keys
+    }
+
+    /// Runs one of the conversation scripts over the keys of `user`'s conversation.
+    pub(super) async fn run<R: FromValue>(
+        &self,
+        script: &Script,
+        pnid: &PhoneNumberId,
+        user: &UserId,
+        args: Vec<String>,
+    ) -> Result<R> {
+        Ok(script
+            .evalsha_with_reload(&self.client, self.script_keys(pnid, user), args)
+            .await?)
+    }
+}
+
+/// A stored turn, or the data error that says it is not one.
+fn decode_turn(raw: &str) -> Result<Turn> {
+    Turn::decode(raw).map_err(|e| StoreError::Corrupt(format!("a turn does not decode: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::admit::parse_admission;
+    use super::views::parse_conversation_key;
+    use super::*;
+
+    #[test]
+    fn conversation_keys_parse_back() {
+        assert_eq!(
+            parse_conversation_key("{wabot:3}:conv:1139:US.123"),
+            Some(ConversationRef {
+                phone_number_id: "1139".into(),
+                user: "US.123".into()
+            })
+        );
+        assert_eq!(parse_conversation_key("{wabot:3}:in"), None);
+        assert_eq!(parse_conversation_key("{wabot:3}:hist:1139:4915"), None);
+    }
+
+    #[test]
+    fn admissions_parse_from_the_script_reply() {
+        let turn = r#"["u",1,"","hi"]"#;
+        let reply = vec![
+            Value::from(2),
+            Value::from(0),
+            Value::from(3),
+            Value::from(turn),
+        ];
+        match parse_admission(reply).expect("parses") {
+            Admission::Resume {
+                parts_sent,
+                history,
+            } => {
+                assert_eq!(parts_sent, 3);
+                let turn = &history[..];
+                assert!(
+                    matches!(turn, [t] if t.role == Role::User && t.text == "hi" && t.at == 1),
+                    "{turn:?}"
+                );
+            }
+            other => panic!("not a resume: {other:?}"),
+        }
+        let corrupt = vec![
+            Value::from(0),
+            Value::from(0),
+            Value::from(0),
+            Value::from("{"),
+        ];
+        assert!(matches!(
+            parse_admission(corrupt),
+            Err(StoreError::Corrupt(_))
+        ));
+        assert!(parse_admission(vec![Value::from(9), Value::from(0), Value::from(0)]).is_err());
+    }
+}
