@@ -1,4 +1,5 @@
 //! Typed settings, loaded once from defaults, `config/` files and the environment (docs/DESIGN.md §3).
+//! Owns `sections`, `validate`, `env` and `redact`; imports only `domain`.
 //!
 //! Layers, later wins: built-in defaults (the shipped `config/default.toml`, embedded) →
 //! `config/default.toml` → `config/{APP_ENV}.toml` →

@@ -1,7 +1,8 @@
 //! Domain types: what a webhook delivery means to wabot, independent of Meta's wire format.
 //!
 //! These types are also the stored form of an accepted message (serde), so changing them is a
-//! storage format change: add fields with defaults, never rename.
+//! storage format change: add fields with defaults, never rename. Owns `action` (the one model of
+//! what the bot sends), `clock` and `language`; the bottom layer, it imports no other.
 
 pub mod action;
 pub mod clock;

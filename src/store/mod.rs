@@ -1,5 +1,6 @@
 //! Everything that knows Redis: the connection, key formats and scripts (`lua/`). Nothing
-//! outside this module builds a key.
+//! outside this module builds a key. Owns the inbox's `sink` trait and script composition
+//! (`scripts`); may import meta, ops, config, domain.
 
 pub mod connection;
 pub mod conversation;
