@@ -270,22 +270,15 @@ impl Engine {
         .await?;
         let now = crate::domain::clock::unix_secs();
         let turn = match delivery {
-            window::Delivery::Template { wamid, name } => Turn::sent(
-                Role::Bot,
-                format!("[template: {name}]"),
-                "template",
-                &wamid,
-                now,
-            ),
-            // `reengage` sends only the template; said for completeness.
-            window::Delivery::Sent { wamid } => Turn::sent(
+            // `reengage` sends the template or nothing.
+            Delivery::Template { wamid, .. } | Delivery::Sent { wamid } => Turn::sent(
                 Role::Bot,
                 format!("[template: {}]", self.options.reengagement_template.name),
                 "template",
                 &wamid,
                 now,
             ),
-            window::Delivery::Refused { .. } => {
+            Delivery::Refused { .. } => {
                 tracing::warn!(user = %message.user, "the 24-hour window is closed and no whatsapp.reengagement_template is configured; the reply is not sent");
                 Turn::failed(
                     Role::Bot,

@@ -518,7 +518,7 @@ impl OutboundContent {
         match self {
             OutboundContent::Text { .. } => "text",
             OutboundContent::Template { .. } => "template",
-            OutboundContent::Message { message } => message.describe().1,
+            OutboundContent::Message { message } => message.message_type(),
         }
     }
 }

@@ -72,15 +72,13 @@ pub struct Queue {
     replay: Script,
 }
 
-/// The finish script: the lease check, then `finish.lua`.
-fn finish_source() -> String {
-    scripts::leased_source(include_str!("lua/finish.lua"))
-}
+/// Acknowledges (or dead-letters) entries; run behind the lease check.
+const FINISH: &str = include_str!("lua/finish.lua");
 
 /// A conversation step and `finish.lua` as one script. The step comes first and is not undone
 /// when the lease turns out lost: what was sent is recorded whoever finishes the entry.
 fn finish_after(step: Step) -> Script {
-    scripts::chained(&step_source(step), &finish_source())
+    scripts::chained(&step_source(step), &scripts::leased_source(FINISH))
 }
 
 impl Queue {
@@ -92,7 +90,7 @@ impl Queue {
             lease_ttl_ms,
             renew: scripts::leased(include_str!("lua/renew.lua")),
             release: scripts::alone(include_str!("lua/release.lua")),
-            finish: scripts::leased(include_str!("lua/finish.lua")),
+            finish: scripts::leased(FINISH),
             finish_after_record: finish_after(Step::Record),
             finish_after_status: finish_after(Step::Status),
             replay: scripts::alone(include_str!("lua/replay.lua")),
@@ -484,7 +482,7 @@ mod tests {
     #[test]
     fn the_finish_script_caps_dead_letters_at_the_documented_bound() {
         let cap = format!("'MAXLEN', '~', '{DEAD_LETTERS_MAX_PER_PARTITION}'");
-        let finish = include_str!("lua/finish.lua");
+        let finish = FINISH;
         assert!(finish.contains(&cap), "{finish}");
     }
 }

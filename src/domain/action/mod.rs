@@ -117,20 +117,34 @@ impl Action {
         }
     }
 
+    /// The message type it is recorded as, which is Meta's `type` for it (`handoff` sends none).
+    pub fn message_type(&self) -> &'static str {
+        match self {
+            Action::Text(_) => "text",
+            Action::Buttons { .. } | Action::List { .. } => "interactive",
+            Action::Media { kind, .. } => kind.as_str(),
+            Action::Location { .. } => "location",
+            Action::Template { .. } => "template",
+            Action::React { .. } => "reaction",
+            Action::Handoff { .. } => "handoff",
+        }
+    }
+
     /// How an action reads in the history, and the message type it is recorded as.
     pub fn describe(&self) -> (String, &'static str) {
+        (self.history_text(), self.message_type())
+    }
+
+    fn history_text(&self) -> String {
         let with = |label: &str, extra: Option<&str>| match extra.filter(|e| !e.is_empty()) {
             Some(extra) => format!("[{label}] {extra}"),
             None => format!("[{label}]"),
         };
         match self {
-            Action::Text(text) => (text.clone(), "text"),
+            Action::Text(text) => text.clone(),
             Action::Buttons { text, buttons, .. } => {
                 let titles: Vec<&str> = buttons.iter().map(|b| b.title.as_str()).collect();
-                (
-                    format!("[buttons: {}] {text}", titles.join(" | ")),
-                    "interactive",
-                )
+                format!("[buttons: {}] {text}", titles.join(" | "))
             }
             Action::List { text, sections, .. } => {
                 let titles: Vec<&str> = sections
@@ -138,25 +152,20 @@ impl Action {
                     .flat_map(|s| &s.rows)
                     .map(|r| r.title.as_str())
                     .collect();
-                (
-                    format!("[list: {}] {text}", titles.join(" | ")),
-                    "interactive",
-                )
+                format!("[list: {}] {text}", titles.join(" | "))
             }
-            Action::Media { kind, caption, .. } => {
-                (with(kind.as_str(), caption.as_deref()), kind.as_str())
-            }
+            Action::Media { kind, caption, .. } => with(kind.as_str(), caption.as_deref()),
             Action::Location { name, address, .. } => {
                 let place = [name.as_deref(), address.as_deref()]
                     .into_iter()
                     .flatten()
                     .collect::<Vec<_>>()
                     .join(", ");
-                (with("location", Some(&place)), "location")
+                with("location", Some(&place))
             }
-            Action::Template { name, .. } => (with("template", Some(name)), "template"),
-            Action::React { emoji } => (with("reaction", Some(emoji)), "reaction"),
-            Action::Handoff { note } => (with("handoff", note.as_deref()), "handoff"),
+            Action::Template { name, .. } => with("template", Some(name)),
+            Action::React { emoji } => with("reaction", Some(emoji)),
+            Action::Handoff { note } => with("handoff", note.as_deref()),
         }
     }
 

@@ -18,15 +18,7 @@ pub enum NotSendable {
 
 /// The `type` Meta expects for an action; `None` for a handoff, which sends nothing.
 pub fn graph_type(action: &Action) -> Option<&'static str> {
-    Some(match action {
-        Action::Text(_) => "text",
-        Action::React { .. } => "reaction",
-        Action::Buttons { .. } | Action::List { .. } => "interactive",
-        Action::Template { .. } => "template",
-        Action::Media { kind, .. } => kind.as_str(),
-        Action::Location { .. } => "location",
-        Action::Handoff { .. } => return None,
-    })
+    (!matches!(action, Action::Handoff { .. })).then(|| action.message_type())
 }
 
 /// The request body for `POST /{phone_number_id}/messages`. `context` is the message a reaction
