@@ -6,8 +6,9 @@
 
 use anyhow::Context;
 use wabot::config::Settings;
+use wabot::domain::language::Language;
 use wabot::domain::{InboundMessage, MessageContent, PhoneNumberId, Sender, UserId, WaMessageId};
-use wabot::store::conversation::{AdmitMode, Role, Turn};
+use wabot::store::conversation::{AdmitMode, LanguageClaim, Role, Turn};
 use wabot::store::Client;
 
 const USER_LINES: [&str; 10] = [
@@ -92,6 +93,11 @@ pub async fn realistic(client: &Client, settings: &Settings) -> anyhow::Result<C
                 &Turn::of_user(&message, Role::User),
                 AdmitMode::Answer,
                 false,
+                // The language a conversation keeps (`conversation.language = auto`).
+                Some(LanguageClaim {
+                    language: Language::En,
+                    chosen: false,
+                }),
             )
             .await
             .context("admit")?;

@@ -82,6 +82,18 @@ async fn session(
     let server = tokio::spawn(app.run_until_stopped());
 
     let services = crate::app::startup::Services::new(&settings)?;
+    // Every session starts a new conversation: one left by an earlier session (its language,
+    // a handoff that still runs) would answer the same lines differently.
+    if let (Some(pnid), Some(user)) = (
+        crate::domain::PhoneNumberId::parse(SANDBOX_NUMBER),
+        crate::domain::UserId::parse(&options.user),
+    ) {
+        services
+            .conversations
+            .delete(&pnid, &user)
+            .await
+            .context("could not clear the sandbox's conversation in Redis")?;
+    }
     let (redis, queue) = (services.redis, services.queue);
     let interactive = options.script.is_none();
     let outcome = tokio::select! {

@@ -15,11 +15,15 @@ use backon::{ExponentialBuilder, Retryable};
 use tracing::Instrument;
 
 use crate::bot::handoff::HandoffDetector;
-use crate::bot::i18n::{Language, Sentence, Texts};
+use crate::bot::i18n::{self, Language, LanguageRequest, Sentence, Texts};
+use crate::bot::menu;
 use crate::bot::reply;
-use crate::bot::responder::{Action, HistoryTurn, Reply, Responder, ResponderInput, Speaker};
+use crate::bot::responder::{
+    Action, Choice, HistoryTurn, Reply, Responder, ResponderInput, Speaker,
+};
 use crate::bot::transcription::{self, Transcriber};
 use crate::config::TemplateRef;
+use crate::domain::menu::Menu;
 use crate::domain::{
     DeliveryStatus, InboundMessage, InboxItem, MessageContent, Origin, OutboundContent,
     OutboundMessage, OutboundSource, StatusUpdate,
@@ -30,7 +34,8 @@ use crate::ops::monitoring;
 use crate::ops::telemetry::error_chain;
 use crate::pipeline::worker::{HandleError, Handled, Handler, LeaseGuard};
 use crate::store::conversation::{
-    Admission, AdmitMode, ConversationStore, DeliveryError, OutboundStart, Role, Subject, Turn,
+    Admission, AdmitMode, ConversationStore, DeliveryError, LanguageClaim, OutboundStart, Remember,
+    Remembered, Role, Subject, Turn,
 };
 use crate::store::StoreError;
 
@@ -43,9 +48,14 @@ enum Command {
     Handoff,
     /// A voice note whose transcription failed.
     CouldNotListen,
+    /// `/idioma pt`, `/language`, or a tap on the language menu.
+    Language(LanguageRequest),
 }
 
 fn command(content: &MessageContent, handoff: &HandoffDetector) -> Option<Command> {
+    if let Some(request) = i18n::language_request(content) {
+        return Some(Command::Language(request));
+    }
     let MessageContent::Text { body } = content else {
         return None;
     };
@@ -108,6 +118,12 @@ pub struct EngineOptions {
     /// Sent instead of free-form text outside the 24-hour window.
     pub reengagement_template: TemplateRef,
 }
+
+/// The record of a message that leaves no menu or language behind.
+const NOTHING_TO_REMEMBER: Remember = Remember {
+    menu: None,
+    chosen_language: None,
+};
 
 /// `text` cut to `max` characters, marked with an ellipsis when cut.
 fn bounded(mut text: String, max: usize) -> String {
@@ -174,23 +190,29 @@ impl Engine {
         };
         let message = message.as_ref();
         turn.text = bounded(turn.text, self.options.max_turn_chars);
+        let claim = self.language_claim(message, command);
         let admission = self
             .store
-            .admit(message, &turn, mode, self.responder.reads_history())
+            .admit(message, &turn, mode, self.responder.reads_history(), claim)
             .await?;
         match admission {
-            Admission::Answer { history } => {
+            Admission::Answer {
+                history,
+                remembered,
+            } => {
                 if command == Some(Command::Handoff) {
                     metrics::counter!(monitoring::HANDOFFS, "reason" => "requested").increment(1);
                     tracing::info!(user = %message.user, "the user asked for a person; handed off");
                 }
-                self.answer(message, &history, 0, command, lease).await
+                self.answer(message, &history, 0, command, &remembered, lease)
+                    .await
             }
             Admission::Resume {
                 parts_sent,
                 history,
+                remembered,
             } => {
-                self.answer(message, &history, parts_sent, command, lease)
+                self.answer(message, &history, parts_sent, command, &remembered, lease)
                     .await
             }
             Admission::WithPerson => {
@@ -206,11 +228,13 @@ impl Engine {
                 }
                 Ok(Handled::done())
             }
-            Admission::Limited { notice } => {
+            Admission::Limited { notice, language } => {
                 metrics::counter!(monitoring::RATE_LIMITED).increment(1);
                 tracing::info!(user = %message.user, notice, "rate limited");
                 if notice && lease.is_valid() {
-                    let language = self.options.texts.language_of(message);
+                    let language = language
+                        .or(claim.map(|c| c.language))
+                        .unwrap_or(self.options.texts.default_language());
                     let text = Action::Text(
                         self.options
                             .texts
@@ -259,10 +283,14 @@ impl Engine {
     async fn answer_outside_window(
         &self,
         message: &InboundMessage,
+        language: Language,
     ) -> Result<Handled, HandleError> {
         let delivery = window::reengage(
             &self.api,
-            &self.options.reengagement_template,
+            &self
+                .options
+                .reengagement_template
+                .in_language(Some(language)),
             &message.phone_number_id,
             &Recipient::of(&message.user),
             "the 24-hour window is closed",
@@ -292,19 +320,28 @@ impl Engine {
                 )
             }
         };
-        Ok(Handled::with(
-            self.store.reply_write(message, std::slice::from_ref(&turn)),
-        ))
+        Ok(Handled::with(self.store.reply_write(
+            message,
+            std::slice::from_ref(&turn),
+            &Remember::default(),
+        )))
     }
 
     /// An operator's message or a notification, in the conversation's order: free-form only
     /// inside the window (else the re-engagement template, or refused), recorded once.
+    /// `reengagement`: it is the re-engagement template itself, sent in the conversation's
+    /// language.
     async fn handle_outbound(
         &self,
         out: &OutboundMessage,
+        reengagement: bool,
         lease: &LeaseGuard,
     ) -> Result<(), HandleError> {
-        let OutboundStart::Send { last_user_ms, .. } = self.store.begin_outbound(out, "").await?
+        let OutboundStart::Send {
+            last_user_ms,
+            language,
+            ..
+        } = self.store.begin_outbound(out, "").await?
         else {
             tracing::debug!(user = %out.to, "outbound message already sent");
             return Ok(());
@@ -317,12 +354,16 @@ impl Engine {
         if out.source == OutboundSource::Operator {
             metrics::counter!(monitoring::HANDOFFS, "reason" => "operator").increment(1);
         }
-        let message = out.content.action();
+        let template = self.options.reengagement_template.in_language(language);
+        let message = match window::template_message(&template) {
+            Some(localized) if reengagement => localized,
+            _ => out.content.action(),
+        };
         let text = out.content.describe();
         let kind = out.content.kind();
         let delivery = window::send(
             &self.api,
-            &self.options.reengagement_template,
+            &template,
             &out.phone_number_id,
             &out.to,
             &message,
@@ -368,8 +409,13 @@ impl Engine {
         };
         self.persist_write(
             || {
-                self.store
-                    .record_sent(&subject, 0, true, std::slice::from_ref(&turn))
+                self.store.record_sent(
+                    &subject,
+                    0,
+                    true,
+                    std::slice::from_ref(&turn),
+                    &NOTHING_TO_REMEMBER,
+                )
             },
             out.to.as_str(),
         )
@@ -385,8 +431,36 @@ impl Engine {
         history: &[Turn],
         parts_sent: u32,
         command: Option<Command>,
+        remembered: &Remembered,
         lease: &LeaseGuard,
     ) -> Result<Handled, HandleError> {
+        // A typed "2" or "Precios" after a menu is the tap it stands for.
+        let picked = match (&message.content, &remembered.menu, command) {
+            (MessageContent::Text { body }, Some(menu), None) => {
+                menu::pick(menu, body).map(|option| {
+                    let mut tap = message.clone();
+                    tap.content = MessageContent::InteractiveReply {
+                        reply: menu.kind(),
+                        id: option.id.clone(),
+                        title: option.title.clone(),
+                        description: None,
+                    };
+                    tap
+                })
+            }
+            _ => None,
+        };
+        if picked.is_some() {
+            tracing::debug!(user = %message.user, "a typed answer picked an option of the last menu");
+        }
+        let message = picked.as_ref().unwrap_or(message);
+        // Picking the language menu's option by typing it is choosing the language.
+        let command = command.or_else(|| {
+            picked
+                .as_ref()
+                .and_then(|tap| i18n::language_request(&tap.content))
+                .map(Command::Language)
+        });
         let read = async {
             if self.options.mark_as_read && parts_sent == 0 {
                 if let Err(error) = self
@@ -403,14 +477,18 @@ impl Engine {
             }
         };
         let texts = &self.options.texts;
-        let language = texts.language_of(message);
+        let language = self.language(message, command, remembered);
         // The read receipt (and typing indicator) costs a Graph round trip: it runs while the
         // responder works, not before it, and is joined before the first part goes out so the
         // user never sees the receipt after the reply.
         let ((), decided) = tokio::join!(read, self.decide(message, history, command, language));
         let Some(reply) = decided? else {
             tracing::info!(user = %message.user, "a person took the conversation over while the reply was prepared; not sent");
-            return Ok(Handled::with(self.store.reply_write(message, &[])));
+            return Ok(Handled::with(self.store.reply_write(
+                message,
+                &[],
+                &Remember::default(),
+            )));
         };
         let reply = reply::checked(
             reply,
@@ -436,7 +514,7 @@ impl Engine {
                 Ok(wamid) => wamid,
                 Err(error) if error.code() == Some(window::REENGAGEMENT_CODE) => {
                     tracing::warn!(user = %message.user, "Meta says the 24-hour window is closed (131047)");
-                    return self.answer_outside_window(message).await;
+                    return self.answer_outside_window(message, language).await;
                 }
                 Err(error) => return Err(error.into()),
             };
@@ -470,8 +548,20 @@ impl Engine {
                 )
             })
             .collect();
+        let remember = Remember {
+            menu: Menu::of(&reply.actions, language),
+            // Chosen by typing an option of the language menu: admission did not know it yet.
+            chosen_language: match command {
+                Some(Command::Language(LanguageRequest::Set(chosen))) if picked.is_some() => {
+                    Some(chosen)
+                }
+                _ => None,
+            },
+        };
         // Recorded by the runner, with the entry's acknowledgement (one Redis call).
-        Ok(Handled::with(self.store.reply_write(message, &turns)))
+        Ok(Handled::with(
+            self.store.reply_write(message, &turns, &remember),
+        ))
     }
 
     /// The reply to a message: a command's sentence or the responder's answer. `None`: a person
@@ -494,6 +584,13 @@ impl Engine {
                 Reply::text(texts.get(language, Sentence::CouldNotListen))
             }
             Some(Command::Handoff) => Reply::text(self.handoff_text(language)),
+            Some(Command::Language(LanguageRequest::Set(chosen))) => {
+                tracing::info!(user = %message.user, language = chosen.code(), "the user chose a language");
+                Reply::text(texts.get(chosen, Sentence::LanguageChosen))
+            }
+            Some(Command::Language(LanguageRequest::Menu)) => Reply {
+                actions: vec![language_menu(texts.get(language, Sentence::ChooseLanguage))],
+            },
             None => {
                 let history: Vec<HistoryTurn> = history.iter().map(history_turn).collect();
                 let image = if self.responder.wants_images() {
@@ -596,6 +693,62 @@ impl Engine {
                 tracing::warn!(user = %message.user, error = %error_chain(&error), "the responder asked for a person, but the handoff could not be stored");
             }
         }
+    }
+
+    /// What this message says about the conversation's language, to keep with it: the user's
+    /// choice; else, with `conversation.language = auto`, a confident detection of a text the
+    /// user wrote, or the language of the keywords the responder matched in it.
+    fn language_claim(
+        &self,
+        message: &InboundMessage,
+        command: Option<Command>,
+    ) -> Option<LanguageClaim> {
+        if let Some(Command::Language(LanguageRequest::Set(language))) = command {
+            return Some(LanguageClaim {
+                language,
+                chosen: true,
+            });
+        }
+        // A command (`/reset`) says nothing about a language; asking for a person in words does.
+        let worded = matches!(command, None | Some(Command::Handoff));
+        if !self.options.texts.detects() || message.origin != Origin::User || !worded {
+            return None;
+        }
+        let MessageContent::Text { body } = &message.content else {
+            return None;
+        };
+        i18n::detect(body)
+            .or_else(|| self.responder.language_hint(body))
+            .map(|language| LanguageClaim {
+                language,
+                chosen: false,
+            })
+    }
+
+    /// The language to answer in: the one just chosen; for a menu's option (tapped or typed)
+    /// the menu's, so a menu answers in the language it was opened in; else the
+    /// conversation's, or the configured one.
+    fn language(
+        &self,
+        message: &InboundMessage,
+        command: Option<Command>,
+        remembered: &Remembered,
+    ) -> Language {
+        if let Some(Command::Language(LanguageRequest::Set(chosen))) = command {
+            return chosen;
+        }
+        let of_menu = match (&message.content, &remembered.menu) {
+            (MessageContent::InteractiveReply { id, .. }, Some(menu)) if !remembered.chosen => menu
+                .options
+                .iter()
+                .any(|o| o.id == *id)
+                .then(|| menu.language())
+                .flatten(),
+            _ => None,
+        };
+        of_menu
+            .or(remembered.language)
+            .unwrap_or(self.options.texts.default_language())
     }
 
     /// What the bot answers a user asking for a person.
@@ -707,7 +860,7 @@ impl Engine {
                 },
                 requested_at: crate::domain::clock::unix_secs(),
             };
-            self.handle_outbound(&again, lease).await?;
+            self.handle_outbound(&again, true, lease).await?;
             // After the send: a crash in between leaves the flag unset, and the template's id
             // still keeps a redelivered failure from sending it twice.
             self.store
@@ -715,6 +868,23 @@ impl Engine {
                 .await?;
         }
         Ok(Handled::done())
+    }
+}
+
+/// `/idioma` alone: the shipped languages as buttons, each named in itself.
+fn language_menu(question: &str) -> Action {
+    Action::Buttons {
+        text: question.to_string(),
+        header: None,
+        footer: None,
+        buttons: Language::ALL
+            .into_iter()
+            .map(|language| Choice {
+                id: format!("{}{}", i18n::LANGUAGE_ID_PREFIX, language.code()),
+                title: i18n::own_name(language).to_string(),
+                description: None,
+            })
+            .collect(),
     }
 }
 
@@ -739,7 +909,7 @@ impl Handler for Engine {
             InboxItem::Message(message) => self.handle_message(message, lease).await,
             InboxItem::Status(status) => self.handle_status(status, lease).await,
             InboxItem::Outbound(out) => {
-                self.handle_outbound(out, lease).await?;
+                self.handle_outbound(out, false, lease).await?;
                 Ok(Handled::done())
             }
             InboxItem::Handover(handover) => {
@@ -781,6 +951,7 @@ impl Handler for Engine {
         let mut pending: Vec<(&InboundMessage, u32)> = Vec::with_capacity(messages.len());
         let mut answered: Vec<&InboundMessage> = Vec::new();
         let mut history = Vec::new();
+        let mut remembered = Remembered::default();
         for message in messages {
             let mut turn = Turn::of_user(message, Role::User);
             turn.text = bounded(turn.text, self.options.max_turn_chars);
@@ -791,19 +962,26 @@ impl Handler for Engine {
                     &turn,
                     AdmitMode::Answer,
                     self.responder.reads_history(),
+                    self.language_claim(message, None),
                 )
                 .await?
             {
-                Admission::Answer { history: turns } => {
+                Admission::Answer {
+                    history: turns,
+                    remembered: state,
+                } => {
                     pending.push((message, 0));
                     history = turns;
+                    remembered = state;
                 }
                 Admission::Resume {
                     parts_sent,
                     history: turns,
+                    remembered: state,
                 } => {
                     pending.push((message, parts_sent));
                     history = turns;
+                    remembered = state;
                 }
                 Admission::Done => answered.extend(pending.drain(..).map(|(m, _)| m)),
                 Admission::Limited { .. } => {
@@ -822,7 +1000,7 @@ impl Handler for Engine {
         // The reply's record comes before the others are marked answered by it: a redelivery
         // in between then finds the target done and marks them, instead of answering again.
         if let Some(write) = self
-            .answer(target, &history, parts_sent, None, lease)
+            .answer(target, &history, parts_sent, None, &remembered, lease)
             .await?
             .write
         {

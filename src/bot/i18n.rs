@@ -1,6 +1,7 @@
-//! Built-in sentences (reset, help, rate-limit notice, non-text, handoff, fallbacks) in the
-//! conversation's language (`conversation.language`: `en`, `es`, `pt`, or `auto` from the user's
-//! text), each overridable per language under `[texts.<language>]`.
+//! The conversation's language and the sentences wabot says in it: detection (lingua, only the
+//! shipped languages), the user's own choice (`/idioma pt`), and the built-in sentences (reset,
+//! help, rate-limit notice, non-text, handoff, fallbacks, the language menu), each overridable
+//! per language under `[texts.<language>]`.
 
 use std::collections::HashMap;
 
@@ -8,7 +9,7 @@ use unicode_normalization::UnicodeNormalization;
 
 use crate::config::{SentenceOverrides, Settings};
 pub use crate::domain::language::Language;
-use crate::domain::InboundMessage;
+use crate::domain::MessageContent;
 
 /// Text as keywords compare it: lower case, accents and other combining marks removed (NFD),
 /// so "Asesór" matches "asesor" and "Öffnungszeiten" matches "offnungszeiten". The one
@@ -39,10 +40,14 @@ pub enum Sentence {
     NotUnderstood,
     /// A voice note that could not be transcribed.
     CouldNotListen,
+    /// After the user chose a language (`/idioma pt`), in that language.
+    LanguageChosen,
+    /// The question above the language menu (`/idioma` alone).
+    ChooseLanguage,
 }
 
 impl Sentence {
-    pub const ALL: [Sentence; 8] = [
+    pub const ALL: [Sentence; 10] = [
         Sentence::Reset,
         Sentence::Help,
         Sentence::RateLimited,
@@ -51,6 +56,8 @@ impl Sentence {
         Sentence::Fallback,
         Sentence::NotUnderstood,
         Sentence::CouldNotListen,
+        Sentence::LanguageChosen,
+        Sentence::ChooseLanguage,
     ];
 
     pub fn key(self) -> &'static str {
@@ -63,6 +70,8 @@ impl Sentence {
             Sentence::Fallback => "fallback",
             Sentence::NotUnderstood => "not_understood",
             Sentence::CouldNotListen => "could_not_listen",
+            Sentence::LanguageChosen => "language_chosen",
+            Sentence::ChooseLanguage => "choose_language",
         }
     }
 
@@ -94,21 +103,30 @@ impl Sentence {
             (CouldNotListen, En) => "Sorry, I could not listen to your voice message. Could you type it instead?",
             (CouldNotListen, Es) => "Lo siento, no he podido escuchar tu mensaje de voz. ¿Puedes escribirlo?",
             (CouldNotListen, Pt) => "Desculpe, não consegui ouvir sua mensagem de voz. Pode escrevê-la?",
+            (LanguageChosen, En) => "Done: I will write to you in English from now on.",
+            (LanguageChosen, Es) => "Listo: a partir de ahora te escribo en español.",
+            (LanguageChosen, Pt) => "Pronto: a partir de agora escrevo para você em português.",
+            (ChooseLanguage, En) => "Which language do you prefer?",
+            (ChooseLanguage, Es) => "¿En qué idioma prefieres que te escriba?",
+            (ChooseLanguage, Pt) => "Em qual idioma você prefere que eu escreva?",
         }
     }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Choice {
+    /// Always this language, unless the user chooses another (`/idioma`).
     Fixed(Language),
-    /// Guessed from each message's text, `En` when nothing gives it away.
-    Auto,
+    /// Detected and kept per conversation; `fallback` until something gives it away.
+    Auto { fallback: Language },
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum I18nError {
     #[error("`conversation.language` must be en, es, pt or auto, not `{0}`")]
     Language(String),
+    #[error("`conversation.fallback_language` must be en, es or pt, not `{0}`")]
+    Fallback(String),
     #[error("`texts.{0}` is not a shipped language (en, es, pt)")]
     OverrideLanguage(String),
 }
@@ -132,8 +150,15 @@ impl Default for Texts {
 impl Texts {
     pub fn from_settings(settings: &Settings) -> Result<Texts, I18nError> {
         let language = settings.conversation.language.trim().to_lowercase();
+        let fallback = settings
+            .conversation
+            .fallback_language
+            .trim()
+            .to_lowercase();
+        let fallback =
+            Language::parse(&fallback).ok_or_else(|| I18nError::Fallback(fallback.clone()))?;
         let choice = match language.as_str() {
-            "auto" => Choice::Auto,
+            "auto" => Choice::Auto { fallback },
             code => Choice::Fixed(
                 Language::parse(code).ok_or_else(|| I18nError::Language(code.to_string()))?,
             ),
@@ -186,15 +211,16 @@ impl Texts {
             .unwrap_or_else(|| sentence.built_in(language))
     }
 
-    /// The language to answer `message` in.
-    pub fn language_of(&self, message: &InboundMessage) -> Language {
+    /// Whether each message's text is looked at for its language (`conversation.language =
+    /// auto`).
+    pub fn detects(&self) -> bool {
+        matches!(self.choice, Choice::Auto { .. })
+    }
+
+    /// The language of a conversation that has none of its own yet (nothing gave it away).
+    pub fn default_language(&self) -> Language {
         match self.choice {
-            Choice::Fixed(language) => language,
-            Choice::Auto => message
-                .content
-                .text()
-                .and_then(detect)
-                .unwrap_or(Language::En),
+            Choice::Fixed(language) | Choice::Auto { fallback: language } => language,
         }
     }
 }
@@ -210,59 +236,102 @@ impl SentenceOverrides {
             Sentence::Fallback => &self.fallback,
             Sentence::NotUnderstood => &self.not_understood,
             Sentence::CouldNotListen => &self.could_not_listen,
+            Sentence::LanguageChosen => &self.language_chosen,
+            Sentence::ChooseLanguage => &self.choose_language,
         }
     }
 }
 
-/// A small heuristic over common words and letters; `None` when the text gives nothing away
-/// (short, ambiguous, or another language).
+/// Fewer letters than this say nothing about a language ("ok", "sí", "hi", "1", "👍").
+const MIN_LETTERS: usize = 5;
+
+/// The detector, built on first use (its three models take ~14 MB, loaded only when a
+/// deployment detects languages at all).
+fn detector() -> &'static lingua::LanguageDetector {
+    static DETECTOR: std::sync::OnceLock<lingua::LanguageDetector> = std::sync::OnceLock::new();
+    DETECTOR.get_or_init(|| {
+        lingua::LanguageDetectorBuilder::from_languages(&[
+            lingua::Language::English,
+            lingua::Language::Spanish,
+            lingua::Language::Portuguese,
+        ])
+        .build()
+    })
+}
+
+/// The language of `text` when the detector is confident about it (lingua over the shipped
+/// languages); `None` when the text is short or could be more than one ("olá, bom dia"
+/// reads 56 % Portuguese, 40 % Spanish: not enough to switch a conversation).
 pub fn detect(text: &str) -> Option<Language> {
-    const EN: &[&str] = &[
-        "the", "is", "are", "you", "your", "please", "thanks", "thank", "what", "how", "when",
-        "where", "hello", "hi", "hey", "want", "need", "price", "prices", "my", "i", "can", "do",
-        "does", "open", "hours", "good", "morning", "with", "and", "of", "to", "it", "this",
-    ];
-    const ES: &[&str] = &[
-        "hola", "gracias", "quiero", "necesito", "precio", "precios", "cuanto", "cuanta", "cual",
-        "donde", "cuando", "buenos", "buenas", "dias", "usted", "tengo", "estoy", "puedo",
-        "hablar", "el", "los", "las", "una", "y", "es", "esta", "horario", "horarios", "ayuda",
-        "por", "favor", "muchas", "quisiera", "hay", "mi", "su", "del", "al", "con",
-    ];
-    const PT: &[&str] = &[
-        "ola", "oi", "obrigado", "obrigada", "voce", "nao", "sim", "bom", "boa", "dia", "tarde",
-        "quero", "preciso", "preco", "precos", "quanto", "onde", "quando", "tenho", "estou",
-        "posso", "falar", "o", "os", "as", "um", "uma", "e", "esta", "horario", "ajuda", "por",
-        "favor", "muito", "gostaria", "tem", "meu", "seu", "do", "da", "ao", "com",
-    ];
-    let lower = text.to_lowercase();
-    let mut scores = [0u32; 3];
-    // Letters and marks only one of the two Iberian languages uses weigh most.
-    if lower.contains(['ñ', '¿', '¡']) {
-        scores[1] += 3;
-    }
-    if lower.contains(['ã', 'õ', 'ç', 'ê', 'ô']) {
-        scores[2] += 3;
-    }
-    let normalized = normalize(text);
-    for word in normalized
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-    {
-        for (score, words) in scores.iter_mut().zip([EN, ES, PT]) {
-            if words.contains(&word) {
-                *score += 1;
-            }
-        }
-    }
-    let best = scores.iter().copied().max().unwrap_or(0);
-    if best == 0 || scores.iter().filter(|s| **s == best).count() > 1 {
+    let letters = text.chars().filter(|c| c.is_alphabetic()).count();
+    if letters < MIN_LETTERS {
         return None;
     }
-    Language::ALL
-        .into_iter()
-        .zip(scores)
-        .find(|(_, s)| *s == best)
-        .map(|(l, _)| l)
+    let values = detector().compute_language_confidence_values(text);
+    let (best, confidence) = values.first()?;
+    // A short text must be clearer than a long one: a few letters fit several languages.
+    let needed = if letters < 15 { 0.7 } else { 0.6 };
+    if *confidence < needed {
+        return None;
+    }
+    Some(match best {
+        lingua::Language::English => Language::En,
+        lingua::Language::Spanish => Language::Es,
+        lingua::Language::Portuguese => Language::Pt,
+    })
+}
+
+/// What the user asked for with `/idioma`, `/language`, `/lingua` or `/lang` (or a tap on the
+/// language menu those show).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LanguageRequest {
+    /// The command alone: show the choice.
+    Menu,
+    Set(Language),
+}
+
+/// The ids of the language menu's buttons: `wabot.language.<code>`.
+pub const LANGUAGE_ID_PREFIX: &str = "wabot.language.";
+
+/// `/idioma pt`, `/language english`, `/lingua`..., or a tap on the language menu.
+pub fn language_request(content: &MessageContent) -> Option<LanguageRequest> {
+    let text = match content {
+        MessageContent::Text { body } => body.trim(),
+        MessageContent::InteractiveReply { id, .. } => {
+            return id
+                .strip_prefix(LANGUAGE_ID_PREFIX)
+                .and_then(Language::parse)
+                .map(LanguageRequest::Set)
+        }
+        _ => return None,
+    };
+    let lower = normalize(text);
+    let mut words = lower.split_whitespace();
+    if !matches!(
+        words.next(),
+        Some("/idioma" | "/language" | "/lingua" | "/lang" | "/languages" | "/idiomas")
+    ) {
+        return None;
+    }
+    let Some(choice) = words.next() else {
+        return Some(LanguageRequest::Menu);
+    };
+    let language = match choice {
+        "en" | "english" | "ingles" => Language::En,
+        "es" | "espanol" | "spanish" | "castellano" | "espanhol" => Language::Es,
+        "pt" | "portugues" | "portuguese" | "br" => Language::Pt,
+        _ => return Some(LanguageRequest::Menu),
+    };
+    Some(LanguageRequest::Set(language))
+}
+
+/// A language's own name, as the language menu shows it.
+pub fn own_name(language: Language) -> &'static str {
+    match language {
+        Language::En => "English",
+        Language::Es => "Español",
+        Language::Pt => "Português",
+    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 pub mod engine;
 pub mod handoff;
 pub mod i18n;
+pub mod menu;
 pub mod reply;
 pub mod responder;
 pub mod transcription;

@@ -3,6 +3,8 @@
 use std::collections::HashMap;
 
 use secrecy::{ExposeSecret, SecretString};
+
+use crate::domain::language::Language;
 use serde::{Deserialize, Serialize};
 
 use super::redact::{redact, redact_url};
@@ -40,6 +42,8 @@ pub struct SentenceOverrides {
     pub fallback: String,
     pub not_understood: String,
     pub could_not_listen: String,
+    pub language_chosen: String,
+    pub choose_language: String,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -112,11 +116,24 @@ pub struct TemplateRef {
     /// Body parameters, in order (`{{1}}`, `{{2}}`...).
     #[serde(default)]
     pub parameters: Vec<String>,
+    /// The template's language code per conversation language (`es = "es_MX"`), for a
+    /// template approved in several; a conversation in a language not listed gets `language`.
+    #[serde(default)]
+    pub languages: HashMap<String, String>,
 }
 
 impl TemplateRef {
     pub fn is_configured(&self) -> bool {
         !self.name.trim().is_empty()
+    }
+
+    /// This template as sent in a conversation in `language`.
+    pub fn in_language(&self, language: Option<Language>) -> TemplateRef {
+        let mut template = self.clone();
+        if let Some(code) = language.and_then(|l| self.languages.get(l.code())) {
+            template.language = code.clone();
+        }
+        template
     }
 }
 
@@ -224,8 +241,11 @@ pub struct ConversationSettings {
     pub max_turn_chars: usize,
     /// Outbound messages (4,096 characters each) one reply may be split into.
     pub max_reply_parts: usize,
-    /// Language of the built-in sentences: `en`, `es`, `pt`, or `auto` (from the user's text).
+    /// The conversation's language: `auto` (detected from the user's text and kept per
+    /// conversation) or fixed to `en`, `es`, `pt`; a user's own choice (`/idioma pt`) wins.
     pub language: String,
+    /// With `auto`: the language of a conversation until something gives its language away.
+    pub fallback_language: String,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

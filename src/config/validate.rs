@@ -210,6 +210,25 @@ impl Settings {
             });
         }
         if let Some(code) = self
+            .whatsapp
+            .reengagement_template
+            .languages
+            .keys()
+            .find(|code| Language::parse(code).is_none())
+        {
+            return Err(ConfigError::Invalid {
+                setting: "whatsapp.reengagement_template.languages",
+                reason: format!("`{code}` is not a shipped language (en, es, pt)"),
+            });
+        }
+        let fallback = self.conversation.fallback_language.trim().to_lowercase();
+        if Language::parse(&fallback).is_none() {
+            return Err(ConfigError::Invalid {
+                setting: "conversation.fallback_language",
+                reason: format!("must be en, es or pt, not `{fallback}`"),
+            });
+        }
+        if let Some(code) = self
             .texts
             .keys()
             .find(|code| Language::parse(code).is_none())

@@ -2,11 +2,12 @@
 //!
 //! These types are also the stored form of an accepted message (serde), so changing them is a
 //! storage format change: add fields with defaults, never rename. Owns `action` (the one model of
-//! what the bot sends), `clock` and `language`; the bottom layer, it imports no other.
+//! what the bot sends), `clock`, `language` and `menu` (the last menu sent, for typed answers); the bottom layer, it imports no other.
 
 pub mod action;
 pub mod clock;
 pub mod language;
+pub mod menu;
 
 use std::fmt;
 

@@ -115,6 +115,7 @@ pub async fn reengage(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::language::Language;
 
     #[test]
     fn the_window_is_24_hours_from_the_users_last_message() {
@@ -130,15 +131,25 @@ mod tests {
             name: "follow_up".into(),
             language: "es".into(),
             parameters: vec!["Ana".into()],
+            languages: [("pt".to_string(), "pt_BR".to_string())].into(),
         };
         let Some(Action::Template { components, .. }) = template_message(&template) else {
             panic!("a template");
         };
         assert_eq!(components[0]["parameters"][0]["text"], "Ana");
+        // The language code follows the conversation's where one is listed.
+        let language_of = |l| match template_message(&template.in_language(l)) {
+            Some(Action::Template { language, .. }) => language,
+            _ => String::new(),
+        };
+        assert_eq!(language_of(Some(Language::Pt)), "pt_BR");
+        assert_eq!(language_of(Some(Language::En)), "es");
+        assert_eq!(language_of(None), "es");
         let none = TemplateRef {
             name: String::new(),
             language: "en".into(),
             parameters: vec![],
+            languages: Default::default(),
         };
         assert!(template_message(&none).is_none());
     }

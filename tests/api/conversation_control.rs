@@ -221,7 +221,8 @@ async fn a_user_asking_for_a_person_is_answered_once_then_the_operator_talks_unt
 
     app.deliver(&user_text(user, "wamid.h1", "quiero hablar con un asesor"))
         .await;
-    app.expect_handoff_reply(wabot::bot::i18n::Language::En, "the handoff text, once")
+    // Asked in Spanish: answered in Spanish.
+    app.expect_handoff_reply(wabot::bot::i18n::Language::Es, "the handoff text, once")
         .await;
     for (i, text) in ["hola?", "sigo aquí", "necesito ayuda"].iter().enumerate() {
         app.deliver(&user_text(user, &format!("wamid.h{}", i + 2), text))

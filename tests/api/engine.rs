@@ -235,7 +235,12 @@ async fn rules_answer_every_fixture_type() {
     ])
     .await;
     let cases = [
-        ("text_message.json", "+5511987654321", "We are open Monday"),
+        // Portuguese, answered in Portuguese.
+        (
+            "text_message.json",
+            "+5511987654321",
+            "Abrimos de segunda a sexta",
+        ),
         (
             "image_message.json",
             "+4915123456789",
@@ -246,10 +251,11 @@ async fn rules_answer_every_fixture_type() {
             "+447700900123",
             "Your booking is confirmed",
         ),
+        // A tap in the same (Portuguese) conversation.
         (
             "interactive_list_reply.json",
             "+5511987654321",
-            "Pro: up to 5 users",
+            "Pro: 29 €/mês, até 5 usuários",
         ),
         (
             "unsupported_message.json",
@@ -273,18 +279,24 @@ async fn rules_answer_every_fixture_type() {
             .status(),
         200
     );
-    let got = wait_for_replies(&app.graph, cases.len() + 2, WAIT).await;
-    let invoice = got
+    // Two messages: one text answer and one menu (below).
+    let got = wait_for_replies(&app.graph, cases.len() + 1, WAIT).await;
+    // German is not a shipped language: not understood, in the default language.
+    let german = got
         .iter()
-        .find(|r| r.to == "+4915123456789" && r.text.contains("invoices"));
-    assert!(
-        invoice.is_some(),
-        "German invoice question answered: {got:?}"
-    );
-    let greeting = got.iter().find(|r| r.to == "US.13491208655302741918");
-    assert!(
-        greeting.is_some_and(|r| r.text.starts_with("Hello")),
-        "{got:?}"
+        .find(|r| r.to == "+4915123456789" && r.text.starts_with("Sorry, I did not understand"));
+    assert!(german.is_some(), "German question answered: {got:?}");
+    // "hi" opens the English menu (a list, not a text).
+    let menu = eventually(WAIT, || async {
+        graph_bodies(&app.graph).await.into_iter().find(|b| {
+            b["recipient"] == "US.13491208655302741918" || b["to"] == "US.13491208655302741918"
+        })
+    })
+    .await
+    .expect("the greeting is answered");
+    assert_eq!(
+        menu["interactive"]["body"]["text"], "Hi! 👋 How can I help you?",
+        "{menu}"
     );
     // Statuses and reactions are recorded but not answered.
     assert_eq!(
@@ -306,7 +318,8 @@ async fn rules_answer_every_fixture_type() {
         200
     );
     wait_until_drained(&app.queue().await, WAIT).await;
-    assert_eq!(replies(&app.graph).await.len(), cases.len() + 2);
+    // Nothing more than the texts above (the menu is not a text).
+    assert_eq!(replies(&app.graph).await.len(), cases.len() + 1);
     let store = app.conversations().await;
     let (pnid, user) = ids("15550009999");
     let view = conversation(&store, &pnid, &user).await;
@@ -318,7 +331,7 @@ async fn reset_empties_the_history_and_help_answers() {
     let app = app_with(&[("RESPONDER", "rules")]).await;
     let store = app.conversations().await;
     let (pnid, user) = ids("4915000000006");
-    post_text(&app, user.as_str(), "wamid.c1", "hello").await;
+    post_text(&app, user.as_str(), "wamid.c1", "when are you open?").await;
     wait_for_replies(&app.graph, 1, WAIT).await;
     post_text(&app, user.as_str(), "wamid.c2", "/help").await;
     let got = wait_for_replies(&app.graph, 2, WAIT).await;
@@ -403,6 +416,12 @@ async fn openai_gets_the_system_prompt_and_prior_turns_in_order() {
         .collect();
     let expected: Vec<(String, String)> = [
         ("system", "You are the test bot."),
+        // The conversation's language ("first question": English), after the prompt.
+        (
+            "system",
+            "The conversation's language is English (en). Answer in English unless the user's \
+             latest message is clearly written in another language.",
+        ),
         ("user", "first question"),
         ("assistant", "model says hi"),
         ("user", "second question"),

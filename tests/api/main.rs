@@ -13,6 +13,7 @@ mod examples;
 mod foundations;
 mod health;
 mod helpers;
+mod languages;
 mod layering;
 mod metrics_start;
 mod operations;

@@ -78,16 +78,16 @@ async fn the_rules_menu_is_a_list_whose_rows_route_and_a_redelivered_tap_is_not_
                 "action": {
                     "button": "Ver opciones",
                     "sections": [{"title": "Menú", "rows": [
-                        {"id": "menu_horarios", "title": "1 Horarios", "description": "Cuándo estamos abiertos"},
-                        {"id": "menu_precios", "title": "2 Precios", "description": "Planes y tarifas"},
-                        {"id": "menu_humano", "title": "3 Hablar con alguien", "description": "Te atiende una persona del equipo"}
+                        {"id": "menu_hours", "title": "1 Horarios", "description": "Cuándo estamos abiertos"},
+                        {"id": "menu_prices", "title": "2 Precios", "description": "Planes y tarifas"},
+                        {"id": "menu_human", "title": "3 Hablar con alguien", "description": "Te atiende una persona del equipo"}
                     ]}]
                 }
             }
         })
     );
     // Tapping row 2.
-    let tap = list_reply(user, "wamid.tap2", "menu_precios", "2 Precios");
+    let tap = list_reply(user, "wamid.tap2", "menu_prices", "2 Precios");
     app.deliver(&tap).await;
     let got = wait_for_sends(&app.graph, 2).await;
     assert_eq!(got[1]["type"], "interactive");
@@ -98,7 +98,7 @@ async fn the_rules_menu_is_a_list_whose_rows_route_and_a_redelivered_tap_is_not_
     assert!(body.contains("Pro: 29 €/mes"), "the prices answer: {body}");
     assert_eq!(
         got[1]["interactive"]["action"]["buttons"][0]["reply"]["id"],
-        "menu_humano"
+        "menu_human"
     );
     wait_until_drained(&app.queue().await, WAIT).await;
     // The same tap again, past the inbox's dedup (as after a crash between send and ack).
@@ -116,7 +116,7 @@ async fn the_rules_menu_is_a_list_whose_rows_route_and_a_redelivered_tap_is_not_
     app.deliver(&list_reply(
         user,
         "wamid.tap3",
-        "menu_humano",
+        "menu_human",
         "3 Hablar con alguien",
     ))
     .await;
@@ -134,13 +134,10 @@ async fn the_rules_menu_is_a_list_whose_rows_route_and_a_redelivered_tap_is_not_
         .1
         .starts_with("[buttons: Hablar con alguien | Menú] Básico"));
     assert_eq!(turns[4], (Role::User, "3 Hablar con alguien"));
-    assert!(turns[5].1.starts_with("Te pongo con una persona"));
+    assert!(turns[5].1.starts_with("Te paso con una persona"));
     assert_eq!(
         turns[6],
-        (
-            Role::Bot,
-            "[handoff] pidió hablar con alguien desde el menú"
-        )
+        (Role::Bot, "[handoff] asked for a person from the menu")
     );
     assert_eq!(view.turns[6].kind, "handoff");
 }
@@ -206,11 +203,19 @@ async fn auto_answers_each_user_in_the_language_they_write_and_overrides_win() {
         to("34600000002").as_deref(),
         Some("Lo siento, no te he entendido. Escribe *ayuda* para ver lo que puedo hacer.")
     );
-    // A command gives no language away: the default one, overridden in config.
+    // A command gives no language away: the conversation's is kept...
     app.deliver(&text_delivery(PNID, "34600000002", "wamid.a3", "/reset"))
         .await;
     let got = wait_for_replies(&app.graph, 3, WAIT).await;
-    assert_eq!(got[2].text, "Fresh start.");
+    assert_eq!(
+        got[2].text,
+        "Tu conversación se ha reiniciado. ¿En qué puedo ayudarte?"
+    );
+    // ...and a new conversation has the default one, overridden in config.
+    app.deliver(&text_delivery(PNID, "447700900999", "wamid.a4", "/reset"))
+        .await;
+    let got = wait_for_replies(&app.graph, 4, WAIT).await;
+    assert_eq!(got[3].text, "Fresh start.");
 }
 
 // ---------------------------------------------------------------------------------------------

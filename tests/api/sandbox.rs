@@ -10,19 +10,20 @@ use std::time::{Duration, Instant};
 
 use crate::helpers::{free_port, RedisServer};
 
-const SCRIPT: &str =
-    "hello\n# comments are skipped\nQual é o horário de funcionamento?\n/reset\nthank you\n";
+/// The README's tour: the script, and the transcript the README shows for it.
+const SCRIPT: &str = include_str!("../../examples/sandbox-tour.txt");
+const README: &str = include_str!("../../README.md");
 
-const TRANSCRIPT: &str = "\
-you> hello
-bot> Hello! 👋 How can I help you today? Type *help* to see what I can do.
-you> Qual é o horário de funcionamento?
-bot> We are open Monday to Friday, 9:00–18:00, and Saturday 10:00–14:00.
-you> /reset
-bot> Your conversation has been reset. How can I help you?
-you> thank you
-bot> You're welcome! 😊
-";
+/// The transcript between the README's `sandbox-transcript` markers.
+fn readme_transcript() -> &'static str {
+    let start = README
+        .find("<!-- sandbox-transcript: examples/sandbox-tour.txt -->")
+        .expect("the README marks its sandbox transcript");
+    let block = &README[start..];
+    let open = block.find("```text\n").expect("a text block") + "```text\n".len();
+    let close = block[open..].find("```").expect("the block ends") + open;
+    &block[open..close]
+}
 
 const NOTICE: &str = "started a private redis-server on 127.0.0.1:";
 
@@ -158,7 +159,7 @@ fn scripted_sandbox_prints_the_transcript() {
     let output = run_script(&redis.url(), &path_with_redis(), &tmp, SCRIPT);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "stderr: {stderr}");
-    assert_eq!(String::from_utf8_lossy(&output.stdout), TRANSCRIPT);
+    assert_eq!(String::from_utf8_lossy(&output.stdout), readme_transcript());
     assert!(!stderr.contains(NOTICE), "{stderr}");
 }
 
@@ -170,7 +171,7 @@ fn the_sandbox_shows_the_menu_and_taps_its_rows() {
         &redis.url(),
         &path_with_redis(),
         &tmp,
-        "hola\n/tap menu_precios\n",
+        "hola\n/tap menu_prices\n3\n",
     );
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
@@ -183,13 +184,15 @@ fn the_sandbox_shows_the_menu_and_taps_its_rows() {
         "\
 you> hola
 bot> ¡Hola! 👋 ¿En qué te puedo ayudar?
-       [1 Horarios]  /tap menu_horarios
-       [2 Precios]  /tap menu_precios
-       [3 Hablar con alguien]  /tap menu_humano
-you> /tap menu_precios
+       [1 Horarios]  /tap menu_hours
+       [2 Precios]  /tap menu_prices
+       [3 Hablar con alguien]  /tap menu_human
+you> /tap menu_prices
 bot> Básico: 9 €/mes, 1 usuario. Pro: 29 €/mes, hasta 5 usuarios y soporte prioritario. Empresa: hablemos.
-       [Hablar con alguien]  /tap menu_humano
-       [Menú]  /tap menu_inicio
+       [Hablar con alguien]  /tap menu_human
+       [Menú]  /tap menu_start
+you> 3
+bot> Lo siento, no te he entendido. Escribe *ayuda* para ver lo que puedo hacer.
 "
     );
 }
@@ -200,7 +203,7 @@ fn sandbox_without_redis_starts_a_private_one_and_stops_it() {
     let output = run_script(&unreachable_redis(), &path_with_redis(), &tmp, SCRIPT);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "stderr: {stderr}");
-    assert_eq!(String::from_utf8_lossy(&output.stdout), TRANSCRIPT);
+    assert_eq!(String::from_utf8_lossy(&output.stdout), readme_transcript());
     assert_eq!(stderr.lines().count(), 1, "one line of notice: {stderr}");
     let port = private_port(&stderr).unwrap_or_else(|| panic!("no port in {stderr:?}"));
     assert!(stderr.contains("(removed on exit)"), "{stderr}");
@@ -278,7 +281,7 @@ fn signal_stops_the_private_redis(signal: &str) {
     let port = private_port(&notice).unwrap_or_else(|| panic!("no port in {notice:?}"));
     // A reply proves the session runs on the private server.
     writeln!(stdin, "hello").expect("line sent");
-    wait_for_line(&stdout, "bot> Hello!", &mut seen);
+    wait_for_line(&stdout, "bot> Hi! 👋", &mut seen);
 
     let killed = Command::new("kill")
         .args([&format!("-{signal}"), &child.id().to_string()])

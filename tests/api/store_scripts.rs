@@ -2,9 +2,12 @@
 
 use std::time::Duration;
 
+use wabot::domain::language::Language;
+use wabot::domain::menu::{Menu, MenuOption};
 use wabot::domain::{InboundMessage, MessageContent, PhoneNumberId, Sender, UserId, WaMessageId};
 use wabot::store::conversation::{
-    Admission, AdmitMode, ConversationLimits, ConversationStore, Role, Turn,
+    Admission, AdmitMode, ConversationLimits, ConversationStore, LanguageClaim, Remember,
+    Remembered, Role, Turn,
 };
 use wabot::store::pacing::{PacingLimits, RedisPacer};
 use wabot::store::queue::Queue;
@@ -63,7 +66,7 @@ fn message(wamid: &str, text: &str) -> InboundMessage {
 
 async fn admit(store: &ConversationStore, m: &InboundMessage, mode: AdmitMode<'_>) -> Admission {
     store
-        .admit(m, &Turn::of_user(m, Role::User), mode, true)
+        .admit(m, &Turn::of_user(m, Role::User), mode, true, None)
         .await
         .expect("admit runs")
 }
@@ -99,7 +102,7 @@ async fn admit_returns_the_history_and_a_duplicate_resumes_until_answered() {
     let redis = RedisServer::start();
     let store = store(&redis, 40, 100).await;
     let m = message("wamid.a1", "hola");
-    let Admission::Answer { history } = admit(&store, &m, AdmitMode::Answer).await else {
+    let Admission::Answer { history, .. } = admit(&store, &m, AdmitMode::Answer).await else {
         panic!("a new message is answered");
     };
     assert_eq!(texts(&history), ["hola"]);
@@ -112,6 +115,7 @@ async fn admit_returns_the_history_and_a_duplicate_resumes_until_answered() {
     let Admission::Resume {
         parts_sent,
         history,
+        ..
     } = admit(&store, &m, AdmitMode::Answer).await
     else {
         panic!("still not answered");
@@ -154,12 +158,18 @@ async fn the_rate_limit_admits_a_burst_then_records_without_answering() {
     let third = message("wamid.r2", "hi");
     assert_eq!(
         admit(&store, &third, AdmitMode::Answer).await,
-        Admission::Limited { notice: true }
+        Admission::Limited {
+            notice: true,
+            language: None
+        }
     );
     let fourth = message("wamid.r3", "hi");
     assert_eq!(
         admit(&store, &fourth, AdmitMode::Reset).await,
-        Admission::Limited { notice: false },
+        Admission::Limited {
+            notice: false,
+            language: None
+        },
         "a command is limited like any message, one notice per window"
     );
     // A redelivered limited message stays unanswered; recorded kinds are not limited.
@@ -197,7 +207,7 @@ async fn history_is_trimmed_with_its_markers_and_reset_keeps_the_markers() {
     let reset = message("wamid.t9", "/reset");
     assert!(matches!(
         admit(&store, &reset, AdmitMode::Reset).await,
-        Admission::Answer { history } if history.is_empty()
+        Admission::Answer { history, .. } if history.is_empty()
     ));
     store
         .record_reply(&reset, &[bot("reset")])
@@ -245,7 +255,13 @@ async fn a_corrupt_conversation_is_a_data_error_and_can_be_moved_aside() {
     redis.cli(&["SET", &key, "not a hash"]);
     let m = message("wamid.c1", "hi");
     let error = store
-        .admit(&m, &Turn::of_user(&m, Role::User), AdmitMode::Answer, true)
+        .admit(
+            &m,
+            &Turn::of_user(&m, Role::User),
+            AdmitMode::Answer,
+            true,
+            None,
+        )
         .await
         .expect_err("a string is not a conversation");
     assert!(!error.is_outage(), "{error:?}");
@@ -403,6 +419,7 @@ async fn outbound_is_once_per_id_and_an_operator_takes_the_conversation() {
             parts_sent: 0,
             last_user_ms: None,
             owner: wabot::store::conversation::Owner::Human,
+            language: None,
         }
     ));
     let again = store.begin_outbound(&out, "").await.expect("begin");
@@ -419,7 +436,7 @@ async fn outbound_is_once_per_id_and_an_operator_takes_the_conversation() {
         id: &out.id,
     };
     store
-        .record_sent(&subject, 0, true, &[bot("hola")])
+        .record_sent(&subject, 0, true, &[bot("hola")], &Remember::default())
         .await
         .expect("record");
     assert_eq!(
@@ -731,7 +748,7 @@ async fn the_acknowledgement_applies_the_write_a_message_left_even_when_the_leas
         admit(&store, &m, AdmitMode::Answer).await,
         Admission::Answer { .. }
     ));
-    let write = store.reply_write(&m, &[bot("¡Hola!")]);
+    let write = store.reply_write(&m, &[bot("¡Hola!")], &Remember::default());
     assert!(queue
         .ack(partition, "me", &[&stored[0], &stored[1]], Some(&write))
         .await
@@ -760,7 +777,7 @@ async fn the_acknowledgement_applies_the_write_a_message_left_even_when_the_leas
     redis.cli(&["SET", &keys.lease(partition), "someone-else"]);
     let m2 = message("wamid.q2", "¿sigues?");
     admit(&store, &m2, AdmitMode::Answer).await;
-    let write = store.reply_write(&m2, &[bot("sí")]);
+    let write = store.reply_write(&m2, &[bot("sí")], &Remember::default());
     assert!(!queue
         .ack(partition, "me", &[&stored[2]], Some(&write))
         .await
@@ -846,4 +863,198 @@ async fn mark_answered_closes_the_earlier_messages_of_a_burst_answered_together(
     let (pnid, user) = ids();
     let view = store.get(&pnid, &user).await.expect("get").expect("exists");
     assert_eq!(texts(&view.turns), ["hola", "¿estás?", "¡Hola! Sí."]);
+}
+
+async fn admit_saying(
+    store: &ConversationStore,
+    m: &InboundMessage,
+    mode: AdmitMode<'_>,
+    claim: Option<(Language, bool)>,
+) -> Remembered {
+    let claim = claim.map(|(language, chosen)| LanguageClaim { language, chosen });
+    match store
+        .admit(m, &Turn::of_user(m, Role::User), mode, false, claim)
+        .await
+        .expect("admit runs")
+    {
+        Admission::Answer { remembered, .. } | Admission::Resume { remembered, .. } => remembered,
+        other => panic!("not answered: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_conversation_keeps_its_language_and_last_menu_until_reset() {
+    let redis = RedisServer::start();
+    let store = store(&redis, 40, 100).await;
+    let say = |id: &str, text: &str| message(id, text);
+
+    // Nothing known yet; a detected language is kept and replaced by another detected one.
+    let first = say("wamid.l1", "ok");
+    assert_eq!(
+        admit_saying(&store, &first, AdmitMode::Answer, None).await,
+        Remembered::default()
+    );
+    let menu = Menu {
+        language: Some("es".into()),
+        options: vec![MenuOption {
+            id: "menu_prices".into(),
+            title: "2 Precios".into(),
+        }],
+        list: true,
+    };
+    store
+        .apply(store.reply_write(
+            &first,
+            &[bot("menú")],
+            &Remember {
+                menu: Some(menu.clone()),
+                chosen_language: None,
+            },
+        ))
+        .await
+        .expect("record");
+    let es = say("wamid.l2", "¿cuánto cuesta el plan?");
+    let remembered =
+        admit_saying(&store, &es, AdmitMode::Answer, Some((Language::Es, false))).await;
+    assert_eq!(remembered.language, Some(Language::Es));
+    assert!(!remembered.chosen);
+    assert_eq!(
+        remembered.menu.as_ref(),
+        Some(&menu),
+        "the menu is remembered"
+    );
+    store
+        .record_reply(&es, &[bot("29 €")])
+        .await
+        .expect("record");
+    let pt = say("wamid.l3", "quanto custa o plano pro?");
+    assert_eq!(
+        admit_saying(&store, &pt, AdmitMode::Answer, Some((Language::Pt, false)))
+            .await
+            .language,
+        Some(Language::Pt)
+    );
+    store
+        .record_reply(&pt, &[bot("29 €")])
+        .await
+        .expect("record");
+
+    // A choice holds against detection, until the user chooses again.
+    let chose = say("wamid.l4", "/idioma en");
+    let remembered = admit_saying(
+        &store,
+        &chose,
+        AdmitMode::Answer,
+        Some((Language::En, true)),
+    )
+    .await;
+    assert_eq!(
+        (remembered.language, remembered.chosen),
+        (Some(Language::En), true)
+    );
+    store
+        .record_reply(&chose, &[bot("ok")])
+        .await
+        .expect("record");
+    let spanish = say("wamid.l5", "quiero hablar con una persona");
+    let remembered = admit_saying(
+        &store,
+        &spanish,
+        AdmitMode::Answer,
+        Some((Language::Es, false)),
+    )
+    .await;
+    assert_eq!(
+        (remembered.language, remembered.chosen),
+        (Some(Language::En), true)
+    );
+    store
+        .record_reply(&spanish, &[bot("ok")])
+        .await
+        .expect("record");
+
+    // Choosing from the language menu is recorded with the reply.
+    let typed = say("wamid.l6", "Português");
+    admit_saying(&store, &typed, AdmitMode::Answer, None).await;
+    store
+        .apply(store.reply_write(
+            &typed,
+            &[bot("pronto")],
+            &Remember {
+                menu: None,
+                chosen_language: Some(Language::Pt),
+            },
+        ))
+        .await
+        .expect("record");
+
+    // `/reset` forgets the menu, not the language.
+    let reset = say("wamid.l7", "/reset");
+    let remembered = admit_saying(&store, &reset, AdmitMode::Reset, None).await;
+    assert_eq!(remembered.language, Some(Language::Pt));
+    assert!(remembered.chosen);
+    assert_eq!(remembered.menu, None);
+    store
+        .record_reply(&reset, &[bot("reset")])
+        .await
+        .expect("record");
+    let after = say("wamid.l8", "hi");
+    let remembered = admit_saying(&store, &after, AdmitMode::Answer, None).await;
+    assert_eq!(
+        (remembered.language, remembered.menu),
+        (Some(Language::Pt), None)
+    );
+}
+
+#[tokio::test]
+async fn pacing_keeps_a_number_at_its_configured_rate_across_replicas() {
+    let redis = RedisServer::start();
+    let limits = PacingLimits {
+        per_number_per_sec: 300,
+        pair_interval: Duration::ZERO,
+        pair_burst: 1,
+    };
+    // Four replicas, one Redis: 400 sends reserved at once, each to its own recipient.
+    let mut replicas = Vec::new();
+    for r in 0..4 {
+        let pacer = RedisPacer::new(client(&redis).await, Keys::new("p", 8), limits);
+        replicas.push(tokio::spawn(async move {
+            let mut slots = Vec::new();
+            for i in 0..100 {
+                let wait = pacer
+                    .reserve(PNID, &format!("+{r}{i}"))
+                    .await
+                    .expect("pace");
+                slots.push(std::time::Instant::now() + wait);
+            }
+            slots
+        }));
+    }
+    let mut slots = Vec::new();
+    for replica in replicas {
+        slots.extend(replica.await.expect("replica"));
+    }
+    slots.sort();
+    // The slots Redis handed out, not sends timed here: no second holds more than the rate
+    // and its burst of a twentieth, within Meta's tenth (slack for the calls' own latency)...
+    let second = Duration::from_secs(1);
+    let busiest = (0..slots.len())
+        .map(|i| {
+            slots[i..]
+                .iter()
+                .take_while(|t| **t < slots[i] + second)
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
+    assert!((300..=330).contains(&busiest), "busiest second: {busiest}");
+    // ...and past the burst they follow at the rate: 385 more slots over about 1.28 s.
+    let span = slots[slots.len() - 1]
+        .saturating_duration_since(slots[14])
+        .as_secs_f64();
+    let rate = 385.0 / span;
+    assert!(
+        (285.0..=305.0).contains(&rate),
+        "{rate:.1}/s over {span:.3} s"
+    );
 }

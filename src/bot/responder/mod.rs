@@ -46,7 +46,7 @@ pub struct HistoryTurn {
 pub struct ResponderInput<'a> {
     pub message: &'a InboundMessage,
     pub history: &'a [HistoryTurn],
-    /// The language built-in sentences are said in (`conversation.language`).
+    /// The conversation's language: answer in it.
     pub language: Language,
     /// The bytes and MIME type of the image the user sent, for a responder that
     /// `wants_images` (downloaded by the engine; `None` otherwise or when that failed).
@@ -86,6 +86,12 @@ pub trait Responder: Send + Sync + 'static {
     /// Whether the engine should download a user's image for it (`ResponderInput::image`).
     fn wants_images(&self) -> bool {
         false
+    }
+    /// The language a text is written in as far as this responder can tell (the `rules`
+    /// responder: the language of the keywords it matches), for texts too short to detect
+    /// ("hola").
+    fn language_hint(&self, _text: &str) -> Option<Language> {
+        None
     }
 }
 

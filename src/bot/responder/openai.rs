@@ -261,6 +261,7 @@ impl OpenAiResponder {
         &self,
         message: &InboundMessage,
         history: &[HistoryTurn],
+        language: Language,
         image: Option<Image<'_>>,
     ) -> Result<Reply, LlmError> {
         let mut messages: Vec<Value> = self
@@ -268,6 +269,12 @@ impl OpenAiResponder {
             .iter()
             .map(|m| json!({"role": m.role, "content": m.content}))
             .collect();
+        // Right after the business's prompt: the conversation's language, which a short "ok"
+        // or a typed menu number does not give away to the model.
+        messages.insert(
+            1.min(messages.len()),
+            json!({"role": "system", "content": language_note(language)}),
+        );
         if let (Some(image), true, Some(last)) = (image, self.vision, messages.last_mut()) {
             let data = base64::engine::general_purpose::STANDARD.encode(image.bytes);
             let text = last["content"].as_str().unwrap_or_default().to_string();
@@ -413,7 +420,10 @@ impl Responder for OpenAiResponder {
         let image = input
             .image
             .map(|(bytes, mime_type)| Image { bytes, mime_type });
-        match self.converse(input.message, input.history, image).await {
+        match self
+            .converse(input.message, input.history, input.language, image)
+            .await
+        {
             Ok(reply) => {
                 tracing::debug!(
                     elapsed_ms = started.elapsed().as_millis() as u64,
@@ -441,6 +451,20 @@ impl Responder for OpenAiResponder {
     fn wants_images(&self) -> bool {
         self.vision
     }
+}
+
+/// The system note naming the conversation's language.
+fn language_note(language: Language) -> String {
+    let name = match language {
+        Language::En => "English",
+        Language::Es => "Spanish",
+        Language::Pt => "Portuguese",
+    };
+    format!(
+        "The conversation's language is {name} ({}). Answer in {name} unless the user's \
+         latest message is clearly written in another language.",
+        language.code()
+    )
 }
 
 #[cfg(test)]

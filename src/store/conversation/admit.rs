@@ -1,16 +1,19 @@
-//! Admission of an inbound message (`begin.lua`): dedup, the rate limit, the user's turn, the history.
+//! Admission of an inbound message (`begin.lua`): dedup, the rate limit, the user's turn, the
+//! history, and what the conversation remembers (its language, the last menu).
 
 use super::*;
 
 impl ConversationStore {
     /// Deduplicates, rate-limits and records an inbound message in one script call.
-    /// `want_history`: return the kept turns (a responder that reads them).
+    /// `want_history`: return the kept turns (a responder that reads them). `language`: what
+    /// the message says about the conversation's language, kept with it.
     pub async fn admit(
         &self,
         message: &InboundMessage,
         turn: &Turn,
         mode: AdmitMode<'_>,
         want_history: bool,
+        language: Option<LanguageClaim>,
     ) -> Result<Admission> {
         let limited_turn = Turn {
             rate_limited: true,
@@ -65,6 +68,7 @@ impl ConversationStore {
             handoff_ms: self.limits.handoff_ms,
             event_message: for_events,
             echo: message.origin == Origin::BusinessEcho,
+            language,
         };
         let reply: Vec<Value> = self
             .run(
@@ -102,6 +106,7 @@ struct BeginArgs<'a> {
     /// The message for events (JSON), empty without events.
     event_message: String,
     echo: bool,
+    language: Option<LanguageClaim>,
 }
 
 impl BeginArgs<'_> {
@@ -124,6 +129,15 @@ impl BeginArgs<'_> {
             self.handoff_ms.to_string(),
             self.event_message,
             if self.echo { "echo" } else { "" }.to_string(),
+            self.language
+                .map(|claim| claim.language.code())
+                .unwrap_or_default()
+                .to_string(),
+            match self.language {
+                Some(LanguageClaim { chosen: true, .. }) => "chosen",
+                _ => "",
+            }
+            .to_string(),
         ]
     }
 }
@@ -139,7 +153,7 @@ mod code {
     pub const WITH_PERSON: i64 = 6;
 }
 
-/// The script's `{code, notice, parts_sent, history...}` as an [`Admission`].
+/// The script's `{code, notice, parts_sent, language, menu, history...}` as an [`Admission`].
 pub(super) fn parse_admission(reply: Vec<Value>) -> Result<Admission> {
     let mut values = reply.into_iter();
     let mut number = || {
@@ -151,6 +165,18 @@ pub(super) fn parse_admission(reply: Vec<Value>) -> Result<Admission> {
     let code = number()?;
     let notice = number()? == 1;
     let parts_sent = u32::try_from(number()?).unwrap_or(0);
+    let mut text = || {
+        values
+            .next()
+            .and_then(|v| v.into_string())
+            .unwrap_or_default()
+    };
+    let language = text();
+    let remembered = Remembered {
+        language: Language::parse(language.strip_suffix(":u").unwrap_or(&language)),
+        chosen: language.ends_with(":u"),
+        menu: Menu::decode(&text()),
+    };
     let history = values
         .map(|v| {
             let raw = v
@@ -160,11 +186,18 @@ pub(super) fn parse_admission(reply: Vec<Value>) -> Result<Admission> {
         })
         .collect::<Result<Vec<Turn>>>()?;
     Ok(match code {
-        code::ANSWER => Admission::Answer { history },
-        code::LIMITED => Admission::Limited { notice },
+        code::ANSWER => Admission::Answer {
+            history,
+            remembered,
+        },
+        code::LIMITED => Admission::Limited {
+            notice,
+            language: remembered.language,
+        },
         code::RESUME => Admission::Resume {
             parts_sent,
             history,
+            remembered,
         },
         code::DONE => Admission::Done,
         code::SEEN_LIMITED | code::RECORDED => Admission::Recorded,

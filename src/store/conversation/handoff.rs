@@ -38,10 +38,15 @@ impl ConversationStore {
             .and_then(Value::as_string)
             .map(|s| Owner::parse(&s))
             .unwrap_or(Owner::Bot);
+        let language = reply
+            .get(4)
+            .and_then(Value::as_string)
+            .and_then(|code| Language::parse(code.strip_suffix(":u").unwrap_or(&code)));
         Ok(OutboundStart::Send {
             parts_sent: u32::try_from(parts_sent).unwrap_or(0),
             last_user_ms,
             owner,
+            language,
         })
     }
 

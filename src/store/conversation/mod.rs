@@ -6,9 +6,11 @@
 //! `tat` (GCRA theoretical arrival time, ms), `nq` (no rate-limit notice before, ms), `lf` (last
 //! failed reply), `lu` when the user last wrote (ms: the 24-hour window), `hu`/`hi` a person has
 //! the conversation until (ms) / who and why (JSON), `ro` another app owns it (Meta's
-//! conversation routing), and one marker `w:<digest of id>` per inbound or outbound message:
-//! `<turn>` seen, `<turn>:<k>` k outbound messages of its reply sent, `<turn>:r` answered (or
-//! never to be answered), `l` dropped by the rate limit. Scripts: `lua/*.lua`.
+//! conversation routing), `lg` the conversation's language (`es`; `es:u` when the user chose
+//! it), `mo` the last menu the bot sent (JSON of `domain::menu::Menu`), and one marker
+//! `w:<digest of id>` per inbound or outbound message: `<turn>` seen, `<turn>:<k>` k outbound
+//! messages of its reply sent, `<turn>:r` answered (or never to be answered), `l` dropped by the
+//! rate limit. Scripts: `lua/*.lua`.
 
 mod admit;
 mod handoff;
@@ -28,6 +30,8 @@ use serde::Serialize;
 use super::error::{Result, StoreError};
 use super::keys::Keys;
 pub use super::turn::{marker_digest, DeliveryError, Role, Turn};
+use crate::domain::language::Language;
+use crate::domain::menu::Menu;
 use crate::domain::{
     Handover, InboundMessage, Origin, OutboundMessage, OutboundSource, PhoneNumberId, UserId,
 };
@@ -91,6 +95,8 @@ pub mod field {
     pub const HUMAN_UNTIL: &str = "hu";
     pub const HUMAN_INFO: &str = "hi";
     pub const OTHER_APP: &str = "ro";
+    pub const LANGUAGE: &str = "lg";
+    pub const MENU: &str = "mo";
 }
 
 /// How long a quarantined (corrupt) conversation is kept for inspection.
@@ -118,12 +124,23 @@ pub enum AdmitMode<'a> {
 pub enum Admission {
     /// New and within the rate limit: answer it. `history` ends with this message (empty when
     /// the history was not asked for).
-    Answer { history: Vec<Turn> },
+    Answer {
+        history: Vec<Turn>,
+        remembered: Remembered,
+    },
     /// Seen before but not fully answered (a retry, a redelivery): answer it, skipping the
     /// `parts_sent` outbound messages that already went out.
-    Resume { parts_sent: u32, history: Vec<Turn> },
-    /// Over the rate limit: recorded, not answered; `notice` once per window.
-    Limited { notice: bool },
+    Resume {
+        parts_sent: u32,
+        history: Vec<Turn>,
+        remembered: Remembered,
+    },
+    /// Over the rate limit: recorded, not answered; `notice` once per window, in `language`
+    /// (the conversation's, if it has one).
+    Limited {
+        notice: bool,
+        language: Option<Language>,
+    },
     /// Seen before and already answered.
     Done,
     /// Recorded in the history, not to be answered (a kind that is never answered, or a
@@ -131,6 +148,35 @@ pub enum Admission {
     Recorded,
     /// Recorded while a person (or another app) has the conversation: not answered.
     WithPerson,
+}
+
+/// What a conversation remembers besides its turns, as admission found it (this message's
+/// language claim applied).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Remembered {
+    /// The conversation's language (`None`: nothing gave it away yet).
+    pub language: Option<Language>,
+    /// The user chose it (`/idioma pt`): detection does not change it.
+    pub chosen: bool,
+    /// The last menu the bot sent, for a typed answer to it.
+    pub menu: Option<Menu>,
+}
+
+/// What a reply's record makes the conversation remember.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Remember {
+    /// The buttons or list the reply ends with (`None`: the last menu stays).
+    pub menu: Option<Menu>,
+    /// A language the user chose by answering the language menu.
+    pub chosen_language: Option<Language>,
+}
+
+/// What a message says about the conversation's language.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LanguageClaim {
+    pub language: Language,
+    /// The user chose it (a command or the language menu), rather than it being detected.
+    pub chosen: bool,
 }
 
 /// Who answers a conversation.
@@ -174,6 +220,8 @@ pub enum OutboundStart {
         /// When the user last wrote (ms), if ever.
         last_user_ms: Option<i64>,
         owner: Owner,
+        /// The conversation's language, if it has one.
+        language: Option<Language>,
     },
     /// Sent before.
     Done,
@@ -373,14 +421,20 @@ mod tests {
             Value::from(2),
             Value::from(0),
             Value::from(3),
+            Value::from("pt:u"),
+            Value::from(r#"{"l":"pt","o":[{"i":"a","t":"A"}]}"#),
             Value::from(turn),
         ];
         match parse_admission(reply).expect("parses") {
             Admission::Resume {
                 parts_sent,
                 history,
+                remembered,
             } => {
                 assert_eq!(parts_sent, 3);
+                assert_eq!(remembered.language, Some(Language::Pt));
+                assert!(remembered.chosen);
+                assert_eq!(remembered.menu.map(|m| m.options.len()), Some(1));
                 let turn = &history[..];
                 assert!(
                     matches!(turn, [t] if t.role == Role::User && t.text == "hi" && t.at == 1),
@@ -393,6 +447,8 @@ mod tests {
             Value::from(0),
             Value::from(0),
             Value::from(0),
+            Value::from(""),
+            Value::from(""),
             Value::from("{"),
         ];
         assert!(matches!(

@@ -6,22 +6,33 @@ impl ConversationStore {
     /// Notes that `parts_sent` outbound messages of the reply to `inbound` went out, so that a
     /// retry continues after them instead of sending them again.
     pub async fn record_progress(&self, inbound: &InboundMessage, parts_sent: u32) -> Result<()> {
-        self.record_sent(&Subject::of(inbound), parts_sent, false, &[])
-            .await?;
+        self.record_sent(
+            &Subject::of(inbound),
+            parts_sent,
+            false,
+            &[],
+            &Remember::default(),
+        )
+        .await?;
         Ok(())
     }
 
     /// Records the reply to `inbound` (its turns, possibly none) and marks it answered.
     /// Idempotent: returns `false` when a reply was already recorded.
     pub async fn record_reply(&self, inbound: &InboundMessage, turns: &[Turn]) -> Result<bool> {
-        self.record_sent(&Subject::of(inbound), 0, true, turns)
+        self.record_sent(&Subject::of(inbound), 0, true, turns, &Remember::default())
             .await
     }
 
     /// The write [`record_reply`](Self::record_reply) makes, prepared: the worker runs it with
-    /// the entry's acknowledgement.
-    pub fn reply_write(&self, inbound: &InboundMessage, turns: &[Turn]) -> ConversationWrite {
-        self.sent_write(&Subject::of(inbound), 0, true, turns)
+    /// the entry's acknowledgement, with what the conversation is to remember of it.
+    pub fn reply_write(
+        &self,
+        inbound: &InboundMessage,
+        turns: &[Turn],
+        remember: &Remember,
+    ) -> ConversationWrite {
+        self.sent_write(&Subject::of(inbound), 0, true, turns, remember)
     }
 
     /// [`record_progress`](Self::record_progress) and [`record_reply`](Self::record_reply) for
@@ -32,9 +43,10 @@ impl ConversationStore {
         parts_sent: u32,
         last: bool,
         turns: &[Turn],
+        remember: &Remember,
     ) -> Result<bool> {
         let recorded: i64 = self
-            .run_write(self.sent_write(subject, parts_sent, last, turns))
+            .run_write(self.sent_write(subject, parts_sent, last, turns, remember))
             .await?;
         Ok(recorded == 1)
     }
@@ -45,8 +57,9 @@ impl ConversationStore {
         parts_sent: u32,
         last: bool,
         turns: &[Turn],
+        remember: &Remember,
     ) -> ConversationWrite {
-        let mut args = Vec::with_capacity(6 + turns.len());
+        let mut args = Vec::with_capacity(8 + turns.len());
         args.extend([
             subject.id.to_string(),
             self.limits.session_ttl_secs.to_string(),
@@ -54,6 +67,11 @@ impl ConversationStore {
             parts_sent.to_string(),
             if last { "1" } else { "0" }.to_string(),
             unix_ms().to_string(),
+            remember.menu.as_ref().map(Menu::encode).unwrap_or_default(),
+            remember
+                .chosen_language
+                .map(|l| l.code().to_string())
+                .unwrap_or_default(),
         ]);
         args.extend(turns.iter().map(Turn::encode));
         ConversationWrite {

@@ -6,22 +6,30 @@
 -- `handoff`: the user asks for a person), 12 edit: the edited message's wamid, 13 edit: the new
 -- text, 14 when the user wrote it (ms; empty when not written by the user: it opens the 24-hour
 -- window), 15 handoff: how long a person keeps the conversation (ms), 16 the message for events
--- (JSON), 17 `echo` for an echo of what the business sent.
--- Returns {code, notice, parts_sent, history...}; code 0 new (answer it), 1 over the rate limit,
+-- (JSON), 17 `echo` for an echo of what the business sent, 18 the language the message gives
+-- away (empty: none), 19 `chosen` when the user chose it (`/idioma pt`: it then holds until the
+-- user chooses again; a detected one replaces a detected one only).
+-- Returns {code, notice, parts_sent, language, menu, history...}: `language` the conversation's
+-- (`lg`: `es`, or `es:u` when the user chose it; empty: none yet) and `menu` the last menu the
+-- bot sent (`mo`, JSON; empty: none). Code 0 new (answer it), 1 over the rate limit,
 -- 2 seen before (answer again: not answered yet), 3 seen and rate-limited, 4 seen and answered,
 -- 5 recorded (never answered), 6 recorded while a person (or another app) has the conversation.
 local wamid, ttl, max_history = ARGV[1], tonumber(ARGV[4]), tonumber(ARGV[5])
 local interval, tolerance = tonumber(ARGV[6]), tonumber(ARGV[7])
 local want_history, mode = ARGV[10] == '1', ARGV[11]
 local marker = marker_of(wamid)
-local state = redis.call('HMGET', conv, marker, 'n', 'c', 'tat', 'nq', 'seq', 'hu', 'ro', 'lu', 'x')
+local state = redis.call('HMGET', conv, marker, 'n', 'c', 'tat', 'nq', 'seq', 'hu', 'ro', 'lu', 'x', 'lg', 'mo')
+local language, menu = state[11] or "", state[12] or ""
 local function event_message()
   local ok, message = pcall(cjson.decode, ARGV[16])
   if ok and type(message) == 'table' then return message end
   return {}
 end
+local function result(code, notice, parts)
+  return {code, notice, parts, language, menu}
+end
 local function history(code, notice, parts)
-  local out = {code, notice, parts}
+  local out = result(code, notice, parts)
   if want_history then
     for _, turn in ipairs(redis.call('LRANGE', hist, 0, -1)) do out[#out + 1] = turn end
   end
@@ -30,9 +38,9 @@ end
 
 local seen = state[1]
 if seen then
-  if seen == 'l' then return {3, 0, 0} end
-  if string.sub(seen, -2) == ':r' then return {4, 0, 0} end
-  if mode ~= 'answer' and mode ~= 'reset' and mode ~= 'handoff' then return {5, 0, 0} end
+  if seen == 'l' then return result(3, 0, 0) end
+  if string.sub(seen, -2) == ':r' then return result(4, 0, 0) end
+  if mode ~= 'answer' and mode ~= 'reset' and mode ~= 'handoff' then return result(5, 0, 0) end
   local parts = tonumber(string.match(seen, ':(%d+)$') or '0')
   return history(2, 0, parts)
 end
@@ -42,7 +50,7 @@ if ARGV[17] == 'echo' then
   -- The echo of a message wabot sent itself is already in the history as the bot's turn.
   if find_turn(redis.call('LRANGE', hist, 0, -1), wamid) then
     redis.call('HSET', conv, marker, '0:r')
-    return {5, 0, 0}
+    return result(5, 0, 0)
   end
 end
 local n = tonumber(state[2] or '') or migrate(state[6]) or 0
@@ -71,9 +79,23 @@ if wrote and wrote > (tonumber(state[9] or '0') or 0) then
   fields[#fields + 1] = 'lu'; fields[#fields + 1] = wrote
 end
 
+-- What the message says about the language: a user's choice holds until they choose again.
+local function claim_language()
+  local claimed = ARGV[18]
+  if claimed == "" then return end
+  local new
+  if ARGV[19] == 'chosen' then new = claimed .. ':u'
+  elseif string.sub(language, -2) ~= ':u' then new = claimed end
+  if new and new ~= language then
+    language = new
+    fields[#fields + 1] = 'lg'; fields[#fields + 1] = new
+  end
+end
+
 -- With a person (or another app): recorded in order, never answered; `/reset` still works.
 local answerable = mode == 'answer' or mode == 'handoff'
 if answerable and owner(state[7], state[8], now) ~= 'bot' then
+  claim_language()
   n = n + 1
   fields[#fields + 1] = 'n'; fields[#fields + 1] = n
   fields[#fields + 1] = marker; fields[#fields + 1] = n .. ':r'
@@ -82,7 +104,7 @@ if answerable and owner(state[7], state[8], now) ~= 'bot' then
   trim(len, max_history)
   touch(len)
   emit('message.received', {message = event_message()}, now)
-  return {6, 0, 0}
+  return result(6, 0, 0)
 end
 
 local limited = false
@@ -118,12 +140,13 @@ if mode == 'edit' and not limited then
         redis.call('HSET', conv, unpack(fields))
         trim(len, max_history)
         touch(len)
-        return {5, 0, 0}
+        return result(5, 0, 0)
       end
     end
   end
 end
 
+if not limited and mode ~= 'edit' then claim_language() end
 n = n + 1
 local turn, mark = ARGV[2], n
 if limited then turn = ARGV[3]; mark = 'l'
@@ -138,12 +161,15 @@ if mode == 'handoff' and not limited then
   touch_due = true
 end
 if mode == 'reset' and not limited then
-  -- The history and a handoff start over; markers and the rate limit survive a reset.
+  -- The history, the last menu and a handoff start over; markers, the rate limit and the
+  -- language survive a reset.
   redis.call('DEL', hist)
+  redis.call('HDEL', conv, 'mo')
+  menu = ""
   with_person(nil)
   keep(conv, ttl, nil, now)
   emit('conversation.reset', {by = 'user'}, now)
-  return {0, 0, 0}
+  return result(0, 0, 0)
 end
 if mode == 'handoff' and not limited then
   emit('handoff.requested', {message = event_message(), until_ms = now + tonumber(ARGV[15])}, now)
@@ -152,6 +178,6 @@ local len = redis.call('RPUSH', hist, turn)
 -- One turn of slack: the reply's record trims to the bound, so a message costs one trim.
 trim(len, max_history + 1)
 touch(len)
-if limited then return {1, notice, 0} end
-if not answerable then return {5, 0, 0} end
+if limited then return result(1, notice, 0) end
+if not answerable then return result(5, 0, 0) end
 return history(0, 0, 0)

@@ -3,10 +3,10 @@
 -- conversation over, and reports what the engine needs to decide how to send it.
 -- ARGV: 1 outbound id, 2 source (`operator`, `notification`), 3 ttl s, 4 how long an operator
 -- keeps the conversation (ms), 5 who (JSON string or '').
--- Returns {code, parts_sent, last_user_ms, owner}; code 0 new, 2 started before (resume after
--- parts_sent), 4 already sent.
+-- Returns {code, parts_sent, last_user_ms, owner, language}; code 0 new, 2 started before (resume
+-- after parts_sent), 4 already sent; `language` the conversation's (`lg`, see `begin.lua`).
 local marker = marker_of(ARGV[1])
-local state = redis.call('HMGET', conv, marker, 'lu', 'hu', 'ro')
+local state = redis.call('HMGET', conv, marker, 'lu', 'hu', 'ro', 'lg')
 local seen = state[1]
 if seen and string.sub(seen, -2) == ':r' then return {4, 0, '', ''} end
 local now = now_ms()
@@ -36,4 +36,4 @@ keep(conv, ttl, person_until, now)
 keep(hist, ttl, person_until, now)
 local code = 0
 if seen then code = 2 end
-return {code, parts, state[2] or '', who}
+return {code, parts, state[2] or '', who, state[5] or ''}
