@@ -510,13 +510,14 @@ async fn measure(
     };
     let _ = stats.quit().await;
 
-    let report = Report::build(
+    let mut report = Report::build(
         args.mode,
         &outcomes,
         &per_user,
         &env.graph.recorder.replies(),
         env.graph.recorder.other_requests(),
     );
+    report.server_ack = server_ack_percentiles(&base).await;
     print_report(
         args,
         env,
@@ -616,6 +617,65 @@ struct Report {
     order_violations: u64,
     unexpected: u64,
     other_requests: usize,
+    /// Replies that reached the fake Graph API in the busiest second (any 1-s window).
+    busiest_second: usize,
+    /// The app's own `wabot_webhook_duration_seconds{outcome="stored"}`: the bucket bounds
+    /// (s) holding its p50 and p99.
+    server_ack: Option<(f64, f64)>,
+}
+
+/// The upper bounds of the buckets holding p50 and p99 of the app's webhook histogram for
+/// stored deliveries, from its `/metrics`.
+async fn server_ack_percentiles(base: &str) -> Option<(f64, f64)> {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let mut buckets: Vec<(f64, f64)> = text
+        .lines()
+        .filter(|l| {
+            l.starts_with("wabot_webhook_duration_seconds_bucket{")
+                && l.contains("outcome=\"stored\"")
+        })
+        .filter_map(|l| {
+            let le = l.split("le=\"").nth(1)?.split('"').next()?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            let count: f64 = l.rsplit(' ').next()?.parse().ok()?;
+            Some((le, count))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total = buckets.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    let bound = |q: f64| {
+        buckets
+            .iter()
+            .find(|(_, count)| *count >= q * total)
+            .map(|(le, _)| *le)
+    };
+    Some((bound(0.5)?, bound(0.99)?))
+}
+
+/// The most instants within any window of `width` (a sliding window over the sorted times).
+fn busiest_window(mut times: Vec<Instant>, width: Duration) -> usize {
+    times.sort();
+    let mut start = 0;
+    let mut busiest = 0;
+    for end in 0..times.len() {
+        while times[end].saturating_duration_since(times[start]) >= width {
+            start += 1;
+        }
+        busiest = busiest.max(end + 1 - start);
+    }
+    busiest
 }
 
 fn histogram(values: impl Iterator<Item = u64>) -> Option<Histogram<u64>> {
@@ -722,6 +782,11 @@ impl Report {
             order_violations,
             unexpected,
             other_requests,
+            busiest_second: busiest_window(
+                replies.iter().map(|r| r.at).collect(),
+                Duration::from_secs(1),
+            ),
+            server_ack: None,
         }
     }
 
@@ -881,6 +946,16 @@ fn print_report(
         );
     }
     row("ack latency", percentiles(&report.ack));
+    if let Some((p50, p99)) = report.server_ack {
+        row(
+            "  inside wabot (stored)",
+            format!(
+                "p50 ≤ {} ms   p99 ≤ {} ms  (wabot_webhook_duration_seconds buckets)",
+                p50 * 1e3,
+                p99 * 1e3
+            ),
+        );
+    }
 
     if args.mode == Mode::E2e {
         println!();
@@ -892,6 +967,7 @@ fn print_report(
             rate(report.first_replies, report.e2e_secs),
         );
         row("e2e latency", percentiles(&report.e2e));
+        row("busiest second (replies)", report.busiest_second);
         row(
             "lost replies",
             if drained {

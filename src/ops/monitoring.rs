@@ -30,6 +30,7 @@ pub const EVENTS_BACKLOG: &str = "wabot_events_backlog";
 pub const DELIVERY_FAILURES: &str = "wabot_delivery_failures_total";
 pub const OUTBOUND: &str = "wabot_outbound_total";
 pub const WORKER_TASKS: &str = "wabot_worker_tasks";
+pub const WEBHOOK_SECONDS: &str = "wabot_webhook_duration_seconds";
 
 /// Every family above, for the registration at start and its test.
 pub const FAMILIES: &[&str] = &[
@@ -54,7 +55,12 @@ pub const FAMILIES: &[&str] = &[
     DELIVERY_FAILURES,
     OUTBOUND,
     WORKER_TASKS,
+    WEBHOOK_SECONDS,
 ];
+
+/// `wabot_webhook_duration_seconds{outcome}`: stored (something new), duplicate (nothing new),
+/// refused (any answer but 200).
+pub const WEBHOOK_OUTCOMES: &[&str] = &["stored", "duplicate", "refused"];
 
 /// Why a conversation went to a person (`wabot_handoffs_total{reason}`).
 pub const HANDOFF_REASONS: &[&str] = &["requested", "operator", "echo", "routing"];
@@ -98,7 +104,13 @@ pub fn install() -> Option<PrometheusHandle> {
             let buckets = [
                 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
             ];
+            // The webhook answers in milliseconds: its buckets start far below the others'.
+            let webhook = [
+                0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ];
             let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full(WEBHOOK_SECONDS.into()), &webhook)
+                .ok()?
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)
                 .ok()?;
             let handle = builder.install_recorder().ok()?;
@@ -193,6 +205,11 @@ fn describe() {
         "From reading a message to acknowledging it"
     );
     describe_histogram!(
+        WEBHOOK_SECONDS,
+        Unit::Seconds,
+        "POST /webhook from the request to the answer, by outcome (stored, duplicate, refused)"
+    );
+    describe_histogram!(
         RESPONDER_SECONDS,
         Unit::Seconds,
         "Time the responder took, by kind"
@@ -213,6 +230,9 @@ fn register_at_zero() {
     gauge!(QUEUE_DEPTH, "partition" => "0").set(0.0);
     gauge!(QUEUE_OLDEST_AGE, "partition" => "0").set(0.0);
     let _ = histogram!(PROCESSING_SECONDS);
+    for outcome in WEBHOOK_OUTCOMES {
+        let _ = histogram!(WEBHOOK_SECONDS, "outcome" => *outcome);
+    }
     counter!(REPLIES, "outcome" => "sent", "code" => "none").absolute(0);
     counter!(REPLIES, "outcome" => "failed", "code" => "none").absolute(0);
     counter!(RATE_LIMITED).absolute(0);

@@ -356,7 +356,8 @@ async fn json_logs_stay_json_and_carry_the_trace_id_while_tracing_is_on() {
     let log = std::env::temp_dir().join(format!("wabot-trace-log-{}.jsonl", uuid::Uuid::new_v4()));
     let mut env = otel_env(&collector);
     env.push(("LOG_FORMAT", "json".into()));
-    env.push(("RUST_LOG", "info".into()));
+    // The intake's line is at debug (one per delivery).
+    env.push(("RUST_LOG", "info,wabot::http::routes::webhook=debug".into()));
     let served = serve_logging(&redis, &graph, &env, Some(&log)).await;
     let wamid = format!("wamid.log.{}", uuid::Uuid::new_v4().simple());
     let text = "please do not log this sentence";
