@@ -335,7 +335,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let settings = Settings::load()?;
             telemetry::init(settings.log.format);
             // No receiver in this process to keep fast: the workers take the main runtime.
-            let workers = Services::new(&settings)?.spawn_workers_here()?;
+            let workers = Services::new(&settings)?.spawn_workers_here(None)?;
             tracing::info!(replica = workers.replica(), "wabot worker running");
             let stop = tokio_util::sync::CancellationToken::new();
             cancel_on_signals(stop.clone());

@@ -20,6 +20,7 @@ use crate::http::state::{AppState, ConsoleState};
 use crate::meta::cloud_api::{CloudApi, CloudApiError};
 use crate::meta::webhook::SignatureVerifier;
 use crate::ops::telemetry::RequestSpan;
+use crate::pipeline::pressure::IntakePressure;
 use crate::pipeline::worker::events::{EventDispatcher, EventError};
 use crate::pipeline::worker::{Handler, WorkerRuntime, Workers};
 use crate::store::conversation::{ConversationLimits, ConversationStore};
@@ -139,22 +140,28 @@ impl Services {
 
     /// The worker side on a runtime of its own (`worker.threads`, `worker.nice`), with its own
     /// Redis connection: a process that also receives webhooks keeps its receiver's threads and
-    /// connection for intake.
-    pub fn spawn_workers(&self) -> Result<Workers, StartupError> {
+    /// connection for intake; `pressure` is how the receiver's answers make the workers yield.
+    pub fn spawn_workers(
+        &self,
+        pressure: Option<Arc<IntakePressure>>,
+    ) -> Result<Workers, StartupError> {
         let settings = &self.settings;
         let runtime = WorkerRuntime::start(settings.worker.threads, settings.worker.nice)
             .map_err(StartupError::Runtime)?;
         let (workers, client) = {
             let _entered = runtime.enter();
             let services = Services::new(settings)?;
-            (services.spawn_workers_here()?, services.redis)
+            (services.spawn_workers_here(pressure)?, services.redis)
         };
         Ok(workers.running_on(runtime, client))
     }
 
     /// The worker side on the current runtime: the conversation engine over these stores as the
     /// queue's handler.
-    pub fn spawn_workers_here(&self) -> Result<Workers, StartupError> {
+    pub fn spawn_workers_here(
+        &self,
+        pressure: Option<Arc<IntakePressure>>,
+    ) -> Result<Workers, StartupError> {
         let settings = &self.settings;
         let pacer = RedisPacer::new(
             self.redis.clone(),
@@ -201,6 +208,7 @@ impl Services {
             Duration::from_millis(settings.conversation.merge_window_ms),
             Duration::from_secs(settings.server.shutdown_timeout_secs),
             events,
+            pressure,
         ))
     }
 }
@@ -211,9 +219,11 @@ impl Application {
     pub async fn build(settings: Settings) -> Result<Application, StartupError> {
         let services = Services::new(&settings)?;
         let sink = Arc::new(services.inbox.clone());
-        let mut app = Application::build_with(&services, sink)?;
+        let pressure = (settings.worker.enabled && settings.worker.intake_target_ms > 0)
+            .then(|| IntakePressure::new(Duration::from_millis(settings.worker.intake_target_ms)));
+        let mut app = Application::build_with(&services, sink, pressure.clone())?;
         if settings.worker.enabled {
-            app.workers = Some(services.spawn_workers()?);
+            app.workers = Some(services.spawn_workers(pressure)?);
         }
         Ok(app)
     }
@@ -223,12 +233,13 @@ impl Application {
         settings: Settings,
         sink: Arc<dyn EventSink>,
     ) -> Result<Application, StartupError> {
-        Application::build_with(&Services::new(&settings)?, sink)
+        Application::build_with(&Services::new(&settings)?, sink, None)
     }
 
     fn build_with(
         services: &Services,
         sink: Arc<dyn EventSink>,
+        pressure: Option<Arc<IntakePressure>>,
     ) -> Result<Application, StartupError> {
         let settings = &services.settings;
         let redis = services.redis.clone();
@@ -264,6 +275,7 @@ impl Application {
             admin_token: settings.admin.token.clone(),
             handoff_minutes: settings.handoff.timeout_secs.div_ceil(60).max(1),
             console,
+            pressure,
         };
         let state = web::Data::new(state);
         let request_timeout = Duration::from_secs(settings.server.request_timeout_secs);

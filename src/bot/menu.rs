@@ -103,12 +103,19 @@ fn number(words: &[String]) -> Option<usize> {
     };
     cardinal.or_else(|| {
         with_article.then_some(())?;
+        // English ordinals only after "the": "a second" is a moment, "a segunda" an option.
+        let english = words.iter().any(|w| w == "the");
         Some(match word {
-            "first" | "primero" | "primera" | "primeiro" | "primeira" => 1,
-            "second" | "segundo" | "segunda" => 2,
-            "third" | "tercero" | "tercera" | "terceiro" | "terceira" => 3,
-            "fourth" | "cuarto" | "cuarta" | "quarto" | "quarta" => 4,
-            "fifth" | "quinto" | "quinta" => 5,
+            "first" if english => 1,
+            "second" if english => 2,
+            "third" if english => 3,
+            "fourth" if english => 4,
+            "fifth" if english => 5,
+            "primero" | "primera" | "primeiro" | "primeira" => 1,
+            "segundo" | "segunda" => 2,
+            "tercero" | "tercera" | "terceiro" | "terceira" => 3,
+            "cuarto" | "cuarta" | "quarto" | "quarta" => 4,
+            "quinto" | "quinta" => 5,
             _ => return None,
         })
     })
@@ -160,6 +167,8 @@ mod tests {
             ("dois", "o2"),
             ("three", "o3"),
             ("el primero", "o1"),
+            ("the second", "o2"),
+            ("a segunda", "o2"),
             ("2º", "o2"),
         ] {
             assert_eq!(picked(&m, text).as_deref(), Some(id), "{text}");
@@ -199,6 +208,7 @@ mod tests {
             "ok",
             // An ordinal alone is as likely "a second, please".
             "segundo",
+            "a second",
             "pro",
             "",
             "👍",

@@ -394,6 +394,10 @@ pub struct WorkerSettings {
     /// Entries of one partition read but not finished; reading pauses above this. A small bound
     /// leaves the backlog in Redis (durable) instead of in the workers' memory and queues.
     pub max_in_flight: usize,
+    /// With the receiver in the same process: while more than 2 % of the webhook's answers take
+    /// longer than this, the workers take fewer conversations at once (`pipeline::pressure`).
+    /// 0: off.
+    pub intake_target_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use secrecy::SecretString;
 
 use crate::meta::webhook::SignatureVerifier;
+use crate::pipeline::pressure::IntakePressure;
 use crate::store::connection::Client;
 use crate::store::conversation::ConversationStore;
 use crate::store::queue::Queue;
@@ -27,6 +28,8 @@ pub struct AppState {
     pub handoff_minutes: u64,
     /// The operator console (production wiring with an admin token only).
     pub console: Option<ConsoleState>,
+    /// Where the webhook reports its answer times when workers share the process.
+    pub pressure: Option<Arc<IntakePressure>>,
 }
 use crate::config::TemplateRef;
 use crate::store::sessions::SessionStore;

@@ -31,6 +31,7 @@ pub const DELIVERY_FAILURES: &str = "wabot_delivery_failures_total";
 pub const OUTBOUND: &str = "wabot_outbound_total";
 pub const WORKER_TASKS: &str = "wabot_worker_tasks";
 pub const WEBHOOK_SECONDS: &str = "wabot_webhook_duration_seconds";
+pub const WORKER_ALLOWED: &str = "wabot_worker_concurrency_allowed";
 
 /// Every family above, for the registration at start and its test.
 pub const FAMILIES: &[&str] = &[
@@ -56,6 +57,7 @@ pub const FAMILIES: &[&str] = &[
     OUTBOUND,
     WORKER_TASKS,
     WEBHOOK_SECONDS,
+    WORKER_ALLOWED,
 ];
 
 /// `wabot_webhook_duration_seconds{outcome}`: stored (something new), duplicate (nothing new),
@@ -173,6 +175,10 @@ const GAUGES: &[(&str, &str)] = &[
         "Tasks alive on the workers' runtime: conversations being processed (at most worker.concurrency) plus a few per partition",
     ),
     (
+        WORKER_ALLOWED,
+        "Conversations the workers may process at once now: worker.concurrency, less while the webhook answers slowly (worker.intake_target_ms)",
+    ),
+    (
         HANDOFFS_WAITING,
         "Conversations a person has (handoff), per partition owned",
     ),
@@ -245,6 +251,7 @@ fn register_at_zero() {
     }
     gauge!(PARTITIONS_OWNED).set(0.0);
     gauge!(WORKER_TASKS).set(0.0);
+    gauge!(WORKER_ALLOWED).set(0.0);
     for reason in HANDOFF_REASONS {
         counter!(HANDOFFS, "reason" => *reason).absolute(0);
     }

@@ -52,7 +52,7 @@ pub async fn receive(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let started = std::time::Instant::now();
-    let result = receive_checked(request, payload, state).await;
+    let result = receive_checked(request, payload, state.clone()).await;
     let (status, outcome) = match &result {
         Ok((response, stored)) => (
             response.status().as_u16(),
@@ -63,8 +63,12 @@ pub async fn receive(
             "refused",
         ),
     };
+    let elapsed = started.elapsed();
     metrics::histogram!(monitoring::WEBHOOK_SECONDS, "outcome" => outcome)
-        .record(started.elapsed().as_secs_f64());
+        .record(elapsed.as_secs_f64());
+    if let Some(pressure) = &state.pressure {
+        pressure.record(elapsed);
+    }
     metrics::counter!(monitoring::WEBHOOK_DELIVERIES, "outcome" => status.to_string()).increment(1);
     result.map(|(response, _)| response)
 }

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::WorkerSettings;
 use crate::domain::clock::unix_ms;
 use crate::ops::monitoring;
+use crate::pipeline::pressure::{Governor, IntakePressure};
 use crate::pipeline::worker::events::EventDispatcher;
 use crate::store::queue::Queue;
 use crate::store::Client;
@@ -49,13 +50,20 @@ impl Workers {
         merge_window: Duration,
         shutdown_timeout: Duration,
         events: Option<Arc<EventDispatcher>>,
+        pressure: Option<Arc<IntakePressure>>,
     ) -> Workers {
         let replica = uuid::Uuid::new_v4().to_string();
         let stop = CancellationToken::new();
+        let permits = Arc::new(Semaphore::new(settings.concurrency));
+        metrics::gauge!(monitoring::WORKER_ALLOWED).set(settings.concurrency as f64);
+        if let Some(pressure) = pressure {
+            let governor = Governor::new(pressure, permits.clone(), settings.concurrency);
+            tokio::spawn(governor.run(stop.clone()));
+        }
         let coordinator = Coordinator {
             queue,
             handler,
-            permits: Arc::new(Semaphore::new(settings.concurrency)),
+            permits,
             settings,
             replica: replica.clone(),
             merge_window,

@@ -165,7 +165,7 @@ pub struct Remembered {
 /// What a reply's record makes the conversation remember.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Remember {
-    /// The buttons or list the reply ends with (`None`: the last menu stays).
+    /// The reply's last buttons or list (`None`: the last menu stays).
     pub menu: Option<Menu>,
     /// A language the user chose by answering the language menu.
     pub chosen_language: Option<Language>,
