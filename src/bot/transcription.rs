@@ -93,6 +93,9 @@ impl Transcriber {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_millis(settings.timeout_ms))
             .connect_timeout(Duration::from_secs(5))
+            // A redirect would re-send the body (signed, or the user's words) and its
+            // credentials to wherever the Location points.
+            .redirect(reqwest::redirect::Policy::none())
             // See the HTTP responder: one HTTP/1.1 connection per call in flight.
             .http1_only()
             .build()?;
@@ -129,6 +132,7 @@ impl Transcriber {
             .mime_type
             .as_deref()
             .or(mime_type.as_deref())
+            .filter(|mime| is_media_type(mime))
             .unwrap_or("audio/ogg");
         let (content_type, body) = multipart(&self.model, mime, &audio.bytes);
         let mut request = self
@@ -170,6 +174,22 @@ impl Transcriber {
 
 /// A `multipart/form-data` body with `model`, `response_format=json` and the audio as `file`.
 /// Built by hand: three fields do not justify another dependency.
+/// `type/subtype[; parameters]` in printable ASCII: anything else (a CR/LF in a payload's
+/// `mime_type`) would write headers of its own into the upload's part.
+fn is_media_type(mime: &str) -> bool {
+    let essence = mime.split(';').next().unwrap_or_default().trim();
+    let token = |t: &str| {
+        !t.is_empty()
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$&^_.+-".contains(&b))
+    };
+    mime.len() <= 255
+        && mime.bytes().all(|b| (b' '..=b'~').contains(&b))
+        && essence
+            .split_once('/')
+            .is_some_and(|(t, s)| token(t) && token(s))
+}
+
 fn multipart(model: &str, mime: &str, audio: &[u8]) -> (String, Vec<u8>) {
     let boundary = format!("wabot-{}", uuid::Uuid::new_v4().simple());
     let extension = match mime.split(';').next().unwrap_or_default().trim() {
@@ -202,6 +222,22 @@ fn multipart(model: &str, mime: &str, audio: &[u8]) -> (String, Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_media_type_goes_into_the_upload() {
+        assert!(is_media_type("audio/ogg; codecs=opus"));
+        assert!(is_media_type("audio/mpeg"));
+        for bad in [
+            "audio/ogg\r\nX-Injected: 1",
+            "audio/ogg\nContent-Disposition: form-data; name=\"model\"",
+            "audio",
+            "/ogg",
+            "audio/ogg/x",
+            "",
+        ] {
+            assert!(!is_media_type(bad), "{bad:?}");
+        }
+    }
 
     #[test]
     fn the_multipart_body_carries_the_model_and_the_audio() {

@@ -314,6 +314,40 @@ mod tests {
     }
 
     #[test]
+    fn weak_admin_tokens_and_unsigned_events_are_refused() {
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut pairs = required();
+            pairs.extend_from_slice(extra);
+            Settings::load_from(&no_dir(), &env(&pairs)).map_err(|e| e.to_string())
+        };
+        for (token, why) in [
+            ("short-token", "16 characters"),
+            ("   # enables /admin/*", "whitespace"),
+            ("0123456789abcdef#comment", "`#`"),
+            ("0123456789abcdef ", "whitespace"),
+        ] {
+            let error = with(&[("ADMIN_TOKEN", token)]).expect_err(token);
+            assert!(
+                error.contains("admin.token") && error.contains(why),
+                "{token}: {error}"
+            );
+        }
+        assert!(with(&[("ADMIN_TOKEN", "0123456789abcdef")]).is_ok());
+        assert!(
+            with(&[("ADMIN_TOKEN", "")]).is_ok(),
+            "empty: the admin API is off"
+        );
+        let error = with(&[("WABOT_EVENTS__WEBHOOK_URL", "https://crm.example/hooks")])
+            .expect_err("unsigned events");
+        assert!(error.contains("events.secret"), "{error}");
+        assert!(with(&[
+            ("WABOT_EVENTS__WEBHOOK_URL", "https://crm.example/hooks"),
+            ("WABOT_EVENTS__SECRET", "s3cret"),
+        ])
+        .is_ok());
+    }
+
+    #[test]
     fn sentences_are_overridden_per_language_and_typos_are_refused() {
         let mut pairs = required();
         pairs.push(("WABOT_CONVERSATION__LANGUAGE", "es"));

@@ -118,6 +118,33 @@ impl Settings {
                 reason: "must start with http:// or https://".into(),
             });
         }
+        if !events.is_empty() && self.events.secret.expose_secret().is_empty() {
+            // An empty HMAC key signs every event with a key anyone can compute.
+            return Err(ConfigError::Missing {
+                setting: "events.secret",
+                hint: "events.webhook_url is set: set WABOT_EVENTS__SECRET, the key every event's X-Wabot-Signature-256 is made with",
+            });
+        }
+        let token = self.admin.token.expose_secret();
+        if !token.is_empty() {
+            // A value read from an env file with its comment (`ADMIN_TOKEN=  # enables...`)
+            // would otherwise turn the admin API on with a token anyone can read.
+            let reason = if token.trim() != token {
+                Some("must not start or end with whitespace")
+            } else if token.contains('#') {
+                Some("must not contain `#` (a comment on the value's line?)")
+            } else if token.chars().count() < 16 {
+                Some("must be at least 16 characters (e.g. `openssl rand -hex 32`)")
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                return Err(ConfigError::Invalid {
+                    setting: "admin.token",
+                    reason: reason.into(),
+                });
+            }
+        }
         if self.server.max_inflight_body_bytes < self.server.max_body_bytes {
             // Otherwise a delivery of the largest allowed size could never be accepted.
             return Err(ConfigError::Invalid {

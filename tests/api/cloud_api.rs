@@ -242,6 +242,23 @@ async fn media_is_downloaded_with_the_token_and_a_size_limit() {
         .await
         .expect_err("too large");
     assert!(matches!(error, CloudApiError::TooLarge { limit: 5 }));
+    // A media id from a (signed) payload that is not digits never becomes a Graph path.
+    let before = graph.received_requests().await.unwrap_or_default().len();
+    for id in ["../../me?fields=id", "123/subscribed_apps", "", "12 3"] {
+        let error = api
+            .download_media(&pnid("123"), id)
+            .await
+            .expect_err("not a media id");
+        assert!(
+            matches!(error, CloudApiError::InvalidMediaId),
+            "{id}: {error}"
+        );
+    }
+    assert_eq!(
+        graph.received_requests().await.unwrap_or_default().len(),
+        before,
+        "nothing was requested"
+    );
 }
 
 /// What a TCP relay in front of the fake Graph API saw: connections, and how each began.

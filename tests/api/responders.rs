@@ -508,3 +508,37 @@ async fn a_retry_after_a_failed_part_sends_only_the_parts_not_yet_sent() {
         2
     );
 }
+
+#[tokio::test]
+async fn a_backend_redirect_is_not_followed_with_the_signed_body() {
+    let elsewhere = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(actions(json!([{"type": "text", "text": "stolen"}])))
+        .mount(&elsewhere)
+        .await;
+    let backend = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/bot"))
+        .respond_with(
+            ResponseTemplate::new(307)
+                .insert_header("location", format!("{}/collect", elsewhere.uri()).as_str()),
+        )
+        .mount(&backend)
+        .await;
+    let app = http_app(
+        &format!("{}/bot", backend.uri()),
+        &[("WABOT_RESPONDER__HTTP__ATTEMPTS", "1")],
+    )
+    .await;
+    app.deliver(&text_delivery(PNID, "34600000099", "wamid.redir", "hola"))
+        .await;
+    wait_until_drained(&app.queue().await, WAIT).await;
+    let requests = elsewhere.received_requests().await.unwrap_or_default();
+    assert!(
+        requests.is_empty(),
+        "the body went to the redirect's target"
+    );
+    // The user still gets an answer: the fallback.
+    let got = wait_for_replies(&app.graph, 1, WAIT).await;
+    assert_ne!(got[0].text, "stolen");
+}

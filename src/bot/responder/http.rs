@@ -144,6 +144,9 @@ impl HttpResponder {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_millis(settings.timeout_ms))
             .connect_timeout(Duration::from_secs(5))
+            // A redirect would re-send the body (signed, or the user's words) and its
+            // credentials to wherever the Location points.
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("wabot/", env!("CARGO_PKG_VERSION")))
             // reqwest is built with HTTP/2 for the Graph API's opt-in; an h2 backend that
             // allows fewer streams than the worker concurrency would queue calls behind one

@@ -122,6 +122,9 @@ impl OpenAiResponder {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_millis(settings.timeout_ms))
             .connect_timeout(Duration::from_secs(5))
+            // A redirect would re-send the body (signed, or the user's words) and its
+            // credentials to wherever the Location points.
+            .redirect(reqwest::redirect::Policy::none())
             // See the HTTP responder: one HTTP/1.1 connection per call in flight.
             .http1_only()
             .build()?;

@@ -250,6 +250,12 @@ impl CloudApi {
         receiving: &PhoneNumberId,
         media_id: &str,
     ) -> Result<MediaFile, CloudApiError> {
+        if media_id.is_empty()
+            || media_id.len() > 64
+            || !media_id.bytes().all(|b| b.is_ascii_digit())
+        {
+            return Err(CloudApiError::InvalidMediaId);
+        }
         let token = self.token_for(receiving).expose_secret().to_string();
         let info_url = format!("{}/{}/{}", self.base_url, self.version, media_id);
         let info: MediaInfo = self

@@ -35,6 +35,10 @@ pub enum CloudApiError {
     Decode(String),
     #[error("the media file is larger than {limit} bytes")]
     TooLarge { limit: u64 },
+    /// Meta's media ids are digits; anything else would make the download a GET of another
+    /// Graph path with our token (`../../me?fields=...`).
+    #[error("a media id must be digits")]
+    InvalidMediaId,
     #[error(transparent)]
     NotSendable(#[from] super::message::NotSendable),
 }
@@ -64,6 +68,7 @@ impl CloudApiError {
             CloudApiError::Timeout(_) | CloudApiError::Network(_) => ErrorClass::Retryable,
             CloudApiError::Decode(_)
             | CloudApiError::TooLarge { .. }
+            | CloudApiError::InvalidMediaId
             | CloudApiError::NotSendable(_) => ErrorClass::Permanent,
         }
     }
