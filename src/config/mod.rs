@@ -314,6 +314,36 @@ mod tests {
     }
 
     #[test]
+    fn printed_urls_hide_their_credentials_and_queries() {
+        let mut pairs = required();
+        pairs.extend_from_slice(&[
+            ("RESPONDER", "http"),
+            (
+                "HTTP_RESPONDER_URL",
+                "https://bot:hunter2@backend.example/wabot?key=k3y",
+            ),
+            ("HTTP_RESPONDER_SECRET", "s3cret"),
+            (
+                "WABOT_EVENTS__WEBHOOK_URL",
+                "https://crm.example/hooks?token=t0ken",
+            ),
+            ("WABOT_EVENTS__SECRET", "s3cret"),
+            (
+                "WABOT_TRANSCRIPTION__BASE_URL",
+                "https://u:p4ss@stt.example/v1",
+            ),
+        ]);
+        let printed = Settings::load_from(&no_dir(), &env(&pairs))
+            .expect("loads")
+            .redacted_toml();
+        for secret in ["hunter2", "k3y", "t0ken", "p4ss", "s3cret"] {
+            assert!(!printed.contains(secret), "{secret} printed:\n{printed}");
+        }
+        assert!(printed.contains("https://[redacted]@backend.example/wabot?[redacted]"));
+        assert!(printed.contains("https://crm.example/hooks?[redacted]"));
+    }
+
+    #[test]
     fn weak_admin_tokens_and_unsigned_events_are_refused() {
         let with = |extra: &[(&'static str, &'static str)]| {
             let mut pairs = required();

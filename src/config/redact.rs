@@ -31,6 +31,15 @@ pub(super) fn redact_url<S: Serializer>(url: &str, s: S) -> Result<S::Ok, S::Err
     s.serialize_str(&redact_url_userinfo(url))
 }
 
+/// An HTTP URL without its user info or query (`?api_key=...`, `?token=...` live there).
+pub(super) fn redact_http_url<S: Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
+    let url = redact_url_userinfo(url);
+    match url.split_once('?') {
+        Some((base, _)) => s.serialize_str(&format!("{base}?[redacted]")),
+        None => s.serialize_str(&url),
+    }
+}
+
 pub fn redact_url_userinfo(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme_end), Some(at)) if at > scheme_end => {

@@ -7,7 +7,7 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::domain::language::Language;
 use serde::{Deserialize, Serialize};
 
-use super::redact::{redact, redact_url};
+use super::redact::{redact, redact_http_url, redact_url};
 use super::ConfigError;
 
 /// Everything the process needs to run, validated.
@@ -167,6 +167,7 @@ impl HandoffSettings {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct EventSettings {
     /// Where events are POSTed; empty: no events are kept or sent.
+    #[serde(serialize_with = "redact_http_url")]
     pub webhook_url: String,
     /// Signs every event body (`X-Wabot-Signature-256`).
     #[serde(serialize_with = "redact")]
@@ -290,7 +291,7 @@ pub struct ResponderSettings {
 /// The `http` responder: the business's own backend (docs/http-responder.md).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct HttpResponderSettings {
-    #[serde(default)]
+    #[serde(default, serialize_with = "redact_http_url")]
     pub url: String,
     /// Key of the `X-Wabot-Signature-256` HMAC over each request body.
     #[serde(serialize_with = "redact")]
@@ -306,7 +307,7 @@ pub struct HttpResponderSettings {
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct OpenAiSettings {
-    #[serde(default)]
+    #[serde(default, serialize_with = "redact_http_url")]
     pub base_url: String,
     #[serde(default)]
     pub model: String,
@@ -349,6 +350,7 @@ pub struct ToolSettings {
     #[serde(default = "empty_object_schema")]
     pub parameters: serde_json::Value,
     /// Receives `{"tool", "arguments", "contact", "conversation"}`, signed; answers the result.
+    #[serde(serialize_with = "redact_http_url")]
     pub url: String,
 }
 
@@ -361,7 +363,7 @@ fn empty_object_schema() -> serde_json::Value {
 pub struct TranscriptionSettings {
     /// E.g. `https://api.openai.com/v1`, `http://127.0.0.1:8080/v1`; empty: voice notes are not
     /// transcribed (they get the `non_text` answer).
-    #[serde(default)]
+    #[serde(default, serialize_with = "redact_http_url")]
     pub base_url: String,
     pub model: String,
     #[serde(serialize_with = "redact")]

@@ -2,7 +2,7 @@
 //! POSTed as JSON signed with `X-Wabot-Signature-256` (HMAC-SHA256 of the raw body with
 //! `responder.http.secret`); the backend answers `{"actions": [...]}` (docs/http-responder.md).
 //! Timeouts, network errors, 429 and 5xx are retried a bounded number of times, then the
-//! fallback text is said; a malformed answer is logged (status, body prefix) and answered with
+//! fallback text is said; a malformed answer is logged (status, length, where it broke) and answered with
 //! the fallback too.
 
 use backon::{ExponentialBuilder, Retryable};
@@ -25,8 +25,6 @@ use crate::ops::telemetry::error_chain;
 pub const SIGNATURE_HEADER: &str = "X-Wabot-Signature-256";
 /// Largest answer read; a real one is a few kilobytes.
 pub const MAX_ANSWER_BYTES: usize = 1024 * 1024;
-/// How much of a bad answer is logged.
-const LOGGED_PREFIX_CHARS: usize = 200;
 
 pub struct HttpResponder {
     http: reqwest::Client,
@@ -100,15 +98,16 @@ enum BackendError {
     Timeout(#[source] reqwest::Error),
     #[error("could not reach the backend")]
     Network(#[source] reqwest::Error),
-    #[error("the backend answered HTTP {status}: {prefix:?}")]
-    Status { status: u16, prefix: String },
+    // Lengths, not contents: an error page or a half answer can repeat the user's words.
+    #[error("the backend answered HTTP {status} ({bytes} bytes)")]
+    Status { status: u16, bytes: usize },
     #[error("the backend's answer (HTTP {status}) is larger than {MAX_ANSWER_BYTES} bytes")]
     TooLarge { status: u16 },
-    #[error("the backend's answer (HTTP {status}) is not {{\"actions\": [...]}}: {reason}; it starts {prefix:?}")]
+    #[error("the backend's answer (HTTP {status}, {bytes} bytes) is not {{\"actions\": [...]}}: {reason}")]
     Malformed {
         status: u16,
         reason: String,
-        prefix: String,
+        bytes: usize,
     },
     #[error("the backend's answer (HTTP {status}) has an unusable action")]
     Action {
@@ -116,6 +115,21 @@ enum BackendError {
         #[source]
         source: WireError,
     },
+}
+
+/// Where the answer broke and what kind of error, not serde's message, which quotes the
+/// offending value (possibly the user's words).
+fn malformed(status: u16, answer: &[u8], error: &serde_json::Error) -> BackendError {
+    BackendError::Malformed {
+        status,
+        reason: format!(
+            "{:?} error at line {} column {}",
+            error.classify(),
+            error.line(),
+            error.column()
+        ),
+        bytes: answer.len(),
+    }
 }
 
 impl BackendError {
@@ -127,13 +141,6 @@ impl BackendError {
             _ => false,
         }
     }
-}
-
-fn prefix(body: &[u8]) -> String {
-    String::from_utf8_lossy(body)
-        .chars()
-        .take(LOGGED_PREFIX_CHARS)
-        .collect()
 }
 
 impl HttpResponder {
@@ -195,15 +202,11 @@ impl HttpResponder {
         if !(200..300).contains(&status) {
             return Err(BackendError::Status {
                 status,
-                prefix: prefix(&answer),
+                bytes: answer.len(),
             });
         }
         let parsed: BackendAnswer =
-            serde_json::from_slice(&answer).map_err(|e| BackendError::Malformed {
-                status,
-                reason: e.to_string(),
-                prefix: prefix(&answer),
-            })?;
+            serde_json::from_slice(&answer).map_err(|e| malformed(status, &answer, &e))?;
         let actions = into_actions(parsed.actions)
             .map_err(|source| BackendError::Action { status, source })?;
         Ok(Reply { actions })
@@ -327,11 +330,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn errors_say_lengths_never_what_the_backend_wrote() {
+        let answer = br#"{"actions": "the user wrote: my card is 4111"}"#;
+        let error = serde_json::from_slice::<BackendAnswer>(answer).expect_err("not actions");
+        let logged = malformed(200, answer, &error).to_string();
+        assert!(!logged.contains("4111"), "{logged}");
+        assert!(
+            logged.contains("46 bytes") && logged.contains("line 1"),
+            "{logged}"
+        );
+        let status = BackendError::Status {
+            status: 500,
+            bytes: 12,
+        }
+        .to_string();
+        assert_eq!(status, "the backend answered HTTP 500 (12 bytes)");
+    }
+
+    #[test]
     fn retryable_errors_are_the_transient_ones() {
-        let status = |status| BackendError::Status {
-            status,
-            prefix: String::new(),
-        };
+        let status = |status| BackendError::Status { status, bytes: 0 };
         assert!(status(500).retryable());
         assert!(status(503).retryable());
         assert!(status(429).retryable());

@@ -91,8 +91,9 @@ enum LlmError {
     Timeout(#[source] reqwest::Error),
     #[error("could not reach the model endpoint")]
     Network(#[source] reqwest::Error),
-    #[error("the model endpoint answered HTTP {status}: {body}")]
-    Status { status: u16, body: String },
+    // The length, not the body: an error can quote the prompt, the user's words.
+    #[error("the model endpoint answered HTTP {status} ({bytes} bytes)")]
+    Status { status: u16, bytes: usize },
     #[error("the model answer has no text")]
     Empty,
     #[error("the model answer is larger than {limit} bytes")]
@@ -231,16 +232,15 @@ impl OpenAiResponder {
         let response = call.send().await.map_err(classify)?;
         let status = response.status();
         if !status.is_success() {
-            // Only the start is logged; reading stops there.
-            let body = read_limited(response, 4096)
+            // Read up to a bound only to say how long it was.
+            let bytes = read_limited(response, 4096)
                 .await
                 .ok()
                 .flatten()
-                .map(|b| String::from_utf8_lossy(&b).chars().take(300).collect())
-                .unwrap_or_default();
+                .map_or(0, |b| b.len());
             return Err(LlmError::Status {
                 status: status.as_u16(),
-                body,
+                bytes,
             });
         }
         let body = read_limited(response, MAX_RESPONSE_BYTES)
