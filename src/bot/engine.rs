@@ -879,10 +879,11 @@ fn language_menu(question: &str) -> Action {
         footer: None,
         buttons: Language::ALL
             .into_iter()
-            .map(|language| Choice {
-                id: format!("{}{}", i18n::LANGUAGE_ID_PREFIX, language.code()),
-                title: i18n::own_name(language).to_string(),
-                description: None,
+            .map(|language| {
+                Choice::new(
+                    format!("{}{}", i18n::LANGUAGE_ID_PREFIX, language.code()),
+                    i18n::own_name(language),
+                )
             })
             .collect(),
     }

@@ -93,11 +93,7 @@ mod tests {
     use crate::domain::action::Section;
 
     fn choice(id: &str, title: &str) -> Choice {
-        Choice {
-            id: id.into(),
-            title: title.into(),
-            description: None,
-        }
+        Choice::new(id, title)
     }
 
     #[test]

@@ -294,3 +294,49 @@ async fn a_vision_model_gets_the_users_image_as_a_content_part() {
     );
     assert_eq!(last["content"][1]["image_url"]["url"], expected);
 }
+
+#[tokio::test]
+async fn a_round_asking_for_hundreds_of_tool_calls_runs_only_the_first_few() {
+    let calls: Vec<Value> = (0..200)
+        .map(|i| {
+            json!({"id": format!("call_{i}"), "type": "function",
+                "function": {"name": "get_order_status", "arguments": json!({"order_id": i.to_string()}).to_string()}})
+        })
+        .collect();
+    let llm = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(with_tool_result())
+        .respond_with(completion("done"))
+        .mount(&llm)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": "c1", "object": "chat.completion", "model": "test-model",
+            "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+                "role": "assistant", "content": null, "tool_calls": calls}}]
+        })))
+        .mount(&llm)
+        .await;
+    let tool = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("shipped"))
+        .mount(&tool)
+        .await;
+    let graph = graph().await;
+    let app = app(&llm, graph.clone(), tools_toml(&tool.uri(), "")).await;
+    app.deliver(&text_delivery(PNID, "4915000000109", "wamid.t9", "status?"))
+        .await;
+    let got = wait_for_replies(&graph, 1, WAIT).await;
+    assert_eq!(got[0].text, "done");
+    assert_eq!(tool.received_requests().await.unwrap_or_default().len(), 8);
+    // Every call the model made got a result, run or not.
+    let requests = llm.received_requests().await.unwrap_or_default();
+    let last = json_of(&requests[requests.len() - 1]);
+    let results = last["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .filter(|m| m["role"] == "tool")
+        .count();
+    assert_eq!(results, 200);
+}

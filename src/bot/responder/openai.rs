@@ -85,6 +85,10 @@ struct ChoiceMessage {
     tool_calls: Vec<Value>,
 }
 
+/// Tool calls run per answer of the model; the rest are answered "not run" (the model needs a
+/// result for each id it sent).
+const MAX_CALLS_PER_ROUND: usize = 8;
+
 #[derive(Debug, thiserror::Error)]
 enum LlmError {
     #[error("the model endpoint did not answer in time")]
@@ -314,9 +318,18 @@ impl OpenAiResponder {
             messages.push(json!({
                 "role": "assistant", "content": answer.content, "tool_calls": answer.tool_calls
             }));
-            for call in &answer.tool_calls {
+            for (index, call) in answer.tool_calls.iter().enumerate() {
                 let id = call["id"].as_str().unwrap_or_default().to_string();
-                let result = self.run_tool(call, message, &mut actions).await;
+                // Each call may take the tool's whole timeout: the deadline holds per call, and
+                // a round asking for hundreds runs only the first few.
+                if started.elapsed() >= self.tools_deadline {
+                    return Err(LlmError::ToolDeadline(self.tools_deadline));
+                }
+                let result = if index < MAX_CALLS_PER_ROUND {
+                    self.run_tool(call, message, &mut actions).await
+                } else {
+                    format!("not run: at most {MAX_CALLS_PER_ROUND} tool calls per answer")
+                };
                 messages.push(json!({"role": "tool", "tool_call_id": id, "content": result}));
             }
         }

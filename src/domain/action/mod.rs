@@ -69,6 +69,17 @@ pub struct Choice {
     pub description: Option<String>,
 }
 
+impl Choice {
+    /// A button, or a row without a description.
+    pub fn new(id: impl Into<String>, title: impl Into<String>) -> Choice {
+        Choice {
+            id: id.into(),
+            title: title.into(),
+            description: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Section {
     /// Optional when the list has one section.

@@ -208,11 +208,7 @@ mod tests {
     use crate::domain::action::{MediaKind, Section};
 
     fn choice(id: &str, title: &str) -> Choice {
-        Choice {
-            id: id.into(),
-            title: title.into(),
-            description: None,
-        }
+        Choice::new(id, title)
     }
 
     fn buttons(list: Vec<Choice>) -> Action {
