@@ -68,18 +68,10 @@ impl SessionStore {
         Ok(())
     }
 
-    /// Failed sign-ins of `client` in the current window.
-    pub async fn failed_sign_ins(&self, client: &str) -> Result<u64> {
-        let count: Option<u64> = self
-            .client
-            .get(self.keys.console_sign_in_failures(client))
-            .await?;
-        Ok(count.unwrap_or(0))
-    }
-
-    /// Counts a failed sign-in; the window starts with the first failure and lasts
-    /// `window_secs`. Returns the failures in the window so far.
-    pub async fn note_failed_sign_in(&self, client: &str, window_secs: u64) -> Result<u64> {
+    /// Counts a sign-in attempt of `client` before its token is compared, in one atomic step:
+    /// parallel attempts each get their own number, so none slips past the limit. The window
+    /// starts with the first attempt and lasts `window_secs`. Returns the attempts so far.
+    pub async fn count_sign_in_attempt(&self, client: &str, window_secs: u64) -> Result<u64> {
         let key = self.keys.console_sign_in_failures(client);
         let pipeline = self.client.pipeline();
         let _: () = pipeline.incr(&key).await?;
@@ -88,5 +80,14 @@ impl SessionStore {
             .await?;
         let (count, _): (u64, i64) = pipeline.all().await?;
         Ok(count)
+    }
+
+    /// A successful sign-in starts `client`'s count over.
+    pub async fn clear_sign_in_attempts(&self, client: &str) -> Result<()> {
+        let _: i64 = self
+            .client
+            .del(self.keys.console_sign_in_failures(client))
+            .await?;
+        Ok(())
     }
 }

@@ -749,3 +749,33 @@ async fn each_turn_shows_its_role_kind_and_delivery_tick_with_the_error() {
         assert!(html.contains(expected), "{expected} in {html}");
     }
 }
+
+#[tokio::test]
+async fn parallel_wrong_sign_ins_get_no_more_guesses_than_the_limit() {
+    let app = ok_app().await;
+    let mut client = Client::new(&app);
+    let (_, csrf) = client.page("/console/sign-in").await;
+    let cookie = client
+        .cookies
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let attempts = (0..40).map(|_| {
+        client
+            .http
+            .post(format!("{}/console/sign-in", client.base))
+            .header("cookie", &cookie)
+            .form(&[("csrf", csrf.as_str()), ("token", "guess")])
+            .send()
+    });
+    let statuses: Vec<u16> = futures_util::future::join_all(attempts)
+        .await
+        .into_iter()
+        .map(|r| r.expect("answered").status().as_u16())
+        .collect();
+    let compared = statuses.iter().filter(|s| **s == 401).count();
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    // Each attempt is counted before its token is compared: 10 guesses, however parallel.
+    assert_eq!((compared, refused), (10, 30), "{statuses:?}");
+}

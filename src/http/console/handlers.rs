@@ -235,13 +235,16 @@ pub async fn sign_in(
     }
     let sessions = &parts.console.sessions;
     let client = session::client_key(&request);
-    if sessions.failed_sign_ins(&client).await? >= session::MAX_FAILED_SIGN_INS {
+    // Counted before the comparison: a check first and a count after would let parallel
+    // attempts all pass the check.
+    let attempts = sessions
+        .count_sign_in_attempt(&client, session::SIGN_IN_WINDOW_SECS)
+        .await?;
+    if attempts > session::MAX_FAILED_SIGN_INS {
         return Err(ConsoleError::TooManySignIns);
     }
     if !session::tokens_match(form.token.as_deref(), state.admin_token.expose_secret()) {
-        let failures = sessions
-            .note_failed_sign_in(&client, session::SIGN_IN_WINDOW_SECS)
-            .await?;
+        let failures = attempts;
         if let LogVerdict::Log { suppressed } = rejections().check("console_wrong_token") {
             tracing::warn!(%client, failures, suppressed, "console sign-in with a wrong token");
         }
@@ -249,6 +252,7 @@ pub async fn sign_in(
             .content_type("text/html; charset=utf-8")
             .body(pages::sign_in(&expected, Some("Wrong admin token.")).into_string()));
     }
+    sessions.clear_sign_in_attempts(&client).await?;
     let id = session::random_token();
     sessions
         .create(

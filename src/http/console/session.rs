@@ -76,17 +76,47 @@ pub fn tokens_match(presented: Option<&str>, expected: &str) -> bool {
 }
 
 /// Who a sign-in comes from, for the failure count: the peer address (not a forwarded header,
-/// which the client writes itself).
+/// which the client writes itself); an IPv6 address by its /64, which one host usually holds
+/// whole (a budget per /128 would be one per address it picks).
 pub fn client_key(request: &HttpRequest) -> String {
     request
         .peer_addr()
-        .map(|a| a.ip().to_string())
+        .map(|a| client_of(a.ip()))
         .unwrap_or_else(|| "unknown".into())
+}
+
+fn client_of(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        std::net::IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or(ip.to_string(), |v4| v4.to_string()),
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv6_clients_count_by_their_64() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("ip");
+        assert_eq!(client_of(ip("2001:db8:1:2:aaaa::1")), "2001:db8:1:2::/64");
+        assert_eq!(
+            client_of(ip("2001:db8:1:2:ffff:1:2:3")),
+            client_of(ip("2001:db8:1:2::9"))
+        );
+        assert_ne!(
+            client_of(ip("2001:db8:1:3::1")),
+            client_of(ip("2001:db8:1:2::1"))
+        );
+        assert_eq!(client_of(ip("203.0.113.7")), "203.0.113.7");
+        assert_eq!(client_of(ip("::ffff:203.0.113.7")), "203.0.113.7");
+    }
 
     #[test]
     fn tokens_are_256_bit_and_distinct() {
