@@ -4,6 +4,7 @@
 pub mod console;
 pub mod error;
 pub mod routes;
+pub mod secret;
 pub mod state;
 
 use actix_web::web;

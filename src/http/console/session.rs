@@ -2,7 +2,6 @@
 //! them, and the constant-time checks.
 
 use actix_web::HttpRequest;
-use subtle::ConstantTimeEq;
 
 /// The session cookie: a random id whose SHA-256 names the session in Redis.
 pub const SESSION_COOKIE: &str = "wabot_console";
@@ -65,14 +64,10 @@ pub fn clear_cookie(request: &HttpRequest, name: &str) -> String {
     set_cookie(request, name, "", Some(0))
 }
 
-/// Constant-time equality of a presented token with the expected one; empty never matches.
+/// Constant-time equality of a presented token with the expected one (over their digests, so
+/// not even the length shows); empty never matches.
 pub fn tokens_match(presented: Option<&str>, expected: &str) -> bool {
-    match presented {
-        Some(presented) if !expected.is_empty() => {
-            bool::from(presented.as_bytes().ct_eq(expected.as_bytes()))
-        }
-        _ => false,
-    }
+    presented.is_some_and(|presented| crate::http::secret::tokens_match(presented, expected))
 }
 
 /// Who a sign-in comes from, for the failure count: the peer address (not a forwarded header,

@@ -6,7 +6,6 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use fred::prelude::ClientLike;
 use secrecy::ExposeSecret;
 use serde::Deserialize;
-use subtle::ConstantTimeEq;
 
 use crate::domain::{OutboundSource, PhoneNumberId, UserId};
 use crate::http::error::ApiError;
@@ -88,7 +87,7 @@ fn authorize(request: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    if bool::from(presented.as_bytes().ct_eq(token)) {
+    if crate::http::secret::tokens_match(presented, state.admin_token.expose_secret()) {
         Ok(())
     } else {
         Err(ApiError::Unauthorized)
