@@ -261,6 +261,8 @@ impl Application {
                 redis.clone(),
                 services.keys.clone(),
                 settings.admin.session_ttl_secs,
+                settings.admin.session_max_secs,
+                secrecy::ExposeSecret::expose_secret(&settings.admin.token),
             ),
             reengagement_template: settings.whatsapp.reengagement_template.clone(),
         });

@@ -409,6 +409,8 @@ pub struct AdminSettings {
     pub token: SecretString,
     /// How long an operator console session lasts without being used.
     pub session_ttl_secs: u64,
+    /// How long a console session lives at most, however busy (the live view renews it).
+    pub session_max_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]

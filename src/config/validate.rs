@@ -93,6 +93,12 @@ impl Settings {
                 });
             }
         }
+        if !(60..=30 * 24 * 3600).contains(&self.admin.session_max_secs) {
+            return Err(ConfigError::Invalid {
+                setting: "admin.session_max_secs",
+                reason: "must be between 60 s and 30 days".into(),
+            });
+        }
         if !(60..=30 * 24 * 3600).contains(&self.admin.session_ttl_secs) {
             return Err(ConfigError::Invalid {
                 setting: "admin.session_ttl_secs",

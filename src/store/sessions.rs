@@ -1,5 +1,7 @@
-//! Operator console sessions in Redis: one string per session (its CSRF token) under the SHA-256
-//! of the session id, with a sliding TTL; and a count of failed sign-ins per client.
+//! Operator console sessions in Redis: one string per session under the SHA-256 of the session
+//! id (`v1 <created, unix s> <credential fingerprint> <csrf token>`), with a sliding TTL and an
+//! absolute lifetime, bound to the admin token it was made with (a rotated token ends every
+//! session); and a count of sign-in attempts per client.
 
 use fred::prelude::{Client, Expiration, KeysInterface};
 use fred::types::ExpireOptions;
@@ -20,15 +22,34 @@ pub struct SessionStore {
     client: Client,
     keys: Keys,
     ttl_secs: u64,
+    max_secs: u64,
+    /// Of the admin token sessions are made with now.
+    fingerprint: String,
+}
+
+/// A short digest of the credential a session was made with (never the credential itself).
+fn fingerprint(credential: &str) -> String {
+    let digest = Sha256::digest(format!("wabot-console-session:{credential}").as_bytes());
+    hex::encode(&digest[..8])
 }
 
 impl SessionStore {
-    /// `ttl_secs`: how long a session lives without being used (`admin.session_ttl_secs`).
-    pub fn new(client: Client, keys: Keys, ttl_secs: u64) -> SessionStore {
+    /// `ttl_secs`: how long a session lives without being used (`admin.session_ttl_secs`);
+    /// `max_secs`: how long it lives at most, used or not (`admin.session_max_secs`);
+    /// `credential`: the admin token operators sign in with.
+    pub fn new(
+        client: Client,
+        keys: Keys,
+        ttl_secs: u64,
+        max_secs: u64,
+        credential: &str,
+    ) -> SessionStore {
         SessionStore {
             client,
             keys,
             ttl_secs: ttl_secs.max(1),
+            max_secs: max_secs.max(1),
+            fingerprint: fingerprint(credential),
         }
     }
 
@@ -42,7 +63,12 @@ impl SessionStore {
             .client
             .set(
                 self.key(id),
-                session.csrf.as_str(),
+                format!(
+                    "v1 {} {} {}",
+                    crate::domain::clock::unix_secs(),
+                    self.fingerprint,
+                    session.csrf
+                ),
                 Some(Expiration::EX(self.ttl_secs as i64)),
                 None,
                 false,
@@ -51,7 +77,8 @@ impl SessionStore {
         Ok(())
     }
 
-    /// The session, its TTL restarted; `None` when unknown, expired or signed out.
+    /// The session, its TTL restarted; `None` when unknown, expired, signed out, older than
+    /// `max_secs`, or made with another admin token (then it is deleted).
     pub async fn get(&self, id: &str) -> Result<Option<Session>> {
         let key = self.key(id);
         let pipeline = self.client.pipeline();
@@ -59,8 +86,28 @@ impl SessionStore {
         let _: () = pipeline
             .expire(&key, self.ttl_secs as i64, Some(ExpireOptions::XX))
             .await?;
-        let (csrf, _): (Option<String>, i64) = pipeline.all().await?;
-        Ok(csrf.filter(|c| !c.is_empty()).map(|csrf| Session { csrf }))
+        let (value, _): (Option<String>, i64) = pipeline.all().await?;
+        let Some(value) = value else {
+            return Ok(None);
+        };
+        let mut fields = value.splitn(4, ' ');
+        let valid = match (fields.next(), fields.next(), fields.next(), fields.next()) {
+            (Some("v1"), Some(created), Some(fingerprint), Some(csrf)) if !csrf.is_empty() => {
+                let age =
+                    crate::domain::clock::unix_secs().saturating_sub(created.parse().unwrap_or(0));
+                (fingerprint == self.fingerprint
+                    && u64::try_from(age).unwrap_or(u64::MAX) <= self.max_secs)
+                    .then(|| Session {
+                        csrf: csrf.to_string(),
+                    })
+            }
+            // Sessions of an older version (a bare CSRF token) sign in again once.
+            _ => None,
+        };
+        if valid.is_none() {
+            let _: i64 = self.client.del(&key).await?;
+        }
+        Ok(valid)
     }
 
     pub async fn delete(&self, id: &str) -> Result<()> {

@@ -779,3 +779,44 @@ async fn parallel_wrong_sign_ins_get_no_more_guesses_than_the_limit() {
     // Each attempt is counted before its token is compared: 10 guesses, however parallel.
     assert_eq!((compared, refused), (10, 30), "{statuses:?}");
 }
+
+/// The one console session's key and stored value.
+fn stored_session(app: &TestApp) -> (String, String) {
+    let redis = app.redis.as_ref().expect("redis");
+    let keys = redis.cli(&["KEYS", "*:console:session:*"]);
+    let key = keys.lines().next().expect("a session").trim().to_string();
+    let value = redis.cli(&["GET", &key]);
+    (key, value.trim().to_string())
+}
+
+#[tokio::test]
+async fn a_session_ends_at_its_absolute_lifetime_and_with_another_admin_token() {
+    let app = ok_app().await;
+    let redis = app.redis.as_ref().expect("redis");
+    for tamper in ["created", "fingerprint"] {
+        let mut client = signed_in(&app).await;
+        assert_eq!(client.get("/console/conversations").await.status(), 200);
+        let (key, value) = stored_session(&app);
+        let fields: Vec<&str> = value.splitn(4, ' ').collect();
+        assert_eq!(fields[0], "v1", "{value}");
+        // As if it had been made 13 h ago (admin.session_max_secs is 12 h), or with a token
+        // that is no longer the admin token.
+        let changed = match tamper {
+            "created" => format!(
+                "v1 {} {} {}",
+                fields[1].parse::<i64>().unwrap_or(0) - 13 * 3600,
+                fields[2],
+                fields[3]
+            ),
+            _ => format!("v1 {} 0000000000000000 {}", fields[1], fields[3]),
+        };
+        redis.cli(&["SET", &key, &changed, "EX", "3600"]);
+        let response = client.get("/console/conversations").await;
+        assert_ne!(response.status(), 200, "{tamper}: the session still works");
+        assert_eq!(
+            redis.cli(&["EXISTS", &key]).trim(),
+            "0",
+            "{tamper}: not deleted"
+        );
+    }
+}
