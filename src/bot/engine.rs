@@ -323,7 +323,7 @@ impl Engine {
         Ok(Handled::with(self.store.reply_write(
             message,
             std::slice::from_ref(&turn),
-            &Remember::default(),
+            &NOTHING_TO_REMEMBER,
         )))
     }
 
@@ -487,7 +487,7 @@ impl Engine {
             return Ok(Handled::with(self.store.reply_write(
                 message,
                 &[],
-                &Remember::default(),
+                &NOTHING_TO_REMEMBER,
             )));
         };
         let reply = reply::checked(

@@ -120,18 +120,23 @@ impl<T> Localized<T> {
         })
     }
 
+    fn own(&self, language: Language) -> Option<&T> {
+        self.by_language
+            .iter()
+            .find(|(l, _)| *l == language)
+            .map(|(_, t)| t)
+    }
+
+    /// What `language` (`None`: every language) says itself, or what every language says.
+    fn own_or_every(&self, language: Option<Language>) -> Option<&T> {
+        language.and_then(|l| self.own(l)).or(self.every.as_ref())
+    }
+
     /// The one for `language`; else the one for every language, the fallback language's, or
-    /// the first written.
+    /// the first in the order en, es, pt (TOML tables come sorted).
     fn get(&self, language: Language, fallback: Language) -> Option<&T> {
-        let of = |wanted: Language| {
-            self.by_language
-                .iter()
-                .find(|(l, _)| *l == wanted)
-                .map(|(_, t)| t)
-        };
-        of(language)
-            .or(self.every.as_ref())
-            .or_else(|| of(fallback))
+        self.own_or_every(Some(language))
+            .or_else(|| self.own(fallback))
             .or_else(|| self.by_language.first().map(|(_, t)| t))
     }
 
@@ -333,18 +338,8 @@ impl Rule {
         }
         let mut replies = Localized::default();
         for language in languages {
-            let text = match language {
-                Some(l) => reply.get(l, l).filter(|_| {
-                    reply.every.is_some() || reply.languages().any(|written| written == l)
-                }),
-                None => reply.every.as_ref(),
-            };
-            let wire = match language {
-                Some(l) => actions.get(l, l).filter(|_| {
-                    actions.every.is_some() || actions.languages().any(|written| written == l)
-                }),
-                None => actions.every.as_ref(),
-            };
+            let text = reply.own_or_every(language);
+            let wire = actions.own_or_every(language);
             let mut list: Vec<Action> = text.cloned().into_iter().map(Action::Text).collect();
             list.extend(
                 into_actions(wire.cloned().unwrap_or_default()).map_err(|e| e.to_string())?,

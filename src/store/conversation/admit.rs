@@ -171,10 +171,10 @@ pub(super) fn parse_admission(reply: Vec<Value>) -> Result<Admission> {
             .and_then(|v| v.into_string())
             .unwrap_or_default()
     };
-    let language = text();
+    let (language, chosen) = stored_language(&text());
     let remembered = Remembered {
-        language: Language::parse(language.strip_suffix(":u").unwrap_or(&language)),
-        chosen: language.ends_with(":u"),
+        language,
+        chosen,
         menu: Menu::decode(&text()),
     };
     let history = values

@@ -41,7 +41,7 @@ impl ConversationStore {
         let language = reply
             .get(4)
             .and_then(Value::as_string)
-            .and_then(|code| Language::parse(code.strip_suffix(":u").unwrap_or(&code)));
+            .and_then(|raw| stored_language(&raw).0);
         Ok(OutboundStart::Send {
             parts_sent: u32::try_from(parts_sent).unwrap_or(0),
             last_user_ms,

@@ -171,6 +171,15 @@ pub struct Remember {
     pub chosen_language: Option<Language>,
 }
 
+/// The hash's `lg` (`es`, or `es:u` when the user chose it): the language and whether it was
+/// chosen.
+pub(super) fn stored_language(raw: &str) -> (Option<Language>, bool) {
+    match raw.strip_suffix(":u") {
+        Some(code) => (Language::parse(code), true),
+        None => (Language::parse(raw), false),
+    }
+}
+
 /// What a message says about the conversation's language.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LanguageClaim {
