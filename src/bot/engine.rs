@@ -25,8 +25,8 @@ use crate::bot::transcription::{self, Transcriber};
 use crate::config::TemplateRef;
 use crate::domain::menu::Menu;
 use crate::domain::{
-    DeliveryStatus, InboundMessage, InboxItem, MessageContent, Origin, OutboundContent,
-    OutboundMessage, OutboundSource, StatusUpdate,
+    DeliveryStatus, InboundMessage, InboxItem, MessageContent, Origin, OutboundMessage,
+    OutboundSource, StatusUpdate,
 };
 use crate::meta::cloud_api::{CloudApi, Recipient};
 use crate::meta::window::{self, Delivery};
@@ -357,10 +357,9 @@ impl Engine {
         let template = self.options.reengagement_template.in_language(language);
         let message = match window::template_message(&template) {
             Some(localized) if reengagement => localized,
-            _ => out.content.action(),
+            _ => out.content.clone(),
         };
-        let text = out.content.describe();
-        let kind = out.content.kind();
+        let (text, kind) = out.content.describe();
         let delivery = window::send(
             &self.api,
             &template,
@@ -850,7 +849,7 @@ impl Engine {
                 phone_number_id: pnid,
                 to: user,
                 source: OutboundSource::Notification,
-                content: OutboundContent::Template {
+                content: Action::Template {
                     name: template.name.clone(),
                     language: template.language.clone(),
                     components: match window::template_message(template) {

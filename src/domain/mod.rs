@@ -470,60 +470,6 @@ pub enum OutboundSource {
     Notification,
 }
 
-/// What an outbound message says.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum OutboundContent {
-    /// Free-form: only inside the 24-hour customer-service window.
-    Text { text: String },
-    /// An approved template, allowed at any time. `components` as Meta documents them.
-    Template {
-        name: String,
-        language: String,
-        #[serde(default)]
-        components: Vec<serde_json::Value>,
-    },
-    /// Any other message (buttons, list, media, location) in the public action schema
-    /// (docs/http-responder.md); free-form, so only inside the window.
-    Message { message: action::Action },
-}
-
-impl OutboundContent {
-    /// What goes out.
-    pub fn action(&self) -> action::Action {
-        match self {
-            OutboundContent::Text { text } => action::Action::Text(text.clone()),
-            OutboundContent::Template {
-                name,
-                language,
-                components,
-            } => action::Action::Template {
-                name: name.clone(),
-                language: language.clone(),
-                components: components.clone(),
-            },
-            OutboundContent::Message { message } => message.clone(),
-        }
-    }
-
-    /// The history's text for it.
-    pub fn describe(&self) -> String {
-        match self {
-            OutboundContent::Text { text } => text.clone(),
-            OutboundContent::Template { name, .. } => format!("[template: {name}]"),
-            OutboundContent::Message { message } => message.describe().0,
-        }
-    }
-
-    pub fn kind(&self) -> &'static str {
-        match self {
-            OutboundContent::Text { .. } => "text",
-            OutboundContent::Template { .. } => "template",
-            OutboundContent::Message { message } => message.message_type(),
-        }
-    }
-}
-
 /// A message to send to a user on request, queued in the user's conversation so it never
 /// interleaves with a reply in flight.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -533,7 +479,9 @@ pub struct OutboundMessage {
     pub phone_number_id: PhoneNumberId,
     pub to: UserId,
     pub source: OutboundSource,
-    pub content: OutboundContent,
+    /// Stored in the form every version wrote (`action::stored`).
+    #[serde(with = "action::stored")]
+    pub content: action::Action,
     /// Unix seconds.
     pub requested_at: i64,
 }

@@ -237,7 +237,7 @@ pub fn item_attributes(item: &crate::domain::InboxItem) -> (&str, &str) {
     match item {
         InboxItem::Message(m) => (m.content.kind(), m.id.as_str()),
         InboxItem::Status(s) => (s.status.as_str(), s.message_id.as_str()),
-        InboxItem::Outbound(o) => (o.content.kind(), o.id.as_str()),
+        InboxItem::Outbound(o) => (o.content.message_type(), o.id.as_str()),
         InboxItem::Handover(h) => (
             if h.owned {
                 "control_passed"

@@ -4,10 +4,8 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::domain::action::WireAction;
-use crate::domain::{
-    InboxItem, OutboundContent, OutboundMessage, OutboundSource, PhoneNumberId, UserId,
-};
+use crate::domain::action::{Action, WireAction};
+use crate::domain::{InboxItem, OutboundMessage, OutboundSource, PhoneNumberId, UserId};
 use crate::store::sink::{EventSink, SinkError};
 
 /// WhatsApp's limit for one text message.
@@ -26,7 +24,7 @@ pub fn content(
     text: Option<&str>,
     template: Option<(&str, &str, &[serde_json::Value])>,
     message: Option<&WireAction>,
-) -> Result<OutboundContent, OutboundError> {
+) -> Result<Action, OutboundError> {
     let invalid = |m: &str| Err(OutboundError::Invalid(m.to_string()));
     match (text, template, message) {
         (None, None, Some(message)) => {
@@ -45,7 +43,7 @@ pub fn content(
             action
                 .check()
                 .map_err(|v| OutboundError::Invalid(format!("over Meta's limits: {v}")))?;
-            Ok(OutboundContent::Message { message: action })
+            Ok(action)
         }
         (Some(text), None, None) => {
             if text.trim().is_empty() {
@@ -54,15 +52,13 @@ pub fn content(
             if text.chars().count() > MAX_TEXT_CHARS {
                 return invalid("text is longer than WhatsApp's 4096 characters");
             }
-            Ok(OutboundContent::Text {
-                text: text.to_string(),
-            })
+            Ok(Action::Text(text.to_string()))
         }
         (None, Some((name, language, components)), None) => {
             if name.trim().is_empty() || language.trim().is_empty() {
                 return invalid("template needs a name and a language");
             }
-            Ok(OutboundContent::Template {
+            Ok(Action::Template {
                 name: name.to_string(),
                 language: language.to_string(),
                 components: components.to_vec(),
@@ -77,7 +73,7 @@ pub fn request(
     pnid: PhoneNumberId,
     to: UserId,
     source: OutboundSource,
-    content: OutboundContent,
+    content: Action,
     idempotency_key: Option<&str>,
 ) -> Result<OutboundMessage, OutboundError> {
     let id = match idempotency_key {

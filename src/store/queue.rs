@@ -264,13 +264,14 @@ impl Queue {
                 }
             }
         };
-        args.extend([
-            token.to_string(),
-            GROUP.to_string(),
-            self.lease_ttl_ms.to_string(),
-            "ack".to_string(),
-        ]);
-        args.extend(entry_ids.iter().map(|id| id.to_string()));
+        args.extend(
+            FinishArgs {
+                token,
+                lease_ttl_ms: self.lease_ttl_ms,
+                then: Finish::Ack(entry_ids),
+            }
+            .argv(),
+        );
         self.finish(partition, script, keys, args).await
     }
 
@@ -283,17 +284,16 @@ impl Queue {
         error: &str,
         attempts: u32,
     ) -> Result<bool> {
-        let args = vec![
-            token.to_string(),
-            GROUP.to_string(),
-            self.lease_ttl_ms.to_string(),
-            "dead".to_string(),
-            entry.id.clone(),
-            entry.raw.clone(),
-            error.to_string(),
-            attempts.to_string(),
-            unix_ms().to_string(),
-        ];
+        let args = FinishArgs {
+            token,
+            lease_ttl_ms: self.lease_ttl_ms,
+            then: Finish::Dead {
+                entry,
+                error,
+                attempts,
+            },
+        }
+        .argv();
         self.finish(partition, &self.finish, Vec::new(), args).await
     }
 
@@ -311,6 +311,7 @@ impl Queue {
             self.keys.dead_letters(partition),
         ]);
         let done: i64 = script.evalsha_with_reload(&self.client, keys, args).await?;
+        // 0: the lease is someone else's.
         Ok(done == 1)
     }
 
@@ -473,6 +474,54 @@ pub fn parse_dead_letter_id(id: &str) -> Option<(u32, &str)> {
             && ms.bytes().chain(seq.bytes()).all(|b| b.is_ascii_digit())
     });
     valid.then_some((partition.parse().ok()?, stream_id))
+}
+
+/// `finish.lua`'s arguments (its header lists the same order).
+struct FinishArgs<'a> {
+    token: &'a str,
+    lease_ttl_ms: u64,
+    then: Finish<'a>,
+}
+
+/// What `finish.lua` does while we hold the lease.
+enum Finish<'a> {
+    /// Acknowledge and delete these entries (none: only check the lease).
+    Ack(&'a [&'a str]),
+    /// Move the entry to the dead letters.
+    Dead {
+        entry: &'a Entry,
+        error: &'a str,
+        attempts: u32,
+    },
+}
+
+impl FinishArgs<'_> {
+    fn argv(self) -> Vec<String> {
+        let mut argv = vec![
+            self.token.to_string(),
+            GROUP.to_string(),
+            self.lease_ttl_ms.to_string(),
+        ];
+        match self.then {
+            Finish::Ack(ids) => {
+                argv.push("ack".to_string());
+                argv.extend(ids.iter().map(|id| id.to_string()));
+            }
+            Finish::Dead {
+                entry,
+                error,
+                attempts,
+            } => argv.extend([
+                "dead".to_string(),
+                entry.id.clone(),
+                entry.raw.clone(),
+                error.to_string(),
+                attempts.to_string(),
+                unix_ms().to_string(),
+            ]),
+        }
+        argv
+    }
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! (`wire`: the http backend's answers, `rules.toml`, stored outbound messages) and Meta's
 //! (`meta::cloud_api::message`) are the only other shapes, each at its edge.
 
+pub mod stored;
 pub mod validate;
 pub mod wire;
 
@@ -87,24 +88,8 @@ pub struct Section {
     pub rows: Vec<Choice>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MediaKind {
-    Image,
-    Document,
-    Audio,
-    Video,
-}
-
-impl MediaKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MediaKind::Image => "image",
-            MediaKind::Document => "document",
-            MediaKind::Audio => "audio",
-            MediaKind::Video => "video",
-        }
-    }
-}
+/// The kinds of media, one enum for what users send and what the bot sends.
+pub use super::MediaKind;
 
 /// A public HTTPS link, or the id of media uploaded to Meta.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,7 +159,7 @@ impl Action {
                     .join(", ");
                 with("location", Some(&place))
             }
-            Action::Template { name, .. } => with("template", Some(name)),
+            Action::Template { name, .. } => format!("[template: {name}]"),
             Action::React { emoji } => with("reaction", Some(emoji)),
             Action::Handoff { note } => with("handoff", note.as_deref()),
         }

@@ -35,6 +35,8 @@ pub enum WireAction {
     Document(WireMedia),
     Audio(WireMedia),
     Video(WireMedia),
+    /// A WebP sticker: no caption.
+    Sticker(WireMedia),
     Location {
         latitude: f64,
         longitude: f64,
@@ -131,6 +133,7 @@ impl WireAction {
             WireAction::Document(media) => media.into_action(MediaKind::Document)?,
             WireAction::Audio(media) => media.into_action(MediaKind::Audio)?,
             WireAction::Video(media) => media.into_action(MediaKind::Video)?,
+            WireAction::Sticker(media) => media.into_action(MediaKind::Sticker)?,
             WireAction::Location {
                 latitude,
                 longitude,
@@ -251,6 +254,7 @@ impl From<Action> for WireAction {
                     MediaKind::Document => WireAction::Document(media),
                     MediaKind::Audio => WireAction::Audio(media),
                     MediaKind::Video => WireAction::Video(media),
+                    MediaKind::Sticker => WireAction::Sticker(media),
                 }
             }
             Action::Location {

@@ -457,7 +457,7 @@ async fn queue_operator_message(
     state: &AppState,
     pnid: PhoneNumberId,
     user: UserId,
-    content: crate::domain::OutboundContent,
+    content: crate::domain::action::Action,
     key: Option<&str>,
 ) -> Result<()> {
     let key = key.filter(|k| !k.is_empty());

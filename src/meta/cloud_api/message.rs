@@ -131,8 +131,9 @@ fn payload(action: &Action) -> Value {
                 MediaSource::Id(id) => json!({ "id": id }),
                 MediaSource::Link(link) => json!({ "link": link }),
             };
-            // Audio takes no caption.
-            if let (Some(caption), false) = (caption, matches!(kind, MediaKind::Audio)) {
+            // Audio and stickers take no caption.
+            let captioned = !matches!(kind, MediaKind::Audio | MediaKind::Sticker);
+            if let (Some(caption), true) = (caption, captioned) {
                 media["caption"] = json!(caption);
             }
             if let (Some(filename), MediaKind::Document) = (filename, kind) {
@@ -414,5 +415,16 @@ mod tests {
             None,
         );
         assert_eq!(audio["audio"], json!({"id": "9"}));
+        let sticker = media(
+            MediaKind::Sticker,
+            MediaSource::Link("https://example.com/s.webp".into()),
+            Some("ignored"),
+            None,
+        );
+        assert_eq!(sticker["type"], "sticker");
+        assert_eq!(
+            sticker["sticker"],
+            json!({"link": "https://example.com/s.webp"})
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! Admission of an inbound message (`begin.lua`): dedup, the rate limit, the user's turn, the
 //! history, and what the conversation remembers (its language, the last menu).
 
+use super::args::{begin_code as code, BeginArgs};
 use super::*;
 
 impl ConversationStore {
@@ -80,77 +81,6 @@ impl ConversationStore {
             .await?;
         parse_admission(reply)
     }
-}
-
-/// `begin.lua`'s arguments by name; `argv` is the one place their order lives (the script's
-/// header lists the same order).
-struct BeginArgs<'a> {
-    wamid: &'a str,
-    turn: String,
-    limited_turn: String,
-    ttl_secs: u64,
-    max_history: usize,
-    /// 0: not rate-limited.
-    gcra_interval_ms: u64,
-    gcra_tolerance_ms: u64,
-    notice_window_ms: u64,
-    profile_name: &'a str,
-    want_history: bool,
-    /// `answer`, `record`, `reset`, `edit`, `handoff`.
-    mode: &'a str,
-    edit_original: &'a str,
-    edit_text: &'a str,
-    /// Empty when the user did not write it (it opens the 24-hour window).
-    user_wrote_ms: String,
-    handoff_ms: u64,
-    /// The message for events (JSON), empty without events.
-    event_message: String,
-    echo: bool,
-    language: Option<LanguageClaim>,
-}
-
-impl BeginArgs<'_> {
-    fn argv(self) -> Vec<String> {
-        vec![
-            self.wamid.to_string(),
-            self.turn,
-            self.limited_turn,
-            self.ttl_secs.to_string(),
-            self.max_history.to_string(),
-            self.gcra_interval_ms.to_string(),
-            self.gcra_tolerance_ms.to_string(),
-            self.notice_window_ms.to_string(),
-            self.profile_name.to_string(),
-            if self.want_history { "1" } else { "0" }.to_string(),
-            self.mode.to_string(),
-            self.edit_original.to_string(),
-            self.edit_text.to_string(),
-            self.user_wrote_ms,
-            self.handoff_ms.to_string(),
-            self.event_message,
-            if self.echo { "echo" } else { "" }.to_string(),
-            self.language
-                .map(|claim| claim.language.code())
-                .unwrap_or_default()
-                .to_string(),
-            match self.language {
-                Some(LanguageClaim { chosen: true, .. }) => "chosen",
-                _ => "",
-            }
-            .to_string(),
-        ]
-    }
-}
-
-/// `begin.lua`'s result codes, as its header documents them.
-mod code {
-    pub const ANSWER: i64 = 0;
-    pub const LIMITED: i64 = 1;
-    pub const RESUME: i64 = 2;
-    pub const SEEN_LIMITED: i64 = 3;
-    pub const DONE: i64 = 4;
-    pub const RECORDED: i64 = 5;
-    pub const WITH_PERSON: i64 = 6;
 }
 
 /// The script's `{code, notice, parts_sent, language, menu, history...}` as an [`Admission`].

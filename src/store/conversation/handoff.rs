@@ -1,5 +1,6 @@
 //! Who has the conversation: outbound messages (`outbound.lua`), a person taking over and giving back (`handoff.lua`), Meta's conversation routing (`routing.lua`), corrupt state moved aside (`quarantine.lua`).
 
+use super::args::{outbound_code, HandoffArgs, OutboundArgs, RoutingArgs, YES};
 use super::*;
 
 impl ConversationStore {
@@ -14,19 +15,26 @@ impl ConversationStore {
                 &self.outbound,
                 &out.phone_number_id,
                 &out.to,
-                vec![
-                    out.id.clone(),
-                    source.to_string(),
-                    self.limits.session_ttl_secs.to_string(),
-                    self.limits.handoff_ms.to_string(),
-                    by.to_string(),
-                ],
+                OutboundArgs {
+                    id: &out.id,
+                    source,
+                    ttl_secs: self.limits.session_ttl_secs,
+                    handoff_ms: self.limits.handoff_ms,
+                    by,
+                }
+                .argv(),
             )
             .await?;
         let shape = || StoreError::Corrupt("the outbound script answered out of shape".into());
         let code = reply.first().and_then(Value::as_i64).ok_or_else(shape)?;
-        if code == 4 {
-            return Ok(OutboundStart::Done);
+        match code {
+            outbound_code::DONE => return Ok(OutboundStart::Done),
+            outbound_code::NEW | outbound_code::STARTED => {}
+            other => {
+                return Err(StoreError::Corrupt(format!(
+                    "the outbound script answered code {other}"
+                )))
+            }
         }
         let parts_sent = reply.get(1).and_then(Value::as_i64).ok_or_else(shape)?;
         let last_user_ms = reply
@@ -65,13 +73,13 @@ impl ConversationStore {
                 &self.handoff,
                 pnid,
                 user,
-                vec![
-                    "take".to_string(),
-                    until_ms.to_string(),
-                    info.to_string(),
-                    self.limits.session_ttl_secs.to_string(),
-                    event.map(|e| e.to_string()).unwrap_or_default(),
-                ],
+                HandoffArgs::Take {
+                    until_ms,
+                    info,
+                    event,
+                    ttl_secs: self.limits.session_ttl_secs,
+                }
+                .argv(),
             )
             .await?;
         Ok(())
@@ -84,16 +92,13 @@ impl ConversationStore {
                 &self.handoff,
                 pnid,
                 user,
-                vec![
-                    "resume".to_string(),
-                    String::new(),
-                    String::new(),
-                    self.limits.session_ttl_secs.to_string(),
-                    String::new(),
-                ],
+                HandoffArgs::Resume {
+                    ttl_secs: self.limits.session_ttl_secs,
+                }
+                .argv(),
             )
             .await?;
-        Ok(done == 1)
+        Ok(done == YES)
     }
 
     /// Applies a conversation-routing handover; `false` when a newer one was applied before.
@@ -103,14 +108,15 @@ impl ConversationStore {
                 &self.routing,
                 &handover.phone_number_id,
                 &handover.user,
-                vec![
-                    if handover.owned { "1" } else { "0" }.to_string(),
-                    handover.timestamp.to_string(),
-                    self.limits.session_ttl_secs.to_string(),
-                ],
+                RoutingArgs {
+                    owned: handover.owned,
+                    at_secs: handover.timestamp,
+                    ttl_secs: self.limits.session_ttl_secs,
+                }
+                .argv(),
             )
             .await?;
-        Ok(applied == 1)
+        Ok(applied == YES)
     }
 
     /// Whether the bot may still answer: nobody took the conversation over meanwhile (checked

@@ -13,6 +13,7 @@
 //! rate limit. Scripts: `lua/*.lua`.
 
 mod admit;
+mod args;
 mod handoff;
 mod record;
 mod views;
@@ -84,19 +85,59 @@ pub struct ConversationWrite {
     pub(super) args: Vec<String>,
 }
 
-/// Hash field names read by Rust (the scripts write the same names).
+/// Every field of the conversation hash, named once: Rust reads some of them, the scripts write
+/// them all under the same names (a test checks the scripts use no other).
 pub mod field {
+    /// Turns ever appended.
     pub const TURNS: &str = "n";
+    /// Created / updated (ms).
     pub const CREATED: &str = "c";
     pub const UPDATED: &str = "u";
+    /// The user's profile name.
     pub const NAME: &str = "name";
+    /// The last failed reply (JSON: wamid, code, title).
     pub const LAST_FAILURE: &str = "lf";
+    /// When the user last wrote (ms): the 24-hour window.
     pub const LAST_USER: &str = "lu";
+    /// A person has the conversation until (ms) / who and why (JSON).
     pub const HUMAN_UNTIL: &str = "hu";
     pub const HUMAN_INFO: &str = "hi";
+    /// Another app owns it (Meta's conversation routing) / that notification's time (s).
     pub const OTHER_APP: &str = "ro";
+    pub const ROUTED_AT: &str = "rt";
+    /// The conversation's language (`es`; `es:u` when the user chose it).
     pub const LANGUAGE: &str = "lg";
+    /// The last menu the bot sent (JSON of `domain::menu::Menu`).
     pub const MENU: &str = "mo";
+    /// The rate limit's GCRA theoretical arrival time (ms).
+    pub const RATE_TAT: &str = "tat";
+    /// No rate-limit notice before (ms).
+    pub const NOTICE_AFTER: &str = "nq";
+    /// When `begin.lua` last refreshed the TTL (ms): it does so at most every few seconds.
+    pub const TOUCHED: &str = "x";
+    /// The turn counter of versions before `n`, read once and migrated.
+    pub const LEGACY_SEQ: &str = "seq";
+    /// Every field but the per-message markers.
+    pub const ALL: [&str; 16] = [
+        TURNS,
+        CREATED,
+        UPDATED,
+        NAME,
+        LAST_FAILURE,
+        LAST_USER,
+        HUMAN_UNTIL,
+        HUMAN_INFO,
+        OTHER_APP,
+        ROUTED_AT,
+        LANGUAGE,
+        MENU,
+        RATE_TAT,
+        NOTICE_AFTER,
+        TOUCHED,
+        LEGACY_SEQ,
+    ];
+    /// A message's marker: `w:<digest of its id>`.
+    pub const MARKER_PREFIX: &str = "w:";
 }
 
 /// How long a quarantined (corrupt) conversation is kept for inspection.
@@ -409,6 +450,58 @@ mod tests {
     use super::admit::parse_admission;
     use super::views::parse_conversation_key;
     use super::*;
+
+    /// A field a script writes under a name Rust does not know is a field nobody documents,
+    /// clears on `/reset` by accident or reads under another name.
+    #[test]
+    fn the_scripts_use_only_the_named_hash_fields() {
+        let scripts = [
+            include_str!("../lua/begin.lua"),
+            include_str!("../lua/record.lua"),
+            include_str!("../lua/status.lua"),
+            include_str!("../lua/outbound.lua"),
+            include_str!("../lua/handoff.lua"),
+            include_str!("../lua/routing.lua"),
+            include_str!("../lua/mark_answered.lua"),
+            include_str!("../lua/conversation_common.lua"),
+            include_str!("../lua/accept.lua"),
+        ];
+        let mut seen = std::collections::BTreeSet::new();
+        for line in scripts.iter().flat_map(|s| s.lines()) {
+            let code = line.split("--").next().unwrap_or_default();
+            // `accept.lua` reaches the hash as KEYS[3].
+            let hash_call = code.contains("redis.call('H")
+                && (code.contains("conv") || code.contains("KEYS[3]"));
+            let field_list =
+                code.contains("fields[#fields + 1] = '") || code.contains("fields = {");
+            if !(hash_call || field_list) {
+                continue;
+            }
+            for literal in code.split('\'').skip(1).step_by(2) {
+                let name_like = !literal.is_empty()
+                    && literal
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c == ':' || c == '_')
+                    && !literal.starts_with(':');
+                if !name_like {
+                    continue; // the command, a marker's value, a pattern
+                }
+                seen.insert(literal.to_string());
+            }
+        }
+        let unknown: Vec<_> = seen
+            .iter()
+            .filter(|f| !field::ALL.contains(&f.as_str()) && f.as_str() != field::MARKER_PREFIX)
+            .collect();
+        assert!(
+            unknown.is_empty(),
+            "fields no `field` constant names: {unknown:?}"
+        );
+        // The scan found the fields at all (it would pass vacuously otherwise).
+        for expected in ["tat", "nq", "x", "rt", "lg", "mo", "hu"] {
+            assert!(seen.contains(expected), "{expected} not found in {seen:?}");
+        }
+    }
 
     #[test]
     fn conversation_keys_parse_back() {

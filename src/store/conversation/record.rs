@@ -1,5 +1,6 @@
 //! What was sent and what happened to it: progress per part, the reply (`record.lua`), delivery statuses (`status.lua`), bursts answered together.
 
+use super::args::{record_code, RecordArgs, StatusArgs, YES};
 use super::*;
 
 impl ConversationStore {
@@ -48,7 +49,7 @@ impl ConversationStore {
         let recorded: i64 = self
             .run_write(self.sent_write(subject, parts_sent, last, turns, remember))
             .await?;
-        Ok(recorded == 1)
+        Ok(recorded == record_code::RECORDED)
     }
 
     pub(super) fn sent_write(
@@ -59,21 +60,18 @@ impl ConversationStore {
         turns: &[Turn],
         remember: &Remember,
     ) -> ConversationWrite {
-        let mut args = Vec::with_capacity(8 + turns.len());
-        args.extend([
-            subject.id.to_string(),
-            self.limits.session_ttl_secs.to_string(),
-            self.limits.max_history.to_string(),
-            parts_sent.to_string(),
-            if last { "1" } else { "0" }.to_string(),
-            unix_ms().to_string(),
-            remember.menu.as_ref().map(Menu::encode).unwrap_or_default(),
-            remember
-                .chosen_language
-                .map(|l| l.code().to_string())
-                .unwrap_or_default(),
-        ]);
-        args.extend(turns.iter().map(Turn::encode));
+        let args = RecordArgs {
+            id: subject.id,
+            ttl_secs: self.limits.session_ttl_secs,
+            max_history: self.limits.max_history,
+            parts_sent,
+            last,
+            now_ms: unix_ms(),
+            menu: remember.menu.as_ref().map(Menu::encode).unwrap_or_default(),
+            chosen_language: remember.chosen_language,
+            turns: turns.iter().map(Turn::encode).collect(),
+        }
+        .argv();
         ConversationWrite {
             step: Step::Record,
             keys: self.script_keys(subject.pnid, subject.user),
@@ -110,13 +108,13 @@ impl ConversationStore {
             .run_write(self.status_write(pnid, user, sent_wamid, status, error)?)
             .await?;
         Ok(StatusApplied {
-            found: reply.first().and_then(Value::as_i64) == Some(1),
+            found: reply.first().and_then(Value::as_i64) == Some(YES),
             kind: reply
                 .get(1)
                 .and_then(Value::as_string)
                 .unwrap_or_default()
                 .to_string(),
-            reengaged: reply.get(2).and_then(Value::as_i64) == Some(1),
+            reengaged: reply.get(2).and_then(Value::as_i64) == Some(YES),
         })
     }
 
@@ -137,7 +135,12 @@ impl ConversationStore {
         Ok(ConversationWrite {
             step: Step::Status,
             keys: self.script_keys(pnid, user),
-            args: vec![sent_wamid.to_string(), status.to_string(), error],
+            args: StatusArgs {
+                sent_wamid,
+                status,
+                error,
+            }
+            .argv(),
         })
     }
 
@@ -155,14 +158,15 @@ impl ConversationStore {
                 &self.status,
                 pnid,
                 user,
-                vec![
-                    sent_wamid.to_string(),
-                    "reengaged".to_string(),
-                    String::new(),
-                ],
+                StatusArgs {
+                    sent_wamid,
+                    status: StatusArgs::REENGAGED,
+                    error: String::new(),
+                }
+                .argv(),
             )
             .await?;
-        Ok(reply.first().and_then(Value::as_i64) == Some(1))
+        Ok(reply.first().and_then(Value::as_i64) == Some(YES))
     }
 
     /// Sets when the user last wrote (operators' tools and tests of the 24-hour window).
