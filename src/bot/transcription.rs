@@ -39,7 +39,11 @@ pub struct Transcriber {
     url: String,
     model: String,
     api_key: SecretString,
+    max_audio_bytes: u64,
 }
+
+/// Meta's own limit for images: nothing larger reaches a responder that reads them.
+const IMAGE_MAX_BYTES: u64 = 5 * 1024 * 1024;
 
 #[derive(Debug, Deserialize)]
 struct TranscriptionAnswer {
@@ -75,7 +79,10 @@ pub async fn user_image(
     if message.origin != Origin::User {
         return None;
     }
-    match api.download_media(&message.phone_number_id, media_id).await {
+    match api
+        .download_media(&message.phone_number_id, media_id, IMAGE_MAX_BYTES)
+        .await
+    {
         Ok(file) => Some(file),
         Err(error) => {
             tracing::warn!(user = %message.user, error = %crate::ops::telemetry::error_chain(&error), "could not download an image for the model");
@@ -107,6 +114,7 @@ impl Transcriber {
             ),
             model: settings.model.clone(),
             api_key: settings.api_key.clone(),
+            max_audio_bytes: settings.max_audio_bytes,
         }))
     }
 
@@ -125,7 +133,7 @@ impl Transcriber {
             return Err(TranscriptionError::NoMedia);
         };
         let audio = api
-            .download_media(&message.phone_number_id, media_id)
+            .download_media(&message.phone_number_id, media_id, self.max_audio_bytes)
             .await
             .map_err(TranscriptionError::Download)?;
         let mime = audio
@@ -134,12 +142,20 @@ impl Transcriber {
             .or(mime_type.as_deref())
             .filter(|mime| is_media_type(mime))
             .unwrap_or("audio/ogg");
-        let (content_type, body) = multipart(&self.model, mime, &audio.bytes);
+        let upload = Multipart::new(&self.model, mime);
+        // The audio goes out as the downloaded buffer itself, between the form's head and
+        // tail: no second copy of it, however large.
+        let length = upload.head.len() + audio.bytes.len() + upload.tail.len();
+        let parts: [Result<bytes::Bytes, std::io::Error>; 3] =
+            [Ok(upload.head), Ok(audio.bytes.clone()), Ok(upload.tail)];
         let mut request = self
             .http
             .post(&self.url)
-            .header(reqwest::header::CONTENT_TYPE, content_type)
-            .body(body);
+            .header(reqwest::header::CONTENT_TYPE, upload.content_type)
+            .header(reqwest::header::CONTENT_LENGTH, length)
+            .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+                parts,
+            )));
         let key = self.api_key.expose_secret();
         if !key.is_empty() {
             request = request.bearer_auth(key);
@@ -172,8 +188,6 @@ impl Transcriber {
     }
 }
 
-/// A `multipart/form-data` body with `model`, `response_format=json` and the audio as `file`.
-/// Built by hand: three fields do not justify another dependency.
 /// `type/subtype[; parameters]` in printable ASCII: anything else (a CR/LF in a payload's
 /// `mime_type`) would write headers of its own into the upload's part.
 fn is_media_type(mime: &str) -> bool {
@@ -190,33 +204,40 @@ fn is_media_type(mime: &str) -> bool {
             .is_some_and(|(t, s)| token(t) && token(s))
 }
 
-fn multipart(model: &str, mime: &str, audio: &[u8]) -> (String, Vec<u8>) {
-    let boundary = format!("wabot-{}", uuid::Uuid::new_v4().simple());
-    let extension = match mime.split(';').next().unwrap_or_default().trim() {
-        "audio/mpeg" => "mp3",
-        "audio/mp4" | "audio/aac" => "m4a",
-        "audio/amr" => "amr",
-        "audio/wav" | "audio/x-wav" => "wav",
-        _ => "ogg",
-    };
-    let mut body = Vec::with_capacity(audio.len() + 512);
-    for (name, value) in [("model", model), ("response_format", "json")] {
-        body.extend_from_slice(
-            format!(
+/// A `multipart/form-data` upload with `model`, `response_format=json` and the audio as `file`:
+/// everything before the audio (`head`) and after it (`tail`). Built by hand: three fields do
+/// not justify another dependency.
+struct Multipart {
+    content_type: String,
+    head: bytes::Bytes,
+    tail: bytes::Bytes,
+}
+
+impl Multipart {
+    fn new(model: &str, mime: &str) -> Multipart {
+        let boundary = format!("wabot-{}", uuid::Uuid::new_v4().simple());
+        let extension = match mime.split(';').next().unwrap_or_default().trim() {
+            "audio/mpeg" => "mp3",
+            "audio/mp4" | "audio/aac" => "m4a",
+            "audio/amr" => "amr",
+            "audio/wav" | "audio/x-wav" => "wav",
+            _ => "ogg",
+        };
+        let mut head = String::with_capacity(512);
+        for (name, value) in [("model", model), ("response_format", "json")] {
+            head.push_str(&format!(
                 "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
-            )
-            .as_bytes(),
-        );
-    }
-    body.extend_from_slice(
-        format!(
+            ));
+        }
+        head.push_str(&format!(
             "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"voice.{extension}\"\r\nContent-Type: {mime}\r\n\r\n"
-        )
-        .as_bytes(),
-    );
-    body.extend_from_slice(audio);
-    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    (format!("multipart/form-data; boundary={boundary}"), body)
+        ));
+        Multipart {
+            content_type: format!("multipart/form-data; boundary={boundary}"),
+            head: head.into(),
+            tail: format!("\r\n--{boundary}--\r\n").into(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -241,9 +262,10 @@ mod tests {
 
     #[test]
     fn the_multipart_body_carries_the_model_and_the_audio() {
-        let (content_type, body) =
-            multipart("whisper-1", "audio/ogg; codecs=opus", b"OggS\x00\x01");
-        let boundary = content_type
+        let upload = Multipart::new("whisper-1", "audio/ogg; codecs=opus");
+        let body = [&upload.head[..], b"OggS\x00\x01", &upload.tail[..]].concat();
+        let boundary = upload
+            .content_type
             .strip_prefix("multipart/form-data; boundary=")
             .expect("boundary");
         let text = String::from_utf8_lossy(&body);

@@ -104,6 +104,10 @@ pub struct WhatsAppSettings {
     pub recipient_burst: u32,
     /// Largest media download accepted.
     pub media_max_bytes: u64,
+    /// Media downloaded and not yet handed on, across all of a replica's work at once: a
+    /// download waits for room, so a few large files at once cannot run the process out of
+    /// memory. A single file larger than this still goes, alone.
+    pub media_in_flight_bytes: u64,
     /// Sent instead of free-form text when the 24-hour customer-service window is closed.
     pub reengagement_template: TemplateRef,
 }
@@ -369,6 +373,9 @@ pub struct TranscriptionSettings {
     #[serde(serialize_with = "redact")]
     pub api_key: SecretString,
     pub timeout_ms: u64,
+    /// Largest audio transcribed (a voice note of half an hour is ~4 MB); a larger one gets the
+    /// `could_not_listen` answer without being downloaded.
+    pub max_audio_bytes: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -132,6 +132,12 @@ impl Keys {
         [format!("{tag}:number"), format!("{tag}:to:{recipient}")]
     }
 
+    /// How often each entry read again from the pending list started processing
+    /// (`starts.lua`): an entry that kills every worker that runs it is dead-lettered.
+    pub fn starts(&self, partition: u32) -> String {
+        format!("{}:starts", self.tag(partition))
+    }
+
     pub fn dead_letters(&self, partition: u32) -> String {
         format!("{}:dead", self.tag(partition))
     }

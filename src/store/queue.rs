@@ -32,6 +32,9 @@ pub struct Entry {
     pub raw: String,
     /// The W3C `traceparent` of the webhook that stored it (only while tracing was on).
     pub traceparent: Option<String>,
+    /// Read again from the pending list (a take-over, a restart, a sweep), not new: its
+    /// starts are counted in Redis (`Queue::count_starts`).
+    pub replayed: bool,
 }
 
 /// A dead letter, for operators. Its public id is `<partition>:<stream id>`.
@@ -65,6 +68,7 @@ pub struct Queue {
     lease_ttl_ms: u64,
     renew: Script,
     release: Script,
+    starts: Script,
     finish: Script,
     /// `finish` after a conversation step in the same call: [`Step::Record`], [`Step::Status`].
     finish_after_record: Script,
@@ -90,6 +94,7 @@ impl Queue {
             lease_ttl_ms,
             renew: scripts::leased(include_str!("lua/renew.lua")),
             release: scripts::alone(include_str!("lua/release.lua")),
+            starts: scripts::alone(include_str!("lua/starts.lua")),
             finish: scripts::leased(FINISH),
             finish_after_record: finish_after(Step::Record),
             finish_after_status: finish_after(Step::Status),
@@ -235,6 +240,7 @@ impl Queue {
                     item: InboxItem::from_json(&raw).ok(),
                     raw,
                     traceparent: fields.remove(crate::ops::otel::TRACEPARENT_FIELD),
+                    replayed: after.is_some(),
                 }
             })
             .collect())
@@ -249,6 +255,20 @@ impl Queue {
         token: &str,
         entry_ids: &[&str],
         write: Option<&ConversationWrite>,
+    ) -> Result<bool> {
+        self.ack_counted(partition, token, entry_ids, write, false)
+            .await
+    }
+
+    /// [`ack`](Self::ack), forgetting the entries' start counts too (`replayed`: some were
+    /// read again from the pending list, so [`count_starts`](Self::count_starts) counted them).
+    pub async fn ack_counted(
+        &self,
+        partition: u32,
+        token: &str,
+        entry_ids: &[&str],
+        write: Option<&ConversationWrite>,
+        replayed: bool,
     ) -> Result<bool> {
         let mut args = Vec::with_capacity(6 + entry_ids.len());
         let mut keys = Vec::with_capacity(7);
@@ -268,11 +288,31 @@ impl Queue {
             FinishArgs {
                 token,
                 lease_ttl_ms: self.lease_ttl_ms,
-                then: Finish::Ack(entry_ids),
+                then: Finish::Ack {
+                    ids: entry_ids,
+                    replayed,
+                },
             }
             .argv(),
         );
         self.finish(partition, script, keys, args).await
+    }
+
+    /// Counts a start of processing of entries read again from the pending list; the highest
+    /// count among them (see `lua/starts.lua`).
+    pub async fn count_starts(&self, partition: u32, entry_ids: &[&str]) -> Result<u32> {
+        let most: i64 = self
+            .starts
+            .evalsha_with_reload(
+                &self.client,
+                vec![self.keys.starts(partition)],
+                entry_ids
+                    .iter()
+                    .map(|id| id.to_string())
+                    .collect::<Vec<_>>(),
+            )
+            .await?;
+        Ok(u32::try_from(most).unwrap_or(u32::MAX))
     }
 
     /// Moves an entry that keeps failing to the partition's dead-letter stream.
@@ -309,6 +349,7 @@ impl Queue {
             self.keys.lease(partition),
             self.keys.inbox(partition),
             self.keys.dead_letters(partition),
+            self.keys.starts(partition),
         ]);
         let done: i64 = script.evalsha_with_reload(&self.client, keys, args).await?;
         // 0: the lease is someone else's.
@@ -485,8 +526,9 @@ struct FinishArgs<'a> {
 
 /// What `finish.lua` does while we hold the lease.
 enum Finish<'a> {
-    /// Acknowledge and delete these entries (none: only check the lease).
-    Ack(&'a [&'a str]),
+    /// Acknowledge and delete these entries (none: only check the lease); `replayed`: forget
+    /// their start counts too.
+    Ack { ids: &'a [&'a str], replayed: bool },
     /// Move the entry to the dead letters.
     Dead {
         entry: &'a Entry,
@@ -503,8 +545,8 @@ impl FinishArgs<'_> {
             self.lease_ttl_ms.to_string(),
         ];
         match self.then {
-            Finish::Ack(ids) => {
-                argv.push("ack".to_string());
+            Finish::Ack { ids, replayed } => {
+                argv.push(if replayed { "ack_replayed" } else { "ack" }.to_string());
                 argv.extend(ids.iter().map(|id| id.to_string()));
             }
             Finish::Dead {

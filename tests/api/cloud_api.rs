@@ -231,22 +231,28 @@ async fn media_is_downloaded_with_the_token_and_a_size_limit() {
         .await;
     let api = client(&graph, &[]);
     let file = api
-        .download_media(&pnid("123"), "1862047395512308")
+        .download_media(&pnid("123"), "1862047395512308", u64::MAX)
         .await
         .expect("downloaded");
     assert_eq!(&file.bytes[..], b"jpeg-bytes!");
     assert_eq!(file.mime_type.as_deref(), Some("image/jpeg"));
     let small = client(&graph, &[("WABOT_WHATSAPP__MEDIA_MAX_BYTES", "5")]);
     let error = small
-        .download_media(&pnid("123"), "1862047395512308")
+        .download_media(&pnid("123"), "1862047395512308", u64::MAX)
         .await
         .expect_err("too large");
     assert!(matches!(error, CloudApiError::TooLarge { limit: 5 }));
+    // The caller's own limit (audio for transcription) is below the client's.
+    let error = api
+        .download_media(&pnid("123"), "1862047395512308", 10)
+        .await
+        .expect_err("over the caller's limit");
+    assert!(matches!(error, CloudApiError::TooLarge { limit: 10 }));
     // A media id from a (signed) payload that is not digits never becomes a Graph path.
     let before = graph.received_requests().await.unwrap_or_default().len();
     for id in ["../../me?fields=id", "123/subscribed_apps", "", "12 3"] {
         let error = api
-            .download_media(&pnid("123"), id)
+            .download_media(&pnid("123"), id, u64::MAX)
             .await
             .expect_err("not a media id");
         assert!(

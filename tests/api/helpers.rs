@@ -811,6 +811,11 @@ pub struct Served {
 }
 
 impl Served {
+    /// The child's process id (its memory, in `/proc`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `wabot serve` on a free port with what every such test sets (no config directory, one
     /// HTTP worker, the test secrets, this Redis and Graph API, logs off, output discarded);
     /// `configure` adds or overrides the rest. Returned once healthy.

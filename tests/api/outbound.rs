@@ -54,7 +54,7 @@ async fn a_media_url_outside_meta_never_receives_the_token() {
     ] {
         media_info_pointing_at(&graph, &url).await;
         let error = api
-            .download_media(&pnid(), MEDIA_ID)
+            .download_media(&pnid(), MEDIA_ID, u64::MAX)
             .await
             .expect_err("refused");
         assert!(
@@ -98,7 +98,7 @@ async fn a_2_mib_graph_answer_is_an_error_not_a_memory_spike() {
     );
     // Error answers are bounded the same way.
     let error = api
-        .download_media(&pnid(), MEDIA_ID)
+        .download_media(&pnid(), MEDIA_ID, u64::MAX)
         .await
         .expect_err("too large");
     assert!(error.to_string().contains("larger than"), "{error}");

@@ -717,3 +717,70 @@ async fn a_reply_redis_refuses_to_record_is_still_acknowledged() {
     let sent: Vec<String> = replies(&graph).await.into_iter().map(|r| r.text).collect();
     assert_eq!(sent, ["echo: record me"]);
 }
+
+/// A message whose processing kills the worker every time (here: the replica is killed while
+/// its reply is on the way, as an out-of-memory kill would) is dead-lettered after
+/// `worker.max_attempts` starts, counted in Redis across replicas, instead of crash-looping
+/// every replica that takes the partition over.
+#[tokio::test]
+async fn a_message_that_keeps_killing_its_worker_is_dead_lettered_whoever_runs_it() {
+    let redis = RedisServer::start();
+    let graph = Arc::new(MockServer::start().await);
+    crate::helpers::mount_slow_send(&graph, "echo: heavy", Duration::from_secs(300)).await;
+    mount_graph_ok(&graph).await;
+    let prefix = "crashloop";
+    let options = || {
+        AppOptions {
+            max_attempts: 2,
+            ..AppOptions::default()
+        }
+        .replica_of(&redis.url(), &graph, prefix)
+    };
+    let user = "4915111112222";
+    let heavy_sends = || async {
+        let requests = graph.received_requests().await.unwrap_or_default();
+        requests
+            .iter()
+            .filter(|r| String::from_utf8_lossy(&r.body).contains("echo: heavy"))
+            .count()
+    };
+    for replica in 1..=2 {
+        let app = spawn(options()).await;
+        if replica == 1 {
+            let body = text_delivery(PNID, user, "wamid.heavy", "heavy");
+            assert_eq!(app.post_signed(&body, APP_SECRET).await.status(), 200);
+        }
+        let started = eventually(WAIT, || async {
+            (heavy_sends().await >= replica).then_some(())
+        })
+        .await;
+        assert!(started.is_some(), "replica {replica} started the message");
+        app.kill();
+    }
+    let app = spawn(options()).await;
+    let dead = crate::helpers::wait_for_dead_letters(&app.queue().await, WAIT).await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert!(
+        dead[0].error.contains("started 3 times"),
+        "the reason names the starts: {}",
+        dead[0].error
+    );
+    assert_eq!(
+        heavy_sends().await,
+        2,
+        "the third replica did not run it again"
+    );
+    // The conversation goes on, and the count went with the dead letter.
+    let body = text_delivery(PNID, user, "wamid.light", "light");
+    assert_eq!(app.post_signed(&body, APP_SECRET).await.status(), 200);
+    let answered = eventually(WAIT, || async {
+        let got = replies(&graph).await;
+        got.iter().any(|r| r.text == "echo: light").then_some(())
+    })
+    .await;
+    assert!(answered.is_some(), "the next message is answered");
+    let keys = app.keys();
+    let (pnid, uid) = crate::helpers::conversation_ids(PNID, user);
+    let starts = keys.starts(keys.partition(&pnid, &uid));
+    assert_eq!(redis.cli(&["HLEN", &starts]), "0");
+}

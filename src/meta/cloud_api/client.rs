@@ -61,12 +61,17 @@ pub struct SentMessage {
     pub wamid: String,
 }
 
-/// Downloaded media.
+/// Downloaded media. While it lives it holds its room in the replica's media budget
+/// (`whatsapp.media_in_flight_bytes`).
 #[derive(Debug, Clone)]
 pub struct MediaFile {
     pub bytes: bytes::Bytes,
     pub mime_type: Option<String>,
+    _room: Arc<tokio::sync::OwnedSemaphorePermit>,
 }
+
+/// The media budget counts in KiB: a `u32` of permits then covers 4 TiB.
+const BUDGET_UNIT: u64 = 1024;
 
 #[derive(Debug, Clone, Copy)]
 struct RetryPolicy {
@@ -86,6 +91,9 @@ pub struct CloudApi {
     retry: RetryPolicy,
     pacer: Arc<dyn SendPacer>,
     media_max_bytes: u64,
+    /// Room for media in flight, in [`BUDGET_UNIT`]s.
+    media_budget: Arc<tokio::sync::Semaphore>,
+    media_budget_units: u32,
 }
 
 impl CloudApi {
@@ -106,6 +114,9 @@ impl CloudApi {
             (true, false) => http,
         };
         let http = http.build().map_err(CloudApiError::Network)?;
+        let budget_units = u32::try_from(settings.media_in_flight_bytes / BUDGET_UNIT)
+            .unwrap_or(u32::MAX)
+            .max(1);
         let tokens = settings
             .tokens_by_number()
             .map_err(|e| CloudApiError::Decode(e.to_string()))?
@@ -124,6 +135,8 @@ impl CloudApi {
             },
             pacer: Arc::new(NoPacing),
             media_max_bytes: settings.media_max_bytes,
+            media_budget: Arc::new(tokio::sync::Semaphore::new(budget_units as usize)),
+            media_budget_units: budget_units,
         })
     }
 
@@ -244,12 +257,15 @@ impl CloudApi {
     }
 
     /// Downloads a media file a user sent: `GET /{media_id}` for a short-lived URL, then the
-    /// bytes with the same token, refusing more than `media_max_bytes`.
+    /// bytes with the same token, refusing more than `max_bytes` (and `media_max_bytes`). The
+    /// bytes wait for room in the media budget first.
     pub async fn download_media(
         &self,
         receiving: &PhoneNumberId,
         media_id: &str,
+        max_bytes: u64,
     ) -> Result<MediaFile, CloudApiError> {
+        let max_bytes = max_bytes.min(self.media_max_bytes);
         if media_id.is_empty()
             || media_id.len() > 64
             || !media_id.bytes().all(|b| b.is_ascii_digit())
@@ -276,13 +292,8 @@ impl CloudApi {
                 }
             })
             .await?;
-        if info
-            .file_size
-            .is_some_and(|size| size > self.media_max_bytes)
-        {
-            return Err(CloudApiError::TooLarge {
-                limit: self.media_max_bytes,
-            });
+        if info.file_size.is_some_and(|size| size > max_bytes) {
+            return Err(CloudApiError::TooLarge { limit: max_bytes });
         }
         if !self.is_meta_host(&info.url) {
             // The URL comes from a response body; the token must never follow it elsewhere.
@@ -292,6 +303,22 @@ impl CloudApi {
                 url_authority(&info.url)
             )));
         }
+        // Meta states the size; a file that turns out larger than stated is cut off at the
+        // room reserved for it, so the budget holds whatever the CDN sends.
+        let expected = info.file_size.unwrap_or(max_bytes).min(max_bytes);
+        let units = u32::try_from(expected.div_ceil(BUDGET_UNIT))
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.media_budget_units);
+        let room = self
+            .media_budget
+            .clone()
+            .acquire_many_owned(units)
+            .await
+            .map_err(|_| CloudApiError::Decode("the media budget is closed".into()))?;
+        let limit = match info.file_size {
+            Some(size) => size.min(max_bytes),
+            None => max_bytes,
+        };
         let response = self
             .http
             .get(&info.url)
@@ -304,16 +331,14 @@ impl CloudApi {
                 status: response.status().as_u16(),
             });
         }
-        let limit = usize::try_from(self.media_max_bytes).unwrap_or(usize::MAX);
-        let bytes = read_limited(response, limit)
+        let bytes = read_limited(response, usize::try_from(limit).unwrap_or(usize::MAX))
             .await
             .map_err(classify_transport)?
-            .ok_or(CloudApiError::TooLarge {
-                limit: self.media_max_bytes,
-            })?;
+            .ok_or(CloudApiError::TooLarge { limit })?;
         Ok(MediaFile {
             bytes,
             mime_type: info.mime_type,
+            _room: Arc::new(room),
         })
     }
 
@@ -512,7 +537,12 @@ pub(crate) async fn read_limited(
     {
         return Ok(None);
     }
-    let mut body = bytes::BytesMut::new();
+    // Sized once when the length is known: growing by doubling would briefly hold two copies.
+    let mut body = bytes::BytesMut::with_capacity(
+        response
+            .content_length()
+            .map_or(0, |len| usize::try_from(len).unwrap_or(0)),
+    );
     while let Some(chunk) = response.chunk().await? {
         if body.len() + chunk.len() > limit {
             return Ok(None);

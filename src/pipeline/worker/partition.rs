@@ -451,7 +451,16 @@ async fn process(ctx: &PartitionContext, stop: &CancellationToken, batch: &[Entr
         .map(|e| e.item.as_ref())
         .collect::<Option<Vec<_>>>()
     {
-        Some(items) => handle_with_retries(ctx, stop, &items).await,
+        Some(items) => match killed_its_workers(ctx, batch).await {
+            Some(starts) => Some(Err((
+                format!(
+                    "processing started {starts} times and never finished: the worker running \
+                     it was killed or crashed each time"
+                ),
+                starts,
+            ))),
+            None => handle_with_retries(ctx, stop, &items).await,
+        },
         None => Some(Err(("stored item does not decode".to_string(), 1))),
     };
     let Some(result) = result else {
@@ -479,6 +488,36 @@ async fn process(ctx: &PartitionContext, stop: &CancellationToken, batch: &[Entr
         _ => {}
     }
     outcome
+}
+
+/// For a batch read again from the pending list: counts this start in Redis, and returns how
+/// many starts there were when they would exceed `worker.max_attempts` without one finishing (an entry
+/// that runs a worker out of memory would otherwise kill every replica that takes it over,
+/// since attempts within one process are counted in memory). New entries cost nothing here.
+async fn killed_its_workers(ctx: &PartitionContext, batch: &[Entry]) -> Option<u32> {
+    if !batch.iter().any(|e| e.replayed) {
+        return None;
+    }
+    let ids: Vec<&str> = batch.iter().map(|e| e.id.as_str()).collect();
+    match ctx.queue.count_starts(ctx.partition, &ids).await {
+        // An entry reaches the pending list only by a first read, which started it once more.
+        Ok(replays) if replays.saturating_add(1) > ctx.settings.max_attempts.max(1) => {
+            let starts = replays.saturating_add(1);
+            tracing::error!(
+                partition = ctx.partition,
+                entry = %ids[0],
+                starts,
+                "an entry started processing again and again without finishing; moving it to the dead-letter stream"
+            );
+            Some(starts)
+        }
+        Ok(_) => None,
+        // Without Redis the handler cannot run either; it waits for Redis as usual.
+        Err(error) => {
+            tracing::debug!(partition = ctx.partition, error = %error, "could not count the start");
+            None
+        }
+    }
 }
 
 /// Calls the handler until it succeeds (`Ok`), fails for good (`Err((error, attempts))`), or the
@@ -597,11 +636,12 @@ async fn acknowledge(
     mut write: Option<ConversationWrite>,
 ) -> Outcome {
     let ids: Vec<&str> = batch.iter().map(|e| e.id.as_str()).collect();
+    let replayed = batch.iter().any(|e| e.replayed);
     let mut delay = Duration::from_millis(50);
     loop {
         let error = match ctx
             .queue
-            .ack(ctx.partition, &ctx.token, &ids, write.as_ref())
+            .ack_counted(ctx.partition, &ctx.token, &ids, write.as_ref(), replayed)
             .await
         {
             Ok(true) => return Outcome::Done,
