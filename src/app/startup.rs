@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, App, HttpServer};
+
+use crate::http::client::TrustedProxies;
 use tokio_util::sync::CancellationToken;
 use tracing_actix_web::TracingLogger;
 
@@ -52,10 +54,24 @@ pub enum StartupError {
     },
 }
 
+/// A listener on `address`, with the port it got (port 0: a free one).
+fn bind(address: &str) -> Result<(TcpListener, String, u16), StartupError> {
+    let failed = |source| StartupError::Bind {
+        address: address.to_string(),
+        source,
+    };
+    let listener = TcpListener::bind(address).map_err(failed)?;
+    let port = listener.local_addr().map_err(failed)?.port();
+    Ok((listener, address.to_string(), port))
+}
+
 /// A built, bound, not yet running service.
 pub struct Application {
     port: u16,
     server: Server,
+    /// The `admin.listen` server, when the operators' routes have their own port.
+    admin_server: Option<Server>,
+    admin_port: Option<u16>,
     shutdown: CancellationToken,
     redis: store::Client,
     workers: Option<Workers>,
@@ -65,6 +81,7 @@ pub struct Application {
 #[derive(Clone)]
 pub struct KillSwitch {
     server: ServerHandle,
+    admin_server: Option<ServerHandle>,
     workers: Option<tokio::task::AbortHandle>,
 }
 
@@ -75,6 +92,9 @@ impl KillSwitch {
         }
         // The command is sent when `stop` is called; awaiting only waits for completion.
         drop(self.server.stop(false));
+        if let Some(admin) = &self.admin_server {
+            drop(admin.stop(false));
+        }
     }
 }
 
@@ -244,18 +264,10 @@ impl Application {
         let settings = &services.settings;
         let redis = services.redis.clone();
         crate::ops::monitoring::install();
-        let address = format!("{}:{}", settings.server.host, settings.server.port);
-        let listener = TcpListener::bind(&address).map_err(|source| StartupError::Bind {
-            address: address.clone(),
-            source,
-        })?;
-        let port = listener
-            .local_addr()
-            .map_err(|source| StartupError::Bind {
-                address: address.clone(),
-                source,
-            })?
-            .port();
+        let (listener, address, port) = bind(&format!(
+            "{}:{}",
+            settings.server.host, settings.server.port
+        ))?;
         let console = settings.admin_enabled().then(|| ConsoleState {
             sessions: SessionStore::new(
                 redis.clone(),
@@ -278,6 +290,11 @@ impl Application {
             handoff_minutes: settings.handoff.timeout_secs.div_ceil(60).max(1),
             console,
             pressure,
+            // Validated with the settings.
+            trusted_proxies: TrustedProxies::parse(&settings.admin.trusted_proxies)
+                .unwrap_or_default(),
+            secure_cookies: settings.admin.secure_cookies,
+            hsts_max_age_secs: settings.admin.hsts_max_age_secs,
         };
         let state = web::Data::new(state);
         let request_timeout = Duration::from_secs(settings.server.request_timeout_secs);
@@ -286,12 +303,26 @@ impl Application {
             settings.server.max_inflight_body_bytes,
             request_timeout,
         ));
+        let shutdown_timeout = settings
+            .server
+            .request_timeout_secs
+            .min(settings.server.shutdown_timeout_secs);
+        let private = match settings.admin.listen.trim() {
+            "" => None,
+            address => Some(bind(address)?),
+        };
+        let routes: fn(&mut web::ServiceConfig) = if private.is_some() {
+            crate::http::configure_public
+        } else {
+            crate::http::configure
+        };
+        let (server_state, server_limits) = (state.clone(), body_limits.clone());
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(TracingLogger::<RequestSpan>::new())
-                .app_data(state.clone())
-                .app_data(body_limits.clone())
-                .configure(crate::http::configure)
+                .app_data(server_state.clone())
+                .app_data(server_limits.clone())
+                .configure(routes)
         })
         .listen(listener)
         .map_err(|source| StartupError::Bind { address, source })?
@@ -302,20 +333,44 @@ impl Application {
         .client_disconnect_timeout(Duration::from_secs(1))
         // No request legitimately outlives the request timeout, so neither does the HTTP drain;
         // the workers' drain runs at the same time (`run_until_stopped`).
-        .shutdown_timeout(
-            settings
-                .server
-                .request_timeout_secs
-                .min(settings.server.shutdown_timeout_secs),
-        )
+        .shutdown_timeout(shutdown_timeout)
         .run();
+        // The operators' port: its own small server, so the public one carries no admin route.
+        let (admin_server, admin_port) = match private {
+            None => (None, None),
+            Some((listener, address, port)) => {
+                let server = HttpServer::new(move || {
+                    App::new()
+                        .wrap(TracingLogger::<RequestSpan>::new())
+                        .app_data(state.clone())
+                        .app_data(body_limits.clone())
+                        .configure(crate::http::configure_private)
+                })
+                .listen(listener)
+                .map_err(|source| StartupError::Bind { address, source })?
+                .disable_signals()
+                .workers(1)
+                .client_request_timeout(request_timeout)
+                .client_disconnect_timeout(Duration::from_secs(1))
+                .shutdown_timeout(shutdown_timeout)
+                .run();
+                (Some(server), Some(port))
+            }
+        };
         Ok(Application {
             port,
             server,
+            admin_server,
+            admin_port,
             shutdown: CancellationToken::new(),
             redis,
             workers: None,
         })
+    }
+
+    /// The port of `admin.listen`, when set (the admin API, the console and `/metrics`).
+    pub fn admin_port(&self) -> Option<u16> {
+        self.admin_port
     }
 
     pub fn port(&self) -> u16 {
@@ -335,6 +390,7 @@ impl Application {
     pub fn kill_switch(&self) -> KillSwitch {
         KillSwitch {
             server: self.server.handle(),
+            admin_server: self.admin_server.as_ref().map(Server::handle),
             workers: self.workers.as_ref().map(Workers::abort_handle),
         }
     }
@@ -347,18 +403,31 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let Application {
             server,
+            admin_server,
             shutdown,
             redis,
             workers,
             ..
         } = self;
         let handle = server.handle();
+        let admin_handle = admin_server.as_ref().map(Server::handle);
         let token = shutdown.clone();
         let stopper = tokio::spawn(async move {
             token.cancelled().await;
             tracing::info!("shutting down: no new requests, finishing in-flight ones");
+            if let Some(admin) = admin_handle {
+                admin.stop(true).await;
+            }
             handle.stop(true).await;
         });
+        // The operators' server runs beside the public one and stops with it.
+        if let Some(admin) = admin_server {
+            tokio::spawn(async move {
+                if let Err(error) = admin.await {
+                    tracing::error!(%error, "the admin server stopped");
+                }
+            });
+        }
         // Also ends the workers when the server stops on its own (bind failure, kill switch).
         let server_done = CancellationToken::new();
         let http = async {

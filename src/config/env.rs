@@ -26,6 +26,7 @@ pub(super) const FLAT_ENV: &[(&str, &str)] = &[
     ("HTTP_RESPONDER_URL", "responder.http.url"),
     ("HTTP_RESPONDER_SECRET", "responder.http.secret"),
     ("ADMIN_TOKEN", "admin.token"),
+    ("ADMIN_LISTEN", "admin.listen"),
     ("LOG_FORMAT", "log.format"),
 ];
 

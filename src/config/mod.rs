@@ -22,6 +22,20 @@ use env::{collect_leaves, known_keys, sectioned_env, BUILT_IN, FLAT_ENV};
 pub use redact::redact_url_userinfo;
 pub use sections::*;
 
+/// A list of addresses or CIDR ranges, comma-separated (`10.0.0.0/8, 192.168.1.5`), as
+/// networks (an address is its own /32 or /128).
+pub fn networks(list: &str) -> Result<Vec<ipnet::IpNet>, String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|item| {
+            item.parse::<ipnet::IpNet>()
+                .or_else(|_| item.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| format!("`{item}` is not an IP address or CIDR range"))
+        })
+        .collect()
+}
+
 /// Why settings could not be loaded; the message always names the setting.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

@@ -418,6 +418,18 @@ pub struct AdminSettings {
     pub session_ttl_secs: u64,
     /// How long a console session lives at most, however busy (the live view renews it).
     pub session_max_secs: u64,
+    /// Where the admin API, the console and `/metrics` listen (`127.0.0.1:9000`), away from the
+    /// public webhook port; empty: on the webhook's port.
+    pub listen: String,
+    /// Proxies (addresses or CIDR ranges, comma-separated) whose `X-Forwarded-For` names the
+    /// client for the failure budgets; empty: the peer is the client.
+    pub trusted_proxies: String,
+    /// Console cookies are always `Secure` (the console is behind HTTPS); `false` only for a
+    /// console reached over plain HTTP, and then cookies are `Secure` when a proxy says TLS.
+    pub secure_cookies: bool,
+    /// `Strict-Transport-Security: max-age=<this>` on the console's and admin API's answers;
+    /// 0: not sent (the TLS proxy usually sends it).
+    pub hsts_max_age_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]

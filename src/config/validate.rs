@@ -151,6 +151,19 @@ impl Settings {
                 });
             }
         }
+        if let Err(reason) = super::networks(&self.admin.trusted_proxies) {
+            return Err(ConfigError::Invalid {
+                setting: "admin.trusted_proxies",
+                reason,
+            });
+        }
+        let listen = self.admin.listen.trim();
+        if !listen.is_empty() && listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(ConfigError::Invalid {
+                setting: "admin.listen",
+                reason: "must be an address and port, e.g. 127.0.0.1:9000".into(),
+            });
+        }
         if self.server.max_inflight_body_bytes < self.server.max_body_bytes {
             // Otherwise a delivery of the largest allowed size could never be accepted.
             return Err(ConfigError::Invalid {

@@ -27,6 +27,8 @@ pub enum ApiError {
     VerificationFailed,
     #[error("a valid bearer token is required")]
     Unauthorized,
+    #[error("too many wrong tokens from this client; retry later")]
+    TooManyFailures { retry_after_secs: u64 },
     #[error("not found")]
     NotFound,
     /// A resource the caller named does not exist; the message says which kind.
@@ -48,6 +50,7 @@ impl ResponseError for ApiError {
                 StatusCode::BAD_REQUEST
             }
             ApiError::Timeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            ApiError::TooManyFailures { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::VerificationFailed => StatusCode::FORBIDDEN,
             ApiError::NotFound | ApiError::Missing(_) => StatusCode::NOT_FOUND,
@@ -80,6 +83,9 @@ impl ResponseError for ApiError {
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response.insert_header(("Retry-After", "5"));
         }
+        if let ApiError::TooManyFailures { retry_after_secs } = self {
+            response.insert_header(("Retry-After", retry_after_secs.to_string()));
+        }
         response.json(serde_json::json!({ "error": self.to_string() }))
     }
 }
@@ -97,6 +103,7 @@ impl ApiError {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::VerificationFailed => "verification",
             ApiError::Unauthorized => "unauthorized",
+            ApiError::TooManyFailures { .. } => "too_many_failures",
             ApiError::NotFound | ApiError::Missing(_) => "not_found",
             ApiError::Unavailable(_) => "sink_unavailable",
             ApiError::Redis(_) => "redis",

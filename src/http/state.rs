@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use secrecy::SecretString;
 
+use crate::http::client::TrustedProxies;
 use crate::meta::webhook::SignatureVerifier;
 use crate::pipeline::pressure::IntakePressure;
 use crate::store::connection::Client;
@@ -30,6 +31,12 @@ pub struct AppState {
     pub console: Option<ConsoleState>,
     /// Where the webhook reports its answer times when workers share the process.
     pub pressure: Option<Arc<IntakePressure>>,
+    /// Who a request comes from (`admin.trusted_proxies`), for the failure budgets.
+    pub trusted_proxies: TrustedProxies,
+    /// `admin.secure_cookies`.
+    pub secure_cookies: bool,
+    /// `admin.hsts_max_age_secs` (0: no header).
+    pub hsts_max_age_secs: u64,
 }
 use crate::config::TemplateRef;
 use crate::store::sessions::SessionStore;

@@ -129,6 +129,15 @@ impl SessionStore {
         Ok(count)
     }
 
+    /// `client`'s attempts in the current window, without counting one.
+    pub async fn sign_in_attempts(&self, client: &str) -> Result<u64> {
+        let count: Option<u64> = self
+            .client
+            .get(self.keys.console_sign_in_failures(client))
+            .await?;
+        Ok(count.unwrap_or(0))
+    }
+
     /// A successful sign-in starts `client`'s count over.
     pub async fn clear_sign_in_attempts(&self, client: &str) -> Result<()> {
         let _: i64 = self

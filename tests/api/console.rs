@@ -277,7 +277,9 @@ async fn sign_in_gives_a_strict_http_only_session_and_sign_out_ends_it() {
         !session.contains("Max-Age") && !session.contains("Expires"),
         "{session}"
     );
-    assert!(!session.contains("Secure"), "plain HTTP: {session}");
+    // Secure by default even over plain HTTP: whether the browser used TLS is not something the
+    // request itself may decide (`admin.secure_cookies`).
+    assert!(session.ends_with("; Secure"), "{session}");
     assert!(!session.contains(TOKEN));
     let id = client.cookies["wabot_console"].clone();
     assert_eq!(id.len(), 64);
@@ -309,22 +311,72 @@ async fn sign_in_gives_a_strict_http_only_session_and_sign_out_ends_it() {
     let response = client.get("/console/conversations").await;
     assert_eq!(response.status(), 303);
     assert_eq!(location(&response), "/console/sign-in");
+}
 
-    // Behind a TLS proxy the cookie is Secure.
-    let response = client
+/// With `admin.secure_cookies = false` (a console on plain HTTP), cookies are `Secure` only when
+/// a proxy says the browser used TLS. With `admin.hsts_max_age_secs`, console and admin answers
+/// carry `Strict-Transport-Security`; by default they do not.
+#[tokio::test]
+async fn without_secure_cookies_only_a_tls_proxy_makes_them_secure_and_hsts_is_opt_in() {
+    let cookie_of = |response: &reqwest::Response| {
+        response
+            .headers()
+            .get("set-cookie")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let graph = graph_ok().await;
+    let app = console_app(
+        graph,
+        &[
+            ("WABOT_ADMIN__SECURE_COOKIES", "false"),
+            ("WABOT_ADMIN__HSTS_MAX_AGE_SECS", "31536000"),
+        ],
+    )
+    .await;
+    let client = Client::new(&app);
+    let sign_in = format!("{}/console/sign-in", client.base);
+    let plain = client.http.get(&sign_in).send().await.expect("sent");
+    assert!(
+        !cookie_of(&plain).contains("Secure"),
+        "{}",
+        cookie_of(&plain)
+    );
+    assert_eq!(
+        plain
+            .headers()
+            .get("strict-transport-security")
+            .and_then(|v| v.to_str().ok()),
+        Some("max-age=31536000")
+    );
+    let proxied = client
         .http
-        .get(format!("{}/console/sign-in", client.base))
+        .get(&sign_in)
         .header("X-Forwarded-Proto", "https")
         .send()
         .await
         .expect("sent");
-    let cookie = response
-        .headers()
-        .get("set-cookie")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
-    assert!(cookie.ends_with("; Secure"), "{cookie}");
+    assert!(
+        cookie_of(&proxied).ends_with("; Secure"),
+        "{}",
+        cookie_of(&proxied)
+    );
+    let admin = client
+        .http
+        .get(format!("{}/admin/conversations", client.base))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(admin.status(), 200);
+    assert!(admin.headers().contains_key("strict-transport-security"));
+
+    let default = ok_app().await;
+    let response = reqwest::get(format!("{}/console/sign-in", default.address))
+        .await
+        .expect("sent");
+    assert!(!response.headers().contains_key("strict-transport-security"));
 }
 
 #[tokio::test]

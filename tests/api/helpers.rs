@@ -201,6 +201,8 @@ pub fn settings_from(env: &HashMap<String, String>) -> Settings {
 /// A running app and everything it talks to.
 pub struct TestApp {
     pub address: String,
+    /// The `admin.listen` server's, when the app has one.
+    pub admin_address: Option<String>,
     pub http: reqwest::Client,
     /// Shared with other apps of the same test (same fake Graph API).
     pub graph: Arc<MockServer>,
@@ -367,12 +369,16 @@ async fn launch(
     redis: Option<RedisServer>,
 ) -> TestApp {
     let address = format!("http://127.0.0.1:{}", app.port());
+    let admin_address = app
+        .admin_port()
+        .map(|port| format!("http://127.0.0.1:{port}"));
     let shutdown = app.shutdown_token();
     let kill = Some(app.kill_switch());
     let worker_runtime = app.worker_runtime();
     let task = tokio::spawn(app.run_until_stopped());
     TestApp {
         address,
+        admin_address,
         http: reqwest::Client::new(),
         graph,
         redis,

@@ -316,3 +316,136 @@ async fn cli_lists_shows_and_deletes_through_redis() {
     assert!(dead.status.success());
     assert!(!run(&["dead-letters", "replay", "0:1-0"]).status.success());
 }
+
+/// A wrong bearer token counts against the failure budget the console's sign-in uses: 40
+/// guesses in parallel get 10 answers, the rest 429 without a comparison, and then even the
+/// right token waits for the window to end.
+#[tokio::test]
+async fn wrong_admin_tokens_spend_a_failure_budget_even_in_parallel() {
+    let app = admin_app(true).await;
+    let guesses = (0..40).map(|i| {
+        let app = &app;
+        async move {
+            admin(
+                app,
+                reqwest::Method::GET,
+                "/admin/conversations",
+                Some(&format!("guess-{i:02}-of-the-admin-token")),
+            )
+            .await
+            .status()
+            .as_u16()
+        }
+    });
+    let statuses = futures_util::future::join_all(guesses).await;
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 401).count(),
+        10,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        30,
+        "{statuses:?}"
+    );
+    let response = admin(
+        &app,
+        reqwest::Method::GET,
+        "/admin/conversations",
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(response.status(), 429);
+    assert_eq!(
+        response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("900")
+    );
+}
+
+/// Behind a proxy in `admin.trusted_proxies`, each client forwarded has its own budget; from
+/// anyone else, `X-Forwarded-For` is the client's own words and changes nothing.
+#[tokio::test]
+async fn forwarded_clients_have_their_own_budget_only_behind_a_trusted_proxy() {
+    async fn spend(app: &TestApp, forwarded_for: &str) {
+        for _ in 0..10 {
+            let response = app
+                .http
+                .get(format!("{}/admin/conversations", app.address))
+                .bearer_auth("a-wrong-admin-token-guess")
+                .header("X-Forwarded-For", forwarded_for)
+                .send()
+                .await
+                .expect("sent");
+            assert_eq!(response.status(), 401);
+        }
+    }
+    async fn status(app: &TestApp, forwarded_for: &str) -> u16 {
+        app.http
+            .get(format!("{}/admin/conversations", app.address))
+            .bearer_auth(TOKEN)
+            .header("X-Forwarded-For", forwarded_for)
+            .send()
+            .await
+            .expect("sent")
+            .status()
+            .as_u16()
+    }
+    let behind_proxy = spawn(AppOptions::with_env(&[
+        ("ADMIN_TOKEN", TOKEN),
+        ("WABOT_ADMIN__TRUSTED_PROXIES", "127.0.0.1, 10.0.0.0/8"),
+    ]))
+    .await;
+    // The client wrote the first address itself; the proxy appended the real one.
+    spend(&behind_proxy, "198.51.100.1, 203.0.113.7").await;
+    assert_eq!(status(&behind_proxy, "203.0.113.7").await, 429);
+    assert_eq!(status(&behind_proxy, "203.0.113.8").await, 200);
+    assert_eq!(status(&behind_proxy, "203.0.113.8, 203.0.113.7").await, 429);
+
+    let direct = spawn(AppOptions::with_env(&[("ADMIN_TOKEN", TOKEN)])).await;
+    spend(&direct, "203.0.113.7").await;
+    assert_eq!(status(&direct, "203.0.113.8").await, 429);
+}
+
+/// With `admin.listen`, the admin API, the console and `/metrics` answer only there, and the
+/// public port only the webhook and the probes.
+#[tokio::test]
+async fn with_admin_listen_the_operators_routes_leave_the_public_port() {
+    let app = spawn(AppOptions::with_env(&[
+        ("ADMIN_TOKEN", TOKEN),
+        ("ADMIN_LISTEN", "127.0.0.1:0"),
+    ]))
+    .await;
+    let private = app.admin_address.clone().expect("an admin port");
+    assert_ne!(private, app.address);
+    let get = |base: &str, path: &str| {
+        app.http
+            .get(format!("{base}{path}"))
+            .bearer_auth(TOKEN)
+            .send()
+    };
+    for path in ["/admin/conversations", "/console/sign-in", "/metrics"] {
+        let public = get(&app.address, path).await.expect("sent");
+        assert_eq!(public.status(), 404, "public {path}");
+        let operators = get(&private, path).await.expect("sent");
+        assert_eq!(operators.status(), 200, "admin port {path}");
+    }
+    for path in ["/health", "/ready"] {
+        assert_eq!(get(&app.address, path).await.expect("sent").status(), 200);
+        assert_eq!(get(&private, path).await.expect("sent").status(), 200);
+    }
+    // The webhook still works on the public port, and only there.
+    let body = text_delivery("123", "15550009999", "wamid.listen1", "hello");
+    assert_eq!(app.post_signed(&body, APP_SECRET).await.status(), 200);
+    wait_for_replies(&app.graph, 1, WAIT).await;
+    let on_private = app
+        .http
+        .post(format!("{private}/webhook"))
+        .body(body)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(on_private.status(), 404);
+}

@@ -214,7 +214,7 @@ pub async fn sign_in_form(
         .insert_header((
             header::SET_COOKIE,
             session::set_cookie(
-                &request,
+                session::secure(&request, state.secure_cookies),
                 SIGN_IN_COOKIE,
                 &csrf,
                 Some(session::SIGN_IN_FORM_SECS),
@@ -234,7 +234,7 @@ pub async fn sign_in(
         return Err(ConsoleError::Csrf);
     }
     let sessions = &parts.console.sessions;
-    let client = session::client_key(&request);
+    let client = state.trusted_proxies.client_key(&request);
     // Counted before the comparison: a check first and a count after would let parallel
     // attempts all pass the check.
     let attempts = sessions
@@ -267,11 +267,19 @@ pub async fn sign_in(
         .insert_header((header::LOCATION, "/console/conversations"))
         .append_header((
             header::SET_COOKIE,
-            session::set_cookie(&request, SESSION_COOKIE, &id, None),
+            session::set_cookie(
+                session::secure(&request, state.secure_cookies),
+                SESSION_COOKIE,
+                &id,
+                None,
+            ),
         ))
         .append_header((
             header::SET_COOKIE,
-            session::clear_cookie(&request, SIGN_IN_COOKIE),
+            session::clear_cookie(
+                session::secure(&request, state.secure_cookies),
+                SIGN_IN_COOKIE,
+            ),
         ))
         .finish())
 }
@@ -287,7 +295,10 @@ pub async fn sign_out(
         .insert_header((header::LOCATION, "/console/sign-in"))
         .append_header((
             header::SET_COOKIE,
-            session::clear_cookie(&request, SESSION_COOKIE),
+            session::clear_cookie(
+                session::secure(&request, state.secure_cookies),
+                SESSION_COOKIE,
+            ),
         ))
         .finish())
 }

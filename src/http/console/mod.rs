@@ -142,6 +142,21 @@ impl ConsoleError {
 
 /// The `/console` scope with its security headers. Every route answers 404 while the console
 /// is off, like a route that does not exist.
+/// `Strict-Transport-Security` on every console answer, when configured.
+async fn with_hsts(
+    request: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    let state = request
+        .app_data::<web::Data<crate::http::state::AppState>>()
+        .cloned();
+    let mut response = next.call(request).await?;
+    if let Some(state) = state {
+        crate::http::routes::admin::hsts(response.headers_mut(), &state);
+    }
+    Ok(response)
+}
+
 pub fn scope() -> actix_web::Scope<
     impl actix_web::dev::ServiceFactory<
         actix_web::dev::ServiceRequest,
@@ -152,6 +167,7 @@ pub fn scope() -> actix_web::Scope<
     >,
 > {
     web::scope("/console")
+        .wrap(actix_web::middleware::from_fn(with_hsts))
         .wrap(
             DefaultHeaders::new()
                 .add((

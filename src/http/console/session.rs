@@ -9,9 +9,10 @@ pub const SESSION_COOKIE: &str = "wabot_console";
 pub const SIGN_IN_COOKIE: &str = "wabot_console_signin";
 /// How long a sign-in form stays usable.
 pub const SIGN_IN_FORM_SECS: u64 = 600;
-/// Failed sign-ins a client may make per window before it is refused without a check.
-pub const MAX_FAILED_SIGN_INS: u64 = 10;
-pub const SIGN_IN_WINDOW_SECS: u64 = 15 * 60;
+/// The failure budget the admin API shares (`http::client`).
+pub use crate::http::client::{
+    FAILURE_WINDOW_SECS as SIGN_IN_WINDOW_SECS, MAX_FAILURES as MAX_FAILED_SIGN_INS,
+};
 
 /// 32 random bytes from the thread's CSPRNG, as 64 hex digits.
 pub fn random_token() -> String {
@@ -45,23 +46,24 @@ pub fn over_tls(request: &HttpRequest) -> bool {
         .eq_ignore_ascii_case("https")
 }
 
-/// A `Set-Cookie` value: HttpOnly, SameSite=Strict, scoped to the console, `Secure` over TLS.
-/// Without `max_age_secs` the browser keeps it until it closes (the session cookie: how long a
-/// session lives unused is up to Redis, whose TTL each use restarts).
-pub fn set_cookie(
-    request: &HttpRequest,
-    name: &str,
-    value: &str,
-    max_age_secs: Option<u64>,
-) -> String {
-    let secure = if over_tls(request) { "; Secure" } else { "" };
+/// Whether cookies are `Secure`: always with `admin.secure_cookies` (the default: a header the
+/// client writes itself must not decide it), else when the request came over TLS.
+pub fn secure(request: &HttpRequest, always: bool) -> bool {
+    always || over_tls(request)
+}
+
+/// A `Set-Cookie` value: HttpOnly, SameSite=Strict, scoped to the console, `Secure` when
+/// `secure`. Without `max_age_secs` the browser keeps it until it closes (the session cookie:
+/// how long a session lives unused is up to Redis, whose TTL each use restarts).
+pub fn set_cookie(secure: bool, name: &str, value: &str, max_age_secs: Option<u64>) -> String {
+    let secure = if secure { "; Secure" } else { "" };
     let max_age = max_age_secs.map_or(String::new(), |secs| format!("; Max-Age={secs}"));
     format!("{name}={value}; Path=/console{max_age}; HttpOnly; SameSite=Strict{secure}")
 }
 
 /// A `Set-Cookie` value that removes cookie `name`.
-pub fn clear_cookie(request: &HttpRequest, name: &str) -> String {
-    set_cookie(request, name, "", Some(0))
+pub fn clear_cookie(secure: bool, name: &str) -> String {
+    set_cookie(secure, name, "", Some(0))
 }
 
 /// Constant-time equality of a presented token with the expected one (over their digests, so
@@ -70,48 +72,9 @@ pub fn tokens_match(presented: Option<&str>, expected: &str) -> bool {
     presented.is_some_and(|presented| crate::http::secret::tokens_match(presented, expected))
 }
 
-/// Who a sign-in comes from, for the failure count: the peer address (not a forwarded header,
-/// which the client writes itself); an IPv6 address by its /64, which one host usually holds
-/// whole (a budget per /128 would be one per address it picks).
-pub fn client_key(request: &HttpRequest) -> String {
-    request
-        .peer_addr()
-        .map(|a| client_of(a.ip()))
-        .unwrap_or_else(|| "unknown".into())
-}
-
-fn client_of(ip: std::net::IpAddr) -> String {
-    match ip {
-        std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
-            let s = v6.segments();
-            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-        }
-        std::net::IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map_or(ip.to_string(), |v4| v4.to_string()),
-        std::net::IpAddr::V4(v4) => v4.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ipv6_clients_count_by_their_64() {
-        let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("ip");
-        assert_eq!(client_of(ip("2001:db8:1:2:aaaa::1")), "2001:db8:1:2::/64");
-        assert_eq!(
-            client_of(ip("2001:db8:1:2:ffff:1:2:3")),
-            client_of(ip("2001:db8:1:2::9"))
-        );
-        assert_ne!(
-            client_of(ip("2001:db8:1:3::1")),
-            client_of(ip("2001:db8:1:2::1"))
-        );
-        assert_eq!(client_of(ip("203.0.113.7")), "203.0.113.7");
-        assert_eq!(client_of(ip("::ffff:203.0.113.7")), "203.0.113.7");
-    }
 
     #[test]
     fn tokens_are_256_bit_and_distinct() {
@@ -143,14 +106,18 @@ mod tests {
     }
 
     #[test]
-    fn cookies_are_secure_behind_a_tls_proxy_only() {
+    fn cookies_are_secure_always_or_without_the_setting_behind_a_tls_proxy() {
         let plain = actix_web::test::TestRequest::default().to_http_request();
-        let cookie = set_cookie(&plain, SESSION_COOKIE, "x", None);
-        assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"));
-        assert!(!cookie.contains("Secure") && !cookie.contains("Max-Age"));
         let proxied = actix_web::test::TestRequest::default()
             .insert_header(("X-Forwarded-Proto", "https"))
             .to_http_request();
-        assert!(set_cookie(&proxied, SESSION_COOKIE, "x", Some(60)).ends_with("; Secure"));
+        // `admin.secure_cookies` (the default): whatever the request says.
+        assert!(secure(&plain, true) && secure(&proxied, true));
+        // Off: only when a proxy says the browser used TLS.
+        assert!(!secure(&plain, false) && secure(&proxied, false));
+        let cookie = set_cookie(false, SESSION_COOKIE, "x", None);
+        assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"));
+        assert!(!cookie.contains("Secure") && !cookie.contains("Max-Age"));
+        assert!(set_cookie(true, SESSION_COOKIE, "x", Some(60)).ends_with("; Secure"));
     }
 }

@@ -2,14 +2,19 @@
 //! look into conversations and dead letters, delete a conversation, replay a dead letter, hand
 //! a conversation to a person and back, and queue operator messages and notifications.
 
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
 use actix_web::{web, HttpRequest, HttpResponse};
 use fred::prelude::ClientLike;
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 
 use crate::domain::{OutboundSource, PhoneNumberId, UserId};
+use crate::http::client::{FAILURE_WINDOW_SECS, MAX_FAILURES};
 use crate::http::error::ApiError;
 use crate::http::state::AppState;
+use crate::ops::telemetry::{rejections, LogVerdict};
 use crate::pipeline::outbound;
 use crate::store::conversation::ConversationStore;
 use crate::store::queue::{parse_dead_letter_id, Queue};
@@ -75,10 +80,45 @@ pub(crate) fn dead_letter_id<'a>(id: &'a str, queue: &Queue) -> Result<(u32, &'a
     Ok((partition, stream_id))
 }
 
-fn authorize(request: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
-    let token = state.admin_token.expose_secret().as_bytes();
+/// In front of every `/admin` route: 404 while the API is off (indistinguishable from a route
+/// that does not exist), 401 for a wrong bearer token, 429 once the client used up the failure
+/// budget it shares with the console's sign-in (then even the right token waits for the window
+/// to end, so guessing in parallel gains nothing once it is spent), and the HSTS header when
+/// configured.
+pub async fn guard(
+    request: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let Some(state) = request.app_data::<web::Data<AppState>>().cloned() else {
+        return Ok(request
+            .error_response(ApiError::NotFound)
+            .map_into_right_body());
+    };
+    if let Err(error) = authorize(request.request(), &state).await {
+        let mut response = request.error_response(error);
+        hsts(response.headers_mut(), &state);
+        return Ok(response.map_into_right_body());
+    }
+    let mut response = next.call(request).await?;
+    hsts(response.headers_mut(), &state);
+    Ok(response.map_into_left_body())
+}
+
+/// `Strict-Transport-Security` on an admin or console answer, when `admin.hsts_max_age_secs`.
+pub fn hsts(headers: &mut actix_web::http::header::HeaderMap, state: &AppState) {
+    if state.hsts_max_age_secs > 0 {
+        if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&format!(
+            "max-age={}",
+            state.hsts_max_age_secs
+        )) {
+            headers.insert(actix_web::http::header::STRICT_TRANSPORT_SECURITY, value);
+        }
+    }
+}
+
+async fn authorize(request: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
+    let token = state.admin_token.expose_secret();
     if token.is_empty() {
-        // Disabled: indistinguishable from a route that does not exist.
         return Err(ApiError::NotFound);
     }
     let presented = request
@@ -87,26 +127,60 @@ fn authorize(request: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    if crate::http::secret::tokens_match(presented, state.admin_token.expose_secret()) {
+    let matches = crate::http::secret::tokens_match(presented, token);
+    // The console's session store keeps the budget; it exists whenever the token is set.
+    let Some(sessions) = state.console.as_ref().map(|console| &console.sessions) else {
+        return if matches {
+            Ok(())
+        } else {
+            Err(ApiError::Unauthorized)
+        };
+    };
+    let client = state.trusted_proxies.client_key(request);
+    let attempts = if matches {
+        sessions.sign_in_attempts(&client).await
+    } else {
+        sessions
+            .count_sign_in_attempt(&client, FAILURE_WINDOW_SECS)
+            .await
+    };
+    let attempts = match attempts {
+        Ok(attempts) => attempts,
+        // Redis is down: the budget cannot be read or spent. The right token still works (the
+        // handler answers 503 where it needs Redis, input errors stay 400); a wrong one is
+        // refused as always, uncounted: with 16 characters or more, an outage's worth of
+        // guesses is no risk.
+        Err(error) => {
+            tracing::debug!(error = %error, "the admin failure budget is unavailable");
+            return if matches {
+                Ok(())
+            } else {
+                Err(ApiError::Unauthorized)
+            };
+        }
+    };
+    // A wrong token was counted before this check, the right one is not: after the budget's
+    // last failure both are refused, as at the console's sign-in.
+    let spent = if matches {
+        attempts >= MAX_FAILURES
+    } else {
+        attempts > MAX_FAILURES
+    };
+    if spent {
+        if !matches {
+            if let LogVerdict::Log { suppressed } = rejections().check("admin_budget") {
+                tracing::warn!(%client, attempts, suppressed, "admin API: too many wrong tokens; refusing the client until its window ends");
+            }
+        }
+        return Err(ApiError::TooManyFailures {
+            retry_after_secs: FAILURE_WINDOW_SECS,
+        });
+    }
+    if matches {
         Ok(())
     } else {
         Err(ApiError::Unauthorized)
     }
-}
-
-/// The conversation store, for an authorized caller.
-fn conversations<'a>(
-    request: &HttpRequest,
-    state: &'a AppState,
-) -> Result<&'a ConversationStore, ApiError> {
-    authorize(request, state)?;
-    Ok(&state.conversations)
-}
-
-/// The dead-letter queue, for an authorized caller.
-fn dead_letters<'a>(request: &HttpRequest, state: &'a AppState) -> Result<&'a Queue, ApiError> {
-    authorize(request, state)?;
-    Ok(&state.queue)
 }
 
 fn conversation_ids(path: &(String, String)) -> Result<(PhoneNumberId, UserId), ApiError> {
@@ -126,22 +200,20 @@ type ConversationRequest = (
     web::Path<(String, String)>,
 );
 
-/// The conversation store and the conversation the path names, for an authorized caller.
+/// The conversation store and the conversation the path names.
 fn conversation<'a>(
-    request: &HttpRequest,
     state: &'a AppState,
     path: &(String, String),
 ) -> Result<(&'a ConversationStore, PhoneNumberId, UserId), ApiError> {
-    let store = conversations(request, state)?;
     let (pnid, user) = conversation_ids(path)?;
-    Ok((store, pnid, user))
+    Ok((&state.conversations, pnid, user))
 }
 
 pub async fn list_conversations(
     request: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let store = conversations(&request, &state)?;
+    let store = &state.conversations;
     let page: Page = query(&request)?;
     if let Some(cursor) = &page.cursor {
         check_conversation_cursor(cursor, state.redis.is_clustered())?;
@@ -159,16 +231,16 @@ pub async fn list_conversations(
 }
 
 pub async fn show_conversation(
-    (request, state, path): ConversationRequest,
+    (_, state, path): ConversationRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let (store, pnid, user) = conversation(&request, &state, &path)?;
+    let (store, pnid, user) = conversation(&state, &path)?;
     show(store, &pnid, &user).await
 }
 
 pub async fn delete_conversation(
-    (request, state, path): ConversationRequest,
+    (_, state, path): ConversationRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let (store, pnid, user) = conversation(&request, &state, &path)?;
+    let (store, pnid, user) = conversation(&state, &path)?;
     if store.delete(&pnid, &user).await.map_err(ApiError::redis)? {
         tracing::info!(user = %user, "conversation deleted by an operator");
         Ok(HttpResponse::NoContent().finish())
@@ -181,7 +253,7 @@ pub async fn list_dead_letters(
     request: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let queue = dead_letters(&request, &state)?;
+    let queue = &state.queue;
     let params: DeadLetterQuery = query(&request)?;
     let cursor = match &params.cursor {
         Some(cursor) => Some(dead_letter_id(cursor, queue).map_err(|_| {
@@ -218,11 +290,10 @@ pub async fn list_dead_letters(
 }
 
 pub async fn replay_dead_letter(
-    request: HttpRequest,
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let queue = dead_letters(&request, &state)?;
+    let queue = &state.queue;
     let (partition, stream_id) = dead_letter_id(&id, queue)?;
     if queue
         .replay_dead_letter(partition, stream_id)
@@ -321,12 +392,10 @@ async fn enqueue(
 
 /// `POST /admin/conversations/{pnid}/{user}/messages`: an operator answers the user.
 pub async fn send_operator_message(
-    request: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    conversations(&request, &state)?;
     let (pnid, user) = conversation_ids(&path)?;
     let body: OutboundBody = json_body(&body)?;
     if body.phone_number_id.is_some() || body.to.is_some() {
@@ -339,11 +408,9 @@ pub async fn send_operator_message(
 
 /// `POST /admin/messages`: a notification (a template outside the window).
 pub async fn send_notification(
-    request: HttpRequest,
     state: web::Data<AppState>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    conversations(&request, &state)?;
     let body: OutboundBody = json_body(&body)?;
     let (Some(pnid), Some(to)) = (&body.phone_number_id, &body.to) else {
         return Err(ApiError::BadRequest(
@@ -356,12 +423,11 @@ pub async fn send_notification(
 
 /// `POST /admin/conversations/{pnid}/{user}/handoff`: a person takes the conversation.
 pub async fn take_over(
-    request: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let (store, pnid, user) = conversation(&request, &state, &path)?;
+    let (store, pnid, user) = conversation(&state, &path)?;
     let body: HandoffBody = if body.iter().all(u8::is_ascii_whitespace) {
         HandoffBody {
             minutes: None,
@@ -399,10 +465,8 @@ pub async fn take_over(
 }
 
 /// `POST /admin/conversations/{pnid}/{user}/resume`: back to the bot.
-pub async fn give_back(
-    (request, state, path): ConversationRequest,
-) -> Result<HttpResponse, ApiError> {
-    let (store, pnid, user) = conversation(&request, &state, &path)?;
+pub async fn give_back((_, state, path): ConversationRequest) -> Result<HttpResponse, ApiError> {
+    let (store, pnid, user) = conversation(&state, &path)?;
     if !store
         .give_back(&pnid, &user)
         .await

@@ -7,15 +7,24 @@ pub mod webhook;
 
 use actix_web::web;
 
-/// The webhook, health, metrics and admin routes (the console mounts its own scope).
-pub fn configure(app: &mut web::ServiceConfig) {
+/// The webhook.
+pub fn configure_public(app: &mut web::ServiceConfig) {
     app.route("/webhook", web::get().to(webhook::verify))
-        .route("/webhook", web::post().to(webhook::receive))
-        .route("/health", web::get().to(health::health))
-        .route("/ready", web::get().to(health::ready))
-        .route("/metrics", web::get().to(metrics::metrics))
+        .route("/webhook", web::post().to(webhook::receive));
+}
+
+/// `/health` and `/ready`.
+pub fn configure_probes(app: &mut web::ServiceConfig) {
+    app.route("/health", web::get().to(health::health))
+        .route("/ready", web::get().to(health::ready));
+}
+
+/// `/metrics` and the admin API (the console mounts its own scope).
+pub fn configure_private(app: &mut web::ServiceConfig) {
+    app.route("/metrics", web::get().to(metrics::metrics))
         .service(
             web::scope("/admin")
+                .wrap(actix_web::middleware::from_fn(admin::guard))
                 .route("/conversations", web::get().to(admin::list_conversations))
                 .route(
                     "/conversations/{phone_number_id}/{user}",
