@@ -872,3 +872,46 @@ async fn a_session_ends_at_its_absolute_lifetime_and_with_another_admin_token() 
         );
     }
 }
+
+/// The waiting list is paged: the count is of all of them, a page shows at most
+/// `WAITING_PAGE` (one summary read each), and "More waiting" leads to the rest.
+#[tokio::test]
+async fn the_waiting_list_is_paged_with_the_count_of_all() {
+    let app = ok_app().await;
+    let store = app.conversations().await;
+    let page = wabot::http::console::handlers::WAITING_PAGE;
+    let total = page + 7;
+    let until = wabot::domain::clock::unix_ms() + 3_600_000;
+    let pnid = wabot::domain::PhoneNumberId::parse(PNID).expect("pnid");
+    for n in 0..total {
+        let user = wabot::domain::UserId::parse(&format!("3460099{n:04}")).expect("user");
+        store
+            .take_over(
+                &pnid,
+                &user,
+                until + n as i64,
+                &serde_json::json!({"reason": "operator"}),
+                None,
+            )
+            .await
+            .expect("taken over");
+    }
+    let mut client = signed_in(&app).await;
+    let listed = |html: &str| html.matches("<li class=\"waiting\"").count();
+    let (html, _) = client.page("/console/conversations").await;
+    assert!(
+        html.contains(&format!("<span class=\"count\">{total}</span>")),
+        "the count is of all"
+    );
+    assert_eq!(listed(&html), page);
+    let next = format!("/console/conversations?waiting_from={page}");
+    assert!(html.contains(&next), "a link to the rest");
+    let (rest, _) = client.page(&next).await;
+    assert_eq!(listed(&rest), 7);
+    assert!(!rest.contains("waiting_from="), "no further page");
+    // Together they show every one of them, each on one page only.
+    for n in 0..total {
+        let phone = format!("+3460099{n:04}");
+        assert!(html.contains(&phone) != rest.contains(&phone), "{phone}");
+    }
+}

@@ -308,7 +308,12 @@ pub async fn sign_out(
 pub struct ListQuery {
     q: Option<String>,
     cursor: Option<String>,
+    /// The waiting list's page starts after this many.
+    waiting_from: Option<usize>,
 }
+
+/// Waiting conversations per page: each is one Redis read for its summary.
+pub const WAITING_PAGE: usize = 50;
 
 /// Conversations per SCAN call; a search reads further, since few keys match.
 const PAGE: u32 = 100;
@@ -337,14 +342,20 @@ pub async fn conversations(
         check_conversation_cursor(cursor, state.redis.is_clustered())
             .map_err(|e| ConsoleError::BadRequest(e.to_string()))?;
     }
-    // Waiting conversations come first, all of them, on the first page of the plain list.
+    // Waiting conversations come first, a page of them, on the first page of the plain list.
+    let waiting_from = query.waiting_from.unwrap_or(0);
     let waiting = if prefix.is_none() && cursor.is_none() {
-        let waiting = store.waiting().await?;
+        let (waiting, total) = store.waiting_page(waiting_from, WAITING_PAGE).await?;
         let refs: Vec<ConversationRef> = waiting.into_iter().map(|w| w.conversation).collect();
+        let next = waiting_from + refs.len();
         let mut summaries = store.summaries(&refs).await?;
         // The longest wait first.
         summaries.sort_by_key(|s| s.since_ms.unwrap_or(i64::MAX));
-        Some(summaries)
+        Some(pages::Waiting {
+            conversations: summaries,
+            total,
+            next: (u64::try_from(next).unwrap_or(u64::MAX) < total).then_some(next),
+        })
     } else {
         None
     };
@@ -373,7 +384,7 @@ pub async fn conversations(
     Ok(html(pages::conversations(&pages::ListPage {
         csrf: signed.csrf(),
         now_ms: now,
-        waiting: waiting.as_deref(),
+        waiting: waiting.as_ref(),
         active: &active,
         query: q_shown,
         next_cursor: next_cursor.as_deref(),

@@ -117,11 +117,20 @@ fn name_of(profile_name: Option<&str>, user: &str) -> String {
     }
 }
 
+/// A page of the conversations a person has.
+pub struct Waiting {
+    pub conversations: Vec<ConversationSummary>,
+    /// How many are waiting in all.
+    pub total: u64,
+    /// Where the next page starts, when there is one.
+    pub next: Option<usize>,
+}
+
 pub struct ListPage<'a> {
     pub csrf: &'a str,
     pub now_ms: i64,
     /// Shown on the first page of the plain list only.
-    pub waiting: Option<&'a [ConversationSummary]>,
+    pub waiting: Option<&'a Waiting>,
     pub active: &'a [ConversationSummary],
     pub query: Option<&'a str>,
     pub next_cursor: Option<&'a str>,
@@ -145,14 +154,14 @@ pub fn conversations(page: &ListPage<'_>) -> Markup {
                 @if page.query.is_some() { a href="/console/conversations" { "clear" } }
             }
             @if let Some(error) = page.error { p.error role="alert" { (error) } }
-            @if let Some(waiting) = page.waiting {
+            @if let Some(shown) = page.waiting {
                 section #waiting {
-                    h2 { "Waiting for a person " span.count { (waiting.len()) } }
-                    @if waiting.is_empty() {
-                        p.empty { "Nobody is waiting." }
+                    h2 { "Waiting for a person " span.count { (shown.total) } }
+                    @if shown.conversations.is_empty() {
+                        p.empty { @if shown.total > 0 { "None on this page." } @else { "Nobody is waiting." } }
                     } @else {
                         ul.conversations {
-                            @for c in waiting {
+                            @for c in &shown.conversations {
                                 li.waiting {
                                     a href=(conversation_path(&c.phone_number_id, &c.user)) {
                                         span.name { (name_of(c.profile_name.as_deref(), &c.user)) }
@@ -170,6 +179,9 @@ pub fn conversations(page: &ListPage<'_>) -> Markup {
                                 }
                             }
                         }
+                    }
+                    @if let Some(next) = shown.next {
+                        p { a.more href=(format!("/console/conversations?waiting_from={next}")) { "More waiting →" } }
                     }
                 }
             }

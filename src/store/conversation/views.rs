@@ -70,24 +70,35 @@ impl ConversationStore {
         Ok(deleted > 0)
     }
 
-    /// Conversations a person has now, across all partitions, the longest-held first (the
-    /// handoff that ends first). One sorted-set read per partition, concurrently: each partition
-    /// is its own Cluster slot.
+    /// Every conversation a person has now (see [`waiting_page`](Self::waiting_page)).
     pub async fn waiting(&self) -> Result<Vec<Waiting>> {
+        Ok(self.waiting_page(0, usize::MAX).await?.0)
+    }
+
+    /// Conversations a person has now, across all partitions, the longest-held first (the
+    /// handoff that ends first): `limit` of them after the first `offset`, and how many there
+    /// are in all. One bounded sorted-set read and one count per partition, concurrently: each
+    /// partition is its own Cluster slot, and no partition is read past `offset + limit`.
+    pub async fn waiting_page(&self, offset: usize, limit: usize) -> Result<(Vec<Waiting>, u64)> {
         let now = unix_ms() as f64;
+        let wanted = i64::try_from(offset.saturating_add(limit)).unwrap_or(i64::MAX);
         let reads = (0..self.keys.partitions()).map(|partition| {
             let key = self.keys.with_person(partition);
             async move {
                 let members: Vec<(String, f64)> = self
                     .client
-                    .zrangebyscore(key, now, f64::INFINITY, true, None)
+                    .zrangebyscore(&key, now, f64::INFINITY, true, Some((0, wanted)))
                     .await?;
-                Ok::<_, StoreError>(members)
+                let count: u64 = self.client.zcount(&key, now, f64::INFINITY).await?;
+                Ok::<_, StoreError>((members, count))
             }
         });
         let mut waiting: Vec<Waiting> = Vec::new();
-        for members in futures_util::future::join_all(reads).await {
-            waiting.extend(members?.into_iter().filter_map(|(member, until)| {
+        let mut total = 0u64;
+        for read in futures_util::future::join_all(reads).await {
+            let (members, count) = read?;
+            total += count;
+            waiting.extend(members.into_iter().filter_map(|(member, until)| {
                 let (pnid, user) = member.split_once(':')?;
                 Some(Waiting {
                     conversation: ConversationRef {
@@ -103,7 +114,8 @@ impl ConversationStore {
                 .cmp(&b.until_ms)
                 .then_with(|| a.conversation.user.cmp(&b.conversation.user))
         });
-        Ok(waiting)
+        let waiting = waiting.into_iter().skip(offset).take(limit).collect();
+        Ok((waiting, total))
     }
 
     /// The summaries of `conversations` (their hashes only), in the same order; conversations
