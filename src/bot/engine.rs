@@ -88,6 +88,16 @@ fn mode_of<'a>(message: &'a InboundMessage, handoff: &HandoffDetector) -> AdmitM
     }
 }
 
+/// How a heard voice note reads in the history: the prefix, then what it said.
+const VOICE: &str = "[voice] ";
+
+fn voice_text(heard: &InboundMessage, max_chars: usize) -> String {
+    bounded(
+        format!("{VOICE}{}", heard.content.text().unwrap_or_default()),
+        max_chars,
+    )
+}
+
 /// A reply that took longer than this to prepare is sent only after checking again that
 /// nobody took the conversation over meanwhile (the owner answering from the phone during a
 /// slow LLM call). Quicker replies skip the extra round trip: a takeover that lands within
@@ -165,30 +175,12 @@ impl Engine {
             Origin::BusinessEcho => Role::Operator,
             Origin::User | Origin::Standby => Role::User,
         };
-        let mut mode = mode_of(message, &self.options.handoff);
+        if self.options.transcriber.is_some() && transcription::is_user_audio(message) {
+            return self.handle_voice(message, role, lease).await;
+        }
+        let mode = mode_of(message, &self.options.handoff);
         let mut turn = Turn::of_user(message, role);
-        let (message, command) = match self.transcribed(message).await {
-            Some(Ok(heard)) => {
-                turn.text = format!("[voice] {}", heard.content.text().unwrap_or_default());
-                // Saying "I want to talk to a person" is asking for one; a spoken "/reset" is
-                // not a command anyone gives, so only the handoff is heard in a voice note.
-                let command = command(&heard.content, &self.options.handoff)
-                    .filter(|command| *command == Command::Handoff);
-                if command.is_some() {
-                    mode = AdmitMode::Handoff;
-                }
-                (std::borrow::Cow::Owned(heard), command)
-            }
-            Some(Err(())) => (
-                std::borrow::Cow::Borrowed(message),
-                Some(Command::CouldNotListen),
-            ),
-            None => (
-                std::borrow::Cow::Borrowed(message),
-                command(&message.content, &self.options.handoff),
-            ),
-        };
-        let message = message.as_ref();
+        let command = command(&message.content, &self.options.handoff);
         turn.text = bounded(turn.text, self.options.max_turn_chars);
         let claim = self.language_claim(message, command);
         let admission = self
@@ -215,6 +207,130 @@ impl Engine {
                 self.answer(message, &history, parts_sent, command, &remembered, lease)
                     .await
             }
+            other => {
+                self.unanswered(message, other, claim.map(|c| c.language), lease)
+                    .await
+            }
+        }
+    }
+
+    /// A user's voice note, with transcription on: admitted first (deduplicated,
+    /// rate-limited), so a redelivery, a dropped message or one a person handles costs no
+    /// transcription; then heard, its transcript kept with its turn (a retry reads it there
+    /// instead of paying again), and answered like the text it says.
+    async fn handle_voice(
+        &self,
+        message: &InboundMessage,
+        role: Role,
+        lease: &LeaseGuard,
+    ) -> Result<Handled, HandleError> {
+        let turn = Turn::of_user(message, role);
+        let admission = self
+            .store
+            .admit(
+                message,
+                &turn,
+                AdmitMode::Answer,
+                self.responder.reads_history(),
+                None,
+            )
+            .await?;
+        let (parts_sent, mut history, mut remembered) = match admission {
+            Admission::Answer {
+                history,
+                remembered,
+            } => (0, history, remembered),
+            Admission::Resume {
+                parts_sent,
+                history,
+                remembered,
+            } => (parts_sent, history, remembered),
+            Admission::WithPerson => {
+                // Not answered, but the person reads what it said.
+                if let Some(Ok(heard)) = self.transcribed(message).await {
+                    let text = voice_text(&heard, self.options.max_turn_chars);
+                    let claim = self.language_claim(&heard, None);
+                    self.store.heard(message, &text, claim, None).await?;
+                }
+                return self
+                    .unanswered(message, Admission::WithPerson, None, lease)
+                    .await;
+            }
+            other => return self.unanswered(message, other, None, lease).await,
+        };
+        let id = crate::store::conversation::marker_digest(message.id.as_str());
+        let own_turn = |turn: &Turn| turn.id.as_deref() == Some(id.as_str());
+        // A retry: the first attempt may have heard it already.
+        let cached = match history.iter().rev().find(|t| own_turn(t)) {
+            Some(turn) => Some(turn.text.clone()),
+            None if parts_sent > 0 || !self.responder.reads_history() => {
+                self.store.kept_turn(message).await?.map(|turn| turn.text)
+            }
+            None => None,
+        }
+        .and_then(|text| text.strip_prefix(VOICE).map(str::to_string));
+        let heard = match cached {
+            Some(said) => Ok(InboundMessage {
+                content: MessageContent::Text { body: said },
+                ..message.clone()
+            }),
+            None => match self.transcribed(message).await {
+                Some(Ok(heard)) => {
+                    // Saying "I want to talk to a person" is asking for one; a spoken "/reset"
+                    // is not a command anyone gives, so only the handoff is heard in a voice note.
+                    let asks =
+                        command(&heard.content, &self.options.handoff) == Some(Command::Handoff);
+                    let text = voice_text(&heard, self.options.max_turn_chars);
+                    let claim = self.language_claim(&heard, asks.then_some(Command::Handoff));
+                    let event = asks.then(|| {
+                        serde_json::json!({
+                            "id": message.id.as_str(),
+                            "kind": message.content.kind(),
+                            "text": text,
+                            "profile_name": message.sender.profile_name,
+                        })
+                    });
+                    let language = self.store.heard(message, &text, claim, event).await?;
+                    if asks {
+                        metrics::counter!(monitoring::HANDOFFS, "reason" => "requested")
+                            .increment(1);
+                        tracing::info!(user = %message.user, "the user asked for a person in a voice note; handed off");
+                    }
+                    remembered.language = language.or(remembered.language);
+                    if let Some(turn) = history.iter_mut().rev().find(|t| own_turn(t)) {
+                        turn.text = text;
+                    }
+                    Ok(heard)
+                }
+                _ => Err(()),
+            },
+        };
+        match heard {
+            Ok(heard) => {
+                let command = command(&heard.content, &self.options.handoff)
+                    .filter(|command| *command == Command::Handoff);
+                self.answer(&heard, &history, parts_sent, command, &remembered, lease)
+                    .await
+            }
+            Err(()) => {
+                let command = Some(Command::CouldNotListen);
+                self.answer(message, &history, parts_sent, command, &remembered, lease)
+                    .await
+            }
+        }
+    }
+
+    /// What admission decided when the message is not to be answered (now): a person has the
+    /// conversation, the rate limit dropped it (a notice in `language` at most once per window),
+    /// answered before, or a kind that is only recorded.
+    async fn unanswered(
+        &self,
+        message: &InboundMessage,
+        admission: Admission,
+        language: Option<Language>,
+        lease: &LeaseGuard,
+    ) -> Result<Handled, HandleError> {
+        match admission {
             Admission::WithPerson => {
                 tracing::debug!(user = %message.user, "a person has the conversation; recorded, not answered");
                 if self.options.handoff_mark_read {
@@ -228,12 +344,15 @@ impl Engine {
                 }
                 Ok(Handled::done())
             }
-            Admission::Limited { notice, language } => {
+            Admission::Limited {
+                notice,
+                language: limited_language,
+            } => {
                 metrics::counter!(monitoring::RATE_LIMITED).increment(1);
                 tracing::info!(user = %message.user, notice, "rate limited");
                 if notice && lease.is_valid() {
-                    let language = language
-                        .or(claim.map(|c| c.language))
+                    let language = limited_language
+                        .or(language)
                         .unwrap_or(self.options.texts.default_language());
                     let text = Action::Text(
                         self.options
@@ -254,6 +373,12 @@ impl Engine {
             Admission::Recorded => {
                 tracing::debug!(user = %message.user, kind = message.content.kind(), "recorded, not answered");
                 Ok(Handled::done())
+            }
+            Admission::Answer { .. } | Admission::Resume { .. } => {
+                // The callers answer these before they get here; never acknowledged unanswered.
+                Err(HandleError::retryable(
+                    "an admitted message reached the path of unanswered ones",
+                ))
             }
         }
     }
@@ -634,8 +759,7 @@ impl Engine {
     }
 
     /// A user's audio as the text message it says (`None`: not audio, or no transcription
-    /// configured; `Err`: it could not be heard, logged). It runs before admission so the
-    /// history keeps the transcript: a redelivery is transcribed again before it is found done.
+    /// configured; `Err`: it could not be heard, logged). Runs after admission (`handle_voice`).
     async fn transcribed(&self, message: &InboundMessage) -> Option<Result<InboundMessage, ()>> {
         let transcriber = self.options.transcriber.as_ref()?;
         if !transcription::is_user_audio(message) {

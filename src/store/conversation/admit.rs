@@ -1,7 +1,7 @@
 //! Admission of an inbound message (`begin.lua`): dedup, the rate limit, the user's turn, the
 //! history, and what the conversation remembers (its language, the last menu).
 
-use super::args::{begin_code as code, BeginArgs};
+use super::args::{begin_code as code, BeginArgs, HeardArgs};
 use super::*;
 
 impl ConversationStore {
@@ -80,6 +80,51 @@ impl ConversationStore {
             )
             .await?;
         parse_admission(reply)
+    }
+}
+
+impl ConversationStore {
+    /// What an admitted voice note said (see `lua/heard.lua`): its turn gets `text`, `language`
+    /// is claimed, and with `handoff_event` (the message for `handoff.requested`) a person gets
+    /// the conversation for `handoff.timeout_secs`. Returns the conversation's language.
+    pub async fn heard(
+        &self,
+        message: &InboundMessage,
+        text: &str,
+        language: Option<LanguageClaim>,
+        handoff_event: Option<serde_json::Value>,
+    ) -> Result<Option<Language>> {
+        let until =
+            unix_ms().saturating_add(i64::try_from(self.limits.handoff_ms).unwrap_or(i64::MAX));
+        let args = HeardArgs {
+            wamid: message.id.as_str(),
+            text: text.to_string(),
+            language,
+            handoff: handoff_event.map(|event| (until, event.to_string())),
+            ttl_secs: self.limits.session_ttl_secs,
+        };
+        let stored: String = self
+            .run(
+                &self.heard,
+                &message.phone_number_id,
+                &message.user,
+                args.argv(),
+            )
+            .await?;
+        Ok(stored_language(&stored).0)
+    }
+
+    /// The kept turn of `message`, if the history still has it (a voice note's transcript on a
+    /// retry).
+    pub async fn kept_turn(&self, message: &InboundMessage) -> Result<Option<Turn>> {
+        let keys = self.keys_of(&message.phone_number_id, &message.user);
+        let raws: Vec<String> = self.client.lrange(&keys[1], 0, -1).await?;
+        let id = marker_digest(message.id.as_str());
+        Ok(raws
+            .iter()
+            .rev()
+            .filter_map(|raw| Turn::decode(raw).ok())
+            .find(|turn| turn.id.as_deref() == Some(id.as_str())))
     }
 }
 

@@ -79,6 +79,42 @@ pub(super) mod begin_code {
     pub const WITH_PERSON: i64 = 6;
 }
 
+/// `heard.lua`'s arguments.
+pub(super) struct HeardArgs<'a> {
+    pub wamid: &'a str,
+    /// The voice note's turn text with its transcript.
+    pub text: String,
+    pub language: Option<LanguageClaim>,
+    /// A spoken request for a person: until when (ms), and the message for the event.
+    pub handoff: Option<(i64, String)>,
+    pub ttl_secs: u64,
+}
+
+impl HeardArgs<'_> {
+    pub fn argv(self) -> Vec<String> {
+        let (until, event) = match self.handoff {
+            Some((until, event)) => (until.to_string(), event),
+            None => (String::new(), String::new()),
+        };
+        vec![
+            self.wamid.to_string(),
+            self.text,
+            self.language
+                .map(|claim| claim.language.code())
+                .unwrap_or_default()
+                .to_string(),
+            match self.language {
+                Some(LanguageClaim { chosen: true, .. }) => "chosen",
+                _ => "",
+            }
+            .to_string(),
+            until,
+            event,
+            self.ttl_secs.to_string(),
+        ]
+    }
+}
+
 /// `record.lua`'s arguments.
 pub(super) struct RecordArgs<'a> {
     /// The inbound (or outbound) message's id.

@@ -385,6 +385,7 @@ pub struct ConversationStore {
     handoff: Script,
     routing: Script,
     quarantine: Script,
+    heard: Script,
 }
 
 impl ConversationStore {
@@ -401,6 +402,7 @@ impl ConversationStore {
             handoff: super::scripts::conversation(include_str!("../lua/handoff.lua")),
             routing: super::scripts::conversation(include_str!("../lua/routing.lua")),
             quarantine: super::scripts::alone(include_str!("../lua/quarantine.lua")),
+            heard: super::scripts::conversation(include_str!("../lua/heard.lua")),
         }
     }
 
@@ -465,6 +467,7 @@ mod tests {
             include_str!("../lua/mark_answered.lua"),
             include_str!("../lua/conversation_common.lua"),
             include_str!("../lua/accept.lua"),
+            include_str!("../lua/heard.lua"),
         ];
         let mut seen = std::collections::BTreeSet::new();
         for line in scripts.iter().flat_map(|s| s.lines()) {

@@ -79,14 +79,10 @@ if wrote and wrote > (tonumber(state[9] or '0') or 0) then
   fields[#fields + 1] = 'lu'; fields[#fields + 1] = wrote
 end
 
--- What the message says about the language: a user's choice holds until they choose again.
+-- What the message says about the language (`language_after`).
 local function claim_language()
-  local claimed = ARGV[18]
-  if claimed == "" then return end
-  local new
-  if ARGV[19] == 'chosen' then new = claimed .. ':u'
-  elseif string.sub(language, -2) ~= ':u' then new = claimed end
-  if new and new ~= language then
+  local new = language_after(language, ARGV[18], ARGV[19] == 'chosen')
+  if new then
     language = new
     fields[#fields + 1] = 'lg'; fields[#fields + 1] = new
   end

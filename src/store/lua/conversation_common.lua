@@ -21,6 +21,18 @@ local function with_person(until_ms, info)
   end
 end
 
+-- The conversation's language (`lg`) after a message claimed `claimed` ('' none), or nil when
+-- it stays: a user's choice (`chosen`, stored as `es:u`) holds until they choose again; a
+-- detected language replaces only a detected one.
+local function language_after(current, claimed, chosen)
+  if claimed == '' then return nil end
+  local new
+  if chosen then new = claimed .. ':u'
+  elseif string.sub(current, -2) ~= ':u' then new = claimed end
+  if new and new ~= current then return new end
+  return nil
+end
+
 -- The marker field of a message: the same digest as earlier versions keeps their markers valid.
 local function marker_of(wamid)
   return 'w:' .. digest_of(wamid)
