@@ -1039,3 +1039,66 @@ async fn while_a_person_has_the_conversation_messages_are_marked_read_only_when_
         app.stop().await;
     }
 }
+
+/// While a person has the conversation the user's rate limit still bounds the events: every
+/// message is recorded, but only those within the limit are reported, and a long text is cut
+/// in the event (the history keeps it whole).
+#[tokio::test]
+async fn messages_to_a_person_are_reported_within_the_rate_limit_and_bounded() {
+    let graph = graph_ok().await;
+    let receiver = receiver_ok().await;
+    let app = app(
+        graph.clone(),
+        Some(&receiver),
+        &[
+            ("WABOT_RATE_LIMIT__MESSAGES", "3"),
+            ("WABOT_RATE_LIMIT__WINDOW_SECS", "3600"),
+        ],
+    )
+    .await;
+    let user = "4915000000299";
+    let (pnid, uid) = conversation_ids(PNID, user);
+    let store = app.conversations().await;
+    let path = format!("/admin/conversations/{PNID}/{user}/handoff");
+    let response = admin_post(&app, &path, serde_json::json!({})).await;
+    assert!(response.status().is_success(), "{}", response.status());
+    let long = "a".repeat(5000);
+    app.deliver(&user_text(user, "wamid.flood0", &long)).await;
+    for i in 1..8 {
+        app.deliver(&user_text(
+            user,
+            &format!("wamid.flood{i}"),
+            &format!("flood {i}"),
+        ))
+        .await;
+    }
+    wait_until_drained(&app.queue().await, WAIT).await;
+    let view = conversation(&store, &pnid, &uid).await;
+    let users: Vec<_> = view.turns.iter().filter(|t| t.role == Role::User).collect();
+    assert_eq!(users.len(), 8, "every message is recorded");
+    assert_eq!(
+        users[0].text.chars().count(),
+        5000,
+        "the history keeps it whole"
+    );
+    assert_eq!(users.iter().filter(|t| t.rate_limited).count(), 5);
+    eventually(WAIT, || async {
+        let events = events(&receiver).await;
+        (of_type(&events, "message.received").len() >= 3).then_some(())
+    })
+    .await
+    .expect("events delivered");
+    // Nothing more arrives for the messages over the limit.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let all = events(&receiver).await;
+    let received = of_type(&all, "message.received");
+    assert_eq!(received.len(), 3, "{received:?}");
+    let first = &received[0]["message"];
+    assert_eq!(
+        first["text"].as_str().map(|t| t.chars().count()),
+        Some(wabot::store::conversation::EVENT_TEXT_MAX_CHARS)
+    );
+    assert_eq!(first["text_truncated"], true);
+    assert_eq!(received[1]["message"]["text"], "flood 1");
+    assert!(received[1]["message"].get("text_truncated").is_none());
+}

@@ -4,6 +4,11 @@
 use super::args::{begin_code as code, BeginArgs, HeardArgs};
 use super::*;
 
+/// Characters of a message's text an event carries (the history keeps it whole): with the
+/// stream's cap of ~100,000 events per partition, a partition's events stay under ~0.5 GB even
+/// when every message is this long and the receiver is down.
+pub const EVENT_TEXT_MAX_CHARS: usize = 4096;
+
 impl ConversationStore {
     /// Deduplicates, rate-limits and records an inbound message in one script call.
     /// `want_history`: return the kept turns (a responder that reads them). `language`: what
@@ -41,13 +46,23 @@ impl ConversationStore {
             String::new()
         };
         let for_events = if self.limits.events {
-            serde_json::json!({
+            let mut event = serde_json::json!({
                 "id": message.id.as_str(),
                 "kind": message.content.kind(),
                 "text": turn.text,
                 "profile_name": message.sender.profile_name,
-            })
-            .to_string()
+            });
+            // Each event is bounded, so the stream's size is too (its length is capped).
+            if turn.text.chars().count() > EVENT_TEXT_MAX_CHARS {
+                event["text"] = turn
+                    .text
+                    .chars()
+                    .take(EVENT_TEXT_MAX_CHARS)
+                    .collect::<String>()
+                    .into();
+                event["text_truncated"] = true.into();
+            }
+            event.to_string()
         } else {
             String::new()
         };

@@ -13,6 +13,7 @@
 //! rate limit. Scripts: `lua/*.lua`.
 
 mod admit;
+pub use admit::EVENT_TEXT_MAX_CHARS;
 mod args;
 mod handoff;
 mod record;

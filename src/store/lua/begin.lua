@@ -89,17 +89,29 @@ local function claim_language()
 end
 
 -- With a person (or another app): recorded in order, never answered; `/reset` still works.
+-- The rate limit still holds for the `message.received` events: a flood is recorded (marked
+-- rate-limited) without an event per message.
 local answerable = mode == 'answer' or mode == 'handoff'
 if answerable and owner(state[7], state[8], now) ~= 'bot' then
   claim_language()
+  local reported, turn = true, ARGV[2]
+  if interval > 0 then
+    local tat = tonumber(state[4] or '0') or 0
+    if tat < now then tat = now end
+    if (tat - now) > tolerance then
+      reported, turn = false, ARGV[3]
+    else
+      fields[#fields + 1] = 'tat'; fields[#fields + 1] = tat + interval
+    end
+  end
   n = n + 1
   fields[#fields + 1] = 'n'; fields[#fields + 1] = n
   fields[#fields + 1] = marker; fields[#fields + 1] = n .. ':r'
   redis.call('HSET', conv, unpack(fields))
-  local len = redis.call('RPUSH', hist, ARGV[2])
+  local len = redis.call('RPUSH', hist, turn)
   trim(len, max_history)
   touch(len)
-  emit('message.received', {message = event_message()}, now)
+  if reported then emit('message.received', {message = event_message()}, now) end
   return result(6, 0, 0)
 end
 
