@@ -359,3 +359,66 @@ async fn by_default_each_call_in_flight_has_an_http1_connection_of_its_own() {
         .iter()
         .all(|opening| opening == b"POST"));
 }
+
+/// A Graph answer that redirects elsewhere is not followed (a 307 would re-send the message,
+/// the user's words, to wherever it points); a media URL that moves within Meta's hosts is.
+#[tokio::test]
+async fn redirects_are_followed_only_to_meta_hosts() {
+    let elsewhere = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({"messages": [{"id": "wamid.stolen"}]})),
+        )
+        .mount(&elsewhere)
+        .await;
+    let graph = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v24.0/123/messages"))
+        .respond_with(
+            ResponseTemplate::new(307)
+                .insert_header("location", format!("{}/collect", elsewhere.uri()).as_str()),
+        )
+        .mount(&graph)
+        .await;
+    let api = client(&graph, &[("WABOT_WHATSAPP__SEND_ATTEMPTS", "1")]);
+    let result = api
+        .send_long_text(&pnid("123"), &to(), "a private message", None)
+        .await;
+    assert!(result.is_err(), "a redirect is not a sent message");
+    assert!(
+        elsewhere
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .is_empty(),
+        "the message went to the redirect's target"
+    );
+    // Within the Graph API's own host a media file may move.
+    Mock::given(method("GET"))
+        .and(path("/v24.0/1862047395512308"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "messaging_product": "whatsapp", "url": format!("{}/files/old", graph.uri()),
+            "mime_type": "image/jpeg", "sha256": "x", "file_size": 5, "id": "1862047395512308"
+        })))
+        .mount(&graph)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/files/old"))
+        .respond_with(
+            ResponseTemplate::new(302)
+                .insert_header("location", format!("{}/files/new", graph.uri()).as_str()),
+        )
+        .mount(&graph)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/files/new"))
+        .respond_with(ResponseTemplate::new(200).set_body_bytes(b"jpeg!".to_vec()))
+        .mount(&graph)
+        .await;
+    let file = api
+        .download_media(&pnid("123"), "1862047395512308", u64::MAX)
+        .await
+        .expect("followed within the Graph API's host");
+    assert_eq!(&file.bytes[..], b"jpeg!");
+}

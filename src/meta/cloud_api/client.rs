@@ -105,6 +105,7 @@ impl CloudApi {
             // below the worker concurrency made each burst close and reopen connections (a TCP
             // and TLS handshake each, ~400 per second in the benchmark).
             .pool_idle_timeout(Duration::from_secs(90))
+            .redirect(redirect_policy(&settings.api_base_url))
             .user_agent(concat!("wabot/", env!("CARGO_PKG_VERSION")));
         let http = match (settings.http2, settings.api_base_url.starts_with("http://")) {
             (false, _) => http.http1_only(),
@@ -360,23 +361,13 @@ impl CloudApi {
     /// Whether `url` may receive the access token: the configured Graph API (same scheme, host and
     /// port) or, over HTTPS, Meta's media hosts.
     fn is_meta_host(&self, url: &str) -> bool {
-        let (Ok(url), Ok(base)) = (
+        match (
             reqwest::Url::parse(url),
             reqwest::Url::parse(&self.base_url),
-        ) else {
-            return false;
-        };
-        let same_as_base = url.scheme() == base.scheme()
-            && url.host_str() == base.host_str()
-            && url.port_or_known_default() == base.port_or_known_default();
-        let meta_cdn = url.scheme() == "https"
-            && url.host_str().is_some_and(|host| {
-                let host = host.to_ascii_lowercase();
-                META_MEDIA_HOST_SUFFIXES
-                    .iter()
-                    .any(|suffix| host.ends_with(suffix))
-            });
-        same_as_base || meta_cdn
+        ) {
+            (Ok(url), Ok(base)) => meta_host(&base, &url),
+            _ => false,
+        }
     }
 
     /// Runs `call` until it succeeds, fails permanently, or the attempts are used up.
@@ -507,6 +498,39 @@ impl CloudApi {
 }
 
 /// Where Meta serves media from (`lookaside.fbsbx.com`, `*.fbcdn.net`, ...).
+/// Whether `url` is the configured Graph API (same scheme, host and port) or, over HTTPS, one of
+/// Meta's media hosts.
+fn meta_host(base: &reqwest::Url, url: &reqwest::Url) -> bool {
+    let same_as_base = url.scheme() == base.scheme()
+        && url.host_str() == base.host_str()
+        && url.port_or_known_default() == base.port_or_known_default();
+    let meta_cdn = url.scheme() == "https"
+        && url.host_str().is_some_and(|host| {
+            let host = host.to_ascii_lowercase();
+            META_MEDIA_HOST_SUFFIXES
+                .iter()
+                .any(|suffix| host.ends_with(suffix))
+        });
+    same_as_base || meta_cdn
+}
+
+/// Redirects are followed only to Meta's hosts (a media URL may move within Meta's CDN): a 307
+/// elsewhere would re-send a message's body, the user's words, to wherever it points.
+fn redirect_policy(base_url: &str) -> reqwest::redirect::Policy {
+    let Ok(base) = reqwest::Url::parse(base_url) else {
+        return reqwest::redirect::Policy::none();
+    };
+    reqwest::redirect::Policy::custom(move |attempt| {
+        if attempt.previous().len() >= 5 {
+            attempt.error("too many redirects")
+        } else if meta_host(&base, attempt.url()) {
+            attempt.follow()
+        } else {
+            attempt.stop()
+        }
+    })
+}
+
 const META_MEDIA_HOST_SUFFIXES: &[&str] =
     &[".fbcdn.net", ".facebook.com", ".fbsbx.com", ".whatsapp.net"];
 
