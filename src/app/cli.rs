@@ -46,6 +46,9 @@ pub enum Command {
     DeadLetters(DeadLettersCommand),
     /// Load and validate the configuration, print it with secrets redacted.
     CheckConfig,
+    /// WhatsApp Flows: the endpoint's key pair.
+    #[command(subcommand)]
+    Flows(FlowsCommand),
     /// Check the WhatsApp setup against the Graph API with the configured token: the app's
     /// webhook subscription to the WABA, each number's status and throughput, the re-engagement
     /// template. Prints each problem with its fix; exit 1 when any check fails.
@@ -128,6 +131,21 @@ pub enum ConversationsCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum FlowsCommand {
+    /// Make a 2048-bit RSA key pair: the private key goes to `--out` (a new file only you can
+    /// read; point `flows.private_key_file` at it), the public key to standard output.
+    Keygen {
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// Also upload the public key to this business number.
+        #[arg(long)]
+        upload: Option<String>,
+    },
+    /// Upload the public half of the configured `flows.private_key` to a business number.
+    UploadKey { phone_number_id: String },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum DeadLettersCommand {
     /// Failed messages and their last error.
     List {
@@ -147,6 +165,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("configuration OK");
             Ok(())
         }
+        Command::Flows(command) => flows(command).await,
         Command::Doctor { fix } => {
             let settings = Settings::load()?;
             let report = crate::app::doctor::run(&settings, fix).await?;
@@ -375,5 +394,63 @@ async fn queue_message(
 
 fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+async fn flows(command: FlowsCommand) -> anyhow::Result<()> {
+    use crate::meta::flows::FlowKey;
+    use secrecy::ExposeSecret;
+    let (key, upload) = match command {
+        FlowsCommand::Keygen { out, upload } => {
+            let key = FlowKey::generate()?;
+            let pem = key.private_pem()?;
+            write_private(&out, pem.expose_secret())?;
+            eprintln!(
+                "private key written to {} (set flows.private_key_file to it)",
+                out.display()
+            );
+            (key, upload)
+        }
+        FlowsCommand::UploadKey { phone_number_id } => {
+            let settings = Settings::load()?;
+            let pem = settings.flows.private_key_pem()?.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "no Flows key is configured: set flows.private_key or flows.private_key_file"
+                )
+            })?;
+            (
+                FlowKey::from_pem(pem.expose_secret())?,
+                Some(phone_number_id),
+            )
+        }
+    };
+    let public = key.public_pem()?;
+    print!("{public}");
+    if let Some(number) = upload {
+        let number = crate::domain::PhoneNumberId::parse(&number)
+            .ok_or_else(|| anyhow::anyhow!("`{number}` is not a phone number id"))?;
+        let settings = Settings::load()?;
+        let api = crate::meta::cloud_api::CloudApi::new(&settings.whatsapp)?;
+        anyhow::ensure!(
+            api.upload_flows_key(&number, &public).await?,
+            "Meta did not accept the key"
+        );
+        eprintln!("public key uploaded to {}", number.as_str());
+    }
+    Ok(())
+}
+
+/// A new file readable by its owner only: a private key never lands in a file others can read,
+/// nor over one that exists.
+fn write_private(path: &std::path::Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?;
+    file.write_all(contents.as_bytes())?;
     Ok(())
 }

@@ -46,6 +46,8 @@ pub enum StartupError {
     Texts(#[from] I18nError),
     #[error("could not start the workers' runtime")]
     Runtime(#[source] std::io::Error),
+    #[error("the Flows endpoint could not start: {0}")]
+    Flows(String),
     #[error("could not listen on {address}")]
     Bind {
         address: String,
@@ -295,6 +297,9 @@ impl Application {
                 .unwrap_or_default(),
             secure_cookies: settings.admin.secure_cookies,
             hsts_max_age_secs: settings.admin.hsts_max_age_secs,
+            flows: crate::bot::flows::FlowsEndpoint::from_settings(&settings.flows)
+                .map_err(|e| StartupError::Flows(e.to_string()))?
+                .map(Arc::new),
         };
         let state = web::Data::new(state);
         let request_timeout = Duration::from_secs(settings.server.request_timeout_secs);

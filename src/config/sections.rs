@@ -25,6 +25,7 @@ pub struct Settings {
     pub log: LogSettings,
     pub handoff: HandoffSettings,
     pub events: EventSettings,
+    pub flows: FlowsSettings,
     /// Built-in sentences replaced per language: `[texts.es] reset = "..."` (see `i18n`).
     #[serde(default)]
     pub texts: HashMap<String, SentenceOverrides>,
@@ -179,6 +180,38 @@ pub struct EventSettings {
     pub timeout_ms: u64,
     /// Longest wait between two delivery attempts of an event (backoff doubles up to it).
     pub retry_max_ms: u64,
+}
+
+/// The WhatsApp Flows data-exchange endpoint (`POST /flows`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct FlowsSettings {
+    /// The business's RSA private key, PEM (PKCS#8 or PKCS#1), whose public half was uploaded
+    /// to the number (`wabot flows keygen`); or `private_key_file`. Neither: `/flows` is 404.
+    #[serde(serialize_with = "redact")]
+    pub private_key: SecretString,
+    pub private_key_file: String,
+    /// Where `INIT`, `BACK` and `data_exchange` requests go, decrypted (signed JSON); its answer
+    /// is what the user's screen shows next.
+    #[serde(serialize_with = "redact_http_url")]
+    pub backend_url: String,
+    /// Signs every request to `backend_url` (`X-Wabot-Signature-256`).
+    #[serde(serialize_with = "redact")]
+    pub backend_secret: SecretString,
+    /// Per backend call; Meta gives the endpoint about 10 s.
+    pub timeout_ms: u64,
+}
+
+impl FlowsSettings {
+    /// The private key's PEM, from the setting or the file; `None`: Flows are off.
+    pub fn private_key_pem(&self) -> std::io::Result<Option<SecretString>> {
+        if !self.private_key.expose_secret().trim().is_empty() {
+            return Ok(Some(self.private_key.clone()));
+        }
+        match self.private_key_file.trim() {
+            "" => Ok(None),
+            path => std::fs::read_to_string(path).map(|pem| Some(SecretString::from(pem))),
+        }
+    }
 }
 
 impl EventSettings {

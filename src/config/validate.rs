@@ -131,6 +131,19 @@ impl Settings {
                 hint: "events.webhook_url is set: set WABOT_EVENTS__SECRET, the key every event's X-Wabot-Signature-256 is made with",
             });
         }
+        let flows = self.flows.backend_url.trim();
+        if !(flows.is_empty() || flows.starts_with("http://") || flows.starts_with("https://")) {
+            return Err(ConfigError::Invalid {
+                setting: "flows.backend_url",
+                reason: "must start with http:// or https://".into(),
+            });
+        }
+        if !flows.is_empty() && self.flows.backend_secret.expose_secret().is_empty() {
+            return Err(ConfigError::Missing {
+                setting: "flows.backend_secret",
+                hint: "flows.backend_url is set: set WABOT_FLOWS__BACKEND_SECRET, the key every request's X-Wabot-Signature-256 is made with",
+            });
+        }
         let token = self.admin.token.expose_secret();
         if !token.is_empty() {
             // A value read from an env file with its comment (`ADMIN_TOKEN=  # enables...`)

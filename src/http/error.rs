@@ -29,6 +29,14 @@ pub enum ApiError {
     Unauthorized,
     #[error("too many wrong tokens from this client; retry later")]
     TooManyFailures { retry_after_secs: u64 },
+    /// Flows: Meta's signature does not match (Meta's protocol answers 432).
+    #[error("the Flows request's signature does not match")]
+    FlowsSignature,
+    /// Flows: sealed for another key, or tampered with (421: Meta re-fetches the public key).
+    #[error("the Flows request cannot be decrypted")]
+    FlowsDecrypt,
+    #[error(transparent)]
+    FlowsBackend(#[from] crate::bot::flows::FlowError),
     #[error("not found")]
     NotFound,
     /// A resource the caller named does not exist; the message says which kind.
@@ -51,6 +59,11 @@ impl ResponseError for ApiError {
             }
             ApiError::Timeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::TooManyFailures { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::FlowsSignature => {
+                StatusCode::from_u16(432).unwrap_or(StatusCode::UNAUTHORIZED)
+            }
+            ApiError::FlowsDecrypt => StatusCode::from_u16(421).unwrap_or(StatusCode::BAD_REQUEST),
+            ApiError::FlowsBackend(_) => StatusCode::BAD_GATEWAY,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::VerificationFailed => StatusCode::FORBIDDEN,
             ApiError::NotFound | ApiError::Missing(_) => StatusCode::NOT_FOUND,
@@ -104,6 +117,9 @@ impl ApiError {
             ApiError::VerificationFailed => "verification",
             ApiError::Unauthorized => "unauthorized",
             ApiError::TooManyFailures { .. } => "too_many_failures",
+            ApiError::FlowsSignature => "flows_signature",
+            ApiError::FlowsDecrypt => "flows_decrypt",
+            ApiError::FlowsBackend(_) => "flows_backend",
             ApiError::NotFound | ApiError::Missing(_) => "not_found",
             ApiError::Unavailable(_) => "sink_unavailable",
             ApiError::Redis(_) => "redis",

@@ -37,6 +37,8 @@ pub struct AppState {
     pub secure_cookies: bool,
     /// `admin.hsts_max_age_secs` (0: no header).
     pub hsts_max_age_secs: u64,
+    /// The WhatsApp Flows endpoint, when a key is configured.
+    pub flows: Option<Arc<crate::bot::flows::FlowsEndpoint>>,
 }
 use crate::config::TemplateRef;
 use crate::store::sessions::SessionStore;

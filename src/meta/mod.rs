@@ -2,5 +2,6 @@
 //! wire, pacing trait) and the 24-hour customer-service window. May import ops, config, domain.
 
 pub mod cloud_api;
+pub mod flows;
 pub mod webhook;
 pub mod window;

@@ -10,6 +10,7 @@ mod doctor;
 mod edge;
 mod engine;
 mod examples;
+mod flows;
 mod foundations;
 mod health;
 mod helpers;

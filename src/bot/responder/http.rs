@@ -22,7 +22,7 @@ use crate::meta::cloud_api::read_limited;
 use crate::ops::telemetry::error_chain;
 
 /// The header carrying the body's signature, like Meta's `X-Hub-Signature-256`.
-pub const SIGNATURE_HEADER: &str = "X-Wabot-Signature-256";
+pub use crate::meta::webhook::WABOT_SIGNATURE_HEADER as SIGNATURE_HEADER;
 /// Largest answer read; a real one is a few kilobytes.
 pub const MAX_ANSWER_BYTES: usize = 1024 * 1024;
 

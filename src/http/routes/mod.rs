@@ -1,6 +1,7 @@
 //! HTTP handlers (docs/DESIGN.md §4) and the route table.
 
 pub mod admin;
+pub mod flows;
 pub mod health;
 pub mod metrics;
 pub mod webhook;
@@ -10,7 +11,8 @@ use actix_web::web;
 /// The webhook.
 pub fn configure_public(app: &mut web::ServiceConfig) {
     app.route("/webhook", web::get().to(webhook::verify))
-        .route("/webhook", web::post().to(webhook::receive));
+        .route("/webhook", web::post().to(webhook::receive))
+        .route("/flows", web::post().to(flows::exchange));
 }
 
 /// `/health` and `/ready`.

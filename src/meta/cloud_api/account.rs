@@ -114,6 +114,23 @@ impl CloudApi {
         Ok(answer.success)
     }
 
+    /// Uploads the Flows public key of a number (`POST /{number}/whatsapp_business_encryption`,
+    /// `business_public_key`: SPKI PEM); Meta then encrypts its Flows requests for that key.
+    pub async fn upload_flows_key(
+        &self,
+        number: &PhoneNumberId,
+        public_pem: &str,
+    ) -> Result<bool, CloudApiError> {
+        let answer: Success = self
+            .post_graph_form(
+                &format!("{}/whatsapp_business_encryption", number.as_str()),
+                &[("business_public_key", public_pem)],
+                number,
+            )
+            .await?;
+        Ok(answer.success)
+    }
+
     /// Status, quality, platform and throughput of a business number.
     pub async fn phone_number(
         &self,

@@ -491,13 +491,31 @@ impl CloudApi {
         read_json(response).await
     }
 
+    /// `POST /{path}` with a form body, with the token of `number`.
+    pub(super) async fn post_graph_form<R: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        form: &[(&str, &str)],
+        number: &PhoneNumberId,
+    ) -> Result<R, CloudApiError> {
+        let url = format!("{}/{}/{}", self.base_url, self.version, path);
+        let response = self
+            .http
+            .post(url)
+            .bearer_auth(self.token_for(number).expose_secret())
+            .form(form)
+            .send()
+            .await
+            .map_err(classify_transport)?;
+        read_json(response).await
+    }
+
     /// The Graph API root the calls go to, for messages (`https://graph.facebook.com/v24.0`).
     pub fn api_root(&self) -> String {
         format!("{}/{}", self.base_url, self.version)
     }
 }
 
-/// Where Meta serves media from (`lookaside.fbsbx.com`, `*.fbcdn.net`, ...).
 /// Whether `url` is the configured Graph API (same scheme, host and port) or, over HTTPS, one of
 /// Meta's media hosts.
 fn meta_host(base: &reqwest::Url, url: &reqwest::Url) -> bool {
@@ -531,6 +549,7 @@ fn redirect_policy(base_url: &str) -> reqwest::redirect::Policy {
     })
 }
 
+/// Where Meta serves media from (`lookaside.fbsbx.com`, `*.fbcdn.net`, ...).
 const META_MEDIA_HOST_SUFFIXES: &[&str] =
     &[".fbcdn.net", ".facebook.com", ".fbsbx.com", ".whatsapp.net"];
 

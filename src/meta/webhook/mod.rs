@@ -11,7 +11,9 @@ use crate::domain::{
     MessageContent, Origin, PhoneNumberId, Sender, StatusUpdate, UserId, WaMessageId, WebhookBatch,
 };
 use payload::{Contact, Media, Message, MessagesValue, Payload, WireError};
-pub use signature::{sign, SignatureError, SignatureVerifier, VerifiedBody, SIGNATURE_HEADER};
+pub use signature::{
+    sign, SignatureError, SignatureVerifier, VerifiedBody, SIGNATURE_HEADER, WABOT_SIGNATURE_HEADER,
+};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ParseError {

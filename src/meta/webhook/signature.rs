@@ -10,6 +10,9 @@ type HmacSha256 = Hmac<Sha256>;
 
 /// The header Meta signs every delivery with.
 pub const SIGNATURE_HEADER: &str = "X-Hub-Signature-256";
+/// What wabot signs its own calls with (events, the http backend, tools, Flows data exchange):
+/// the same `sha256=<HMAC-SHA256 of the raw body>` as Meta's, made by [`sign`].
+pub const WABOT_SIGNATURE_HEADER: &str = "X-Wabot-Signature-256";
 
 /// A request body whose signature matched one of our app secrets. The parser only takes this.
 #[derive(Debug, Clone)]

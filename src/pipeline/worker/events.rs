@@ -17,7 +17,7 @@ use crate::pipeline::worker::LeaseGuard;
 use crate::store::keys::Keys;
 
 /// Header carrying `sha256=<hex HMAC-SHA256 of the raw body>` under `events.secret`.
-pub const SIGNATURE_HEADER: &str = "X-Wabot-Signature-256";
+pub use crate::meta::webhook::WABOT_SIGNATURE_HEADER as SIGNATURE_HEADER;
 const BATCH: u64 = 64;
 const IDLE_POLL: Duration = Duration::from_millis(250);
 
