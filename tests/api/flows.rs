@@ -266,3 +266,92 @@ async fn keygen_writes_a_private_key_and_uploads_its_public_half() {
     assert_eq!(graph.received_requests().await.unwrap_or_default().len(), 2);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A flow from end to end with a fake Graph API: the http backend answers with a `flow`
+/// action, the user's phone gets the flow's button, and the completed flow (`nfm_reply`)
+/// reaches the backend as structured answers with the flow's token.
+#[tokio::test]
+async fn a_flow_goes_out_as_a_button_and_its_answers_come_back_to_the_backend() {
+    let backend = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/bot"))
+        .and(wiremock::matchers::body_string_contains("\"nfm_reply\""))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "actions": [{"type": "text", "text": "Booked: Tuesday at 10:30"}]
+        })))
+        .with_priority(1)
+        .mount(&backend)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/bot"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "actions": [{"type": "flow", "text": "Book a visit", "flow_id": "1234567890",
+                "flow_token": "book.4915000000401", "cta": "Book", "screen": "DETAILS"}]
+        })))
+        .mount(&backend)
+        .await;
+    let app = spawn(AppOptions::with_env(&[
+        ("RESPONDER", "http"),
+        ("HTTP_RESPONDER_URL", &format!("{}/bot", backend.uri())),
+        ("HTTP_RESPONDER_SECRET", "bot-secret"),
+    ]))
+    .await;
+    let user = "4915000000401";
+    app.deliver(&crate::helpers::text_delivery(
+        "113948572261094",
+        user,
+        "wamid.flow1",
+        "I want to book",
+    ))
+    .await;
+    let sent = crate::helpers::eventually(std::time::Duration::from_secs(30), || async {
+        crate::helpers::graph_bodies(&app.graph)
+            .await
+            .into_iter()
+            .find(|b| b["interactive"]["type"] == "flow")
+    })
+    .await
+    .expect("the flow went out");
+    let parameters = &sent["interactive"]["action"]["parameters"];
+    assert_eq!(parameters["flow_token"], "book.4915000000401");
+    assert_eq!(parameters["flow_action"], "navigate");
+    assert_eq!(parameters["flow_action_payload"]["screen"], "DETAILS");
+    assert_eq!(sent["interactive"]["action"]["name"], "flow");
+
+    let completed = serde_json::json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "messages", "value": {
+        "messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "15550000000", "phone_number_id": "113948572261094"},
+        "contacts": [{"profile": {"name": "Ana"}, "wa_id": user}],
+        "messages": [{"from": user, "id": "wamid.flow2", "timestamp": "1793452200", "type": "interactive",
+            "interactive": {"type": "nfm_reply", "nfm_reply": {"name": "flow", "body": "Sent",
+                "response_json": "{\"flow_token\":\"book.4915000000401\",\"day\":\"2026-12-09\",\"slot\":\"10:30\"}"}}}]
+    }}]}]});
+    app.deliver(completed.to_string().as_bytes()).await;
+    let booked = crate::helpers::eventually(std::time::Duration::from_secs(30), || async {
+        let replies = crate::helpers::replies(&app.graph).await;
+        replies
+            .iter()
+            .any(|r| r.text == "Booked: Tuesday at 10:30")
+            .then_some(())
+    })
+    .await;
+    assert!(
+        booked.is_some(),
+        "the backend's answer to the completed flow went out"
+    );
+    let calls = backend.received_requests().await.unwrap_or_default();
+    let answered = calls
+        .iter()
+        .filter_map(|c| serde_json::from_slice::<Value>(&c.body).ok())
+        .find(|b| b["message"]["id"] == "wamid.flow2")
+        .expect("the backend got the completed flow");
+    assert_eq!(
+        answered["message"]["flow"],
+        serde_json::json!({"flow_token": "book.4915000000401", "day": "2026-12-09", "slot": "10:30"})
+    );
+    let replies = crate::helpers::replies(&app.graph).await;
+    assert!(
+        replies.iter().any(|r| r.text == "Booked: Tuesday at 10:30"),
+        "{replies:?}"
+    );
+}

@@ -54,6 +54,9 @@ pub struct WireMessage<'a> {
     pub text: Option<&'a str>,
     /// The id of the tapped button or list row (or a template button's payload).
     pub reply_id: Option<&'a str>,
+    /// A completed WhatsApp Flow's answers (`nfm_reply`'s `response_json`, parsed; its
+    /// `flow_token` names the flow that was sent); `null` otherwise.
+    pub flow: Option<serde_json::Value>,
     /// Unix seconds.
     pub timestamp: i64,
     /// Everything wabot knows about the message, by `type`.
@@ -242,6 +245,14 @@ fn request<'a>(
             kind: message.content.kind(),
             text: message.content.text(),
             reply_id,
+            flow: match &message.content {
+                MessageContent::InteractiveReply {
+                    reply: crate::domain::InteractiveKind::NfmReply,
+                    description: Some(json),
+                    ..
+                } => serde_json::from_str(json).ok(),
+                _ => None,
+            },
             timestamp: message.timestamp,
             content: &message.content,
         },

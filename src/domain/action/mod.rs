@@ -55,6 +55,22 @@ pub enum Action {
         /// Meta's `components`, passed through as they are.
         components: Vec<serde_json::Value>,
     },
+    /// A WhatsApp Flow (a form or booking screen inside WhatsApp) behind a button: opened at
+    /// `screen` with `data`, or, without a screen, at what the Flows endpoint answers to `INIT`.
+    Flow {
+        text: String,
+        header: Option<String>,
+        footer: Option<String>,
+        flow_id: String,
+        /// Comes back with every request of this flow and in its `nfm_reply`.
+        flow_token: String,
+        /// The button's label.
+        cta: String,
+        screen: Option<String>,
+        data: Option<serde_json::Value>,
+        /// A flow not yet published (Meta's `mode: draft`).
+        draft: bool,
+    },
     /// A reaction to the message being answered.
     React { emoji: String },
     /// Hand the conversation to a person. Sends nothing itself; see `Engine::hand_off`.
@@ -108,6 +124,7 @@ impl Action {
             Action::Media { kind, .. } => kind.as_str(),
             Action::Location { .. } => "location",
             Action::Template { .. } => "template",
+            Action::Flow { .. } => "flow",
             Action::React { .. } => "reaction",
             Action::Handoff { .. } => "handoff",
         }
@@ -117,7 +134,7 @@ impl Action {
     pub fn message_type(&self) -> &'static str {
         match self {
             Action::Text(_) => "text",
-            Action::Buttons { .. } | Action::List { .. } => "interactive",
+            Action::Buttons { .. } | Action::List { .. } | Action::Flow { .. } => "interactive",
             Action::Media { kind, .. } => kind.as_str(),
             Action::Location { .. } => "location",
             Action::Template { .. } => "template",
@@ -160,6 +177,7 @@ impl Action {
                 with("location", Some(&place))
             }
             Action::Template { name, .. } => format!("[template: {name}]"),
+            Action::Flow { text, cta, .. } => format!("[flow: {cta}] {text}"),
             Action::React { emoji } => with("reaction", Some(emoji)),
             Action::Handoff { note } => with("handoff", note.as_deref()),
         }
@@ -215,6 +233,8 @@ impl Action {
             .collect::<Vec<_>>()
             .join("\n"),
             Action::React { emoji } => emoji.clone(),
+            // The form itself cannot be written out.
+            Action::Flow { text, .. } => text.clone(),
             Action::Template { .. } | Action::Handoff { .. } => String::new(),
         };
         let text = text.trim().to_string();

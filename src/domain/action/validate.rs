@@ -23,6 +23,9 @@ pub const ROW_ID_MAX: usize = 200;
 pub const HEADER_MAX: usize = 60;
 pub const FOOTER_MAX: usize = 60;
 pub const CAPTION_MAX: usize = 1024;
+/// Flows: the button's label, and the token Meta hands back.
+pub const FLOW_CTA_MAX: usize = 30;
+pub const FLOW_TOKEN_MAX: usize = 1024;
 
 /// What about an action Meta would refuse. Names fields and limits only, never the text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -196,6 +199,24 @@ pub fn check(action: &Action) -> Result<(), Violation> {
             required("name", name, 512)?;
             required("language", language, 16)
         }
+        Action::Flow {
+            text,
+            header,
+            footer,
+            flow_id,
+            flow_token,
+            cta,
+            screen,
+            ..
+        } => {
+            required("text", text, BUTTONS_BODY_MAX)?;
+            optional("header", header, HEADER_MAX)?;
+            optional("footer", footer, FOOTER_MAX)?;
+            required("cta", cta, FLOW_CTA_MAX)?;
+            required("flow_token", flow_token, FLOW_TOKEN_MAX)?;
+            required("flow_id", flow_id, 64)?;
+            optional("screen", screen, 256)
+        }
         // An emoji is one grapheme, but some are several code points (flags, skin tones).
         Action::React { emoji } => required("emoji", emoji, 16),
         Action::Handoff { note } => optional("note", note, 4096),
@@ -352,5 +373,31 @@ mod tests {
         );
         assert!(check(&Action::Text("  ".into())).is_err());
         assert_eq!(check(&Action::Handoff { note: None }), Ok(()));
+    }
+
+    #[test]
+    fn flow_limits() {
+        let flow = |cta: &str, token: &str| Action::Flow {
+            text: "Book a visit".into(),
+            header: None,
+            footer: None,
+            flow_id: "1234567890".into(),
+            flow_token: token.into(),
+            cta: cta.into(),
+            screen: None,
+            data: None,
+            draft: false,
+        };
+        assert_eq!(check(&flow("Book", "book.1")), Ok(()));
+        assert!(matches!(
+            check(&flow(&"b".repeat(31), "book.1")),
+            Err(Violation::TooLong { field: "cta", .. })
+        ));
+        assert!(matches!(
+            check(&flow("Book", " ")),
+            Err(Violation::Empty {
+                field: "flow_token"
+            })
+        ));
     }
 }

@@ -51,6 +51,7 @@ pub enum WireAction {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         components: Vec<serde_json::Value>,
     },
+    Flow(WireFlow),
     Reaction {
         emoji: String,
     },
@@ -153,6 +154,17 @@ impl WireAction {
                 name,
                 language,
                 components,
+            },
+            WireAction::Flow(flow) => Action::Flow {
+                text: flow.text,
+                header: flow.header,
+                footer: flow.footer,
+                flow_id: flow.flow_id,
+                flow_token: flow.flow_token,
+                cta: flow.cta,
+                screen: flow.screen,
+                data: flow.data,
+                draft: flow.draft,
             },
             WireAction::Reaction { emoji } => Action::React { emoji },
             WireAction::Handoff { note } => Action::Handoff { note },
@@ -277,10 +289,51 @@ impl From<Action> for WireAction {
                 language,
                 components,
             },
+            Action::Flow {
+                text,
+                header,
+                footer,
+                flow_id,
+                flow_token,
+                cta,
+                screen,
+                data,
+                draft,
+            } => WireAction::Flow(WireFlow {
+                text,
+                header,
+                footer,
+                flow_id,
+                flow_token,
+                cta,
+                screen,
+                data,
+                draft,
+            }),
             Action::React { emoji } => WireAction::Reaction { emoji },
             Action::Handoff { note } => WireAction::Handoff { note },
         }
     }
+}
+
+/// `{"type": "flow", "text": "Book a visit", "flow_id": "...", "flow_token": "...", "cta":
+/// "Book", "screen": "DETAILS", "data": {...}}`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct WireFlow {
+    pub text: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub footer: Option<String>,
+    pub flow_id: String,
+    pub flow_token: String,
+    pub cta: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub screen: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub draft: bool,
 }
 
 /// A list of wire actions as domain actions; the first bad one fails them all (a backend's

@@ -110,6 +110,46 @@ fn payload(action: &Action) -> Value {
                 json!({ "button": button, "sections": sections }),
             )
         }
+        Action::Flow {
+            text,
+            header,
+            footer,
+            flow_id,
+            flow_token,
+            cta,
+            screen,
+            data,
+            draft,
+        } => {
+            let mut parameters = json!({
+                "flow_message_version": "3",
+                "flow_token": flow_token,
+                "flow_id": flow_id,
+                "flow_cta": cta,
+            });
+            // A first screen opens it at once; without one, the endpoint's INIT answer decides.
+            match screen {
+                Some(screen) => {
+                    parameters["flow_action"] = json!("navigate");
+                    let mut payload = json!({ "screen": screen });
+                    if let Some(data) = data {
+                        payload["data"] = data.clone();
+                    }
+                    parameters["flow_action_payload"] = payload;
+                }
+                None => parameters["flow_action"] = json!("data_exchange"),
+            }
+            if *draft {
+                parameters["mode"] = json!("draft");
+            }
+            interactive(
+                "flow",
+                text,
+                header,
+                footer,
+                json!({ "name": "flow", "parameters": parameters }),
+            )
+        }
         Action::Template {
             name,
             language,
@@ -426,5 +466,45 @@ mod tests {
             sticker["sticker"],
             json!({"link": "https://example.com/s.webp"})
         );
+    }
+
+    #[test]
+    fn a_flow_opens_at_its_screen_or_asks_the_endpoint() {
+        let flow = |screen: Option<&str>, draft: bool| {
+            body(
+                Action::Flow {
+                    text: "Book a visit".into(),
+                    header: None,
+                    footer: Some("Takes a minute".into()),
+                    flow_id: "1234567890".into(),
+                    flow_token: "book.1".into(),
+                    cta: "Book".into(),
+                    screen: screen.map(Into::into),
+                    data: screen.map(|_| json!({"day": "2026-12-09"})),
+                    draft,
+                },
+                None,
+            )
+        };
+        let navigate = flow(Some("DETAILS"), false);
+        assert_eq!(navigate["type"], "interactive");
+        let interactive = &navigate["interactive"];
+        assert_eq!(interactive["type"], "flow");
+        assert_eq!(interactive["body"]["text"], "Book a visit");
+        assert_eq!(interactive["footer"]["text"], "Takes a minute");
+        assert_eq!(interactive["action"]["name"], "flow");
+        assert_eq!(
+            interactive["action"]["parameters"],
+            json!({
+                "flow_message_version": "3", "flow_token": "book.1", "flow_id": "1234567890",
+                "flow_cta": "Book", "flow_action": "navigate",
+                "flow_action_payload": {"screen": "DETAILS", "data": {"day": "2026-12-09"}}
+            })
+        );
+        let exchange = flow(None, true);
+        let parameters = &exchange["interactive"]["action"]["parameters"];
+        assert_eq!(parameters["flow_action"], "data_exchange");
+        assert_eq!(parameters["mode"], "draft");
+        assert!(parameters.get("flow_action_payload").is_none());
     }
 }
