@@ -716,6 +716,9 @@ impl Engine {
                 actions: vec![language_menu(texts.get(language, Sentence::ChooseLanguage))],
             },
             None => {
+                // The quoted turn, found by its digest among the kept ones.
+                let replying_to = crate::store::turn::quoted_by(message)
+                    .and_then(|digest| history.iter().position(|t| t.id.as_ref() == Some(&digest)));
                 let history: Vec<HistoryTurn> = history.iter().map(history_turn).collect();
                 let image = if self.responder.wants_images() {
                     transcription::user_image(&self.api, message).await
@@ -729,6 +732,7 @@ impl Engine {
                         message,
                         history: &history,
                         language,
+                        replying_to: replying_to.and_then(|at| history.get(at)),
                         image: image.as_ref().map(|file| {
                             (
                                 file.bytes.as_ref(),

@@ -61,6 +61,9 @@ pub struct Turn {
     /// A re-engagement template was sent for it after Meta refused it (131047).
     #[serde(rename = "re", skip_serializing_if = "std::ops::Not::not")]
     pub reengaged: bool,
+    /// The user quoted a message (swiped to reply): its digest, as the quoted turn's `id`.
+    #[serde(rename = "qi", skip_serializing_if = "Option::is_none")]
+    pub quoted: Option<String>,
 }
 
 /// Why one of our messages did not reach the user.
@@ -69,6 +72,18 @@ pub struct DeliveryError {
     pub code: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
+}
+
+/// The digest of the message `message` quotes, when the user quoted one: not for a tap on a
+/// button or list row, whose context is only the menu it answers.
+pub fn quoted_by(message: &InboundMessage) -> Option<String> {
+    use crate::domain::MessageContent;
+    match message.content {
+        MessageContent::InteractiveReply { .. }
+        | MessageContent::TemplateButton { .. }
+        | MessageContent::Reaction { .. } => None,
+        _ => message.reply_to.as_deref().map(marker_digest),
+    }
 }
 
 /// The digest naming a message in a conversation: its marker field (`w:<digest>`) and its
@@ -85,6 +100,7 @@ impl Turn {
             id: Some(marker_digest(message.id.as_str())),
             at: message.timestamp,
             kind: message.content.kind().to_string(),
+            quoted: quoted_by(message),
             ..Turn::plain(role, message.content.describe())
         }
     }
@@ -123,6 +139,7 @@ impl Turn {
             delivery: None,
             failure: None,
             reengaged: false,
+            quoted: None,
         }
     }
 
@@ -165,6 +182,8 @@ struct Rare {
     fe: Option<DeliveryError>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     re: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    qi: Option<String>,
 }
 
 impl Rare {
@@ -175,8 +194,14 @@ impl Rare {
             ed: turn.edited,
             fe: turn.failure.clone(),
             re: turn.reengaged,
+            qi: turn.quoted.clone(),
         };
-        let any = rare.k.is_some() || rare.rl || rare.ed || rare.fe.is_some() || rare.re;
+        let any = rare.k.is_some()
+            || rare.rl
+            || rare.ed
+            || rare.fe.is_some()
+            || rare.re
+            || rare.qi.is_some();
         any.then_some(rare)
     }
 }
@@ -274,6 +299,7 @@ impl<'de> Visitor<'de> for TurnVisitor {
             delivery: non_empty(delivery.flatten()),
             failure: rare.fe,
             reengaged: rare.re,
+            quoted: non_empty(rare.qi),
         }))
     }
 
@@ -290,6 +316,7 @@ impl<'de> Visitor<'de> for TurnVisitor {
             delivery: non_empty(old.d),
             failure: old.fe,
             reengaged: old.re,
+            quoted: None,
         }))
     }
 }

@@ -5,6 +5,7 @@ mod cloud_api;
 mod cluster;
 mod console;
 mod console_browser;
+mod context;
 mod conversation_control;
 mod doctor;
 mod edge;

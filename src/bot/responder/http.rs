@@ -54,6 +54,9 @@ pub struct WireMessage<'a> {
     pub text: Option<&'a str>,
     /// The id of the tapped button or list row (or a template button's payload).
     pub reply_id: Option<&'a str>,
+    /// The message the user quoted (swiped to reply to): its wamid, and who said what when the
+    /// kept history still has it; `null` when nothing was quoted.
+    pub replying_to: Option<WireQuote<'a>>,
     /// A completed WhatsApp Flow's answers (`nfm_reply`'s `response_json`, parsed; its
     /// `flow_token` names the flow that was sent); `null` otherwise.
     pub flow: Option<serde_json::Value>,
@@ -61,6 +64,14 @@ pub struct WireMessage<'a> {
     pub timestamp: i64,
     /// Everything wabot knows about the message, by `type`.
     pub content: &'a MessageContent,
+}
+
+#[derive(Debug, Serialize)]
+pub struct WireQuote<'a> {
+    pub id: &'a str,
+    /// `user`, `bot` or `operator`; `null` once the quoted turn left the kept history.
+    pub role: Option<&'static str>,
+    pub text: Option<&'a str>,
 }
 
 #[derive(Debug, Serialize)]
@@ -176,7 +187,12 @@ impl HttpResponder {
 
     /// The request body for `input`, as bytes (what is signed is exactly what is sent).
     pub fn body(input: &ResponderInput<'_>) -> Result<Vec<u8>, serde_json::Error> {
-        serde_json::to_vec(&request(input.message, input.history, input.language))
+        serde_json::to_vec(&request(
+            input.message,
+            input.history,
+            input.language,
+            input.replying_to,
+        ))
     }
 
     async fn call(&self, body: &[u8]) -> Result<Reply, BackendError> {
@@ -224,10 +240,19 @@ impl HttpResponder {
     }
 }
 
+fn speaker_name(speaker: Speaker) -> &'static str {
+    match speaker {
+        Speaker::User => "user",
+        Speaker::Bot => "bot",
+        Speaker::Operator => "operator",
+    }
+}
+
 fn request<'a>(
     message: &'a InboundMessage,
     history: &'a [HistoryTurn],
     language: Language,
+    replying_to: Option<&'a HistoryTurn>,
 ) -> BackendRequest<'a> {
     let reply_id = match &message.content {
         MessageContent::InteractiveReply { id, .. } => Some(id.as_str()),
@@ -245,6 +270,13 @@ fn request<'a>(
             kind: message.content.kind(),
             text: message.content.text(),
             reply_id,
+            replying_to: crate::store::turn::quoted_by(message)
+                .and(message.reply_to.as_deref())
+                .map(|id| WireQuote {
+                    id,
+                    role: replying_to.map(|t| speaker_name(t.speaker)),
+                    text: replying_to.map(|t| t.text.as_str()),
+                }),
             flow: match &message.content {
                 MessageContent::InteractiveReply {
                     reply: crate::domain::InteractiveKind::NfmReply,
@@ -265,11 +297,7 @@ fn request<'a>(
         history: history
             .iter()
             .map(|turn| WireTurn {
-                role: match turn.speaker {
-                    Speaker::User => "user",
-                    Speaker::Bot => "bot",
-                    Speaker::Operator => "operator",
-                },
+                role: speaker_name(turn.speaker),
                 text: &turn.text,
                 kind: &turn.kind,
                 at: turn.at,

@@ -51,6 +51,8 @@ pub struct ResponderInput<'a> {
     /// The bytes and MIME type of the image the user sent, for a responder that
     /// `wants_images` (downloaded by the engine; `None` otherwise or when that failed).
     pub image: Option<(&'a [u8], &'a str)>,
+    /// The turn the user quoted (swiped to reply to), when the kept history still has it.
+    pub replying_to: Option<&'a HistoryTurn>,
 }
 
 /// A responder's answer: the actions to take, in order; none says nothing.

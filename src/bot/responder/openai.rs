@@ -270,12 +270,18 @@ impl OpenAiResponder {
         history: &[HistoryTurn],
         language: Language,
         image: Option<Image<'_>>,
+        replying_to: Option<&HistoryTurn>,
     ) -> Result<Reply, LlmError> {
         let mut messages: Vec<Value> = self
             .messages(history)
             .iter()
             .map(|m| json!({"role": m.role, "content": m.content}))
             .collect();
+        // A quoted message is what "this one" or "yes, that" refers to.
+        if let (Some(quoted), Some(last)) = (replying_to, messages.last_mut()) {
+            let text = last["content"].as_str().unwrap_or_default().to_string();
+            last["content"] = json!(replying_note(quoted, &text));
+        }
         // Right after the business's prompt: the conversation's language, which a short "ok"
         // or a typed menu number does not give away to the model.
         messages.insert(
@@ -423,6 +429,16 @@ impl OpenAiResponder {
     }
 }
 
+/// The user's message with the one it quotes: `(replying to the assistant: "…") text`.
+fn replying_note(quoted: &HistoryTurn, text: &str) -> String {
+    let who = match quoted.speaker {
+        Speaker::User => "their own message",
+        Speaker::Bot | Speaker::Operator => "the assistant",
+    };
+    let shown: String = quoted.text.chars().take(500).collect();
+    format!("(replying to {who}: \"{shown}\") {text}")
+}
+
 #[async_trait]
 impl Responder for OpenAiResponder {
     async fn respond(&self, input: ResponderInput<'_>) -> Reply {
@@ -437,7 +453,13 @@ impl Responder for OpenAiResponder {
             .image
             .map(|(bytes, mime_type)| Image { bytes, mime_type });
         match self
-            .converse(input.message, input.history, input.language, image)
+            .converse(
+                input.message,
+                input.history,
+                input.language,
+                image,
+                input.replying_to,
+            )
             .await
         {
             Ok(reply) => {

@@ -267,6 +267,18 @@ pub fn history(view: &ConversationView) -> Markup {
                     @if turn.rate_limited { span.flag { "rate-limited" } }
                     @if turn.reengaged { span.flag { "re-engagement template sent" } }
                 }
+                @if let Some(quoted) = &turn.quoted {
+                    @let shown = view.turns.iter().find(|t| t.id.as_ref() == Some(quoted));
+                    blockquote.quote {
+                        @match shown {
+                            Some(q) => {
+                                span.role { (role_text(q.role)) }
+                                " " (q.text.chars().take(200).collect::<String>())
+                            }
+                            None => "a message no longer kept",
+                        }
+                    }
+                }
                 p.text { (turn.text) }
                 @if turn.role != Role::User {
                     div.delivery { (delivery(turn)) }
