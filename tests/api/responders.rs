@@ -542,3 +542,49 @@ async fn a_backend_redirect_is_not_followed_with_the_signed_body() {
     let got = wait_for_replies(&app.graph, 1, WAIT).await;
     assert_ne!(got[0].text, "stolen");
 }
+
+/// A link button and a location request from the backend go out as Meta's `cta_url` and
+/// `location_request_message`; the history describes them.
+#[tokio::test]
+async fn a_backend_sends_a_link_button_and_asks_for_a_location() {
+    let backend = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/bot"))
+        .respond_with(actions(json!([
+            {"type": "link", "text": "Our opening hours", "label": "See them", "url": "https://example.com/hours"},
+            {"type": "location_request", "text": "Where should we deliver?"}
+        ])))
+        .mount(&backend)
+        .await;
+    let app = http_app(&format!("{}/bot", backend.uri()), &[]).await;
+    let user = "34600000177";
+    app.deliver(&text_delivery(PNID, user, "wamid.link1", "hours?"))
+        .await;
+    let bodies = crate::helpers::eventually(WAIT, || async {
+        let bodies = crate::helpers::graph_bodies(&app.graph).await;
+        (bodies.len() >= 2).then_some(bodies)
+    })
+    .await
+    .expect("both sent");
+    assert_eq!(bodies[0]["interactive"]["type"], "cta_url");
+    assert_eq!(
+        bodies[0]["interactive"]["action"]["parameters"]["url"],
+        "https://example.com/hours"
+    );
+    assert_eq!(bodies[1]["interactive"]["type"], "location_request_message");
+    crate::helpers::wait_until_drained(&app.queue().await, WAIT).await;
+    let (pnid, uid) = crate::helpers::conversation_ids(PNID, user);
+    let view = crate::helpers::conversation(&app.conversations().await, &pnid, &uid).await;
+    let texts = crate::helpers::roles_and_texts(&view);
+    assert_eq!(
+        texts[1],
+        (
+            Role::Bot,
+            "[link: See them https://example.com/hours] Our opening hours"
+        )
+    );
+    assert_eq!(
+        texts[2],
+        (Role::Bot, "[location request] Where should we deliver?")
+    );
+}

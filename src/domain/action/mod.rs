@@ -71,6 +71,17 @@ pub enum Action {
         /// A flow not yet published (Meta's `mode: draft`).
         draft: bool,
     },
+    /// A text with one button that opens `url` (Meta's `cta_url`).
+    Link {
+        text: String,
+        header: Option<String>,
+        footer: Option<String>,
+        /// The button's label.
+        label: String,
+        url: String,
+    },
+    /// A text with a button that asks the user to share their location.
+    AskLocation { text: String },
     /// A reaction to the message being answered.
     React { emoji: String },
     /// Hand the conversation to a person. Sends nothing itself; see `Engine::hand_off`.
@@ -125,6 +136,8 @@ impl Action {
             Action::Location { .. } => "location",
             Action::Template { .. } => "template",
             Action::Flow { .. } => "flow",
+            Action::Link { .. } => "link",
+            Action::AskLocation { .. } => "location_request",
             Action::React { .. } => "reaction",
             Action::Handoff { .. } => "handoff",
         }
@@ -134,7 +147,11 @@ impl Action {
     pub fn message_type(&self) -> &'static str {
         match self {
             Action::Text(_) => "text",
-            Action::Buttons { .. } | Action::List { .. } | Action::Flow { .. } => "interactive",
+            Action::Buttons { .. }
+            | Action::List { .. }
+            | Action::Flow { .. }
+            | Action::Link { .. }
+            | Action::AskLocation { .. } => "interactive",
             Action::Media { kind, .. } => kind.as_str(),
             Action::Location { .. } => "location",
             Action::Template { .. } => "template",
@@ -178,6 +195,10 @@ impl Action {
             }
             Action::Template { name, .. } => format!("[template: {name}]"),
             Action::Flow { text, cta, .. } => format!("[flow: {cta}] {text}"),
+            Action::Link {
+                text, label, url, ..
+            } => format!("[link: {label} {url}] {text}"),
+            Action::AskLocation { text } => format!("[location request] {text}"),
             Action::React { emoji } => with("reaction", Some(emoji)),
             Action::Handoff { note } => with("handoff", note.as_deref()),
         }
@@ -234,7 +255,10 @@ impl Action {
             .join("\n"),
             Action::React { emoji } => emoji.clone(),
             // The form itself cannot be written out.
-            Action::Flow { text, .. } => text.clone(),
+            Action::Flow { text, .. } | Action::AskLocation { text } => text.clone(),
+            Action::Link {
+                text, label, url, ..
+            } => format!("{text}\n{label}: {url}"),
             Action::Template { .. } | Action::Handoff { .. } => String::new(),
         };
         let text = text.trim().to_string();

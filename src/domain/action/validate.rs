@@ -26,6 +26,9 @@ pub const CAPTION_MAX: usize = 1024;
 /// Flows: the button's label, and the token Meta hands back.
 pub const FLOW_CTA_MAX: usize = 30;
 pub const FLOW_TOKEN_MAX: usize = 1024;
+/// `cta_url`: the button's label.
+pub const LINK_LABEL_MAX: usize = 20;
+pub const URL_MAX: usize = 2000;
 
 /// What about an action Meta would refuse. Names fields and limits only, never the text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -53,6 +56,8 @@ pub enum Violation {
     SectionTitle,
     #[error("the media link must be an http(s) URL")]
     MediaLink,
+    #[error("the link's url must be an http(s) URL")]
+    LinkUrl,
     #[error("latitude/longitude out of range")]
     Coordinates,
 }
@@ -217,6 +222,24 @@ pub fn check(action: &Action) -> Result<(), Violation> {
             required("flow_id", flow_id, 64)?;
             optional("screen", screen, 256)
         }
+        Action::Link {
+            text,
+            header,
+            footer,
+            label,
+            url,
+        } => {
+            required("text", text, BUTTONS_BODY_MAX)?;
+            optional("header", header, HEADER_MAX)?;
+            optional("footer", footer, FOOTER_MAX)?;
+            required("label", label, LINK_LABEL_MAX)?;
+            required("url", url, URL_MAX)?;
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return Err(Violation::LinkUrl);
+            }
+            Ok(())
+        }
+        Action::AskLocation { text } => required("text", text, BUTTONS_BODY_MAX),
         // An emoji is one grapheme, but some are several code points (flags, skin tones).
         Action::React { emoji } => required("emoji", emoji, 16),
         Action::Handoff { note } => optional("note", note, 4096),
@@ -373,6 +396,36 @@ mod tests {
         );
         assert!(check(&Action::Text("  ".into())).is_err());
         assert_eq!(check(&Action::Handoff { note: None }), Ok(()));
+    }
+
+    #[test]
+    fn link_and_location_request_limits() {
+        let link = |label: &str, url: &str| Action::Link {
+            text: "Our opening hours".into(),
+            header: None,
+            footer: None,
+            label: label.into(),
+            url: url.into(),
+        };
+        assert_eq!(
+            check(&link("See them", "https://example.com/hours")),
+            Ok(())
+        );
+        assert_eq!(
+            check(&link("See them", "javascript:alert(1)")),
+            Err(Violation::LinkUrl)
+        );
+        assert!(matches!(
+            check(&link(&"l".repeat(21), "https://example.com")),
+            Err(Violation::TooLong { field: "label", .. })
+        ));
+        assert!(check(&Action::AskLocation { text: " ".into() }).is_err());
+        assert_eq!(
+            check(&Action::AskLocation {
+                text: "Where are you?".into()
+            }),
+            Ok(())
+        );
     }
 
     #[test]

@@ -52,6 +52,19 @@ pub enum WireAction {
         components: Vec<serde_json::Value>,
     },
     Flow(WireFlow),
+    /// `{"type": "link", "text": ..., "label": "See dates", "url": "https://..."}`.
+    Link {
+        text: String,
+        label: String,
+        url: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        header: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        footer: Option<String>,
+    },
+    LocationRequest {
+        text: String,
+    },
     Reaction {
         emoji: String,
     },
@@ -166,6 +179,20 @@ impl WireAction {
                 data: flow.data,
                 draft: flow.draft,
             },
+            WireAction::Link {
+                text,
+                label,
+                url,
+                header,
+                footer,
+            } => Action::Link {
+                text,
+                header,
+                footer,
+                label,
+                url,
+            },
+            WireAction::LocationRequest { text } => Action::AskLocation { text },
             WireAction::Reaction { emoji } => Action::React { emoji },
             WireAction::Handoff { note } => Action::Handoff { note },
         })
@@ -310,6 +337,20 @@ impl From<Action> for WireAction {
                 data,
                 draft,
             }),
+            Action::Link {
+                text,
+                header,
+                footer,
+                label,
+                url,
+            } => WireAction::Link {
+                text,
+                label,
+                url,
+                header,
+                footer,
+            },
+            Action::AskLocation { text } => WireAction::LocationRequest { text },
             Action::React { emoji } => WireAction::Reaction { emoji },
             Action::Handoff { note } => WireAction::Handoff { note },
         }

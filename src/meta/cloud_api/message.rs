@@ -150,6 +150,26 @@ fn payload(action: &Action) -> Value {
                 json!({ "name": "flow", "parameters": parameters }),
             )
         }
+        Action::Link {
+            text,
+            header,
+            footer,
+            label,
+            url,
+        } => interactive(
+            "cta_url",
+            text,
+            header,
+            footer,
+            json!({ "name": "cta_url", "parameters": { "display_text": label, "url": url } }),
+        ),
+        Action::AskLocation { text } => interactive(
+            "location_request_message",
+            text,
+            &None,
+            &None,
+            json!({ "name": "send_location" }),
+        ),
         Action::Template {
             name,
             language,
@@ -506,5 +526,37 @@ mod tests {
         assert_eq!(parameters["flow_action"], "data_exchange");
         assert_eq!(parameters["mode"], "draft");
         assert!(parameters.get("flow_action_payload").is_none());
+    }
+
+    #[test]
+    fn a_link_button_and_a_location_request() {
+        let link = body(
+            Action::Link {
+                text: "Our opening hours".into(),
+                header: Some("Hours".into()),
+                footer: None,
+                label: "See them".into(),
+                url: "https://example.com/hours".into(),
+            },
+            None,
+        );
+        assert_eq!(link["type"], "interactive");
+        assert_eq!(
+            link["interactive"],
+            json!({"type": "cta_url", "header": {"type": "text", "text": "Hours"},
+                "body": {"text": "Our opening hours"},
+                "action": {"name": "cta_url", "parameters": {"display_text": "See them", "url": "https://example.com/hours"}}})
+        );
+        let ask = body(
+            Action::AskLocation {
+                text: "Where should we deliver?".into(),
+            },
+            None,
+        );
+        assert_eq!(
+            ask["interactive"],
+            json!({"type": "location_request_message", "body": {"text": "Where should we deliver?"},
+                "action": {"name": "send_location"}})
+        );
     }
 }
