@@ -187,6 +187,19 @@ impl Engine {
             .store
             .admit(message, &turn, mode, self.responder.reads_history(), claim)
             .await?;
+        if let (MessageContent::Reaction { message_id, emoji }, Origin::User) =
+            (&message.content, message.origin)
+        {
+            // Recorded, never answered; also kept on the turn it is about (idempotent).
+            self.store
+                .react_to(
+                    &message.phone_number_id,
+                    &message.user,
+                    message_id,
+                    emoji.as_deref(),
+                )
+                .await?;
+        }
         match admission {
             Admission::Answer {
                 history,

@@ -64,6 +64,9 @@ pub struct Turn {
     /// The user quoted a message (swiped to reply): its digest, as the quoted turn's `id`.
     #[serde(rename = "qi", skip_serializing_if = "Option::is_none")]
     pub quoted: Option<String>,
+    /// The user's reaction to this message (an emoji).
+    #[serde(rename = "rx", skip_serializing_if = "Option::is_none")]
+    pub reaction: Option<String>,
 }
 
 /// Why one of our messages did not reach the user.
@@ -140,6 +143,7 @@ impl Turn {
             failure: None,
             reengaged: false,
             quoted: None,
+            reaction: None,
         }
     }
 
@@ -184,6 +188,8 @@ struct Rare {
     re: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     qi: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rx: Option<String>,
 }
 
 impl Rare {
@@ -195,13 +201,15 @@ impl Rare {
             fe: turn.failure.clone(),
             re: turn.reengaged,
             qi: turn.quoted.clone(),
+            rx: turn.reaction.clone(),
         };
         let any = rare.k.is_some()
             || rare.rl
             || rare.ed
             || rare.fe.is_some()
             || rare.re
-            || rare.qi.is_some();
+            || rare.qi.is_some()
+            || rare.rx.is_some();
         any.then_some(rare)
     }
 }
@@ -300,6 +308,7 @@ impl<'de> Visitor<'de> for TurnVisitor {
             failure: rare.fe,
             reengaged: rare.re,
             quoted: non_empty(rare.qi),
+            reaction: non_empty(rare.rx),
         }))
     }
 
@@ -317,6 +326,7 @@ impl<'de> Visitor<'de> for TurnVisitor {
             failure: old.fe,
             reengaged: old.re,
             quoted: None,
+            reaction: None,
         }))
     }
 }

@@ -163,3 +163,63 @@ async fn the_model_is_told_what_the_user_replies_to() {
         "(replying to the assistant: \"Booked.\") yes, that"
     );
 }
+
+/// A reaction: recorded, never answered, and kept on the turn it is about (shown in the
+/// console); taking it back removes it.
+#[tokio::test]
+async fn a_reaction_is_kept_on_the_turn_it_is_about_and_never_answered() {
+    let graph = graph_ok().await;
+    let app = crate::console::console_app(graph.clone(), &[]).await;
+    let user = "4915000000503";
+    app.deliver(&crate::helpers::text_delivery(
+        PNID,
+        user,
+        "wamid.rx1",
+        "hola",
+    ))
+    .await;
+    wait_for_replies(&graph, 1, WAIT).await;
+    wait_until_drained(&app.queue().await, WAIT).await;
+    let (pnid, uid) = conversation_ids(PNID, user);
+    let store = app.conversations().await;
+    let view = conversation(&store, &pnid, &uid).await;
+    let ours = sent_wamids(&graph, &view);
+    let react = |wamid: &str, emoji: &str| {
+        json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550000000", "phone_number_id": PNID},
+            "contacts": [{"profile": {"name": "Ana"}, "wa_id": user}],
+            "messages": [{"from": user, "id": wamid, "timestamp": "1793452300", "type": "reaction",
+                "reaction": {"message_id": ours[0], "emoji": emoji}}]
+        }}]}]})
+        .to_string()
+        .into_bytes()
+    };
+    app.deliver(&react("wamid.rx2", "👍")).await;
+    wait_until_drained(&app.queue().await, WAIT).await;
+    let view = conversation(&store, &pnid, &uid).await;
+    let bot = view
+        .turns
+        .iter()
+        .find(|t| t.role == wabot::store::conversation::Role::Bot)
+        .expect("the bot's turn");
+    assert_eq!(bot.reaction.as_deref(), Some("👍"));
+    assert_eq!(
+        crate::helpers::replies(&graph).await.len(),
+        1,
+        "never answered"
+    );
+    let mut client = crate::console::signed_in(&app).await;
+    let (html, _) = client.page(&format!("/console/c/{PNID}/{user}")).await;
+    assert!(html.contains("<span class=\"reaction\""), "shown");
+    // Taken back: an empty emoji.
+    app.deliver(&react("wamid.rx3", "")).await;
+    wait_until_drained(&app.queue().await, WAIT).await;
+    let view = conversation(&store, &pnid, &uid).await;
+    let bot = view
+        .turns
+        .iter()
+        .find(|t| t.role == wabot::store::conversation::Role::Bot)
+        .expect("the bot's turn");
+    assert_eq!(bot.reaction, None);
+}

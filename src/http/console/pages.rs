@@ -266,6 +266,7 @@ pub fn history(view: &ConversationView) -> Markup {
                     @if turn.edited { span.flag { "edited" } }
                     @if turn.rate_limited { span.flag { "rate-limited" } }
                     @if turn.reengaged { span.flag { "re-engagement template sent" } }
+                    @if let Some(reaction) = &turn.reaction { span.reaction title="the user's reaction" { (reaction) } }
                 }
                 @if let Some(quoted) = &turn.quoted {
                     @let shown = view.turns.iter().find(|t| t.id.as_ref() == Some(quoted));

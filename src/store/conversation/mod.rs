@@ -387,6 +387,7 @@ pub struct ConversationStore {
     routing: Script,
     quarantine: Script,
     heard: Script,
+    reacted: Script,
 }
 
 impl ConversationStore {
@@ -404,6 +405,7 @@ impl ConversationStore {
             routing: super::scripts::conversation(include_str!("../lua/routing.lua")),
             quarantine: super::scripts::alone(include_str!("../lua/quarantine.lua")),
             heard: super::scripts::conversation(include_str!("../lua/heard.lua")),
+            reacted: super::scripts::conversation(include_str!("../lua/reacted.lua")),
         }
     }
 
@@ -469,6 +471,7 @@ mod tests {
             include_str!("../lua/conversation_common.lua"),
             include_str!("../lua/accept.lua"),
             include_str!("../lua/heard.lua"),
+            include_str!("../lua/reacted.lua"),
         ];
         let mut seen = std::collections::BTreeSet::new();
         for line in scripts.iter().flat_map(|s| s.lines()) {

@@ -184,6 +184,26 @@ impl ConversationStore {
         Ok(())
     }
 
+    /// Keeps a user's reaction (`None`: taken back) on the turn of `target`, while kept.
+    /// Returns whether that turn was found.
+    pub async fn react_to(
+        &self,
+        pnid: &PhoneNumberId,
+        user: &UserId,
+        target: &str,
+        emoji: Option<&str>,
+    ) -> Result<bool> {
+        let found: i64 = self
+            .run(
+                &self.reacted,
+                pnid,
+                user,
+                vec![target.to_string(), emoji.unwrap_or_default().to_string()],
+            )
+            .await?;
+        Ok(found == YES)
+    }
+
     /// Marks messages as answered without recording a turn (a merged burst's earlier messages).
     pub async fn mark_answered(&self, messages: &[&InboundMessage]) -> Result<()> {
         let Some(first) = messages.first() else {
