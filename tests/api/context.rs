@@ -29,6 +29,23 @@ fn quoting(user: &str, wamid: &str, quoted: &str, body: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// `user` writes `text` and gets the bot's answer; the wamids Meta gave the bot's messages.
+async fn exchange(
+    app: &crate::helpers::TestApp,
+    graph: &MockServer,
+    user: &str,
+    wamid: &str,
+    text: &str,
+) -> Vec<String> {
+    app.deliver(&crate::helpers::text_delivery(PNID, user, wamid, text))
+        .await;
+    wait_for_replies(graph, 1, WAIT).await;
+    wait_until_drained(&app.queue().await, WAIT).await;
+    let (pnid, uid) = conversation_ids(PNID, user);
+    let view = conversation(&app.conversations().await, &pnid, &uid).await;
+    sent_wamids(graph, &view)
+}
+
 #[tokio::test]
 async fn a_quoted_message_reaches_the_backend_and_the_console_shows_it() {
     let backend = MockServer::start().await;
@@ -50,20 +67,8 @@ async fn a_quoted_message_reaches_the_backend_and_the_console_shows_it() {
     )
     .await;
     let user = "4915000000501";
-    app.deliver(&crate::helpers::text_delivery(
-        PNID,
-        user,
-        "wamid.ctx1",
-        "when can I come?",
-    ))
-    .await;
-    wait_for_replies(&graph, 1, WAIT).await;
-    wait_until_drained(&app.queue().await, WAIT).await;
-    let (pnid, uid) = conversation_ids(PNID, user);
-    let store = app.conversations().await;
-    let view = conversation(&store, &pnid, &uid).await;
-    let ours = sent_wamids(&graph, &view);
-    assert_eq!(ours.len(), 1, "{view:?}");
+    let ours = exchange(&app, &graph, user, "wamid.ctx1", "when can I come?").await;
+    assert_eq!(ours.len(), 1, "{ours:?}");
 
     app.deliver(&quoting(user, "wamid.ctx2", &ours[0], "this one"))
         .await;
@@ -137,18 +142,7 @@ async fn the_model_is_told_what_the_user_replies_to() {
     })
     .await;
     let user = "4915000000502";
-    app.deliver(&crate::helpers::text_delivery(
-        PNID,
-        user,
-        "wamid.llm1",
-        "when can I come?",
-    ))
-    .await;
-    wait_for_replies(&graph, 1, WAIT).await;
-    wait_until_drained(&app.queue().await, WAIT).await;
-    let (pnid, uid) = conversation_ids(PNID, user);
-    let view = conversation(&app.conversations().await, &pnid, &uid).await;
-    let ours = sent_wamids(&graph, &view);
+    let ours = exchange(&app, &graph, user, "wamid.llm1", "when can I come?").await;
     app.deliver(&quoting(user, "wamid.llm2", &ours[0], "yes, that"))
         .await;
     wait_for_replies(&graph, 2, WAIT).await;
@@ -171,19 +165,9 @@ async fn a_reaction_is_kept_on_the_turn_it_is_about_and_never_answered() {
     let graph = graph_ok().await;
     let app = crate::console::console_app(graph.clone(), &[]).await;
     let user = "4915000000503";
-    app.deliver(&crate::helpers::text_delivery(
-        PNID,
-        user,
-        "wamid.rx1",
-        "hola",
-    ))
-    .await;
-    wait_for_replies(&graph, 1, WAIT).await;
-    wait_until_drained(&app.queue().await, WAIT).await;
+    let ours = exchange(&app, &graph, user, "wamid.rx1", "hola").await;
     let (pnid, uid) = conversation_ids(PNID, user);
     let store = app.conversations().await;
-    let view = conversation(&store, &pnid, &uid).await;
-    let ours = sent_wamids(&graph, &view);
     let react = |wamid: &str, emoji: &str| {
         json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "messages", "value": {
             "messaging_product": "whatsapp",

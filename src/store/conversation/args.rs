@@ -9,6 +9,21 @@ fn flag(on: bool) -> String {
     if on { "1" } else { "0" }.to_string()
 }
 
+/// A language claim as the scripts take it: the code ('' none), then `chosen` or ''.
+fn claim(language: Option<LanguageClaim>) -> [String; 2] {
+    [
+        language
+            .map(|claim| claim.language.code())
+            .unwrap_or_default()
+            .to_string(),
+        match language {
+            Some(LanguageClaim { chosen: true, .. }) => "chosen",
+            _ => "",
+        }
+        .to_string(),
+    ]
+}
+
 /// `begin.lua`'s arguments.
 pub(super) struct BeginArgs<'a> {
     pub wamid: &'a str,
@@ -37,7 +52,7 @@ pub(super) struct BeginArgs<'a> {
 
 impl BeginArgs<'_> {
     pub fn argv(self) -> Vec<String> {
-        vec![
+        let mut argv = vec![
             self.wamid.to_string(),
             self.turn,
             self.limited_turn,
@@ -55,16 +70,9 @@ impl BeginArgs<'_> {
             self.handoff_ms.to_string(),
             self.event_message,
             if self.echo { "echo" } else { "" }.to_string(),
-            self.language
-                .map(|claim| claim.language.code())
-                .unwrap_or_default()
-                .to_string(),
-            match self.language {
-                Some(LanguageClaim { chosen: true, .. }) => "chosen",
-                _ => "",
-            }
-            .to_string(),
-        ]
+        ];
+        argv.extend(claim(self.language));
+        argv
     }
 }
 
@@ -96,22 +104,10 @@ impl HeardArgs<'_> {
             Some((until, event)) => (until.to_string(), event),
             None => (String::new(), String::new()),
         };
-        vec![
-            self.wamid.to_string(),
-            self.text,
-            self.language
-                .map(|claim| claim.language.code())
-                .unwrap_or_default()
-                .to_string(),
-            match self.language {
-                Some(LanguageClaim { chosen: true, .. }) => "chosen",
-                _ => "",
-            }
-            .to_string(),
-            until,
-            event,
-            self.ttl_secs.to_string(),
-        ]
+        let mut argv = vec![self.wamid.to_string(), self.text];
+        argv.extend(claim(self.language));
+        argv.extend([until, event, self.ttl_secs.to_string()]);
+        argv
     }
 }
 
