@@ -46,6 +46,21 @@ async fn exchange(
     sent_wamids(graph, &view)
 }
 
+/// The backend's request about the message `wamid`, once it came.
+async fn asked_about(backend: &MockServer, wamid: &str) -> Value {
+    eventually(WAIT, || async {
+        backend
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|r| serde_json::from_slice::<Value>(&r.body).ok())
+            .find(|b| b["message"]["id"] == wamid)
+    })
+    .await
+    .unwrap_or_else(|| panic!("the backend was not asked about {wamid}"))
+}
+
 #[tokio::test]
 async fn a_quoted_message_reaches_the_backend_and_the_console_shows_it() {
     let backend = MockServer::start().await;
@@ -72,17 +87,7 @@ async fn a_quoted_message_reaches_the_backend_and_the_console_shows_it() {
 
     app.deliver(&quoting(user, "wamid.ctx2", &ours[0], "this one"))
         .await;
-    let asked = eventually(WAIT, || async {
-        backend
-            .received_requests()
-            .await
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|r| serde_json::from_slice::<Value>(&r.body).ok())
-            .find(|b| b["message"]["id"] == "wamid.ctx2")
-    })
-    .await
-    .expect("the backend was asked");
+    let asked = asked_about(&backend, "wamid.ctx2").await;
     assert_eq!(
         asked["message"]["replying_to"],
         json!({"id": ours[0], "role": "bot", "text": "Tuesday 10:30 or Wednesday 16:00?"})
@@ -94,17 +99,7 @@ async fn a_quoted_message_reaches_the_backend_and_the_console_shows_it() {
     // A quote of something no longer kept still names what was quoted.
     app.deliver(&quoting(user, "wamid.ctx3", "wamid.long-gone", "and that?"))
         .await;
-    let gone = eventually(WAIT, || async {
-        backend
-            .received_requests()
-            .await
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|r| serde_json::from_slice::<Value>(&r.body).ok())
-            .find(|b| b["message"]["id"] == "wamid.ctx3")
-    })
-    .await
-    .expect("asked");
+    let gone = asked_about(&backend, "wamid.ctx3").await;
     assert_eq!(
         gone["message"]["replying_to"],
         json!({"id": "wamid.long-gone", "role": null, "text": null})

@@ -55,17 +55,22 @@ async fn graph_with_media() -> Arc<MockServer> {
 }
 
 async fn app(graph: Arc<MockServer>, whisper: &MockServer) -> TestApp {
+    app_with(graph, whisper, &[]).await
+}
+
+/// The rules responder with transcription through `whisper`, and `extra` settings.
+async fn app_with(graph: Arc<MockServer>, whisper: &MockServer, extra: &[(&str, &str)]) -> TestApp {
+    let base_url = format!("{}/v1", whisper.uri());
+    let mut env = vec![
+        ("RESPONDER", "rules"),
+        ("WABOT_CONVERSATION__LANGUAGE", "auto"),
+        ("WABOT_TRANSCRIPTION__BASE_URL", base_url.as_str()),
+        ("WABOT_TRANSCRIPTION__MODEL", "whisper-small"),
+    ];
+    env.extend_from_slice(extra);
     spawn(AppOptions {
         graph: Some(graph),
-        ..AppOptions::with_env(&[
-            ("RESPONDER", "rules"),
-            ("WABOT_CONVERSATION__LANGUAGE", "auto"),
-            (
-                "WABOT_TRANSCRIPTION__BASE_URL",
-                &format!("{}/v1", whisper.uri()),
-            ),
-            ("WABOT_TRANSCRIPTION__MODEL", "whisper-small"),
-        ])
+        ..AppOptions::with_env(&env)
     })
     .await
 }
@@ -163,17 +168,11 @@ async fn a_voice_note_in_a_merged_burst_is_still_transcribed() {
         )
         .mount(&whisper)
         .await;
-    let app = spawn(AppOptions {
-        graph: Some(graph.clone()),
-        ..AppOptions::with_env(&[
-            ("RESPONDER", "rules"),
-            ("WABOT_CONVERSATION__MERGE_WINDOW_MS", "500"),
-            (
-                "WABOT_TRANSCRIPTION__BASE_URL",
-                &format!("{}/v1", whisper.uri()),
-            ),
-        ])
-    })
+    let app = app_with(
+        graph.clone(),
+        &whisper,
+        &[("WABOT_CONVERSATION__MERGE_WINDOW_MS", "500")],
+    )
     .await;
     let user = "4915000000079";
     // A text and a voice note in one delivery: one burst.
@@ -357,18 +356,14 @@ async fn voice_notes_are_transcribed_only_once_admitted_and_once_per_message() {
         .mount(&graph)
         .await;
     let whisper = whisper_hearing("What are your opening hours?").await;
-    let app = spawn(AppOptions {
-        graph: Some(graph.clone()),
-        ..AppOptions::with_env(&[
-            ("RESPONDER", "rules"),
+    let app = app_with(
+        graph.clone(),
+        &whisper,
+        &[
             ("WABOT_RATE_LIMIT__MESSAGES", "1"),
             ("WABOT_RATE_LIMIT__WINDOW_SECS", "3600"),
-            (
-                "WABOT_TRANSCRIPTION__BASE_URL",
-                &format!("{}/v1", whisper.uri()),
-            ),
-        ])
-    })
+        ],
+    )
     .await;
     let user = "4915000000081";
     post_voice(&app, user, "wamid.once1").await;

@@ -306,8 +306,8 @@ impl CloudApi {
         }
         // Meta states the size; a file that turns out larger than stated is cut off at the
         // room reserved for it, so the budget holds whatever the CDN sends.
-        let expected = info.file_size.unwrap_or(max_bytes).min(max_bytes);
-        let units = u32::try_from(expected.div_ceil(BUDGET_UNIT))
+        let limit = info.file_size.unwrap_or(max_bytes).min(max_bytes);
+        let units = u32::try_from(limit.div_ceil(BUDGET_UNIT))
             .unwrap_or(u32::MAX)
             .clamp(1, self.media_budget_units);
         let room = self
@@ -316,10 +316,6 @@ impl CloudApi {
             .acquire_many_owned(units)
             .await
             .map_err(|_| CloudApiError::Decode("the media budget is closed".into()))?;
-        let limit = match info.file_size {
-            Some(size) => size.min(max_bytes),
-            None => max_bytes,
-        };
         let response = self
             .http
             .get(&info.url)
