@@ -67,12 +67,18 @@ fn command(content: &MessageContent, handoff: &HandoffDetector) -> Option<Comman
     }
 }
 
-/// How a message is admitted: only what a user wrote to us is answered.
-fn mode_of<'a>(message: &'a InboundMessage, handoff: &HandoffDetector) -> AdmitMode<'a> {
+/// How a message is admitted: only what a user wrote to us is answered, and a reaction only
+/// by a responder that `hears_reactions`.
+fn mode_of<'a>(
+    message: &'a InboundMessage,
+    handoff: &HandoffDetector,
+    hears_reactions: bool,
+) -> AdmitMode<'a> {
     if message.origin != Origin::User {
         return AdmitMode::Record;
     }
     match &message.content {
+        MessageContent::Reaction { .. } if hears_reactions => AdmitMode::Answer,
         MessageContent::Edit { original_id, text } => AdmitMode::Edit {
             original: original_id,
             text: text.as_deref().unwrap_or(""),
@@ -178,7 +184,11 @@ impl Engine {
         if self.options.transcriber.is_some() && transcription::is_user_audio(message) {
             return self.handle_voice(message, role, lease).await;
         }
-        let mode = mode_of(message, &self.options.handoff);
+        let mode = mode_of(
+            message,
+            &self.options.handoff,
+            self.responder.hears_reactions(),
+        );
         let mut turn = Turn::of_user(message, role);
         let command = command(&message.content, &self.options.handoff);
         turn.text = bounded(turn.text, self.options.max_turn_chars);
@@ -493,9 +503,9 @@ impl Engine {
             metrics::counter!(monitoring::HANDOFFS, "reason" => "operator").increment(1);
         }
         let template = self.options.reengagement_template.in_language(language);
-        let message = match window::template_message(&template) {
-            Some(localized) if reengagement => localized,
-            _ => out.content.clone(),
+        let (message, quote) = match window::template_message(&template) {
+            Some(localized) if reengagement => (localized, None),
+            _ => (out.content.clone(), out.reply_to.as_deref()),
         };
         let (text, kind) = out.content.describe();
         let delivery = window::send(
@@ -504,6 +514,7 @@ impl Engine {
             &out.phone_number_id,
             &out.to,
             &message,
+            quote,
             window::is_open(last_user_ms),
         )
         .await?;
@@ -511,7 +522,10 @@ impl Engine {
         let turn = match delivery {
             Delivery::Sent { wamid } => {
                 metrics::counter!(monitoring::OUTBOUND, "outcome" => "sent").increment(1);
-                Turn::sent(role, text, kind, &wamid, now)
+                Turn {
+                    quoted: quote.map(crate::store::turn::marker_digest),
+                    ..Turn::sent(role, text, kind, &wamid, now)
+                }
             }
             Delivery::Template { wamid, name } => {
                 metrics::counter!(monitoring::OUTBOUND, "outcome" => "template").increment(1);
@@ -598,8 +612,10 @@ impl Engine {
                 .and_then(|tap| i18n::language_request(&tap.content))
                 .map(Command::Language)
         });
+        // A reaction is read already and mostly goes unanswered: no typing indicator for it.
+        let is_reaction = matches!(message.content, MessageContent::Reaction { .. });
         let read = async {
-            if self.options.mark_as_read && parts_sent == 0 {
+            if self.options.mark_as_read && parts_sent == 0 && !is_reaction {
                 if let Err(error) = self
                     .api
                     .mark_read(
@@ -670,19 +686,29 @@ impl Engine {
             }
         }
         let now = crate::domain::clock::unix_secs();
+        // The action whose message quoted something, and what (shown above it in the console).
+        let quoted = parts
+            .iter()
+            .find(|p| p.context.is_some() && !matches!(p.message, Action::React { .. }))
+            .and_then(|p| Some((p.action, p.context.as_deref()?)));
         let turns: Vec<Turn> = reply
             .actions
             .iter()
             .zip(sent)
-            .map(|(action, wamid)| {
+            .enumerate()
+            .map(|(index, (action, wamid))| {
                 let (text, kind) = action.describe();
-                Turn::sent(
+                let mut turn = Turn::sent(
                     Role::Bot,
                     bounded(text, self.options.max_turn_chars),
                     kind,
                     wamid.as_deref().unwrap_or_default(),
                     now,
-                )
+                );
+                if let Some((_, quote)) = quoted.filter(|(at, _)| *at == index) {
+                    turn.quoted = Some(crate::store::turn::marker_digest(quote));
+                }
+                turn
             })
             .collect();
         let remember = Remember {
@@ -725,12 +751,13 @@ impl Engine {
                 tracing::info!(user = %message.user, language = chosen.code(), "the user chose a language");
                 Reply::text(texts.get(chosen, Sentence::LanguageChosen))
             }
-            Some(Command::Language(LanguageRequest::Menu)) => Reply {
-                actions: vec![language_menu(texts.get(language, Sentence::ChooseLanguage))],
-            },
+            Some(Command::Language(LanguageRequest::Menu)) => Reply::of(vec![language_menu(
+                texts.get(language, Sentence::ChooseLanguage),
+            )]),
             None => {
-                // The quoted turn, found by its digest among the kept ones.
-                let replying_to = crate::store::turn::quoted_by(message)
+                // The quoted (or reacted to) turn, found by its digest among the kept ones.
+                let replying_to = crate::store::turn::about(message)
+                    .map(crate::store::turn::marker_digest)
                     .and_then(|digest| history.iter().position(|t| t.id.as_ref() == Some(&digest)));
                 let history: Vec<HistoryTurn> = history.iter().map(history_turn).collect();
                 let image = if self.responder.wants_images() {
@@ -999,6 +1026,7 @@ impl Engine {
                     },
                 },
                 requested_at: crate::domain::clock::unix_secs(),
+                reply_to: None,
             };
             self.handle_outbound(&again, true, lease).await?;
             // After the send: a crash in between leaves the flag unset, and the template's id
@@ -1074,7 +1102,7 @@ impl Handler for Engine {
         let handoff = &self.options.handoff;
         // Voice notes to transcribe and commands take the one-by-one path.
         let plain = |m: &InboundMessage| {
-            mode_of(m, handoff) == AdmitMode::Answer
+            mode_of(m, handoff, false) == AdmitMode::Answer
                 && command(&m.content, handoff).is_none()
                 && !(self.options.transcriber.is_some() && transcription::is_user_audio(m))
         };

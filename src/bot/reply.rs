@@ -2,7 +2,7 @@
 //! instead of one Meta would refuse), turned into outbound messages (long texts split), and
 //! described for the history (`[buttons] Pick one`).
 
-use crate::bot::responder::{Action, Reply};
+use crate::bot::responder::{Action, Quote, Reply};
 use crate::domain::UserId;
 use crate::meta::cloud_api::split::{split_text_at_most, MAX_TEXT_LEN};
 
@@ -10,7 +10,8 @@ use crate::meta::cloud_api::split::{split_text_at_most, MAX_TEXT_LEN};
 #[derive(Debug, Clone, PartialEq)]
 pub struct Part {
     pub message: Action,
-    /// The message a reaction reacts to (the user's); `None` for every other part.
+    /// The message a reaction reacts to (the user's), or the one the reply quotes (its first
+    /// part that is not a reaction); `None` for every other part.
     pub context: Option<String>,
     /// Index of the action it belongs to (a long text is several parts of one action).
     pub action: usize,
@@ -41,14 +42,21 @@ pub fn checked(reply: Reply, fallback: &str, user: &UserId) -> Reply {
             }
         })
         .collect();
-    Reply { actions }
+    Reply {
+        actions,
+        quote: reply.quote,
+    }
 }
 
 /// The reply as at most `max_parts` outbound messages, long texts split at WhatsApp's limit,
-/// reactions aimed at `answering` (the user's message); `true` when something did not fit.
-/// A handoff sends nothing, so it has no part.
+/// reactions aimed at `answering` (the user's message), the quote on the first other part;
+/// `true` when something did not fit. A handoff sends nothing, so it has no part.
 pub fn parts_of(reply: &Reply, answering: &str, max_parts: usize) -> (Vec<Part>, bool) {
-    let mut parts = Vec::new();
+    let mut parts: Vec<Part> = Vec::new();
+    let mut quote = reply.quote.as_ref().map(|quote| match quote {
+        Quote::Answered => answering.to_string(),
+        Quote::Message(wamid) => wamid.clone(),
+    });
     for (index, action) in reply.actions.iter().enumerate() {
         let room = max_parts.saturating_sub(parts.len());
         let (messages, cut) = match action {
@@ -67,8 +75,11 @@ pub fn parts_of(reply: &Reply, answering: &str, max_parts: usize) -> (Vec<Part>,
             other => (vec![(other.clone(), None)], false),
         };
         parts.extend(messages.into_iter().map(|(message, context)| Part {
+            context: match message {
+                Action::React { .. } => context,
+                _ => quote.take(),
+            },
             message,
-            context,
             action: index,
         }));
         let more_to_send = reply.actions[index + 1..]
@@ -92,9 +103,10 @@ mod tests {
 
     #[test]
     fn long_texts_become_several_parts_of_one_action() {
-        let reply = Reply {
-            actions: vec![Action::Text("a ".repeat(5000)), Action::Text("b".into())],
-        };
+        let reply = Reply::of(vec![
+            Action::Text("a ".repeat(5000)),
+            Action::Text("b".into()),
+        ]);
         let (parts, cut) = parts_of(&reply, "wamid.in", 10);
         assert_eq!(
             parts.iter().map(|p| p.action).collect::<Vec<_>>(),
@@ -113,15 +125,13 @@ mod tests {
 
     #[test]
     fn handoffs_have_no_part_and_reactions_aim_at_the_message() {
-        let reply = Reply {
-            actions: vec![
-                Action::React {
-                    emoji: "👍".into()
-                },
-                Action::Text("ok".into()),
-                Action::Handoff { note: None },
-            ],
-        };
+        let reply = Reply::of(vec![
+            Action::React {
+                emoji: "👍".into()
+            },
+            Action::Text("ok".into()),
+            Action::Handoff { note: None },
+        ]);
         let (parts, cut) = parts_of(&reply, "wamid.in", 2);
         assert!(!cut, "a trailing handoff needs no room");
         assert_eq!(
@@ -136,41 +146,60 @@ mod tests {
     }
 
     #[test]
+    fn a_quote_goes_on_the_first_part_that_is_not_a_reaction() {
+        let mut reply = Reply::of(vec![
+            Action::React {
+                emoji: "👍".into()
+            },
+            Action::Text("a ".repeat(5000)),
+        ]);
+        reply.quote = Some(Quote::Answered);
+        let (parts, _) = parts_of(&reply, "wamid.in", 10);
+        let contexts: Vec<Option<&str>> = parts.iter().map(|p| p.context.as_deref()).collect();
+        assert_eq!(
+            contexts,
+            [Some("wamid.in"), Some("wamid.in"), None, None],
+            "the reaction's target, then the quote on the first text part only"
+        );
+        reply.quote = Some(Quote::Message("wamid.earlier".into()));
+        let (parts, _) = parts_of(&reply, "wamid.in", 10);
+        assert_eq!(parts[1].context.as_deref(), Some("wamid.earlier"));
+    }
+
+    #[test]
     fn an_action_over_the_limits_becomes_text_and_a_bad_text_is_dropped() {
-        let reply = Reply {
-            actions: vec![
-                Action::Buttons {
-                    text: "Pick".into(),
-                    header: None,
-                    footer: None,
-                    buttons: vec![Choice {
-                        id: "a".into(),
-                        title: "A title that is far too long".into(),
+        let reply = Reply::of(vec![
+            Action::Buttons {
+                text: "Pick".into(),
+                header: None,
+                footer: None,
+                buttons: vec![Choice {
+                    id: "a".into(),
+                    title: "A title that is far too long".into(),
+                    description: None,
+                }],
+            },
+            Action::Text(String::new()),
+            Action::List {
+                text: "Menu".into(),
+                header: None,
+                footer: None,
+                button: "Open".into(),
+                sections: vec![Section {
+                    title: None,
+                    rows: vec![Choice {
+                        id: "r".into(),
+                        title: "Row".into(),
                         description: None,
                     }],
-                },
-                Action::Text(String::new()),
-                Action::List {
-                    text: "Menu".into(),
-                    header: None,
-                    footer: None,
-                    button: "Open".into(),
-                    sections: vec![Section {
-                        title: None,
-                        rows: vec![Choice {
-                            id: "r".into(),
-                            title: "Row".into(),
-                            description: None,
-                        }],
-                    }],
-                },
-                Action::Template {
-                    name: String::new(),
-                    language: "en".into(),
-                    components: vec![],
-                },
-            ],
-        };
+                }],
+            },
+            Action::Template {
+                name: String::new(),
+                language: "en".into(),
+                components: vec![],
+            },
+        ]);
         let checked = checked(reply, "fallback", &user());
         assert_eq!(checked.actions.len(), 3);
         assert_eq!(

@@ -340,6 +340,14 @@ pub struct HttpResponderSettings {
     pub retry_base_ms: u64,
     /// Sent when the backend fails; empty: the built-in sentence in the conversation's language.
     pub fallback: String,
+    /// The user's reactions are POSTed too (`message.type = "reaction"`); the backend's actions
+    /// for one are sent like any answer (usually none). Off: reactions are only kept.
+    #[serde(default = "yes")]
+    pub reactions: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

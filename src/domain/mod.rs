@@ -207,6 +207,11 @@ pub enum MessageContent {
     },
     Contacts {
         names: Vec<String>,
+        #[serde(default)]
+        phones: Vec<String>,
+        /// The answer to the bot's contact request (`request_contact_info`).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        requested: bool,
     },
     /// A tap on one of our reply buttons or list rows, or a Flow (`nfm_reply`) submission.
     InteractiveReply {
@@ -358,7 +363,10 @@ impl MessageContent {
                     .join(", ");
                 format!("[location: {place} ({latitude:.5}, {longitude:.5})]")
             }
-            MessageContent::Contacts { names } => format!("[contacts: {}]", names.join(", ")),
+            MessageContent::Contacts { names, phones, .. } => {
+                let shared: Vec<&str> = names.iter().chain(phones).map(String::as_str).collect();
+                format!("[contacts: {}]", shared.join(", "))
+            }
             MessageContent::Reaction { emoji: Some(e), .. } => format!("[reaction {e}]"),
             MessageContent::Reaction { emoji: None, .. } => "[reaction removed]".into(),
             MessageContent::Order { items, text, .. } => {
@@ -484,6 +492,9 @@ pub struct OutboundMessage {
     pub content: action::Action,
     /// Unix seconds.
     pub requested_at: i64,
+    /// The wamid of the message it quotes (WhatsApp's `context`); `None`: nothing quoted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<String>,
 }
 
 /// Statuses are stored as `{"st": ...}`; anything else is a message (the format of every

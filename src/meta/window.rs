@@ -68,6 +68,7 @@ pub async fn send(
     pnid: &PhoneNumberId,
     user: &UserId,
     message: &Action,
+    quote: Option<&str>,
     window_open: bool,
 ) -> Result<Delivery, CloudApiError> {
     let free_form = !matches!(message, Action::Template { .. });
@@ -75,7 +76,7 @@ pub async fn send(
     if free_form && !window_open {
         return reengage(api, template, pnid, &to, "the 24-hour window is closed").await;
     }
-    match api.send(pnid, &to, message, None).await {
+    match api.send(pnid, &to, message, quote).await {
         Ok(sent) => Ok(Delivery::Sent { wamid: sent.wamid }),
         Err(error) if free_form && error.code() == Some(REENGAGEMENT_CODE) => {
             reengage(

@@ -95,7 +95,32 @@ pub fn request(
         source,
         content,
         requested_at: crate::domain::clock::unix_secs(),
+        reply_to: None,
     })
+}
+
+/// Longest wamid accepted as a quote (Meta's are ~60 characters).
+const MAX_QUOTE_ID: usize = 256;
+
+/// The message `message` quotes: `reply_to` as given (a wamid), or the user's newest message
+/// for `last` (`None` when the user never wrote); an error for anything unusable.
+pub fn quoting(
+    reply_to: Option<&str>,
+    last_user_message: Option<&str>,
+) -> Result<Option<String>, OutboundError> {
+    match reply_to.map(str::trim) {
+        None => Ok(None),
+        Some("last") => last_user_message
+            .map(str::to_string)
+            .map(Some)
+            .ok_or_else(|| {
+                OutboundError::Invalid("reply_to `last`: the user has not written yet".into())
+            }),
+        Some(id) if id.is_empty() || id.len() > MAX_QUOTE_ID => Err(OutboundError::Invalid(
+            "reply_to is a message id (wamid) of at most 256 characters, or `last`".into(),
+        )),
+        Some(id) => Ok(Some(id.to_string())),
+    }
 }
 
 /// Stores it durably in its conversation's queue; `false` when that id was queued before.

@@ -77,6 +77,17 @@ pub struct DeliveryError {
     pub title: Option<String>,
 }
 
+/// The wamid of the message `message` is about: the one a reaction reacts to, or the one the
+/// user quoted (not for a tap on a button or list row, whose context is only the menu it
+/// answers).
+pub fn about(message: &InboundMessage) -> Option<&str> {
+    use crate::domain::MessageContent;
+    match &message.content {
+        MessageContent::Reaction { message_id, .. } => Some(message_id.as_str()),
+        _ => quoted_by(message).and(message.reply_to.as_deref()),
+    }
+}
+
 /// The digest of the message `message` quotes, when the user quoted one: not for a tap on a
 /// button or list row, whose context is only the menu it answers.
 pub fn quoted_by(message: &InboundMessage) -> Option<String> {

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-use super::{HistoryTurn, Reply, Responder, ResponderInput, Speaker};
+use super::{HistoryTurn, Quote, Reply, Responder, ResponderInput, Speaker};
 use crate::bot::i18n::{Language, Sentence, Texts};
 use crate::config::HttpResponderSettings;
 use crate::domain::action::wire::{into_actions, WireAction, WireError};
@@ -33,6 +33,7 @@ pub struct HttpResponder {
     attempts: u32,
     retry_base: Duration,
     fallback: Option<String>,
+    reactions: bool,
     texts: Arc<Texts>,
 }
 
@@ -57,6 +58,9 @@ pub struct WireMessage<'a> {
     /// The message the user quoted (swiped to reply to): its wamid, and who said what when the
     /// kept history still has it; `null` when nothing was quoted.
     pub replying_to: Option<WireQuote<'a>>,
+    /// A reaction: the emoji (`null`: taken back) and the message it is about; `null` for
+    /// every other message.
+    pub reaction: Option<WireReaction<'a>>,
     /// A completed WhatsApp Flow's answers (`nfm_reply`'s `response_json`, parsed; its
     /// `flow_token` names the flow that was sent); `null` otherwise.
     pub flow: Option<serde_json::Value>,
@@ -72,6 +76,12 @@ pub struct WireQuote<'a> {
     /// `user`, `bot` or `operator`; `null` once the quoted turn left the kept history.
     pub role: Option<&'static str>,
     pub text: Option<&'a str>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct WireReaction<'a> {
+    pub emoji: Option<&'a str>,
+    pub to: WireQuote<'a>,
 }
 
 #[derive(Debug, Serialize)]
@@ -104,6 +114,34 @@ pub struct WireConversation<'a> {
 #[derive(Debug, Deserialize)]
 struct BackendAnswer {
     actions: Vec<WireAction>,
+    /// `true`: the first message quotes the user's message; a wamid: quotes that message.
+    #[serde(default)]
+    quote: Option<WireQuoteAnswer>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum WireQuoteAnswer {
+    Answered(bool),
+    Message(String),
+}
+
+/// Longest wamid accepted as a quote (Meta's are ~60 characters).
+const MAX_QUOTE_ID: usize = 256;
+
+impl WireQuoteAnswer {
+    fn into_quote(self) -> Result<Option<Quote>, WireError> {
+        Ok(match self {
+            WireQuoteAnswer::Answered(yes) => yes.then_some(Quote::Answered),
+            WireQuoteAnswer::Message(id) => {
+                let id = id.trim();
+                if id.is_empty() || id.len() > MAX_QUOTE_ID {
+                    return Err(WireError::Quote);
+                }
+                Some(Quote::Message(id.to_string()))
+            }
+        })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -181,6 +219,7 @@ impl HttpResponder {
             attempts: settings.attempts.max(1),
             retry_base: Duration::from_millis(settings.retry_base_ms),
             fallback: Some(settings.fallback.clone()).filter(|f| !f.trim().is_empty()),
+            reactions: settings.reactions,
             texts,
         })
     }
@@ -228,7 +267,13 @@ impl HttpResponder {
             serde_json::from_slice(&answer).map_err(|e| malformed(status, &answer, &e))?;
         let actions = into_actions(parsed.actions)
             .map_err(|source| BackendError::Action { status, source })?;
-        Ok(Reply { actions })
+        let quote = parsed
+            .quote
+            .map(WireQuoteAnswer::into_quote)
+            .transpose()
+            .map_err(|source| BackendError::Action { status, source })?
+            .flatten();
+        Ok(Reply { actions, quote })
     }
 
     fn fallback(&self, language: Language) -> Reply {
@@ -259,6 +304,12 @@ fn request<'a>(
         MessageContent::TemplateButton { payload, .. } => Some(payload.as_str()),
         _ => None,
     };
+    // The turn a quote or a reaction is about, when the kept history still has it.
+    let quote = |id: &'a str| WireQuote {
+        id,
+        role: replying_to.map(|t| speaker_name(t.speaker)),
+        text: replying_to.map(|t| t.text.as_str()),
+    };
     let received = if message.timestamp > 0 {
         message.timestamp
     } else {
@@ -272,11 +323,14 @@ fn request<'a>(
             reply_id,
             replying_to: crate::store::turn::quoted_by(message)
                 .and(message.reply_to.as_deref())
-                .map(|id| WireQuote {
-                    id,
-                    role: replying_to.map(|t| speaker_name(t.speaker)),
-                    text: replying_to.map(|t| t.text.as_str()),
+                .map(quote),
+            reaction: match &message.content {
+                MessageContent::Reaction { message_id, emoji } => Some(WireReaction {
+                    emoji: emoji.as_deref().filter(|e| !e.is_empty()),
+                    to: quote(message_id),
                 }),
+                _ => None,
+            },
             flow: match &message.content {
                 MessageContent::InteractiveReply {
                     reply: crate::domain::InteractiveKind::NfmReply,
@@ -314,10 +368,10 @@ fn request<'a>(
 #[async_trait]
 impl Responder for HttpResponder {
     async fn respond(&self, input: ResponderInput<'_>) -> Reply {
-        if matches!(
-            input.message.content,
-            MessageContent::Reaction { .. } | MessageContent::System { .. }
-        ) {
+        let reaction = matches!(input.message.content, MessageContent::Reaction { .. });
+        if matches!(input.message.content, MessageContent::System { .. })
+            || (reaction && !self.reactions)
+        {
             return Reply::nothing();
         }
         let body = match HttpResponder::body(&input) {
@@ -348,6 +402,11 @@ impl Responder for HttpResponder {
                 );
                 reply
             }
+            Err(error) if reaction => {
+                // Nobody waits for an answer to a 👍: no apology for one.
+                tracing::warn!(wamid = %input.message.id, error = %error_chain(&error), "backend call about a reaction failed; nothing is said");
+                Reply::nothing()
+            }
             Err(error) => {
                 tracing::warn!(
                     wamid = %input.message.id,
@@ -357,6 +416,10 @@ impl Responder for HttpResponder {
                 self.fallback(input.language)
             }
         }
+    }
+
+    fn hears_reactions(&self) -> bool {
+        self.reactions
     }
 
     fn help(&self, language: Language) -> String {

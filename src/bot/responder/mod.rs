@@ -51,7 +51,8 @@ pub struct ResponderInput<'a> {
     /// The bytes and MIME type of the image the user sent, for a responder that
     /// `wants_images` (downloaded by the engine; `None` otherwise or when that failed).
     pub image: Option<(&'a [u8], &'a str)>,
-    /// The turn the user quoted (swiped to reply to), when the kept history still has it.
+    /// The turn the user quoted (swiped to reply to) or reacted to, when the kept history still
+    /// has it.
     pub replying_to: Option<&'a HistoryTurn>,
 }
 
@@ -59,13 +60,30 @@ pub struct ResponderInput<'a> {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Reply {
     pub actions: Vec<Action>,
+    /// The message its first message quotes (WhatsApp shows it above, like a user's swipe to
+    /// reply); `None`: nothing quoted.
+    pub quote: Option<Quote>,
+}
+
+/// What a reply quotes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Quote {
+    /// The user's message being answered.
+    Answered,
+    /// Any message of the conversation, by its wamid.
+    Message(String),
 }
 
 impl Reply {
-    pub fn text(text: impl Into<String>) -> Reply {
+    pub fn of(actions: Vec<Action>) -> Reply {
         Reply {
-            actions: vec![Action::Text(text.into())],
+            actions,
+            quote: None,
         }
+    }
+
+    pub fn text(text: impl Into<String>) -> Reply {
+        Reply::of(vec![Action::Text(text.into())])
     }
 
     /// Say nothing (e.g. to a reaction).
@@ -84,6 +102,11 @@ pub trait Responder: Send + Sync + 'static {
     /// Whether it reads the history (the engine does not fetch it otherwise).
     fn reads_history(&self) -> bool {
         true
+    }
+    /// Whether a user's reactions are given to it (the others never see them: a reaction is
+    /// kept on its turn and not answered).
+    fn hears_reactions(&self) -> bool {
+        false
     }
     /// Whether the engine should download a user's image for it (`ResponderInput::image`).
     fn wants_images(&self) -> bool {

@@ -311,7 +311,7 @@ impl OpenAiResponder {
                 if reply.is_empty() {
                     return Err(LlmError::Empty);
                 }
-                return Ok(Reply { actions: reply });
+                return Ok(Reply::of(reply));
             }
             if round == self.max_tool_rounds {
                 return Err(LlmError::ToolLoop {

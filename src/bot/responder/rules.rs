@@ -64,6 +64,9 @@ struct RuleSpec {
     /// lists by language.
     #[serde(default)]
     actions: Option<toml::Value>,
+    /// The answer's first message quotes the user's message.
+    #[serde(default)]
+    quote: bool,
 }
 
 /// The key of a per-language table that holds what is said in every language.
@@ -355,7 +358,10 @@ impl Rule {
             for action in &list {
                 action.check().map_err(|e| format!("{e}{code}"))?;
             }
-            let answer = Reply { actions: list };
+            let answer = Reply {
+                actions: list,
+                quote: spec.quote.then_some(super::Quote::Answered),
+            };
             match language {
                 Some(l) => replies.by_language.push((l, answer)),
                 None => replies.every = Some(answer),

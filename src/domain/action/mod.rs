@@ -82,6 +82,9 @@ pub enum Action {
     },
     /// A text with a button that asks the user to share their location.
     AskLocation { text: String },
+    /// A text with a button that asks the user to share their phone number (Meta's
+    /// `request_contact_info`; the answer is a `contacts` message marked as requested).
+    AskContact { text: String },
     /// A reaction to the message being answered.
     React { emoji: String },
     /// Hand the conversation to a person. Sends nothing itself; see `Engine::hand_off`.
@@ -138,6 +141,7 @@ impl Action {
             Action::Flow { .. } => "flow",
             Action::Link { .. } => "link",
             Action::AskLocation { .. } => "location_request",
+            Action::AskContact { .. } => "contact_request",
             Action::React { .. } => "reaction",
             Action::Handoff { .. } => "handoff",
         }
@@ -151,7 +155,8 @@ impl Action {
             | Action::List { .. }
             | Action::Flow { .. }
             | Action::Link { .. }
-            | Action::AskLocation { .. } => "interactive",
+            | Action::AskLocation { .. }
+            | Action::AskContact { .. } => "interactive",
             Action::Media { kind, .. } => kind.as_str(),
             Action::Location { .. } => "location",
             Action::Template { .. } => "template",
@@ -199,6 +204,7 @@ impl Action {
                 text, label, url, ..
             } => format!("[link: {label} {url}] {text}"),
             Action::AskLocation { text } => format!("[location request] {text}"),
+            Action::AskContact { text } => format!("[contact request] {text}"),
             Action::React { emoji } => with("reaction", Some(emoji)),
             Action::Handoff { note } => with("handoff", note.as_deref()),
         }
@@ -255,7 +261,9 @@ impl Action {
             .join("\n"),
             Action::React { emoji } => emoji.clone(),
             // The form itself cannot be written out.
-            Action::Flow { text, .. } | Action::AskLocation { text } => text.clone(),
+            Action::Flow { text, .. }
+            | Action::AskLocation { text }
+            | Action::AskContact { text } => text.clone(),
             Action::Link {
                 text, label, url, ..
             } => format!("{text}\n{label}: {url}"),

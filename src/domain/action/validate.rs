@@ -239,7 +239,9 @@ pub fn check(action: &Action) -> Result<(), Violation> {
             }
             Ok(())
         }
-        Action::AskLocation { text } => required("text", text, BUTTONS_BODY_MAX),
+        Action::AskLocation { text } | Action::AskContact { text } => {
+            required("text", text, BUTTONS_BODY_MAX)
+        }
         // An emoji is one grapheme, but some are several code points (flags, skin tones).
         Action::React { emoji } => required("emoji", emoji, 16),
         Action::Handoff { note } => optional("note", note, 4096),

@@ -65,6 +65,9 @@ pub enum WireAction {
     LocationRequest {
         text: String,
     },
+    ContactRequest {
+        text: String,
+    },
     Reaction {
         emoji: String,
     },
@@ -106,6 +109,8 @@ pub struct WireMedia {
 pub enum WireError {
     #[error("a {0} action needs exactly one of `link` and `id`")]
     MediaSource(&'static str),
+    #[error("`quote` is `true`, `false` or a message id (at most 256 characters)")]
+    Quote,
 }
 
 impl WireAction {
@@ -193,6 +198,7 @@ impl WireAction {
                 url,
             },
             WireAction::LocationRequest { text } => Action::AskLocation { text },
+            WireAction::ContactRequest { text } => Action::AskContact { text },
             WireAction::Reaction { emoji } => Action::React { emoji },
             WireAction::Handoff { note } => Action::Handoff { note },
         })
@@ -351,6 +357,7 @@ impl From<Action> for WireAction {
                 footer,
             },
             Action::AskLocation { text } => WireAction::LocationRequest { text },
+            Action::AskContact { text } => WireAction::ContactRequest { text },
             Action::React { emoji } => WireAction::Reaction { emoji },
             Action::Handoff { note } => WireAction::Handoff { note },
         }

@@ -196,6 +196,8 @@ pub struct ReplyForm {
     text: Option<String>,
     /// Rendered into the form: a resubmitted form sends once.
     key: Option<String>,
+    /// The wamid of the user's message the reply quotes (the form's checkbox).
+    quote: Option<String>,
 }
 
 /// The sign-in form, with a fresh double-submit token (a cookie and the same value in the form).
@@ -481,10 +483,13 @@ async fn queue_operator_message(
     user: UserId,
     content: crate::domain::action::Action,
     key: Option<&str>,
+    quote: Option<&str>,
 ) -> Result<()> {
     let key = key.filter(|k| !k.is_empty());
-    let message = outbound::request(pnid, user.clone(), OutboundSource::Operator, content, key)
-        .map_err(|e| ConsoleError::BadRequest(e.to_string()))?;
+    let bad = |e: outbound::OutboundError| ConsoleError::BadRequest(e.to_string());
+    let mut message = outbound::request(pnid, user.clone(), OutboundSource::Operator, content, key)
+        .map_err(bad)?;
+    message.reply_to = outbound::quoting(quote.filter(|q| !q.is_empty()), None).map_err(bad)?;
     let new = outbound::enqueue(state.sink.as_ref(), message).await?;
     tracing::info!(user = %user, duplicate = !new, "operator message queued from the console");
     Ok(())
@@ -503,7 +508,15 @@ pub async fn reply(
         ));
     }
     let location = format!("{}?done=queued", conversation_path(&pnid, &user));
-    queue_operator_message(&state, pnid, user, content, form.key.as_deref()).await?;
+    queue_operator_message(
+        &state,
+        pnid,
+        user,
+        content,
+        form.key.as_deref(),
+        form.quote.as_deref(),
+    )
+    .await?;
     Ok(see_other(&location))
 }
 
@@ -524,7 +537,7 @@ pub async fn template(
     let content = outbound::content(None, Some((&name, &language, &components)), None)
         .map_err(|e| ConsoleError::BadRequest(e.to_string()))?;
     let location = format!("{}?done=template", conversation_path(&pnid, &user));
-    queue_operator_message(&state, pnid, user, content, form.key.as_deref()).await?;
+    queue_operator_message(&state, pnid, user, content, form.key.as_deref(), None).await?;
     Ok(see_other(&location))
 }
 

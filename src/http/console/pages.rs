@@ -383,6 +383,13 @@ pub fn conversation(page: &ConversationPage<'_>) -> Markup {
                         input type="hidden" name="key" value=(page.reply_key);
                         label for="reply-text" { "Reply" }
                         textarea #reply-text name="text" rows="3" maxlength="4096" required {}
+                        @if let Some(wamid) = &view.last_user_message {
+                            label.quote-last {
+                                input type="checkbox" name="quote" value=(wamid) id="quote-last";
+                                " Quote their last message"
+                                @if let Some(said) = last_said(view) { ": “" (said) "”" }
+                            }
+                        }
                         button type="submit" id="send-reply" { "Send" }
                         @if view.handoff.owner != Owner::Human {
                             p.hint { "Sending takes the conversation over from the bot." }
@@ -392,6 +399,17 @@ pub fn conversation(page: &ConversationPage<'_>) -> Markup {
             }
         },
     )
+}
+
+/// The start of what the user last wrote, for the quote checkbox.
+fn last_said(view: &ConversationView) -> Option<String> {
+    const SHOWN: usize = 80;
+    let turn = view.turns.iter().rev().find(|t| t.role == Role::User)?;
+    let mut said: String = turn.text.chars().take(SHOWN).collect();
+    if turn.text.chars().count() > SHOWN {
+        said.push('…');
+    }
+    Some(said)
 }
 
 pub struct DeadLettersPage<'a> {

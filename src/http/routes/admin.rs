@@ -322,6 +322,8 @@ pub struct OutboundBody {
     message: Option<crate::domain::action::WireAction>,
     /// A retried POST with the same key sends once.
     idempotency_key: Option<String>,
+    /// Quote a message: its wamid, or `last` for the user's newest message.
+    reply_to: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -373,7 +375,17 @@ async fn enqueue(
         body.message.as_ref(),
     )
     .map_err(invalid)?;
-    let message = outbound::request(
+    // `last` is resolved now: the message the operator saw when they wrote.
+    let last = match body.reply_to.as_deref().map(str::trim) {
+        Some("last") => state
+            .conversations
+            .get(&pnid, &to)
+            .await
+            .map_err(ApiError::redis)?
+            .and_then(|view| view.last_user_message),
+        _ => None,
+    };
+    let mut message = outbound::request(
         pnid,
         to.clone(),
         source,
@@ -381,6 +393,8 @@ async fn enqueue(
         body.idempotency_key.as_deref(),
     )
     .map_err(invalid)?;
+    message.reply_to =
+        outbound::quoting(body.reply_to.as_deref(), last.as_deref()).map_err(invalid)?;
     let id = message.id.clone();
     let new = outbound::enqueue(state.sink.as_ref(), message).await?;
     tracing::info!(user = %to, duplicate = !new, ?source, "outbound message queued");

@@ -170,6 +170,13 @@ fn payload(action: &Action) -> Value {
             &None,
             json!({ "name": "send_location" }),
         ),
+        Action::AskContact { text } => interactive(
+            "request_contact_info",
+            text,
+            &None,
+            &None,
+            json!({ "name": "request_contact_info" }),
+        ),
         Action::Template {
             name,
             language,
@@ -529,7 +536,7 @@ mod tests {
     }
 
     #[test]
-    fn a_link_button_and_a_location_request() {
+    fn a_link_button_a_location_request_and_a_contact_request() {
         let link = body(
             Action::Link {
                 text: "Our opening hours".into(),
@@ -557,6 +564,17 @@ mod tests {
             ask["interactive"],
             json!({"type": "location_request_message", "body": {"text": "Where should we deliver?"},
                 "action": {"name": "send_location"}})
+        );
+        let contact = body(
+            Action::AskContact {
+                text: "May we have your number?".into(),
+            },
+            None,
+        );
+        assert_eq!(
+            contact["interactive"],
+            json!({"type": "request_contact_info", "body": {"text": "May we have your number?"},
+                "action": {"name": "request_contact_info"}})
         );
     }
 }

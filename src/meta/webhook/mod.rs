@@ -328,6 +328,16 @@ fn content_of(m: &Message) -> MessageContent {
                 .filter_map(|c| c.name.as_ref())
                 .filter_map(|n| n.formatted_name.clone().or_else(|| n.first_name.clone()))
                 .collect(),
+            phones: m
+                .contacts
+                .iter()
+                .flat_map(|c| &c.phones)
+                .filter_map(|p| p.phone.clone().or_else(|| p.wa_id.clone()))
+                .collect(),
+            requested: m
+                .contacts
+                .first()
+                .is_some_and(|c| c.origin.as_deref() == Some("contact_request")),
         }),
         "interactive" => m.interactive.as_ref().and_then(|i| {
             match i.kind.as_deref() {

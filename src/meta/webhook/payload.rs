@@ -198,6 +198,19 @@ pub struct Location {
 pub struct SharedContact {
     #[serde(default)]
     pub name: Option<SharedContactName>,
+    #[serde(default)]
+    pub phones: Vec<SharedPhone>,
+    /// `contact_request` when the user answered our `request_contact_info` button.
+    #[serde(default)]
+    pub origin: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SharedPhone {
+    #[serde(default)]
+    pub phone: Option<String>,
+    #[serde(default)]
+    pub wa_id: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

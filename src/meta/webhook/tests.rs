@@ -227,8 +227,21 @@ fn every_documented_type_becomes_content() {
             json!({"type": "contacts", "contacts": [{"name": {"formatted_name": "Ann Lee", "first_name": "Ann"}, "phones": [{"phone": "+1 555", "type": "HOME"}]}]})
         ),
         MessageContent::Contacts {
-            names: vec!["Ann Lee".into()]
+            names: vec!["Ann Lee".into()],
+            phones: vec!["+1 555".into()],
+            requested: false,
         }
+    );
+    assert_eq!(
+        content(
+            json!({"type": "contacts", "contacts": [{"origin": "contact_request", "phones": [{"phone": "+16505551234", "wa_id": "16505551234", "type": "CELL"}]}]})
+        ),
+        MessageContent::Contacts {
+            names: vec![],
+            phones: vec!["+16505551234".into()],
+            requested: true,
+        },
+        "the answer to a request_contact_info button"
     );
     assert_eq!(
         content(

@@ -100,6 +100,8 @@ pub mod field {
     pub const LAST_FAILURE: &str = "lf";
     /// When the user last wrote (ms): the 24-hour window.
     pub const LAST_USER: &str = "lu";
+    /// The wamid of the user's newest message: what an operator's message can quote.
+    pub const LAST_USER_MESSAGE: &str = "lw";
     /// A person has the conversation until (ms) / who and why (JSON).
     pub const HUMAN_UNTIL: &str = "hu";
     pub const HUMAN_INFO: &str = "hi";
@@ -119,13 +121,14 @@ pub mod field {
     /// The turn counter of versions before `n`, read once and migrated.
     pub const LEGACY_SEQ: &str = "seq";
     /// Every field but the per-message markers.
-    pub const ALL: [&str; 16] = [
+    pub const ALL: [&str; 17] = [
         TURNS,
         CREATED,
         UPDATED,
         NAME,
         LAST_FAILURE,
         LAST_USER,
+        LAST_USER_MESSAGE,
         HUMAN_UNTIL,
         HUMAN_INFO,
         OTHER_APP,
@@ -317,6 +320,8 @@ pub struct ConversationView {
     pub handoff: HandoffView,
     /// When the user last wrote (ms).
     pub last_user_ms: Option<i64>,
+    /// The wamid of the user's newest message (an operator's message can quote it).
+    pub last_user_message: Option<String>,
     /// Free-form messages may be sent until then (ms); `None`: the user never wrote.
     pub window_open_until_ms: Option<i64>,
     pub window_open: bool,

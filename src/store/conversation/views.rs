@@ -50,6 +50,7 @@ impl ConversationStore {
                     .and_then(|s| serde_json::from_str(s).ok()),
             },
             last_user_ms,
+            last_user_message: fields.get(field::LAST_USER_MESSAGE).cloned(),
             window_open_until_ms,
             window_open: window_open_until_ms.is_some_and(|until| until > now),
         }))

@@ -75,8 +75,14 @@ if not state[3] then fields[#fields + 1] = 'c'; fields[#fields + 1] = now end
 if ARGV[9] ~= '' then fields[#fields + 1] = 'name'; fields[#fields + 1] = ARGV[9] end
 local wrote = tonumber(ARGV[14])
 if wrote and wrote > now then wrote = now end
-if wrote and wrote > (tonumber(state[9] or '0') or 0) then
+local last_wrote = tonumber(state[9] or '0') or 0
+if wrote and wrote > last_wrote then
   fields[#fields + 1] = 'lu'; fields[#fields + 1] = wrote
+end
+-- The newest message (Meta's timestamps are seconds: a tie goes to the one processed later),
+-- which an operator's message can quote.
+if wrote and wrote >= last_wrote then
+  fields[#fields + 1] = 'lw'; fields[#fields + 1] = wamid
 end
 
 -- What the message says about the language (`language_after`).
