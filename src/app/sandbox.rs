@@ -40,7 +40,8 @@ pub async fn run(options: SandboxOptions) -> anyhow::Result<()> {
     let quit = CancellationToken::new();
     cancel_on_signals(quit.clone())?;
     let (replies_tx, replies) = mpsc::unbounded_channel::<String>();
-    let graph = fake_graph_api(replies_tx)?;
+    let flows = LastFlow::default();
+    let graph = fake_graph_api(replies_tx, flows.clone())?;
     let mut settings = sandbox_settings(&format!("http://127.0.0.1:{}", graph.port))?;
 
     let redis = tokio::select! {
@@ -53,7 +54,7 @@ pub async fn run(options: SandboxOptions) -> anyhow::Result<()> {
         None => Ok(()),
         Some(Err(error)) => Err(error),
         Some(Ok(private)) => {
-            let outcome = session(&options, settings, replies, &quit).await;
+            let outcome = session(&options, settings, replies, &flows, &quit).await;
             // After the session: the server and workers stop cleanly while Redis still answers.
             if let Some(private) = private {
                 private.stop().await;
@@ -70,6 +71,7 @@ async fn session(
     options: &SandboxOptions,
     settings: Settings,
     mut replies: mpsc::UnboundedReceiver<String>,
+    flows: &LastFlow,
     quit: &CancellationToken,
 ) -> anyhow::Result<()> {
     let app = tokio::select! {
@@ -97,7 +99,7 @@ async fn session(
     let (redis, queue) = (services.redis, services.queue);
     let interactive = options.script.is_none();
     let outcome = tokio::select! {
-        outcome = chat(options, &settings, &address, &queue, &mut replies) => outcome,
+        outcome = chat(options, &settings, &address, &queue, &mut replies, flows) => outcome,
         () = quit.cancelled() => {
             if interactive {
                 // The prompt is still on the line; the shell's should start on a fresh one.
@@ -119,8 +121,12 @@ async fn chat(
     address: &str,
     queue: &Queue,
     replies: &mut mpsc::UnboundedReceiver<String>,
+    flows: &LastFlow,
 ) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
+    // The sandbox plays the phone's part of a WhatsApp Flow, without Meta's encryption.
+    let answerer = crate::bot::flows::FlowAnswerer::from_settings(settings)?;
+    let mut open_flow: Option<OpenFlow> = None;
     let interactive = options.script.is_none();
     let mut lines = Input::open(options.script.as_deref()).await?;
     if interactive {
@@ -147,10 +153,28 @@ async fn chat(
         }
         counter += 1;
         let wamid = format!("wamid.sandbox.{}.{counter}", uuid::Uuid::new_v4().simple());
-        // `/tap <id>` taps a button or list row the bot sent, as a user would on the phone.
-        let body = match line.strip_prefix("/tap ") {
-            Some(id) => tap(&options.user, &wamid, id.trim()),
-            None => delivery(&options.user, &wamid, line),
+        // `/tap <id>` taps a button or list row the bot sent, as a user would on the phone;
+        // `/flow` opens the last flow and `/submit field=value ...` submits its screen.
+        let body = if line == "/flow" {
+            open_flow = open(&answerer, flows).await;
+            continue;
+        } else if let Some(fields) = line.strip_prefix("/submit") {
+            let Some(flow) = open_flow.as_mut() else {
+                println!("flow> no flow is open: /flow opens the last one the bot sent");
+                continue;
+            };
+            match submit(&answerer, flow, fields).await {
+                Some(answers) => {
+                    open_flow = None;
+                    completed(&options.user, &wamid, &answers)
+                }
+                None => continue,
+            }
+        } else {
+            match line.strip_prefix("/tap ") {
+                Some(id) => tap(&options.user, &wamid, id.trim()),
+                None => delivery(&options.user, &wamid, line),
+            }
         };
         let response = http
             .post(format!("{address}/webhook"))
@@ -545,6 +569,118 @@ async fn wait_until_drained(queue: &Queue, timeout: Duration) {
     }
 }
 
+/// The `parameters` of the last flow the bot sent (the fake Graph API keeps them).
+#[derive(Clone, Default)]
+struct LastFlow(std::sync::Arc<std::sync::Mutex<Option<serde_json::Value>>>);
+
+impl LastFlow {
+    fn set(&self, parameters: serde_json::Value) {
+        if let Ok(mut last) = self.0.lock() {
+            *last = Some(parameters);
+        }
+    }
+
+    fn get(&self) -> Option<serde_json::Value> {
+        self.0.lock().ok().and_then(|last| last.clone())
+    }
+}
+
+/// A flow open on the fake phone: its token and the screen shown.
+struct OpenFlow {
+    token: String,
+    screen: String,
+}
+
+/// Opens the last flow at its first screen (the one the message names, or the `INIT` answer).
+async fn open(answerer: &crate::bot::flows::FlowAnswerer, flows: &LastFlow) -> Option<OpenFlow> {
+    let Some(parameters) = flows.get() else {
+        println!("flow> the bot has not sent a flow");
+        return None;
+    };
+    let token = parameters["flow_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let first = match parameters["flow_action_payload"]["screen"].as_str() {
+        Some(screen) => serde_json::json!({
+            "screen": screen,
+            "data": parameters["flow_action_payload"].get("data").cloned().unwrap_or_default(),
+        }),
+        None => {
+            let request =
+                serde_json::json!({"version": "3.0", "action": "INIT", "flow_token": token});
+            shown_answer(answerer.answer(&request).await)?
+        }
+    };
+    show_screen(&first);
+    Some(OpenFlow {
+        token,
+        screen: first["screen"].as_str().unwrap_or_default().to_string(),
+    })
+}
+
+/// Submits the open screen with `field=value` pairs; the completed flow's answers when the
+/// endpoint closed it.
+async fn submit(
+    answerer: &crate::bot::flows::FlowAnswerer,
+    flow: &mut OpenFlow,
+    fields: &str,
+) -> Option<serde_json::Value> {
+    let data: serde_json::Map<String, serde_json::Value> = fields
+        .split_whitespace()
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
+        .collect();
+    let request = serde_json::json!({"version": "3.0", "action": "data_exchange",
+        "flow_token": flow.token, "screen": flow.screen, "data": data});
+    let answer = shown_answer(answerer.answer(&request).await)?;
+    if let Some(params) = answer["data"]["extension_message_response"]["params"].as_object() {
+        println!("flow> done");
+        return Some(serde_json::Value::Object(params.clone()));
+    }
+    show_screen(&answer);
+    flow.screen = answer["screen"].as_str().unwrap_or_default().to_string();
+    None
+}
+
+fn shown_answer(
+    answer: Result<crate::bot::flows::FlowAnswer, crate::bot::flows::FlowError>,
+) -> Option<serde_json::Value> {
+    match answer {
+        Ok(crate::bot::flows::FlowAnswer::Screen(screen)) => Some(screen),
+        Ok(crate::bot::flows::FlowAnswer::TokenInvalid(answer)) => {
+            println!(
+                "flow> closed: {}",
+                answer["error_msg"].as_str().unwrap_or_default()
+            );
+            None
+        }
+        Err(error) => {
+            println!("flow> {error}");
+            None
+        }
+    }
+}
+
+fn show_screen(answer: &serde_json::Value) {
+    println!(
+        "flow> {} {}",
+        answer["screen"].as_str().unwrap_or_default(),
+        answer.get("data").cloned().unwrap_or_default()
+    );
+}
+
+/// The completed flow's `nfm_reply`, as the phone sends it.
+fn completed(user: &str, wamid: &str, answers: &serde_json::Value) -> Vec<u8> {
+    message_delivery(
+        user,
+        serde_json::json!({"id": wamid, "type": "interactive", "interactive": {
+            "type": "nfm_reply", "nfm_reply": {"name": "flow", "body": "Sent",
+                "response_json": answers.to_string()}
+        }}),
+    )
+}
+
 /// A text message webhook from the fake user, in Meta's format.
 fn delivery(user: &str, wamid: &str, text: &str) -> Vec<u8> {
     message_delivery(
@@ -588,13 +724,18 @@ struct FakeGraph {
 }
 
 /// Answers sends like Meta does and forwards the text of each to the chat.
-fn fake_graph_api(replies: mpsc::UnboundedSender<String>) -> anyhow::Result<FakeGraph> {
+fn fake_graph_api(
+    replies: mpsc::UnboundedSender<String>,
+    flows: LastFlow,
+) -> anyhow::Result<FakeGraph> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let port = listener.local_addr()?.port();
     let replies = web::Data::new(replies);
+    let flows = web::Data::new(flows);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(replies.clone())
+            .app_data(flows.clone())
             .route("/{version}/{number}/messages", web::post().to(fake_send))
     })
     .listen(listener)?
@@ -609,7 +750,11 @@ fn fake_graph_api(replies: mpsc::UnboundedSender<String>) -> anyhow::Result<Fake
 async fn fake_send(
     body: web::Json<serde_json::Value>,
     replies: web::Data<mpsc::UnboundedSender<String>>,
+    flows: web::Data<LastFlow>,
 ) -> HttpResponse {
+    if body["interactive"]["type"] == "flow" {
+        flows.set(body["interactive"]["action"]["parameters"].clone());
+    }
     if body.get("status").is_some() {
         return HttpResponse::Ok().json(serde_json::json!({ "success": true }));
     }
@@ -638,6 +783,10 @@ async fn fake_send(
 fn show_interactive(interactive: &serde_json::Value) -> String {
     let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
     let mut shown = text(&interactive["body"]["text"]);
+    if interactive["type"] == "flow" {
+        let cta = text(&interactive["action"]["parameters"]["flow_cta"]);
+        return format!("{shown}\n  [{cta}]  /flow");
+    }
     let choices: Vec<(String, String)> = match interactive["type"].as_str() {
         Some("button") => interactive["action"]["buttons"]
             .as_array()

@@ -297,7 +297,7 @@ impl Application {
                 .unwrap_or_default(),
             secure_cookies: settings.admin.secure_cookies,
             hsts_max_age_secs: settings.admin.hsts_max_age_secs,
-            flows: crate::bot::flows::FlowsEndpoint::from_settings(&settings.flows)
+            flows: crate::bot::flows::FlowsEndpoint::from_settings(settings)
                 .map_err(|e| StartupError::Flows(e.to_string()))?
                 .map(Arc::new),
         };

@@ -1,16 +1,35 @@
 //! Answers WhatsApp Flows' data-exchange requests once `meta::flows` opened them: the health
 //! check and the phone's error reports itself, every screen change (`INIT`, `BACK`,
-//! `data_exchange`) by the business's backend, which gets the decrypted request signed like the
-//! http responder's calls.
+//! `data_exchange`) by the screens the rules file declares for the flow token, else by the
+//! business's backend, which gets the decrypted request signed like the http responder's calls.
 
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::config::FlowsSettings;
+use crate::bot::flow_screens::{FlowScreens, FlowScreensError};
+use crate::config::{FlowsSettings, Settings};
 use crate::meta::cloud_api::read_limited;
 use crate::meta::flows::{FlowCryptoError, FlowKey, Opened};
 use crate::meta::webhook::{sign, WABOT_SIGNATURE_HEADER};
+
+fn backend_of(settings: &FlowsSettings) -> Result<Option<Backend>, reqwest::Error> {
+    Ok(match settings.backend_url.trim() {
+        "" => None,
+        url => Some(Backend {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_millis(settings.timeout_ms))
+                .connect_timeout(Duration::from_secs(5))
+                // A redirect would re-send the user's answers elsewhere.
+                .redirect(reqwest::redirect::Policy::none())
+                .user_agent(concat!("wabot/", env!("CARGO_PKG_VERSION")))
+                .http1_only()
+                .build()?,
+            url: url.to_string(),
+            secret: settings.backend_secret.clone(),
+        }),
+    })
+}
 
 /// Largest backend answer read: a screen's data is a few kilobytes.
 const MAX_ANSWER_BYTES: usize = 256 * 1024;
@@ -26,7 +45,7 @@ pub enum FlowAnswer {
 
 #[derive(Debug, thiserror::Error)]
 pub enum FlowError {
-    #[error("flows.backend_url is not set: nobody answers screen changes")]
+    #[error("no flow of the rules file has this flow token and flows.backend_url is not set: nobody answers it")]
     NoBackend,
     #[error("the flows backend failed: {0}")]
     Backend(String),
@@ -38,10 +57,16 @@ struct Backend {
     secret: SecretString,
 }
 
-/// The endpoint's key and backend.
+/// Who answers a flow's requests: the rules file's screens, else the backend.
+pub struct FlowAnswerer {
+    screens: FlowScreens,
+    backend: Option<Backend>,
+}
+
+/// The endpoint's key and answerer.
 pub struct FlowsEndpoint {
     key: FlowKey,
-    backend: Option<Backend>,
+    answerer: FlowAnswerer,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -52,33 +77,21 @@ pub enum FlowsSetupError {
     Key(#[from] FlowCryptoError),
     #[error("the flows backend client could not be built: {0}")]
     Client(#[from] reqwest::Error),
+    #[error(transparent)]
+    Screens(#[from] FlowScreensError),
 }
 
 impl FlowsEndpoint {
     /// `None` while no private key is configured (`/flows` then does not exist).
-    pub fn from_settings(
-        settings: &FlowsSettings,
-    ) -> Result<Option<FlowsEndpoint>, FlowsSetupError> {
-        let Some(pem) = settings.private_key_pem()? else {
+    pub fn from_settings(settings: &Settings) -> Result<Option<FlowsEndpoint>, FlowsSetupError> {
+        let Some(pem) = settings.flows.private_key_pem()? else {
             return Ok(None);
         };
         let key = FlowKey::from_pem(pem.expose_secret())?;
-        let backend = match settings.backend_url.trim() {
-            "" => None,
-            url => Some(Backend {
-                http: reqwest::Client::builder()
-                    .timeout(Duration::from_millis(settings.timeout_ms))
-                    .connect_timeout(Duration::from_secs(5))
-                    // A redirect would re-send the user's answers elsewhere.
-                    .redirect(reqwest::redirect::Policy::none())
-                    .user_agent(concat!("wabot/", env!("CARGO_PKG_VERSION")))
-                    .http1_only()
-                    .build()?,
-                url: url.to_string(),
-                secret: settings.backend_secret.clone(),
-            }),
-        };
-        Ok(Some(FlowsEndpoint { key, backend }))
+        Ok(Some(FlowsEndpoint {
+            key,
+            answerer: FlowAnswerer::from_settings(settings)?,
+        }))
     }
 
     pub fn key(&self) -> &FlowKey {
@@ -87,22 +100,41 @@ impl FlowsEndpoint {
 
     /// The answer to an opened request.
     pub async fn answer(&self, opened: &Opened) -> Result<FlowAnswer, FlowError> {
-        if opened.action() == "ping" {
+        self.answerer.answer(&opened.request).await
+    }
+}
+
+impl FlowAnswerer {
+    /// The rules file's flows (`responder.rules_file`, whatever the responder) and
+    /// `flows.backend_url`.
+    pub fn from_settings(settings: &Settings) -> Result<FlowAnswerer, FlowsSetupError> {
+        Ok(FlowAnswerer {
+            screens: FlowScreens::load(&settings.responder.rules_file)?,
+            backend: backend_of(&settings.flows)?,
+        })
+    }
+
+    /// The answer to a decrypted request.
+    pub async fn answer(&self, request: &serde_json::Value) -> Result<FlowAnswer, FlowError> {
+        if request["action"].as_str() == Some("ping") {
             return Ok(FlowAnswer::Screen(
                 serde_json::json!({"data": {"status": "active"}}),
             ));
         }
-        if opened.is_error_report() {
+        if request["data"].get("error").is_some() {
             tracing::warn!(
-                error = opened.request["data"]["error"].as_str().unwrap_or_default(),
+                error = request["data"]["error"].as_str().unwrap_or_default(),
                 "a flow reported an error on the user's phone"
             );
             return Ok(FlowAnswer::Screen(
                 serde_json::json!({"data": {"acknowledged": true}}),
             ));
         }
+        if let Some(screen) = self.screens.answer(request) {
+            return Ok(FlowAnswer::Screen(screen));
+        }
         let backend = self.backend.as_ref().ok_or(FlowError::NoBackend)?;
-        let body = opened.request.to_string();
+        let body = request.to_string();
         let response = backend
             .http
             .post(&backend.url)

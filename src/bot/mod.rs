@@ -3,6 +3,7 @@
 //! ops, config, domain.
 
 pub mod engine;
+pub mod flow_screens;
 pub mod flows;
 pub mod handoff;
 pub mod i18n;

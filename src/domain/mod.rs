@@ -179,6 +179,9 @@ pub struct InboundMessage {
     pub content: MessageContent,
 }
 
+/// How a completed flow's answers start in the history: `[flow] {"day":"Tuesday"}`.
+pub const FLOW_ANSWERS: &str = "[flow] ";
+
 /// What the user sent, one variant per kind of message Meta documents.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -331,6 +334,19 @@ impl MessageContent {
         };
         match self {
             MessageContent::Text { body } => body.clone(),
+            MessageContent::InteractiveReply {
+                reply: InteractiveKind::NfmReply,
+                description: Some(json),
+                title,
+                ..
+            } => match serde_json::from_str::<serde_json::Value>(json) {
+                // The answers without the token: what the user filled in.
+                Ok(serde_json::Value::Object(mut answers)) => {
+                    answers.remove("flow_token");
+                    format!("{FLOW_ANSWERS}{}", serde_json::Value::Object(answers))
+                }
+                _ => title.clone(),
+            },
             MessageContent::InteractiveReply { title, .. } => title.clone(),
             MessageContent::TemplateButton { text, .. } => text.clone(),
             MessageContent::Media {

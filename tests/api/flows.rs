@@ -355,3 +355,124 @@ async fn a_flow_goes_out_as_a_button_and_its_answers_come_back_to_the_backend() 
         "{replies:?}"
     );
 }
+
+/// The booking example's flow through the real endpoint: its screens come from the rules file
+/// (sealed as the independent implementation seals them, the backend never asked), and the
+/// completed flow is answered by the rule its token names.
+#[tokio::test]
+async fn the_rules_file_answers_its_flow_s_screens_and_its_completion() {
+    let vectors = vectors();
+    let backend = MockServer::start().await;
+    let graph = crate::helpers::graph_ok().await;
+    let app = spawn(AppOptions {
+        graph: Some(graph.clone()),
+        ..AppOptions::with_env(&[
+            (
+                "WABOT_FLOWS__PRIVATE_KEY_FILE",
+                fixture("private_key.pem").to_str().expect("utf-8 path"),
+            ),
+            (
+                "WABOT_FLOWS__BACKEND_URL",
+                &format!("{}/flows", backend.uri()),
+            ),
+            ("WABOT_FLOWS__BACKEND_SECRET", BACKEND_SECRET),
+            ("RESPONDER", "rules"),
+            ("ADMIN_TOKEN", crate::console::TOKEN),
+            (
+                "WABOT_RESPONDER__RULES_FILE",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/examples/booking/rules.toml"),
+            ),
+        ])
+    })
+    .await;
+    let user = "4915000000601";
+    app.deliver(&crate::console::user_text(user, "wamid.book1", "book"))
+        .await;
+    let sent = crate::helpers::eventually(std::time::Duration::from_secs(30), || async {
+        crate::helpers::graph_bodies(&graph)
+            .await
+            .into_iter()
+            .find(|b| b["interactive"]["type"] == "flow")
+    })
+    .await
+    .expect("the flow went out");
+    let parameters = &sent["interactive"]["action"]["parameters"];
+    assert_eq!(parameters["flow_token"], format!("booking.{user}"));
+    assert_eq!(parameters["flow_action"], "data_exchange", "opened at INIT");
+    for name in ["rules_init", "rules_details", "rules_complete"] {
+        let response = post(&app, &envelope(&vectors, name), APP_SECRET).await;
+        assert_eq!(response.status(), 200, "{name}");
+        assert_eq!(
+            response.text().await.expect("body"),
+            vectors[name]["sealed_answer"].as_str().expect("sealed"),
+            "{name}"
+        );
+    }
+    assert!(
+        backend
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .is_empty(),
+        "the rules file answered every screen"
+    );
+    // A token the rules file does not know still goes to the backend.
+    Mock::given(method("POST"))
+        .and(path("/flows"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(&vectors["data_exchange"]["answer"]))
+        .mount(&backend)
+        .await;
+    let response = post(&app, &envelope(&vectors, "data_exchange"), APP_SECRET).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        backend.received_requests().await.unwrap_or_default().len(),
+        1
+    );
+
+    let params =
+        &vectors["rules_complete"]["answer"]["data"]["extension_message_response"]["params"];
+    let completed = serde_json::json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "messages", "value": {
+        "messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "15550000000", "phone_number_id": "113948572261094"},
+        "contacts": [{"profile": {"name": "Ana"}, "wa_id": user}],
+        "messages": [{"from": user, "id": "wamid.book2", "timestamp": crate::console::now_secs().to_string(), "type": "interactive",
+            "interactive": {"type": "nfm_reply", "nfm_reply": {"name": "flow", "body": "Sent",
+                "response_json": params.to_string()}}}]
+    }}]}]});
+    app.deliver(completed.to_string().as_bytes()).await;
+    let booked = crate::helpers::eventually(std::time::Duration::from_secs(30), || async {
+        crate::helpers::replies(&graph)
+            .await
+            .into_iter()
+            .find(|r| r.text.starts_with("Booked"))
+    })
+    .await
+    .expect("the completed flow was answered");
+    assert_eq!(booked.text, "Booked: Tuesday at 10:30. See you then!");
+    // The history keeps the answers; the console shows them as a form.
+    crate::helpers::wait_until_drained(&app.queue().await, std::time::Duration::from_secs(30))
+        .await;
+    let (pnid, uid) = crate::helpers::conversation_ids("113948572261094", user);
+    let view = crate::helpers::conversation(&app.conversations().await, &pnid, &uid).await;
+    assert!(
+        view.turns
+            .iter()
+            .any(|t| t.text == r#"[flow] {"day":"Tuesday","time":"10:30"}"#),
+        "{:?}",
+        view.turns
+    );
+    let mut client = crate::console::signed_in(&app).await;
+    let (html, _) = client
+        .page(&format!("/console/c/113948572261094/{user}"))
+        .await;
+    let form = html
+        .find("<dl class=\"flow\"")
+        .expect("the answers as a form");
+    assert!(
+        html[form..].starts_with(
+            "<dl class=\"flow\" title=\"the completed flow's answers\"><dt>day</dt><dd>Tuesday</dd><dt>time</dt><dd>10:30</dd></dl>"
+        ),
+        "{}",
+        &html[form..form + 200]
+    );
+}

@@ -305,3 +305,56 @@ fn signal_stops_the_private_redis(signal: &str) {
     assert_eq!(tmp.private_redis_dirs(), Vec::<String>::new());
     drop(stdin);
 }
+
+/// The booking example: the rules file sends its flow, the sandbox plays the phone (`/flow`,
+/// `/submit`), the rules file's screens answer each step, and the completed flow is answered
+/// with its answers.
+#[test]
+fn the_booking_example_books_a_visit_through_its_flow() {
+    let redis = RedisServer::start();
+    let tmp = TempDir::new("sandbox-tmp");
+    let output = sandbox(&redis.url(), &path_with_redis(), &tmp)
+        .env("WABOT_RESPONDER__RULES_FILE", "examples/booking/rules.toml")
+        .args(["--script", "examples/booking/sandbox.txt"])
+        .output()
+        .expect("wabot runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        stdout,
+        r#"you> I would like to book a visit
+bot> Pick a day and a time for your visit.
+       [Book]  /flow
+you> /flow
+flow> DETAILS {"days":[{"id":"Tuesday","title":"Tuesday"},{"id":"Wednesday","title":"Wednesday"}],"times":[{"id":"10:30","title":"10:30"},{"id":"16:00","title":"16:00"}]}
+you> /submit day=Tuesday time=10:30
+flow> CONFIRM {"day":"Tuesday","summary":"Tuesday at 10:30","time":"10:30"}
+you> /submit day=Tuesday time=10:30
+flow> done
+bot> Booked: Tuesday at 10:30. See you then!
+"#
+    );
+    let flow: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/booking/flow.json"
+        ))
+        .expect("flow.json"),
+    )
+    .expect("flow.json is JSON");
+    let screens: Vec<&str> = flow["screens"]
+        .as_array()
+        .expect("screens")
+        .iter()
+        .filter_map(|s| s["id"].as_str())
+        .collect();
+    assert_eq!(
+        screens,
+        ["DETAILS", "CONFIRM"],
+        "the screens the rules file answers"
+    );
+}

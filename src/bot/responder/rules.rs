@@ -376,10 +376,49 @@ impl Rule {
     }
 }
 
+/// `{form.<field>}` in the texts of `reply` replaced by a completed flow's answer.
+fn fill_flow_answers(reply: &mut Reply, answers: &serde_json::Value) {
+    let Some(fields) = answers.as_object() else {
+        return;
+    };
+    for action in &mut reply.actions {
+        if let Action::Text(text) = action {
+            for (field, value) in fields {
+                let placeholder = format!("{{form.{field}}}");
+                if text.contains(&placeholder) {
+                    let value = match value {
+                        serde_json::Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    *text = text.replace(&placeholder, &value);
+                }
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl Responder for RulesResponder {
     async fn respond(&self, input: ResponderInput<'_>) -> Reply {
         let (answer, _) = match &input.message.content {
+            MessageContent::InteractiveReply {
+                reply: crate::domain::InteractiveKind::NfmReply,
+                description,
+                ..
+            } => {
+                // A completed flow picks the rule whose `ids` has its token's name
+                // (`booking` for `booking.34612345678`); its answers fill `{form.<field>}`.
+                let answers: serde_json::Value = description
+                    .as_deref()
+                    .and_then(|json| serde_json::from_str(json).ok())
+                    .unwrap_or_default();
+                let token = answers["flow_token"].as_str().unwrap_or_default();
+                let name = token.split('.').next().unwrap_or_default().to_string();
+                let (answer, _) = self.answer(Some(&name), "");
+                let mut reply = self.reply_of(answer, input.language);
+                fill_flow_answers(&mut reply, &answers);
+                return reply;
+            }
             MessageContent::Text { body } => self.answer(None, body),
             MessageContent::InteractiveReply { id, title, .. } => self.answer(Some(id), title),
             MessageContent::TemplateButton { payload, text } => self.answer(Some(payload), text),
@@ -388,7 +427,14 @@ impl Responder for RulesResponder {
             }
             _ => return Reply::text(self.said(&self.non_text, Sentence::NonText, input.language)),
         };
-        self.reply_of(answer, input.language)
+        let mut reply = self.reply_of(answer, input.language);
+        for action in &mut reply.actions {
+            // One token per user: the flow's requests and its nfm_reply say whose it is.
+            if let Action::Flow { flow_token, .. } = action {
+                *flow_token = flow_token.replace("{user}", input.message.user.as_str());
+            }
+        }
+        reply
     }
 
     fn help(&self, language: Language) -> String {

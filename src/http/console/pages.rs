@@ -280,7 +280,14 @@ pub fn history(view: &ConversationView) -> Markup {
                         }
                     }
                 }
-                p.text { (turn.text) }
+                @match flow_answers(&turn.text) {
+                    Some(answers) => {
+                        dl.flow title="the completed flow's answers" {
+                            @for (field, value) in &answers { dt { (field) } dd { (value) } }
+                        }
+                    }
+                    None => { p.text { (turn.text) } }
+                }
                 @if turn.role != Role::User {
                     div.delivery { (delivery(turn)) }
                 }
@@ -398,6 +405,26 @@ pub fn conversation(page: &ConversationPage<'_>) -> Markup {
                 }
             }
         },
+    )
+}
+
+/// A completed flow's answers (`[flow] {...}` in the history), field by field.
+fn flow_answers(text: &str) -> Option<Vec<(String, String)>> {
+    let json = text.strip_prefix(crate::domain::FLOW_ANSWERS)?;
+    let serde_json::Value::Object(answers) = serde_json::from_str(json).ok()? else {
+        return None;
+    };
+    Some(
+        answers
+            .into_iter()
+            .map(|(field, value)| {
+                let value = match value {
+                    serde_json::Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                (field, value)
+            })
+            .collect(),
     )
 }
 
