@@ -17,6 +17,7 @@ use crate::bot::handoff::HandoffDetector;
 use crate::bot::i18n::{I18nError, Texts};
 use crate::bot::responder::{self, ResponderError};
 use crate::bot::transcription::Transcriber;
+use crate::bot::uploads::MediaUploads;
 use crate::config::Settings;
 use crate::http::state::{AppState, ConsoleState};
 use crate::meta::cloud_api::{CloudApi, CloudApiError};
@@ -26,6 +27,7 @@ use crate::pipeline::pressure::IntakePressure;
 use crate::pipeline::worker::events::{EventDispatcher, EventError};
 use crate::pipeline::worker::{Handler, WorkerRuntime, Workers};
 use crate::store::conversation::{ConversationLimits, ConversationStore};
+use crate::store::media_ids::MediaIds;
 use crate::store::pacing::{PacingLimits, RedisPacer};
 use crate::store::queue::Queue;
 use crate::store::sessions::SessionStore;
@@ -219,6 +221,13 @@ impl Services {
                 handoff_ms: settings.handoff.timeout_secs.saturating_mul(1000),
                 handoff_mark_read: settings.handoff.mark_read,
                 reengagement_template: settings.whatsapp.reengagement_template.clone(),
+                uploads: Arc::new(
+                    MediaUploads::new(
+                        MediaIds::new(self.redis.clone(), self.keys.clone()),
+                        &settings.whatsapp,
+                    )
+                    .map_err(|e| ResponderError::Http("media upload", e))?,
+                ),
             },
         ));
         let events = EventDispatcher::new(self.redis.clone(), self.keys.clone(), &settings.events)?

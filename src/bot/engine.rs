@@ -22,6 +22,7 @@ use crate::bot::responder::{
     Action, Choice, HistoryTurn, Reply, Responder, ResponderInput, Speaker,
 };
 use crate::bot::transcription::{self, Transcriber};
+use crate::bot::uploads::{MediaUploads, UploadError};
 use crate::config::TemplateRef;
 use crate::domain::menu::Menu;
 use crate::domain::{
@@ -133,6 +134,8 @@ pub struct EngineOptions {
     pub handoff_mark_read: bool,
     /// Sent instead of free-form text outside the 24-hour window.
     pub reengagement_template: TemplateRef,
+    /// Media sent by `upload`, uploaded once and then sent by id.
+    pub uploads: Arc<MediaUploads>,
 }
 
 /// The record of a message that leaves no menu or language behind.
@@ -406,6 +409,32 @@ impl Engine {
         }
     }
 
+    /// `action` as it goes out: media to upload by its media id. A file or URL that cannot be
+    /// had (missing, too large, misconfigured) is sent as its text (the caption) or the
+    /// fallback sentence, logged; Meta's refusals and outages are retried like a send.
+    async fn uploaded<'a>(
+        &self,
+        pnid: &crate::domain::PhoneNumberId,
+        action: &'a Action,
+        language: Language,
+    ) -> Result<std::borrow::Cow<'a, Action>, HandleError> {
+        match self.options.uploads.prepared(&self.api, pnid, action).await {
+            Ok(ready) => Ok(ready),
+            Err(UploadError::Api(error)) => Err(error.into()),
+            Err(UploadError::Store(error)) => Err(error.into()),
+            Err(error) => {
+                tracing::warn!(error = %error, "media to upload could not be had; sending its text instead");
+                let text = action.as_text().unwrap_or_else(|| {
+                    self.options
+                        .texts
+                        .get(language, Sentence::Fallback)
+                        .to_string()
+                });
+                Ok(std::borrow::Cow::Owned(Action::Text(text)))
+            }
+        }
+    }
+
     async fn send(
         &self,
         message: &InboundMessage,
@@ -505,7 +534,16 @@ impl Engine {
         let template = self.options.reengagement_template.in_language(language);
         let (message, quote) = match window::template_message(&template) {
             Some(localized) if reengagement => (localized, None),
-            _ => (out.content.clone(), out.reply_to.as_deref()),
+            _ => (
+                self.uploaded(
+                    &out.phone_number_id,
+                    &out.content,
+                    language.unwrap_or(self.options.texts.default_language()),
+                )
+                .await?
+                .into_owned(),
+                out.reply_to.as_deref(),
+            ),
         };
         let (text, kind) = out.content.describe();
         let delivery = window::send(
@@ -660,10 +698,10 @@ impl Engine {
         let mut sent: Vec<Option<String>> = vec![None; reply.actions.len()];
         for (index, part) in parts.iter().enumerate().skip(parts_sent as usize) {
             lease.check()?;
-            let wamid = match self
-                .send(message, &part.message, part.context.as_deref())
-                .await
-            {
+            let outgoing = self
+                .uploaded(&message.phone_number_id, &part.message, language)
+                .await?;
+            let wamid = match self.send(message, &outgoing, part.context.as_deref()).await {
                 Ok(wamid) => wamid,
                 Err(error) if error.code() == Some(window::REENGAGEMENT_CODE) => {
                     tracing::warn!(user = %message.user, "Meta says the 24-hour window is closed (131047)");

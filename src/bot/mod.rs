@@ -11,3 +11,4 @@ pub mod menu;
 pub mod reply;
 pub mod responder;
 pub mod transcription;
+pub mod uploads;

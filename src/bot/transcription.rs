@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use crate::config::TranscriptionSettings;
 use crate::domain::{InboundMessage, MediaKind, MessageContent, Origin};
+use crate::meta::cloud_api::multipart::{is_media_type, Multipart};
 use crate::meta::cloud_api::{read_limited, CloudApi, CloudApiError};
 
 /// A transcript is short; this bounds what a misbehaving server can make us read.
@@ -142,20 +143,21 @@ impl Transcriber {
             .or(mime_type.as_deref())
             .filter(|mime| is_media_type(mime))
             .unwrap_or("audio/ogg");
-        let upload = Multipart::new(&self.model, mime);
         // The audio goes out as the downloaded buffer itself, between the form's head and
         // tail: no second copy of it, however large.
-        let length = upload.head.len() + audio.bytes.len() + upload.tail.len();
-        let parts: [Result<bytes::Bytes, std::io::Error>; 3] =
-            [Ok(upload.head), Ok(audio.bytes.clone()), Ok(upload.tail)];
+        let (content_type, body, length) = Multipart::new(
+            &[("model", &self.model), ("response_format", "json")],
+            "file",
+            voice_file_name(mime),
+            mime,
+        )
+        .body(audio.bytes.clone());
         let mut request = self
             .http
             .post(&self.url)
-            .header(reqwest::header::CONTENT_TYPE, upload.content_type)
+            .header(reqwest::header::CONTENT_TYPE, content_type)
             .header(reqwest::header::CONTENT_LENGTH, length)
-            .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
-                parts,
-            )));
+            .body(body);
         let key = self.api_key.expose_secret();
         if !key.is_empty() {
             request = request.bearer_auth(key);
@@ -188,55 +190,14 @@ impl Transcriber {
     }
 }
 
-/// `type/subtype[; parameters]` in printable ASCII: anything else (a CR/LF in a payload's
-/// `mime_type`) would write headers of its own into the upload's part.
-fn is_media_type(mime: &str) -> bool {
-    let essence = mime.split(';').next().unwrap_or_default().trim();
-    let token = |t: &str| {
-        !t.is_empty()
-            && t.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"!#$&^_.+-".contains(&b))
-    };
-    mime.len() <= 255
-        && mime.bytes().all(|b| (b' '..=b'~').contains(&b))
-        && essence
-            .split_once('/')
-            .is_some_and(|(t, s)| token(t) && token(s))
-}
-
-/// A `multipart/form-data` upload with `model`, `response_format=json` and the audio as `file`:
-/// everything before the audio (`head`) and after it (`tail`). Built by hand: three fields do
-/// not justify another dependency.
-struct Multipart {
-    content_type: String,
-    head: bytes::Bytes,
-    tail: bytes::Bytes,
-}
-
-impl Multipart {
-    fn new(model: &str, mime: &str) -> Multipart {
-        let boundary = format!("wabot-{}", uuid::Uuid::new_v4().simple());
-        let extension = match mime.split(';').next().unwrap_or_default().trim() {
-            "audio/mpeg" => "mp3",
-            "audio/mp4" | "audio/aac" => "m4a",
-            "audio/amr" => "amr",
-            "audio/wav" | "audio/x-wav" => "wav",
-            _ => "ogg",
-        };
-        let mut head = String::with_capacity(512);
-        for (name, value) in [("model", model), ("response_format", "json")] {
-            head.push_str(&format!(
-                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
-            ));
-        }
-        head.push_str(&format!(
-            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"voice.{extension}\"\r\nContent-Type: {mime}\r\n\r\n"
-        ));
-        Multipart {
-            content_type: format!("multipart/form-data; boundary={boundary}"),
-            head: head.into(),
-            tail: format!("\r\n--{boundary}--\r\n").into(),
-        }
+/// The file name of a voice note of type `mime` in the upload (some servers go by it).
+fn voice_file_name(mime: &str) -> &'static str {
+    match mime.split(';').next().unwrap_or_default().trim() {
+        "audio/mpeg" => "voice.mp3",
+        "audio/mp4" | "audio/aac" => "voice.m4a",
+        "audio/amr" => "voice.amr",
+        "audio/wav" | "audio/x-wav" => "voice.wav",
+        _ => "voice.ogg",
     }
 }
 
@@ -245,35 +206,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_a_media_type_goes_into_the_upload() {
-        assert!(is_media_type("audio/ogg; codecs=opus"));
-        assert!(is_media_type("audio/mpeg"));
-        for bad in [
-            "audio/ogg\r\nX-Injected: 1",
-            "audio/ogg\nContent-Disposition: form-data; name=\"model\"",
-            "audio",
-            "/ogg",
-            "audio/ogg/x",
-            "",
-        ] {
-            assert!(!is_media_type(bad), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn the_multipart_body_carries_the_model_and_the_audio() {
-        let upload = Multipart::new("whisper-1", "audio/ogg; codecs=opus");
-        let body = [&upload.head[..], b"OggS\x00\x01", &upload.tail[..]].concat();
-        let boundary = upload
-            .content_type
-            .strip_prefix("multipart/form-data; boundary=")
-            .expect("boundary");
-        let text = String::from_utf8_lossy(&body);
-        assert!(text.starts_with(&format!("--{boundary}\r\n")));
-        assert!(text.contains("name=\"model\"\r\n\r\nwhisper-1\r\n"));
-        assert!(text.contains(
-            "filename=\"voice.ogg\"\r\nContent-Type: audio/ogg; codecs=opus\r\n\r\nOggS"
-        ));
-        assert!(text.ends_with(&format!("--{boundary}--\r\n")));
+    fn a_voice_note_is_named_by_its_type() {
+        assert_eq!(voice_file_name("audio/ogg; codecs=opus"), "voice.ogg");
+        assert_eq!(voice_file_name("audio/mpeg"), "voice.mp3");
+        assert_eq!(voice_file_name("audio/aac"), "voice.m4a");
     }
 }

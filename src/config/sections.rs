@@ -103,8 +103,12 @@ pub struct WhatsAppSettings {
     pub recipient_interval_ms: u64,
     /// ...after a burst of this many, which borrows from the future (Meta allows 45).
     pub recipient_burst: u32,
-    /// Largest media download accepted.
+    /// Largest media download accepted (and largest file uploaded).
     pub media_max_bytes: u64,
+    /// Where media the bot sends by file name (`{"type": "image", "upload": "menu.jpg"}`) is
+    /// read from; empty: only URLs can be uploaded.
+    #[serde(default)]
+    pub media_dir: String,
     /// Media downloaded and not yet handed on, across all of a replica's work at once: a
     /// download waits for room, so a few large files at once cannot run the process out of
     /// memory. A single file larger than this still goes, alone.

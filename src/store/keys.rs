@@ -144,6 +144,11 @@ impl Keys {
 
     /// An operator console session, named by the SHA-256 of its id: what Redis holds cannot be
     /// presented as a cookie. Single-key commands only, so the slot does not matter.
+    /// The media id Meta gave a file wabot uploaded for a number (`source`: the file's digest).
+    pub fn media_id(&self, phone_number_id: &PhoneNumberId, source: &str) -> String {
+        format!("{}:media:{phone_number_id}:{source}", self.prefix)
+    }
+
     pub fn console_session(&self, id_digest: &str) -> String {
         format!("{}:console:session:{id_digest}", self.prefix)
     }

@@ -7,6 +7,7 @@ pub mod conversation;
 pub mod error;
 pub mod inbox;
 pub mod keys;
+pub mod media_ids;
 pub mod pacing;
 pub mod queue;
 pub mod scripts;

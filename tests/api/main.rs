@@ -27,6 +27,7 @@ mod sandbox;
 mod store_scripts;
 mod tools;
 mod traces;
+mod uploads;
 mod voice;
 mod webhook_receive;
 mod webhook_verification;

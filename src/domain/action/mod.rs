@@ -121,11 +121,14 @@ pub struct Section {
 /// The kinds of media, one enum for what users send and what the bot sends.
 pub use super::MediaKind;
 
-/// A public HTTPS link, or the id of media uploaded to Meta.
+/// A public HTTPS link, the id of media uploaded to Meta, or something wabot uploads first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MediaSource {
     Link(String),
     Id(String),
+    /// A file under `whatsapp.media_dir` (a relative name) or an http(s) URL wabot downloads:
+    /// uploaded to Meta once, its media id kept in Redis and reused.
+    Upload(String),
 }
 
 impl Action {
@@ -236,7 +239,7 @@ impl Action {
                 caption.clone(),
                 match source {
                     MediaSource::Link(link) => Some(link.clone()),
-                    MediaSource::Id(_) => None,
+                    MediaSource::Id(_) | MediaSource::Upload(_) => None,
                 },
             ]
             .into_iter()

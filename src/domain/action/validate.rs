@@ -60,6 +60,22 @@ pub enum Violation {
     LinkUrl,
     #[error("latitude/longitude out of range")]
     Coordinates,
+    #[error("`upload` is an http(s) URL or a file name under whatsapp.media_dir (no `..`, not absolute)")]
+    UploadSource,
+}
+
+fn is_url(text: &str) -> bool {
+    text.starts_with("https://") || text.starts_with("http://")
+}
+
+/// A path that stays inside the directory it is joined to: relative, without `..`, `.` or
+/// empty components, and no backslash or NUL (read as separators or terminators elsewhere).
+pub fn is_plain_relative_path(path: &str) -> bool {
+    !path.starts_with('/')
+        && !path.contains(['\\', '\0', ':'])
+        && path
+            .split('/')
+            .all(|part| !part.is_empty() && part != "." && part != "..")
 }
 
 fn length(field: &'static str, text: &str, max: usize) -> Result<(), Violation> {
@@ -188,6 +204,14 @@ pub fn check(action: &Action) -> Result<(), Violation> {
                     Ok(())
                 }
                 MediaSource::Id(id) => required("id", id, BUTTON_ID_MAX),
+                MediaSource::Upload(upload) => {
+                    required("upload", upload, URL_MAX)?;
+                    if is_url(upload) || is_plain_relative_path(upload) {
+                        Ok(())
+                    } else {
+                        Err(Violation::UploadSource)
+                    }
+                }
             }
         }
         Action::Location {
@@ -382,6 +406,31 @@ mod tests {
             )),
             Ok(())
         );
+        assert_eq!(
+            check(&media(MediaSource::Link("ftp://e.com/a.jpg".into()), None)),
+            Err(Violation::MediaLink)
+        );
+        for fine in ["menu.jpg", "menus/winter.pdf", "https://e.com/a.jpg"] {
+            assert_eq!(
+                check(&media(MediaSource::Upload(fine.into()), None)),
+                Ok(()),
+                "{fine}"
+            );
+        }
+        for outside in [
+            "../etc/passwd",
+            "/etc/passwd",
+            "a/../../b",
+            "a//b",
+            "./a",
+            "c:\\x",
+            "",
+        ] {
+            assert!(
+                check(&media(MediaSource::Upload(outside.into()), None)).is_err(),
+                "{outside}"
+            );
+        }
         assert_eq!(
             check(&media(MediaSource::Link("ftp://e.com/a.jpg".into()), None)),
             Err(Violation::MediaLink)

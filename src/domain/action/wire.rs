@@ -92,13 +92,16 @@ pub struct WireSection {
     pub rows: Vec<WireChoice>,
 }
 
-/// `link` (public HTTPS URL) or `id` (uploaded media), exactly one.
+/// `link` (public HTTPS URL), `id` (uploaded media) or `upload` (a file or URL wabot uploads),
+/// exactly one.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 pub struct WireMedia {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub caption: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -107,7 +110,7 @@ pub struct WireMedia {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum WireError {
-    #[error("a {0} action needs exactly one of `link` and `id`")]
+    #[error("a {0} action needs exactly one of `link`, `id` and `upload`")]
     MediaSource(&'static str),
     #[error("`quote` is `true`, `false` or a message id (at most 256 characters)")]
     Quote,
@@ -217,9 +220,10 @@ impl WireChoice {
 
 impl WireMedia {
     fn into_action(self, kind: MediaKind) -> Result<Action, WireError> {
-        let source = match (self.link, self.id) {
-            (Some(link), None) => MediaSource::Link(link),
-            (None, Some(id)) => MediaSource::Id(id),
+        let source = match (self.link, self.id, self.upload) {
+            (Some(link), None, None) => MediaSource::Link(link),
+            (None, Some(id), None) => MediaSource::Id(id),
+            (None, None, Some(upload)) => MediaSource::Upload(upload),
             _ => return Err(WireError::MediaSource(kind.as_str())),
         };
         Ok(Action::Media {
@@ -284,13 +288,15 @@ impl From<Action> for WireAction {
                 caption,
                 filename,
             } => {
-                let (link, id) = match source {
-                    MediaSource::Link(link) => (Some(link), None),
-                    MediaSource::Id(id) => (None, Some(id)),
+                let (link, id, upload) = match source {
+                    MediaSource::Link(link) => (Some(link), None, None),
+                    MediaSource::Id(id) => (None, Some(id), None),
+                    MediaSource::Upload(upload) => (None, None, Some(upload)),
                 };
                 let media = WireMedia {
                     link,
                     id,
+                    upload,
                     caption,
                     filename,
                 };

@@ -257,6 +257,55 @@ impl CloudApi {
         }
     }
 
+    /// Uploads a file for the business number `from` (`POST /{from}/media`, multipart); the
+    /// media id Meta gives it, which messages then send (Meta keeps it for 30 days).
+    pub async fn upload_media(
+        &self,
+        from: &PhoneNumberId,
+        file: bytes::Bytes,
+        mime: &str,
+        filename: &str,
+    ) -> Result<String, CloudApiError> {
+        #[derive(serde::Deserialize)]
+        struct Uploaded {
+            id: String,
+        }
+        let url = format!("{}/{}/{}/media", self.base_url, self.version, from);
+        let token = self.token_for(from).expose_secret().to_string();
+        let uploaded: Uploaded = self
+            .with_retries(from, || {
+                let (content_type, body, length) = super::multipart::Multipart::new(
+                    &[("messaging_product", "whatsapp"), ("type", mime)],
+                    "file",
+                    filename,
+                    mime,
+                )
+                .body(file.clone());
+                let request = self
+                    .http
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .header(reqwest::header::CONTENT_TYPE, content_type)
+                    .header(reqwest::header::CONTENT_LENGTH, length)
+                    .body(body);
+                let span = graph_span("graph.upload", from, None, "media");
+                async move {
+                    let result = async {
+                        let response = request.send().await.map_err(classify_transport)?;
+                        tracing::Span::current()
+                            .record("http.response.status_code", response.status().as_u16());
+                        read_json(response).await
+                    }
+                    .instrument(span.clone())
+                    .await;
+                    record_outcome(&span, &result, |_: &Uploaded| None);
+                    result
+                }
+            })
+            .await?;
+        Ok(uploaded.id)
+    }
+
     /// Downloads a media file a user sent: `GET /{media_id}` for a short-lived URL, then the
     /// bytes with the same token, refusing more than `max_bytes` (and `media_max_bytes`). The
     /// bytes wait for room in the media budget first.

@@ -14,6 +14,8 @@ pub enum NotSendable {
     Handoff,
     #[error("a reaction needs the message it reacts to")]
     ReactionWithoutTarget,
+    #[error("media to upload is sent by its media id, once uploaded")]
+    NotUploaded,
 }
 
 /// The `type` Meta expects for an action; `None` for a handoff, which sends nothing.
@@ -29,6 +31,13 @@ pub fn to_body(
     context: Option<&str>,
 ) -> Result<Value, NotSendable> {
     let kind = graph_type(action).ok_or(NotSendable::Handoff)?;
+    if let Action::Media {
+        source: MediaSource::Upload(_),
+        ..
+    } = action
+    {
+        return Err(NotSendable::NotUploaded);
+    }
     let mut body = Map::new();
     body.insert("messaging_product".into(), json!("whatsapp"));
     body.insert("recipient_type".into(), json!("individual"));
@@ -197,6 +206,8 @@ fn payload(action: &Action) -> Value {
             let mut media = match source {
                 MediaSource::Id(id) => json!({ "id": id }),
                 MediaSource::Link(link) => json!({ "link": link }),
+                // Refused by `to_body` before it gets here.
+                MediaSource::Upload(upload) => json!({ "link": upload }),
             };
             // Audio and stickers take no caption.
             let captioned = !matches!(kind, MediaKind::Audio | MediaKind::Sticker);

@@ -4,6 +4,7 @@ mod account;
 mod client;
 mod error;
 pub mod message;
+pub mod multipart;
 pub mod pacing;
 pub mod split;
 pub mod wire;
