@@ -49,6 +49,9 @@ pub enum Command {
     /// WhatsApp Flows: the endpoint's key pair.
     #[command(subcommand)]
     Flows(FlowsCommand),
+    /// The console's named operators (talks to Redis directly).
+    #[command(subcommand)]
+    Operators(OperatorsCommand),
     /// Check the WhatsApp setup against the Graph API with the configured token: the app's
     /// webhook subscription to the WABA, each number's status and throughput, the re-engagement
     /// template. Prints each problem with its fix; exit 1 when any check fails.
@@ -146,6 +149,22 @@ pub enum FlowsCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum OperatorsCommand {
+    /// Create an account, or give an existing one a new password and role (its sessions end).
+    /// The password is read from the first line of standard input (at least 12 characters).
+    Add {
+        name: String,
+        /// `operator` (conversations) or `admin` (also dead letters).
+        #[arg(long, default_value = "operator")]
+        role: String,
+    },
+    /// Every account: name, role, created.
+    List,
+    /// Delete an account; its sessions end.
+    Remove { name: String },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum DeadLettersCommand {
     /// Failed messages and their last error.
     List {
@@ -166,6 +185,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Flows(command) => flows(command).await,
+        Command::Operators(command) => operators(command).await,
         Command::Doctor { fix } => {
             let settings = Settings::load()?;
             let report = crate::app::doctor::run(&settings, fix).await?;
@@ -394,6 +414,42 @@ async fn queue_message(
 
 fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+async fn operators(command: OperatorsCommand) -> anyhow::Result<()> {
+    use crate::store::operators::{Operator, OperatorRole, OperatorStore};
+    let settings = Settings::load()?;
+    let services = Services::new(&settings)?.connected().await?;
+    let store = OperatorStore::new(services.redis.clone(), services.keys.clone());
+    match command {
+        OperatorsCommand::Add { name, role } => {
+            let role = OperatorRole::parse(&role)
+                .ok_or_else(|| anyhow::anyhow!("--role is `operator` or `admin`"))?;
+            let mut password = String::new();
+            std::io::stdin().read_line(&mut password)?;
+            let password = password.trim_end_matches(['\r', '\n']).to_string();
+            let account =
+                tokio::task::spawn_blocking(move || Operator::new(&name, role, &password))
+                    .await??;
+            store.put(&account).await?;
+            println!("{}\t{}", account.name, account.role.as_str());
+        }
+        OperatorsCommand::List => {
+            for account in store.list().await? {
+                println!(
+                    "{}\t{}\tcreated {}",
+                    account.name,
+                    account.role.as_str(),
+                    account.created_at
+                );
+            }
+        }
+        OperatorsCommand::Remove { name } => {
+            anyhow::ensure!(store.remove(&name).await?, "no operator {name:?}");
+            println!("removed {name}");
+        }
+    }
     Ok(())
 }
 

@@ -518,7 +518,10 @@ impl Engine {
             last_user_ms,
             language,
             ..
-        } = self.store.begin_outbound(out, "").await?
+        } = self
+            .store
+            .begin_outbound(out, out.by.as_deref().unwrap_or_default())
+            .await?
         else {
             tracing::debug!(user = %out.to, "outbound message already sent");
             return Ok(());
@@ -590,6 +593,10 @@ impl Engine {
                     now,
                 )
             }
+        };
+        let turn = Turn {
+            by: out.by.clone(),
+            ..turn
         };
         let subject = Subject {
             pnid: &out.phone_number_id,
@@ -1065,6 +1072,7 @@ impl Engine {
                 },
                 requested_at: crate::domain::clock::unix_secs(),
                 reply_to: None,
+                by: None,
             };
             self.handle_outbound(&again, true, lease).await?;
             // After the send: a crash in between leaves the flag unset, and the template's id

@@ -511,6 +511,9 @@ pub struct OutboundMessage {
     /// The wamid of the message it quotes (WhatsApp's `context`); `None`: nothing quoted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_to: Option<String>,
+    /// An operator's message: the named operator who wrote it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
 }
 
 /// Statuses are stored as `{"st": ...}`; anything else is a message (the format of every

@@ -96,6 +96,7 @@ pub fn request(
         content,
         requested_at: crate::domain::clock::unix_secs(),
         reply_to: None,
+        by: None,
     })
 }
 

@@ -149,6 +149,11 @@ impl Keys {
         format!("{}:media:{phone_number_id}:{source}", self.prefix)
     }
 
+    /// The console's named operator accounts (a hash by name).
+    pub fn operators(&self) -> String {
+        format!("{}:operators", self.prefix)
+    }
+
     pub fn console_session(&self, id_digest: &str) -> String {
         format!("{}:console:session:{id_digest}", self.prefix)
     }

@@ -8,6 +8,7 @@ pub mod error;
 pub mod inbox;
 pub mod keys;
 pub mod media_ids;
+pub mod operators;
 pub mod pacing;
 pub mod queue;
 pub mod scripts;

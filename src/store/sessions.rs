@@ -1,7 +1,9 @@
 //! Operator console sessions in Redis: one string per session under the SHA-256 of the session
-//! id (`v1 <created, unix s> <credential fingerprint> <csrf token>`), with a sliding TTL and an
-//! absolute lifetime, bound to the admin token it was made with (a rotated token ends every
-//! session); and a count of sign-in attempts per client.
+//! id (`v1 <created, unix s> <credential fingerprint> <csrf token>` for the admin token,
+//! `v2 ... <csrf token> <operator name>` for a named operator), with a sliding TTL and an
+//! absolute lifetime, bound to the credential it was made with (a rotated admin token or a
+//! changed password ends those sessions, a removed account its own); and a count of sign-in
+//! attempts per client.
 
 use fred::prelude::{Client, Expiration, KeysInterface};
 use fred::types::ExpireOptions;
@@ -9,17 +11,27 @@ use sha2::{Digest, Sha256};
 
 use super::error::Result;
 use super::keys::Keys;
+use super::operators::{Operator, OperatorRole, OperatorStore};
 
 /// A signed-in operator's session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
     /// Every form of the session carries it; compared in constant time.
     pub csrf: String,
+    /// The named operator signed in; `None`: the admin token (the bootstrap super-admin).
+    pub operator: Option<SignedOperator>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedOperator {
+    pub name: String,
+    pub role: OperatorRole,
 }
 
 #[derive(Clone)]
 pub struct SessionStore {
     client: Client,
+    operators: OperatorStore,
     keys: Keys,
     ttl_secs: u64,
     max_secs: u64,
@@ -45,6 +57,7 @@ impl SessionStore {
         credential: &str,
     ) -> SessionStore {
         SessionStore {
+            operators: OperatorStore::new(client.clone(), keys.clone()),
             client,
             keys,
             ttl_secs: ttl_secs.max(1),
@@ -58,17 +71,26 @@ impl SessionStore {
             .console_session(&hex::encode(Sha256::digest(id.as_bytes())))
     }
 
-    pub async fn create(&self, id: &str, session: &Session) -> Result<()> {
+    pub fn operators(&self) -> &OperatorStore {
+        &self.operators
+    }
+
+    /// A session for the admin token (`account: None`) or for a named operator's account.
+    pub async fn create(&self, id: &str, csrf: &str, account: Option<&Operator>) -> Result<()> {
+        let now = crate::domain::clock::unix_secs();
+        let value = match account {
+            None => format!("v1 {now} {} {csrf}", self.fingerprint),
+            Some(account) => format!(
+                "v2 {now} {} {csrf} {}",
+                fingerprint(&account.password_hash),
+                account.name
+            ),
+        };
         let _: () = self
             .client
             .set(
                 self.key(id),
-                format!(
-                    "v1 {} {} {}",
-                    crate::domain::clock::unix_secs(),
-                    self.fingerprint,
-                    session.csrf
-                ),
+                value,
                 Some(Expiration::EX(self.ttl_secs as i64)),
                 None,
                 false,
@@ -90,16 +112,45 @@ impl SessionStore {
         let Some(value) = value else {
             return Ok(None);
         };
-        let mut fields = value.splitn(4, ' ');
-        let valid = match (fields.next(), fields.next(), fields.next(), fields.next()) {
-            (Some("v1"), Some(created), Some(fingerprint), Some(csrf)) if !csrf.is_empty() => {
-                let age =
-                    crate::domain::clock::unix_secs().saturating_sub(created.parse().unwrap_or(0));
-                (fingerprint == self.fingerprint
-                    && u64::try_from(age).unwrap_or(u64::MAX) <= self.max_secs)
-                    .then(|| Session {
-                        csrf: csrf.to_string(),
-                    })
+        let young = |created: &str| {
+            let age =
+                crate::domain::clock::unix_secs().saturating_sub(created.parse().unwrap_or(0));
+            u64::try_from(age).unwrap_or(u64::MAX) <= self.max_secs
+        };
+        let mut fields = value.splitn(5, ' ');
+        let valid = match (
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+        ) {
+            (Some("v1"), Some(created), Some(fingerprint), Some(csrf), None)
+                if !csrf.is_empty() =>
+            {
+                (fingerprint == self.fingerprint && young(created)).then(|| Session {
+                    csrf: csrf.to_string(),
+                    operator: None,
+                })
+            }
+            (Some("v2"), Some(created), Some(print), Some(csrf), Some(name))
+                if !csrf.is_empty() =>
+            {
+                // The account as it is now: removed or with a new password, the session ends.
+                match self.operators.get(name).await? {
+                    Some(account)
+                        if fingerprint(&account.password_hash) == print && young(created) =>
+                    {
+                        Some(Session {
+                            csrf: csrf.to_string(),
+                            operator: Some(SignedOperator {
+                                name: account.name,
+                                role: account.role,
+                            }),
+                        })
+                    }
+                    _ => None,
+                }
             }
             // Sessions of an older version (a bare CSRF token) sign in again once.
             _ => None,

@@ -67,6 +67,9 @@ pub struct Turn {
     /// The user's reaction to this message (an emoji).
     #[serde(rename = "rx", skip_serializing_if = "Option::is_none")]
     pub reaction: Option<String>,
+    /// An operator's message: the named operator who wrote it.
+    #[serde(rename = "by", skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
 }
 
 /// Why one of our messages did not reach the user.
@@ -155,6 +158,7 @@ impl Turn {
             reengaged: false,
             quoted: None,
             reaction: None,
+            by: None,
         }
     }
 
@@ -201,6 +205,8 @@ struct Rare {
     qi: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     rx: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    by: Option<String>,
 }
 
 impl Rare {
@@ -213,6 +219,7 @@ impl Rare {
             re: turn.reengaged,
             qi: turn.quoted.clone(),
             rx: turn.reaction.clone(),
+            by: turn.by.clone(),
         };
         let any = rare.k.is_some()
             || rare.rl
@@ -220,7 +227,8 @@ impl Rare {
             || rare.fe.is_some()
             || rare.re
             || rare.qi.is_some()
-            || rare.rx.is_some();
+            || rare.rx.is_some()
+            || rare.by.is_some();
         any.then_some(rare)
     }
 }
@@ -320,6 +328,7 @@ impl<'de> Visitor<'de> for TurnVisitor {
             reengaged: rare.re,
             quoted: non_empty(rare.qi),
             reaction: non_empty(rare.rx),
+            by: non_empty(rare.by),
         }))
     }
 
@@ -338,6 +347,7 @@ impl<'de> Visitor<'de> for TurnVisitor {
             reengaged: old.re,
             quoted: None,
             reaction: None,
+            by: None,
         }))
     }
 }

@@ -19,6 +19,7 @@ mod languages;
 mod layering;
 mod metrics_start;
 mod operations;
+mod operators;
 mod outbound;
 mod pipeline;
 mod redis_urls;

@@ -18,6 +18,7 @@ use crate::http::state::AppState;
 use crate::ops::telemetry::{rejections, LogVerdict};
 use crate::pipeline::outbound;
 use crate::store::conversation::{ConversationRef, ConversationStore, ConversationView, Owner};
+use crate::store::operators::{Operator, OperatorRole};
 use crate::store::queue::Queue;
 use crate::store::sessions::Session;
 
@@ -60,6 +61,24 @@ impl SignedIn<'_> {
             .get(pnid, user)
             .await?
             .ok_or(ConsoleError::NotFound)
+    }
+
+    /// The named operator signed in (`None`: the admin token).
+    fn operator(&self) -> Option<&str> {
+        self.session.operator.as_ref().map(|o| o.name.as_str())
+    }
+
+    /// Who acts, as recorded: the operator's name, or `console` for the admin token.
+    fn who(&self) -> String {
+        self.operator().unwrap_or("console").to_string()
+    }
+
+    /// The admin token or an `admin` account.
+    fn require_admin(&self) -> Result<()> {
+        match &self.session.operator {
+            Some(operator) if operator.role != OperatorRole::Admin => Err(ConsoleError::AdminOnly),
+            _ => Ok(()),
+        }
     }
 
     /// The form's CSRF token must be this session's.
@@ -147,6 +166,7 @@ fn notice(done: Option<&str>) -> Option<&'static str> {
         "queued" => "Reply queued: it is sent in the conversation's order and appears below.",
         "template" => "Re-engagement template queued.",
         "replayed" => "Dead letter sent back to its partition.",
+        "assigned" => "Conversation assigned: your colleague has it now.",
         _ => return None,
     })
 }
@@ -181,6 +201,9 @@ pub async fn home(state: web::Data<AppState>) -> Result<HttpResponse> {
 pub struct SignInForm {
     csrf: Option<String>,
     token: Option<String>,
+    /// A named operator's account, instead of the admin token.
+    name: Option<String>,
+    password: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -225,6 +248,21 @@ pub async fn sign_in_form(
         .body(pages::sign_in(&csrf, None).into_string()))
 }
 
+/// An account no one has, verified against when a name is unknown (same cost as a real one).
+fn dummy_account() -> &'static Operator {
+    static DUMMY: std::sync::OnceLock<Operator> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| {
+        Operator::new("nobody", OperatorRole::Operator, &session::random_token()).unwrap_or_else(
+            |_| Operator {
+                name: "nobody".into(),
+                role: OperatorRole::Operator,
+                password_hash: String::new(),
+                created_at: 0,
+            },
+        )
+    })
+}
+
 pub async fn sign_in(
     request: HttpRequest,
     state: web::Data<AppState>,
@@ -245,26 +283,65 @@ pub async fn sign_in(
     if attempts > session::MAX_FAILED_SIGN_INS {
         return Err(ConsoleError::TooManySignIns);
     }
-    if !session::tokens_match(form.token.as_deref(), state.admin_token.expose_secret()) {
-        let failures = attempts;
-        if let LogVerdict::Log { suppressed } = rejections().check("console_wrong_token") {
-            tracing::warn!(%client, failures, suppressed, "console sign-in with a wrong token");
+    let account = match form
+        .name
+        .as_deref()
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+    {
+        Some(name) => {
+            let account = sessions.operators().get(name).await?;
+            let password = form.password.clone().unwrap_or_default();
+            // The hash is checked whether or not the name exists, so the time an answer
+            // takes does not tell which names do.
+            let verified = web::block(move || {
+                let ok = match &account {
+                    Some(account) => account.verify(&password),
+                    None => {
+                        let _ = dummy_account().verify(&password);
+                        false
+                    }
+                };
+                ok.then_some(account).flatten()
+            })
+            .await
+            .map_err(|_| ConsoleError::Internal("the password check did not finish".into()))?;
+            match verified {
+                Some(account) => Some(account),
+                None => {
+                    if let LogVerdict::Log { suppressed } =
+                        rejections().check("console_wrong_password")
+                    {
+                        tracing::warn!(%client, failures = attempts, suppressed, "console sign-in with a wrong name or password");
+                    }
+                    return Ok(HttpResponse::Unauthorized()
+                        .content_type("text/html; charset=utf-8")
+                        .body(
+                            pages::sign_in(&expected, Some("Wrong name or password."))
+                                .into_string(),
+                        ));
+                }
+            }
         }
-        return Ok(HttpResponse::Unauthorized()
-            .content_type("text/html; charset=utf-8")
-            .body(pages::sign_in(&expected, Some("Wrong admin token.")).into_string()));
-    }
+        None => {
+            if !session::tokens_match(form.token.as_deref(), state.admin_token.expose_secret()) {
+                let failures = attempts;
+                if let LogVerdict::Log { suppressed } = rejections().check("console_wrong_token") {
+                    tracing::warn!(%client, failures, suppressed, "console sign-in with a wrong token");
+                }
+                return Ok(HttpResponse::Unauthorized()
+                    .content_type("text/html; charset=utf-8")
+                    .body(pages::sign_in(&expected, Some("Wrong admin token.")).into_string()));
+            }
+            None
+        }
+    };
     sessions.clear_sign_in_attempts(&client).await?;
     let id = session::random_token();
     sessions
-        .create(
-            &id,
-            &Session {
-                csrf: session::random_token(),
-            },
-        )
+        .create(&id, &session::random_token(), account.as_ref())
         .await?;
-    tracing::info!(%client, "operator signed in to the console");
+    tracing::info!(%client, operator = account.as_ref().map(|a| a.name.as_str()).unwrap_or("admin token"), "signed in to the console");
     Ok(HttpResponse::SeeOther()
         .insert_header((header::LOCATION, "/console/conversations"))
         .append_header((
@@ -412,7 +489,18 @@ pub async fn conversation(
     let view = signed.conversation(&pnid, &user).await?;
     let template = &signed.parts.console.reengagement_template;
     let reply_key = session::random_token();
+    let colleagues: Vec<String> = signed
+        .parts
+        .console
+        .sessions
+        .operators()
+        .list()
+        .await?
+        .into_iter()
+        .map(|o| o.name)
+        .collect();
     Ok(html(pages::conversation(&pages::ConversationPage {
+        colleagues: &colleagues,
         csrf: signed.csrf(),
         now_ms: unix_ms(),
         view: &view,
@@ -448,14 +536,14 @@ pub async fn take_over(
 ) -> Result<HttpResponse> {
     let (signed, pnid, user) = acting_on(&request, &state, &path, form.csrf.as_deref()).await?;
     let until = unix_ms() + (state.handoff_minutes as i64).saturating_mul(60_000);
-    let info = serde_json::json!({ "reason": "operator", "by": "console" });
+    let info = serde_json::json!({ "reason": "operator", "by": signed.who() });
     signed
         .parts
         .store
         .take_over(&pnid, &user, until, &info, None)
         .await?;
     metrics::counter!(crate::ops::monitoring::HANDOFFS, "reason" => "operator").increment(1);
-    tracing::info!(user = %user, "an operator took the conversation over in the console");
+    tracing::info!(user = %user, by = %signed.who(), "an operator took the conversation over in the console");
     Ok(see_other(&format!(
         "{}?done=taken",
         conversation_path(&pnid, &user)
@@ -469,9 +557,50 @@ pub async fn give_back(
     if !signed.parts.store.give_back(&pnid, &user).await? {
         return Err(ConsoleError::NotFound);
     }
-    tracing::info!(user = %user, "the conversation is back with the bot (console)");
+    tracing::info!(user = %user, by = %signed.who(), "the conversation is back with the bot (console)");
     Ok(see_other(&format!(
         "{}?done=given_back",
+        conversation_path(&pnid, &user)
+    )))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct AssignForm {
+    csrf: Option<String>,
+    /// The colleague's name (an account).
+    to: Option<String>,
+}
+
+/// Gives the conversation to a colleague: they have it (named in the handoff) for the usual
+/// time, whoever had it before.
+pub async fn assign(
+    (request, state, path, form): ConversationForm<AssignForm>,
+) -> Result<HttpResponse> {
+    let (signed, pnid, user) = acting_on(&request, &state, &path, form.csrf.as_deref()).await?;
+    let to = form.to.as_deref().map(str::trim).unwrap_or_default();
+    let colleague = signed
+        .parts
+        .console
+        .sessions
+        .operators()
+        .get(to)
+        .await?
+        .ok_or_else(|| ConsoleError::BadRequest(format!("No operator is named {to:?}.")))?;
+    let until = unix_ms() + (state.handoff_minutes as i64).saturating_mul(60_000);
+    let info = serde_json::json!({
+        "reason": "assigned",
+        "by": colleague.name,
+        "assigned_by": signed.who(),
+    });
+    signed
+        .parts
+        .store
+        .take_over(&pnid, &user, until, &info, None)
+        .await?;
+    tracing::info!(user = %user, to = %colleague.name, by = %signed.who(), "conversation assigned in the console");
+    Ok(see_other(&format!(
+        "{}?done=assigned",
         conversation_path(&pnid, &user)
     )))
 }
@@ -484,12 +613,14 @@ async fn queue_operator_message(
     content: crate::domain::action::Action,
     key: Option<&str>,
     quote: Option<&str>,
+    by: Option<&str>,
 ) -> Result<()> {
     let key = key.filter(|k| !k.is_empty());
     let bad = |e: outbound::OutboundError| ConsoleError::BadRequest(e.to_string());
     let mut message = outbound::request(pnid, user.clone(), OutboundSource::Operator, content, key)
         .map_err(bad)?;
     message.reply_to = outbound::quoting(quote.filter(|q| !q.is_empty()), None).map_err(bad)?;
+    message.by = by.map(str::to_string);
     let new = outbound::enqueue(state.sink.as_ref(), message).await?;
     tracing::info!(user = %user, duplicate = !new, "operator message queued from the console");
     Ok(())
@@ -515,6 +646,7 @@ pub async fn reply(
         content,
         form.key.as_deref(),
         form.quote.as_deref(),
+        signed.operator(),
     )
     .await?;
     Ok(see_other(&location))
@@ -537,7 +669,16 @@ pub async fn template(
     let content = outbound::content(None, Some((&name, &language, &components)), None)
         .map_err(|e| ConsoleError::BadRequest(e.to_string()))?;
     let location = format!("{}?done=template", conversation_path(&pnid, &user));
-    queue_operator_message(&state, pnid, user, content, form.key.as_deref(), None).await?;
+    queue_operator_message(
+        &state,
+        pnid,
+        user,
+        content,
+        form.key.as_deref(),
+        None,
+        signed.operator(),
+    )
+    .await?;
     Ok(see_other(&location))
 }
 
@@ -547,6 +688,7 @@ pub async fn dead_letters(
     query: web::Query<DoneQuery>,
 ) -> Result<HttpResponse> {
     let signed = signed_in(&request, &state).await?;
+    signed.require_admin()?;
     let queue = signed.parts.queue;
     let cursor = match query.cursor.as_deref().filter(|c| !c.is_empty()) {
         Some(cursor) => Some(
@@ -570,6 +712,7 @@ pub async fn replay(
     form: web::Form<CsrfForm>,
 ) -> Result<HttpResponse> {
     let signed = signed_form(&request, &state, form.csrf.as_deref()).await?;
+    signed.require_admin()?;
     let queue = signed.parts.queue;
     let (partition, stream_id) =
         dead_letter_id(&id, queue).map_err(|e| ConsoleError::BadRequest(e.to_string()))?;
@@ -579,6 +722,6 @@ pub async fn replay(
             id.as_str()
         )));
     }
-    tracing::info!(id = %id.as_str(), "dead letter replayed from the console");
+    tracing::info!(id = %id.as_str(), by = %signed.who(), "dead letter replayed from the console");
     Ok(see_other("/console/dead-letters?done=replayed"))
 }

@@ -50,6 +50,11 @@ pub enum ConsoleError {
     Store(#[from] crate::store::StoreError),
     #[error("the message store is unavailable, retry later")]
     Sink(#[from] crate::store::sink::SinkError),
+    /// Only an admin (the admin token or an `admin` account) may do this.
+    #[error("only an admin may do this")]
+    AdminOnly,
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl ResponseError for ConsoleError {
@@ -62,6 +67,8 @@ impl ResponseError for ConsoleError {
             ConsoleError::TooManySignIns => StatusCode::TOO_MANY_REQUESTS,
             ConsoleError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ConsoleError::Conflict(_) => StatusCode::CONFLICT,
+            ConsoleError::AdminOnly => StatusCode::FORBIDDEN,
+            ConsoleError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ConsoleError::Store(error) if !error.is_outage() => StatusCode::INTERNAL_SERVER_ERROR,
             ConsoleError::Store(_) | ConsoleError::Sink(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -116,6 +123,8 @@ impl ConsoleError {
             ConsoleError::TooManySignIns => "console_sign_in_limit",
             ConsoleError::BadRequest(_) => "console_bad_request",
             ConsoleError::Conflict(_) => "console_conflict",
+            ConsoleError::AdminOnly => "console_admin_only",
+            ConsoleError::Internal(_) => "console_internal",
             ConsoleError::Store(error) if !error.is_outage() => "console_stored_data",
             ConsoleError::Store(_) | ConsoleError::Sink(_) => "console_redis",
         }
@@ -223,6 +232,7 @@ pub fn scope() -> actix_web::Scope<
             "/c/{pnid}/{user}/give-back",
             web::post().to(handlers::give_back),
         )
+        .route("/c/{pnid}/{user}/assign", web::post().to(handlers::assign))
         .route("/c/{pnid}/{user}/reply", web::post().to(handlers::reply))
         .route(
             "/c/{pnid}/{user}/template",

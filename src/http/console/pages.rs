@@ -90,10 +90,19 @@ pub fn sign_in(csrf: &str, error: Option<&str>) -> Markup {
                 @if let Some(error) = error {
                     p.error role="alert" { (error) }
                 }
+                form.operator method="post" action="/console/sign-in" {
+                    input type="hidden" name="csrf" value=(csrf);
+                    label for="name" { "Name" }
+                    input #name type="text" name="name" autocomplete="username" maxlength="64" required;
+                    label for="password" { "Password" }
+                    input #password type="password" name="password" autocomplete="current-password" required;
+                    button type="submit" id="sign-in-operator" { "Sign in" }
+                }
+                p.hint { "Or with the admin token:" }
                 form method="post" action="/console/sign-in" {
                     input type="hidden" name="csrf" value=(csrf);
                     label for="token" { "Admin token" }
-                    input #token type="password" name="token" autocomplete="current-password" required autofocus;
+                    input #token type="password" name="token" autocomplete="off" required;
                     button type="submit" id="sign-in" { "Sign in" }
                 }
                 p.hint { "The value of ADMIN_TOKEN. It is checked once and never stored in the browser." }
@@ -261,6 +270,7 @@ pub fn history(view: &ConversationView) -> Markup {
             li class={ "turn " (role_text(turn.role)) } {
                 div.meta {
                     span.role { (role_text(turn.role)) }
+                    @if let Some(by) = &turn.by { span.by { (by) } }
                     @if turn.kind != "text" { span.kind { (turn.kind) } }
                     time { (utc(turn.at.saturating_mul(1000))) }
                     @if turn.edited { span.flag { "edited" } }
@@ -301,7 +311,10 @@ pub fn status(view: &ConversationView, now_ms: i64) -> Markup {
     html! {
         (owner_badge(view.handoff.owner))
         @if let Some(until) = view.handoff.until_ms {
-            span.until { "a person has it for " (span(until - now_ms)) " more" }
+            @let by = view.handoff.info.as_ref().and_then(|i| i["by"].as_str()).filter(|b| *b != "console");
+            span.until {
+                (by.unwrap_or("a person")) " has it for " (span(until - now_ms)) " more"
+            }
         }
         @if view.window_open {
             span.window.open { "24-hour window open" }
@@ -316,6 +329,8 @@ pub fn status(view: &ConversationView, now_ms: i64) -> Markup {
 
 pub struct ConversationPage<'a> {
     pub csrf: &'a str,
+    /// The named operators it can be assigned to.
+    pub colleagues: &'a [String],
     pub now_ms: i64,
     pub view: &'a ConversationView,
     pub template: Option<&'a TemplateRef>,
@@ -362,6 +377,16 @@ pub fn conversation(page: &ConversationPage<'_>) -> Markup {
                         form method="post" action=(format!("{base}/take-over")) {
                             input type="hidden" name="csrf" value=(page.csrf);
                             button type="submit" id="take-over" { "Take over" }
+                        }
+                    }
+                    @if !page.colleagues.is_empty() && view.handoff.owner != Owner::OtherApp {
+                        form.assign method="post" action=(format!("{base}/assign")) {
+                            input type="hidden" name="csrf" value=(page.csrf);
+                            label for="assign-to" { "Assign to" }
+                            select #assign-to name="to" {
+                                @for name in page.colleagues { option value=(name) { (name) } }
+                            }
+                            button type="submit" id="assign" { "Assign" }
                         }
                     }
                 }

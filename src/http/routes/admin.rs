@@ -249,6 +249,75 @@ pub async fn delete_conversation(
     }
 }
 
+/// The accounts the console signs in with (there whenever the admin API is).
+fn operators(state: &AppState) -> Result<&crate::store::operators::OperatorStore, ApiError> {
+    state
+        .console
+        .as_ref()
+        .map(|console| console.sessions.operators())
+        .ok_or(ApiError::NotFound)
+}
+
+/// `GET /admin/operators`: the console's named operators (never their password hashes).
+pub async fn list_operators(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let accounts = operators(&state)?.list().await.map_err(ApiError::redis)?;
+    let listed: Vec<serde_json::Value> = accounts
+        .iter()
+        .map(|a| serde_json::json!({"name": a.name, "role": a.role, "created_at": a.created_at}))
+        .collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "operators": listed })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorBody {
+    role: crate::store::operators::OperatorRole,
+    password: String,
+}
+
+/// `PUT /admin/operators/{name}` `{"role", "password"}`: creates the account or replaces its
+/// password and role (its sessions end).
+pub async fn put_operator(
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let body: OperatorBody = json_body(&body)?;
+    let name = name.into_inner();
+    let role = body.role;
+    let account =
+        web::block(move || crate::store::operators::Operator::new(&name, role, &body.password))
+            .await
+            .map_err(|_| ApiError::BadRequest("the password could not be hashed".into()))?
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    operators(&state)?
+        .put(&account)
+        .await
+        .map_err(ApiError::redis)?;
+    tracing::info!(operator = %account.name, role = account.role.as_str(), "operator account saved");
+    Ok(HttpResponse::Ok().json(serde_json::json!({"name": account.name, "role": account.role})))
+}
+
+/// `DELETE /admin/operators/{name}`: 204, or 404 when there is none.
+pub async fn delete_operator(
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    if operators(&state)?
+        .remove(&name)
+        .await
+        .map_err(ApiError::redis)?
+    {
+        tracing::info!(operator = %name.as_str(), "operator account removed");
+        Ok(HttpResponse::NoContent().finish())
+    } else {
+        Err(ApiError::Missing(format!(
+            "no operator {:?}",
+            name.as_str()
+        )))
+    }
+}
+
 pub async fn list_dead_letters(
     request: HttpRequest,
     state: web::Data<AppState>,

@@ -49,6 +49,12 @@ pub fn configure_private(app: &mut web::ServiceConfig) {
                     web::post().to(admin::send_operator_message),
                 )
                 .route("/messages", web::post().to(admin::send_notification))
+                .route("/operators", web::get().to(admin::list_operators))
+                .route("/operators/{name}", web::put().to(admin::put_operator))
+                .route(
+                    "/operators/{name}",
+                    web::delete().to(admin::delete_operator),
+                )
                 .route("/dead-letters", web::get().to(admin::list_dead_letters))
                 .route(
                     "/dead-letters/{id}/replay",
