@@ -288,19 +288,7 @@ impl CloudApi {
                     .header(reqwest::header::CONTENT_TYPE, content_type)
                     .header(reqwest::header::CONTENT_LENGTH, length)
                     .body(body);
-                let span = graph_span("graph.upload", from, None, "media");
-                async move {
-                    let result = async {
-                        let response = request.send().await.map_err(classify_transport)?;
-                        tracing::Span::current()
-                            .record("http.response.status_code", response.status().as_u16());
-                        read_json(response).await
-                    }
-                    .instrument(span.clone())
-                    .await;
-                    record_outcome(&span, &result, |_: &Uploaded| None);
-                    result
-                }
+                traced(request, graph_span("graph.upload", from, None, "media"))
             })
             .await?;
         Ok(uploaded.id)
@@ -326,20 +314,10 @@ impl CloudApi {
         let info_url = format!("{}/{}/{}", self.base_url, self.version, media_id);
         let info: MediaInfo = self
             .with_retries(receiving, || {
-                let request = self.http.get(&info_url).bearer_auth(&token);
-                let span = graph_span("graph.media", receiving, None, "media");
-                async move {
-                    let result = async {
-                        let response = request.send().await.map_err(classify_transport)?;
-                        tracing::Span::current()
-                            .record("http.response.status_code", response.status().as_u16());
-                        read_json(response).await
-                    }
-                    .instrument(span.clone())
-                    .await;
-                    record_outcome(&span, &result, |_: &MediaInfo| None);
-                    result
-                }
+                traced(
+                    self.http.get(&info_url).bearer_auth(&token),
+                    graph_span("graph.media", receiving, None, "media"),
+                )
             })
             .await?;
         if info.file_size.is_some_and(|size| size > max_bytes) {
@@ -477,6 +455,22 @@ impl CloudApi {
         tracing::Span::current().record("http.response.status_code", response.status().as_u16());
         read_json(response).await
     }
+}
+
+/// Sends `request` in `span` (its status and outcome recorded there) and decodes the JSON answer.
+async fn traced<R: serde::de::DeserializeOwned>(
+    request: reqwest::RequestBuilder,
+    span: tracing::Span,
+) -> Result<R, CloudApiError> {
+    let result = async {
+        let response = request.send().await.map_err(classify_transport)?;
+        tracing::Span::current().record("http.response.status_code", response.status().as_u16());
+        read_json(response).await
+    }
+    .instrument(span.clone())
+    .await;
+    record_outcome(&span, &result, |_: &R| None);
+    result
 }
 
 /// Management calls (`wabot doctor`): plain Graph API reads and writes outside `/messages`.
