@@ -208,6 +208,41 @@ async fn named_operators_sign_in_and_their_names_follow_what_they_do() {
         (Some("Luis"), Some("Marta"))
     );
 
+    // The admin API's operator messages name their writer too.
+    let queued = app
+        .http
+        .post(format!(
+            "{}/admin/conversations/{PNID}/{user}/messages",
+            app.address
+        ))
+        .bearer_auth(TOKEN)
+        .json(&json!({"text": "Luis here", "by": "Luis"}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(queued.status(), 202);
+    let refused = app
+        .http
+        .post(format!(
+            "{}/admin/conversations/{PNID}/{user}/messages",
+            app.address
+        ))
+        .bearer_auth(TOKEN)
+        .json(&json!({"text": "x", "by": "<script>"}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(refused.status(), 400);
+    crate::helpers::wait_for_replies(&graph, 3, WAIT).await;
+    wait_until_drained(&app.queue().await, WAIT).await;
+    let view = crate::helpers::conversation(&app.conversations().await, &pnid, &uid).await;
+    let luis = view
+        .turns
+        .iter()
+        .find(|t| t.text == "Luis here")
+        .expect("kept");
+    assert_eq!(luis.by.as_deref(), Some("Luis"));
+
     // A new password ends her sessions; a removed account ends its own.
     assert_eq!(
         put(

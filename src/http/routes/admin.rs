@@ -393,6 +393,8 @@ pub struct OutboundBody {
     idempotency_key: Option<String>,
     /// Quote a message: its wamid, or `last` for the user's newest message.
     reply_to: Option<String>,
+    /// An operator's message: who writes it (a name, kept on the turn and the takeover).
+    by: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -464,6 +466,14 @@ async fn enqueue(
     .map_err(invalid)?;
     message.reply_to =
         outbound::quoting(body.reply_to.as_deref(), last.as_deref()).map_err(invalid)?;
+    if let Some(by) = &body.by {
+        if source != OutboundSource::Operator || !crate::store::operators::valid_name(by) {
+            return Err(ApiError::BadRequest(
+                "by names the operator of a conversation's message: 1 to 64 letters, digits, spaces and .-_'".into(),
+            ));
+        }
+        message.by = Some(by.clone());
+    }
     let id = message.id.clone();
     let new = outbound::enqueue(state.sink.as_ref(), message).await?;
     tracing::info!(user = %to, duplicate = !new, ?source, "outbound message queued");
