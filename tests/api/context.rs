@@ -217,14 +217,9 @@ fn delivery_of(user: &str, message: Value) -> Vec<u8> {
 
 /// The Graph API's send of `text`, once it came.
 async fn sent_text(graph: &MockServer, text: &str) -> Value {
-    eventually(WAIT, || async {
-        crate::helpers::graph_bodies(graph)
-            .await
-            .into_iter()
-            .find(|b| b["text"]["body"] == text)
-    })
-    .await
-    .unwrap_or_else(|| panic!("{text:?} was not sent"))
+    crate::helpers::graph_body_where(graph, |b| b["text"]["body"] == text)
+        .await
+        .unwrap_or_else(|| panic!("{text:?} was not sent"))
 }
 
 /// The bot quotes the message it answers when the backend says `quote: true`, an operator
@@ -269,11 +264,8 @@ async fn the_bot_and_operators_quote_and_the_bot_asks_for_a_number() {
         .await;
     let noted = sent_text(&graph, "Noted").await;
     assert_eq!(noted["context"], json!({"message_id": "wamid.q1"}));
-    let asked = eventually(WAIT, || async {
-        crate::helpers::graph_bodies(&graph)
-            .await
-            .into_iter()
-            .find(|b| b["interactive"]["type"] == "request_contact_info")
+    let asked = crate::helpers::graph_body_where(&graph, |b| {
+        b["interactive"]["type"] == "request_contact_info"
     })
     .await
     .expect("the contact request went out");

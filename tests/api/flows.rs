@@ -304,14 +304,9 @@ async fn a_flow_goes_out_as_a_button_and_its_answers_come_back_to_the_backend() 
         "I want to book",
     ))
     .await;
-    let sent = crate::helpers::eventually(std::time::Duration::from_secs(30), || async {
-        crate::helpers::graph_bodies(&app.graph)
-            .await
-            .into_iter()
-            .find(|b| b["interactive"]["type"] == "flow")
-    })
-    .await
-    .expect("the flow went out");
+    let sent = crate::helpers::graph_body_where(&app.graph, |b| b["interactive"]["type"] == "flow")
+        .await
+        .expect("the flow went out");
     let parameters = &sent["interactive"]["action"]["parameters"];
     assert_eq!(parameters["flow_token"], "book.4915000000401");
     assert_eq!(parameters["flow_action"], "navigate");
@@ -388,14 +383,9 @@ async fn the_rules_file_answers_its_flow_s_screens_and_its_completion() {
     let user = "4915000000601";
     app.deliver(&crate::console::user_text(user, "wamid.book1", "book"))
         .await;
-    let sent = crate::helpers::eventually(std::time::Duration::from_secs(30), || async {
-        crate::helpers::graph_bodies(&graph)
-            .await
-            .into_iter()
-            .find(|b| b["interactive"]["type"] == "flow")
-    })
-    .await
-    .expect("the flow went out");
+    let sent = crate::helpers::graph_body_where(&graph, |b| b["interactive"]["type"] == "flow")
+        .await
+        .expect("the flow went out");
     let parameters = &sent["interactive"]["action"]["parameters"];
     assert_eq!(parameters["flow_token"], format!("booking.{user}"));
     assert_eq!(parameters["flow_action"], "data_exchange", "opened at INIT");

@@ -573,6 +573,17 @@ pub async fn graph_bodies(graph: &MockServer) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The first JSON body the fake Graph API received that `wanted` picks, once one came (30 s).
+pub async fn graph_body_where(
+    graph: &MockServer,
+    wanted: impl Fn(&serde_json::Value) -> bool,
+) -> Option<serde_json::Value> {
+    eventually(Duration::from_secs(30), || async {
+        graph_bodies(graph).await.into_iter().find(|b| wanted(b))
+    })
+    .await
+}
+
 /// Waits until the fake Graph API has received a request (a send started); `false` on timeout.
 pub async fn graph_called(graph: &MockServer, timeout: Duration) -> bool {
     eventually(timeout, || async {

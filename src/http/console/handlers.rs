@@ -29,12 +29,14 @@ struct Parts<'a> {
     console: &'a ConsoleState,
     store: &'a ConversationStore,
     queue: &'a Queue,
+    sink: &'a dyn crate::store::sink::EventSink,
 }
 
 fn parts(state: &AppState) -> Result<Parts<'_>> {
     match &state.console {
         Some(console) if !state.admin_token.expose_secret().is_empty() => Ok(Parts {
             console,
+            sink: state.sink.as_ref(),
             store: &state.conversations,
             queue: &state.queue,
         }),
@@ -606,22 +608,22 @@ pub async fn assign(
 }
 
 /// Queues an operator's message in the conversation's order (like the admin API).
+/// Signed with the operator's name (none for the admin token).
 async fn queue_operator_message(
-    state: &AppState,
+    signed: &SignedIn<'_>,
     pnid: PhoneNumberId,
     user: UserId,
     content: crate::domain::action::Action,
     key: Option<&str>,
     quote: Option<&str>,
-    by: Option<&str>,
 ) -> Result<()> {
     let key = key.filter(|k| !k.is_empty());
     let bad = |e: outbound::OutboundError| ConsoleError::BadRequest(e.to_string());
     let mut message = outbound::request(pnid, user.clone(), OutboundSource::Operator, content, key)
         .map_err(bad)?;
     message.reply_to = outbound::quoting(quote.filter(|q| !q.is_empty()), None).map_err(bad)?;
-    message.by = by.map(str::to_string);
-    let new = outbound::enqueue(state.sink.as_ref(), message).await?;
+    message.by = signed.operator().map(str::to_string);
+    let new = outbound::enqueue(signed.parts.sink, message).await?;
     tracing::info!(user = %user, duplicate = !new, "operator message queued from the console");
     Ok(())
 }
@@ -640,13 +642,12 @@ pub async fn reply(
     }
     let location = format!("{}?done=queued", conversation_path(&pnid, &user));
     queue_operator_message(
-        &state,
+        &signed,
         pnid,
         user,
         content,
         form.key.as_deref(),
         form.quote.as_deref(),
-        signed.operator(),
     )
     .await?;
     Ok(see_other(&location))
@@ -669,16 +670,7 @@ pub async fn template(
     let content = outbound::content(None, Some((&name, &language, &components)), None)
         .map_err(|e| ConsoleError::BadRequest(e.to_string()))?;
     let location = format!("{}?done=template", conversation_path(&pnid, &user));
-    queue_operator_message(
-        &state,
-        pnid,
-        user,
-        content,
-        form.key.as_deref(),
-        None,
-        signed.operator(),
-    )
-    .await?;
+    queue_operator_message(&signed, pnid, user, content, form.key.as_deref(), None).await?;
     Ok(see_other(&location))
 }
 
