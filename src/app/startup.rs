@@ -12,26 +12,22 @@ use crate::http::client::TrustedProxies;
 use tokio_util::sync::CancellationToken;
 use tracing_actix_web::TracingLogger;
 
-use crate::bot::engine::{Engine, EngineOptions};
-use crate::bot::handoff::HandoffDetector;
-use crate::bot::i18n::{I18nError, Texts};
-use crate::bot::responder::{self, ResponderError};
-use crate::bot::transcription::Transcriber;
-use crate::bot::uploads::MediaUploads;
+use crate::bot::i18n::I18nError;
+use crate::bot::responder::ResponderError;
+use crate::bot::tenants::{BuildError, Router, Shared};
 use crate::config::Settings;
 use crate::http::state::{AppState, ConsoleState};
-use crate::meta::cloud_api::{CloudApi, CloudApiError};
+use crate::meta::cloud_api::CloudApiError;
 use crate::meta::webhook::SignatureVerifier;
 use crate::ops::telemetry::RequestSpan;
 use crate::pipeline::pressure::IntakePressure;
 use crate::pipeline::worker::events::{EventDispatcher, EventError};
 use crate::pipeline::worker::{Handler, WorkerRuntime, Workers};
 use crate::store::conversation::{ConversationLimits, ConversationStore};
-use crate::store::media_ids::MediaIds;
-use crate::store::pacing::{PacingLimits, RedisPacer};
 use crate::store::queue::Queue;
 use crate::store::sessions::SessionStore;
 use crate::store::sink::EventSink;
+use crate::store::tenants::{Directory, TenantStore};
 use crate::store::{self, Keys, RedisInbox};
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +42,10 @@ pub enum StartupError {
     Events(#[from] EventError),
     #[error(transparent)]
     Texts(#[from] I18nError),
+    #[error(transparent)]
+    Engine(#[from] BuildError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     #[error("could not start the workers' runtime")]
     Runtime(#[source] std::io::Error),
     #[error("the Flows endpoint could not start: {0}")]
@@ -129,14 +129,7 @@ impl Services {
         let conversations = ConversationStore::new(
             redis.clone(),
             keys.clone(),
-            ConversationLimits {
-                session_ttl_secs: settings.conversation.session_expire_secs,
-                max_history: settings.conversation.max_history,
-                rate_messages: settings.rate_limit.messages,
-                rate_window_ms: settings.rate_limit.window_secs * 1000,
-                handoff_ms: settings.handoff.timeout_secs.saturating_mul(1000),
-                events: settings.events.enabled(),
-            },
+            ConversationLimits::of(settings),
         );
         let inbox = RedisInbox::new(redis.clone(), keys.clone()).with_echo_pause(
             settings
@@ -154,6 +147,14 @@ impl Services {
             conversations,
             inbox,
         }
+    }
+
+    /// The tenants of files and of Redis over this client (not yet refreshed from Redis).
+    pub fn directory(&self) -> Result<Directory, StartupError> {
+        Ok(Directory::new(
+            &self.settings,
+            TenantStore::new(self.redis.clone(), self.keys.clone()),
+        )?)
     }
 
     /// Waits until Redis answers (the CLI's commands, which have nothing to do without it).
@@ -187,49 +188,15 @@ impl Services {
         pressure: Option<Arc<IntakePressure>>,
     ) -> Result<Workers, StartupError> {
         let settings = &self.settings;
-        let pacer = RedisPacer::new(
-            self.redis.clone(),
-            self.keys.clone(),
-            PacingLimits {
-                per_number_per_sec: settings.whatsapp.throughput_per_sec,
-                pair_interval: Duration::from_millis(settings.whatsapp.recipient_interval_ms),
-                pair_burst: settings.whatsapp.recipient_burst,
+        let directory = Arc::new(self.directory()?);
+        directory.keep_current();
+        let handler: Arc<dyn Handler> = Arc::new(Router::new(
+            directory,
+            Shared {
+                redis: self.redis.clone(),
+                keys: self.keys.clone(),
             },
-        );
-        // One retry budget: the workers retry whole messages (`worker.max_attempts`), so each
-        // Graph API call is tried once here.
-        let api = CloudApi::new(&settings.whatsapp)?
-            .with_pacer(Arc::new(pacer))
-            .with_attempts(1);
-        let texts = Arc::new(Texts::from_settings(settings)?);
-        let transcriber = Transcriber::new(&settings.transcription)
-            .map_err(|e| ResponderError::Http("transcription", e))?;
-        let handler: Arc<dyn Handler> = Arc::new(Engine::new(
-            self.conversations.clone(),
-            responder::build(settings, texts.clone())?,
-            api,
-            EngineOptions {
-                transcriber: transcriber.map(Arc::new),
-                responder_kind: settings.responder.kind.as_str(),
-                mark_as_read: settings.whatsapp.mark_as_read,
-                typing_indicator: settings.whatsapp.typing_indicator,
-                texts,
-                max_turn_chars: settings.conversation.max_turn_chars,
-                max_reply_parts: settings.conversation.max_reply_parts,
-                handoff: HandoffDetector::new(&settings.handoff.keyword_list()),
-                handoff_text: settings.handoff.requested_text.clone(),
-                handoff_ms: settings.handoff.timeout_secs.saturating_mul(1000),
-                handoff_mark_read: settings.handoff.mark_read,
-                reengagement_template: settings.whatsapp.reengagement_template.clone(),
-                uploads: Arc::new(
-                    MediaUploads::new(
-                        MediaIds::new(self.redis.clone(), self.keys.clone()),
-                        &settings.whatsapp,
-                    )
-                    .map_err(|e| ResponderError::Http("media upload", e))?,
-                ),
-            },
-        ));
+        )?);
         let events = EventDispatcher::new(self.redis.clone(), self.keys.clone(), &settings.events)?
             .map(Arc::new);
         Ok(Workers::spawn(
@@ -289,7 +256,10 @@ impl Application {
             ),
             reengagement_template: settings.whatsapp.reengagement_template.clone(),
         });
+        let tenants = Arc::new(services.directory()?);
+        tenants.keep_current();
         let state = AppState {
+            tenants,
             verifier: SignatureVerifier::new(settings.whatsapp.app_secrets()),
             verify_token: settings.whatsapp.verify_token.clone(),
             sink,

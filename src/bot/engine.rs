@@ -136,6 +136,10 @@ pub struct EngineOptions {
     pub reengagement_template: TemplateRef,
     /// Media sent by `upload`, uploaded once and then sent by id.
     pub uploads: Arc<MediaUploads>,
+    /// The tenant this engine answers for (the `tenant` label of its metrics).
+    pub tenant: String,
+    /// Messages are recorded, never answered, and nothing is sent (a number no tenant has).
+    pub record_only: bool,
 }
 
 /// The record of a message that leaves no menu or language behind.
@@ -184,6 +188,15 @@ impl Engine {
             Origin::BusinessEcho => Role::Operator,
             Origin::User | Origin::Standby => Role::User,
         };
+        if self.options.record_only {
+            let turn = Turn::of_user(message, role);
+            let admission = self
+                .store
+                .admit(message, &turn, AdmitMode::Record, false, None)
+                .await?;
+            tracing::info!(number = %message.phone_number_id, user = %message.user, "a number no tenant has; recorded, not answered");
+            return self.unanswered(message, admission, None, lease).await;
+        }
         if self.options.transcriber.is_some() && transcription::is_user_audio(message) {
             return self.handle_voice(message, role, lease).await;
         }
@@ -374,7 +387,7 @@ impl Engine {
                 notice,
                 language: limited_language,
             } => {
-                metrics::counter!(monitoring::RATE_LIMITED).increment(1);
+                metrics::counter!(monitoring::RATE_LIMITED, "tenant" => self.options.tenant.clone()).increment(1);
                 tracing::info!(user = %message.user, notice, "rate limited");
                 if notice && lease.is_valid() {
                     let language = limited_language
@@ -514,6 +527,12 @@ impl Engine {
         reengagement: bool,
         lease: &LeaseGuard,
     ) -> Result<(), HandleError> {
+        if self.options.record_only {
+            return Err(HandleError::Permanent(format!(
+                "number {} belongs to no tenant: nothing is sent from it",
+                out.phone_number_id
+            )));
+        }
         let OutboundStart::Send {
             last_user_ms,
             language,
@@ -562,14 +581,14 @@ impl Engine {
         let now = crate::domain::clock::unix_secs();
         let turn = match delivery {
             Delivery::Sent { wamid } => {
-                metrics::counter!(monitoring::OUTBOUND, "outcome" => "sent").increment(1);
+                metrics::counter!(monitoring::OUTBOUND, "tenant" => self.options.tenant.clone(), "outcome" => "sent").increment(1);
                 Turn {
                     quoted: quote.map(crate::store::turn::marker_digest),
                     ..Turn::sent(role, text, kind, &wamid, now)
                 }
             }
             Delivery::Template { wamid, name } => {
-                metrics::counter!(monitoring::OUTBOUND, "outcome" => "template").increment(1);
+                metrics::counter!(monitoring::OUTBOUND, "tenant" => self.options.tenant.clone(), "outcome" => "template").increment(1);
                 tracing::info!(user = %out.to, "the 24-hour window is closed; the re-engagement template was sent instead");
                 Turn::sent(
                     role,
@@ -580,7 +599,7 @@ impl Engine {
                 )
             }
             Delivery::Refused { reason } => {
-                metrics::counter!(monitoring::OUTBOUND, "outcome" => "refused").increment(1);
+                metrics::counter!(monitoring::OUTBOUND, "tenant" => self.options.tenant.clone(), "outcome" => "refused").increment(1);
                 tracing::warn!(user = %out.to, reason, "outbound message not sent");
                 Turn::failed(
                     role,
@@ -831,7 +850,7 @@ impl Engine {
                         turns = history.len(),
                     ))
                     .await;
-                metrics::histogram!(monitoring::RESPONDER_SECONDS, "kind" => self.options.responder_kind)
+                metrics::histogram!(monitoring::RESPONDER_SECONDS, "tenant" => self.options.tenant.clone(), "kind" => self.options.responder_kind)
                     .record(started.elapsed().as_secs_f64());
                 if started.elapsed() >= RECHECK_AFTER
                     && !self
@@ -1046,7 +1065,7 @@ impl Engine {
             )
             .await?;
         let code = error.as_ref().map(|e| e.code);
-        metrics::counter!(monitoring::DELIVERY_FAILURES, "code" => monitoring::code_label(code))
+        metrics::counter!(monitoring::DELIVERY_FAILURES, "tenant" => self.options.tenant.clone(), "code" => monitoring::code_label(code))
             .increment(1);
         tracing::info!(user = %user, code = code.unwrap_or(0), "Meta reports one of our messages failed");
         let template = &self.options.reengagement_template;
@@ -1152,7 +1171,7 @@ impl Handler for Engine {
                 && command(&m.content, handoff).is_none()
                 && !(self.options.transcriber.is_some() && transcription::is_user_audio(m))
         };
-        if messages.len() < 2 || !messages.iter().all(plain) {
+        if messages.len() < 2 || self.options.record_only || !messages.iter().all(plain) {
             let mut handled = Handled::done();
             for message in messages {
                 // Each message sees the reply recorded for the one before.
@@ -1200,7 +1219,7 @@ impl Handler for Engine {
                 }
                 Admission::Done => answered.extend(pending.drain(..).map(|(m, _)| m)),
                 Admission::Limited { .. } => {
-                    metrics::counter!(monitoring::RATE_LIMITED).increment(1);
+                    metrics::counter!(monitoring::RATE_LIMITED, "tenant" => self.options.tenant.clone()).increment(1);
                 }
                 Admission::Recorded | Admission::WithPerson => {}
             }

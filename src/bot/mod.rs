@@ -10,5 +10,6 @@ pub mod i18n;
 pub mod menu;
 pub mod reply;
 pub mod responder;
+pub mod tenants;
 pub mod transcription;
 pub mod uploads;

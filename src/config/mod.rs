@@ -10,6 +10,7 @@
 mod env;
 mod redact;
 pub mod sections;
+pub mod tenants;
 mod validate;
 
 use std::collections::HashMap;
@@ -53,6 +54,8 @@ pub enum ConfigError {
     },
     #[error("setting `{setting}` is unknown (set in {origin}); check its spelling")]
     Unknown { setting: String, origin: String },
+    #[error("tenant `{id}`: {reason}")]
+    Tenant { id: String, reason: String },
 }
 
 impl Settings {
@@ -92,10 +95,17 @@ impl Settings {
         for (var, key) in FLAT_ENV {
             builder = builder.set_override_option(*key, env.get(*var).cloned())?;
         }
-        let config = builder.build()?;
+        let mut settings = Settings::from_layers(builder.build()?)?;
+        settings.config_dir = config_dir.to_path_buf();
+        Ok(settings)
+    }
+
+    /// Settings from merged layers: deserialized, unknown keys refused, validated; the layers
+    /// kept for the tenants built over them.
+    pub(crate) fn from_layers(config: config::Config) -> Result<Settings, ConfigError> {
         let mut present = Vec::new();
         collect_leaves(&config.cache, "", &mut present);
-        let settings: Settings = config.try_deserialize()?;
+        let mut settings: Settings = config.clone().try_deserialize()?;
         // Serde ignores keys it does not know, so a misspelt override would silently not apply.
         // The known keys come from the struct itself, so a new setting needs no list to update.
         let mut known = Vec::new();
@@ -111,6 +121,7 @@ impl Settings {
             return Err(ConfigError::Unknown { setting, origin });
         }
         settings.validate()?;
+        settings.layers = Some(std::sync::Arc::new(config));
         Ok(settings)
     }
 }

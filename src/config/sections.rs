@@ -26,9 +26,34 @@ pub struct Settings {
     pub handoff: HandoffSettings,
     pub events: EventSettings,
     pub flows: FlowsSettings,
+    pub tenants: TenantsSettings,
     /// Built-in sentences replaced per language: `[texts.es] reset = "..."` (see `i18n`).
     #[serde(default)]
     pub texts: HashMap<String, SentenceOverrides>,
+    /// The merged layers these settings were read from: a tenant's settings are these with its
+    /// document on top (`Settings::tenant`).
+    #[serde(skip)]
+    pub(crate) layers: Option<std::sync::Arc<config::Config>>,
+    /// Where the files were read from (`tenants/` is in it unless `tenants.dir` says otherwise).
+    #[serde(skip)]
+    pub(crate) config_dir: std::path::PathBuf,
+}
+
+/// Many businesses on one deployment (`config::tenants`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct TenantsSettings {
+    /// Where tenant files (`<id>.toml`) are read from; empty: `tenants/` in the configuration
+    /// directory.
+    pub dir: String,
+    /// AES-256-GCM key (base64 of 32 bytes) sealing the tenants stored through the admin API;
+    /// empty: the admin API cannot store tenants.
+    #[serde(serialize_with = "redact")]
+    pub key: SecretString,
+    /// How often every replica looks for tenants changed through the admin API.
+    pub reload_ms: u64,
+    /// Conversations of one tenant worked on at once by one replica, unless its document says
+    /// otherwise: a tenant whose backend hangs holds at most this many of `worker.concurrency`.
+    pub max_concurrency: usize,
 }
 
 /// One language's replacements of built-in sentences; empty keeps the built-in one.

@@ -56,7 +56,12 @@ impl Settings {
                 reason: "must be non-empty without `{`, `}`, `:` or spaces".into(),
             });
         }
-        let positive: [(&'static str, u64); 12] = [
+        let positive: [(&'static str, u64); 14] = [
+            ("tenants.reload_ms", self.tenants.reload_ms),
+            (
+                "tenants.max_concurrency",
+                self.tenants.max_concurrency as u64,
+            ),
             (
                 "server.request_timeout_secs",
                 self.server.request_timeout_secs,
@@ -296,6 +301,14 @@ impl Settings {
                 setting: "texts",
                 reason: format!("`texts.{code}` is not a shipped language (en, es, pt)"),
             });
+        }
+        if !self.tenants.key.expose_secret().trim().is_empty() {
+            super::tenants::Sealer::new(&self.tenants.key).map_err(|reason| {
+                ConfigError::Invalid {
+                    setting: "tenants.key",
+                    reason,
+                }
+            })?;
         }
         Ok(())
     }

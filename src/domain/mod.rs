@@ -564,6 +564,16 @@ impl InboxItem {
         }
     }
 
+    /// The business number it belongs to (a status may name none).
+    pub fn phone_number_id(&self) -> Option<&PhoneNumberId> {
+        match self {
+            InboxItem::Message(m) => Some(&m.phone_number_id),
+            InboxItem::Status(s) => s.phone_number_id.as_ref(),
+            InboxItem::Outbound(o) => Some(&o.phone_number_id),
+            InboxItem::Handover(h) => Some(&h.phone_number_id),
+        }
+    }
+
     /// `(phone_number_id, user)`: the conversation whose order this item keeps.
     pub fn conversation(&self) -> Option<(PhoneNumberId, UserId)> {
         match self {

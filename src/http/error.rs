@@ -39,6 +39,12 @@ pub enum ApiError {
     FlowsBackend(#[from] crate::bot::flows::FlowError),
     #[error("not found")]
     NotFound,
+    /// The caller is known but may not do this (a tenant's token on a deployment-wide route).
+    #[error("{0}")]
+    Forbidden(String),
+    /// The request contradicts what is there (a number another tenant has).
+    #[error("{0}")]
+    Conflict(String),
     /// A resource the caller named does not exist; the message says which kind.
     #[error("{0}")]
     Missing(String),
@@ -67,6 +73,8 @@ impl ResponseError for ApiError {
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::VerificationFailed => StatusCode::FORBIDDEN,
             ApiError::NotFound | ApiError::Missing(_) => StatusCode::NOT_FOUND,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unavailable(_) | ApiError::Redis(_) | ApiError::BodyBudgetExhausted => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -121,6 +129,8 @@ impl ApiError {
             ApiError::FlowsDecrypt => "flows_decrypt",
             ApiError::FlowsBackend(_) => "flows_backend",
             ApiError::NotFound | ApiError::Missing(_) => "not_found",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::Conflict(_) => "conflict",
             ApiError::Unavailable(_) => "sink_unavailable",
             ApiError::Redis(_) => "redis",
             ApiError::Store(error) if error.is_outage() => "redis",

@@ -39,6 +39,8 @@ pub struct AppState {
     pub hsts_max_age_secs: u64,
     /// The WhatsApp Flows endpoint, when a key is configured.
     pub flows: Option<Arc<crate::bot::flows::FlowsEndpoint>>,
+    /// The tenants: who a tenant's API token is, which numbers are whose.
+    pub tenants: Arc<crate::store::tenants::Directory>,
 }
 use crate::config::TemplateRef;
 use crate::store::sessions::SessionStore;

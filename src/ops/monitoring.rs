@@ -32,6 +32,10 @@ pub const OUTBOUND: &str = "wabot_outbound_total";
 pub const WORKER_TASKS: &str = "wabot_worker_tasks";
 pub const WEBHOOK_SECONDS: &str = "wabot_webhook_duration_seconds";
 pub const WORKER_ALLOWED: &str = "wabot_worker_concurrency_allowed";
+pub const BOUND_WAITS: &str = "wabot_tenant_bound_waits_total";
+pub const UNROUTED: &str = "wabot_unrouted_total";
+pub const TENANT_ITEMS: &str = "wabot_tenant_items_total";
+pub const TENANTS: &str = "wabot_tenants";
 
 /// Every family above, for the registration at start and its test.
 pub const FAMILIES: &[&str] = &[
@@ -58,6 +62,10 @@ pub const FAMILIES: &[&str] = &[
     WORKER_TASKS,
     WEBHOOK_SECONDS,
     WORKER_ALLOWED,
+    BOUND_WAITS,
+    UNROUTED,
+    TENANT_ITEMS,
+    TENANTS,
 ];
 
 /// `wabot_webhook_duration_seconds{outcome}`: stored (something new), duplicate (nothing new),
@@ -161,6 +169,18 @@ const COUNTERS: &[(&str, &str)] = &[
         OUTBOUND,
         "Operator messages and notifications, by outcome (sent, template, refused, failed)",
     ),
+    (
+        BOUND_WAITS,
+        "Batches that waited for their tenant's share of the workers (tenants.max_concurrency)",
+    ),
+    (
+        UNROUTED,
+        "Items for a business number no tenant has: stored, not answered",
+    ),
+    (
+        TENANT_ITEMS,
+        "Items the workers handled, by tenant and kind (message, status, outbound, handover)",
+    ),
 ];
 
 /// The help text of every gauge without a unit.
@@ -189,6 +209,10 @@ const GAUGES: &[(&str, &str)] = &[
     (
         BUILD_INFO,
         "Always 1; the version label says which build runs",
+    ),
+    (
+        TENANTS,
+        "Tenants this replica's workers serve (the default one included)",
     ),
 ];
 
@@ -241,10 +265,10 @@ fn register_at_zero() {
     }
     counter!(REPLIES, "outcome" => "sent", "code" => "none").absolute(0);
     counter!(REPLIES, "outcome" => "failed", "code" => "none").absolute(0);
-    counter!(RATE_LIMITED).absolute(0);
+    counter!(RATE_LIMITED, "tenant" => "default").absolute(0);
     counter!(DEAD_LETTERS).absolute(0);
     for kind in ["rules", "echo", "openai"] {
-        let _ = histogram!(RESPONDER_SECONDS, "kind" => kind);
+        let _ = histogram!(RESPONDER_SECONDS, "tenant" => "default", "kind" => kind);
     }
     for op in ["accept", "read", "handle", "ack"] {
         counter!(REDIS_ERRORS, "op" => op).absolute(0);
@@ -252,6 +276,10 @@ fn register_at_zero() {
     gauge!(PARTITIONS_OWNED).set(0.0);
     gauge!(WORKER_TASKS).set(0.0);
     gauge!(WORKER_ALLOWED).set(0.0);
+    counter!(BOUND_WAITS).absolute(0);
+    counter!(UNROUTED).absolute(0);
+    counter!(TENANT_ITEMS, "tenant" => "default", "kind" => "message").absolute(0);
+    gauge!(TENANTS).set(0.0);
     for reason in HANDOFF_REASONS {
         counter!(HANDOFFS, "reason" => *reason).absolute(0);
     }
@@ -260,9 +288,9 @@ fn register_at_zero() {
     }
     gauge!(EVENTS_BACKLOG, "partition" => "0").set(0.0);
     gauge!(HANDOFFS_WAITING, "partition" => "0").set(0.0);
-    counter!(DELIVERY_FAILURES, "code" => "none").absolute(0);
+    counter!(DELIVERY_FAILURES, "tenant" => "default", "code" => "none").absolute(0);
     for outcome in ["sent", "template", "refused", "failed"] {
-        counter!(OUTBOUND, "outcome" => outcome).absolute(0);
+        counter!(OUTBOUND, "tenant" => "default", "outcome" => outcome).absolute(0);
     }
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }

@@ -149,6 +149,16 @@ impl Keys {
         format!("{}:media:{phone_number_id}:{source}", self.prefix)
     }
 
+    /// Tenants stored through the admin API (a hash by id; sealed documents). Hash-tagged with
+    /// their version, which the same transaction moves.
+    pub fn tenants(&self) -> String {
+        format!("{}:{{tenants}}", self.prefix)
+    }
+
+    pub fn tenants_version(&self) -> String {
+        format!("{}:{{tenants}}:version", self.prefix)
+    }
+
     /// The console's named operator accounts (a hash by name).
     pub fn operators(&self) -> String {
         format!("{}:operators", self.prefix)

@@ -14,6 +14,7 @@ pub mod queue;
 pub mod scripts;
 pub mod sessions;
 pub mod sink;
+pub mod tenants;
 pub mod turn;
 
 pub use connection::{connect, Client, RedisError};

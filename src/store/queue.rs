@@ -364,6 +364,21 @@ impl Queue {
     /// One page of dead letters, in partition order then stream order, starting after `cursor`
     /// (exclusive, `XRANGE (id`). A cursor's partition must be below `partitions()` (callers
     /// check it: [`parse_dead_letter_id`] only checks the form).
+    /// One dead letter by its stream id.
+    pub async fn find_dead_letter(&self, partition: u32, id: &str) -> Result<Option<DeadLetter>> {
+        if partition >= self.keys.partitions() {
+            return Ok(None);
+        }
+        let entries: Vec<StreamEntry> = self
+            .client
+            .xrange(self.keys.dead_letters(partition), id, id, Some(1))
+            .await?;
+        Ok(entries
+            .into_iter()
+            .next()
+            .map(|(id, fields)| DeadLetter::of(partition, id, fields)))
+    }
+
     pub async fn dead_letters_page(
         &self,
         limit: usize,
@@ -388,14 +403,11 @@ impl Queue {
                     Some((limit - letters.len()) as u64),
                 )
                 .await?;
-            letters.extend(entries.into_iter().map(|(id, mut f)| DeadLetter {
-                partition,
-                id,
-                message_json: f.remove("m").unwrap_or_default(),
-                error: f.remove("error").unwrap_or_default(),
-                attempts: f.get("attempts").and_then(|a| a.parse().ok()).unwrap_or(0),
-                failed_at_ms: f.get("failed_at").and_then(|a| a.parse().ok()).unwrap_or(0),
-            }));
+            letters.extend(
+                entries
+                    .into_iter()
+                    .map(|(id, fields)| DeadLetter::of(partition, id, fields)),
+            );
         }
         // A full page may be followed by more; the page after the last one is empty.
         let next_cursor = (limit > 0 && letters.len() >= limit)
@@ -500,6 +512,17 @@ impl Drop for DedicatedQueue {
 }
 
 impl DeadLetter {
+    fn of(partition: u32, id: String, mut f: HashMap<String, String>) -> DeadLetter {
+        DeadLetter {
+            partition,
+            id,
+            message_json: f.remove("m").unwrap_or_default(),
+            error: f.remove("error").unwrap_or_default(),
+            attempts: f.get("attempts").and_then(|a| a.parse().ok()).unwrap_or(0),
+            failed_at_ms: f.get("failed_at").and_then(|a| a.parse().ok()).unwrap_or(0),
+        }
+    }
+
     /// `<partition>:<stream id>`, the id the admin API and CLI use.
     pub fn public_id(&self) -> String {
         format!("{}:{}", self.partition, self.id)

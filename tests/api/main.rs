@@ -26,6 +26,7 @@ mod redis_urls;
 mod responders;
 mod sandbox;
 mod store_scripts;
+mod tenants;
 mod tools;
 mod traces;
 mod uploads;

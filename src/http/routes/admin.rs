@@ -17,7 +17,12 @@ use crate::http::state::AppState;
 use crate::ops::telemetry::{rejections, LogVerdict};
 use crate::pipeline::outbound;
 use crate::store::conversation::ConversationStore;
-use crate::store::queue::{parse_dead_letter_id, Queue};
+use crate::store::queue::{parse_dead_letter_id, DeadLetter, Queue};
+use crate::store::tenants::Route;
+
+use std::sync::Arc;
+
+use crate::config::tenants::Tenant;
 
 #[derive(Debug, Deserialize)]
 pub struct Page {
@@ -94,10 +99,15 @@ pub async fn guard(
             .error_response(ApiError::NotFound)
             .map_into_right_body());
     };
-    if let Err(error) = authorize(request.request(), &state).await {
-        let mut response = request.error_response(error);
-        hsts(response.headers_mut(), &state);
-        return Ok(response.map_into_right_body());
+    match authorize(request.request(), &state).await {
+        Ok(caller) => {
+            actix_web::HttpMessage::extensions_mut(&request).insert(caller);
+        }
+        Err(error) => {
+            let mut response = request.error_response(error);
+            hsts(response.headers_mut(), &state);
+            return Ok(response.map_into_right_body());
+        }
     }
     let mut response = next.call(request).await?;
     hsts(response.headers_mut(), &state);
@@ -116,9 +126,65 @@ pub fn hsts(headers: &mut actix_web::http::header::HeaderMap, state: &AppState) 
     }
 }
 
-async fn authorize(request: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
-    let token = state.admin_token.expose_secret();
-    if token.is_empty() {
+/// Who an admin request acts for.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// `admin.token`: everything.
+    Admin,
+    /// A tenant's `api_token`: that tenant's conversations, messages and dead letters only.
+    Tenant(Arc<Tenant>),
+}
+
+impl Caller {
+    /// The caller the guard let in (a route outside the guard acts for nobody).
+    pub fn of(request: &HttpRequest) -> Result<Caller, ApiError> {
+        actix_web::HttpMessage::extensions(request)
+            .get::<Caller>()
+            .cloned()
+            .ok_or(ApiError::Unauthorized)
+    }
+
+    /// Whether it may see and act on the conversations of business number `number`.
+    pub fn sees(&self, number: &str) -> bool {
+        match self {
+            Caller::Admin => true,
+            Caller::Tenant(tenant) => tenant.numbers.iter().any(|n| n == number),
+        }
+    }
+
+    /// Deployment-wide routes (operators, tenants) are the admin token's.
+    pub fn admin_only(&self) -> Result<(), ApiError> {
+        match self {
+            Caller::Admin => Ok(()),
+            Caller::Tenant(_) => Err(ApiError::Forbidden(
+                "a tenant's token reaches only its own conversations, messages and dead letters"
+                    .into(),
+            )),
+        }
+    }
+}
+
+/// The caller a presented token names: the admin token, else a tenant's API token (each
+/// compared in constant time).
+fn caller_of(presented: &str, state: &AppState) -> Option<Caller> {
+    if crate::http::secret::tokens_match(presented, state.admin_token.expose_secret()) {
+        return Some(Caller::Admin);
+    }
+    let snapshot = state.tenants.snapshot();
+    let mut found = None;
+    // Every tenant's token is compared, so the time does not tell which one matched.
+    for tenant in &snapshot.tenants {
+        if let Some(token) = &tenant.api_token {
+            if crate::http::secret::tokens_match(presented, token.expose_secret()) {
+                found = Some(Caller::Tenant(tenant.clone()));
+            }
+        }
+    }
+    found
+}
+
+async fn authorize(request: &HttpRequest, state: &AppState) -> Result<Caller, ApiError> {
+    if state.admin_token.expose_secret().is_empty() {
         return Err(ApiError::NotFound);
     }
     let presented = request
@@ -127,14 +193,11 @@ async fn authorize(request: &HttpRequest, state: &AppState) -> Result<(), ApiErr
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    let matches = crate::http::secret::tokens_match(presented, token);
+    let caller = caller_of(presented, state);
+    let matches = caller.is_some();
     // The console's session store keeps the budget; it exists whenever the token is set.
     let Some(sessions) = state.console.as_ref().map(|console| &console.sessions) else {
-        return if matches {
-            Ok(())
-        } else {
-            Err(ApiError::Unauthorized)
-        };
+        return caller.ok_or(ApiError::Unauthorized);
     };
     let client = state.trusted_proxies.client_key(request);
     let attempts = if matches {
@@ -152,11 +215,7 @@ async fn authorize(request: &HttpRequest, state: &AppState) -> Result<(), ApiErr
         // guesses is no risk.
         Err(error) => {
             tracing::debug!(error = %error, "the admin failure budget is unavailable");
-            return if matches {
-                Ok(())
-            } else {
-                Err(ApiError::Unauthorized)
-            };
+            return caller.ok_or(ApiError::Unauthorized);
         }
     };
     // A wrong token was counted before this check, the right one is not: after the budget's
@@ -176,11 +235,7 @@ async fn authorize(request: &HttpRequest, state: &AppState) -> Result<(), ApiErr
             retry_after_secs: FAILURE_WINDOW_SECS,
         });
     }
-    if matches {
-        Ok(())
-    } else {
-        Err(ApiError::Unauthorized)
-    }
+    caller.ok_or(ApiError::Unauthorized)
 }
 
 fn conversation_ids(path: &(String, String)) -> Result<(PhoneNumberId, UserId), ApiError> {
@@ -200,13 +255,27 @@ type ConversationRequest = (
     web::Path<(String, String)>,
 );
 
-/// The conversation store and the conversation the path names.
+/// The conversation store and the conversation the path names, when the caller may see it
+/// (another tenant's is "no such conversation", like one that does not exist).
 fn conversation<'a>(
+    request: &HttpRequest,
     state: &'a AppState,
     path: &(String, String),
 ) -> Result<(&'a ConversationStore, PhoneNumberId, UserId), ApiError> {
-    let (pnid, user) = conversation_ids(path)?;
+    let (pnid, user) = visible(request, path)?;
     Ok((&state.conversations, pnid, user))
+}
+
+/// The conversation the ids name, when the caller may see it.
+fn visible(
+    request: &HttpRequest,
+    ids: &(String, String),
+) -> Result<(PhoneNumberId, UserId), ApiError> {
+    let (pnid, user) = conversation_ids(ids)?;
+    if !Caller::of(request)?.sees(pnid.as_str()) {
+        return Err(ApiError::Missing("no such conversation".into()));
+    }
+    Ok((pnid, user))
 }
 
 pub async fn list_conversations(
@@ -223,24 +292,28 @@ pub async fn list_conversations(
         Some(count) => count.min(1000),
         None => 100,
     };
-    let page = store
+    let mut page = store
         .list(page.cursor.as_deref(), count)
         .await
         .map_err(ApiError::redis)?;
+    // A tenant's page holds its own conversations only (so it may hold fewer than `count`).
+    let caller = Caller::of(&request)?;
+    page.conversations
+        .retain(|conversation| caller.sees(&conversation.phone_number_id));
     Ok(HttpResponse::Ok().json(page))
 }
 
 pub async fn show_conversation(
-    (_, state, path): ConversationRequest,
+    (request, state, path): ConversationRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let (store, pnid, user) = conversation(&state, &path)?;
+    let (store, pnid, user) = conversation(&request, &state, &path)?;
     show(store, &pnid, &user).await
 }
 
 pub async fn delete_conversation(
-    (_, state, path): ConversationRequest,
+    (request, state, path): ConversationRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let (store, pnid, user) = conversation(&state, &path)?;
+    let (store, pnid, user) = conversation(&request, &state, &path)?;
     if store.delete(&pnid, &user).await.map_err(ApiError::redis)? {
         tracing::info!(user = %user, "conversation deleted by an operator");
         Ok(HttpResponse::NoContent().finish())
@@ -259,7 +332,11 @@ fn operators(state: &AppState) -> Result<&crate::store::operators::OperatorStore
 }
 
 /// `GET /admin/operators`: the console's named operators (never their password hashes).
-pub async fn list_operators(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn list_operators(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    Caller::of(&request)?.admin_only()?;
     let accounts = operators(&state)?.list().await.map_err(ApiError::redis)?;
     let listed: Vec<serde_json::Value> = accounts
         .iter()
@@ -278,10 +355,12 @@ pub struct OperatorBody {
 /// `PUT /admin/operators/{name}` `{"role", "password"}`: creates the account or replaces its
 /// password and role (its sessions end).
 pub async fn put_operator(
+    request: HttpRequest,
     state: web::Data<AppState>,
     name: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
+    Caller::of(&request)?.admin_only()?;
     let body: OperatorBody = json_body(&body)?;
     let name = name.into_inner();
     let role = body.role;
@@ -300,9 +379,11 @@ pub async fn put_operator(
 
 /// `DELETE /admin/operators/{name}`: 204, or 404 when there is none.
 pub async fn delete_operator(
+    request: HttpRequest,
     state: web::Data<AppState>,
     name: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    Caller::of(&request)?.admin_only()?;
     if operators(&state)?
         .remove(&name)
         .await
@@ -339,9 +420,11 @@ pub async fn list_dead_letters(
         .dead_letters_page(limit, cursor)
         .await
         .map_err(ApiError::redis)?;
+    let caller = Caller::of(&request)?;
     let letters: Vec<serde_json::Value> = page
         .letters
         .iter()
+        .filter(|d| letter_visible(&caller, d))
         .map(|d| {
             serde_json::json!({
                 "id": d.public_id(),
@@ -359,11 +442,24 @@ pub async fn list_dead_letters(
 }
 
 pub async fn replay_dead_letter(
+    request: HttpRequest,
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let queue = &state.queue;
     let (partition, stream_id) = dead_letter_id(&id, queue)?;
+    let caller = Caller::of(&request)?;
+    if let Caller::Tenant(_) = caller {
+        let letter = queue
+            .find_dead_letter(partition, stream_id)
+            .await
+            .map_err(ApiError::redis)?;
+        if !letter.is_some_and(|letter| letter_visible(&caller, &letter)) {
+            return Err(ApiError::Missing(format!(
+                "no dead letter {id} (already replayed, or never existed)"
+            )));
+        }
+    }
     if queue
         .replay_dead_letter(partition, stream_id)
         .await
@@ -375,6 +471,18 @@ pub async fn replay_dead_letter(
         Err(ApiError::Missing(format!(
             "no dead letter {id} (already replayed, or never existed)"
         )))
+    }
+}
+
+/// Whether the caller may see a dead letter: the admin always; a tenant, those of its numbers
+/// (one that names no number is the deployment's).
+fn letter_visible(caller: &Caller, letter: &DeadLetter) -> bool {
+    match caller {
+        Caller::Admin => true,
+        Caller::Tenant(_) => crate::domain::InboxItem::from_json(&letter.message_json)
+            .ok()
+            .and_then(|item| item.phone_number_id().map(|n| caller.sees(n.as_str())))
+            .unwrap_or(false),
     }
 }
 
@@ -434,6 +542,11 @@ async fn enqueue(
     body: &OutboundBody,
 ) -> Result<HttpResponse, ApiError> {
     let invalid = |e: outbound::OutboundError| ApiError::BadRequest(e.to_string());
+    if let Route::Unrouted = state.tenants.snapshot().route(pnid.as_str()) {
+        return Err(ApiError::Missing(format!(
+            "no tenant has business number {pnid}: nothing is sent from it"
+        )));
+    }
     let content = outbound::content(
         body.text.as_deref(),
         body.template.as_ref().map(|t| {
@@ -485,11 +598,10 @@ async fn enqueue(
 
 /// `POST /admin/conversations/{pnid}/{user}/messages`: an operator answers the user.
 pub async fn send_operator_message(
-    state: web::Data<AppState>,
-    path: web::Path<(String, String)>,
+    (request, state, path): ConversationRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let (pnid, user) = conversation_ids(&path)?;
+    let (pnid, user) = visible(&request, &path)?;
     let body: OutboundBody = json_body(&body)?;
     if body.phone_number_id.is_some() || body.to.is_some() {
         return Err(ApiError::BadRequest(
@@ -501,6 +613,7 @@ pub async fn send_operator_message(
 
 /// `POST /admin/messages`: a notification (a template outside the window).
 pub async fn send_notification(
+    request: HttpRequest,
     state: web::Data<AppState>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
@@ -511,16 +624,18 @@ pub async fn send_notification(
         ));
     };
     let (pnid, to) = conversation_ids(&(pnid.clone(), to.clone()))?;
+    if !Caller::of(&request)?.sees(pnid.as_str()) {
+        return Err(ApiError::Missing(format!("no business number {pnid}")));
+    }
     enqueue(&state, pnid, to, OutboundSource::Notification, &body).await
 }
 
 /// `POST /admin/conversations/{pnid}/{user}/handoff`: a person takes the conversation.
 pub async fn take_over(
-    state: web::Data<AppState>,
-    path: web::Path<(String, String)>,
+    (request, state, path): ConversationRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let (store, pnid, user) = conversation(&state, &path)?;
+    let (store, pnid, user) = conversation(&request, &state, &path)?;
     let body: HandoffBody = if body.iter().all(u8::is_ascii_whitespace) {
         HandoffBody {
             minutes: None,
@@ -558,8 +673,10 @@ pub async fn take_over(
 }
 
 /// `POST /admin/conversations/{pnid}/{user}/resume`: back to the bot.
-pub async fn give_back((_, state, path): ConversationRequest) -> Result<HttpResponse, ApiError> {
-    let (store, pnid, user) = conversation(&state, &path)?;
+pub async fn give_back(
+    (request, state, path): ConversationRequest,
+) -> Result<HttpResponse, ApiError> {
+    let (store, pnid, user) = conversation(&request, &state, &path)?;
     if !store
         .give_back(&pnid, &user)
         .await

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod flows;
 pub mod health;
 pub mod metrics;
+pub mod tenants;
 pub mod webhook;
 
 use actix_web::web;
@@ -55,6 +56,10 @@ pub fn configure_private(app: &mut web::ServiceConfig) {
                     "/operators/{name}",
                     web::delete().to(admin::delete_operator),
                 )
+                .route("/tenants", web::get().to(tenants::list))
+                .route("/tenants/{id}", web::get().to(tenants::show))
+                .route("/tenants/{id}", web::put().to(tenants::put))
+                .route("/tenants/{id}", web::delete().to(tenants::delete))
                 .route("/dead-letters", web::get().to(admin::list_dead_letters))
                 .route(
                     "/dead-letters/{id}/replay",

@@ -176,6 +176,14 @@ pub trait Handler: Send + Sync + 'static {
 
     /// `items` failed for good and went to the dead-letter stream with `error`.
     async fn dead_lettered(&self, _items: &[InboxItem], _error: &HandleError) {}
+
+    /// A bound shared by `item` and others (its tenant's share of this replica): a batch
+    /// starts only once it holds one of these permits, waited for before it queues for one of
+    /// the replica's, so work stuck behind a full bound holds none of those. `None`: only the
+    /// replica's bound applies.
+    fn bound(&self, _item: &InboxItem) -> Option<Arc<tokio::sync::Semaphore>> {
+        None
+    }
 }
 
 #[cfg(test)]

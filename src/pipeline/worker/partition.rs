@@ -85,7 +85,10 @@ pub(crate) async fn run(ctx: Arc<PartitionContext>, stop: CancellationToken) {
     let mut tasks: JoinSet<(String, Outcome)> = JoinSet::new();
     // Batches ready to run, oldest first, until a permit is free; the permit wait keeps its
     // place in the semaphore's queue across loop turns.
-    let mut waiting: VecDeque<(String, Vec<Entry>)> = VecDeque::new();
+    let mut waiting: VecDeque<Waiting> = VecDeque::new();
+    // Batches waiting for a permit of their handler's own bound (a tenant's share) before they
+    // queue for one of the replica's: a busy tenant's backlog holds none of those.
+    let mut bounded: JoinSet<Waiting> = JoinSet::new();
     let mut permits = PollSemaphore::new(ctx.permits.clone());
     let mut admission = Admission::default();
     // The reader blocks on its own connection and hands batches over; it is aborted (and its
@@ -148,7 +151,7 @@ pub(crate) async fn run(ctx: Arc<PartitionContext>, stop: CancellationToken) {
                         // A burst is the run of messages at the front; a status ends it.
                         let batch: Vec<Entry> = queue.iter().take_while(|e| is_message(e)).cloned().collect();
                         batches.insert(key.clone(), batch.len());
-                        waiting.push_back((key, batch));
+                        queue_batch(&mut waiting, &mut bounded, &ctx, key, batch);
                     }
                     continue;
                 }
@@ -158,9 +161,15 @@ pub(crate) async fn run(ctx: Arc<PartitionContext>, stop: CancellationToken) {
                     }
                 }
                 match queue.front().cloned() {
-                    Some(entry) if !stopping => {
-                        start(&mut tasks, &mut waiting, &ctx, &stop, &mut batches, key, entry)
-                    }
+                    Some(entry) if !stopping => start(
+                        &mut tasks,
+                        (&mut waiting, &mut bounded),
+                        &ctx,
+                        &stop,
+                        &mut batches,
+                        key,
+                        entry,
+                    ),
                     Some(_) => {}
                     None => {
                         conversations.remove(&key);
@@ -176,8 +185,13 @@ pub(crate) async fn run(ctx: Arc<PartitionContext>, stop: CancellationToken) {
                     stopping = true;
                     continue;
                 };
-                if let Some((key, batch)) = waiting.pop_front() {
-                    spawn_batch(&mut tasks, &ctx, &stop, permit, key, batch);
+                if let Some((key, batch, share)) = waiting.pop_front() {
+                    spawn_batch(&mut tasks, &ctx, &stop, (permit, share), key, batch);
+                }
+            }
+            Some(joined) = bounded.join_next(), if !stopping && !bounded.is_empty() => {
+                if let Ok(ready) = joined {
+                    waiting.push_back(ready);
                 }
             }
             Some(read) = read_batches.recv(), if can_read => {
@@ -201,7 +215,15 @@ pub(crate) async fn run(ctx: Arc<PartitionContext>, stop: CancellationToken) {
                     let queue = conversations.entry(key.clone()).or_default();
                     queue.push_back(entry.clone());
                     if queue.len() == 1 {
-                        start(&mut tasks, &mut waiting, &ctx, &stop, &mut batches, key, entry);
+                        start(
+                            &mut tasks,
+                            (&mut waiting, &mut bounded),
+                            &ctx,
+                            &stop,
+                            &mut batches,
+                            key,
+                            entry,
+                        );
                     }
                 }
             }
@@ -333,11 +355,45 @@ fn is_message(entry: &Entry) -> bool {
     matches!(entry.item, Some(InboxItem::Message(_)))
 }
 
+/// A batch ready to run once it holds one of the replica's permits: its conversation, its
+/// entries, and the permit of its handler's own bound when it has one.
+type Waiting = (String, Vec<Entry>, Option<OwnedSemaphorePermit>);
+
+/// Queues a batch for one of the replica's permits: at once, or once it holds a permit of the
+/// bound its handler puts on it (`Handler::bound`), waited for apart.
+fn queue_batch(
+    waiting: &mut VecDeque<Waiting>,
+    bounded: &mut JoinSet<Waiting>,
+    ctx: &PartitionContext,
+    key: String,
+    batch: Vec<Entry>,
+) {
+    let bound = batch
+        .first()
+        .and_then(|entry| entry.item.as_ref())
+        .and_then(|item| ctx.handler.bound(item));
+    let Some(bound) = bound else {
+        waiting.push_back((key, batch, None));
+        return;
+    };
+    match bound.clone().try_acquire_owned() {
+        Ok(share) => waiting.push_back((key, batch, Some(share))),
+        Err(_) => {
+            metrics::counter!(monitoring::BOUND_WAITS).increment(1);
+            bounded.spawn(async move {
+                // The bounds are never closed; a closed one would only stop bounding.
+                let share = bound.acquire_owned().await.ok();
+                (key, batch, share)
+            });
+        }
+    }
+}
+
 /// Starts work on a conversation's front entry: queues it for a permit at once, or after its
 /// merge window.
 fn start(
     tasks: &mut JoinSet<(String, Outcome)>,
-    waiting: &mut VecDeque<(String, Vec<Entry>)>,
+    (waiting, bounded): (&mut VecDeque<Waiting>, &mut JoinSet<Waiting>),
     ctx: &Arc<PartitionContext>,
     stop: &CancellationToken,
     batches: &mut HashMap<String, usize>,
@@ -346,7 +402,7 @@ fn start(
 ) {
     if ctx.merge_window.is_zero() || !is_message(&entry) {
         batches.insert(key.clone(), 1);
-        waiting.push_back((key, vec![entry]));
+        queue_batch(waiting, bounded, ctx, key, vec![entry]);
         return;
     }
     // Stream ids start with the time the message was stored.
@@ -371,7 +427,7 @@ fn spawn_batch(
     tasks: &mut JoinSet<(String, Outcome)>,
     ctx: &Arc<PartitionContext>,
     stop: &CancellationToken,
-    permit: OwnedSemaphorePermit,
+    permits: (OwnedSemaphorePermit, Option<OwnedSemaphorePermit>),
     key: String,
     batch: Vec<Entry>,
 ) {
@@ -381,7 +437,7 @@ fn spawn_batch(
     tasks.spawn(
         async move {
             let outcome = process(&ctx, &stop, &batch).await;
-            drop(permit);
+            drop(permits);
             let span = tracing::Span::current();
             span.record("outcome", format!("{outcome:?}").as_str());
             if outcome == Outcome::DeadLettered {

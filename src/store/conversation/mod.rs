@@ -378,6 +378,19 @@ pub struct ConversationLimits {
     pub events: bool,
 }
 
+impl ConversationLimits {
+    pub fn of(settings: &crate::config::Settings) -> ConversationLimits {
+        ConversationLimits {
+            session_ttl_secs: settings.conversation.session_expire_secs,
+            max_history: settings.conversation.max_history,
+            rate_messages: settings.rate_limit.messages,
+            rate_window_ms: settings.rate_limit.window_secs * 1000,
+            handoff_ms: settings.handoff.timeout_secs.saturating_mul(1000),
+            events: settings.events.enabled(),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct ConversationStore {
     client: Client,

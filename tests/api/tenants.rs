@@ -1,0 +1,625 @@
+//! Many businesses on one deployment: tenants of files and of the admin API answer their own
+//! numbers with their own settings (responder, token, texts), a number nobody has is recorded
+//! and never answered, a tenant's hung backend holds only its own share of the workers, and a
+//! tenant's API token reaches its own conversations and dead letters only.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::Value;
+use wiremock::matchers::{header, method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::helpers::{
+    eventually, graph_ok, spawn, text_delivery, wait_for_dead_letters, wait_until_drained,
+    AppOptions, TestApp, ACCESS_TOKEN, APP_SECRET,
+};
+
+const WAIT: Duration = Duration::from_secs(30);
+const ADMIN: &str = "admin-token-0123456789abcdef";
+const CLINIC_TOKEN: &str = "clinic-api-token-0123456789";
+/// base64 of 32 bytes of 7.
+const KEY: &str = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
+
+/// A directory of tenant files, removed with the value.
+struct TenantDir(PathBuf);
+
+impl TenantDir {
+    fn new(files: &[(&str, String)]) -> TenantDir {
+        let dir = std::env::temp_dir().join(format!("wabot-tenants-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("tenant dir");
+        for (id, document) in files {
+            std::fs::write(dir.join(format!("{id}.toml")), document).expect("tenant file");
+        }
+        TenantDir(dir)
+    }
+
+    fn path(&self) -> String {
+        self.0.display().to_string()
+    }
+}
+
+impl Drop for TenantDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The Graph API calls made with `token`, as (number, recipient, text).
+async fn sent_with(graph: &MockServer, token: &str) -> Vec<(String, String, String)> {
+    let bearer = format!("Bearer {token}");
+    graph
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| {
+            r.headers.get("authorization").and_then(|v| v.to_str().ok()) == Some(bearer.as_str())
+        })
+        .filter_map(|r| {
+            let body: Value = serde_json::from_slice(&r.body).ok()?;
+            Some((
+                r.url.path().split('/').nth(2)?.to_string(),
+                body["to"].as_str()?.trim_start_matches('+').to_string(),
+                body.pointer("/text/body")?.as_str()?.to_string(),
+            ))
+        })
+        .collect()
+}
+
+async fn metrics(app: &TestApp) -> String {
+    app.get("/metrics").await.text().await.expect("metrics")
+}
+
+fn metric(text: &str, name: &str, labels: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l.contains(labels))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn each_tenant_answers_its_own_numbers_and_a_number_nobody_has_is_only_recorded() {
+    let backend = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/clinic"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "actions": [{"type": "text", "text": "Clínica Sol: ¿en qué le ayudo?"}]
+        })))
+        .mount(&backend)
+        .await;
+    let clinic = format!(
+        r#"
+[tenant]
+name = "Clínica Sol"
+numbers = ["1110001"]
+
+[whatsapp]
+access_token = "clinic-access-token"
+
+[responder]
+kind = "http"
+
+[responder.http]
+url = "{}/clinic"
+secret = "clinic-backend-secret"
+"#,
+        backend.uri()
+    );
+    let shop = r#"
+[tenant]
+numbers = ["2220001", "2220002"]
+
+[whatsapp]
+access_token = "shop-access-token"
+"#
+    .to_string();
+    let dir = TenantDir::new(&[("clinic", clinic), ("shop", shop)]);
+    let graph = graph_ok().await;
+    let app = spawn(AppOptions {
+        graph: Some(graph.clone()),
+        ..AppOptions::with_env(&[
+            ("WABOT_TENANTS__DIR", &dir.path()),
+            ("WHATSAPP_PHONE_NUMBER_ID", "9990001"),
+        ])
+    })
+    .await;
+    let before = metrics(&app).await;
+    for (number, user, text) in [
+        ("1110001", "15550001001", "hola"),
+        ("2220002", "15550001002", "shop says hi"),
+        ("9990001", "15550001003", "default says hi"),
+        ("5550001", "15550001004", "nobody's number"),
+    ] {
+        let body = text_delivery(number, user, &format!("wamid.t.{user}"), text);
+        assert_eq!(app.post_signed(&body, APP_SECRET).await.status(), 200);
+    }
+    wait_until_drained(&app.queue().await, WAIT).await;
+
+    // Each number was answered by its tenant's responder, with its tenant's token.
+    let clinic_sent = sent_with(&graph, "clinic-access-token").await;
+    assert_eq!(
+        clinic_sent,
+        [(
+            "1110001".to_string(),
+            "15550001001".to_string(),
+            "Clínica Sol: ¿en qué le ayudo?".to_string()
+        )]
+    );
+    let shop_sent = sent_with(&graph, "shop-access-token").await;
+    assert_eq!(shop_sent.len(), 1, "{shop_sent:?}");
+    assert_eq!(shop_sent[0].0, "2220002");
+    assert!(
+        shop_sent[0].2.contains("shop says hi"),
+        "echo: {shop_sent:?}"
+    );
+    let default_sent = sent_with(&graph, ACCESS_TOKEN).await;
+    assert_eq!(default_sent.len(), 1, "{default_sent:?}");
+    assert_eq!(default_sent[0].0, "9990001");
+    // The clinic's backend heard the clinic's user only.
+    let asked = backend.received_requests().await.unwrap_or_default();
+    assert_eq!(asked.len(), 1);
+    let asked = String::from_utf8_lossy(&asked[0].body).to_string();
+    assert!(
+        asked.contains("15550001001") && asked.contains("hola"),
+        "{asked}"
+    );
+    for other in ["15550001002", "15550001003", "15550001004"] {
+        assert!(!asked.contains(other), "{asked}");
+    }
+
+    // Nobody's number: nothing sent from it, the message kept, counted.
+    let all = graph.received_requests().await.unwrap_or_default();
+    assert!(
+        !all.iter().any(|r| r.url.path().contains("5550001")),
+        "nothing is sent from a number no tenant has"
+    );
+    let conversation = app
+        .conversations()
+        .await
+        .get(
+            &wabot::domain::PhoneNumberId::parse("5550001").expect("pnid"),
+            &wabot::domain::UserId::parse("15550001004").expect("user"),
+        )
+        .await
+        .expect("redis")
+        .expect("the unrouted message is kept");
+    assert_eq!(conversation.turns.len(), 1);
+    assert_eq!(conversation.turns[0].text, "nobody's number");
+    let after = metrics(&app).await;
+    assert!(
+        metric(&after, "wabot_unrouted_total", "kind=\"message\"")
+            > metric(&before, "wabot_unrouted_total", "kind=\"message\"")
+    );
+    for tenant in ["clinic", "shop", "default", "unrouted"] {
+        let labels = format!("tenant=\"{tenant}\",kind=\"message\"");
+        assert!(
+            metric(&after, "wabot_tenant_items_total", &labels)
+                > metric(&before, "wabot_tenant_items_total", &labels),
+            "{tenant}: {after}"
+        );
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_tenant_whose_backend_hangs_holds_only_its_own_share_of_the_workers() {
+    let backend = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/slow"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_delay(Duration::from_secs(3))
+                .set_body_json(serde_json::json!({
+                    "actions": [{"type": "text", "text": "slow answer"}]
+                })),
+        )
+        .mount(&backend)
+        .await;
+    let slow = format!(
+        r#"
+[tenant]
+numbers = ["3330001"]
+max_concurrency = 2
+
+[whatsapp]
+access_token = "slow-access-token"
+
+[responder]
+kind = "http"
+
+[responder.http]
+url = "{}/slow"
+secret = "slow-backend-secret"
+timeout_ms = 10000
+attempts = 1
+"#,
+        backend.uri()
+    );
+    let fast = "[tenant]\nnumbers = [\"4440001\"]\nmax_concurrency = 2\n\n[whatsapp]\naccess_token = \"fast-access-token\"\n".to_string();
+    let dir = TenantDir::new(&[("slow", slow), ("fast", fast)]);
+    let graph = graph_ok().await;
+    // Three conversations at once on this replica: without the tenants' bounds, the slow
+    // tenant's six would take all three and the fast tenant's users would wait for its backend.
+    let app = spawn(AppOptions {
+        graph: Some(graph.clone()),
+        ..AppOptions::with_env(&[
+            ("WABOT_TENANTS__DIR", &dir.path()),
+            ("WABOT_WORKER__CONCURRENCY", "3"),
+        ])
+    })
+    .await;
+    for i in 0..6 {
+        let user = format!("1555000200{i}");
+        let body = text_delivery("3330001", &user, &format!("wamid.slow.{i}"), "hello?");
+        assert_eq!(app.post_signed(&body, APP_SECRET).await.status(), 200);
+    }
+    // The slow tenant's conversations are all started (or waiting for its share) first.
+    eventually(WAIT, || async {
+        (backend.received_requests().await.unwrap_or_default().len() >= 2).then_some(())
+    })
+    .await
+    .expect("the slow backend is asked");
+    for i in 0..3 {
+        let user = format!("1555000300{i}");
+        let body = text_delivery("4440001", &user, &format!("wamid.fast.{i}"), "quick one");
+        assert_eq!(app.post_signed(&body, APP_SECRET).await.status(), 200);
+    }
+    let replies = eventually(WAIT, || async {
+        let order: Vec<String> = crate::helpers::replies(&graph)
+            .await
+            .into_iter()
+            .map(|reply| reply.from_phone_number_id)
+            .collect();
+        (order.iter().filter(|n| *n == "3330001").count() == 6).then_some(order)
+    })
+    .await
+    .expect("every slow answer goes out in the end");
+    let first_slow = replies
+        .iter()
+        .position(|n| n == "3330001")
+        .expect("a slow reply");
+    let fast_before = replies[..first_slow]
+        .iter()
+        .filter(|n| *n == "4440001")
+        .count();
+    assert_eq!(
+        fast_before, 3,
+        "the fast tenant's users were answered while the slow backend hung: {replies:?}"
+    );
+    // At most two of the slow tenant's conversations were at its backend at once.
+    assert!(
+        metric(&metrics(&app).await, "wabot_tenant_bound_waits_total", "") >= 1.0,
+        "some of the slow tenant's conversations waited for its share"
+    );
+    app.stop().await;
+}
+
+async fn admin(
+    app: &TestApp,
+    verb: reqwest::Method,
+    path: &str,
+    token: &str,
+    body: Option<String>,
+) -> reqwest::Response {
+    let mut request = app
+        .http
+        .request(verb, format!("{}{path}", app.address))
+        .bearer_auth(token);
+    if let Some(body) = body {
+        request = request
+            .header("content-type", "application/toml")
+            .body(body);
+    }
+    request.send().await.expect("sent")
+}
+
+#[tokio::test]
+async fn tenants_stored_through_the_admin_api_reach_every_replica_sealed() {
+    let graph = graph_ok().await;
+    let redis = crate::helpers::RedisServer::start();
+    let prefix = format!("ten{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
+    let file = TenantDir::new(&[("clinic", "[tenant]\nnumbers = [\"1110002\"]\n".to_string())]);
+    let env = [
+        ("ADMIN_TOKEN", ADMIN),
+        ("WABOT_TENANTS__KEY", KEY),
+        ("WABOT_TENANTS__RELOAD_MS", "200"),
+        ("WABOT_TENANTS__DIR", &file.path()),
+    ];
+    let a = spawn(AppOptions::with_env(&env).replica_of(&redis.url(), &graph, &prefix)).await;
+    let b = spawn(AppOptions::with_env(&env).replica_of(&redis.url(), &graph, &prefix)).await;
+    let shop = "[tenant]\nname = \"Shop\"\nnumbers = [\"6660001\"]\napi_token = \"shop-api-token-0123456789\"\n\n[whatsapp]\naccess_token = \"shop-secret-access\"\n\n[conversation]\nlanguage = \"es\"\n";
+    let created = admin(
+        &a,
+        reqwest::Method::PUT,
+        "/admin/tenants/shop",
+        ADMIN,
+        Some(shop.into()),
+    )
+    .await;
+    assert_eq!(created.status(), 201);
+    let created = created.text().await.expect("body");
+    assert!(
+        !created.contains("shop-secret-access") && !created.contains("shop-api-token"),
+        "{created}"
+    );
+    // Sealed at rest: neither the token nor the document is readable in Redis.
+    let stored = redis.cli(&["HGET", &format!("{prefix}:{{tenants}}"), "shop"]);
+    assert!(stored.starts_with("v1."), "{stored}");
+    assert!(
+        !stored.contains("shop-secret-access") && !stored.contains("6660001"),
+        "{stored}"
+    );
+
+    // Refused with the reason: a document that does not build, a number the file tenant has, a
+    // file tenant's id, a deployment-wide section, a tenant's token.
+    let refused = [
+        (
+            "/admin/tenants/bad",
+            "[tenant]\nnumbers = [\"7\"]\n[responder]\nkind = \"http\"\n",
+            400,
+            "responder.http",
+        ),
+        (
+            "/admin/tenants/other",
+            "[tenant]\nnumbers = [\"1110002\"]\n",
+            409,
+            "clinic's",
+        ),
+        (
+            "/admin/tenants/clinic",
+            "[tenant]\nnumbers = [\"8\"]\n",
+            409,
+            "file",
+        ),
+        (
+            "/admin/tenants/bad",
+            "[tenant]\nnumbers = [\"7\"]\n[redis]\nurl = \"redis://x\"\n",
+            400,
+            "[redis]",
+        ),
+    ];
+    for (path, document, status, named) in refused {
+        let response = admin(&a, reqwest::Method::PUT, path, ADMIN, Some(document.into())).await;
+        assert_eq!(response.status(), status, "{path} {document}");
+        let text = response.text().await.expect("body");
+        assert!(text.contains(named), "{text}");
+    }
+    let response = admin(
+        &a,
+        reqwest::Method::PUT,
+        "/admin/tenants/x",
+        "shop-api-token-0123456789",
+        Some(shop.into()),
+    )
+    .await;
+    assert_eq!(response.status(), 403);
+
+    // The other replica answers the new tenant's number with its token, within its reload.
+    let body = text_delivery("6660001", "15550004001", "wamid.stored.1", "hola tienda");
+    assert_eq!(b.post_signed(&body, APP_SECRET).await.status(), 200);
+    let sent = eventually(WAIT, || async {
+        let sent = sent_with(&graph, "shop-secret-access").await;
+        (!sent.is_empty()).then_some(sent)
+    })
+    .await
+    .expect("the stored tenant answers");
+    assert_eq!(sent[0].0, "6660001");
+    let listed: Value = admin(&b, reqwest::Method::GET, "/admin/tenants", ADMIN, None)
+        .await
+        .json()
+        .await
+        .expect("json");
+    let ids: Vec<&str> = listed["tenants"]
+        .as_array()
+        .expect("tenants")
+        .iter()
+        .filter_map(|t| t["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["clinic", "shop"]);
+    assert_eq!(listed["tenants"][1]["language"], "es");
+    assert_eq!(listed["tenants"][1]["api_token"], true);
+    assert_eq!(
+        listed["tenants"][0]["source"]
+            .as_str()
+            .map(|s| s.ends_with("clinic.toml")),
+        Some(true)
+    );
+
+    // Removed: its number is nobody's now, on every replica.
+    let removed = admin(
+        &b,
+        reqwest::Method::DELETE,
+        "/admin/tenants/shop",
+        ADMIN,
+        None,
+    )
+    .await;
+    assert_eq!(removed.status(), 204);
+    assert_eq!(
+        admin(
+            &a,
+            reqwest::Method::DELETE,
+            "/admin/tenants/clinic",
+            ADMIN,
+            None
+        )
+        .await
+        .status(),
+        409
+    );
+    // A removal reaches the workers with their next reload (every 200 ms here).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let body = text_delivery("6660001", "15550004002", "wamid.stored.2", "¿hay alguien?");
+    assert_eq!(a.post_signed(&body, APP_SECRET).await.status(), 200);
+    wait_until_drained(&a.queue().await, WAIT).await;
+    let sent = sent_with(&graph, "shop-secret-access").await;
+    assert_eq!(
+        sent.len(),
+        1,
+        "nothing more from a removed tenant: {sent:?}"
+    );
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_tenant_token_reaches_its_own_conversations_and_dead_letters_only() {
+    let graph = graph_ok().await;
+    // The shop's sends fail for good: its message becomes a dead letter.
+    Mock::given(method("POST"))
+        .and(header("authorization", "Bearer shop-access-token"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(serde_json::json!({
+            "error": {"message": "(#100) Invalid parameter", "type": "OAuthException", "code": 100}
+        })))
+        .with_priority(1)
+        .mount(&graph)
+        .await;
+    let dir = TenantDir::new(&[
+        (
+            "clinic",
+            format!("[tenant]\nnumbers = [\"1110003\"]\napi_token = \"{CLINIC_TOKEN}\"\n"),
+        ),
+        (
+            "shop",
+            "[tenant]\nnumbers = [\"2220003\"]\n[whatsapp]\naccess_token = \"shop-access-token\"\n"
+                .to_string(),
+        ),
+    ]);
+    let app = spawn(AppOptions {
+        graph: Some(graph.clone()),
+        max_attempts: 1,
+        ..AppOptions::with_env(&[("ADMIN_TOKEN", ADMIN), ("WABOT_TENANTS__DIR", &dir.path())])
+    })
+    .await;
+    for (number, user) in [("1110003", "15550005001"), ("2220003", "15550005002")] {
+        let body = text_delivery(number, user, &format!("wamid.scope.{user}"), "hi");
+        assert_eq!(app.post_signed(&body, APP_SECRET).await.status(), 200);
+    }
+    let letters = wait_for_dead_letters(&app.queue().await, WAIT).await;
+    let shop_letter = letters[0].public_id();
+    wait_until_drained(&app.queue().await, WAIT).await;
+
+    let get = |path: &str, token: &str| {
+        let request = app
+            .http
+            .get(format!("{}{path}", app.address))
+            .bearer_auth(token);
+        async move { request.send().await.expect("sent") }
+    };
+    let post = |path: &str, token: &str, body: Value| {
+        let request = app
+            .http
+            .post(format!("{}{path}", app.address))
+            .bearer_auth(token)
+            .json(&body);
+        async move { request.send().await.expect("sent") }
+    };
+    // The admin token sees both tenants' conversations; the clinic's token its own.
+    let listed = |value: Value| -> Vec<String> {
+        value["conversations"]
+            .as_array()
+            .expect("conversations")
+            .iter()
+            .filter_map(|c| c["phone_number_id"].as_str().map(str::to_string))
+            .collect()
+    };
+    let mut all = listed(
+        get("/admin/conversations", ADMIN)
+            .await
+            .json()
+            .await
+            .expect("json"),
+    );
+    all.sort();
+    assert_eq!(all, ["1110003", "2220003"]);
+    let own = listed(
+        get("/admin/conversations", CLINIC_TOKEN)
+            .await
+            .json()
+            .await
+            .expect("json"),
+    );
+    assert_eq!(own, ["1110003"]);
+    assert_eq!(
+        get("/admin/conversations/1110003/15550005001", CLINIC_TOKEN)
+            .await
+            .status(),
+        200
+    );
+
+    // Another tenant's conversation is "no such conversation" to every verb, guessed or not.
+    let theirs = "/admin/conversations/2220003/15550005002";
+    assert_eq!(get(theirs, CLINIC_TOKEN).await.status(), 404);
+    assert_eq!(get(theirs, ADMIN).await.status(), 200);
+    for (suffix, body) in [
+        ("/handoff", serde_json::json!({})),
+        ("/resume", serde_json::json!({})),
+        (
+            "/messages",
+            serde_json::json!({"text": "hello from the clinic"}),
+        ),
+    ] {
+        let response = post(&format!("{theirs}{suffix}"), CLINIC_TOKEN, body).await;
+        assert_eq!(response.status(), 404, "{suffix}");
+    }
+    let deleted = app
+        .http
+        .delete(format!("{}{theirs}", app.address))
+        .bearer_auth(CLINIC_TOKEN)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(deleted.status(), 404);
+    assert_eq!(get(theirs, ADMIN).await.status(), 200, "still there");
+    let notification = post(
+        "/admin/messages",
+        CLINIC_TOKEN,
+        serde_json::json!({"phone_number_id": "2220003", "to": "15550005002", "text": "hi"}),
+    )
+    .await;
+    assert_eq!(notification.status(), 404);
+
+    // Dead letters: the shop's is not the clinic's to list or replay.
+    let letters_of = |value: Value| -> Vec<String> {
+        value["dead_letters"]
+            .as_array()
+            .expect("dead letters")
+            .iter()
+            .filter_map(|d| d["id"].as_str().map(str::to_string))
+            .collect()
+    };
+    let clinic_letters = letters_of(
+        get("/admin/dead-letters", CLINIC_TOKEN)
+            .await
+            .json()
+            .await
+            .expect("json"),
+    );
+    assert!(clinic_letters.is_empty(), "{clinic_letters:?}");
+    let admin_letters = letters_of(
+        get("/admin/dead-letters", ADMIN)
+            .await
+            .json()
+            .await
+            .expect("json"),
+    );
+    assert_eq!(admin_letters, std::slice::from_ref(&shop_letter));
+    let replay = format!("/admin/dead-letters/{shop_letter}/replay");
+    assert_eq!(
+        post(&replay, CLINIC_TOKEN, serde_json::json!({}))
+            .await
+            .status(),
+        404
+    );
+
+    // Deployment-wide routes are the admin token's.
+    for path in ["/admin/tenants", "/admin/operators"] {
+        assert_eq!(get(path, CLINIC_TOKEN).await.status(), 403, "{path}");
+    }
+    assert_eq!(
+        get("/admin/conversations", "not-a-token").await.status(),
+        401
+    );
+    app.stop().await;
+}
