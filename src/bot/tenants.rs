@@ -16,7 +16,7 @@ use crate::bot::i18n::{I18nError, Texts};
 use crate::bot::responder::{self, ResponderError};
 use crate::bot::transcription::Transcriber;
 use crate::bot::uploads::MediaUploads;
-use crate::config::tenants::DEFAULT_TENANT;
+use crate::config::tenants::{Tenant, DEFAULT_TENANT};
 use crate::config::Settings;
 use crate::domain::{InboundMessage, InboxItem};
 use crate::meta::cloud_api::{CloudApi, CloudApiError};
@@ -120,6 +120,18 @@ struct Routed {
     digest: [u8; 32],
 }
 
+impl Routed {
+    /// A tenant's engine with a share of its own.
+    fn of(tenant: &Tenant, shared: &Shared) -> Result<Routed, BuildError> {
+        Ok(Routed {
+            id: tenant.id.clone(),
+            engine: Arc::new(engine(&tenant.settings, &tenant.id, shared, false)?),
+            bound: Some(Arc::new(Semaphore::new(tenant.max_concurrency))),
+            digest: tenant.digest,
+        })
+    }
+}
+
 /// The engines for one version of the directory.
 struct Built {
     version: i64,
@@ -159,15 +171,7 @@ impl Router {
         });
         let mut tenants = HashMap::new();
         for tenant in &snapshot.tenants {
-            tenants.insert(
-                tenant.id.clone(),
-                Arc::new(Routed {
-                    id: tenant.id.clone(),
-                    engine: Arc::new(engine(&tenant.settings, &tenant.id, &shared, false)?),
-                    bound: Some(Arc::new(Semaphore::new(tenant.max_concurrency))),
-                    digest: tenant.digest,
-                }),
-            );
+            tenants.insert(tenant.id.clone(), Arc::new(Routed::of(tenant, &shared)?));
         }
         metrics::gauge!(monitoring::TENANTS).set((tenants.len() + 1) as f64);
         let built = Built {
@@ -216,18 +220,10 @@ impl Router {
                 tenants.insert(tenant.id.clone(), same.clone());
                 continue;
             }
-            match engine(&tenant.settings, &tenant.id, &self.shared, false) {
-                Ok(engine) => {
+            match Routed::of(tenant, &self.shared) {
+                Ok(routed) => {
                     tracing::info!(tenant = %tenant.id, "tenant ready");
-                    tenants.insert(
-                        tenant.id.clone(),
-                        Arc::new(Routed {
-                            id: tenant.id.clone(),
-                            engine: Arc::new(engine),
-                            bound: Some(Arc::new(Semaphore::new(tenant.max_concurrency))),
-                            digest: tenant.digest,
-                        }),
-                    );
+                    tenants.insert(tenant.id.clone(), Arc::new(routed));
                 }
                 Err(error) => {
                     let reason = crate::ops::telemetry::error_chain(&error);

@@ -195,6 +195,7 @@ impl Directory {
             return Ok(false);
         }
         let stored = self.store.all().await?;
+        let previous = self.snapshot();
         let mut problems = Vec::new();
         let mut tenants = self.files.clone();
         let mut ids: Vec<&String> = stored.keys().collect();
@@ -212,7 +213,6 @@ impl Directory {
                 problems.push((id.clone(), "does not open with tenants.key".into()));
                 continue;
             };
-            let previous = self.snapshot();
             let digest: [u8; 32] =
                 <sha2::Sha256 as sha2::Digest>::digest(document.expose_secret().as_bytes()).into();
             // An unchanged document keeps its tenant (and the engine built for it).

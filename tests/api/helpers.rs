@@ -889,3 +889,11 @@ impl Drop for Served {
         let _ = self.child.wait();
     }
 }
+
+/// The sum of a Prometheus series' samples whose line holds `labels` (`""`: all of them).
+pub fn metric(text: &str, name: &str, labels: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l.contains(labels))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

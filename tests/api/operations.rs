@@ -199,12 +199,7 @@ async fn replay(app: &TestApp, id: &str) -> reqwest::Response {
     admin(app, reqwest::Method::POST, &path, Some(TOKEN)).await
 }
 
-fn metric(text: &str, name: &str, labels: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && l.contains(labels))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
+use crate::helpers::metric;
 
 #[tokio::test]
 async fn metrics_move_when_messages_flow() {

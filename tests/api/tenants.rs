@@ -71,12 +71,7 @@ async fn metrics(app: &TestApp) -> String {
     app.get("/metrics").await.text().await.expect("metrics")
 }
 
-fn metric(text: &str, name: &str, labels: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && l.contains(labels))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
+use crate::helpers::metric;
 
 #[tokio::test]
 async fn each_tenant_answers_its_own_numbers_and_a_number_nobody_has_is_only_recorded() {
