@@ -157,6 +157,10 @@ pub enum OperatorsCommand {
         /// `operator` (conversations) or `admin` (also dead letters).
         #[arg(long, default_value = "operator")]
         role: String,
+        /// A tenant whose conversations it sees (`default`: the deployment's own numbers);
+        /// repeat for several. None: every conversation.
+        #[arg(long = "tenant")]
+        tenants: Vec<String>,
     },
     /// Every account: name, role, created.
     List,
@@ -269,6 +273,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 } => {
                     let (pnid, user) = ids(&phone_number_id, &user)?;
                     anyhow::ensure!(store.delete(&pnid, &user).await?, "no such conversation");
+                    record(
+                        &services,
+                        "delete",
+                        Some((pnid.as_str(), user.as_str())),
+                        "",
+                    )
+                    .await;
                     println!("deleted");
                     Ok(())
                 }
@@ -287,10 +298,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     if let Some(note) = note {
                         info["note"] = note.into();
                     }
+                    let detail = match &by {
+                        Some(by) => format!("{minutes} min, for {by}"),
+                        None => format!("{minutes} min"),
+                    };
                     if let Some(by) = by {
                         info["by"] = by.into();
                     }
                     store.take_over(&pnid, &user, until, &info, None).await?;
+                    record(
+                        &services,
+                        "take_over",
+                        Some((pnid.as_str(), user.as_str())),
+                        &detail,
+                    )
+                    .await;
                     println!("a person has the conversation for {minutes} min");
                     Ok(())
                 }
@@ -300,6 +322,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 } => {
                     let (pnid, user) = ids(&phone_number_id, &user)?;
                     anyhow::ensure!(store.give_back(&pnid, &user).await?, "no such conversation");
+                    record(
+                        &services,
+                        "give_back",
+                        Some((pnid.as_str(), user.as_str())),
+                        "",
+                    )
+                    .await;
                     println!("back with the bot");
                     Ok(())
                 }
@@ -309,14 +338,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     message,
                 } => {
                     let (pnid, user) = ids(&phone_number_id, &user)?;
-                    queue_message(
-                        &services.inbox,
-                        pnid,
-                        user,
-                        OutboundSource::Operator,
-                        &message,
-                    )
-                    .await
+                    queue_message(&services, pnid, user, OutboundSource::Operator, &message).await
                 }
             }
         }
@@ -331,18 +353,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .ok_or_else(|| anyhow::anyhow!("invalid phone_number_id {phone_number_id:?}"))?;
             let to = crate::domain::UserId::parse(&to)
                 .ok_or_else(|| anyhow::anyhow!("invalid recipient {to:?}"))?;
-            queue_message(
-                &services.inbox,
-                pnid,
-                to,
-                OutboundSource::Notification,
-                &message,
-            )
-            .await
+            queue_message(&services, pnid, to, OutboundSource::Notification, &message).await
         }
         Command::DeadLetters(command) => {
             let settings = Settings::load()?;
-            let queue = Services::new(&settings)?.connected().await?.queue;
+            let services = Services::new(&settings)?.connected().await?;
+            let queue = &services.queue;
             match command {
                 DeadLettersCommand::List { limit } => {
                     for letter in queue.dead_letters(limit).await? {
@@ -361,10 +377,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                         .ok_or_else(|| {
                             anyhow::anyhow!("invalid id {id:?}: expected <partition>:<stream id>")
                         })?;
+                    let number = queue
+                        .find_dead_letter(partition, stream_id)
+                        .await?
+                        .and_then(|letter| letter.phone_number_id());
                     anyhow::ensure!(
                         queue.replay_dead_letter(partition, stream_id).await?,
                         "no dead letter {id}"
                     );
+                    record(&services, "replay", number.as_deref().map(|n| (n, "")), &id).await;
                     println!("replayed {id}");
                     Ok(())
                 }
@@ -386,8 +407,38 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// Records a command's action in the audit of the tenant whose conversation it concerns (the
+/// deployment's for none); a failure to record is said on standard error, the action stands.
+async fn record(
+    services: &Services,
+    action: &str,
+    conversation: Option<(&str, &str)>,
+    detail: &str,
+) {
+    let tenant = match (conversation, services.directory()) {
+        (Some((number, _)), Ok(directory)) => {
+            if let Err(error) = directory.refresh().await {
+                eprintln!("warning: tenants not read ({error}); recorded in the default audit");
+            }
+            directory.snapshot().owner(number).map(str::to_string)
+        }
+        _ => None,
+    }
+    .unwrap_or_else(|| crate::config::tenants::DEFAULT_TENANT.to_string());
+    let audit = crate::store::audit::AuditLog::new(services.redis.clone(), services.keys.clone());
+    let entry = crate::store::audit::Action {
+        by: "cli",
+        action,
+        conversation,
+        detail,
+    };
+    if let Err(error) = audit.record(&tenant, &entry).await {
+        eprintln!("warning: done, but not recorded in the audit: {error}");
+    }
+}
+
 async fn queue_message(
-    inbox: &crate::store::RedisInbox,
+    services: &Services,
     pnid: crate::domain::PhoneNumberId,
     to: crate::domain::UserId,
     source: OutboundSource,
@@ -407,7 +458,15 @@ async fn queue_message(
     )?;
     let message = outbound::request(pnid, to, source, content, args.idempotency_key.as_deref())?;
     let id = message.id.clone();
-    let new = outbound::enqueue(inbox, message).await?;
+    let (number, user) = (message.phone_number_id.clone(), message.to.clone());
+    let new = outbound::enqueue(&services.inbox, message).await?;
+    if new {
+        let action = match source {
+            OutboundSource::Notification => "notification",
+            _ => "message",
+        };
+        record(services, action, Some((number.as_str(), user.as_str())), "").await;
+    }
     println!("{id}\t{}", if new { "queued" } else { "duplicate" });
     Ok(())
 }
@@ -423,30 +482,43 @@ async fn operators(command: OperatorsCommand) -> anyhow::Result<()> {
     let services = Services::new(&settings)?.connected().await?;
     let store = OperatorStore::new(services.redis.clone(), services.keys.clone());
     match command {
-        OperatorsCommand::Add { name, role } => {
+        OperatorsCommand::Add {
+            name,
+            role,
+            tenants,
+        } => {
             let role = OperatorRole::parse(&role)
                 .ok_or_else(|| anyhow::anyhow!("--role is `operator` or `admin`"))?;
             let mut password = String::new();
             std::io::stdin().read_line(&mut password)?;
             let password = password.trim_end_matches(['\r', '\n']).to_string();
-            let account =
-                tokio::task::spawn_blocking(move || Operator::new(&name, role, &password))
-                    .await??;
+            let account = tokio::task::spawn_blocking(move || {
+                Operator::new(&name, role, &password, &tenants)
+            })
+            .await??;
             store.put(&account).await?;
-            println!("{}\t{}", account.name, account.role.as_str());
+            record(&services, "operator_saved", None, &account.summary()).await;
+            println!(
+                "{}\t{}\t{}",
+                account.name,
+                account.role.as_str(),
+                account.tenant_list()
+            );
         }
         OperatorsCommand::List => {
             for account in store.list().await? {
                 println!(
-                    "{}\t{}\tcreated {}",
+                    "{}\t{}\t{}\tcreated {}",
                     account.name,
                     account.role.as_str(),
+                    account.tenant_list(),
                     account.created_at
                 );
             }
         }
         OperatorsCommand::Remove { name } => {
             anyhow::ensure!(store.remove(&name).await?, "no operator {name:?}");
+            record(&services, "operator_removed", None, &name).await;
             println!("removed {name}");
         }
     }

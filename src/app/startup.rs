@@ -259,6 +259,7 @@ impl Application {
         let tenants = Arc::new(services.directory()?);
         tenants.keep_current();
         let state = AppState {
+            audit: crate::store::audit::AuditLog::new(redis.clone(), services.keys.clone()),
             tenants,
             verifier: SignatureVerifier::new(settings.whatsapp.app_secrets()),
             verify_token: settings.whatsapp.verify_token.clone(),

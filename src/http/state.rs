@@ -41,6 +41,28 @@ pub struct AppState {
     pub flows: Option<Arc<crate::bot::flows::FlowsEndpoint>>,
     /// The tenants: who a tenant's API token is, which numbers are whose.
     pub tenants: Arc<crate::store::tenants::Directory>,
+    /// Who did what, per tenant.
+    pub audit: crate::store::audit::AuditLog,
+}
+
+impl AppState {
+    /// Records a person's action in the audit of the tenant whose conversation it concerns (the
+    /// deployment's, `default`, for one of no tenant or none at all).
+    pub async fn audit(&self, action: crate::store::audit::Action<'_>) {
+        let tenant = action
+            .conversation
+            .and_then(|(number, _)| self.tenants.snapshot().owner(number).map(str::to_string))
+            .unwrap_or_else(|| crate::config::tenants::DEFAULT_TENANT.to_string());
+        self.audit_in(&tenant, action).await;
+    }
+
+    /// Records in `tenant`'s audit. The action is done by then: a failure to record it is
+    /// logged at error level, not answered.
+    pub async fn audit_in(&self, tenant: &str, action: crate::store::audit::Action<'_>) {
+        if let Err(error) = self.audit.record(tenant, &action).await {
+            tracing::error!(tenant, action = action.action, by = action.by, error = %error, "an action could not be recorded in the audit");
+        }
+    }
 }
 use crate::config::TemplateRef;
 use crate::store::sessions::SessionStore;

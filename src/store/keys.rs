@@ -159,6 +159,11 @@ impl Keys {
         format!("{}:{{tenants}}:version", self.prefix)
     }
 
+    /// What people did on a tenant's conversations and settings (a capped stream).
+    pub fn audit(&self, tenant: &str) -> String {
+        format!("{}:audit:{tenant}", self.prefix)
+    }
+
     /// The console's named operator accounts (a hash by name).
     pub fn operators(&self) -> String {
         format!("{}:operators", self.prefix)

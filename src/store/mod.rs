@@ -2,6 +2,7 @@
 //! outside this module builds a key. Owns the inbox's `sink` trait and script composition
 //! (`scripts`); may import meta, ops, config, domain.
 
+pub mod audit;
 pub mod connection;
 pub mod conversation;
 pub mod error;

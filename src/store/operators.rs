@@ -1,5 +1,6 @@
 //! Named operator accounts of the console: one hash, `prefix:operators`, a field per name with
-//! the account as JSON (its role and an Argon2id hash of its password, never the password).
+//! the account as JSON (its role, the tenants it may see and an Argon2id hash of its password,
+//! never the password).
 
 use fred::prelude::{Client, HashesInterface};
 use serde::{Deserialize, Serialize};
@@ -43,6 +44,10 @@ pub struct Operator {
     pub password_hash: String,
     /// Unix seconds.
     pub created_at: i64,
+    /// The tenants whose conversations it sees (`default`: the deployment's own numbers);
+    /// empty: every conversation (accounts made before tenants existed keep seeing all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tenants: Vec<String>,
 }
 
 /// Shortest password accepted.
@@ -56,6 +61,8 @@ pub enum AccountError {
     ShortPassword,
     #[error("the password could not be hashed")]
     Hash,
+    #[error("tenant {0:?} is not a tenant id (a-z, 0-9, - and _, or `default`)")]
+    Tenant(String),
 }
 
 impl Operator {
@@ -65,6 +72,7 @@ impl Operator {
         name: &str,
         role: OperatorRole,
         password: &str,
+        tenants: &[String],
     ) -> std::result::Result<Operator, AccountError> {
         use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
         if !valid_name(name) {
@@ -73,6 +81,15 @@ impl Operator {
         if password.chars().count() < MIN_PASSWORD_CHARS {
             return Err(AccountError::ShortPassword);
         }
+        if let Some(bad) = tenants.iter().find(|id| {
+            *id != crate::config::tenants::DEFAULT_TENANT
+                && !crate::config::tenants::valid_tenant_id(id)
+        }) {
+            return Err(AccountError::Tenant(bad.clone()));
+        }
+        let mut tenants = tenants.to_vec();
+        tenants.sort();
+        tenants.dedup();
         let salt = SaltString::generate(&mut OsRng);
         let password_hash = argon2::Argon2::default()
             .hash_password(password.as_bytes(), &salt)
@@ -83,7 +100,27 @@ impl Operator {
             role,
             password_hash,
             created_at: crate::domain::clock::unix_secs(),
+            tenants,
         })
+    }
+
+    /// Its tenants as people read them: `all tenants`, or `tenants a, b`.
+    pub fn tenant_list(&self) -> String {
+        if self.tenants.is_empty() {
+            "all tenants".into()
+        } else {
+            format!("tenants {}", self.tenants.join(", "))
+        }
+    }
+
+    /// `Marta (operator; tenants clinic)`: the account as the audit records it.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} ({}; {})",
+            self.name,
+            self.role.as_str(),
+            self.tenant_list()
+        )
     }
 
     /// Whether `password` is this account's (constant time in the hash comparison; CPU-heavy).
@@ -164,20 +201,42 @@ mod tests {
 
     #[test]
     fn a_password_is_kept_only_as_its_hash_and_verifies() {
-        let marta =
-            Operator::new("Marta", OperatorRole::Operator, "correct horse battery").expect("made");
+        let marta = Operator::new(
+            "Marta",
+            OperatorRole::Operator,
+            "correct horse battery",
+            &[],
+        )
+        .expect("made");
         assert!(marta.password_hash.starts_with("$argon2id$"));
         assert!(!marta.password_hash.contains("correct horse"));
         assert!(marta.verify("correct horse battery"));
         assert!(!marta.verify("correct horse batterY"));
         assert!(matches!(
-            Operator::new("Marta", OperatorRole::Operator, "short"),
+            Operator::new("Marta", OperatorRole::Operator, "short", &[]),
             Err(AccountError::ShortPassword)
         ));
         assert!(matches!(
-            Operator::new(" x", OperatorRole::Admin, "long enough password"),
+            Operator::new(" x", OperatorRole::Admin, "long enough password", &[]),
             Err(AccountError::Name)
         ));
+        assert!(matches!(
+            Operator::new(
+                "x",
+                OperatorRole::Admin,
+                "long enough password",
+                &["Bad!".into()]
+            ),
+            Err(AccountError::Tenant(_))
+        ));
+        let scoped = Operator::new(
+            "Ana",
+            OperatorRole::Operator,
+            "long enough password",
+            &["shop".into(), "default".into(), "shop".into()],
+        )
+        .expect("made");
+        assert_eq!(scoped.tenants, ["default", "shop"]);
     }
 
     #[test]

@@ -512,6 +512,13 @@ impl Drop for DedicatedQueue {
 }
 
 impl DeadLetter {
+    /// The business number its message belongs to (`None`: it names none, or does not parse).
+    pub fn phone_number_id(&self) -> Option<String> {
+        crate::domain::InboxItem::from_json(&self.message_json)
+            .ok()
+            .and_then(|item| item.phone_number_id().map(|n| n.as_str().to_string()))
+    }
+
     fn of(partition: u32, id: String, mut f: HashMap<String, String>) -> DeadLetter {
         DeadLetter {
             partition,

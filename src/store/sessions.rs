@@ -26,6 +26,8 @@ pub struct Session {
 pub struct SignedOperator {
     pub name: String,
     pub role: OperatorRole,
+    /// Whose conversations it sees, as the account says now (empty: everyone's).
+    pub tenants: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -146,6 +148,7 @@ impl SessionStore {
                             operator: Some(SignedOperator {
                                 name: account.name,
                                 role: account.role,
+                                tenants: account.tenants,
                             }),
                         })
                     }

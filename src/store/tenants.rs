@@ -92,6 +92,18 @@ impl Snapshot {
         }
     }
 
+    /// Whose number it is: a tenant's id, `default` (the deployment's own), or `None` for a
+    /// number no one has.
+    pub fn owner(&self, number: &str) -> Option<&str> {
+        match self.by_number.get(number) {
+            Some(tenant) => Some(tenant.id.as_str()),
+            None if self.tenants.is_empty() || self.default_numbers.iter().any(|n| n == number) => {
+                Some(DEFAULT_TENANT)
+            }
+            None => None,
+        }
+    }
+
     pub fn get(&self, id: &str) -> Option<&Arc<Tenant>> {
         self.tenants.iter().find(|tenant| tenant.id == id)
     }
@@ -134,6 +146,41 @@ impl Snapshot {
         }
         snapshot.tenants.sort_by(|a, b| a.id.cmp(&b.id));
         (snapshot, refused)
+    }
+}
+
+/// Whose conversations a person may see: everyone's, or those of some tenants (`default`: the
+/// deployment's own numbers; a number no one has is seen only with `All`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reach {
+    All,
+    Tenants(Vec<String>),
+}
+
+impl Reach {
+    /// An account's tenant list: empty is everyone's.
+    pub fn of(tenants: &[String]) -> Reach {
+        if tenants.is_empty() {
+            Reach::All
+        } else {
+            Reach::Tenants(tenants.to_vec())
+        }
+    }
+
+    /// Whether it covers tenant `id`'s conversations.
+    pub fn covers(&self, id: &str) -> bool {
+        match self {
+            Reach::All => true,
+            Reach::Tenants(ids) => ids.iter().any(|t| t == id),
+        }
+    }
+
+    /// Whether it sees the conversations of business number `number`.
+    pub fn sees(&self, snapshot: &Snapshot, number: &str) -> bool {
+        match self {
+            Reach::All => true,
+            Reach::Tenants(_) => snapshot.owner(number).is_some_and(|id| self.covers(id)),
+        }
     }
 }
 

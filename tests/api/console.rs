@@ -28,10 +28,15 @@ pub fn now_secs() -> i64 {
 
 /// A text the user writes now (the 24-hour window is open).
 pub fn user_text(user: &str, wamid: &str, body: &str) -> Vec<u8> {
+    user_text_to(PNID, user, wamid, body)
+}
+
+/// A text the user writes now to business number `number`.
+pub fn user_text_to(number: &str, user: &str, wamid: &str, body: &str) -> Vec<u8> {
     serde_json::json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [
         {"field": "messages", "value": {
             "messaging_product": "whatsapp",
-            "metadata": {"display_phone_number": "15550000000", "phone_number_id": PNID},
+            "metadata": {"display_phone_number": "15550000000", "phone_number_id": number},
             "contacts": [{"profile": {"name": "Ana"}, "wa_id": user}],
             "messages": [{"from": user, "id": wamid, "timestamp": now_secs().to_string(),
                 "type": "text", "text": {"body": body}}]

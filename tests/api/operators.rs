@@ -14,7 +14,7 @@ use crate::helpers::{graph_ok, wait_until_drained, TestApp};
 const PNID: &str = "113948572261094";
 const WAIT: Duration = Duration::from_secs(30);
 
-async fn put(app: &TestApp, name: &str, body: Value) -> reqwest::Response {
+pub async fn put(app: &TestApp, name: &str, body: Value) -> reqwest::Response {
     app.http
         .put(format!("{}/admin/operators/{name}", app.address))
         .bearer_auth(TOKEN)
@@ -24,7 +24,7 @@ async fn put(app: &TestApp, name: &str, body: Value) -> reqwest::Response {
         .expect("sent")
 }
 
-async fn sign_in(app: &TestApp, name: &str, password: &str) -> (Client, reqwest::Response) {
+pub async fn sign_in(app: &TestApp, name: &str, password: &str) -> (Client, reqwest::Response) {
     let mut client = Client::new(app);
     let (_, csrf) = client.page("/console/sign-in").await;
     let response = client
@@ -124,7 +124,10 @@ async fn named_operators_sign_in_and_their_names_follow_what_they_do() {
         "{}",
         String::from_utf8_lossy(&made.stderr)
     );
-    assert_eq!(String::from_utf8_lossy(&made.stdout), "Ana\tadmin\n");
+    assert_eq!(
+        String::from_utf8_lossy(&made.stdout),
+        "Ana\tadmin\tall tenants\n"
+    );
 
     // Wrong passwords and unknown names get the same answer.
     for (name, password) in [

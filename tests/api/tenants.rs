@@ -618,3 +618,268 @@ async fn a_tenant_token_reaches_its_own_conversations_and_dead_letters_only() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_tenants_operators_reach_its_conversations_only_and_the_audit_names_who_did_what() {
+    use crate::console::{signed_in, user_text_to, TOKEN};
+    use crate::operators::{put, sign_in};
+    let graph = graph_ok().await;
+    // The shop's sends fail for good: its reply becomes a dead letter.
+    Mock::given(method("POST"))
+        .and(header("authorization", "Bearer shop-access-token"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(serde_json::json!({
+            "error": {"message": "(#100) Invalid parameter", "type": "OAuthException", "code": 100}
+        })))
+        .with_priority(1)
+        .mount(&graph)
+        .await;
+    let dir = TenantDir::new(&[
+        (
+            "clinic",
+            format!("[tenant]\nnumbers = [\"1110006\"]\napi_token = \"{CLINIC_TOKEN}\"\n"),
+        ),
+        (
+            "shop",
+            "[tenant]\nnumbers = [\"2220006\"]\n[whatsapp]\naccess_token = \"shop-access-token\"\n"
+                .to_string(),
+        ),
+    ]);
+    let app = spawn(AppOptions {
+        graph: Some(graph.clone()),
+        max_attempts: 1,
+        ..AppOptions::with_env(&[("ADMIN_TOKEN", TOKEN), ("WABOT_TENANTS__DIR", &dir.path())])
+    })
+    .await;
+    for (name, role, tenants) in [
+        ("Clara", "operator", vec!["clinic"]),
+        ("Cleo", "admin", vec!["clinic"]),
+        ("Sam", "operator", vec!["shop"]),
+    ] {
+        let saved = put(
+            &app,
+            name,
+            serde_json::json!({"role": role, "password": "a long enough password", "tenants": tenants}),
+        )
+        .await;
+        assert_eq!(saved.status(), 200, "{name}");
+        let saved: Value = saved.json().await.expect("json");
+        assert_eq!(saved["tenants"], serde_json::json!(tenants));
+    }
+    let typo = put(
+        &app,
+        "Typo",
+        serde_json::json!({"role": "operator", "password": "a long enough password", "tenants": ["clinik"]}),
+    )
+    .await;
+    assert_eq!(typo.status(), 400, "an unknown tenant is refused");
+
+    let (clinic_user, shop_user) = ("15550006001", "15550006002");
+    app.deliver(&user_text_to("1110006", clinic_user, "wamid.staff.1", "hi"))
+        .await;
+    app.deliver(&user_text_to("2220006", shop_user, "wamid.staff.2", "hi"))
+        .await;
+    let letters = wait_for_dead_letters(&app.queue().await, WAIT).await;
+    let shop_letter = letters[0].public_id();
+    crate::helpers::wait_for_replies(&graph, 1, WAIT).await;
+    wait_until_drained(&app.queue().await, WAIT).await;
+
+    let (mut clara, signed) = sign_in(&app, "Clara", "a long enough password").await;
+    assert_eq!(signed.status(), 303);
+    let (mut sam, _) = sign_in(&app, "Sam", "a long enough password").await;
+    let (mut cleo, _) = sign_in(&app, "Cleo", "a long enough password").await;
+    let clinic_page = format!("/console/c/1110006/{clinic_user}");
+    let shop_page = format!("/console/c/2220006/{shop_user}");
+
+    // The list and the search show the clinic's conversation only; the shop's is "not found"
+    // to every page and form, guessed or not.
+    let (list, csrf) = clara.page("/console/conversations").await;
+    assert!(
+        list.contains(clinic_user) && !list.contains(shop_user),
+        "{list}"
+    );
+    let (found, _) = clara.page("/console/conversations?q=1555000600").await;
+    assert!(
+        found.contains(clinic_user) && !found.contains(shop_user),
+        "{found}"
+    );
+    assert_eq!(clara.get(&shop_page).await.status(), 404);
+    assert_eq!(clara.get(&format!("{shop_page}/live")).await.status(), 404);
+    for action in ["take-over", "give-back", "reply", "template", "assign"] {
+        let refused = clara
+            .post(
+                &format!("{shop_page}/{action}"),
+                &[
+                    ("csrf", &csrf),
+                    ("text", "from the clinic"),
+                    ("to", "Clara"),
+                ],
+            )
+            .await;
+        assert_eq!(refused.status(), 404, "{action}");
+    }
+    let (pnid, uid) = crate::helpers::conversation_ids("2220006", shop_user);
+    assert_ne!(
+        crate::helpers::owner(&app.conversations().await, &pnid, &uid).await,
+        wabot::store::conversation::Owner::Human,
+        "the shop's conversation was not taken"
+    );
+
+    // Sam takes the shop's conversation: it waits in Sam's list, never in Clara's.
+    let (_, sam_csrf) = sam.page(&shop_page).await;
+    let taken = sam
+        .post(&format!("{shop_page}/take-over"), &[("csrf", &sam_csrf)])
+        .await;
+    assert_eq!(taken.status(), 303);
+    let (sam_list, _) = sam.page("/console/conversations").await;
+    assert!(sam_list.contains(shop_user) && !sam_list.contains(clinic_user));
+    let (list, _) = clara.page("/console/conversations").await;
+    assert!(!list.contains(shop_user), "{list}");
+
+    // Clara takes the clinic's, offered only to colleagues who see it, and hands it to Cleo.
+    let (html, csrf) = clara.page(&clinic_page).await;
+    assert!(html.contains("<option value=\"Cleo\">"), "{html}");
+    assert!(!html.contains("<option value=\"Sam\">"), "{html}");
+    for (action, form) in [
+        ("take-over", vec![("csrf", csrf.as_str())]),
+        (
+            "reply",
+            vec![
+                ("csrf", csrf.as_str()),
+                ("text", "Clara here"),
+                ("key", "c-1"),
+            ],
+        ),
+    ] {
+        let done = clara.post(&format!("{clinic_page}/{action}"), &form).await;
+        assert_eq!(done.status(), 303, "{action}");
+    }
+    let to_sam = clara
+        .post(
+            &format!("{clinic_page}/assign"),
+            &[("csrf", &csrf), ("to", "Sam")],
+        )
+        .await;
+    assert_eq!(to_sam.status(), 400, "Sam does not see the clinic");
+    let to_cleo = clara
+        .post(
+            &format!("{clinic_page}/assign"),
+            &[("csrf", &csrf), ("to", "Cleo")],
+        )
+        .await;
+    assert_eq!(to_cleo.status(), 303);
+
+    // Dead letters: Cleo (an admin of the clinic) neither sees nor replays the shop's; the
+    // admin token sees it.
+    let (letters_page, cleo_csrf) = cleo.page("/console/dead-letters").await;
+    assert!(!letters_page.contains(&shop_letter), "{letters_page}");
+    let replay = cleo
+        .post(
+            &format!("/console/dead-letters/{shop_letter}/replay"),
+            &[("csrf", &cleo_csrf)],
+        )
+        .await;
+    assert_eq!(replay.status(), 409);
+    let mut admin = signed_in(&app).await;
+    let (letters_page, _) = admin.page("/console/dead-letters").await;
+    assert!(letters_page.contains(&shop_letter), "still there");
+
+    // The audit: Cleo reads the clinic's (and only it); operators read none.
+    assert_eq!(clara.get("/console/audit").await.status(), 403);
+    let (audit, _) = cleo.page("/console/audit").await;
+    for said in ["Clara", "take over", "assign", "to Cleo", "message"] {
+        assert!(audit.contains(said), "{said}: {audit}");
+    }
+    assert!(
+        !audit.contains("Sam<"),
+        "the shop's actions are not the clinic's"
+    );
+    assert_eq!(cleo.get("/console/audit?tenant=shop").await.status(), 404);
+    let (admin_audit, _) = admin.page("/console/audit?tenant=shop").await;
+    assert!(admin_audit.contains("Sam"), "{admin_audit}");
+
+    // The same through the API, newest first and paged; a tenant's token reads its own only.
+    let get = |path: &str, token: &str| {
+        let request = app
+            .http
+            .get(format!("{}{path}", app.address))
+            .bearer_auth(token);
+        async move { request.send().await.expect("sent") }
+    };
+    let entries = |value: &Value| -> Vec<(String, String)> {
+        value["entries"]
+            .as_array()
+            .expect("entries")
+            .iter()
+            .map(|e| {
+                (
+                    e["by"].as_str().unwrap_or_default().to_string(),
+                    e["action"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    };
+    let clinic: Value = get("/admin/audit?tenant=clinic", TOKEN)
+        .await
+        .json()
+        .await
+        .expect("json");
+    let pair = |by: &str, action: &str| (by.to_string(), action.to_string());
+    assert_eq!(
+        entries(&clinic),
+        [
+            pair("Clara", "assign"),
+            pair("Clara", "message"),
+            pair("Clara", "take_over")
+        ]
+    );
+    assert_eq!(clinic["entries"][0]["detail"], "to Cleo");
+    assert_eq!(clinic["entries"][0]["user"], clinic_user);
+    let own: Value = get("/admin/audit", CLINIC_TOKEN)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(own["tenant"], "clinic");
+    assert_eq!(entries(&own), entries(&clinic));
+    assert_eq!(
+        get("/admin/audit?tenant=shop", CLINIC_TOKEN).await.status(),
+        404
+    );
+    let first: Value = get("/admin/audit?tenant=clinic&limit=1", TOKEN)
+        .await
+        .json()
+        .await
+        .expect("json");
+    let cursor = first["next_cursor"].as_str().expect("more");
+    let second: Value = get(
+        &format!("/admin/audit?tenant=clinic&limit=1&cursor={cursor}"),
+        TOKEN,
+    )
+    .await
+    .json()
+    .await
+    .expect("json");
+    assert_eq!(entries(&second), [pair("Clara", "message")]);
+    assert_eq!(
+        get("/admin/audit?cursor=%2B", TOKEN).await.status(),
+        400,
+        "a cursor is a stream id"
+    );
+    let deployment: Value = get("/admin/audit", TOKEN).await.json().await.expect("json");
+    let saved: Vec<String> = deployment["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter(|e| e["action"] == "operator_saved")
+        .filter_map(|e| e["detail"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(
+        saved,
+        [
+            "Sam (operator; tenants shop)",
+            "Cleo (admin; tenants clinic)",
+            "Clara (operator; tenants clinic)"
+        ]
+    );
+    app.stop().await;
+}

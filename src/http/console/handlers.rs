@@ -17,10 +17,12 @@ use crate::http::routes::admin::{check_conversation_cursor, dead_letter_id};
 use crate::http::state::AppState;
 use crate::ops::telemetry::{rejections, LogVerdict};
 use crate::pipeline::outbound;
+use crate::store::audit::Action;
 use crate::store::conversation::{ConversationRef, ConversationStore, ConversationView, Owner};
 use crate::store::operators::{Operator, OperatorRole};
 use crate::store::queue::Queue;
 use crate::store::sessions::Session;
+use crate::store::tenants::{Directory, Reach};
 
 type Result<T> = std::result::Result<T, ConsoleError>;
 
@@ -30,6 +32,7 @@ struct Parts<'a> {
     store: &'a ConversationStore,
     queue: &'a Queue,
     sink: &'a dyn crate::store::sink::EventSink,
+    tenants: &'a Directory,
 }
 
 fn parts(state: &AppState) -> Result<Parts<'_>> {
@@ -39,6 +42,7 @@ fn parts(state: &AppState) -> Result<Parts<'_>> {
             sink: state.sink.as_ref(),
             store: &state.conversations,
             queue: &state.queue,
+            tenants: &state.tenants,
         }),
         _ => Err(ConsoleError::Off),
     }
@@ -56,8 +60,32 @@ impl SignedIn<'_> {
         &self.session.csrf
     }
 
-    /// The conversation, which must exist.
+    /// Whose conversations this session sees: the admin token everyone's, an account those of
+    /// its tenants (read from the account at every request, so a change applies at once).
+    fn reach(&self) -> Reach {
+        match &self.session.operator {
+            None => Reach::All,
+            Some(operator) => Reach::of(&operator.tenants),
+        }
+    }
+
+    /// Whether it sees the conversations of business number `number`.
+    fn sees(&self, number: &str) -> bool {
+        self.reach().sees(&self.parts.tenants.snapshot(), number)
+    }
+
+    /// Conversations another tenant has answer as if they did not exist.
+    fn check_sees(&self, pnid: &PhoneNumberId) -> Result<()> {
+        if self.sees(pnid.as_str()) {
+            Ok(())
+        } else {
+            Err(ConsoleError::NotFound)
+        }
+    }
+
+    /// The conversation, which must exist and be one this session sees.
     async fn conversation(&self, pnid: &PhoneNumberId, user: &UserId) -> Result<ConversationView> {
+        self.check_sees(pnid)?;
         self.parts
             .store
             .get(pnid, user)
@@ -80,6 +108,16 @@ impl SignedIn<'_> {
         match &self.session.operator {
             Some(operator) if operator.role != OperatorRole::Admin => Err(ConsoleError::AdminOnly),
             _ => Ok(()),
+        }
+    }
+
+    /// A dead letter of a conversation it sees (one that names no number: the deployment's).
+    fn sees_letter(&self, letter: &crate::store::queue::DeadLetter) -> bool {
+        match self.reach() {
+            Reach::All => true,
+            reach => letter
+                .phone_number_id()
+                .is_some_and(|number| reach.sees(&self.parts.tenants.snapshot(), &number)),
         }
     }
 
@@ -134,6 +172,7 @@ async fn acting_on<'a>(
 ) -> Result<(SignedIn<'a>, PhoneNumberId, UserId)> {
     let signed = signed_form(request, state, csrf).await?;
     let (pnid, user) = conversation_ids(path)?;
+    signed.check_sees(&pnid)?;
     Ok((signed, pnid, user))
 }
 
@@ -254,14 +293,19 @@ pub async fn sign_in_form(
 fn dummy_account() -> &'static Operator {
     static DUMMY: std::sync::OnceLock<Operator> = std::sync::OnceLock::new();
     DUMMY.get_or_init(|| {
-        Operator::new("nobody", OperatorRole::Operator, &session::random_token()).unwrap_or_else(
-            |_| Operator {
-                name: "nobody".into(),
-                role: OperatorRole::Operator,
-                password_hash: String::new(),
-                created_at: 0,
-            },
+        Operator::new(
+            "nobody",
+            OperatorRole::Operator,
+            &session::random_token(),
+            &[],
         )
+        .unwrap_or_else(|_| Operator {
+            name: "nobody".into(),
+            role: OperatorRole::Operator,
+            password_hash: String::new(),
+            created_at: 0,
+            tenants: Vec::new(),
+        })
     })
 }
 
@@ -425,8 +469,14 @@ pub async fn conversations(
     }
     // Waiting conversations come first, a page of them, on the first page of the plain list.
     let waiting_from = query.waiting_from.unwrap_or(0);
+    let reach = signed.reach();
+    let snapshot = signed.parts.tenants.snapshot();
+    let sees = |number: &str| reach.sees(&snapshot, number);
     let waiting = if prefix.is_none() && cursor.is_none() {
-        let (waiting, total) = store.waiting_page(waiting_from, WAITING_PAGE).await?;
+        let scoped = (reach != Reach::All).then_some(&sees as &(dyn Fn(&str) -> bool + Sync));
+        let (waiting, total) = store
+            .waiting_page(waiting_from, WAITING_PAGE, scoped)
+            .await?;
         let refs: Vec<ConversationRef> = waiting.into_iter().map(|w| w.conversation).collect();
         let next = waiting_from + refs.len();
         let mut summaries = store.summaries(&refs).await?;
@@ -449,7 +499,11 @@ pub async fn conversations(
         let page = store
             .search(next_cursor.as_deref(), count, prefix.as_ref())
             .await?;
-        found.extend(page.conversations);
+        found.extend(
+            page.conversations
+                .into_iter()
+                .filter(|c| sees(&c.phone_number_id)),
+        );
         next_cursor = page.next_cursor;
         if !found.is_empty() || next_cursor.is_none() {
             break;
@@ -491,6 +545,8 @@ pub async fn conversation(
     let view = signed.conversation(&pnid, &user).await?;
     let template = &signed.parts.console.reengagement_template;
     let reply_key = session::random_token();
+    let snapshot = signed.parts.tenants.snapshot();
+    // Only colleagues who see this conversation can be given it.
     let colleagues: Vec<String> = signed
         .parts
         .console
@@ -499,6 +555,7 @@ pub async fn conversation(
         .list()
         .await?
         .into_iter()
+        .filter(|o| Reach::of(&o.tenants).sees(&snapshot, pnid.as_str()))
         .map(|o| o.name)
         .collect();
     Ok(html(pages::conversation(&pages::ConversationPage {
@@ -546,6 +603,14 @@ pub async fn take_over(
         .await?;
     metrics::counter!(crate::ops::monitoring::HANDOFFS, "reason" => "operator").increment(1);
     tracing::info!(user = %user, by = %signed.who(), "an operator took the conversation over in the console");
+    state
+        .audit(Action {
+            by: &signed.who(),
+            action: "take_over",
+            conversation: Some((pnid.as_str(), user.as_str())),
+            detail: &format!("{} min", state.handoff_minutes),
+        })
+        .await;
     Ok(see_other(&format!(
         "{}?done=taken",
         conversation_path(&pnid, &user)
@@ -560,6 +625,14 @@ pub async fn give_back(
         return Err(ConsoleError::NotFound);
     }
     tracing::info!(user = %user, by = %signed.who(), "the conversation is back with the bot (console)");
+    state
+        .audit(Action {
+            by: &signed.who(),
+            action: "give_back",
+            conversation: Some((pnid.as_str(), user.as_str())),
+            ..Action::default()
+        })
+        .await;
     Ok(see_other(&format!(
         "{}?done=given_back",
         conversation_path(&pnid, &user)
@@ -588,7 +661,10 @@ pub async fn assign(
         .operators()
         .get(to)
         .await?
-        .ok_or_else(|| ConsoleError::BadRequest(format!("No operator is named {to:?}.")))?;
+        .filter(|o| Reach::of(&o.tenants).sees(&signed.parts.tenants.snapshot(), pnid.as_str()))
+        .ok_or_else(|| {
+            ConsoleError::BadRequest(format!("No operator named {to:?} sees this conversation."))
+        })?;
     let until = unix_ms() + (state.handoff_minutes as i64).saturating_mul(60_000);
     let info = serde_json::json!({
         "reason": "assigned",
@@ -601,6 +677,14 @@ pub async fn assign(
         .take_over(&pnid, &user, until, &info, None)
         .await?;
     tracing::info!(user = %user, to = %colleague.name, by = %signed.who(), "conversation assigned in the console");
+    state
+        .audit(Action {
+            by: &signed.who(),
+            action: "assign",
+            conversation: Some((pnid.as_str(), user.as_str())),
+            detail: &format!("to {}", colleague.name),
+        })
+        .await;
     Ok(see_other(&format!(
         "{}?done=assigned",
         conversation_path(&pnid, &user)
@@ -610,6 +694,7 @@ pub async fn assign(
 /// Queues an operator's message in the conversation's order (like the admin API).
 /// Signed with the operator's name (none for the admin token).
 async fn queue_operator_message(
+    state: &AppState,
     signed: &SignedIn<'_>,
     pnid: PhoneNumberId,
     user: UserId,
@@ -623,8 +708,23 @@ async fn queue_operator_message(
         .map_err(bad)?;
     message.reply_to = outbound::quoting(quote.filter(|q| !q.is_empty()), None).map_err(bad)?;
     message.by = signed.operator().map(str::to_string);
+    let action = match message.content {
+        crate::domain::action::Action::Template { .. } => "template",
+        _ => "message",
+    };
+    let number = message.phone_number_id.clone();
     let new = outbound::enqueue(signed.parts.sink, message).await?;
     tracing::info!(user = %user, duplicate = !new, "operator message queued from the console");
+    if new {
+        state
+            .audit(Action {
+                by: &signed.who(),
+                action,
+                conversation: Some((number.as_str(), user.as_str())),
+                ..Action::default()
+            })
+            .await;
+    }
     Ok(())
 }
 
@@ -642,6 +742,7 @@ pub async fn reply(
     }
     let location = format!("{}?done=queued", conversation_path(&pnid, &user));
     queue_operator_message(
+        &state,
         &signed,
         pnid,
         user,
@@ -670,7 +771,16 @@ pub async fn template(
     let content = outbound::content(None, Some((&name, &language, &components)), None)
         .map_err(|e| ConsoleError::BadRequest(e.to_string()))?;
     let location = format!("{}?done=template", conversation_path(&pnid, &user));
-    queue_operator_message(&signed, pnid, user, content, form.key.as_deref(), None).await?;
+    queue_operator_message(
+        &state,
+        &signed,
+        pnid,
+        user,
+        content,
+        form.key.as_deref(),
+        None,
+    )
+    .await?;
     Ok(see_other(&location))
 }
 
@@ -688,12 +798,65 @@ pub async fn dead_letters(
         ),
         None => None,
     };
-    let page = queue.dead_letters_page(50, cursor).await?;
+    let mut page = queue.dead_letters_page(50, cursor).await?;
+    page.letters.retain(|letter| signed.sees_letter(letter));
     Ok(html(pages::dead_letters(&pages::DeadLettersPage {
         csrf: signed.csrf(),
         letters: &page.letters,
         next_cursor: page.next_cursor.as_deref(),
         notice: notice(query.done.as_deref()),
+    })))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct AuditQuery {
+    tenant: Option<String>,
+    cursor: Option<String>,
+}
+
+/// Who did what in one tenant's conversations: admins (the admin token, `admin` accounts),
+/// each in the tenants it sees.
+pub async fn audit(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+    query: web::Query<AuditQuery>,
+) -> Result<HttpResponse> {
+    let signed = signed_in(&request, &state).await?;
+    signed.require_admin()?;
+    let reach = signed.reach();
+    let readable: Vec<String> = match &reach {
+        Reach::All => std::iter::once(crate::config::tenants::DEFAULT_TENANT.to_string())
+            .chain(
+                signed
+                    .parts
+                    .tenants
+                    .snapshot()
+                    .tenants
+                    .iter()
+                    .map(|t| t.id.clone()),
+            )
+            .collect(),
+        Reach::Tenants(ids) => ids.clone(),
+    };
+    let tenant = match query.tenant.as_deref().filter(|t| !t.is_empty()) {
+        Some(named) if readable.iter().any(|t| t == named) => named.to_string(),
+        Some(_) => return Err(ConsoleError::NotFound),
+        None => readable.first().cloned().ok_or(ConsoleError::NotFound)?,
+    };
+    let cursor = query.cursor.as_deref().filter(|c| !c.is_empty());
+    if cursor.is_some_and(|c| !crate::store::audit::valid_cursor(c)) {
+        return Err(ConsoleError::BadRequest(
+            "That page link is not valid; start again from the newest entries.".into(),
+        ));
+    }
+    let page = state.audit.page(&tenant, cursor, 50).await?;
+    Ok(html(pages::audit(&pages::AuditPage {
+        csrf: signed.csrf(),
+        tenant: &tenant,
+        tenants: &readable,
+        entries: &page.entries,
+        next_cursor: page.next_cursor.as_deref(),
     })))
 }
 
@@ -708,12 +871,25 @@ pub async fn replay(
     let queue = signed.parts.queue;
     let (partition, stream_id) =
         dead_letter_id(&id, queue).map_err(|e| ConsoleError::BadRequest(e.to_string()))?;
-    if !queue.replay_dead_letter(partition, stream_id).await? {
+    let letter = queue.find_dead_letter(partition, stream_id).await?;
+    let visible = letter
+        .as_ref()
+        .is_some_and(|letter| signed.sees_letter(letter));
+    if !visible || !queue.replay_dead_letter(partition, stream_id).await? {
         return Err(ConsoleError::Conflict(format!(
             "No dead letter {} (already replayed, or never existed).",
             id.as_str()
         )));
     }
     tracing::info!(id = %id.as_str(), by = %signed.who(), "dead letter replayed from the console");
+    let number = letter.and_then(|letter| letter.phone_number_id());
+    state
+        .audit(Action {
+            by: &signed.who(),
+            action: "replay",
+            conversation: number.as_deref().map(|n| (n, "")),
+            detail: id.as_str(),
+        })
+        .await;
     Ok(see_other("/console/dead-letters?done=replayed"))
 }

@@ -239,6 +239,7 @@ pub fn scope() -> actix_web::Scope<
             web::post().to(handlers::template),
         )
         .route("/dead-letters", web::get().to(handlers::dead_letters))
+        .route("/audit", web::get().to(handlers::audit))
         .route(
             "/dead-letters/{id}/replay",
             web::post().to(handlers::replay),

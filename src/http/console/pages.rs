@@ -67,6 +67,7 @@ fn layout(title: &str, csrf: Option<&str>, content: Markup) -> Markup {
                         nav {
                             a href="/console/conversations" { "Conversations" }
                             a href="/console/dead-letters" { "Dead letters" }
+                            a href="/console/audit" { "Audit" }
                             form.inline method="post" action="/console/sign-out" {
                                 input type="hidden" name="csrf" value=(csrf);
                                 button.link type="submit" id="sign-out" { "Sign out" }
@@ -504,6 +505,64 @@ pub fn dead_letters(page: &DeadLettersPage<'_>) -> Markup {
             }
             @if let Some(cursor) = page.next_cursor {
                 p { a.more href=(format!("/console/dead-letters?cursor={cursor}")) { "More →" } }
+            }
+        },
+    )
+}
+
+pub struct AuditPage<'a> {
+    pub csrf: &'a str,
+    /// Whose audit is shown.
+    pub tenant: &'a str,
+    /// The audits this session may read, to switch between.
+    pub tenants: &'a [String],
+    pub entries: &'a [crate::store::audit::AuditEntry],
+    pub next_cursor: Option<&'a str>,
+}
+
+pub fn audit(page: &AuditPage<'_>) -> Markup {
+    let link = |tenant: &str| format!("/console/audit?tenant={tenant}");
+    layout(
+        "Audit",
+        Some(page.csrf),
+        html! {
+            h1 { "Audit · " (page.tenant) }
+            @if page.tenants.len() > 1 {
+                nav.tenants aria-label="Tenants" {
+                    @for tenant in page.tenants {
+                        @if tenant == page.tenant { strong { (tenant) } }
+                        @else { a href=(link(tenant)) { (tenant) } }
+                    }
+                }
+            }
+            @if page.entries.is_empty() {
+                p.empty { "Nothing recorded yet." }
+            } @else {
+                table.audit {
+                    thead { tr { th { "When" } th { "Who" } th { "What" } th { "Conversation" } th { "Detail" } } }
+                    tbody {
+                        @for entry in page.entries {
+                            tr {
+                                td { (utc(entry.at_ms)) }
+                                td.by { (entry.by) }
+                                td { (entry.action.replace('_', " ")) }
+                                td {
+                                    @match (&entry.phone_number_id, &entry.user) {
+                                        (Some(number), Some(user)) => {
+                                            a href=(format!("/console/c/{number}/{user}")) { (user) }
+                                        }
+                                        (Some(number), None) => { (number) }
+                                        _ => {}
+                                    }
+                                }
+                                td { (entry.detail) }
+                            }
+                        }
+                    }
+                }
+            }
+            @if let Some(cursor) = page.next_cursor {
+                p { a.more href=(format!("{}&cursor={cursor}", link(page.tenant))) { "Older →" } }
             }
         },
     )

@@ -16,6 +16,7 @@ use crate::http::error::ApiError;
 use crate::http::state::AppState;
 use crate::ops::telemetry::{rejections, LogVerdict};
 use crate::pipeline::outbound;
+use crate::store::audit::Action;
 use crate::store::conversation::ConversationStore;
 use crate::store::queue::{parse_dead_letter_id, DeadLetter, Queue};
 use crate::store::tenants::Route;
@@ -149,6 +150,14 @@ impl Caller {
         match self {
             Caller::Admin => true,
             Caller::Tenant(tenant) => tenant.numbers.iter().any(|n| n == number),
+        }
+    }
+
+    /// Who acts, as the audit records it: `api` (the admin token) or `api:<tenant>`.
+    pub fn who(&self) -> String {
+        match self {
+            Caller::Admin => "api".into(),
+            Caller::Tenant(tenant) => format!("api:{}", tenant.id),
         }
     }
 
@@ -316,6 +325,14 @@ pub async fn delete_conversation(
     let (store, pnid, user) = conversation(&request, &state, &path)?;
     if store.delete(&pnid, &user).await.map_err(ApiError::redis)? {
         tracing::info!(user = %user, "conversation deleted by an operator");
+        state
+            .audit(Action {
+                by: &Caller::of(&request)?.who(),
+                action: "delete",
+                conversation: Some((pnid.as_str(), user.as_str())),
+                ..Action::default()
+            })
+            .await;
         Ok(HttpResponse::NoContent().finish())
     } else {
         Err(ApiError::Missing("no such conversation".into()))
@@ -340,7 +357,14 @@ pub async fn list_operators(
     let accounts = operators(&state)?.list().await.map_err(ApiError::redis)?;
     let listed: Vec<serde_json::Value> = accounts
         .iter()
-        .map(|a| serde_json::json!({"name": a.name, "role": a.role, "created_at": a.created_at}))
+        .map(|a| {
+            serde_json::json!({
+                "name": a.name,
+                "role": a.role,
+                "tenants": a.tenants,
+                "created_at": a.created_at,
+            })
+        })
         .collect();
     Ok(HttpResponse::Ok().json(serde_json::json!({ "operators": listed })))
 }
@@ -350,10 +374,15 @@ pub async fn list_operators(
 pub struct OperatorBody {
     role: crate::store::operators::OperatorRole,
     password: String,
+    /// The tenants whose conversations it sees; absent or empty: every conversation.
+    #[serde(default)]
+    tenants: Vec<String>,
 }
 
-/// `PUT /admin/operators/{name}` `{"role", "password"}`: creates the account or replaces its
-/// password and role (its sessions end).
+/// `PUT /admin/operators/{name}` `{"role", "password", "tenants"}`: creates the account or
+/// replaces its password, role and tenants (its sessions end). Each tenant must exist now
+/// (`default`: the deployment's own numbers), so a typo does not make an account that sees
+/// nothing.
 pub async fn put_operator(
     request: HttpRequest,
     state: web::Data<AppState>,
@@ -364,17 +393,41 @@ pub async fn put_operator(
     let body: OperatorBody = json_body(&body)?;
     let name = name.into_inner();
     let role = body.role;
-    let account =
-        web::block(move || crate::store::operators::Operator::new(&name, role, &body.password))
-            .await
-            .map_err(|_| ApiError::BadRequest("the password could not be hashed".into()))?
-            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    if let Err(error) = state.tenants.refresh().await {
+        tracing::debug!(error = %error, "tenants not re-read before saving an operator");
+    }
+    let snapshot = state.tenants.snapshot();
+    if let Some(unknown) = body
+        .tenants
+        .iter()
+        .find(|id| *id != crate::config::tenants::DEFAULT_TENANT && snapshot.get(id).is_none())
+    {
+        return Err(ApiError::BadRequest(format!("no tenant {unknown:?}")));
+    }
+    let account = web::block(move || {
+        crate::store::operators::Operator::new(&name, role, &body.password, &body.tenants)
+    })
+    .await
+    .map_err(|_| ApiError::BadRequest("the password could not be hashed".into()))?
+    .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     operators(&state)?
         .put(&account)
         .await
         .map_err(ApiError::redis)?;
     tracing::info!(operator = %account.name, role = account.role.as_str(), "operator account saved");
-    Ok(HttpResponse::Ok().json(serde_json::json!({"name": account.name, "role": account.role})))
+    state
+        .audit(Action {
+            by: "api",
+            action: "operator_saved",
+            detail: &account.summary(),
+            ..Action::default()
+        })
+        .await;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "name": account.name,
+        "role": account.role,
+        "tenants": account.tenants,
+    })))
 }
 
 /// `DELETE /admin/operators/{name}`: 204, or 404 when there is none.
@@ -390,6 +443,14 @@ pub async fn delete_operator(
         .map_err(ApiError::redis)?
     {
         tracing::info!(operator = %name.as_str(), "operator account removed");
+        state
+            .audit(Action {
+                by: "api",
+                action: "operator_removed",
+                detail: name.as_str(),
+                ..Action::default()
+            })
+            .await;
         Ok(HttpResponse::NoContent().finish())
     } else {
         Err(ApiError::Missing(format!(
@@ -449,23 +510,33 @@ pub async fn replay_dead_letter(
     let queue = &state.queue;
     let (partition, stream_id) = dead_letter_id(&id, queue)?;
     let caller = Caller::of(&request)?;
-    if let Caller::Tenant(_) = caller {
-        let letter = queue
-            .find_dead_letter(partition, stream_id)
-            .await
-            .map_err(ApiError::redis)?;
-        if !letter.is_some_and(|letter| letter_visible(&caller, &letter)) {
-            return Err(ApiError::Missing(format!(
-                "no dead letter {id} (already replayed, or never existed)"
-            )));
-        }
+    let letter = queue
+        .find_dead_letter(partition, stream_id)
+        .await
+        .map_err(ApiError::redis)?;
+    if !letter
+        .as_ref()
+        .is_some_and(|letter| letter_visible(&caller, letter))
+    {
+        return Err(ApiError::Missing(format!(
+            "no dead letter {id} (already replayed, or never existed)"
+        )));
     }
+    let number = letter.and_then(|letter| letter.phone_number_id());
     if queue
         .replay_dead_letter(partition, stream_id)
         .await
         .map_err(ApiError::redis)?
     {
         tracing::info!(id = %id, "dead letter replayed by an operator");
+        state
+            .audit(Action {
+                by: &caller.who(),
+                action: "replay",
+                conversation: number.as_deref().map(|n| (n, "")),
+                detail: id.as_str(),
+            })
+            .await;
         Ok(HttpResponse::Accepted().json(serde_json::json!({ "replayed": id.as_str() })))
     } else {
         Err(ApiError::Missing(format!(
@@ -474,15 +545,70 @@ pub async fn replay_dead_letter(
     }
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditQuery {
+    /// Whose audit: a tenant's id or `default` (the deployment's); a tenant's token reads its
+    /// own whatever it names here, and another's is "not found".
+    tenant: Option<String>,
+    cursor: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /admin/audit?tenant=&cursor=&limit=`: who did what, newest first.
+pub async fn audit(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let params: AuditQuery = query(&request)?;
+    let caller = Caller::of(&request)?;
+    let tenant = match (&caller, params.tenant.as_deref()) {
+        (Caller::Tenant(own), Some(named)) if named != own.id => {
+            return Err(ApiError::Missing(format!("no tenant {named:?}")))
+        }
+        (Caller::Tenant(own), _) => own.id.clone(),
+        (Caller::Admin, named) => named
+            .unwrap_or(crate::config::tenants::DEFAULT_TENANT)
+            .to_string(),
+    };
+    if tenant != crate::config::tenants::DEFAULT_TENANT
+        && !crate::config::tenants::valid_tenant_id(&tenant)
+    {
+        return Err(ApiError::BadRequest(format!(
+            "tenant {tenant:?} is not a tenant id"
+        )));
+    }
+    let cursor = params.cursor.as_deref().filter(|c| !c.is_empty());
+    if cursor.is_some_and(|c| !crate::store::audit::valid_cursor(c)) {
+        return Err(ApiError::BadRequest(
+            "invalid cursor: pass the next_cursor of the previous page".into(),
+        ));
+    }
+    let limit = match params.limit {
+        Some(0) => return Err(ApiError::BadRequest("limit must be at least 1".into())),
+        Some(limit) => limit.min(1000),
+        None => 100,
+    };
+    let page = state
+        .audit
+        .page(&tenant, cursor, limit)
+        .await
+        .map_err(ApiError::redis)?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "tenant": tenant,
+        "entries": page.entries,
+        "next_cursor": page.next_cursor,
+    })))
+}
+
 /// Whether the caller may see a dead letter: the admin always; a tenant, those of its numbers
 /// (one that names no number is the deployment's).
 fn letter_visible(caller: &Caller, letter: &DeadLetter) -> bool {
     match caller {
         Caller::Admin => true,
-        Caller::Tenant(_) => crate::domain::InboxItem::from_json(&letter.message_json)
-            .ok()
-            .and_then(|item| item.phone_number_id().map(|n| caller.sees(n.as_str())))
-            .unwrap_or(false),
+        Caller::Tenant(_) => letter
+            .phone_number_id()
+            .is_some_and(|number| caller.sees(&number)),
     }
 }
 
@@ -536,6 +662,7 @@ fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError>
 /// Queues an outbound message in its conversation's order; 202 once stored.
 async fn enqueue(
     state: &AppState,
+    caller: &Caller,
     pnid: PhoneNumberId,
     to: UserId,
     source: OutboundSource,
@@ -588,8 +715,24 @@ async fn enqueue(
         message.by = Some(by.clone());
     }
     let id = message.id.clone();
+    let by = message.by.clone();
+    let number = message.phone_number_id.clone();
     let new = outbound::enqueue(state.sink.as_ref(), message).await?;
     tracing::info!(user = %to, duplicate = !new, ?source, "outbound message queued");
+    if new {
+        let detail = by.map(|by| format!("written by {by}")).unwrap_or_default();
+        state
+            .audit(Action {
+                by: &caller.who(),
+                action: match source {
+                    OutboundSource::Notification => "notification",
+                    _ => "message",
+                },
+                conversation: Some((number.as_str(), to.as_str())),
+                detail: &detail,
+            })
+            .await;
+    }
     Ok(HttpResponse::Accepted().json(serde_json::json!({
         "id": id,
         "status": if new { "queued" } else { "duplicate" },
@@ -608,7 +751,8 @@ pub async fn send_operator_message(
             "the conversation is named by the path; leave out phone_number_id and to".into(),
         ));
     }
-    enqueue(&state, pnid, user, OutboundSource::Operator, &body).await
+    let caller = Caller::of(&request)?;
+    enqueue(&state, &caller, pnid, user, OutboundSource::Operator, &body).await
 }
 
 /// `POST /admin/messages`: a notification (a template outside the window).
@@ -624,10 +768,19 @@ pub async fn send_notification(
         ));
     };
     let (pnid, to) = conversation_ids(&(pnid.clone(), to.clone()))?;
-    if !Caller::of(&request)?.sees(pnid.as_str()) {
+    let caller = Caller::of(&request)?;
+    if !caller.sees(pnid.as_str()) {
         return Err(ApiError::Missing(format!("no business number {pnid}")));
     }
-    enqueue(&state, pnid, to, OutboundSource::Notification, &body).await
+    enqueue(
+        &state,
+        &caller,
+        pnid,
+        to,
+        OutboundSource::Notification,
+        &body,
+    )
+    .await
 }
 
 /// `POST /admin/conversations/{pnid}/{user}/handoff`: a person takes the conversation.
@@ -660,8 +813,9 @@ pub async fn take_over(
     if let Some(note) = body.note {
         info["note"] = serde_json::Value::String(note.chars().take(500).collect());
     }
-    if let Some(by) = body.by {
-        info["by"] = serde_json::Value::String(by.chars().take(100).collect());
+    let named: Option<String> = body.by.map(|by| by.chars().take(100).collect());
+    if let Some(by) = &named {
+        info["by"] = serde_json::Value::String(by.clone());
     }
     store
         .take_over(&pnid, &user, until, &info, None)
@@ -669,6 +823,18 @@ pub async fn take_over(
         .map_err(ApiError::Store)?;
     metrics::counter!(crate::ops::monitoring::HANDOFFS, "reason" => "operator").increment(1);
     tracing::info!(user = %user, minutes, "an operator took the conversation over");
+    let detail = match &named {
+        Some(by) => format!("{minutes} min, for {by}"),
+        None => format!("{minutes} min"),
+    };
+    state
+        .audit(Action {
+            by: &Caller::of(&request)?.who(),
+            action: "take_over",
+            conversation: Some((pnid.as_str(), user.as_str())),
+            detail: &detail,
+        })
+        .await;
     show(store, &pnid, &user).await
 }
 
@@ -685,6 +851,14 @@ pub async fn give_back(
         return Err(ApiError::Missing("no such conversation".into()));
     }
     tracing::info!(user = %user, "the conversation is back with the bot");
+    state
+        .audit(Action {
+            by: &Caller::of(&request)?.who(),
+            action: "give_back",
+            conversation: Some((pnid.as_str(), user.as_str())),
+            ..Action::default()
+        })
+        .await;
     show(store, &pnid, &user).await
 }
 

@@ -125,6 +125,17 @@ pub async fn put(
         .map_err(ApiError::Store)?;
     directory.refresh().await.map_err(ApiError::Store)?;
     tracing::info!(tenant = %tenant.id, numbers = tenant.numbers.len(), created, "tenant stored");
+    state
+        .audit_in(
+            &tenant.id,
+            crate::store::audit::Action {
+                by: "api",
+                action: "tenant_saved",
+                detail: &format!("numbers {}", tenant.numbers.join(", ")),
+                ..Default::default()
+            },
+        )
+        .await;
     let described = described(&tenant);
     Ok(if created {
         HttpResponse::Created().json(described)
@@ -158,6 +169,16 @@ pub async fn delete(
     {
         directory.refresh().await.map_err(ApiError::Store)?;
         tracing::info!(tenant = %id.as_str(), "tenant removed");
+        state
+            .audit_in(
+                &id,
+                crate::store::audit::Action {
+                    by: "api",
+                    action: "tenant_removed",
+                    ..Default::default()
+                },
+            )
+            .await;
         Ok(HttpResponse::NoContent().finish())
     } else {
         Err(ApiError::Missing(format!("no tenant {:?}", id.as_str())))

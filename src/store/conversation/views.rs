@@ -73,16 +73,26 @@ impl ConversationStore {
 
     /// Every conversation a person has now (see [`waiting_page`](Self::waiting_page)).
     pub async fn waiting(&self) -> Result<Vec<Waiting>> {
-        Ok(self.waiting_page(0, usize::MAX).await?.0)
+        Ok(self.waiting_page(0, usize::MAX, None).await?.0)
     }
 
     /// Conversations a person has now, across all partitions, the longest-held first (the
     /// handoff that ends first): `limit` of them after the first `offset`, and how many there
     /// are in all. One bounded sorted-set read and one count per partition, concurrently: each
     /// partition is its own Cluster slot, and no partition is read past `offset + limit`.
-    pub async fn waiting_page(&self, offset: usize, limit: usize) -> Result<(Vec<Waiting>, u64)> {
+    pub async fn waiting_page(
+        &self,
+        offset: usize,
+        limit: usize,
+        only: Option<&(dyn Fn(&str) -> bool + Sync)>,
+    ) -> Result<(Vec<Waiting>, u64)> {
         let now = unix_ms() as f64;
-        let wanted = i64::try_from(offset.saturating_add(limit)).unwrap_or(i64::MAX);
+        // Filtered, the page and the total are of what passes: every member is read (people
+        // have these conversations, so there are as many as people can hold).
+        let wanted = match only {
+            Some(_) => i64::MAX,
+            None => i64::try_from(offset.saturating_add(limit)).unwrap_or(i64::MAX),
+        };
         let reads = (0..self.keys.partitions()).map(|partition| {
             let key = self.keys.with_person(partition);
             async move {
@@ -98,9 +108,14 @@ impl ConversationStore {
         let mut total = 0u64;
         for read in futures_util::future::join_all(reads).await {
             let (members, count) = read?;
-            total += count;
+            if only.is_none() {
+                total += count;
+            }
             waiting.extend(members.into_iter().filter_map(|(member, until)| {
                 let (pnid, user) = member.split_once(':')?;
+                if only.is_some_and(|only| !only(pnid)) {
+                    return None;
+                }
                 Some(Waiting {
                     conversation: ConversationRef {
                         phone_number_id: pnid.to_string(),
@@ -115,6 +130,9 @@ impl ConversationStore {
                 .cmp(&b.until_ms)
                 .then_with(|| a.conversation.user.cmp(&b.conversation.user))
         });
+        if only.is_some() {
+            total = u64::try_from(waiting.len()).unwrap_or(u64::MAX);
+        }
         let waiting = waiting.into_iter().skip(offset).take(limit).collect();
         Ok((waiting, total))
     }
