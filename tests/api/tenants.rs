@@ -458,10 +458,14 @@ async fn tenants_stored_through_the_admin_api_reach_every_replica_sealed() {
     b.stop().await;
 }
 
-#[tokio::test]
-async fn a_tenant_token_reaches_its_own_conversations_and_dead_letters_only() {
+/// Two file tenants: the clinic at `clinic` (API token `CLINIC_TOKEN`), the shop at `shop`,
+/// whose sends fail for good (its messages become dead letters), one attempt each.
+async fn clinic_and_failing_shop(
+    clinic: &str,
+    shop: &str,
+    admin_token: &str,
+) -> (std::sync::Arc<MockServer>, TenantDir, TestApp) {
     let graph = graph_ok().await;
-    // The shop's sends fail for good: its message becomes a dead letter.
     Mock::given(method("POST"))
         .and(header("authorization", "Bearer shop-access-token"))
         .respond_with(ResponseTemplate::new(400).set_body_json(serde_json::json!({
@@ -473,20 +477,30 @@ async fn a_tenant_token_reaches_its_own_conversations_and_dead_letters_only() {
     let dir = TenantDir::new(&[
         (
             "clinic",
-            format!("[tenant]\nnumbers = [\"1110003\"]\napi_token = \"{CLINIC_TOKEN}\"\n"),
+            format!("[tenant]\nnumbers = [\"{clinic}\"]\napi_token = \"{CLINIC_TOKEN}\"\n"),
         ),
         (
             "shop",
-            "[tenant]\nnumbers = [\"2220003\"]\n[whatsapp]\naccess_token = \"shop-access-token\"\n"
-                .to_string(),
+            format!(
+                "[tenant]\nnumbers = [\"{shop}\"]\n[whatsapp]\naccess_token = \"shop-access-token\"\n"
+            ),
         ),
     ]);
     let app = spawn(AppOptions {
         graph: Some(graph.clone()),
         max_attempts: 1,
-        ..AppOptions::with_env(&[("ADMIN_TOKEN", ADMIN), ("WABOT_TENANTS__DIR", &dir.path())])
+        ..AppOptions::with_env(&[
+            ("ADMIN_TOKEN", admin_token),
+            ("WABOT_TENANTS__DIR", &dir.path()),
+        ])
     })
     .await;
+    (graph, dir, app)
+}
+
+#[tokio::test]
+async fn a_tenant_token_reaches_its_own_conversations_and_dead_letters_only() {
+    let (_graph, _dir, app) = clinic_and_failing_shop("1110003", "2220003", ADMIN).await;
     for (number, user) in [("1110003", "15550005001"), ("2220003", "15550005002")] {
         let body = text_delivery(number, user, &format!("wamid.scope.{user}"), "hi");
         assert_eq!(app.post_signed(&body, APP_SECRET).await.status(), 200);
@@ -623,33 +637,7 @@ async fn a_tenant_token_reaches_its_own_conversations_and_dead_letters_only() {
 async fn a_tenants_operators_reach_its_conversations_only_and_the_audit_names_who_did_what() {
     use crate::console::{signed_in, user_text_to, TOKEN};
     use crate::operators::{put, sign_in};
-    let graph = graph_ok().await;
-    // The shop's sends fail for good: its reply becomes a dead letter.
-    Mock::given(method("POST"))
-        .and(header("authorization", "Bearer shop-access-token"))
-        .respond_with(ResponseTemplate::new(400).set_body_json(serde_json::json!({
-            "error": {"message": "(#100) Invalid parameter", "type": "OAuthException", "code": 100}
-        })))
-        .with_priority(1)
-        .mount(&graph)
-        .await;
-    let dir = TenantDir::new(&[
-        (
-            "clinic",
-            format!("[tenant]\nnumbers = [\"1110006\"]\napi_token = \"{CLINIC_TOKEN}\"\n"),
-        ),
-        (
-            "shop",
-            "[tenant]\nnumbers = [\"2220006\"]\n[whatsapp]\naccess_token = \"shop-access-token\"\n"
-                .to_string(),
-        ),
-    ]);
-    let app = spawn(AppOptions {
-        graph: Some(graph.clone()),
-        max_attempts: 1,
-        ..AppOptions::with_env(&[("ADMIN_TOKEN", TOKEN), ("WABOT_TENANTS__DIR", &dir.path())])
-    })
-    .await;
+    let (graph, _dir, app) = clinic_and_failing_shop("1110006", "2220006", TOKEN).await;
     for (name, role, tenants) in [
         ("Clara", "operator", vec!["clinic"]),
         ("Cleo", "admin", vec!["clinic"]),

@@ -111,6 +111,24 @@ impl SignedIn<'_> {
         }
     }
 
+    /// Records what this session did in the audit of the conversation's tenant.
+    async fn record(
+        &self,
+        state: &AppState,
+        action: &str,
+        conversation: Option<(&str, &str)>,
+        detail: &str,
+    ) {
+        state
+            .audit(Action {
+                by: &self.who(),
+                action,
+                conversation,
+                detail,
+            })
+            .await;
+    }
+
     /// A dead letter of a conversation it sees (one that names no number: the deployment's).
     fn sees_letter(&self, letter: &crate::store::queue::DeadLetter) -> bool {
         match self.reach() {
@@ -603,13 +621,13 @@ pub async fn take_over(
         .await?;
     metrics::counter!(crate::ops::monitoring::HANDOFFS, "reason" => "operator").increment(1);
     tracing::info!(user = %user, by = %signed.who(), "an operator took the conversation over in the console");
-    state
-        .audit(Action {
-            by: &signed.who(),
-            action: "take_over",
-            conversation: Some((pnid.as_str(), user.as_str())),
-            detail: &format!("{} min", state.handoff_minutes),
-        })
+    signed
+        .record(
+            &state,
+            "take_over",
+            Some((pnid.as_str(), user.as_str())),
+            &format!("{} min", state.handoff_minutes),
+        )
         .await;
     Ok(see_other(&format!(
         "{}?done=taken",
@@ -625,13 +643,13 @@ pub async fn give_back(
         return Err(ConsoleError::NotFound);
     }
     tracing::info!(user = %user, by = %signed.who(), "the conversation is back with the bot (console)");
-    state
-        .audit(Action {
-            by: &signed.who(),
-            action: "give_back",
-            conversation: Some((pnid.as_str(), user.as_str())),
-            ..Action::default()
-        })
+    signed
+        .record(
+            &state,
+            "give_back",
+            Some((pnid.as_str(), user.as_str())),
+            "",
+        )
         .await;
     Ok(see_other(&format!(
         "{}?done=given_back",
@@ -677,13 +695,13 @@ pub async fn assign(
         .take_over(&pnid, &user, until, &info, None)
         .await?;
     tracing::info!(user = %user, to = %colleague.name, by = %signed.who(), "conversation assigned in the console");
-    state
-        .audit(Action {
-            by: &signed.who(),
-            action: "assign",
-            conversation: Some((pnid.as_str(), user.as_str())),
-            detail: &format!("to {}", colleague.name),
-        })
+    signed
+        .record(
+            &state,
+            "assign",
+            Some((pnid.as_str(), user.as_str())),
+            &format!("to {}", colleague.name),
+        )
         .await;
     Ok(see_other(&format!(
         "{}?done=assigned",
@@ -716,13 +734,8 @@ async fn queue_operator_message(
     let new = outbound::enqueue(signed.parts.sink, message).await?;
     tracing::info!(user = %user, duplicate = !new, "operator message queued from the console");
     if new {
-        state
-            .audit(Action {
-                by: &signed.who(),
-                action,
-                conversation: Some((number.as_str(), user.as_str())),
-                ..Action::default()
-            })
+        signed
+            .record(state, action, Some((number.as_str(), user.as_str())), "")
             .await;
     }
     Ok(())
@@ -883,13 +896,13 @@ pub async fn replay(
     }
     tracing::info!(id = %id.as_str(), by = %signed.who(), "dead letter replayed from the console");
     let number = letter.and_then(|letter| letter.phone_number_id());
-    state
-        .audit(Action {
-            by: &signed.who(),
-            action: "replay",
-            conversation: number.as_deref().map(|n| (n, "")),
-            detail: id.as_str(),
-        })
+    signed
+        .record(
+            &state,
+            "replay",
+            number.as_deref().map(|n| (n, "")),
+            id.as_str(),
+        )
         .await;
     Ok(see_other("/console/dead-letters?done=replayed"))
 }
