@@ -321,6 +321,7 @@ mod tests {
         let optional = [
             "whatsapp.phone_number_id",
             "whatsapp.business_account_id",
+            "whatsapp.app_id",
             "whatsapp.reengagement_template.parameters",
             "responder.openai.tools",
         ];

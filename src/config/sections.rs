@@ -103,6 +103,10 @@ pub struct WhatsAppSettings {
     /// subscription and templates.
     #[serde(default, deserialize_with = "empty_as_none")]
     pub business_account_id: Option<String>,
+    /// The Meta app's id (App Dashboard > App settings > Basic): Embedded Signup exchanges a
+    /// business's code for its token with it and the app secret.
+    #[serde(default, deserialize_with = "empty_as_none")]
+    pub app_id: Option<String>,
     pub api_base_url: String,
     pub api_version: String,
     pub mark_as_read: bool,

@@ -32,6 +32,7 @@ const TENANT_SECTIONS: &[&str] = &[
 const DEPLOYMENT_KEYS: &[&str] = &[
     "whatsapp.app_secret",
     "whatsapp.verify_token",
+    "whatsapp.app_id",
     "whatsapp.api_base_url",
     "whatsapp.api_version",
     "whatsapp.http2",
@@ -259,6 +260,74 @@ impl Settings {
     }
 }
 
+/// What Meta's Embedded Signup gives a tenant: its WhatsApp Business Account, a number of it,
+/// and the business's token.
+pub struct Onboarded<'a> {
+    pub name: Option<&'a str>,
+    pub business_account_id: &'a str,
+    pub number: &'a str,
+    pub access_token: &'a str,
+}
+
+/// `document` (a stored tenant's; none for a new tenant) with what Embedded Signup gave it: the
+/// number among `[tenant] numbers`, `[whatsapp] access_token` and `business_account_id` set, and
+/// everything else as it was. A tenant is one WABA: a document naming another is refused.
+pub fn onboarded_document(
+    document: Option<&str>,
+    onboarded: &Onboarded<'_>,
+) -> Result<String, String> {
+    let mut table: toml::Table = match document {
+        Some(document) => {
+            toml::from_str(document).map_err(|e| format!("the stored document: {e}"))?
+        }
+        None => toml::Table::new(),
+    };
+    let head = section(&mut table, "tenant")?;
+    if let Some(name) = onboarded.name.map(str::trim).filter(|n| !n.is_empty()) {
+        head.insert("name".into(), toml::Value::String(name.to_string()));
+    }
+    let numbers = head
+        .entry("numbers")
+        .or_insert_with(|| toml::Value::Array(Vec::new()));
+    let toml::Value::Array(numbers) = numbers else {
+        return Err("[tenant] numbers is not a list".into());
+    };
+    if !numbers.iter().any(|n| n.as_str() == Some(onboarded.number)) {
+        numbers.push(toml::Value::String(onboarded.number.to_string()));
+    }
+    let whatsapp = section(&mut table, "whatsapp")?;
+    if let Some(other) = whatsapp
+        .get("business_account_id")
+        .and_then(|w| w.as_str())
+        .filter(|w| *w != onboarded.business_account_id)
+    {
+        return Err(format!(
+            "the tenant is WhatsApp Business Account {other}, not {}: one tenant is one WABA",
+            onboarded.business_account_id
+        ));
+    }
+    whatsapp.insert(
+        "business_account_id".into(),
+        toml::Value::String(onboarded.business_account_id.to_string()),
+    );
+    whatsapp.insert(
+        "access_token".into(),
+        toml::Value::String(onboarded.access_token.to_string()),
+    );
+    toml::to_string(&table).map_err(|e| e.to_string())
+}
+
+/// The table `name` of `table`, made when missing.
+fn section<'t>(table: &'t mut toml::Table, name: &str) -> Result<&'t mut toml::Table, String> {
+    match table
+        .entry(name)
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+    {
+        toml::Value::Table(section) => Ok(section),
+        _ => Err(format!("`{name}` is not a table")),
+    }
+}
+
 /// Seals tenant documents at rest under `tenants.key` (AES-256-GCM, a random 96-bit nonce per
 /// seal, the tenant id as associated data: a document moved to another id does not open).
 #[derive(Clone)]
@@ -354,6 +423,46 @@ kind = "echo"
 [conversation]
 language = "es"
 "#;
+
+    #[test]
+    fn embedded_signup_adds_its_number_and_token_to_a_document_and_keeps_the_rest() {
+        let base = settings(&[]).expect("loads");
+        let onboarded = Onboarded {
+            name: Some("Panadería"),
+            business_account_id: "9001",
+            number: "1003",
+            access_token: "business-token",
+        };
+        let fresh = onboarded_document(None, &onboarded).expect("new");
+        let tenant = base.tenant("bakery", &fresh, STORED).expect("builds");
+        assert_eq!(tenant.name, "Panadería");
+        assert_eq!(tenant.numbers, ["1003"]);
+        let w = &tenant.settings.whatsapp;
+        assert_eq!(w.access_token.expose_secret(), "business-token");
+        assert_eq!(w.business_account_id.as_deref(), Some("9001"));
+
+        let clinic = CLINIC.replace("[whatsapp]", "[whatsapp]\nbusiness_account_id = \"9001\"");
+        let again = Onboarded {
+            name: None,
+            number: "1002",
+            ..onboarded
+        };
+        let edited = onboarded_document(Some(&clinic), &again).expect("edited");
+        let tenant = base.tenant("clinic", &edited, STORED).expect("builds");
+        assert_eq!(tenant.name, "Clínica Sol");
+        assert_eq!(tenant.numbers, ["1001", "1002"], "not listed twice");
+        assert_eq!(tenant.max_concurrency, 4);
+        assert_eq!(tenant.settings.whatsapp.throughput_per_sec, 20);
+        assert_eq!(
+            tenant.settings.whatsapp.access_token.expose_secret(),
+            "business-token"
+        );
+        assert_eq!(tenant.settings.conversation.language, "es");
+
+        let other_waba = CLINIC.replace("[whatsapp]", "[whatsapp]\nbusiness_account_id = \"77\"");
+        let refused = onboarded_document(Some(&other_waba), &again).expect_err("one WABA");
+        assert!(refused.contains("one tenant is one WABA"), "{refused}");
+    }
 
     #[test]
     fn a_tenant_is_the_deployment_with_its_document_on_top() {

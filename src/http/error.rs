@@ -50,6 +50,9 @@ pub enum ApiError {
     Missing(String),
     #[error("the message store is unavailable, retry later")]
     Unavailable(#[from] SinkError),
+    /// A call this request made to Meta (or another service) failed.
+    #[error("{0}")]
+    Upstream(String),
     #[error("Redis is unavailable, retry later")]
     Redis(#[from] crate::store::RedisError),
     #[error(transparent)]
@@ -69,7 +72,7 @@ impl ResponseError for ApiError {
                 StatusCode::from_u16(432).unwrap_or(StatusCode::UNAUTHORIZED)
             }
             ApiError::FlowsDecrypt => StatusCode::from_u16(421).unwrap_or(StatusCode::BAD_REQUEST),
-            ApiError::FlowsBackend(_) => StatusCode::BAD_GATEWAY,
+            ApiError::FlowsBackend(_) | ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::VerificationFailed => StatusCode::FORBIDDEN,
             ApiError::NotFound | ApiError::Missing(_) => StatusCode::NOT_FOUND,
@@ -131,6 +134,7 @@ impl ApiError {
             ApiError::NotFound | ApiError::Missing(_) => "not_found",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::Conflict(_) => "conflict",
+            ApiError::Upstream(_) => "upstream",
             ApiError::Unavailable(_) => "sink_unavailable",
             ApiError::Redis(_) => "redis",
             ApiError::Store(error) if error.is_outage() => "redis",

@@ -38,6 +38,11 @@ impl TenantStore {
         Ok(self.client.hgetall(self.keys.tenants()).await?)
     }
 
+    /// One stored tenant's sealed document.
+    pub async fn get(&self, id: &str) -> Result<Option<String>> {
+        Ok(self.client.hget(self.keys.tenants(), id).await?)
+    }
+
     /// Stores (or replaces) a sealed document and moves the version, atomically.
     pub async fn put(&self, id: &str, sealed: &str) -> Result<()> {
         let transaction = self.client.multi();

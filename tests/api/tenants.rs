@@ -12,7 +12,7 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::{
     eventually, graph_ok, spawn, text_delivery, wait_for_dead_letters, wait_until_drained,
-    AppOptions, TestApp, ACCESS_TOKEN, APP_SECRET,
+    AppOptions, TestApp, ACCESS_TOKEN, APP_SECRET, OLD_APP_SECRET,
 };
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -869,5 +869,261 @@ async fn a_tenants_operators_reach_its_conversations_only_and_the_audit_names_wh
             "Clara (operator; tenants clinic)"
         ]
     );
+    app.stop().await;
+}
+
+const BAKERY_TOKEN: &str = "bakery-business-token";
+
+/// Meta's side of Embedded Signup: the code `good-code` is worth `BAKERY_TOKEN`, `spent-code`
+/// was used already; WABA 9001 subscribes; numbers 7770001 and 7770002 register, the second
+/// failing once first.
+async fn mount_signup(graph: &MockServer) {
+    use wiremock::matchers::{body_partial_json, query_param};
+    Mock::given(method("GET"))
+        .and(path("/v24.0/oauth/access_token"))
+        .and(query_param("client_id", "4242"))
+        .and(query_param("client_secret", APP_SECRET))
+        .and(query_param("code", "good-code"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            serde_json::json!({"access_token": BAKERY_TOKEN, "token_type": "bearer"}),
+        ))
+        .mount(graph)
+        .await;
+    // The deployment lists the old secret first while rotating: Meta refuses it.
+    Mock::given(method("GET"))
+        .and(path("/v24.0/oauth/access_token"))
+        .and(query_param("client_secret", OLD_APP_SECRET))
+        .respond_with(
+            ResponseTemplate::new(400).set_body_json(serde_json::json!({"error": {
+                "message": "Error validating client secret.", "type": "OAuthException", "code": 1
+            }})),
+        )
+        .mount(graph)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v24.0/oauth/access_token"))
+        .and(query_param("client_secret", APP_SECRET))
+        .and(query_param("code", "spent-code"))
+        .respond_with(
+            ResponseTemplate::new(400).set_body_json(serde_json::json!({"error": {
+                "message": "This authorization code has been used.",
+                "type": "OAuthException", "code": 100, "error_subcode": 36009
+            }})),
+        )
+        .mount(graph)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v24.0/9001/subscribed_apps"))
+        .and(header(
+            "authorization",
+            format!("Bearer {BAKERY_TOKEN}").as_str(),
+        ))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(serde_json::json!({"success": true})),
+        )
+        .mount(graph)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v24.0/7770002/register"))
+        .respond_with(
+            ResponseTemplate::new(400).set_body_json(serde_json::json!({"error": {
+                "message": "Two step verification PIN Mismatch", "code": 133005
+            }})),
+        )
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(graph)
+        .await;
+    for number in ["7770001", "7770002"] {
+        Mock::given(method("POST"))
+            .and(path(format!("/v24.0/{number}/register")))
+            .and(header(
+                "authorization",
+                format!("Bearer {BAKERY_TOKEN}").as_str(),
+            ))
+            .and(body_partial_json(
+                serde_json::json!({"messaging_product": "whatsapp", "pin": "246810"}),
+            ))
+            .respond_with(
+                ResponseTemplate::new(200).set_body_json(serde_json::json!({"success": true})),
+            )
+            .with_priority(2)
+            .mount(graph)
+            .await;
+    }
+}
+
+/// The Graph API requests to `path_end` so far.
+async fn calls_to(graph: &MockServer, path_end: &str) -> usize {
+    graph
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| r.url.path().ends_with(path_end))
+        .count()
+}
+
+#[tokio::test]
+async fn embedded_signup_turns_a_code_into_a_stored_tenant_that_answers_its_number() {
+    let graph = graph_ok().await;
+    mount_signup(&graph).await;
+    let app = spawn(AppOptions {
+        graph: Some(graph.clone()),
+        ..AppOptions::with_env(&[
+            ("ADMIN_TOKEN", ADMIN),
+            ("WABOT_TENANTS__KEY", KEY),
+            ("WABOT_WHATSAPP__APP_ID", "4242"),
+            ("WABOT_TENANTS__RELOAD_MS", "200"),
+        ])
+    })
+    .await;
+    let signup = |id: &str, body: Value| {
+        let request = app
+            .http
+            .post(format!("{}/admin/tenants/{id}/signup", app.address))
+            .bearer_auth(ADMIN)
+            .json(&body);
+        async move { request.send().await.expect("sent") }
+    };
+    let body = |code: Option<&str>, number: &str| {
+        let mut body = serde_json::json!({
+            "waba_id": "9001", "phone_number_id": number, "pin": "246810", "name": "Panadería"
+        });
+        if let Some(code) = code {
+            body["code"] = code.into();
+        }
+        body
+    };
+
+    // Bad input is refused before Meta is asked.
+    for (bad, named) in [
+        (
+            serde_json::json!({"code": "good-code", "waba_id": "9001", "phone_number_id": "7770001", "pin": "12"}),
+            "pin",
+        ),
+        (
+            serde_json::json!({"code": "good-code", "waba_id": "9001", "phone_number_id": "+1 555", "pin": "246810"}),
+            "phone_number_id",
+        ),
+        (
+            serde_json::json!({"code": "good-code", "waba_id": "9001"}),
+            "expected",
+        ),
+    ] {
+        let response = signup("bakery", bad.clone()).await;
+        assert_eq!(response.status(), 400, "{bad}");
+        assert!(response.text().await.expect("body").contains(named));
+    }
+    assert_eq!(calls_to(&graph, "/oauth/access_token").await, 0);
+
+    // The code becomes the business's token; the app is subscribed, the number registered.
+    let response = signup("bakery", body(Some("good-code"), "7770001")).await;
+    let status = response.status();
+    let answer = response.text().await.expect("body");
+    assert_eq!(status, 201, "{answer}");
+    assert!(!answer.contains(BAKERY_TOKEN), "{answer}");
+    let answer: Value = serde_json::from_str(&answer).expect("json");
+    assert_eq!(answer["tenant"]["name"], "Panadería");
+    assert_eq!(answer["tenant"]["numbers"], serde_json::json!(["7770001"]));
+    assert_eq!(answer["steps"]["subscribed_apps"]["ok"], true, "{answer}");
+    assert_eq!(answer["steps"]["register"]["ok"], true, "{answer}");
+    let stored = app.redis.as_ref().expect("own redis").cli(&[
+        "HGET",
+        &format!("{}:{{tenants}}", app.settings.redis.key_prefix),
+        "bakery",
+    ]);
+    assert!(
+        stored.starts_with("v1.") && !stored.contains(BAKERY_TOKEN),
+        "{stored}"
+    );
+
+    // Its number is answered with its token, once the workers' directory has reloaded (every
+    // 200 ms here).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let delivery = text_delivery("7770001", "15550007001", "wamid.signup.1", "pan de hoy?");
+    assert_eq!(app.post_signed(&delivery, APP_SECRET).await.status(), 200);
+    let sent = eventually(WAIT, || async {
+        let sent = sent_with(&graph, BAKERY_TOKEN).await;
+        (!sent.is_empty()).then_some(sent)
+    })
+    .await
+    .expect("the onboarded tenant answers");
+    assert_eq!(
+        sent_with(&graph, ACCESS_TOKEN).await,
+        [],
+        "never with the deployment's token"
+    );
+    assert_eq!(
+        (sent[0].0.as_str(), sent[0].1.as_str()),
+        ("7770001", "15550007001")
+    );
+
+    // A spent code is Meta's 400, named; nothing is stored.
+    let response = signup("rival", body(Some("spent-code"), "7770009")).await;
+    assert_eq!(response.status(), 400);
+    assert!(response
+        .text()
+        .await
+        .expect("body")
+        .contains("Meta refused the code"));
+    let missing = app
+        .http
+        .get(format!("{}/admin/tenants/rival", app.address))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(missing.status(), 404);
+    // A number another tenant has: refused without spending the code.
+    let before = calls_to(&graph, "/oauth/access_token").await;
+    let response = signup("rival", body(Some("good-code"), "7770001")).await;
+    assert_eq!(response.status(), 409);
+    assert!(response.text().await.expect("body").contains("bakery's"));
+    assert_eq!(calls_to(&graph, "/oauth/access_token").await, before);
+
+    // A second number whose registration fails: stored with its token all the same, 502 naming
+    // the step; the same body without the code finishes it.
+    let response = signup("bakery", body(None, "7770002")).await;
+    assert_eq!(response.status(), 502);
+    let answer: Value = response.json().await.expect("json");
+    assert_eq!(answer["steps"]["register"]["ok"], false, "{answer}");
+    assert!(answer["steps"]["register"]["error"]
+        .as_str()
+        .is_some_and(|e| e.contains("PIN Mismatch")));
+    assert_eq!(
+        answer["tenant"]["numbers"],
+        serde_json::json!(["7770001", "7770002"])
+    );
+    let response = signup("bakery", body(None, "7770002")).await;
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.expect("json");
+    assert_eq!(answer["steps"]["register"]["ok"], true, "{answer}");
+    // Without a stored token there is nothing to finish with.
+    let response = signup("newcomer", body(None, "7770003")).await;
+    assert_eq!(response.status(), 400);
+    assert!(response
+        .text()
+        .await
+        .expect("body")
+        .contains("code is required"));
+
+    let audit: Value = app
+        .http
+        .get(format!("{}/admin/audit?tenant=bakery", app.address))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    let actions: Vec<&str> = audit["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert_eq!(actions, ["tenant_signup"; 3]);
     app.stop().await;
 }

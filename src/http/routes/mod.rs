@@ -59,6 +59,7 @@ pub fn configure_private(app: &mut web::ServiceConfig) {
                 .route("/tenants", web::get().to(tenants::list))
                 .route("/tenants/{id}", web::get().to(tenants::show))
                 .route("/tenants/{id}", web::put().to(tenants::put))
+                .route("/tenants/{id}/signup", web::post().to(tenants::signup))
                 .route("/tenants/{id}", web::delete().to(tenants::delete))
                 .route("/audit", web::get().to(admin::audit))
                 .route("/dead-letters", web::get().to(admin::list_dead_letters))

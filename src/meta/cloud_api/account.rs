@@ -1,7 +1,9 @@
-//! Graph API management reads and writes for `wabot doctor`: the token's app, the apps subscribed
-//! to a WhatsApp Business Account (and subscribing ours), a number's status and throughput, and
-//! templates by name.
+//! Graph API management reads and writes for `wabot doctor` and onboarding: the token's app,
+//! the apps subscribed to a WhatsApp Business Account (and subscribing ours), a number's status
+//! and throughput, templates by name, and Embedded Signup (a code for a business's token, a
+//! number registered).
 
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use super::client::CloudApi;
@@ -31,6 +33,13 @@ struct SubscribedApp {
 struct DataList<T> {
     #[serde(default = "Vec::new")]
     data: Vec<T>,
+}
+
+/// `GET /oauth/access_token`'s answer.
+#[derive(Deserialize)]
+struct AccessToken {
+    #[serde(default)]
+    access_token: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -111,6 +120,48 @@ impl CloudApi {
     /// Subscribes the token's app to the WABA's webhooks (`POST /{waba}/subscribed_apps`).
     pub async fn subscribe_app(&self, waba: &str) -> Result<bool, CloudApiError> {
         let answer: Success = self.post_graph(&format!("{waba}/subscribed_apps")).await?;
+        Ok(answer.success)
+    }
+
+    /// Exchanges the code of Meta's Embedded Signup for the business's token
+    /// (`GET /oauth/access_token` with the app's id and secret).
+    pub async fn exchange_code(
+        &self,
+        app_id: &str,
+        app_secret: &SecretString,
+        code: &str,
+    ) -> Result<SecretString, CloudApiError> {
+        let answer: AccessToken = self
+            .get_graph_public(
+                "oauth/access_token",
+                &[
+                    ("client_id", app_id),
+                    ("client_secret", app_secret.expose_secret()),
+                    ("code", code),
+                ],
+            )
+            .await?;
+        if answer.access_token.trim().is_empty() {
+            return Err(CloudApiError::Decode(
+                "the code exchange answered no access_token".into(),
+            ));
+        }
+        Ok(SecretString::from(answer.access_token.trim()))
+    }
+
+    /// Registers a business number for the Cloud API (`POST /{number}/register`), setting its
+    /// two-step verification `pin`.
+    pub async fn register_number(
+        &self,
+        number: &PhoneNumberId,
+        pin: &SecretString,
+    ) -> Result<bool, CloudApiError> {
+        let answer: Success = self
+            .post_graph_json(
+                &format!("{}/register", number.as_str()),
+                &serde_json::json!({"messaging_product": "whatsapp", "pin": pin.expose_secret()}),
+            )
+            .await?;
         Ok(answer.success)
     }
 

@@ -530,6 +530,53 @@ impl CloudApi {
         read_json(response).await
     }
 
+    /// `POST {base}/{version}/{path}` with a JSON body and the default token. Not retried, like
+    /// [`CloudApi::post_graph`].
+    pub(super) async fn post_graph_json<R: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<R, CloudApiError> {
+        let url = format!("{}/{}/{}", self.base_url, self.version, path);
+        let response = self
+            .http
+            .post(url)
+            .bearer_auth(self.token.expose_secret())
+            .json(body)
+            .send()
+            .await
+            .map_err(classify_transport)?;
+        read_json(response).await
+    }
+
+    /// `GET {base}/{version}/{path}?{query}` without a token: the Embedded Signup code exchange,
+    /// whose query holds the app secret, so an error never carries the URL. Not retried: the
+    /// code is good once.
+    pub(super) async fn get_graph_public<R: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<R, CloudApiError> {
+        let url = format!("{}/{}/{}", self.base_url, self.version, path);
+        let result = match self.http.get(url).query(query).send().await {
+            Ok(response) => read_json(response).await,
+            Err(error) => Err(classify_transport(error)),
+        };
+        result.map_err(|error| match error {
+            CloudApiError::Network(e) => CloudApiError::Network(e.without_url()),
+            CloudApiError::Timeout(e) => CloudApiError::Timeout(e.without_url()),
+            other => other,
+        })
+    }
+
+    /// This client (its connections, retries and pacing) calling with `token` for every number:
+    /// a business's own token, as Embedded Signup hands it out.
+    pub fn with_token(mut self, token: SecretString) -> CloudApi {
+        self.token = token;
+        self.tokens = Arc::new(HashMap::new());
+        self
+    }
+
     /// `POST /{path}` with a form body, with the token of `number`.
     pub(super) async fn post_graph_form<R: serde::de::DeserializeOwned>(
         &self,
