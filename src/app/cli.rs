@@ -59,6 +59,10 @@ pub enum Command {
         /// Subscribe the app to the WABA's webhooks when it is not.
         #[arg(long)]
         fix: bool,
+        /// Check this tenant's token, WABA and numbers instead of the deployment's (a tenant
+        /// file, else one stored through the admin API: then Redis is read).
+        #[arg(long)]
+        tenant: Option<String>,
     },
     /// Queue a notification (a template, or text inside the 24-hour window) to a user; sent by
     /// the workers in order with the user's conversation (talks to Redis directly).
@@ -185,14 +189,31 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::CheckConfig => {
             let settings = Settings::load()?;
             print!("{}", settings.redacted_toml());
-            eprintln!("configuration OK");
+            let tenants = settings.tenant_files()?;
+            eprintln!(
+                "tenant files in {}: {}",
+                settings.tenants_dir().display(),
+                tenants.len()
+            );
+            for tenant in &tenants {
+                eprintln!("  {}", tenant_line(tenant));
+            }
+            eprintln!(
+                "configuration OK (tenants stored through the admin API are not read: \
+                 `GET /admin/tenants` lists them)"
+            );
             Ok(())
         }
         Command::Flows(command) => flows(command).await,
         Command::Operators(command) => operators(command).await,
-        Command::Doctor { fix } => {
+        Command::Doctor { fix, tenant } => {
             let settings = Settings::load()?;
-            let report = crate::app::doctor::run(&settings, fix).await?;
+            let report = match tenant {
+                Some(id) => {
+                    crate::app::doctor::run_tenant(&find_tenant(&settings, &id).await?, fix).await?
+                }
+                None => crate::app::doctor::run(&settings, fix).await?,
+            };
             print!("{report}");
             anyhow::ensure!(report.failures() == 0, "the setup has problems (see above)");
             Ok(())
@@ -409,6 +430,54 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// Records a command's action in the audit of the tenant whose conversation it concerns (the
 /// deployment's for none); a failure to record is said on standard error, the action stands.
+/// One tenant for `check-config`: id, name, numbers, responder, where it is declared.
+fn tenant_line(tenant: &crate::config::tenants::Tenant) -> String {
+    format!(
+        "{} ({}): numbers {}; responder {}; max_concurrency {}{}",
+        tenant.id,
+        tenant.name,
+        tenant.numbers.join(", "),
+        tenant.settings.responder.kind.as_str(),
+        tenant.max_concurrency,
+        if tenant.api_token.is_some() {
+            "; API token"
+        } else {
+            ""
+        }
+    )
+}
+
+/// Tenant `id`: of a file, else stored (Redis is read only then).
+async fn find_tenant(
+    settings: &Settings,
+    id: &str,
+) -> anyhow::Result<crate::config::tenants::Tenant> {
+    if let Some(tenant) = settings.tenant_files()?.into_iter().find(|t| t.id == id) {
+        return Ok(tenant);
+    }
+    let services = Services::new(settings)?;
+    let directory = services.directory()?;
+    directory.refresh().await.map_err(|e| {
+        anyhow::anyhow!("no tenant file {id}.toml, and the stored tenants cannot be read: {e}")
+    })?;
+    let snapshot = directory.snapshot();
+    if let Some(tenant) = snapshot.get(id) {
+        return Ok((**tenant).clone());
+    }
+    if let Some((_, reason)) = snapshot.problems.iter().find(|(problem, _)| problem == id) {
+        anyhow::bail!("tenant {id} is stored but left out: {reason}");
+    }
+    let known: Vec<&str> = snapshot.tenants.iter().map(|t| t.id.as_str()).collect();
+    anyhow::bail!(
+        "no tenant {id} (tenants: {})",
+        if known.is_empty() {
+            "none".to_string()
+        } else {
+            known.join(", ")
+        }
+    )
+}
+
 async fn record(
     services: &Services,
     action: &str,

@@ -1,10 +1,11 @@
 //! `wabot doctor`: checks the WhatsApp side of a deployment against the Graph API with the
 //! configured token — the token itself, the app's webhook subscription to the WABA, each
 //! configured number's status and throughput, the re-engagement template — and says how to fix
-//! each problem; `--fix` subscribes the app.
+//! each problem; `--fix` subscribes the app; `--tenant ID` checks one tenant's instead.
 
 use std::fmt;
 
+use crate::config::tenants::Tenant;
 use crate::config::Settings;
 use crate::domain::PhoneNumberId;
 use crate::meta::cloud_api::{CloudApi, CloudApiError, PhoneNumberInfo};
@@ -38,6 +39,8 @@ pub struct Finding {
 #[derive(Debug, Clone, Default)]
 pub struct Report {
     pub api_root: String,
+    /// The tenant checked; `None`: the deployment's own settings.
+    pub tenant: Option<String>,
     pub findings: Vec<Finding>,
 }
 
@@ -76,7 +79,14 @@ impl Report {
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "wabot doctor: checking against {}", self.api_root)?;
+        match &self.tenant {
+            Some(tenant) => writeln!(
+                f,
+                "wabot doctor: checking tenant {tenant} against {}",
+                self.api_root
+            )?,
+            None => writeln!(f, "wabot doctor: checking against {}", self.api_root)?,
+        }
         for finding in &self.findings {
             let tag = match finding.verdict {
                 Verdict::Ok => "ok  ",
@@ -111,11 +121,34 @@ const TOKEN_FIX: &str = "create a System User access token (Business settings > 
 with whatsapp_business_messaging and whatsapp_business_management for this WABA's app, and set \
 WHATSAPP_ACCESS_TOKEN";
 
-/// Runs every check; with `fix`, subscribes the app when it is not.
+/// Runs every check of the deployment's own settings and numbers; with `fix`, subscribes the
+/// app when it is not.
 pub async fn run(settings: &Settings, fix: bool) -> Result<Report, DoctorError> {
+    check(settings, settings.default_numbers(), None, fix).await
+}
+
+/// The same checks for one tenant: its token, WABA, re-engagement template and numbers.
+pub async fn run_tenant(tenant: &Tenant, fix: bool) -> Result<Report, DoctorError> {
+    // Its own numbers only: its settings inherit the deployment's `phone_number_id`.
+    check(
+        &tenant.settings,
+        tenant.numbers.clone(),
+        Some(&tenant.id),
+        fix,
+    )
+    .await
+}
+
+async fn check(
+    settings: &Settings,
+    numbers: Vec<String>,
+    tenant: Option<&str>,
+    fix: bool,
+) -> Result<Report, DoctorError> {
     let api = CloudApi::new(&settings.whatsapp)?;
     let mut report = Report {
         api_root: api.api_root(),
+        tenant: tenant.map(str::to_string),
         findings: Vec::new(),
     };
 
@@ -159,12 +192,6 @@ pub async fn run(settings: &Settings, fix: bool) -> Result<Report, DoctorError> 
         ),
     }
 
-    let mut numbers: Vec<String> = settings.whatsapp.phone_number_id.iter().cloned().collect();
-    if let Ok(tokens) = settings.whatsapp.tokens_by_number() {
-        numbers.extend(tokens.into_iter().map(|(pnid, _)| pnid));
-    }
-    let mut seen = std::collections::HashSet::new();
-    numbers.retain(|number| seen.insert(number.clone()));
     if numbers.is_empty() {
         report.problem(
             Verdict::Warn,

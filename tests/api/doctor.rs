@@ -14,12 +14,18 @@ const TOKEN: &str = "EAAG-doctor-token";
 
 /// Runs `wabot doctor [args]` against `graph`, with the re-engagement template `welcome_back`.
 fn doctor(graph: &MockServer, args: &[&str]) -> (bool, String) {
+    let mut all = vec!["doctor"];
+    all.extend_from_slice(args);
+    wabot(graph, &all, &[])
+}
+
+/// Runs `wabot [args]` configured like `doctor`, with `env` on top.
+fn wabot(graph: &MockServer, args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
     let Output {
         status,
         stdout,
         stderr,
     } = Command::new(env!("CARGO_BIN_EXE_wabot"))
-        .arg("doctor")
         .args(args)
         .env_clear()
         .env("APP_CONFIG_DIR", "/nonexistent-wabot-test-config")
@@ -36,6 +42,7 @@ fn doctor(graph: &MockServer, args: &[&str]) -> (bool, String) {
         )
         .env("WABOT_WHATSAPP__REENGAGEMENT_TEMPLATE__LANGUAGE", "pt_BR")
         .env("RUST_LOG", "off")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .output()
         .expect("wabot doctor runs");
@@ -52,9 +59,13 @@ fn ok(body: serde_json::Value) -> ResponseTemplate {
 }
 
 async fn mount_app(graph: &MockServer) {
+    mount_app_for(graph, TOKEN).await;
+}
+
+async fn mount_app_for(graph: &MockServer, token: &str) {
     Mock::given(method("GET"))
         .and(path("/v24.0/app"))
-        .and(header("authorization", format!("Bearer {TOKEN}").as_str()))
+        .and(header("authorization", format!("Bearer {token}").as_str()))
         .respond_with(ok(serde_json::json!({"id": APP_ID, "name": "wabot shop"})))
         .mount(graph)
         .await;
@@ -82,15 +93,19 @@ async fn mount_subscriptions(graph: &MockServer, ids: &[&str]) {
 }
 
 async fn mount_number(graph: &MockServer, status: &str) {
+    mount_number_at(graph, PNID, status).await;
+}
+
+async fn mount_number_at(graph: &MockServer, number: &str, status: &str) {
     Mock::given(method("GET"))
-        .and(path(format!("/v24.0/{PNID}")))
+        .and(path(format!("/v24.0/{number}")))
         .and(query_param(
             "fields",
             "display_phone_number,verified_name,status,quality_rating,platform_type,throughput,\
              messaging_limit_tier,name_status",
         ))
         .respond_with(ok(serde_json::json!({
-            "id": PNID,
+            "id": number,
             "display_phone_number": "+1 555-000-0000",
             "verified_name": "wabot shop",
             "status": status,
@@ -265,4 +280,103 @@ async fn an_expired_token_stops_at_the_first_check() {
     assert!(output.contains("System User access token"), "{output}");
     let calls = graph.received_requests().await.unwrap_or_default().len();
     assert_eq!(calls, 1, "nothing else is asked with a dead token");
+}
+
+const TENANT_TOKEN: &str = "EAAG-bakery-token";
+const TENANT_NUMBER: &str = "222000111";
+
+/// A tenants directory with `bakery.toml` (its own token and number, the same WABA) and, with
+/// `broken`, a second file that does not build.
+fn tenant_dir(broken: bool) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("wabot-doctor-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(
+        dir.join("bakery.toml"),
+        format!(
+            "[tenant]\nname = \"Bakery\"\nnumbers = [\"{TENANT_NUMBER}\"]\n\n[whatsapp]\n\
+             access_token = \"{TENANT_TOKEN}\"\nbusiness_account_id = \"{WABA}\"\n"
+        ),
+    )
+    .expect("tenant file");
+    if broken {
+        std::fs::write(dir.join("shop.toml"), "[tenant]\nnumbers = []\n").expect("file");
+    }
+    dir
+}
+
+#[tokio::test]
+async fn doctor_checks_one_tenant_with_its_token_and_numbers_only() {
+    let graph = MockServer::start().await;
+    mount_app_for(&graph, TENANT_TOKEN).await;
+    mount_subscriptions(&graph, &[APP_ID]).await;
+    mount_number_at(&graph, TENANT_NUMBER, "CONNECTED").await;
+    mount_templates(&graph, "APPROVED").await;
+    let dir = tenant_dir(false);
+    let env = [("WABOT_TENANTS__DIR", dir.to_str().expect("utf-8"))];
+    let (success, output) = wabot(&graph, &["doctor", "--tenant", "bakery"], &env);
+    assert!(success, "{output}");
+    assert!(output.contains("checking tenant bakery"), "{output}");
+    assert!(
+        output.contains(&format!("phone number {TENANT_NUMBER}")),
+        "{output}"
+    );
+    assert!(
+        !output.contains(PNID),
+        "the deployment's number is not the tenant's:\n{output}"
+    );
+    let requests = graph.received_requests().await.unwrap_or_default();
+    assert!(!requests.is_empty());
+    for request in &requests {
+        assert_eq!(
+            request
+                .headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok()),
+            Some(format!("Bearer {TENANT_TOKEN}").as_str()),
+            "{}",
+            request.url
+        );
+    }
+
+    // A tenant that is neither a file nor stored: named, with the ones there are.
+    let redis = crate::helpers::RedisServer::start();
+    let url = redis.url();
+    let env = [
+        ("WABOT_TENANTS__DIR", dir.to_str().expect("utf-8")),
+        ("REDIS_URL", url.as_str()),
+    ];
+    let (success, output) = wabot(&graph, &["doctor", "--tenant", "nobody"], &env);
+    assert!(!success, "{output}");
+    assert!(output.contains("no tenant nobody"), "{output}");
+    assert!(output.contains("bakery"), "{output}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn check_config_lists_the_tenant_files_and_fails_on_one_that_does_not_build() {
+    let graph = MockServer::start().await;
+    let dir = tenant_dir(false);
+    let env = [("WABOT_TENANTS__DIR", dir.to_str().expect("utf-8"))];
+    let (success, output) = wabot(&graph, &["check-config"], &env);
+    assert!(success, "{output}");
+    assert!(output.contains("tenant files in"), "{output}");
+    assert!(
+        output.contains(&format!(
+            "bakery (Bakery): numbers {TENANT_NUMBER}; responder"
+        )),
+        "{output}"
+    );
+    assert!(
+        !output.contains(TENANT_TOKEN),
+        "a secret was printed:\n{output}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let dir = tenant_dir(true);
+    let env = [("WABOT_TENANTS__DIR", dir.to_str().expect("utf-8"))];
+    let (success, output) = wabot(&graph, &["check-config"], &env);
+    assert!(!success, "{output}");
+    assert!(output.contains("shop"), "{output}");
+    assert!(output.contains("at least one phone number id"), "{output}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
