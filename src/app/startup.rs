@@ -190,6 +190,9 @@ impl Services {
         let settings = &self.settings;
         let directory = Arc::new(self.directory()?);
         directory.keep_current();
+        // Tenants may send their events elsewhere only if there can be tenants: files, or a key
+        // to store them under.
+        let tenants_events = directory.may_have_tenants().then(|| directory.clone());
         let handler: Arc<dyn Handler> = Arc::new(Router::new(
             directory,
             Shared {
@@ -197,8 +200,13 @@ impl Services {
                 keys: self.keys.clone(),
             },
         )?);
-        let events = EventDispatcher::new(self.redis.clone(), self.keys.clone(), &settings.events)?
-            .map(Arc::new);
+        let events = EventDispatcher::new(
+            self.redis.clone(),
+            self.keys.clone(),
+            &settings.events,
+            tenants_events,
+        )?
+        .map(Arc::new);
         Ok(Workers::spawn(
             self.queue.clone(),
             handler,

@@ -24,6 +24,7 @@ const TENANT_SECTIONS: &[&str] = &[
     "handoff",
     "texts",
     "transcription",
+    "events",
 ];
 
 /// Keys of those sections that stay the deployment's: one Meta app (its secret, the verify token,

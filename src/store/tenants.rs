@@ -235,6 +235,11 @@ impl Directory {
         self.sealer.as_ref()
     }
 
+    /// Whether tenants can exist: tenant files, or `tenants.key` to store them under.
+    pub fn may_have_tenants(&self) -> bool {
+        !self.files.is_empty() || self.sealer.is_some()
+    }
+
     /// The deployment's settings, which every tenant is built over.
     pub fn settings(&self) -> &Settings {
         &self.settings

@@ -1127,3 +1127,94 @@ async fn embedded_signup_turns_a_code_into_a_stored_tenant_that_answers_its_numb
     assert_eq!(actions, ["tenant_signup"; 3]);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn each_tenant_s_events_go_to_its_own_receiver_signed_with_its_own_secret() {
+    let receiver = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&receiver)
+        .await;
+    let clinic = format!(
+        "[tenant]\nnumbers = [\"1110001\"]\n\n[events]\nwebhook_url = \"{}/clinic\"\nsecret = \"clinic-events-secret\"\n",
+        receiver.uri()
+    );
+    let dir = TenantDir::new(&[
+        ("clinic", clinic),
+        // Its own: none.
+        (
+            "shop",
+            "[tenant]\nnumbers = [\"2220001\"]\n\n[events]\nwebhook_url = \"\"\n".to_string(),
+        ),
+        // The deployment's receiver, as every setting it does not replace.
+        ("spa", "[tenant]\nnumbers = [\"3330001\"]\n".to_string()),
+    ]);
+    let deploy_url = format!("{}/deploy", receiver.uri());
+    let app = spawn(AppOptions::with_env(&[
+        ("WABOT_TENANTS__DIR", &dir.path()),
+        ("WHATSAPP_PHONE_NUMBER_ID", "9990001"),
+        ("WABOT_EVENTS__WEBHOOK_URL", &deploy_url),
+        ("WABOT_EVENTS__SECRET", "deployment-events-secret"),
+        ("WABOT_EVENTS__RETRY_MAX_MS", "200"),
+    ]))
+    .await;
+    for (i, number) in ["1110001", "2220001", "3330001", "9990001"]
+        .iter()
+        .enumerate()
+    {
+        let body = text_delivery(number, "15550008001", &format!("wamid.ev.{i}"), "human");
+        assert_eq!(app.post_signed(&body, APP_SECRET).await.status(), 200);
+    }
+    wait_until_drained(&app.queue().await, WAIT).await;
+    // (path, number), each checked against its receiver's secret.
+    let delivered = eventually(WAIT, || async {
+        let delivered: Vec<(String, String)> = receiver
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .map(|request| {
+                let secret = match request.url.path() {
+                    "/clinic" => "clinic-events-secret",
+                    _ => "deployment-events-secret",
+                };
+                assert_eq!(
+                    request
+                        .headers
+                        .get("x-wabot-signature-256")
+                        .and_then(|v| v.to_str().ok()),
+                    Some(wabot::meta::webhook::signature::sign(secret, &request.body).as_str()),
+                    "{} is signed with its receiver's secret",
+                    request.url.path()
+                );
+                let event: Value = serde_json::from_slice(&request.body).expect("json");
+                assert_eq!(event["type"], "handoff.requested", "{event}");
+                (
+                    request.url.path().to_string(),
+                    event["phone_number_id"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect();
+        (delivered.len() >= 3).then_some(delivered)
+    })
+    .await
+    .expect("three events");
+    let mut delivered = delivered;
+    delivered.sort();
+    let pair = |path: &str, number: &str| (path.to_string(), number.to_string());
+    assert_eq!(
+        delivered,
+        [
+            pair("/clinic", "1110001"),
+            pair("/deploy", "3330001"),
+            pair("/deploy", "9990001")
+        ]
+    );
+    // Nothing about the shop's number, which has events off, arrives later either.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        receiver.received_requests().await.unwrap_or_default().len(),
+        3
+    );
+    app.stop().await;
+}

@@ -1,10 +1,12 @@
 //! Events out: what the conversation scripts append to each partition's event stream
 //! (`handoff.requested`, `message.received` while a person has the conversation,
-//! `message.failed`, `conversation.reset`) is POSTed to `events.webhook_url`, signed, in order,
-//! at least once. The partition's owner delivers them (one deliverer per partition across all
-//! replicas, by the lease), retrying with backoff while the receiver is down; an event leaves
-//! the stream only once the receiver answered 2xx. Format: docs/events.md.
+//! `message.failed`, `conversation.reset`) is POSTed to `events.webhook_url` (with tenants, that
+//! of the number's tenant), signed, in order, at least once. The partition's owner delivers them
+//! (one deliverer per partition across all replicas, by the lease), retrying with backoff while
+//! the receiver is down; an event leaves the stream only once the receiver answered 2xx.
+//! Format: docs/events.md.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use fred::prelude::{Client, StreamsInterface};
@@ -15,6 +17,7 @@ use crate::meta::webhook::signature::sign;
 use crate::ops::monitoring;
 use crate::pipeline::worker::LeaseGuard;
 use crate::store::keys::Keys;
+use crate::store::tenants::{Directory, Route};
 
 /// Header carrying `sha256=<hex HMAC-SHA256 of the raw body>` under `events.secret`.
 pub use crate::meta::webhook::WABOT_SIGNATURE_HEADER as SIGNATURE_HEADER;
@@ -32,10 +35,31 @@ pub enum EventError {
 pub struct EventDispatcher {
     client: Client,
     keys: Keys,
+    /// One client for every receiver; each request has its receiver's timeout.
     http: reqwest::Client,
+    /// The deployment's own receiver (`None`: its events are off).
+    own: Option<Destination>,
+    /// With tenants, each event goes to the receiver of its number's tenant.
+    tenants: Option<Arc<Directory>>,
+    retry_max: Duration,
+}
+
+/// Where one event goes.
+#[derive(Clone)]
+struct Destination {
     url: String,
     secret: SecretString,
-    retry_max: Duration,
+    timeout: Duration,
+}
+
+impl Destination {
+    fn of(settings: &EventSettings) -> Option<Destination> {
+        settings.enabled().then(|| Destination {
+            url: settings.webhook_url.trim().to_string(),
+            secret: settings.secret.clone(),
+            timeout: Duration::from_millis(settings.timeout_ms.max(1)),
+        })
+    }
 }
 
 /// Why one delivery failed (logged, then retried).
@@ -55,17 +79,21 @@ impl std::fmt::Display for Refused {
 }
 
 impl EventDispatcher {
-    /// `None` when events are off.
+    /// `None` when events are off: for the deployment and, without `tenants`, for everyone.
+    /// With `tenants`, each tenant's events go to its own `[events]` receiver (a tenant may turn
+    /// them on while the deployment has them off), so the dispatcher runs whenever tenants
+    /// may be declared.
     pub fn new(
         client: Client,
         keys: Keys,
         settings: &EventSettings,
+        tenants: Option<Arc<Directory>>,
     ) -> Result<Option<EventDispatcher>, EventError> {
-        if !settings.enabled() {
+        let own = Destination::of(settings);
+        if own.is_none() && tenants.is_none() {
             return Ok(None);
         }
         let http = reqwest::Client::builder()
-            .timeout(Duration::from_millis(settings.timeout_ms.max(1)))
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(EventError::Client)?;
@@ -73,10 +101,23 @@ impl EventDispatcher {
             client,
             keys,
             http,
-            url: settings.webhook_url.trim().to_string(),
-            secret: settings.secret.clone(),
+            own,
+            tenants,
             retry_max: Duration::from_millis(settings.retry_max_ms.max(100)),
         }))
+    }
+
+    /// The receiver of an event about `number`: its tenant's, else the deployment's; `None`
+    /// when that one has events off (or the number is nobody's).
+    fn destination(&self, number: Option<&str>) -> Option<Destination> {
+        let (Some(directory), Some(number)) = (&self.tenants, number) else {
+            return self.own.clone();
+        };
+        match directory.snapshot().route(number) {
+            Route::Tenant(tenant) => Destination::of(&tenant.settings.events),
+            Route::Default => self.own.clone(),
+            Route::Unrouted => None,
+        }
     }
 
     /// Delivers the partition's events while the lease is valid, until the task is aborted
@@ -117,13 +158,24 @@ impl EventDispatcher {
                 continue;
             }
             'entries: for (id, fields) in entries {
-                let body = event_body(partition, &id, &fields);
+                let event = event_body(partition, &id, &fields);
+                let Some(destination) =
+                    self.destination(event.get("phone_number_id").and_then(|n| n.as_str()))
+                else {
+                    // Kept while events were on for its number; nobody to send it to now.
+                    metrics::counter!(monitoring::EVENTS, "outcome" => "dropped").increment(1);
+                    if let Err(error) = self.delete(&key, &id).await {
+                        tracing::warn!(partition, error = %error, "an event could not be removed");
+                    }
+                    continue;
+                };
+                let body = serde_json::Value::Object(event).to_string();
                 // In order: the next event waits until this one is delivered.
                 loop {
                     if !lease.is_valid() {
                         break 'entries;
                     }
-                    match self.post(&body).await {
+                    match self.post(&destination, &body).await {
                         Ok(()) => {
                             metrics::counter!(monitoring::EVENTS, "outcome" => "delivered")
                                 .increment(1);
@@ -147,11 +199,12 @@ impl EventDispatcher {
         }
     }
 
-    async fn post(&self, body: &str) -> Result<(), Refused> {
-        let signature = sign(self.secret.expose_secret(), body.as_bytes());
+    async fn post(&self, to: &Destination, body: &str) -> Result<(), Refused> {
+        let signature = sign(to.secret.expose_secret(), body.as_bytes());
         let response = self
             .http
-            .post(&self.url)
+            .post(&to.url)
+            .timeout(to.timeout)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header(SIGNATURE_HEADER, signature)
             .body(body.to_string())
@@ -173,7 +226,11 @@ impl EventDispatcher {
 
 /// The JSON POSTed for one stream entry: the stored event with its `id` (partition and entry
 /// id: unique, and the same on every redelivery).
-fn event_body(partition: u32, entry_id: &str, fields: &[(String, String)]) -> String {
+fn event_body(
+    partition: u32,
+    entry_id: &str,
+    fields: &[(String, String)],
+) -> serde_json::Map<String, serde_json::Value> {
     let stored = fields
         .iter()
         .find(|(name, _)| name == "e")
@@ -187,7 +244,7 @@ fn event_body(partition: u32, entry_id: &str, fields: &[(String, String)]) -> St
         "id".into(),
         serde_json::Value::String(format!("evt_{partition}_{entry_id}")),
     );
-    serde_json::Value::Object(event).to_string()
+    event
 }
 
 #[cfg(test)]
@@ -204,7 +261,7 @@ mod tests {
                 r#"{"type":"handoff.requested","user":"1"}"#.into(),
             )],
         );
-        let value: serde_json::Value = serde_json::from_str(&body).expect("json");
+        let value = serde_json::Value::Object(body);
         assert_eq!(value["id"], "evt_3_1700000000000-0");
         assert_eq!(value["type"], "handoff.requested");
     }
