@@ -283,7 +283,7 @@ fn register_at_zero() {
     for reason in HANDOFF_REASONS {
         counter!(HANDOFFS, "reason" => *reason).absolute(0);
     }
-    for outcome in ["delivered", "retried"] {
+    for outcome in ["delivered", "retried", "dropped"] {
         counter!(EVENTS, "outcome" => outcome).absolute(0);
     }
     gauge!(EVENTS_BACKLOG, "partition" => "0").set(0.0);
