@@ -15,7 +15,7 @@ use tokio::sync::Semaphore;
 /// Attempts per delivery before it is counted as rejected (a real Meta retries for days).
 const MAX_ATTEMPTS: u32 = 5;
 
-/// The business number every delivery is addressed to.
+/// The business number every delivery is addressed to without `--tenants`.
 pub const PHONE_NUMBER_ID: &str = "106540352242922";
 
 /// What every user task shares.
@@ -33,6 +33,8 @@ pub struct Shared {
     pub seed: u64,
     /// Deliveries answered with 2xx so far (progress display).
     pub acked: AtomicU64,
+    /// The business numbers the users write to: user `u` to `numbers[u % len]`.
+    pub numbers: Vec<String>,
 }
 
 /// The phone number (wa_id) of user `user`: digits only, like Meta sends.
@@ -78,6 +80,10 @@ struct Delivery {
 
 fn delivery(shared: &Shared, user: usize, seq: usize) -> Delivery {
     let wa_id = user_phone(user);
+    let number = shared
+        .numbers
+        .get(user % shared.numbers.len().max(1))
+        .map_or(PHONE_NUMBER_ID, String::as_str);
     let timestamp = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -87,7 +93,7 @@ fn delivery(shared: &Shared, user: usize, seq: usize) -> Delivery {
         "object": "whatsapp_business_account",
         "entry": [{"id": "102290129340398", "changes": [{"field": "messages", "value": {
             "messaging_product": "whatsapp",
-            "metadata": {"display_phone_number": "15550000000", "phone_number_id": PHONE_NUMBER_ID},
+            "metadata": {"display_phone_number": "15550000000", "phone_number_id": number},
             "contacts": [{"profile": {"name": format!("Bench user {user}")}, "wa_id": wa_id}],
             "messages": [{
                 "from": wa_id,

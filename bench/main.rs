@@ -109,6 +109,12 @@ struct Args {
     /// between messages to one user). By default the bench lifts it to measure the pipeline.
     #[arg(long)]
     pacing: bool,
+    /// Serve this many tenants (tenant files, each with its own token and `--numbers-per-tenant`
+    /// numbers) and spread the users over all their numbers; 0: the deployment alone, one number.
+    #[arg(long, default_value_t = 0)]
+    tenants: usize,
+    #[arg(long, default_value_t = 5)]
+    numbers_per_tenant: usize,
     /// No progress lines on stderr.
     #[arg(long)]
     quiet: bool,
@@ -269,6 +275,35 @@ async fn interrupted() -> &'static str {
     "Ctrl-C"
 }
 
+/// The business numbers of `--tenants`: tenant `t`'s `n`-th is `2000<t:04><n:03>`.
+fn tenant_numbers(args: &Args) -> Vec<String> {
+    (0..args.tenants)
+        .flat_map(|t| (0..args.numbers_per_tenant).map(move |n| format!("2000{t:04}{n:03}")))
+        .collect()
+}
+
+/// Writes the tenant files of `--tenants` into a new directory; `None` without tenants.
+fn tenant_files(args: &Args) -> anyhow::Result<Option<std::path::PathBuf>> {
+    if args.tenants == 0 {
+        return Ok(None);
+    }
+    let dir = std::env::temp_dir().join(format!("wabot-bench-tenants-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).context("tenants directory")?;
+    let numbers = tenant_numbers(args);
+    for (t, numbers) in numbers.chunks(args.numbers_per_tenant.max(1)).enumerate() {
+        let list: Vec<String> = numbers.iter().map(|n| format!("\"{n}\"")).collect();
+        std::fs::write(
+            dir.join(format!("t{t:04}.toml")),
+            format!(
+                "[tenant]\nnumbers = [{}]\n\n[whatsapp]\naccess_token = \"bench-token-{t}\"\n",
+                list.join(", ")
+            ),
+        )
+        .context("tenant file")?;
+    }
+    Ok(Some(dir))
+}
+
 /// The environment the app is configured from, as an operator would set it.
 fn app_env(
     args: &Args,
@@ -313,6 +348,9 @@ fn app_env(
         // and its pair limit per user (0 switches both limiters off).
         env.insert("WABOT_WHATSAPP__THROUGHPUT_PER_SEC".into(), "0".into());
         env.insert("WABOT_WHATSAPP__RECIPIENT_INTERVAL_MS".into(), "0".into());
+    }
+    if let Some(dir) = tenant_files(args)? {
+        env.insert("WABOT_TENANTS__DIR".into(), dir.display().to_string());
     }
     for pair in &args.env {
         let (key, value) = pair
@@ -450,6 +488,7 @@ async fn measure(
         duplicate_fraction: args.duplicates,
         seed: args.seed,
         acked: AtomicU64::new(0),
+        numbers: tenant_numbers(args),
     });
     let tasks: Vec<_> = per_user
         .iter()
