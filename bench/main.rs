@@ -115,6 +115,13 @@ struct Args {
     tenants: usize,
     #[arg(long, default_value_t = 5)]
     numbers_per_tenant: usize,
+    /// With `--tenants`: the first tenant's responder is an http backend that never answers
+    /// (each message waits `--hung-timeout-ms`, then gets the fallback text). Its users are left
+    /// out of the figures, which are then the other tenants'.
+    #[arg(long, requires = "tenants")]
+    hung_tenant: bool,
+    #[arg(long, default_value_t = 1000)]
+    hung_timeout_ms: u64,
     /// No progress lines on stderr.
     #[arg(long)]
     quiet: bool,
@@ -208,7 +215,11 @@ async fn run(args: Args, load: tokio::runtime::Handle) -> anyhow::Result<bool> {
     let graph = FakeGraph::start()?;
     roles.fake_graph = cpu::new_threads(&threads_before, ACTIX_WORKER, 1).await;
 
-    let env = app_env(&args, &redis_url, &graph.url)?;
+    let hung_backend = match args.hung_tenant {
+        true => Some(hung_backend().await?),
+        false => None,
+    };
+    let env = app_env(&args, &redis_url, &graph.url, hung_backend.as_deref())?;
     let settings = app::settings(&env)?;
     let (port, app) = if args.in_process {
         if std::env::var_os("RUST_LOG").is_some() {
@@ -275,6 +286,36 @@ async fn interrupted() -> &'static str {
     "Ctrl-C"
 }
 
+/// An HTTP backend that accepts connections and never answers: `http://127.0.0.1:<port>/`.
+async fn hung_backend() -> anyhow::Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/", listener.local_addr()?);
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            // Read and drop the request; the connection stays open, unanswered, until the
+            // client gives up on it.
+            tokio::spawn(async move {
+                let mut sink = [0u8; 4096];
+                while tokio::io::AsyncReadExt::read(&mut socket, &mut sink)
+                    .await
+                    .is_ok_and(|n| n > 0)
+                {}
+            });
+        }
+    });
+    Ok(url)
+}
+
+/// Users of the hung tenant (`--hung-tenant`): those writing to the first tenant's numbers.
+fn hung_users(args: &Args) -> Vec<bool> {
+    let numbers = tenant_numbers(args).len();
+    (0..args.users)
+        .map(|u| {
+            args.hung_tenant && numbers > 0 && (u % numbers) / args.numbers_per_tenant.max(1) == 0
+        })
+        .collect()
+}
+
 /// The business numbers of `--tenants`: tenant `t`'s `n`-th is `2000<t:04><n:03>`.
 fn tenant_numbers(args: &Args) -> Vec<String> {
     (0..args.tenants)
@@ -283,7 +324,10 @@ fn tenant_numbers(args: &Args) -> Vec<String> {
 }
 
 /// Writes the tenant files of `--tenants` into a new directory; `None` without tenants.
-fn tenant_files(args: &Args) -> anyhow::Result<Option<std::path::PathBuf>> {
+fn tenant_files(
+    args: &Args,
+    hung_backend: Option<&str>,
+) -> anyhow::Result<Option<std::path::PathBuf>> {
     if args.tenants == 0 {
         return Ok(None);
     }
@@ -292,14 +336,19 @@ fn tenant_files(args: &Args) -> anyhow::Result<Option<std::path::PathBuf>> {
     let numbers = tenant_numbers(args);
     for (t, numbers) in numbers.chunks(args.numbers_per_tenant.max(1)).enumerate() {
         let list: Vec<String> = numbers.iter().map(|n| format!("\"{n}\"")).collect();
-        std::fs::write(
-            dir.join(format!("t{t:04}.toml")),
-            format!(
-                "[tenant]\nnumbers = [{}]\n\n[whatsapp]\naccess_token = \"bench-token-{t}\"\n",
-                list.join(", ")
-            ),
-        )
-        .context("tenant file")?;
+        let mut document = format!(
+            "[tenant]\nnumbers = [{}]\n\n[whatsapp]\naccess_token = \"bench-token-{t}\"\n",
+            list.join(", ")
+        );
+        if let (0, Some(url)) = (t, hung_backend) {
+            document.push_str(&format!(
+                "\n[responder]\nkind = \"http\"\n\n[responder.http]\nurl = \"{url}\"\n\
+                 secret = \"bench-hung-backend\"\ntimeout_ms = {}\nattempts = 1\n\
+                 fallback = \"the backend did not answer\"\n",
+                args.hung_timeout_ms
+            ));
+        }
+        std::fs::write(dir.join(format!("t{t:04}.toml")), document).context("tenant file")?;
     }
     Ok(Some(dir))
 }
@@ -309,6 +358,7 @@ fn app_env(
     args: &Args,
     redis_url: &str,
     graph_url: &str,
+    hung_backend: Option<&str>,
 ) -> anyhow::Result<HashMap<String, String>> {
     let prefix = format!("wbench{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let secret = uuid::Uuid::new_v4().simple().to_string();
@@ -349,7 +399,7 @@ fn app_env(
         env.insert("WABOT_WHATSAPP__THROUGHPUT_PER_SEC".into(), "0".into());
         env.insert("WABOT_WHATSAPP__RECIPIENT_INTERVAL_MS".into(), "0".into());
     }
-    if let Some(dir) = tenant_files(args)? {
+    if let Some(dir) = tenant_files(args, hung_backend)? {
         env.insert("WABOT_TENANTS__DIR".into(), dir.display().to_string());
     }
     for pair in &args.env {
@@ -516,8 +566,10 @@ async fn measure(
     for task in tasks {
         outcomes.push(task.await.context("a user task failed")?);
     }
+    let excluded = hung_users(args);
     let expected_replies: usize = outcomes
         .iter()
+        .filter(|o| !excluded.get(o.user).copied().unwrap_or(false))
         .map(|o| o.sent_at.iter().filter(|s| s.is_some()).count())
         .sum();
     let mut drained = true;
@@ -555,6 +607,7 @@ async fn measure(
         &per_user,
         &env.graph.recorder.replies(),
         env.graph.recorder.other_requests(),
+        &excluded,
     );
     report.server_ack = server_ack_percentiles(&base).await;
     print_report(
@@ -655,6 +708,8 @@ struct Report {
     duplicate_replies: u64,
     order_violations: u64,
     unexpected: u64,
+    /// Replies to the users left out of the figures (`--hung-tenant`).
+    left_out_replies: u64,
     other_requests: usize,
     /// Replies that reached the fake Graph API in the busiest second (any 1-s window).
     busiest_second: usize,
@@ -734,6 +789,7 @@ impl Report {
         per_user: &[usize],
         replies: &[Reply],
         other_requests: usize,
+        excluded: &[bool],
     ) -> Report {
         let deliveries: u64 = outcomes.iter().map(|o| o.deliveries).sum();
         let rejected: u64 = outcomes.iter().map(|o| o.rejected).sum();
@@ -756,10 +812,22 @@ impl Report {
         let phones: Vec<String> = (0..per_user.len())
             .map(|u| format!("+{}", load::user_phone(u)))
             .collect();
+        let left_out = |user: usize| excluded.get(user).copied().unwrap_or(false);
+        let left_out_phones: std::collections::HashSet<&str> = phones
+            .iter()
+            .enumerate()
+            .filter(|(user, _)| left_out(*user))
+            .map(|(_, phone)| phone.as_str())
+            .collect();
         let (mut duplicate_replies, mut order_violations, mut unexpected) = (0, 0, 0);
         let mut e2e_us = Vec::with_capacity(replies.len());
         let mut last_first_reply: Option<Instant> = None;
+        let mut left_out_replies = 0;
         for reply in replies {
+            if left_out_phones.contains(reply.to.as_str()) {
+                left_out_replies += 1;
+                continue;
+            }
             let Some((user, seq)) = load::parse_reply(&reply.text) else {
                 unexpected += 1;
                 continue;
@@ -788,6 +856,9 @@ impl Report {
         let mut lost = 0;
         let mut unique_acked = 0;
         for (user, sent) in sent_at.iter().enumerate() {
+            if left_out(user) {
+                continue;
+            }
             for (seq, at) in sent.iter().enumerate() {
                 if at.is_some() {
                     unique_acked += 1;
@@ -821,6 +892,7 @@ impl Report {
             order_violations,
             unexpected,
             other_requests,
+            left_out_replies,
             busiest_second: busiest_window(
                 replies.iter().map(|r| r.at).collect(),
                 Duration::from_secs(1),
@@ -1021,6 +1093,12 @@ fn print_report(
         row("duplicate replies", report.duplicate_replies);
         row("order violations", report.order_violations);
         row("unexpected replies", report.unexpected);
+        if args.hung_tenant {
+            row(
+                "hung tenant's users (left out above)",
+                format!("{} replies", report.left_out_replies),
+            );
+        }
         if report.other_requests > 0 {
             row("read receipts / other Graph calls", report.other_requests);
         }
@@ -1195,7 +1273,7 @@ mod tests {
             reply(1, 1, later),
             reply(0, 2, later),
         ];
-        let report = Report::build(Mode::E2e, &outcomes, &[3, 2], &replies, 0);
+        let report = Report::build(Mode::E2e, &outcomes, &[3, 2], &replies, 0, &[]);
         assert_eq!(report.unique_acked, 5);
         assert_eq!(report.first_replies, 5);
         assert_eq!(
@@ -1230,7 +1308,7 @@ mod tests {
             text: "Rate limited".into(),
             at: t0,
         });
-        let report = Report::build(Mode::E2e, &outcomes, &[4, 2], &replies, 0);
+        let report = Report::build(Mode::E2e, &outcomes, &[4, 2], &replies, 0, &[]);
         assert_eq!(report.lost, 1);
         assert_eq!(report.duplicate_replies, 1);
         assert_eq!(report.order_violations, 1);
